@@ -1,0 +1,349 @@
+"""The text decoder as a llama.cpp GGUF file (architecture `qwen2vl`).
+
+Three jobs, kept apart:
+- `decoder_metadata` / `tokenizer_metadata`: the key-value section, every number read from the
+  checkpoint (config.json, tokenizer.json, generation_config.json, the chat template);
+- `decoder_tensor_plan`: which checkpoint tensor becomes which GGUF tensor, in which type;
+- `write_gguf_streamed`: the file itself. Tensor infos (name, shape, type, byte size) are known
+  from the safetensors headers, so header, key-values and tensor table are written first and the
+  tensor data follows one tensor at a time: peak memory is one tensor, whatever the layer count.
+
+Quantized types come from edgekit's own quantizers: a weight is fitted on the format's grid
+(`edgekit.quant.grids`, RTN by default, or calibrated codes from `edgekit quantize`) and packed
+into GGUF blocks without a second rounding (`edgekit.export.gguf_blocks`).
+
+Facts from llama.cpp (convert_hf_to_gguf.py, gguf-py constants): Qwen2.5-VL's text model is arch
+"qwen2vl" with `rope.dimension_sections` = mrope_section padded to 4 entries; tensors follow
+gguf-py's TensorNameMap; the tokenizer is "gpt2" (byte-level BPE) with pre-tokenizer "qwen2".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+
+ARCH = "qwen2vl"
+
+# precision name -> (ggml type name, general.file_type). Block sizes come from gguf's own table.
+PRECISIONS: dict[str, tuple[str, int]] = {
+    "f32": ("F32", 0),    # LlamaFileType.ALL_F32
+    "f16": ("F16", 1),    # MOSTLY_F16
+    "bf16": ("BF16", 32),  # MOSTLY_BF16
+    "q8_0": ("Q8_0", 7),
+    "q4_0": ("Q4_0", 2),
+    "q4_1": ("Q4_1", 3),
+    "q4_k": ("Q4_K", 14),  # MOSTLY_Q4_K_S: every matrix Q4_K
+    "q5_k": ("Q5_K", 16),  # MOSTLY_Q5_K_S
+    "q6_k": ("Q6_K", 18),
+}
+FLOAT_PRECISIONS = ("f32", "f16", "bf16")
+
+# Token types as llama.cpp's vocabulary stores them (gguf.TokenType).
+TOKEN_NORMAL, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED = 1, 3, 4, 5
+
+
+@dataclass(frozen=True)
+class TensorPlan:
+    """One GGUF tensor: where it comes from and how it is stored."""
+
+    gguf_name: str
+    source: str  # canonical checkpoint name
+    shape: tuple[int, ...]  # numpy order, e.g. [out, in]
+    ggml_type: str  # "F32", "F16", "Q4_K", ...
+    transform: str = ""  # "" or a named slice of the source (mmproj: "q", "k", "v", "t0", "t1")
+
+    @property
+    def nbytes(self) -> int:
+        from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+        block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType[self.ggml_type]]
+        n = int(np.prod(self.shape))
+        return n // block * type_size
+
+
+def ggml_type(name: str):
+    from gguf import GGMLQuantizationType
+
+    return GGMLQuantizationType[name]
+
+
+def block_size(type_name: str) -> int:
+    from gguf import GGML_QUANT_SIZES
+
+    return GGML_QUANT_SIZES[ggml_type(type_name)][0]
+
+
+def storage_type(shape: tuple[int, ...], precision: str) -> str:
+    """GGUF type of one tensor: vectors stay F32 (llama.cpp adds them in f32); a matrix takes the
+    requested type when its rows split into whole blocks, else F16 (as llama.cpp's converter does)."""
+    wanted = PRECISIONS[precision][0]
+    if len(shape) < 2:
+        return "F32"
+    if shape[-1] % block_size(wanted):
+        return "F16" if precision not in ("f32",) else "F32"
+    return wanted
+
+
+# ---- tensor names ---------------------------------------------------------------------------------
+
+def decoder_tensor_names(num_layers: int, tied: bool) -> list[tuple[str, str]]:
+    """(gguf name, canonical checkpoint name) for the text decoder, in llama.cpp's usual order."""
+    pairs = [("token_embd.weight", "model.embed_tokens.weight")]
+    for i in range(num_layers):
+        src, dst = f"model.layers.{i}.", f"blk.{i}."
+        pairs += [
+            (dst + "attn_norm.weight", src + "input_layernorm.weight"),
+            (dst + "attn_q.weight", src + "self_attn.q_proj.weight"),
+            (dst + "attn_q.bias", src + "self_attn.q_proj.bias"),
+            (dst + "attn_k.weight", src + "self_attn.k_proj.weight"),
+            (dst + "attn_k.bias", src + "self_attn.k_proj.bias"),
+            (dst + "attn_v.weight", src + "self_attn.v_proj.weight"),
+            (dst + "attn_v.bias", src + "self_attn.v_proj.bias"),
+            (dst + "attn_output.weight", src + "self_attn.o_proj.weight"),
+            (dst + "ffn_norm.weight", src + "post_attention_layernorm.weight"),
+            (dst + "ffn_gate.weight", src + "mlp.gate_proj.weight"),
+            (dst + "ffn_up.weight", src + "mlp.up_proj.weight"),
+            (dst + "ffn_down.weight", src + "mlp.down_proj.weight"),
+        ]
+    pairs.append(("output_norm.weight", "model.norm.weight"))
+    if not tied:
+        pairs.append(("output.weight", "lm_head.weight"))
+    return pairs
+
+
+def decoder_tensor_plan(ckpt, precision: str) -> list[TensorPlan]:
+    if precision not in PRECISIONS:
+        raise EdgekitError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    plan = []
+    for gguf_name, source in decoder_tensor_names(ckpt.text.num_layers, ckpt.text.tie_embeddings):
+        shape = tuple(ckpt.shape(source))
+        plan.append(TensorPlan(gguf_name, source, shape, storage_type(shape, precision)))
+    return plan
+
+
+# ---- metadata -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TokenizerMeta:
+    tokens: list[str]
+    token_types: list[int]
+    merges: list[str]
+    bos_id: int | None
+    eos_id: int | None
+    pad_id: int | None
+    chat_template: str | None
+
+
+def _merge_strings(merges: list, where: str) -> list[str]:
+    """tokenizers writes merges as "a b" strings or as [a, b] pairs; GGUF stores "a b"."""
+    out = []
+    for m in merges:
+        if isinstance(m, str):
+            out.append(m)
+            continue
+        a, b = m
+        if " " in a or " " in b:
+            raise EdgekitError(f"{where}: merge {m!r} contains a space, which GGUF's 'a b' merge format cannot hold")
+        out.append(f"{a} {b}")
+    return out
+
+
+def tokenizer_metadata(ckpt) -> TokenizerMeta:
+    """Vocabulary, token types and merges as llama.cpp's "gpt2" tokenizer reads them.
+
+    The table has config.json's vocab_size entries (the embedding rows); ids the tokenizer does
+    not use are "[PAD<id>]" UNUSED entries, as llama.cpp's converter writes them.
+    """
+    where = str(ckpt.tokenizer_json)
+    tok = json.loads(Path(ckpt.tokenizer_json).read_text(encoding="utf-8"))
+    model = tok.get("model") or {}
+    if model.get("type") != "BPE":
+        raise EdgekitError(f"{where}: model.type is {model.get('type')!r}; edgekit writes byte-level BPE tokenizers only")
+    by_id: dict[int, tuple[str, int]] = {int(i): (t, TOKEN_NORMAL) for t, i in model["vocab"].items()}
+    for added in tok.get("added_tokens", []):
+        kind = TOKEN_CONTROL if added.get("special", False) else TOKEN_USER_DEFINED
+        by_id[int(added["id"])] = (added["content"], kind)
+    n_vocab = ckpt.text.vocab
+    if max(by_id) >= n_vocab:
+        raise EdgekitError(f"{where}: token id {max(by_id)} does not fit config.json vocab_size {n_vocab}")
+    tokens, types = [], []
+    for i in range(n_vocab):
+        text, kind = by_id.get(i, (f"[PAD{i}]", TOKEN_UNUSED))
+        tokens.append(text)
+        types.append(kind)
+
+    gen = ckpt.generation_config or {}
+
+    def first(x):
+        return x[0] if isinstance(x, list) and x else x
+
+    eos = first(ckpt.config.get("eos_token_id", gen.get("eos_token_id")))
+    bos = ckpt.token_ids.bos
+    pad = first(gen.get("pad_token_id", ckpt.config.get("pad_token_id")))
+    return TokenizerMeta(tokens, types, _merge_strings(model.get("merges", []), where), bos, eos, pad,
+                         ckpt.chat_template)
+
+
+def add_tokenizer(writer, meta: TokenizerMeta) -> None:
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("qwen2")
+    writer.add_token_list(meta.tokens)
+    writer.add_token_types(meta.token_types)
+    writer.add_token_merges(meta.merges)
+    if meta.bos_id is not None:
+        writer.add_bos_token_id(int(meta.bos_id))
+    if meta.eos_id is not None:
+        writer.add_eos_token_id(int(meta.eos_id))
+    if meta.pad_id is not None:
+        writer.add_pad_token_id(int(meta.pad_id))
+    writer.add_add_bos_token(False)  # Qwen prompts start with <|im_start|>, never with a BOS
+    if meta.chat_template:
+        writer.add_chat_template(meta.chat_template)
+
+
+def add_decoder_hparams(writer, ckpt, precision: str) -> None:
+    t = ckpt.text
+    writer.add_type("model")
+    writer.add_name(ckpt.path.name)
+    writer.add_context_length(t.max_position)
+    writer.add_embedding_length(t.hidden)
+    writer.add_block_count(t.num_layers)
+    writer.add_feed_forward_length(t.intermediate)
+    writer.add_head_count(t.heads)
+    writer.add_head_count_kv(t.kv_heads)
+    writer.add_key_length(t.head_dim)
+    writer.add_value_length(t.head_dim)
+    writer.add_rope_dimension_count(t.head_dim)
+    writer.add_rope_freq_base(t.rope_theta)
+    writer.add_layer_norm_rms_eps(t.rms_eps)
+    # llama.cpp keeps 4 M-RoPE sections (t, h, w, extra); Qwen2.5-VL uses the first three.
+    writer.add_rope_dimension_sections(list(t.mrope_section) + [0] * (4 - len(t.mrope_section)))
+    writer.add_file_type(PRECISIONS[precision][1])
+    if precision not in FLOAT_PRECISIONS:
+        writer.add_quantization_version(2)  # GGML_QNT_VERSION
+
+
+# ---- tensor data ----------------------------------------------------------------------------------
+
+def encode_float(w, type_name: str) -> np.ndarray:
+    """A float tensor as the bytes of an F32 / F16 / BF16 GGUF tensor (round to nearest even)."""
+    import torch
+
+    dtype = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}[type_name]
+    x = w.detach().to(dtype).contiguous()
+    if type_name == "BF16":
+        return x.view(torch.int16).numpy().view(np.uint8)
+    return x.numpy()
+
+
+QuantizeFn = Callable[[str, "object", str], np.ndarray]  # (source name, float32 weight [out, in], type) -> block bytes
+
+
+def rtn_block_bytes(source: str, w, type_name: str) -> np.ndarray:
+    """Default quantizer: round-to-nearest on the format's grid, packed without re-rounding."""
+    del source
+    from edgekit.export.gguf_blocks import pack_quantized
+    from edgekit.quant.grids import fit_and_quantize
+
+    return pack_quantized(fit_and_quantize(f"gguf:{type_name.lower()}", w))
+
+
+def tensor_bytes(plan: TensorPlan, w, quantize: QuantizeFn) -> np.ndarray:
+    """The stored bytes (or float array) of one planned tensor, checked against the table's size."""
+    import torch
+
+    w = w.to(torch.float32)  # [*shape]
+    if tuple(w.shape) != plan.shape:
+        raise EdgekitError(f"tensor '{plan.source}': shape {list(w.shape)} differs from the plan {list(plan.shape)}")
+    if plan.ggml_type in ("F32", "F16", "BF16"):
+        data = encode_float(w, plan.ggml_type)
+    else:
+        data = np.ascontiguousarray(quantize(plan.source, w, plan.ggml_type))
+    if data.nbytes != plan.nbytes:
+        raise AssertionError(f"{plan.gguf_name}: packer gave {data.nbytes} bytes, table says {plan.nbytes}")
+    return data
+
+
+def write_gguf_streamed(out: str | Path, arch: str, add_metadata: Callable[[object], None],
+                        plan: list[TensorPlan], load: Callable[[TensorPlan], np.ndarray],
+                        on_tensor: Callable[[TensorPlan], None] | None = None) -> Path:
+    """Write a GGUF file atomically, loading and writing one tensor at a time.
+
+    `load(plan)` returns the stored bytes of one tensor; nothing else is held between tensors.
+    """
+    import gguf
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=out.name + ".", suffix=".partial", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        writer = gguf.GGUFWriter(tmp, arch)
+        add_metadata(writer)
+        for p in plan:
+            # The logical shape goes into the table; float32 dtype tells the writer not to reinterpret it.
+            writer.add_tensor_info(p.gguf_name, p.shape, np.dtype(np.float32), p.nbytes, raw_dtype=ggml_type(p.ggml_type))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for p in plan:
+            data = load(p)
+            writer.write_tensor_data(data)
+            del data
+            if on_tensor:
+                on_tensor(p)
+        writer.close()
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out
+
+
+def write_decoder_gguf(ckpt_path: str | Path, out: str | Path, precision: str = "f16", *,
+                       quantize: QuantizeFn | None = None,
+                       on_tensor: Callable[[TensorPlan], None] | None = None) -> Path:
+    """`edgekit export-decoder --format gguf`: the text decoder of a checkpoint as one GGUF file."""
+    from edgekit.model.checkpoint import open_checkpoint
+
+    ckpt = open_checkpoint(ckpt_path)
+    plan = decoder_tensor_plan(ckpt, precision)
+    tok = tokenizer_metadata(ckpt)
+    quantize = quantize or rtn_block_bytes
+
+    def add_metadata(writer) -> None:
+        add_decoder_hparams(writer, ckpt, precision)
+        add_tokenizer(writer, tok)
+
+    try:
+        return write_gguf_streamed(out, ARCH, add_metadata, plan,
+                                   lambda p: tensor_bytes(p, ckpt.get(p.source), quantize), on_tensor)
+    finally:
+        ckpt.close()
+
+
+def read_tensor(path: str | Path, name: str) -> np.ndarray:
+    """One tensor of a GGUF file, dequantized to float32 by the gguf package (the format's oracle)."""
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    for t in GGUFReader(str(path)).tensors:
+        if t.name == name:
+            return np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32).reshape(
+                tuple(int(d) for d in reversed(t.shape)))
+    raise EdgekitError(f"{path}: no tensor named '{name}'")
+
+
+def gguf_tensor_names(path: str | Path) -> Iterable[str]:
+    from gguf import GGUFReader
+
+    return [t.name for t in GGUFReader(str(path)).tensors]

@@ -1,0 +1,282 @@
+"""A Qwen2.5-VL-architecture checkpoint in Hugging Face layout, opened lazily.
+
+`open_checkpoint` reads config.json, the safetensors headers (never tensor data), the tokenizer
+files and the processor settings, and validates them against each other: every tensor the
+architecture needs must be present with the shape config.json implies. `Checkpoint.get(name)`
+then loads one tensor at a time through a memory map, so a 7B model is never held whole.
+
+Tensor names are canonicalised to the Hub layout that Qwen2.5-VL / MiMo-Embodied checkpoints use
+(`model.layers.*`, `visual.*`, `lm_head.*`); transformers 5 `save_pretrained` output
+(`model.language_model.*`, `model.visual.*`) is read too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from edgekit.errors import EdgekitError
+from edgekit.model.config import (
+    TextDims,
+    TokenIds,
+    VisionDims,
+    check_architecture,
+    read_text_dims,
+    read_token_ids,
+    read_vision_dims,
+)
+from edgekit.model.safetensors_header import TensorInfo, read_header
+
+INDEX_FILE = "model.safetensors.index.json"
+TOKENIZER_FILES = ("tokenizer.json",)
+PICKLE_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth")
+
+_NAME_PREFIXES = (
+    ("model.language_model.", "model."),
+    ("model.visual.", "visual."),
+)
+
+
+def canonical_name(name: str) -> str:
+    for old, new in _NAME_PREFIXES:
+        if name.startswith(old):
+            return new + name[len(old):]
+    return name
+
+
+def expected_shapes(text: TextDims, vision: VisionDims) -> dict[str, tuple[int, ...]]:
+    """Every tensor the architecture needs, with the shape config.json implies."""
+    t, v = text, vision
+    q, kv = t.heads * t.head_dim, t.kv_heads * t.head_dim
+    shapes: dict[str, tuple[int, ...]] = {
+        "model.embed_tokens.weight": (t.vocab, t.hidden),
+        "model.norm.weight": (t.hidden,),
+    }
+    if not t.tie_embeddings:
+        shapes["lm_head.weight"] = (t.vocab, t.hidden)
+    for i in range(t.num_layers):
+        p = f"model.layers.{i}."
+        shapes.update({
+            p + "self_attn.q_proj.weight": (q, t.hidden), p + "self_attn.q_proj.bias": (q,),
+            p + "self_attn.k_proj.weight": (kv, t.hidden), p + "self_attn.k_proj.bias": (kv,),
+            p + "self_attn.v_proj.weight": (kv, t.hidden), p + "self_attn.v_proj.bias": (kv,),
+            p + "self_attn.o_proj.weight": (t.hidden, q),
+            p + "mlp.gate_proj.weight": (t.intermediate, t.hidden),
+            p + "mlp.up_proj.weight": (t.intermediate, t.hidden),
+            p + "mlp.down_proj.weight": (t.hidden, t.intermediate),
+            p + "input_layernorm.weight": (t.hidden,),
+            p + "post_attention_layernorm.weight": (t.hidden,),
+        })
+    h, m = v.hidden, v.hidden * v.merge * v.merge
+    shapes["visual.patch_embed.proj.weight"] = (h, v.in_chans, v.temporal_patch, v.patch, v.patch)
+    for i in range(v.depth):
+        p = f"visual.blocks.{i}."
+        shapes.update({
+            p + "norm1.weight": (h,), p + "norm2.weight": (h,),
+            p + "attn.qkv.weight": (3 * h, h), p + "attn.qkv.bias": (3 * h,),
+            p + "attn.proj.weight": (h, h), p + "attn.proj.bias": (h,),
+            p + "mlp.gate_proj.weight": (v.intermediate, h), p + "mlp.gate_proj.bias": (v.intermediate,),
+            p + "mlp.up_proj.weight": (v.intermediate, h), p + "mlp.up_proj.bias": (v.intermediate,),
+            p + "mlp.down_proj.weight": (h, v.intermediate), p + "mlp.down_proj.bias": (h,),
+        })
+    shapes.update({
+        "visual.merger.ln_q.weight": (h,),
+        "visual.merger.mlp.0.weight": (m, m), "visual.merger.mlp.0.bias": (m,),
+        "visual.merger.mlp.2.weight": (v.out_hidden, m), "visual.merger.mlp.2.bias": (v.out_hidden,),
+    })
+    return shapes
+
+
+def _load_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EdgekitError(f"{path}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise EdgekitError(f"{path}: not valid JSON ({e})") from None
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    config: dict
+    text: TextDims
+    vision: VisionDims
+    token_ids: TokenIds
+    tensors: dict[str, TensorInfo]  # canonical name -> where its bytes are
+    stored_names: dict[str, str]  # canonical name -> name inside the file
+    tokenizer_json: Path
+    tokenizer_config: dict
+    chat_template: str | None
+    preprocessor_config: dict
+    generation_config: dict
+    _handles: dict = field(default_factory=dict, repr=False)
+
+    # ---- tensors -------------------------------------------------------------------------------
+    def tensor_names(self) -> list[str]:
+        return sorted(self.tensors)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._info(name).shape
+
+    def dtype(self, name: str) -> str:
+        return self._info(name).dtype
+
+    def _info(self, name: str) -> TensorInfo:
+        try:
+            return self.tensors[name]
+        except KeyError:
+            raise EdgekitError(f"{self.path}: no tensor named '{name}'") from None
+
+    def get(self, name: str):
+        """Load one tensor (torch.Tensor, stored dtype) through a memory map."""
+        from safetensors import safe_open
+
+        info = self._info(name)
+        handle = self._handles.get(info.file)
+        if handle is None:
+            handle = self._handles[info.file] = safe_open(str(info.file), framework="pt")
+        return handle.get_tensor(self.stored_names[name])
+
+    def close(self) -> None:
+        self._handles.clear()
+
+    # ---- derived facts ---------------------------------------------------------------------------
+    @cached_property
+    def special_tokens(self) -> dict[str, int]:
+        """Every added token of the tokenizer (special or not, e.g. <think>) -> id."""
+        tok = _load_json(self.tokenizer_json)
+        return {t["content"]: int(t["id"]) for t in tok.get("added_tokens", [])}
+
+    def parameter_counts(self) -> dict[str, int]:
+        counts = {"vision": 0, "embeddings": 0, "decoder_layers": 0, "lm_head": 0, "other": 0}
+        for name, info in self.tensors.items():
+            if name.startswith("visual."):
+                counts["vision"] += info.numel
+            elif name == "model.embed_tokens.weight":
+                counts["embeddings"] += info.numel
+            elif name.startswith("model.layers."):
+                counts["decoder_layers"] += info.numel
+            elif name == "lm_head.weight":
+                counts["lm_head"] += info.numel
+            else:
+                counts["other"] += info.numel
+        counts["total"] = sum(counts.values())
+        return counts
+
+    def weight_files(self) -> list[Path]:
+        return sorted({info.file for info in self.tensors.values()})
+
+    def files_for_hash(self) -> list[Path]:
+        """Every file that defines the model's behaviour (weights, config, tokenizer, processor)."""
+        names = ["config.json", "generation_config.json", "preprocessor_config.json", "tokenizer.json",
+                 "tokenizer_config.json", "chat_template.jinja", "chat_template.json", INDEX_FILE]
+        files = [self.path / n for n in names if (self.path / n).is_file()]
+        return sorted(set(files) | set(self.weight_files()))
+
+    def file_hashes(self) -> dict[str, str]:
+        """sha256 of every file in files_for_hash(), streamed (relative name -> hex digest)."""
+        return {str(p.relative_to(self.path)): sha256_file(p) for p in self.files_for_hash()}
+
+    @cached_property
+    def content_hash(self) -> str:
+        """One digest over every defining file: the key for caches derived from this checkpoint."""
+        h = hashlib.sha256()
+        for rel, digest in sorted(self.file_hashes().items()):
+            h.update(f"{rel}\0{digest}\n".encode())
+        return h.hexdigest()
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _find_chat_template(path: Path, tokenizer_config: dict) -> str | None:
+    if (path / "chat_template.jinja").is_file():
+        return (path / "chat_template.jinja").read_text(encoding="utf-8")
+    if (path / "chat_template.json").is_file():
+        return _load_json(path / "chat_template.json").get("chat_template")
+    tpl = tokenizer_config.get("chat_template")
+    return tpl if isinstance(tpl, str) else None
+
+
+def _weight_shards(path: Path, allow_pickle: bool) -> list[Path]:
+    index = path / INDEX_FILE
+    if index.is_file():
+        weight_map = _load_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise EdgekitError(f"{index}: no 'weight_map'")
+        shards = sorted({path / f for f in weight_map.values()})
+        for shard in shards:
+            if not shard.is_file():
+                raise EdgekitError(f"{shard}: shard listed in {INDEX_FILE} is missing; re-download it")
+        return shards
+    shards = sorted(path.glob("*.safetensors"))
+    if shards:
+        return shards
+    pickles = sorted(p for pat in PICKLE_PATTERNS for p in path.glob(pat))
+    if pickles:
+        if not allow_pickle:
+            raise EdgekitError(
+                f"{pickles[0]}: pickle weights can run arbitrary code when loaded; edgekit reads safetensors only. "
+                f"Convert the checkpoint to safetensors, or pass --allow-pickle if you trust its source"
+            )
+        raise EdgekitError(
+            f"{pickles[0]}: pickle checkpoints are not read lazily; load it once with transformers "
+            f"(from_pretrained) and save_pretrained(safe_serialization=True) to convert it"
+        )
+    raise EdgekitError(f"{path}: no weights found (expected {INDEX_FILE} or *.safetensors)")
+
+
+def open_checkpoint(path: str | Path, *, allow_pickle: bool = False, require_tokenizer: bool = True) -> Checkpoint:
+    """Open and validate a checkpoint directory, reading headers only."""
+    path = Path(path)
+    if not path.is_dir():
+        raise EdgekitError(f"{path}: checkpoint directory not found")
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise EdgekitError(f"{config_path}: missing; a Hugging Face checkpoint directory needs config.json")
+    config = _load_json(config_path)
+    check_architecture(config, str(config_path))
+    text = read_text_dims(config, str(config_path))
+    vision = read_vision_dims(config, str(config_path))
+    token_ids = read_token_ids(config, str(config_path))
+
+    tokenizer_json = path / "tokenizer.json"
+    if require_tokenizer and not tokenizer_json.is_file():
+        raise EdgekitError(f"{tokenizer_json}: missing tokenizer; copy tokenizer.json (and tokenizer_config.json) from the source checkpoint")
+    tokenizer_config = _load_json(path / "tokenizer_config.json") if (path / "tokenizer_config.json").is_file() else {}
+    preprocessor = _load_json(path / "preprocessor_config.json") if (path / "preprocessor_config.json").is_file() else {}
+    generation = _load_json(path / "generation_config.json") if (path / "generation_config.json").is_file() else {}
+
+    tensors: dict[str, TensorInfo] = {}
+    stored: dict[str, str] = {}
+    for shard in _weight_shards(path, allow_pickle):
+        for name, info in read_header(shard).items():
+            canon = canonical_name(name)
+            if canon in tensors:
+                raise EdgekitError(f"{shard}: tensor '{name}' also appears in {tensors[canon].file.name}")
+            tensors[canon], stored[canon] = info, name
+
+    expected = expected_shapes(text, vision)
+    for name, shape in expected.items():
+        info = tensors.get(name)
+        if info is None:
+            raise EdgekitError(f"{path}: tensor '{name}' is missing from the weights (config.json implies it)")
+        if info.shape != shape:
+            raise EdgekitError(
+                f"{info.file}: tensor '{name}' has shape {list(info.shape)} but config.json implies {list(shape)}"
+            )
+    return Checkpoint(
+        path=path, config=config, text=text, vision=vision, token_ids=token_ids, tensors=tensors,
+        stored_names=stored, tokenizer_json=tokenizer_json, tokenizer_config=tokenizer_config,
+        chat_template=_find_chat_template(path, tokenizer_config), preprocessor_config=preprocessor,
+        generation_config=generation,
+    )

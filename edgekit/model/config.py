@@ -1,0 +1,179 @@
+"""Model dimensions read from a Qwen2.5-VL-architecture config.json.
+
+Two layouts exist in the wild and both are read:
+- the Hub layout of Qwen2.5-VL / MiMo-Embodied checkpoints: text fields at the top level,
+  `rope_scaling: {"type": "mrope", "mrope_section": [...]}`, `vision_config` nested;
+- the transformers 5 layout: text fields under `text_config`, rope under `rope_parameters`.
+Nothing here knows a particular model size: every number comes from the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from edgekit.errors import EdgekitError
+
+SUPPORTED_ARCHITECTURES = ("Qwen2_5_VLForConditionalGeneration",)
+SUPPORTED_MODEL_TYPES = ("qwen2_5_vl",)
+
+
+@dataclass(frozen=True)
+class TextDims:
+    num_layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    vocab: int
+    rope_theta: float
+    mrope_section: tuple[int, int, int]
+    rms_eps: float
+    tie_embeddings: bool
+    max_position: int
+    attention_bias: bool = True  # Qwen2 q/k/v carry biases, o_proj does not
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class VisionDims:
+    depth: int
+    hidden: int
+    heads: int
+    head_dim: int
+    intermediate: int
+    patch: int
+    temporal_patch: int
+    merge: int
+    window_size: int
+    fullatt_blocks: tuple[int, ...]
+    out_hidden: int
+    in_chans: int
+
+    @property
+    def patch_dim(self) -> int:
+        """Length of one flattened patch row as the processor makes it (3*2*14*14 = 1176 for Qwen2.5-VL)."""
+        return self.in_chans * self.temporal_patch * self.patch * self.patch
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["patch_dim"] = self.patch_dim
+        return d
+
+
+@dataclass(frozen=True)
+class TokenIds:
+    image: int
+    video: int
+    vision_start: int
+    vision_end: int
+    bos: int | None
+    eos: int | None
+
+
+def _need(cfg: dict, key: str, where: str):
+    if key not in cfg:
+        raise EdgekitError(f"{where}: missing field '{key}'")
+    return cfg[key]
+
+
+def check_architecture(cfg: dict, where: str) -> None:
+    archs = cfg.get("architectures") or []
+    model_type = cfg.get("model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES and not set(archs) & set(SUPPORTED_ARCHITECTURES):
+        found = ", ".join(archs) or f"model_type={model_type!r}"
+        raise EdgekitError(
+            f"{where}: unsupported architecture {found}; edgekit reads Qwen2.5-VL-architecture checkpoints "
+            f"({', '.join(SUPPORTED_ARCHITECTURES)}, model_type {SUPPORTED_MODEL_TYPES[0]}) such as MiMo-Embodied"
+        )
+
+
+def text_fields(cfg: dict) -> dict:
+    """The text decoder's fields, whichever layout the file uses."""
+    nested = cfg.get("text_config")
+    if isinstance(nested, dict) and "hidden_size" in nested:
+        merged = dict(nested)
+        for key in ("tie_word_embeddings", "vocab_size"):
+            merged.setdefault(key, cfg.get(key))
+        return merged
+    return cfg
+
+
+def read_text_dims(cfg: dict, where: str = "config.json") -> TextDims:
+    t = text_fields(cfg)
+    hidden = int(_need(t, "hidden_size", where))
+    heads = int(_need(t, "num_attention_heads", where))
+    kv_heads = int(t.get("num_key_value_heads") or heads)
+    head_dim = int(t.get("head_dim") or hidden // heads)
+    rope = t.get("rope_scaling") or t.get("rope_parameters") or {}
+    section = rope.get("mrope_section")
+    if section is None:
+        raise EdgekitError(f"{where}: no M-RoPE 'mrope_section' under rope_scaling/rope_parameters")
+    if len(section) != 3 or sum(section) * 2 != head_dim:
+        raise EdgekitError(
+            f"{where}: mrope_section {section} must have 3 parts summing to head_dim/2 = {head_dim // 2}"
+        )
+    theta = t.get("rope_theta", rope.get("rope_theta"))
+    if theta is None:
+        raise EdgekitError(f"{where}: missing field 'rope_theta'")
+    if heads % kv_heads:
+        raise EdgekitError(f"{where}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}")
+    return TextDims(
+        num_layers=int(_need(t, "num_hidden_layers", where)),
+        hidden=hidden,
+        heads=heads,
+        kv_heads=kv_heads,
+        head_dim=head_dim,
+        intermediate=int(_need(t, "intermediate_size", where)),
+        vocab=int(_need(t, "vocab_size", where)),
+        rope_theta=float(theta),
+        mrope_section=tuple(int(s) for s in section),
+        rms_eps=float(t.get("rms_norm_eps", 1e-6)),
+        tie_embeddings=bool(t.get("tie_word_embeddings", cfg.get("tie_word_embeddings", False))),
+        max_position=int(t.get("max_position_embeddings", 32768)),
+    )
+
+
+def read_vision_dims(cfg: dict, where: str = "config.json") -> VisionDims:
+    v = cfg.get("vision_config")
+    if not isinstance(v, dict):
+        raise EdgekitError(f"{where}: missing 'vision_config'; this is not a vision-language checkpoint")
+    where = f"{where} vision_config"
+    hidden = int(_need(v, "hidden_size", where))
+    heads = int(_need(v, "num_heads", where))
+    depth = int(_need(v, "depth", where))
+    full = tuple(int(i) for i in v.get("fullatt_block_indexes", ()))
+    if any(i < 0 or i >= depth for i in full):
+        raise EdgekitError(f"{where}: fullatt_block_indexes {list(full)} outside 0..{depth - 1}")
+    return VisionDims(
+        depth=depth,
+        hidden=hidden,
+        heads=heads,
+        head_dim=hidden // heads,
+        intermediate=int(_need(v, "intermediate_size", where)),
+        patch=int(v.get("patch_size", v.get("spatial_patch_size", 14))),
+        temporal_patch=int(v.get("temporal_patch_size", 2)),
+        merge=int(v.get("spatial_merge_size", 2)),
+        window_size=int(v.get("window_size", 112)),
+        fullatt_blocks=full,
+        out_hidden=int(_need(v, "out_hidden_size", where)),
+        in_chans=int(v.get("in_chans", v.get("in_channels", 3))),
+    )
+
+
+def read_token_ids(cfg: dict, where: str = "config.json") -> TokenIds:
+    t = text_fields(cfg)
+
+    def first(x):
+        return x[0] if isinstance(x, list) and x else x
+
+    return TokenIds(
+        image=int(_need(cfg, "image_token_id", where)),
+        video=int(cfg.get("video_token_id", -1)),
+        vision_start=int(_need(cfg, "vision_start_token_id", where)),
+        vision_end=int(cfg.get("vision_end_token_id", -1)),
+        bos=first(cfg.get("bos_token_id", t.get("bos_token_id"))),
+        eos=first(cfg.get("eos_token_id", t.get("eos_token_id"))),
+    )

@@ -1,0 +1,205 @@
+"""Prompt text and token ids for Qwen2.5-VL-style checkpoints, without transformers.
+
+1. `build_prompt` renders the checkpoint's own chat template (jinja2, in a sandbox set up the way
+   transformers sets it up) with one user turn: image slots and text parts. When thinking is off,
+   ` /no_think` is appended to the user's text and `enable_thinking=False` is passed, so templates
+   that key on either open the assistant turn with an empty think block.
+2. `expand_image_pads` repeats each image's single `<|image_pad|>` to t*h*w/merge^2 copies (one per
+   merged vision token), as HF's processor does, before tokenising.
+3. `encode_prompt` tokenises with the checkpoint's tokenizer.json (the `tokenizers` library) and
+   returns input_ids and mm_token_type_ids (0 text, 1 image, 2 video). The decoder needs the type
+   ids to lay out M-RoPE positions (see rope_index.py).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+from edgekit.model.processor import image_token_counts
+from edgekit.model.rope_index import token_types
+
+IMAGE_TOKEN = "<|image_pad|>"
+VIDEO_TOKEN = "<|video_pad|>"
+NO_THINK = " /no_think"
+
+
+@dataclass(frozen=True)
+class ImageSlot:
+    """Marks where an image goes among the text parts of a user turn."""
+
+
+IMAGE = ImageSlot()
+
+
+@dataclass(frozen=True)
+class PromptIds:
+    input_ids: np.ndarray  # int64 [L]
+    mm_token_type_ids: np.ndarray  # int64 [L], 0 text / 1 image / 2 video
+
+
+# ---- chat template -------------------------------------------------------------------------------
+
+def _template_environment():
+    """Sandboxed jinja2 environment with the options and helpers HF chat templates expect."""
+    import jinja2
+    from jinja2.ext import Extension, loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class GenerationBlock(Extension):
+        # `{% generation %}...{% endgeneration %}` marks assistant text for training masks; render it as-is.
+        tags = {"generation"}
+
+        def parse(self, parser):
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            return jinja2.nodes.CallBlock(self.call_method("_render", []), [], [], body).set_lineno(lineno)
+
+        def _render(self, caller):
+            return caller()
+
+    def raise_exception(message):
+        raise jinja2.exceptions.TemplateError(message)
+
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        # jinja's own tojson escapes HTML characters, which would change the prompt text.
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[GenerationBlock, loopcontrols])
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    return env
+
+
+@lru_cache(maxsize=8)
+def compile_chat_template(chat_template: str):
+    import jinja2
+
+    try:
+        return _template_environment().from_string(chat_template)
+    except jinja2.TemplateSyntaxError as e:
+        raise EdgekitError(f"chat template line {e.lineno}: {e.message}; fix chat_template.jinja "
+                           "(or chat_template in tokenizer_config.json)") from None
+
+
+def render_chat(chat_template: str, messages: list[dict], *, add_generation_prompt: bool = True, **template_vars) -> str:
+    """Render a conversation with the checkpoint's template, as tokenizer.apply_chat_template(tokenize=False)."""
+    import jinja2
+
+    try:
+        return compile_chat_template(chat_template).render(
+            messages=messages, tools=None, documents=None, add_generation_prompt=add_generation_prompt, **template_vars)
+    except jinja2.TemplateError as e:
+        raise EdgekitError(f"chat template failed to render: {e}") from None
+
+
+def user_turn(parts: Sequence[str | ImageSlot], *, think: bool) -> dict:
+    """One user message with typed content parts; ` /no_think` goes on the last text part when thinking is off."""
+    content = [{"type": "image"} if isinstance(p, ImageSlot) else {"type": "text", "text": str(p)} for p in parts]
+    if not think:
+        texts = [i for i, c in enumerate(content) if c["type"] == "text"]
+        if texts:
+            last = content[texts[-1]]
+            last["text"] = last["text"] + NO_THINK
+        else:
+            content.append({"type": "text", "text": NO_THINK})
+    return {"role": "user", "content": content}
+
+
+def build_prompt_parts(chat_template: str, parts: Sequence[str | ImageSlot], *, think: bool,
+                       system: str | None = None, image_token: str = IMAGE_TOKEN, **template_vars) -> str:
+    """Prompt text for text and images in any order (text before, between, after images)."""
+    messages = ([{"role": "system", "content": system}] if system is not None else []) + [user_turn(parts, think=think)]
+    text = render_chat(chat_template, messages, add_generation_prompt=True, enable_thinking=think, **template_vars)
+    n_images = sum(isinstance(p, ImageSlot) for p in parts)
+    found = text.count(image_token)
+    if found != n_images:
+        raise EdgekitError(
+            f"chat template wrote {found} '{image_token}' placeholder(s) for {n_images} image(s); the checkpoint's "
+            "template must render {'type': 'image'} content parts as <|vision_start|><|image_pad|><|vision_end|>")
+    return text
+
+
+def build_prompt(chat_template: str, question: str, n_images: int, *, think: bool, system: str | None = None,
+                 image_token: str = IMAGE_TOKEN, **template_vars) -> str:
+    """Prompt text for `n_images` images followed by the question (the order Qwen2.5-VL is trained on)."""
+    if n_images < 0:
+        raise EdgekitError(f"n_images must be >= 0, got {n_images}")
+    return build_prompt_parts(chat_template, [IMAGE] * n_images + [question], think=think, system=system,
+                              image_token=image_token, **template_vars)
+
+
+# ---- placeholders and token ids ------------------------------------------------------------------
+
+def expand_image_pads(prompt: str, grid_thw: np.ndarray, merge_size: int, image_token: str = IMAGE_TOKEN) -> str:
+    """Replace the i-th image placeholder with t*h*w/merge^2 copies of itself (grid row i)."""
+    counts = image_token_counts(grid_thw, merge_size) if len(np.asarray(grid_thw)) else []
+    pieces = prompt.split(image_token)
+    if len(pieces) - 1 != len(counts):
+        raise EdgekitError(f"prompt has {len(pieces) - 1} '{image_token}' placeholder(s) but {len(counts)} image "
+                           "grid(s) were given; pass one image per placeholder")
+    out = [pieces[0]]
+    for n, rest in zip(counts, pieces[1:]):
+        out.append(image_token * n + rest)
+    return "".join(out)
+
+
+def expand_image_tokens(text_ids: np.ndarray, grid_thw: np.ndarray, merge_size: int, image_token_id: int) -> np.ndarray:
+    """Id-level twin of expand_image_pads: int64 [L] with one image id per image -> int64 [L']."""
+    ids = np.asarray(text_ids, dtype=np.int64).reshape(-1)
+    where = np.flatnonzero(ids == image_token_id)
+    counts = image_token_counts(grid_thw, merge_size) if len(np.asarray(grid_thw)) else []
+    if len(where) != len(counts):
+        raise EdgekitError(f"token ids hold {len(where)} image placeholder(s) (id {image_token_id}) but "
+                           f"{len(counts)} image grid(s) were given; pass one image per placeholder")
+    repeats = np.ones(len(ids), dtype=np.int64)
+    repeats[where] = counts
+    return np.repeat(ids, repeats)
+
+
+def mm_token_type_ids(input_ids: np.ndarray, image_token_id: int, video_token_id: int | None = None) -> np.ndarray:
+    """int64 [L]: 0 text, 1 image, 2 video, as HF's processor returns it."""
+    return token_types(input_ids, image_token_id, video_token_id)
+
+
+@lru_cache(maxsize=4)
+def load_tokenizer(tokenizer_json: str | Path):
+    from tokenizers import Tokenizer
+
+    path = Path(tokenizer_json)
+    if path.is_dir():
+        path = path / "tokenizer.json"
+    if not path.is_file():
+        raise EdgekitError(f"{path}: tokenizer.json not found; the checkpoint directory must contain it")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:  # the Rust library raises plain Exception on a malformed file
+        raise EdgekitError(f"{path}: cannot be read as a tokenizers file ({e})") from None
+
+
+def token_id(tokenizer, token: str) -> int:
+    tid = tokenizer.token_to_id(token)
+    if tid is None:
+        raise EdgekitError(f"tokenizer.json has no token '{token}'; a Qwen2.5-VL tokenizer defines it as an added token")
+    return int(tid)
+
+
+def encode_prompt(tokenizer, prompt: str, grid_thw: np.ndarray | None, *, merge_size: int,
+                  image_token: str = IMAGE_TOKEN, video_token: str = VIDEO_TOKEN) -> PromptIds:
+    """Prompt text with one placeholder per image -> input_ids and mm_token_type_ids.
+
+    `tokenizer` is a tokenizers.Tokenizer (see load_tokenizer). Special tokens are added the way
+    the tokenizer's post-processor says (none for Qwen2), like HF's processor call.
+    """
+    grid = np.zeros((0, 3), np.int64) if grid_thw is None else np.asarray(grid_thw, np.int64).reshape(-1, 3)
+    text = expand_image_pads(prompt, grid, merge_size, image_token)
+    ids = np.asarray(tokenizer.encode(text, add_special_tokens=True).ids, dtype=np.int64)  # [L]
+    video_id = tokenizer.token_to_id(video_token)
+    return PromptIds(input_ids=ids, mm_token_type_ids=mm_token_type_ids(ids, token_id(tokenizer, image_token), video_id))

@@ -1,0 +1,80 @@
+"""Read and validate a safetensors file's header without touching tensor data.
+
+A safetensors file is: 8-byte little-endian header length N, N bytes of JSON
+`{name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}`, then the data.
+Reading only the header lets `inspect` work on shards larger than free memory, and checking
+offsets against the file size catches truncated downloads before anything is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass
+from math import prod
+from pathlib import Path
+
+from edgekit.errors import EdgekitError
+
+DTYPE_BYTES = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+    "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8,
+}
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    begin: int  # byte offset of the data, relative to the start of the data section
+    end: int
+    file: Path
+
+    @property
+    def numel(self) -> int:
+        return prod(self.shape)
+
+
+def read_header(path: Path) -> dict[str, TensorInfo]:
+    """Parse and validate the header of one safetensors file. Raises EdgekitError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgekitError(f"{path}: file not found")
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise EdgekitError(f"{path}: truncated safetensors file ({size} bytes, no header); re-download it")
+        (n,) = struct.unpack("<Q", head)
+        if n > MAX_HEADER_BYTES or 8 + n > size:
+            raise EdgekitError(f"{path}: corrupt or truncated safetensors header (declares {n} header bytes, file has {size}); re-download it")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise EdgekitError(f"{path}: corrupt safetensors header ({e.__class__.__name__}); re-download it") from None
+    if not isinstance(header, dict):
+        raise EdgekitError(f"{path}: corrupt safetensors header (not a JSON object)")
+    data_size = size - 8 - n
+    infos: dict[str, TensorInfo] = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (begin, end) = entry["dtype"], tuple(int(s) for s in entry["shape"]), entry["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            raise EdgekitError(f"{path}: corrupt safetensors header entry for tensor '{name}'") from None
+        if dtype not in DTYPE_BYTES:
+            raise EdgekitError(f"{path}: tensor '{name}' has unknown dtype {dtype}")
+        if end - begin != prod(shape) * DTYPE_BYTES[dtype] or begin < 0:
+            raise EdgekitError(f"{path}: tensor '{name}' byte range {begin}..{end} does not match shape {list(shape)} {dtype}")
+        if end > data_size:
+            raise EdgekitError(
+                f"{path}: truncated safetensors file: tensor '{name}' ends at byte {end} of the data section "
+                f"but the file holds only {data_size}; re-download it"
+            )
+        infos[name] = TensorInfo(name, dtype, shape, int(begin), int(end), path)
+    return infos
