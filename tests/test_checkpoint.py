@@ -150,3 +150,19 @@ def test_bad_mrope_section_is_user_error(tiny_ckpt, tmp_path):
     (ck / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(EdgekitError, match="mrope_section"):
         open_checkpoint(ck)
+
+
+def test_pickle_weights_read_with_allow_pickle(tiny_ckpt, tmp_path, capsys):
+    import torch
+    from safetensors.torch import load_file
+
+    ck = _copy(tiny_ckpt, tmp_path)
+    state = load_file(str(ck / "model.safetensors"))
+    (ck / "model.safetensors").unlink()
+    torch.save(state, ck / "pytorch_model.bin")
+    assert main(["inspect", str(ck)]) == 2
+    assert main(["inspect", str(ck), "--json", "--allow-pickle"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["parameters"]["total"] == sum(t.numel() for t in state.values())
+    opened = open_checkpoint(ck, allow_pickle=True)
+    assert torch.equal(opened.get("lm_head.weight"), state["lm_head.weight"])

@@ -24,7 +24,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -87,8 +87,8 @@ def storage_type(shape: tuple[int, ...], precision: str) -> str:
     wanted = PRECISIONS[precision][0]
     if len(shape) < 2:
         return "F32"
-    if shape[-1] % block_size(wanted):
-        return "F16" if precision not in ("f32",) else "F32"
+    if shape[-1] % block_size(wanted):  # only block-quantized types can miss (float types have block 1)
+        return "F16"
     return wanted
 
 
@@ -250,34 +250,56 @@ QuantizeFn = Callable[[str, "object", str], np.ndarray]  # (source name, float32
 def rtn_block_bytes(source: str, w, type_name: str) -> np.ndarray:
     """Default quantizer: round-to-nearest on the format's grid, packed without re-rounding."""
     del source
-    from edgekit.export.gguf_blocks import pack_quantized
+    from edgekit.export.gguf_blocks import pack_blocks
     from edgekit.quant.grids import fit_and_quantize
 
-    return pack_quantized(fit_and_quantize(f"gguf:{type_name.lower()}", w))
-
-
-def tensor_bytes(plan: TensorPlan, w, quantize: QuantizeFn) -> np.ndarray:
-    """The stored bytes (or float array) of one planned tensor, checked against the table's size."""
-    import torch
-
-    w = w.to(torch.float32)  # [*shape]
-    if tuple(w.shape) != plan.shape:
-        raise EdgekitError(f"tensor '{plan.source}': shape {list(w.shape)} differs from the plan {list(plan.shape)}")
-    if plan.ggml_type in ("F32", "F16", "BF16"):
-        data = encode_float(w, plan.ggml_type)
-    else:
-        data = np.ascontiguousarray(quantize(plan.source, w, plan.ggml_type))
-    if data.nbytes != plan.nbytes:
-        raise AssertionError(f"{plan.gguf_name}: packer gave {data.nbytes} bytes, table says {plan.nbytes}")
+    type_id, data = pack_blocks(fit_and_quantize(f"gguf:{type_name.lower()}", w))
+    if type_id != int(ggml_type(type_name)):
+        raise AssertionError(f"packer wrote ggml type {type_id} for {type_name}")
     return data
 
 
-def write_gguf_streamed(out: str | Path, arch: str, add_metadata: Callable[[object], None],
-                        plan: list[TensorPlan], load: Callable[[TensorPlan], np.ndarray],
-                        on_tensor: Callable[[TensorPlan], None] | None = None) -> Path:
-    """Write a GGUF file atomically, loading and writing one tensor at a time.
+CHUNK_BYTES = 16 << 20  # float32 rows per chunk; quantizer temporaries are a small multiple of this
 
-    `load(plan)` returns the stored bytes of one tensor; nothing else is held between tensors.
+
+def tensor_chunks(plan: TensorPlan, w, quantize: QuantizeFn, chunk_bytes: int = CHUNK_BYTES) -> Iterator[np.ndarray]:
+    """The stored bytes of one planned tensor, a block of rows at a time.
+
+    Every GGUF type here is row-independent (blocks run along a row), so encoding row blocks gives
+    the same bytes as encoding the whole tensor, while the float32 working set stays bounded even
+    for a 150k-row embedding.
+    """
+    if tuple(w.shape) != plan.shape:
+        raise EdgekitError(f"tensor '{plan.source}': shape {list(w.shape)} differs from the plan {list(plan.shape)}")
+    row_bytes = 4 * int(np.prod(plan.shape[1:])) if len(plan.shape) > 1 else 4 * plan.shape[0]
+    step = max(1, chunk_bytes // max(1, row_bytes)) if len(plan.shape) > 1 else plan.shape[0]
+    total = 0
+    for r in range(0, plan.shape[0], step):
+        part = w[r:r + step].float()  # [rows, ...] float32
+        if plan.ggml_type in ("F32", "F16", "BF16"):
+            data = encode_float(part, plan.ggml_type)
+        else:
+            data = np.ascontiguousarray(quantize(plan.source, part, plan.ggml_type))
+        total += data.nbytes
+        yield data
+    if total != plan.nbytes:
+        raise AssertionError(f"{plan.gguf_name}: encoder gave {total} bytes, table says {plan.nbytes}")
+
+
+def tensor_bytes(plan: TensorPlan, w, quantize: QuantizeFn) -> np.ndarray:
+    """The stored bytes of one planned tensor in one array (uint8, or the float array for F32/F16)."""
+    chunks = [c.reshape(-1).view(np.uint8) for c in tensor_chunks(plan, w, quantize)]
+    return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+
+
+def write_gguf_streamed(out: str | Path, arch: str, add_metadata: Callable[[object], None],
+                        plan: list[TensorPlan], load: Callable[[TensorPlan], np.ndarray | Iterable[np.ndarray]],
+                        on_tensor: Callable[[TensorPlan], None] | None = None) -> Path:
+    """Write a GGUF file atomically, loading and writing one tensor (or one block of rows) at a time.
+
+    `load(plan)` returns the stored bytes of one tensor, as one array or an iterable of row chunks;
+    nothing is held between tensors. The tensor table comes first (sizes are known from the plan),
+    then each tensor's data at the offsets that table promised: aligned, zero-padded.
     """
     import gguf
 
@@ -295,13 +317,24 @@ def write_gguf_streamed(out: str | Path, arch: str, add_metadata: Callable[[obje
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
+        fout = writer.fout[0]
         for p in plan:
+            writer.write_padding(fout, fout.tell())  # each tensor starts on the data alignment
             data = load(p)
-            writer.write_tensor_data(data)
+            written = 0
+            for chunk in ([data] if isinstance(data, np.ndarray) else data):
+                fout.write(np.ascontiguousarray(chunk).reshape(-1).view(np.uint8).data)
+                written += chunk.nbytes
             del data
+            if written != p.nbytes:
+                raise AssertionError(f"{p.gguf_name}: wrote {written} bytes, table says {p.nbytes}")
+            writer.write_padding(fout, written)
             if on_tensor:
                 on_tensor(p)
         writer.close()
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file ordinary permissions
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -324,9 +357,14 @@ def write_decoder_gguf(ckpt_path: str | Path, out: str | Path, precision: str = 
         add_decoder_hparams(writer, ckpt, precision)
         add_tokenizer(writer, tok)
 
+    def load(p: TensorPlan) -> Iterator[np.ndarray]:
+        yield from tensor_chunks(p, ckpt.get(p.source), quantize)
+        # Drop the memory maps: pages read through them stay resident (and in RSS) while mapped,
+        # which would make peak memory grow with the number of layers.
+        ckpt.close()
+
     try:
-        return write_gguf_streamed(out, ARCH, add_metadata, plan,
-                                   lambda p: tensor_bytes(p, ckpt.get(p.source), quantize), on_tensor)
+        return write_gguf_streamed(out, ARCH, add_metadata, plan, load, on_tensor)
     finally:
         ckpt.close()
 
@@ -342,8 +380,3 @@ def read_tensor(path: str | Path, name: str) -> np.ndarray:
                 tuple(int(d) for d in reversed(t.shape)))
     raise EdgekitError(f"{path}: no tensor named '{name}'")
 
-
-def gguf_tensor_names(path: str | Path) -> Iterable[str]:
-    from gguf import GGUFReader
-
-    return [t.name for t in GGUFReader(str(path)).tensors]

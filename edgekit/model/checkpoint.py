@@ -113,6 +113,7 @@ class Checkpoint:
     chat_template: str | None
     preprocessor_config: dict
     generation_config: dict
+    _pickled: dict = field(default_factory=dict, repr=False)  # only with allow_pickle: name -> tensor (memory-mapped)
     _handles: dict = field(default_factory=dict, repr=False)
 
     # ---- tensors -------------------------------------------------------------------------------
@@ -136,6 +137,8 @@ class Checkpoint:
         from safetensors import safe_open
 
         info = self._info(name)
+        if self._pickled:
+            return self._pickled[self.stored_names[name]]
         handle = self._handles.get(info.file)
         if handle is None:
             handle = self._handles[info.file] = safe_open(str(info.file), framework="pt")
@@ -198,6 +201,22 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def read_pickle_index(path: Path, into: dict) -> dict[str, TensorInfo]:
+    """Only with --allow-pickle: load a torch pickle (weights_only, memory-mapped) and describe its tensors."""
+    import torch
+
+    try:
+        state = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
+    except Exception as e:  # torch raises many types for a bad pickle
+        raise EdgekitError(f"{path}: cannot read pickle weights ({e.__class__.__name__}: {e})") from None
+    dtype_names = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
+    infos = {}
+    for name, t in state.items():
+        into[name] = t
+        infos[name] = TensorInfo(name, dtype_names.get(t.dtype, str(t.dtype)), tuple(t.shape), -1, -1, path)
+    return infos
+
+
 def _find_chat_template(path: Path, tokenizer_config: dict) -> str | None:
     if (path / "chat_template.jinja").is_file():
         return (path / "chat_template.jinja").read_text(encoding="utf-8")
@@ -228,10 +247,7 @@ def _weight_shards(path: Path, allow_pickle: bool) -> list[Path]:
                 f"{pickles[0]}: pickle weights can run arbitrary code when loaded; edgekit reads safetensors only. "
                 f"Convert the checkpoint to safetensors, or pass --allow-pickle if you trust its source"
             )
-        raise EdgekitError(
-            f"{pickles[0]}: pickle checkpoints are not read lazily; load it once with transformers "
-            f"(from_pretrained) and save_pretrained(safe_serialization=True) to convert it"
-        )
+        return pickles
     raise EdgekitError(f"{path}: no weights found (expected {INDEX_FILE} or *.safetensors)")
 
 
@@ -258,8 +274,10 @@ def open_checkpoint(path: str | Path, *, allow_pickle: bool = False, require_tok
 
     tensors: dict[str, TensorInfo] = {}
     stored: dict[str, str] = {}
+    pickled: dict = {}
     for shard in _weight_shards(path, allow_pickle):
-        for name, info in read_header(shard).items():
+        infos = read_pickle_index(shard, pickled) if shard.suffix != ".safetensors" else read_header(shard)
+        for name, info in infos.items():
             canon = canonical_name(name)
             if canon in tensors:
                 raise EdgekitError(f"{shard}: tensor '{name}' also appears in {tensors[canon].file.name}")
@@ -276,7 +294,7 @@ def open_checkpoint(path: str | Path, *, allow_pickle: bool = False, require_tok
             )
     return Checkpoint(
         path=path, config=config, text=text, vision=vision, token_ids=token_ids, tensors=tensors,
-        stored_names=stored, tokenizer_json=tokenizer_json, tokenizer_config=tokenizer_config,
+        stored_names=stored, _pickled=pickled, tokenizer_json=tokenizer_json, tokenizer_config=tokenizer_config,
         chat_template=_find_chat_template(path, tokenizer_config), preprocessor_config=preprocessor,
         generation_config=generation,
     )

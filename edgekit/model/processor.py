@@ -84,12 +84,14 @@ def processor_config_from_dict(raw: dict, where: str = PREPROCESSOR_FILE) -> Ima
         if isinstance(value, (int, float)):
             value = [value] * 3
         if not isinstance(value, (list, tuple)) or len(value) != 3:
-            raise EdgekitError(f"{where}: field '{name}' must be a list of 3 numbers (one per RGB channel), got {value!r}")
+            raise EdgekitError(
+                f"{where}: field '{name}' must be a list of 3 numbers (one per RGB channel), got {value!r}")
         return tuple(float(v) for v in value)
 
     cfg = ImageProcessorConfig(
         patch_size=positive_int("patch_size", raw.get("patch_size", base.patch_size)),
-        temporal_patch_size=positive_int("temporal_patch_size", raw.get("temporal_patch_size", base.temporal_patch_size)),
+        temporal_patch_size=positive_int("temporal_patch_size",
+                                         raw.get("temporal_patch_size", base.temporal_patch_size)),
         merge_size=positive_int("merge_size", raw.get("merge_size", base.merge_size)),
         min_pixels=positive_int("min_pixels (size.shortest_edge)", min_pixels),
         max_pixels=positive_int("max_pixels (size.longest_edge)", max_pixels),
@@ -103,7 +105,8 @@ def processor_config_from_dict(raw: dict, where: str = PREPROCESSOR_FILE) -> Ima
         do_convert_rgb=bool(raw.get("do_convert_rgb", True)),
     )
     if cfg.min_pixels > cfg.max_pixels:
-        raise EdgekitError(f"{where}: min_pixels {cfg.min_pixels} exceeds max_pixels {cfg.max_pixels}; swap or fix them")
+        raise EdgekitError(
+            f"{where}: min_pixels {cfg.min_pixels} exceeds max_pixels {cfg.max_pixels}; swap or fix them")
     if any(s == 0 for s in cfg.image_std):
         raise EdgekitError(f"{where}: field 'image_std' must not contain 0, got {list(cfg.image_std)}")
     return cfg
@@ -112,7 +115,8 @@ def processor_config_from_dict(raw: dict, where: str = PREPROCESSOR_FILE) -> Ima
 def load_processor_config(checkpoint_dir: str | Path) -> ImageProcessorConfig:
     path = Path(checkpoint_dir) / PREPROCESSOR_FILE
     if not path.is_file():
-        raise EdgekitError(f"{path}: not found; a Qwen2.5-VL checkpoint ships preprocessor_config.json beside config.json")
+        raise EdgekitError(
+            f"{path}: not found; a Qwen2.5-VL checkpoint ships preprocessor_config.json beside config.json")
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

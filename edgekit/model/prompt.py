@@ -9,6 +9,7 @@
 3. `encode_prompt` tokenises with the checkpoint's tokenizer.json (the `tokenizers` library) and
    returns input_ids and mm_token_type_ids (0 text, 1 image, 2 video). The decoder needs the type
    ids to lay out M-RoPE positions (see rope_index.py).
+4. `prepare_inputs` does all of it plus image preprocessing and M-RoPE positions in one call.
 """
 
 from __future__ import annotations
@@ -22,8 +23,14 @@ from typing import Sequence
 import numpy as np
 
 from edgekit.errors import EdgekitError
-from edgekit.model.processor import image_token_counts
-from edgekit.model.rope_index import token_types
+from edgekit.model.processor import (
+    PREPROCESSOR_FILE,
+    ImageProcessorConfig,
+    image_token_counts,
+    preprocess_images,
+    processor_config_from_dict,
+)
+from edgekit.model.rope_index import mrope_positions, token_types
 
 IMAGE_TOKEN = "<|image_pad|>"
 VIDEO_TOKEN = "<|video_pad|>"
@@ -89,7 +96,8 @@ def compile_chat_template(chat_template: str):
                            "(or chat_template in tokenizer_config.json)") from None
 
 
-def render_chat(chat_template: str, messages: list[dict], *, add_generation_prompt: bool = True, **template_vars) -> str:
+def render_chat(chat_template: str, messages: list[dict], *, add_generation_prompt: bool = True,
+                **template_vars) -> str:
     """Render a conversation with the checkpoint's template, as tokenizer.apply_chat_template(tokenize=False)."""
     import jinja2
 
@@ -187,7 +195,8 @@ def load_tokenizer(tokenizer_json: str | Path):
 def token_id(tokenizer, token: str) -> int:
     tid = tokenizer.token_to_id(token)
     if tid is None:
-        raise EdgekitError(f"tokenizer.json has no token '{token}'; a Qwen2.5-VL tokenizer defines it as an added token")
+        raise EdgekitError(
+            f"tokenizer.json has no token '{token}'; a Qwen2.5-VL tokenizer defines it as an added token")
     return int(tid)
 
 
@@ -202,4 +211,113 @@ def encode_prompt(tokenizer, prompt: str, grid_thw: np.ndarray | None, *, merge_
     text = expand_image_pads(prompt, grid, merge_size, image_token)
     ids = np.asarray(tokenizer.encode(text, add_special_tokens=True).ids, dtype=np.int64)  # [L]
     video_id = tokenizer.token_to_id(video_token)
-    return PromptIds(input_ids=ids, mm_token_type_ids=mm_token_type_ids(ids, token_id(tokenizer, image_token), video_id))
+    types = mm_token_type_ids(ids, token_id(tokenizer, image_token), video_id)  # [L]
+    return PromptIds(input_ids=ids, mm_token_type_ids=types)
+
+
+# ---- everything a model call needs, in one step --------------------------------------------------
+
+@dataclass(frozen=True)
+class PromptAssets:
+    """What turning a question and images into model inputs needs; comes from a checkpoint or a bundle."""
+    chat_template: str
+    tokenizer_json: Path
+    image: ImageProcessorConfig
+    image_token_id: int
+    vision_start_token_id: int
+    video_token_id: int | None
+    spatial_merge_size: int
+    tokens_per_second: float = 2.0
+
+    @classmethod
+    def from_directory(cls, directory: str | Path) -> "PromptAssets":
+        """From config.json, tokenizer and processor files alone (a bundle's tokenizer/ folder: no weights)."""
+        from edgekit.model.checkpoint import _find_chat_template, _load_json
+        from edgekit.model.config import read_token_ids, read_vision_dims
+
+        d = Path(directory)
+        config = _load_json(d / "config.json")
+        tok_cfg = _load_json(d / "tokenizer_config.json") if (d / "tokenizer_config.json").is_file() else {}
+        template = _find_chat_template(d, tok_cfg)
+        if not template:
+            raise EdgekitError(f"{d}: no chat template (chat_template.jinja or tokenizer_config.json 'chat_template')")
+        if not (d / "tokenizer.json").is_file():
+            raise EdgekitError(f"{d / 'tokenizer.json'}: missing tokenizer")
+        vision, ids = read_vision_dims(config, str(d / "config.json")), read_token_ids(config, str(d / "config.json"))
+        image = processor_config_from_dict(_load_json(d / PREPROCESSOR_FILE), where=str(d / PREPROCESSOR_FILE))
+        return cls(chat_template=template, tokenizer_json=d / "tokenizer.json", image=image, image_token_id=ids.image,
+                   vision_start_token_id=ids.vision_start, video_token_id=ids.video if ids.video >= 0 else None,
+                   spatial_merge_size=vision.merge,
+                   tokens_per_second=float(config.get("vision_config", {}).get("tokens_per_second", 2.0)))
+
+    @classmethod
+    def from_checkpoint(cls, ckpt) -> "PromptAssets":
+        """From an edgekit.model.checkpoint.Checkpoint (open_checkpoint)."""
+        where = ckpt.path / PREPROCESSOR_FILE
+        if not where.is_file():
+            raise EdgekitError(f"{where}: not found; the image processor settings are needed to build inputs")
+        image = processor_config_from_dict(ckpt.preprocessor_config, where=str(where))
+        if image.merge_size != ckpt.vision.merge or image.patch_size != ckpt.vision.patch:
+            raise EdgekitError(
+                f"{where}: merge_size {image.merge_size} / patch_size {image.patch_size} disagree with config.json "
+                f"vision_config ({ckpt.vision.merge} / {ckpt.vision.patch}); they must match")
+        if not ckpt.chat_template:
+            raise EdgekitError(f"{ckpt.path}: no chat template (chat_template.jinja, chat_template.json or "
+                               "tokenizer_config.json 'chat_template'); copy it from the source checkpoint")
+        vision_cfg = ckpt.config.get("vision_config", {})
+        return cls(chat_template=ckpt.chat_template, tokenizer_json=Path(ckpt.tokenizer_json), image=image,
+                   image_token_id=ckpt.token_ids.image, vision_start_token_id=ckpt.token_ids.vision_start,
+                   video_token_id=ckpt.token_ids.video if ckpt.token_ids.video >= 0 else None,
+                   spatial_merge_size=ckpt.vision.merge,
+                   tokens_per_second=float(vision_cfg.get("tokens_per_second", 2.0)))
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    input_ids: np.ndarray  # int64 [L]
+    mm_token_type_ids: np.ndarray  # int64 [L]
+    pixel_values: np.ndarray  # float32 [N, C*T*P*P], N = sum of t*h*w over images
+    image_grid_thw: np.ndarray  # int64 [k, 3]
+    position_ids: np.ndarray  # int64 [3, L], M-RoPE (t, h, w)
+    rope_delta: int  # add to 1-D positions of generated tokens
+
+    def hf_kwargs(self) -> dict[str, np.ndarray]:
+        """Batch-of-one arrays under the names transformers' forward takes (wrap with torch.from_numpy)."""
+        out = {"input_ids": self.input_ids[None], "attention_mask": np.ones_like(self.input_ids)[None],
+               "mm_token_type_ids": self.mm_token_type_ids[None]}
+        if len(self.image_grid_thw):
+            out.update(pixel_values=self.pixel_values, image_grid_thw=self.image_grid_thw)
+        return out
+
+
+def prepare_inputs(assets: PromptAssets, question: str | Sequence[str | ImageSlot], images: Sequence = (), *,
+                   think: bool, system: str | None = None, resize_to: tuple[int, int] | None = None) -> ModelInputs:
+    """Question + images -> everything the vision tower and decoder need, as HF's processor + get_rope_index.
+
+    `question` is either a string (images go first) or parts with IMAGE slots in the order wanted.
+    Images are PIL images, uint8 arrays or file paths (opened with edgekit.data.images.load_image).
+    """
+    parts = [IMAGE] * len(images) + [question] if isinstance(question, str) else list(question)
+    n_slots = sum(isinstance(p, ImageSlot) for p in parts)
+    if n_slots != len(images):
+        raise EdgekitError(f"the prompt has {n_slots} image slot(s) but {len(images)} image(s) were given")
+    loaded = [_as_image(im) for im in images]
+    if loaded:
+        pixels, grid = preprocess_images(loaded, assets.image, resize_to=resize_to)
+    else:
+        pixels, grid = np.zeros((0, assets.image.patch_dim), np.float32), np.zeros((0, 3), np.int64)
+    prompt = build_prompt_parts(assets.chat_template, parts, think=think, system=system)
+    ids = encode_prompt(load_tokenizer(assets.tokenizer_json), prompt, grid, merge_size=assets.image.merge_size)
+    positions, delta = mrope_positions(ids.input_ids, grid, spatial_merge_size=assets.spatial_merge_size,
+                                       image_token_id=assets.image_token_id,
+                                       vision_start_token_id=assets.vision_start_token_id)
+    return ModelInputs(input_ids=ids.input_ids, mm_token_type_ids=ids.mm_token_type_ids, pixel_values=pixels,
+                       image_grid_thw=grid, position_ids=positions, rope_delta=delta)
+
+
+def _as_image(image):
+    if isinstance(image, (str, Path)):
+        from edgekit.data.images import load_image
+
+        return load_image(image)
+    return image

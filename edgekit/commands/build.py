@@ -1,0 +1,64 @@
+"""Commands: build (checkpoint -> bundle), verify (bundle integrity and loadability), demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgekit.cli_app import app, console, err_console
+
+
+def _stage_printer(name: str, status: str) -> None:
+    mark = {"running": "[cyan]…[/]", "done": "[green]✓[/]", "cached": "[dim]✓ (cached)[/]"}[status]
+    if status != "running":
+        err_console.print(f"  {mark} {name}")
+    else:
+        err_console.print(f"  {mark} {name}", end="\r")
+
+
+@app.command("build")
+def build_cmd(
+    model: Annotated[Path, typer.Argument(help="Checkpoint directory (Hugging Face layout).")],
+    target: Annotated[str, typer.Option(help="Target name or alias (see `edgekit targets`).")] = "cpu",
+    precision: Annotated[str, typer.Option(help="fp16 | int8 | w8a8 | int4 (fp32 on cpu).")] = "int4",
+    method: Annotated[str, typer.Option(help="Quantizer for the decoder: rtn | gptq | awq | smoothquant.")] = "rtn",
+    backend: Annotated[Optional[str], typer.Option(help="tensorrt (ModelOpt unified checkpoint for Edge-LLM) | gguf (llama.cpp). Default: the target's first.")] = None,
+    samples: Annotated[str, typer.Option(help="Calibration samples: built-in names (driving,embodied) or a JSONL file.")] = "driving,embodied",
+    calib_n: Annotated[int, typer.Option("--calib-n", help="Calibration samples to use.")] = 64,
+    context: Annotated[int, typer.Option(help="Context length the engines are planned for.")] = 4096,
+    images: Annotated[int, typer.Option(help="Cameras per prompt (the vision graph is built for this many).")] = 1,
+    resolution: Annotated[Optional[str], typer.Option(help="Camera resolution WIDTHxHEIGHT (default: the target's).")] = None,
+    gguf_type: Annotated[Optional[str], typer.Option(help="Override the decoder GGUF type (q4_0, q4_k, q5_k, q6_k, q8_0, f16).")] = None,
+    out: Annotated[Path, typer.Option(help="Bundle directory to write.")] = Path("bundle"),
+) -> None:
+    """Build a bundle: plan, vision ONNX, quantized decoder, build-engines.sh, manifest. Resumes after a failure."""
+    from edgekit.build import BuildConfig, build_bundle
+    from edgekit.commands.plan import _parse_resolution
+
+    config = BuildConfig(target=target, precision=precision, method=method, backend=backend, samples=samples,
+                         calib_n=calib_n, context=context, images=images, resolution=_parse_resolution(resolution),
+                         gguf_type=gguf_type)
+    err_console.print(f"building {out} for {target} at {precision}")
+    path = build_bundle(model, out, config, on_stage=_stage_printer)
+    console.print(f"bundle written: {path}")
+
+
+@app.command("verify")
+def verify_cmd(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
+    shallow: Annotated[bool, typer.Option("--shallow", help="Only check the manifest and hashes, not loadability.")] = False,
+) -> None:
+    """Check a bundle: schema, every artifact's sha256 and size, and that each artifact loads in its runtime."""
+    from edgekit.bundle import verify_bundle
+    from edgekit.errors import EdgekitError
+
+    report = verify_bundle(bundle, deep=not shallow)
+    for line in report.checked:
+        console.print(f"[green]ok[/] {line}", highlight=False)
+    if not report.ok:
+        for line in report.errors[1:]:
+            err_console.print(f"[red]FAIL[/] {line}", highlight=False)
+        raise EdgekitError(f"{bundle}: does not verify: {report.errors[0]}", exit_code=1)
+    console.print(f"[bold green]{bundle}: verified[/] ({len(report.checked)} checks)")

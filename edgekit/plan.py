@@ -1,0 +1,167 @@
+"""The pre-build plan: will this model fit the target, and how fast can it possibly run?
+
+Pure arithmetic over config.json dims and a target's data sheet numbers (no weights needed):
+- memory: weights per part at the build's precision, KV cache at the context length, vision
+  activations for K cameras, the target's reserved runtime/OS memory;
+- roofline bounds: decode tokens/s <= bandwidth / bytes read per decoded token (every decoder
+  linear weight, lm_head and the KV cache of the tokens so far are read once per token at batch 1;
+  the headline bound is right after the prompt, a second one at the full context); vision encoder
+  time >= FLOPs / peak tensor throughput; prefill time >= max(FLOPs / peak, weight bytes / bandwidth).
+
+Precision conventions (what `edgekit build` produces): the decoder's linear weights take the
+build precision (int4: W4A16 group 128; int8 and w8a8: per-channel INT8); embeddings and lm_head
+stay fp16, as TensorRT Edge-LLM keeps them; the vision tower is INT8 for int8/w8a8 builds and FP16
+otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from math import prod
+
+from edgekit.errors import EdgekitError
+from edgekit.model.config import TextDims, VisionDims
+from edgekit.model.sizes import is_quantizable_linear, part_of
+from edgekit.targets import Target
+
+GB = 1e9
+BUILD_PRECISIONS = ("fp32", "fp16", "int8", "w8a8", "int4")
+
+
+def smart_resize(height: int, width: int, factor: int) -> tuple[int, int]:
+    """Round a camera resolution to the vision grid (multiples of patch*merge)."""
+    return max(factor, round(height / factor) * factor), max(factor, round(width / factor) * factor)
+
+
+def _linear_bytes(shape: tuple[int, ...], precision: str, group: int = 128) -> float:
+    n, (rows, cols) = prod(shape), shape
+    if precision == "fp32":
+        return 4.0 * n
+    if precision == "fp16":
+        return 2.0 * n
+    if precision in ("int8", "w8a8"):
+        return n + 2.0 * rows
+    if precision == "int4":
+        return n / 2 + 2.0 * rows * -(-cols // group)
+    raise EdgekitError(f"unknown precision '{precision}'; choose one of {', '.join(BUILD_PRECISIONS)}")
+
+
+def vision_precision_for(precision: str) -> str:
+    return {"fp32": "fp32", "int8": "int8", "w8a8": "int8"}.get(precision, "fp16")
+
+
+def weight_bytes(shapes: dict[str, tuple[int, ...]], precision: str) -> dict[str, float]:
+    """Bytes per part on the device at a build precision."""
+    vis_p = vision_precision_for(precision)
+    dense = 4.0 if precision == "fp32" else 2.0
+    out = {"vision": 0.0, "decoder": 0.0, "embeddings": 0.0, "lm_head": 0.0}
+    for name, shape in shapes.items():
+        part = part_of(name)
+        if part == "decoder" and is_quantizable_linear(name, shape):
+            out[part] += _linear_bytes(shape, precision)
+        elif part == "vision" and is_quantizable_linear(name, shape):
+            out[part] += _linear_bytes(shape, vis_p)
+        else:
+            out[part] += dense * prod(shape)
+    return out
+
+
+def vision_tokens(v: VisionDims, resolution: tuple[int, int]) -> tuple[int, int]:
+    """(patches, merged tokens) for one image at resolution (width, height)."""
+    w, h = resolution
+    gh, gw = smart_resize(h, w, v.patch * v.merge)
+    patches = (gh // v.patch) * (gw // v.patch)
+    return patches, patches // (v.merge * v.merge)
+
+
+def vision_flops(v: VisionDims, patches: int) -> float:
+    """Multiply-adds x2 of one image through the tower (window blocks attend within windows)."""
+    h, inter = v.hidden, v.intermediate
+    window_tokens = min(patches, (v.window_size // v.patch) ** 2)
+    flops = 2.0 * patches * (v.in_chans * v.temporal_patch * v.patch * v.patch) * h  # patch embed
+    for i in range(v.depth):
+        span = patches if i in v.fullatt_blocks else window_tokens
+        flops += 2.0 * patches * (4 * h * h + 3 * h * inter)  # qkv, proj, gated MLP
+        flops += 4.0 * patches * span * h  # QK^T and PV
+    m = h * v.merge * v.merge
+    flops += 2.0 * (patches // (v.merge * v.merge)) * (m * m + m * v.out_hidden)
+    return flops
+
+
+@dataclass
+class Plan:
+    target: str
+    precision: str
+    vision_precision: str
+    context: int
+    images: int
+    resolution: tuple[int, int]
+    visual_tokens_per_image: int
+    weights_gb: dict[str, float]
+    kv_cache_gb: float
+    vision_activations_gb: float
+    reserved_gb: float
+    total_gb: float
+    memory_gb: float
+    fits: bool
+    prompt_tokens: int
+    decode_bytes_per_token_gb: float  # weights + KV of the prompt
+    decode_tokens_per_s_bound: float
+    decode_tokens_per_s_bound_full_context: float
+    vision_ms_bound: float
+    prefill_ms_bound: float
+    notes: list[str]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_plan(text: TextDims, vision: VisionDims, shapes: dict[str, tuple[int, ...]], target: Target,
+              precision: str, context: int = 4096, images: int = 1, resolution: tuple[int, int] | None = None) -> Plan:
+    if precision not in BUILD_PRECISIONS:
+        raise EdgekitError(f"unknown precision '{precision}'; choose one of {', '.join(BUILD_PRECISIONS)}")
+    if precision not in target.precisions and not (precision == "fp32" and target.family == "cpu"):
+        raise EdgekitError(f"target {target.name} does not support precision {precision}; it supports {', '.join(target.precisions)}")
+    resolution = tuple(resolution or target.camera_resolution)
+    w = weight_bytes(shapes, precision)
+    kv_bytes = 2.0 * text.num_layers * text.kv_heads * text.head_dim * context * 2  # K and V, fp16
+    patches, tokens = vision_tokens(vision, resolution)
+    # Live activations of the widest vision op (gated MLP) for all cameras, fp16.
+    vis_act = 2.0 * images * patches * (3 * vision.hidden + 2 * vision.intermediate)
+    reserved = target.reserved_gb * GB
+    total = sum(w.values()) + kv_bytes + vis_act + reserved
+    prompt_tokens = images * tokens + 64  # visual tokens plus a short question and chat template
+    kv_per_token = kv_bytes / context
+    weights_read = w["decoder"] + w["lm_head"]  # embeddings: one row per token, negligible
+    decode_bytes = weights_read + kv_per_token * prompt_tokens
+    bandwidth = target.memory_bandwidth_gbs * GB
+    peak = target.fp16_tensor_tflops * 1e12
+    vision_ms = 1e3 * images * vision_flops(vision, patches) / peak
+    decoder_params = sum(prod(s) for n, s in shapes.items() if part_of(n) in ("decoder", "lm_head") and len(s) == 2)
+    prefill_ms = 1e3 * max(2.0 * decoder_params * prompt_tokens / peak, (w["decoder"] + w["lm_head"]) / (target.memory_bandwidth_gbs * GB))
+    notes = []
+    if images * tokens > target.max_visual_tokens:
+        notes.append(f"{images * tokens} visual tokens exceed the target's cap of {target.max_visual_tokens}; lower the resolution or cameras")
+    if context > text.max_position:
+        notes.append(f"context {context} exceeds the model's max_position_embeddings {text.max_position}")
+    return Plan(
+        target=target.name, precision=precision, vision_precision=vision_precision_for(precision), context=context,
+        images=images, resolution=resolution, visual_tokens_per_image=tokens,
+        weights_gb={k: v / GB for k, v in w.items()}, kv_cache_gb=kv_bytes / GB, vision_activations_gb=vis_act / GB,
+        reserved_gb=target.reserved_gb, total_gb=total / GB, memory_gb=target.memory_gb, fits=total <= target.memory_gb * GB,
+        prompt_tokens=prompt_tokens, decode_bytes_per_token_gb=decode_bytes / GB,
+        decode_tokens_per_s_bound=bandwidth / decode_bytes,
+        decode_tokens_per_s_bound_full_context=bandwidth / (weights_read + kv_bytes),
+        vision_ms_bound=vision_ms, prefill_ms_bound=prefill_ms, notes=notes,
+    )
+
+
+def refuse_if_unfit(plan: Plan) -> None:
+    if not plan.fits:
+        w = plan.weights_gb
+        raise EdgekitError(
+            f"{plan.precision} does not fit {plan.target}: needs {plan.total_gb:.1f} GB "
+            f"(weights {sum(w.values()):.1f} GB = decoder {w['decoder']:.1f} + lm_head {w['lm_head']:.1f} + embeddings "
+            f"{w['embeddings']:.1f} + vision {w['vision']:.1f}; KV cache {plan.kv_cache_gb:.2f} GB at {plan.context} tokens; "
+            f"reserved {plan.reserved_gb:.1f} GB) but the target has {plan.memory_gb:.0f} GB; try --precision int4 or a shorter --context"
+        )

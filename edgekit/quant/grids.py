@@ -1,0 +1,371 @@
+"""Format grids: what each weight format can represent, as values.
+
+A quantizer targets a format's grid exactly and the packer only re-lays the integers out, so an
+export never rounds twice. Weights are `W: float32 [out, in]`; blocks run along `in`.
+
+Final API (method authors use only these names):
+
+    get_grid(name) -> Grid
+        names: gguf:q8_0 gguf:q4_0 gguf:q4_1 gguf:q4_k gguf:q5_k gguf:q6_k
+               nvidia:w4a16 (= group 128), nvidia:w4a16:g32 / :g64 / :g128
+               int8:channel (per-output-channel symmetric INT8; block 0 = "whole row")
+    Grid.block, .bits, .symmetric, .qmin, .qmax, .sub (columns per scale inside a block)
+    Grid.block_for(in_features) -> int        the block length actually used (resolves block 0)
+    Grid.fit(w: [out, n*block]) -> Params     params for n whole blocks, every tensor shaped
+                                              [out, n, ...] and already at stored precision
+                                              (fp16 d/dmin, 6-bit sub-scales, int8 Q6_K scales...)
+    Grid.quantize(w: [out, k], p, col) -> int16 [out, k]
+        codes of columns col .. col+k-1 of the span that `p` covers (col counts from the span's
+        first column), with FIXED params: GPTQ calls this column by column.
+    Grid.dequantize(q: [out, k], p, col) -> float32 [out, k]
+        bit-exactly what the runtime computes (same float32 operations in the same order).
+    cat_params([p0, p1, ...]) -> Params       join per-block params along the block axis
+    QuantizedWeight(grid, shape, codes int16 [out, in], params: Params over all blocks)
+    fit_and_quantize(grid, W) -> QuantizedWeight   (RTN: fit every block, quantize)
+    dequantize_weight(qw) -> float32 [out, in]
+
+Every grid reduces its stored params to a per-sub-block `scale` and optional `offset`
+([out, n, g], g = block // sub), and a code q means `scale * q + offset`. Rounding to the grid is
+then `clamp(round((w - offset) / scale))`, the same for every format.
+
+K-quant fitting follows llama.cpp's reference quantizer (ggml-quants.c): make_qkx2_quants-style
+weighted scale/min search for Q4_K/Q5_K, make_qx_quants for Q6_K, then the 6-/8-bit quantization
+of the sub-block scales relative to an fp16 super-scale. It is vectorised over all blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from edgekit.errors import EdgekitError
+
+Params = dict[str, torch.Tensor]
+
+_FP16_MAX = 65504.0
+_GROUP_MAX_EPS = 1e-15  # llama.cpp treats sub-blocks with max |x| below this as all zero
+
+
+def _to_fp16(x: torch.Tensor) -> torch.Tensor:
+    """fp32 -> fp16 the way the format stores it; clamp so huge scales saturate instead of inf."""
+    return x.clamp(-_FP16_MAX, _FP16_MAX).to(torch.float16)
+
+
+def _nearest(x: torch.Tensor) -> torch.Tensor:
+    # ggml's nearest_int rounds half to even, like torch.round
+    return torch.round(x)
+
+
+# --------------------------------------------------------------------------------------------
+# the grid value
+
+
+@dataclass(frozen=True)
+class Grid:
+    name: str
+    block: int  # columns per independent parameter set; 0 = the whole row
+    bits: int
+    symmetric: bool
+    qmin: int
+    qmax: int
+    sub: int  # columns sharing one effective scale inside a block; 0 = the whole block
+    # stored params of n blocks -> (scale [out, n, g], offset [out, n, g] | None), float32
+    effective: Callable[[Params], tuple[torch.Tensor, torch.Tensor | None]] = field(repr=False)
+    # w [out, n, block] -> stored params
+    fit_blocks: Callable[[torch.Tensor], Params] = field(repr=False)
+
+    def block_for(self, in_features: int) -> int:
+        return in_features if self.block == 0 else self.block
+
+    def check_width(self, in_features: int) -> None:
+        b = self.block_for(in_features)
+        if in_features <= 0 or in_features % b != 0:
+            raise EdgekitError(
+                f"grid {self.name}: a row of {in_features} columns is not a whole number of "
+                f"{b}-column blocks; pick a format whose block divides {in_features} "
+                f"(e.g. gguf:q8_0 for multiples of 32, or keep this tensor in f16)"
+            )
+
+    def fit(self, w: torch.Tensor) -> Params:
+        w = w.to(torch.float32)
+        out, width = w.shape  # [out, n*block]
+        b = self.block_for(width)
+        if width % b != 0:
+            raise ValueError(f"{self.name}: fit needs whole blocks of {b}, got {width} columns")
+        return self.fit_blocks(w.reshape(out, width // b, b))  # [out, n, block]
+
+    def _columns(self, t: torch.Tensor, col: int, k: int) -> torch.Tensor:
+        """Per-sub-block tensor [out, n, g] -> per-column [out, k] for columns col..col+k-1."""
+        out, n, g = t.shape
+        if self.block == 0:  # one parameter set per row
+            return t.reshape(out, 1).expand(out, k)
+        idx = torch.arange(col, col + k) // (self.block // g)  # [k] flat sub-block index per column
+        return t.reshape(out, n * g).index_select(1, idx)
+
+    def quantize(self, w: torch.Tensor, p: Params, col: int) -> torch.Tensor:
+        w = w.to(torch.float32)
+        k = w.shape[1]
+        scale, offset = self.effective(p)
+        s = self._columns(scale, col, k)  # [out, k]
+        x = w if offset is None else w - self._columns(offset, col, k)
+        safe = torch.where(s == 0, torch.ones_like(s), s)
+        q = _nearest(x / safe).clamp(self.qmin, self.qmax)
+        q = torch.where(s == 0, torch.zeros_like(q), q)  # a zero scale represents only `offset`
+        return q.to(torch.int16)
+
+    def dequantize(self, q: torch.Tensor, p: Params, col: int) -> torch.Tensor:
+        k = q.shape[1]
+        scale, offset = self.effective(p)
+        y = self._columns(scale, col, k) * q.to(torch.float32)  # [out, k]
+        if offset is not None:
+            y = y + self._columns(offset, col, k)
+        return y
+
+
+def cat_params(parts: list[Params]) -> Params:
+    """Join params fitted block by block (each [out, 1, ...]) into one [out, n, ...] set."""
+    return {key: torch.cat([p[key] for p in parts], dim=1) for key in parts[0]}
+
+
+@dataclass
+class QuantizedWeight:
+    grid: str
+    shape: tuple[int, int]
+    codes: torch.Tensor  # int16 [out, in]
+    params: Params  # every tensor [out, n_blocks, ...]
+
+
+def fit_and_quantize(grid: Grid | str, w: torch.Tensor) -> QuantizedWeight:
+    g = get_grid(grid) if isinstance(grid, str) else grid
+    if w.ndim != 2:
+        raise EdgekitError(f"grid {g.name}: expected a 2-D weight [out, in], got shape {tuple(w.shape)}")
+    g.check_width(w.shape[1])
+    w = w.to(torch.float32)
+    p = g.fit(w)
+    return QuantizedWeight(g.name, (w.shape[0], w.shape[1]), g.quantize(w, p, 0), p)
+
+
+def dequantize_weight(qw: QuantizedWeight) -> torch.Tensor:
+    return get_grid(qw.grid).dequantize(qw.codes, qw.params, 0)
+
+
+# --------------------------------------------------------------------------------------------
+# simple block formats (ggml Q8_0 / Q4_0 / Q4_1, ModelOpt INT4 / INT8)
+
+
+def _fit_q8_0(w: torch.Tensor) -> Params:
+    d = w.abs().amax(dim=-1, keepdim=True) / 127  # [out, n, 1]
+    return {"d": _to_fp16(d)}
+
+
+def _fit_q4_0(w: torch.Tensor) -> Params:
+    # the signed value of largest magnitude maps to -8, so the full [-8, 7] range is used
+    imax = w.abs().argmax(dim=-1, keepdim=True)
+    d = torch.gather(w, -1, imax) / -8  # [out, n, 1], may be negative
+    return {"d": _to_fp16(d)}
+
+
+def _d_only(p: Params) -> tuple[torch.Tensor, None]:
+    return p["d"].to(torch.float32), None
+
+
+def _fit_q4_1(w: torch.Tensor) -> Params:
+    lo = w.amin(dim=-1, keepdim=True)  # [out, n, 1]
+    hi = w.amax(dim=-1, keepdim=True)
+    return {"d": _to_fp16((hi - lo) / 15), "m": _to_fp16(lo)}
+
+
+def _eff_q4_1(p: Params) -> tuple[torch.Tensor, torch.Tensor]:
+    return p["d"].to(torch.float32), p["m"].to(torch.float32)  # value = d*q + m
+
+
+def _fit_symmetric(maxbound: float, fp16_representable: bool) -> Callable[[torch.Tensor], Params]:
+    def fit(w: torch.Tensor) -> Params:
+        amax = w.abs().amax(dim=-1, keepdim=True)  # [out, n, 1]
+        scale = amax / maxbound
+        if fp16_representable:
+            # TensorRT-LLM casts weight_scale to the activation dtype (fp16); a scale already on the
+            # fp16 grid survives that cast unchanged, so what we compute is what it computes
+            scale = _to_fp16(scale).to(torch.float32)
+        # ModelOpt replaces zero scales with 1.0 (all-zero groups) so no runtime divides by 0
+        scale = torch.where(scale == 0, torch.ones_like(scale), scale)
+        return {"scale": scale}
+
+    return fit
+
+
+def _eff_scale(p: Params) -> tuple[torch.Tensor, None]:
+    return p["scale"].to(torch.float32), None
+
+
+# --------------------------------------------------------------------------------------------
+# K-quants (super-block of 256)
+
+
+def _qkx2_search(
+    x: torch.Tensor, nmax: int, rmin: float, rdelta: float, nstep: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted scale/min search of make_qkx2_quants, vectorised.
+
+    x: [S, 32] sub-blocks. Returns (scale [S], the_min [S]) with value ~ scale*L - the_min.
+    """
+    sum_x2 = (x * x).sum(-1, keepdim=True)
+    weights = torch.sqrt(sum_x2 / x.shape[-1]) + x.abs()  # [S, 32] the reference's importance
+    lo = x.amin(-1, keepdim=True).clamp(max=0)  # [S, 1]
+    hi = x.amax(-1, keepdim=True)
+    flat = hi == lo
+    rng = torch.where(flat, torch.ones_like(hi), hi - lo)
+    sum_w = weights.sum(-1, keepdim=True)
+    sum_x = (weights * x).sum(-1, keepdim=True)
+
+    iscale = nmax / rng
+    scale = 1 / iscale
+    L = _nearest(iscale * (x - lo)).clamp(0, nmax)
+    best = (weights * (scale * L + lo - x).square()).sum(-1, keepdim=True)
+    best_min = lo.clone()
+    for step in range(nstep + 1):
+        iscale = (rmin + rdelta * step + nmax) / rng
+        L = _nearest(iscale * (x - lo)).clamp(0, nmax)  # [S, 32]
+        wl = weights * L
+        sum_l = wl.sum(-1, keepdim=True)
+        sum_l2 = (wl * L).sum(-1, keepdim=True)
+        sum_xl = (wl * x).sum(-1, keepdim=True)
+        D = sum_w * sum_l2 - sum_l * sum_l
+        safe_D = torch.where(D > 0, D, torch.ones_like(D))
+        this_scale = (sum_w * sum_xl - sum_x * sum_l) / safe_D
+        this_min = (sum_l2 * sum_x - sum_l * sum_xl) / safe_D
+        pos = this_min > 0  # the min must stay <= 0: refit the scale alone
+        safe_l2 = torch.where(sum_l2 > 0, sum_l2, torch.ones_like(sum_l2))
+        this_scale = torch.where(pos, sum_xl / safe_l2, this_scale)
+        this_min = torch.where(pos, torch.zeros_like(this_min), this_min)
+        err = (weights * (this_scale * L + this_min - x).square()).sum(-1, keepdim=True)
+        better = (D > 0) & (err < best)
+        best = torch.where(better, err, best)
+        scale = torch.where(better, this_scale, scale)
+        best_min = torch.where(better, this_min, best_min)
+    scale = torch.where(flat, torch.zeros_like(scale), scale)
+    return scale.squeeze(-1), (-best_min).squeeze(-1)
+
+
+def _quantize_subscales(v: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sub-block values [..., g] >= 0 -> (fp16 super-scale [..., 1], integer codes [..., g])."""
+    vmax = v.amax(-1, keepdim=True)
+    inv = torch.where(vmax > 0, levels / torch.where(vmax > 0, vmax, torch.ones_like(vmax)), torch.zeros_like(vmax))
+    codes = _nearest(inv * v).clamp(0, levels)
+    return _to_fp16(vmax / levels), codes.to(torch.uint8)
+
+
+def _fit_kquant_min(nmax: int, rmin: float, rdelta: float, nstep: int) -> Callable[[torch.Tensor], Params]:
+    def fit(w: torch.Tensor) -> Params:
+        out, n, block = w.shape
+        x = w.reshape(out * n * 8, block // 8)  # [S, 32]
+        scale, the_min = _qkx2_search(x, nmax, rmin, rdelta, nstep)
+        scale = scale.reshape(out, n, 8).clamp(min=0)  # a negative fitted scale is not storable
+        the_min = the_min.reshape(out, n, 8)
+        d, sc = _quantize_subscales(scale, 63)
+        dmin, m = _quantize_subscales(the_min, 63)
+        return {"d": d, "dmin": dmin, "sc": sc, "m": m}
+
+    return fit
+
+
+def _eff_kquant_min(p: Params) -> tuple[torch.Tensor, torch.Tensor]:
+    scale = p["d"].to(torch.float32) * p["sc"].to(torch.float32)  # [out, n, 8]
+    offset = -(p["dmin"].to(torch.float32) * p["m"].to(torch.float32))
+    return scale, offset
+
+
+def _qx_search(x: torch.Tensor, nmax: int) -> torch.Tensor:
+    """make_qx_quants(rmse_type=1) vectorised: x [S, 16] -> signed scale [S]."""
+    imax = x.abs().argmax(-1, keepdim=True)
+    mx = torch.gather(x, -1, imax)  # [S, 1] signed value of largest magnitude
+    zero = mx.abs() < _GROUP_MAX_EPS
+    mx = torch.where(zero, torch.ones_like(mx), mx)
+    w = x * x
+
+    def sums(iscale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        L = _nearest(iscale * x).clamp(-nmax, nmax - 1)
+        wl = w * L
+        return (wl * x).sum(-1, keepdim=True), (wl * L).sum(-1, keepdim=True)
+
+    sumlx, suml2 = sums(-nmax / mx)
+    scale = torch.where(suml2 > 0, sumlx / torch.where(suml2 > 0, suml2, torch.ones_like(suml2)), torch.zeros_like(sumlx))
+    best = scale * sumlx
+    for step in range(-9, 10):
+        if step == 0:
+            continue
+        sumlx, suml2 = sums(-(nmax + 0.1 * step) / mx)
+        better = (suml2 > 0) & (sumlx * sumlx > best * suml2)
+        new = sumlx / torch.where(suml2 > 0, suml2, torch.ones_like(suml2))
+        scale = torch.where(better, new, scale)
+        best = torch.where(better, new * sumlx, best)
+    return torch.where(zero, torch.zeros_like(scale), scale).squeeze(-1)
+
+
+def _fit_q6_k(w: torch.Tensor) -> Params:
+    out, n, block = w.shape
+    scales = _qx_search(w.reshape(out * n * 16, block // 16), 32).reshape(out, n, 16)
+    imax = scales.abs().argmax(-1, keepdim=True)
+    smax = torch.gather(scales, -1, imax)  # [out, n, 1] signed scale of largest magnitude
+    zero = smax.abs() < _GROUP_MAX_EPS
+    safe = torch.where(zero, torch.ones_like(smax), smax)
+    iscale = -128 / safe
+    sc = _nearest(iscale * scales).clamp(-128, 127)
+    sc = torch.where(zero, torch.zeros_like(sc), sc)
+    d = torch.where(zero, torch.zeros_like(smax), 1 / iscale)
+    return {"d": _to_fp16(d), "sc": sc.to(torch.int8)}
+
+
+def _eff_q6_k(p: Params) -> tuple[torch.Tensor, None]:
+    return p["d"].to(torch.float32) * p["sc"].to(torch.float32), None  # [out, n, 16]
+
+
+# --------------------------------------------------------------------------------------------
+# registry
+
+
+def _simple(name: str, block: int, bits: int, qmin: int, qmax: int, fit, eff, symmetric=True) -> Grid:
+    return Grid(name, block, bits, symmetric, qmin, qmax, 0, eff, fit)
+
+
+def _make_grid(name: str) -> Grid:
+    if name == "gguf:q8_0":
+        return _simple(name, 32, 8, -128, 127, _fit_q8_0, _d_only)
+    if name == "gguf:q4_0":
+        return _simple(name, 32, 4, -8, 7, _fit_q4_0, _d_only)
+    if name == "gguf:q4_1":
+        return _simple(name, 32, 4, 0, 15, _fit_q4_1, _eff_q4_1, symmetric=False)
+    if name == "gguf:q4_k":
+        return Grid(name, 256, 4, False, 0, 15, 32, _eff_kquant_min, _fit_kquant_min(15, -1.0, 0.1, 20))
+    if name == "gguf:q5_k":
+        return Grid(name, 256, 5, False, 0, 31, 32, _eff_kquant_min, _fit_kquant_min(31, -0.5, 0.1, 15))
+    if name == "gguf:q6_k":
+        return Grid(name, 256, 6, True, -32, 31, 16, _eff_q6_k, _fit_q6_k)
+    if name == "int8:channel":
+        return _simple(name, 0, 8, -128, 127, _fit_symmetric(127.0, False), _eff_scale)
+    if name.startswith("nvidia:w4a16"):
+        group = 128 if name == "nvidia:w4a16" else _group_of(name)
+        return _simple(f"nvidia:w4a16:g{group}", group, 4, -8, 7, _fit_symmetric(7.0, True), _eff_scale)
+    raise EdgekitError(f"unknown weight grid {name!r}; known: {', '.join(GRID_NAMES)}")
+
+
+def _group_of(name: str) -> int:
+    tail = name.removeprefix("nvidia:w4a16:g")
+    if tail not in ("32", "64", "128"):
+        raise EdgekitError(f"unknown weight grid {name!r}: nvidia:w4a16 groups are g32, g64 or g128")
+    return int(tail)
+
+
+GRID_NAMES = (
+    "gguf:q8_0", "gguf:q4_0", "gguf:q4_1", "gguf:q4_k", "gguf:q5_k", "gguf:q6_k",
+    "nvidia:w4a16", "nvidia:w4a16:g32", "nvidia:w4a16:g64", "nvidia:w4a16:g128", "int8:channel",
+)
+_CACHE: dict[str, Grid] = {}
+
+
+def get_grid(name: str) -> Grid:
+    if name not in _CACHE:
+        _CACHE[name] = _make_grid(name)
+    return _CACHE[name]

@@ -1,0 +1,317 @@
+"""The text decoder in llama.cpp (through llama-cpp-python's low-level C API).
+
+A prompt is the checkpoint's token ids, with each image standing as a run of `<|image_pad|>`
+ids, plus one `ImageEmbedding` per run from any vision backend (PyTorch, ONNX, mmproj). Text runs
+are decoded as tokens; image runs as embeddings with M-RoPE positions, the way llama.cpp's
+multimodal helper feeds them: four positions per token, section-major (t for all tokens of the
+batch, then h, then w, then 0), in a batch that has room for 4*n positions. Positions follow
+transformers' get_rope_index for still images: the image's tokens sit at (p, p+row, p+col) and the
+text after it continues at p + max(rows, cols).
+
+`logits()` returns every prompt position's logits (for parity tests); `generate()` streams greedy
+tokens.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+
+
+@dataclass(frozen=True)
+class ImageEmbedding:
+    """One image as the language model sees it: embeddings of its merged tokens, row-major."""
+
+    embeds: np.ndarray  # float32 [rows * cols, hidden]
+    grid: tuple[int, int]  # (rows, cols) of merged tokens = (grid_h / merge, grid_w / merge)
+
+    def __post_init__(self):
+        rows, cols = self.grid
+        if self.embeds.ndim != 2 or self.embeds.shape[0] != rows * cols:
+            raise EdgekitError(f"image embedding has shape {list(self.embeds.shape)}; grid {rows}x{cols} "
+                               f"needs [{rows * cols}, hidden]")
+
+
+def image_positions(start: int, grid: tuple[int, int]) -> np.ndarray:
+    """M-RoPE positions of one still image's tokens: int32 [3, rows*cols] (t, h, w)."""
+    rows, cols = grid
+    r = np.repeat(np.arange(rows, dtype=np.int32), cols)  # [n]
+    c = np.tile(np.arange(cols, dtype=np.int32), rows)  # [n]
+    return np.stack([np.full_like(r, start), start + r, start + c])  # [3, n]
+
+
+def next_position_after_image(start: int, grid: tuple[int, int]) -> int:
+    return start + max(grid)
+
+
+def section_major(pos3: np.ndarray) -> np.ndarray:
+    """[3, n] -> int32 [4*n]: t for every token, then h, then w, then a zero section."""
+    n = pos3.shape[1]
+    return np.concatenate([pos3.reshape(-1), np.zeros(n, dtype=np.int32)]).astype(np.int32)
+
+
+def prompt_positions(segments) -> np.ndarray:
+    """M-RoPE positions of a whole prompt, int32 [3, L], as transformers' get_rope_index for still images."""
+    parts, nxt = [], 0
+    for kind, seg in segments:
+        if kind == "text":
+            row = np.arange(nxt, nxt + len(seg), dtype=np.int32)  # [k]
+            parts.append(np.stack([row, row, row]))
+            nxt += len(seg)
+        else:
+            parts.append(image_positions(nxt, seg.grid))
+            nxt = next_position_after_image(nxt, seg.grid)
+    return np.concatenate(parts, axis=1) if parts else np.zeros((3, 0), np.int32)
+
+
+def split_prompt(input_ids: Sequence[int], image_token_id: int, images: Sequence[ImageEmbedding]):
+    """Yield ("text", ids) and ("image", ImageEmbedding) segments in prompt order."""
+    ids = np.asarray(input_ids, dtype=np.int64)
+    is_img = ids == image_token_id
+    n_img_tokens = int(is_img.sum())
+    expected = sum(im.embeds.shape[0] for im in images)
+    if n_img_tokens != expected:
+        raise EdgekitError(f"prompt has {n_img_tokens} image tokens but the images give {expected} embeddings; "
+                           "build the prompt with the processor's token counts for these images")
+    segments, i, k = [], 0, 0
+    while i < len(ids):
+        if is_img[i]:
+            im = images[k]
+            n = im.embeds.shape[0]
+            if not is_img[i:i + n].all():
+                raise EdgekitError(f"image {k}: expected a run of {n} image tokens at position {i}")
+            segments.append(("image", im))
+            i, k = i + n, k + 1
+        else:
+            j = i
+            while j < len(ids) and not is_img[j]:
+                j += 1
+            segments.append(("text", ids[i:j].tolist()))
+            i = j
+    return segments
+
+
+_LOG_SILENCER = None
+KV_CACHE_TYPES = {"f32": 0, "f16": 1, "q8_0": 8}  # ggml_type ids
+
+
+def silence_llama_logs(lib):
+    """llama.cpp logs every load to stderr; keep errors only. Returns the callback (also for libmtmd)."""
+    global _LOG_SILENCER
+    if _LOG_SILENCER is None:
+        def _log(level, text, user_data):
+            if level == 4 and text:  # GGML_LOG_LEVEL_ERROR
+                import sys
+
+                sys.stderr.write(text.decode("utf-8", "replace"))
+
+        _LOG_SILENCER = lib.llama_log_callback(_log)
+        lib.llama_log_set(_LOG_SILENCER, ctypes.c_void_p(0))
+    return _LOG_SILENCER
+
+
+class _Batch:
+    """A llama_batch whose arrays are numpy buffers owned here (kept alive while decoding)."""
+
+    def __init__(self, lib, *, tokens: np.ndarray | None = None, embeds: np.ndarray | None = None,
+                 pos: np.ndarray, want_logits: np.ndarray):
+        n = int(tokens.shape[0] if tokens is not None else embeds.shape[0])
+        self.tokens = None if tokens is None else np.ascontiguousarray(tokens, dtype=np.int32)
+        self.embeds = None if embeds is None else np.ascontiguousarray(embeds, dtype=np.float32)
+        self.pos = np.ascontiguousarray(pos, dtype=np.int32)
+        self.n_seq = np.ones(n, dtype=np.int32)
+        self.seq0 = np.zeros(1, dtype=np.int32)
+        self.seq_ptrs = (ctypes.POINTER(ctypes.c_int32) * n)(*([self.seq0.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))] * n))
+        self.logits = np.ascontiguousarray(want_logits, dtype=np.int8)
+        b = lib.llama_batch()
+        b.n_tokens = n
+        b.token = self.tokens.ctypes.data_as(ctypes.POINTER(lib.llama_token)) if self.tokens is not None else None
+        b.embd = self.embeds.ctypes.data_as(ctypes.POINTER(ctypes.c_float)) if self.embeds is not None else None
+        b.pos = self.pos.ctypes.data_as(ctypes.POINTER(lib.llama_pos))
+        b.n_seq_id = self.n_seq.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
+        b.seq_id = ctypes.cast(self.seq_ptrs, ctypes.POINTER(ctypes.POINTER(lib.llama_seq_id)))
+        b.logits = self.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
+        self.struct = b
+
+
+class LlamaDecoder:
+    """A GGUF decoder in llama.cpp, fed token ids and image embeddings."""
+
+    def __init__(self, gguf_path: str | Path, *, n_ctx: int = 4096, n_batch: int = 512, n_threads: int = 2,
+                 kv_cache: str = "f16", image_token_id: int | None = None):
+        import llama_cpp as lib
+
+        path = Path(gguf_path)
+        if not path.is_file():
+            raise EdgekitError(f"{path}: GGUF file not found; write it with `edgekit export-decoder --format gguf`")
+        self._lib = lib
+        silence_llama_logs(lib)
+        lib.llama_backend_init()
+        mparams = lib.llama_model_default_params()
+        self._model = lib.llama_model_load_from_file(str(path).encode(), mparams)
+        if not self._model:
+            raise EdgekitError(f"{path}: llama.cpp could not load this GGUF (see the error above)")
+        cparams = lib.llama_context_default_params()
+        cparams.n_ctx = n_ctx
+        cparams.n_batch = n_batch
+        cparams.n_ubatch = n_batch
+        cparams.n_threads = n_threads
+        cparams.n_threads_batch = n_threads
+        if kv_cache not in KV_CACHE_TYPES:
+            raise EdgekitError(f"kv_cache={kv_cache!r}: choose one of {', '.join(KV_CACHE_TYPES)}")
+        # f16 is llama.cpp's default; parity tests use f32 so that only the weights differ from PyTorch.
+        cparams.type_k = cparams.type_v = KV_CACHE_TYPES[kv_cache]
+        if kv_cache == "f32":
+            cparams.flash_attn_type = 0  # DISABLED: the CPU flash-attention kernel rounds Q to f16
+        self._ctx = lib.llama_init_from_model(self._model, cparams)
+        if not self._ctx:
+            lib.llama_model_free(self._model)
+            raise EdgekitError(f"{path}: llama.cpp could not create a context (n_ctx={n_ctx}); lower n_ctx")
+        self._vocab = lib.llama_model_get_vocab(self._model)
+        self.n_ctx, self.n_batch = n_ctx, n_batch
+        self.hidden = lib.llama_model_n_embd(self._model)
+        self.n_vocab = lib.llama_vocab_n_tokens(self._vocab)
+        self.image_token_id = image_token_id if image_token_id is not None else self._special_id("<|image_pad|>")
+        self.n_past = 0  # next text position
+
+    # ---- tokenizer --------------------------------------------------------------------------------
+    def tokenize(self, text: str, *, parse_special: bool = True) -> list[int]:
+        data = text.encode("utf-8")
+        cap = len(data) + 16
+        buf = (self._lib.llama_token * cap)()
+        n = self._lib.llama_tokenize(self._vocab, data, len(data), buf, cap, False, parse_special)
+        if n < 0:
+            raise AssertionError("token buffer too small")  # cap >= bytes + 16 always suffices for BPE
+        return list(buf[:n])
+
+    def _special_id(self, text: str) -> int | None:
+        ids = self.tokenize(text)
+        return ids[0] if len(ids) == 1 else None
+
+    def token_bytes(self, token: int, *, special: bool = False) -> bytes:
+        buf = ctypes.create_string_buffer(256)
+        n = self._lib.llama_token_to_piece(self._vocab, token, buf, 256, 0, special)
+        return buf.raw[:max(n, 0)]
+
+    def is_end(self, token: int) -> bool:
+        return bool(self._lib.llama_vocab_is_eog(self._vocab, token))
+
+    # ---- decoding ---------------------------------------------------------------------------------
+    def reset(self) -> None:
+        self._lib.llama_memory_clear(self._lib.llama_get_memory(self._ctx), True)
+        self.n_past = 0
+
+    def _decode(self, batch: _Batch) -> list[np.ndarray]:
+        rc = self._lib.llama_decode(self._ctx, batch.struct)
+        if rc != 0:
+            raise EdgekitError(f"llama_decode failed (code {rc}); the prompt may exceed n_ctx={self.n_ctx}")
+        out = []
+        for i in np.flatnonzero(batch.logits):
+            ptr = self._lib.llama_get_logits_ith(self._ctx, int(i))
+            out.append(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy())  # [vocab]
+        return out
+
+    def _feed_text(self, ids: list[int], pos: np.ndarray, all_logits: bool) -> list[np.ndarray]:
+        """Token ids at 1-D positions pos [k] (llama.cpp copies a token's position to every section)."""
+        logits = []
+        for s in range(0, len(ids), self.n_batch):
+            chunk = np.asarray(ids[s:s + self.n_batch], dtype=np.int32)  # [k]
+            want = np.full(len(chunk), int(all_logits), np.int8)
+            want[-1] = 1
+            logits += self._decode(_Batch(self._lib, tokens=chunk, pos=pos[s:s + len(chunk)], want_logits=want))
+        return logits if all_logits else logits[-1:]
+
+    def _feed_image(self, image: ImageEmbedding, pos3: np.ndarray, all_logits: bool) -> list[np.ndarray]:
+        """Embeddings [n, hidden] at M-RoPE positions pos3 [3, n], in batches of at most n_batch tokens."""
+        if image.embeds.shape[1] != self.hidden:
+            raise EdgekitError(f"image embeddings have width {image.embeds.shape[1]} but the decoder's hidden size is "
+                               f"{self.hidden}; the vision backend and the GGUF come from different checkpoints")
+        n = pos3.shape[1]
+        logits = []
+        for s in range(0, n, self.n_batch):
+            e = min(n, s + self.n_batch)
+            want = np.full(e - s, int(all_logits), np.int8)
+            want[-1] = 1
+            logits += self._decode(_Batch(self._lib, embeds=image.embeds[s:e], pos=section_major(pos3[:, s:e]),
+                                          want_logits=want))
+        return logits if all_logits else logits[-1:]
+
+    def prefill(self, input_ids: Sequence[int], images: Sequence[ImageEmbedding] = (), *,
+                all_logits: bool = False) -> list[np.ndarray]:
+        """Feed a whole prompt from an empty cache; returns the last logits (or every position's)."""
+        self.reset()
+        segments = split_prompt(input_ids, self.image_token_id, images)
+        positions = prompt_positions(segments)  # [3, L]
+        if positions.shape[1] and positions.max() >= self.n_ctx:
+            raise EdgekitError(f"the prompt reaches position {positions.max()} but the context holds {self.n_ctx}; "
+                               "raise n_ctx or use smaller images")
+        logits: list[np.ndarray] = []
+        at = 0
+        for kind, seg in segments:
+            n = len(seg) if kind == "text" else seg.embeds.shape[0]
+            pos = positions[:, at:at + n]
+            logits += (self._feed_text(seg, pos[0], all_logits) if kind == "text"
+                       else self._feed_image(seg, pos, all_logits))
+            at += n
+        self.n_past = int(positions.max()) + 1 if positions.shape[1] else 0
+        return logits if all_logits else logits[-1:]
+
+    def step(self, token: int) -> np.ndarray:
+        """Append one token after the prompt (or the previous step); returns its next-token logits [vocab]."""
+        out = self._feed_text([int(token)], np.array([self.n_past], np.int32), all_logits=False)[-1]
+        self.n_past += 1
+        return out
+
+    def logits(self, input_ids: Sequence[int], images: Sequence[ImageEmbedding] = ()) -> np.ndarray:
+        """float32 [L, vocab]: next-token logits after every prompt position."""
+        return np.stack(self.prefill(input_ids, images, all_logits=True))
+
+    def generate(self, input_ids: Sequence[int], images: Sequence[ImageEmbedding] = (), *,
+                 max_new_tokens: int = 64) -> Iterator[int]:
+        """Greedy decoding, one token id at a time, stopping at an end-of-generation token."""
+        last = self.prefill(input_ids, images)[-1]  # [vocab]
+        for _ in range(max_new_tokens):
+            token = int(np.argmax(last))
+            if self.is_end(token):
+                return
+            yield token
+            last = self.step(token)
+
+    def stream_text(self, input_ids: Sequence[int], images: Sequence[ImageEmbedding] = (), *,
+                    max_new_tokens: int = 64) -> Iterator[str]:
+        """Greedy decoding as text pieces; multi-byte characters split across tokens are held back."""
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        for token in self.generate(input_ids, images, max_new_tokens=max_new_tokens):
+            piece = decoder.decode(self.token_bytes(token))
+            if piece:
+                yield piece
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            yield tail
+
+    def close(self) -> None:
+        if getattr(self, "_ctx", None):
+            self._lib.llama_free(self._ctx)
+            self._ctx = None
+        if getattr(self, "_model", None):
+            self._lib.llama_model_free(self._model)
+            self._model = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

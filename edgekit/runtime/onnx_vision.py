@@ -1,0 +1,78 @@
+"""Vision backend on onnxruntime: an `edgekit export-vision` graph (FP32, FP16 or INT8 QDQ).
+
+The graph is static: N images of one planned size. `encode` takes the processor's patches for
+any number of images of that size: fewer than N are padded by repeating the last image, more are
+run in groups of N, and only the real images' tokens are returned. `embed` goes from an RGB
+image to an `ImageEmbedding` for the llama.cpp decoder, like `MmprojVision.embed`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+
+
+class OnnxVision:
+    def __init__(self, path: str | Path, *, threads: int = 2, processor_cfg=None):
+        import onnxruntime as ort
+
+        from edgekit.export.vision_onnx import INPUT, read_info
+
+        path = Path(path)
+        if not path.is_file():
+            raise EdgekitError(f"{path}: vision ONNX not found; write it with `edgekit export-vision`")
+        self.path = path
+        self.info = read_info(path)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self._input = INPUT
+        self.processor_cfg = processor_cfg
+
+    @property
+    def per_image(self) -> int:
+        return self.info.grid_h * self.info.grid_w
+
+    def encode(self, patches: np.ndarray, grid_thw) -> np.ndarray:
+        """patches float32 [n*gh*gw, patch_dim], grid_thw [n, 3] -> embeddings float32 [n*gh*gw/merge^2, out_hidden]."""
+        info = self.info
+        grid = np.asarray(grid_thw, dtype=np.int64).reshape(-1, 3)
+        want = (1, info.grid_h, info.grid_w)
+        for row in grid:
+            if tuple(int(x) for x in row) != want:
+                raise EdgekitError(
+                    f"{self.path}: graph was exported for images resized to {info.width}x{info.height} "
+                    f"(grid {want}); got grid {tuple(int(x) for x in row)}. Resize images to that size "
+                    "(processor resize_to) or export another --resolution")
+        n = len(grid)
+        patches = np.ascontiguousarray(patches, dtype=np.float32)
+        if patches.shape != (n * self.per_image, info.patch_dim):
+            raise EdgekitError(f"patches have shape {list(patches.shape)}; {n} image(s) need "
+                               f"[{n * self.per_image}, {info.patch_dim}]")
+        per_tok = self.per_image // (info.merge * info.merge)
+        images = patches.reshape(n, self.per_image, info.patch_dim)  # [n, gh*gw, patch_dim]
+        outs = []
+        for start in range(0, n, info.images):
+            group = list(images[start:start + info.images])
+            real = len(group)
+            group += [group[-1]] * (info.images - real)
+            feed = np.concatenate(group, axis=0)  # [N*gh*gw, patch_dim]
+            emb = self.session.run(None, {self._input: feed})[0]  # [N*tokens, out_hidden]
+            outs.append(emb[:real * per_tok])
+        return np.concatenate(outs, axis=0).astype(np.float32, copy=False)
+
+    def embed(self, image):
+        """One RGB image (PIL or uint8 [H, W, 3]) -> ImageEmbedding, resized to the graph's size."""
+        from edgekit.model.processor import preprocess_image
+        from edgekit.runtime.llama_decoder import ImageEmbedding
+
+        if self.processor_cfg is None:
+            raise EdgekitError("OnnxVision.embed needs processor_cfg (load_processor_config(checkpoint))")
+        patches, grid = preprocess_image(image, self.processor_cfg, resize_to=(self.info.height, self.info.width))
+        emb = self.encode(patches, [grid])
+        m = self.info.merge
+        return ImageEmbedding(emb, (self.info.grid_h // m, self.info.grid_w // m))
