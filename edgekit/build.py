@@ -63,8 +63,7 @@ def build_bundle(model: str | Path, out: str | Path, config: BuildConfig,
     from edgekit.atomic import write_json, write_text
     from edgekit.bundle import MANIFEST, SCHEMA, artifact_table, tool_versions
     from edgekit.model.checkpoint import open_checkpoint
-    from edgekit.model.sizes import weight_bytes_by_part  # noqa: F401  (kept for manifest parity with inspect)
-    from edgekit.plan import make_plan, refuse_if_unfit, vision_precision_for
+    from edgekit.plan import make_plan, refuse_if_unfit
     from edgekit.stages import StageRunner
     from edgekit.targets import get_target
 
@@ -80,7 +79,7 @@ def build_bundle(model: str | Path, out: str | Path, config: BuildConfig,
     # Fail before spending time: the plan refuses what cannot fit or is unsupported.
     plan = make_plan(ck.text, ck.vision, shapes, target, config.precision, config.context, config.images, config.resolution)
     refuse_if_unfit(plan)
-    vision_precision = config.vision_precision or vision_precision_for(config.precision)
+    vision_precision = config.vision_precision or plan.vision_precision
     resolution = tuple(plan.resolution)
 
     runner = StageRunner(out, on_stage)
@@ -90,11 +89,9 @@ def build_bundle(model: str | Path, out: str | Path, config: BuildConfig,
     k_tok = runner.run("tokenizer", {"source": source_key}, lambda b: _copy_tokenizer(ck.path, b))
 
     def vision_stage(bundle: Path) -> list[str]:
-        from edgekit.export.vision_onnx import export_vision_for_bundle
-
-        return export_vision_for_bundle(ck.path, bundle / "vision", resolution=resolution, images=config.images,
-                                        precision=vision_precision, samples=config.samples, seed=config.seed,
-                                        relative_to=bundle)
+        export_vision(ck, bundle / "vision" / "vision.onnx", resolution, config.images, vision_precision,
+                      config.samples, runner.work)
+        return ["vision/vision.onnx"]
 
     k_vis = runner.run("vision", {**base, "vision_precision": vision_precision, "resolution": resolution}, vision_stage)
 
@@ -182,6 +179,28 @@ def build_bundle(model: str | Path, out: str | Path, config: BuildConfig,
     write_json(runner.bundle / MANIFEST, manifest)
     ck.close()
     return runner.finish()
+
+
+VISION_CALIBRATION = "percentile"  # robust to the few extreme activations of ViTs; minmax/entropy via export-vision
+VISION_CALIB_IMAGES = 16
+
+
+def export_vision(ck, out: Path, resolution: tuple[int, int], images: int, precision: str, samples: str, work: Path) -> dict:
+    """The vision tower as ONNX at one resolution; INT8 is calibrated on the samples' calib split."""
+    from edgekit.export.vision_onnx import export_float, patch_batches, quantize_int8, sample_images, split_calibration
+    from edgekit.model.processor import load_processor_config
+
+    width, height = resolution
+    if precision in ("fp32", "fp16"):
+        export_float(ck, width, height, images, precision, out)
+        return {"precision": precision}
+    fp32 = work / "vision_fp32.onnx"
+    info = export_float(ck, width, height, images, "fp32", fp32)
+    calib, _ = split_calibration(sample_images(samples.split(",")), VISION_CALIB_IMAGES, 0)
+    batches = patch_batches(calib, info, load_processor_config(ck.path))
+    report = quantize_int8(fp32, out, batches, method=VISION_CALIBRATION)
+    fp32.unlink(missing_ok=True)
+    return report
 
 
 def _calibration_record(calib_dir: Path) -> dict | None:

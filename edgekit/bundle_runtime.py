@@ -33,12 +33,11 @@ class BundlePipeline:
                                "it runs on its device (see build-engines.sh), not through llama.cpp here")
         self.assets = PromptAssets.from_directory(self.bundle / self.manifest["tokenizer_dir"])
         vision = parts["vision"]
-        self.resolution = tuple(vision["resolution"])  # (width, height)
-        self.images_per_call = int(vision.get("images", 1))
         from edgekit.runtime.llama_decoder import LlamaDecoder
-        from edgekit.runtime.onnx_vision import OnnxVisionEncoder
+        from edgekit.runtime.onnx_vision import OnnxVision
 
-        self.vision = OnnxVisionEncoder(self.bundle / vision["path"], n_threads=n_threads)
+        self.vision = OnnxVision(self.bundle / vision["path"], threads=n_threads)
+        self.resize_to = (self.vision.info.height, self.vision.info.width)  # the graph's static size
         self.decoder = LlamaDecoder(self.bundle / parts["decoder"]["path"], n_threads=n_threads,
                                     n_ctx=int(self.manifest.get("context", 4096)))
         self.backend = f"bundle ({vision['precision']} ONNX vision + {parts['decoder']['precision']} GGUF decoder)"
@@ -49,17 +48,17 @@ class BundlePipeline:
         from edgekit.runtime.llama_decoder import ImageEmbedding
 
         t0 = time.perf_counter()
-        w, h = self.resolution
-        inputs = prepare_inputs(self.assets, question, images, think=think, resize_to=(h, w))
+        inputs = prepare_inputs(self.assets, question, images, think=think, resize_to=self.resize_to)
         t1 = time.perf_counter()
         merge = self.assets.spatial_merge_size
-        embeds, start = [], 0
-        per_image = [int(t * hh * ww) for t, hh, ww in inputs.image_grid_thw]
-        for k, (t, gh, gw) in enumerate(inputs.image_grid_thw):
-            patches = inputs.pixel_values[start:start + per_image[k]]
-            start += per_image[k]
-            out = self.vision.encode(patches, np.asarray([[t, gh, gw]], dtype=np.int64))  # [tokens, hidden]
-            embeds.append(ImageEmbedding(np.ascontiguousarray(out, dtype=np.float32), (int(gh) // merge, int(gw) // merge)))
+        embeds = []
+        if len(inputs.image_grid_thw):
+            out = self.vision.encode(inputs.pixel_values, inputs.image_grid_thw)  # [all tokens, hidden]
+            start = 0
+            for t, gh, gw in inputs.image_grid_thw:
+                n = int(t * gh * gw) // (merge * merge)
+                embeds.append(ImageEmbedding(np.ascontiguousarray(out[start:start + n]), (int(gh) // merge, int(gw) // merge)))
+                start += n
         t2 = time.perf_counter()
         ids: list[int] = []
         for token in self.decoder.generate(inputs.input_ids.tolist(), embeds, max_new_tokens=max_new_tokens):

@@ -46,13 +46,16 @@ def _linear_bytes(shape: tuple[int, ...], precision: str, group: int = 128) -> f
     raise EdgekitError(f"unknown precision '{precision}'; choose one of {', '.join(BUILD_PRECISIONS)}")
 
 
-def vision_precision_for(precision: str) -> str:
-    return {"fp32": "fp32", "int8": "int8", "w8a8": "int8"}.get(precision, "fp16")
+def vision_precision_for(precision: str, family: str = "") -> str:
+    """int8 builds get an INT8 QDQ tower; otherwise FP16 on GPUs and FP32 on CPUs (ORT's CPU kernels are FP32)."""
+    if precision in ("int8", "w8a8"):
+        return "int8"
+    return "fp32" if precision == "fp32" or family == "cpu" else "fp16"
 
 
-def weight_bytes(shapes: dict[str, tuple[int, ...]], precision: str) -> dict[str, float]:
+def weight_bytes(shapes: dict[str, tuple[int, ...]], precision: str, family: str = "") -> dict[str, float]:
     """Bytes per part on the device at a build precision."""
-    vis_p = vision_precision_for(precision)
+    vis_p = vision_precision_for(precision, family)
     dense = 4.0 if precision == "fp32" else 2.0
     out = {"vision": 0.0, "decoder": 0.0, "embeddings": 0.0, "lm_head": 0.0}
     for name, shape in shapes.items():
@@ -123,7 +126,7 @@ def make_plan(text: TextDims, vision: VisionDims, shapes: dict[str, tuple[int, .
     if precision not in target.precisions and not (precision == "fp32" and target.family == "cpu"):
         raise EdgekitError(f"target {target.name} does not support precision {precision}; it supports {', '.join(target.precisions)}")
     resolution = tuple(resolution or target.camera_resolution)
-    w = weight_bytes(shapes, precision)
+    w = weight_bytes(shapes, precision, target.family)
     kv_bytes = 2.0 * text.num_layers * text.kv_heads * text.head_dim * context * 2  # K and V, fp16
     patches, tokens = vision_tokens(vision, resolution)
     # Live activations of the widest vision op (gated MLP) for all cameras, fp16.
@@ -145,7 +148,7 @@ def make_plan(text: TextDims, vision: VisionDims, shapes: dict[str, tuple[int, .
     if context > text.max_position:
         notes.append(f"context {context} exceeds the model's max_position_embeddings {text.max_position}")
     return Plan(
-        target=target.name, precision=precision, vision_precision=vision_precision_for(precision), context=context,
+        target=target.name, precision=precision, vision_precision=vision_precision_for(precision, target.family), context=context,
         images=images, resolution=resolution, visual_tokens_per_image=tokens,
         weights_gb={k: v / GB for k, v in w.items()}, kv_cache_gb=kv_bytes / GB, vision_activations_gb=vis_act / GB,
         reserved_gb=target.reserved_gb, total_gb=total / GB, memory_gb=target.memory_gb, fits=total <= target.memory_gb * GB,

@@ -1,0 +1,556 @@
+"""The JSONL sample format: load and validate, pick calibration/evaluation splits, mix domains,
+render reference answers for teacher forcing, and score predictions.
+
+One sample a line: {"id", "domain", "task", "image", "question", "answer", "choices"?, "box"?,
+"point"?, "split"?, "images"?, "mask"?, "answer_text"?, ...}; paths are relative to the file.
+Unknown fields are kept in `Sample.extra`. docs/samples.md is the user-facing description.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import re
+import string
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from edgekit.errors import EdgekitError
+
+DOMAINS = ("driving", "embodied")
+TASKS = ("multiple_choice", "short_answer", "open_ended", "box_grounding", "point_grounding", "calibration_only")
+SPLITS = ("calib", "eval")
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+BUILTIN_SETS = {"driving": ASSETS_DIR / "driving.jsonl", "embodied": ASSETS_DIR / "embodied.jsonl"}
+REQUIRED = ("id", "domain", "task", "image", "question")
+KNOWN = set(REQUIRED) | {"answer", "choices", "answer_text", "box", "point", "split", "images", "mask"}
+MAX_LISTED_ERRORS = 10
+
+
+@dataclass(frozen=True)
+class Sample:
+    id: str
+    domain: str
+    task: str
+    image: Path  # absolute; the first camera when `images` has several
+    question: str
+    answer: Any  # str (letter for multiple choice), box, points/polygons, or None (calibration only)
+    split: str | None = None
+    choices: tuple[str, ...] | None = None
+    answer_text: str | None = None
+    box: tuple[float, float, float, float] | None = None  # x1, y1, x2, y2 in pixels of `image`
+    point: tuple[float, float] | None = None  # x, y in pixels of `image`
+    images: tuple[Path, ...] = ()
+    mask: Path | None = None  # ground-truth region for point grounding (non-zero = inside)
+    extra: dict = field(default_factory=dict, compare=False)  # every field this format does not define
+    source_file: Path | None = field(default=None, compare=False)
+    line: int = field(default=0, compare=False)
+
+    @property
+    def where(self) -> str:
+        return f"{self.source_file}:{self.line}"
+
+    def load_image(self):
+        """Decode the (first) image now: RGB PIL image, or EdgekitError naming the sample and file."""
+        return _load_rgb(self.image, self.where)
+
+    def load_images(self) -> list:
+        return [_load_rgb(p, self.where) for p in (self.images or (self.image,))]
+
+    def load_mask(self):
+        """Ground-truth mask as a bool numpy array [H, W], or None when the sample has none."""
+        if self.mask is None:
+            return None
+        import numpy as np
+
+        from edgekit.data.images import load_image
+
+        try:
+            return np.asarray(load_image(self.mask).convert("L")) > 0  # [H, W]
+        except EdgekitError as e:
+            raise EdgekitError(f"{self.where}: mask of sample {self.id!r}: {e.message}") from None
+
+
+def _load_rgb(path: Path, where: str):
+    from edgekit.data.images import load_image
+
+    try:
+        return load_image(path)
+    except EdgekitError as e:
+        raise EdgekitError(f"{where}: {e.message}; fix or remove that line") from None
+
+
+# ---------------------------------------------------------------- loading and validation
+
+
+def load_samples(spec: str | Path | Sequence[str | Path]) -> list[Sample]:
+    """Samples from a .jsonl file, a directory of .jsonl files, a built-in set name ("driving",
+    "embodied"), or several of these joined by commas. Raises one EdgekitError listing every problem."""
+    files = resolve_spec(spec)
+    samples: list[Sample] = []
+    errors: list[str] = []
+    for f in files:
+        got, errs = parse_jsonl(f)
+        samples += got
+        errors += errs
+    if errors:
+        raise EdgekitError(_summarize(errors))
+    return samples
+
+
+def resolve_spec(spec: str | Path | Sequence[str | Path]) -> list[Path]:
+    parts: list[str | Path] = []
+    for item in [spec] if isinstance(spec, (str, Path)) else list(spec):
+        if isinstance(item, str) and "," in item and not Path(item).exists():
+            parts += [p.strip() for p in item.split(",") if p.strip()]
+        else:
+            parts.append(item)
+    files: list[Path] = []
+    for part in parts:
+        if isinstance(part, str) and part in BUILTIN_SETS:
+            files.append(BUILTIN_SETS[part])
+            continue
+        p = Path(part)
+        if p.is_dir():
+            found = sorted(p.glob("*.jsonl"))
+            if not found:
+                raise EdgekitError(f"{p}: directory has no *.jsonl sample files")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise EdgekitError(f"{part}: no such sample file or directory, and not a built-in set (built-in: {', '.join(BUILTIN_SETS)})")
+    return files
+
+
+def parse_jsonl(path: Path) -> tuple[list[Sample], list[str]]:
+    """Parse and validate every line of one file; returns (samples, ['file:line: reason', ...])."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        return [], [f"{path}: cannot read sample file ({e})"]
+    samples, errors, seen_ids = [], [], {}
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError as e:
+            errors.append(f"{where}: bad JSON ({e.msg} at column {e.colno})")
+            continue
+        if not isinstance(record, dict):
+            errors.append(f"{where}: a line must be a JSON object, got {type(record).__name__}")
+            continue
+        problems = validate_record(record, path.parent)
+        if not problems and record["id"] in seen_ids:
+            problems = [f"duplicate id {record['id']!r} (first on line {seen_ids[record['id']]})"]
+        if problems:
+            errors += [f"{where}: {p}" for p in problems]
+            continue
+        seen_ids[record["id"]] = lineno
+        samples.append(_to_sample(record, path, lineno))
+    return samples, errors
+
+
+def validate_record(r: dict, base: Path) -> list[str]:
+    """Everything wrong with one record (empty list = valid). Image files must exist; they are not decoded."""
+    missing = [k for k in REQUIRED if k not in r]
+    if missing:
+        return [f"missing required field {', '.join(repr(k) for k in missing)}"]
+    out = []
+    for key in ("id", "question", "image"):
+        if not isinstance(r[key], str) or not r[key].strip():
+            out.append(f"field {key!r} must be a non-empty string, got {r[key]!r}")
+    if r["domain"] not in DOMAINS:
+        out.append(f"bad domain {r['domain']!r} (expected one of {', '.join(DOMAINS)})")
+    if r["task"] not in TASKS:
+        out.append(f"bad task {r['task']!r} (expected one of {', '.join(TASKS)})")
+    if "split" in r and r["split"] not in SPLITS:
+        out.append(f"bad split {r['split']!r} (expected calib or eval, or leave it out)")
+    if "answer" not in r and r["task"] != "calibration_only":
+        out.append("missing required field 'answer' (use null for calibration-only prompts)")
+    if "choices" in r and not (isinstance(r["choices"], list) and r["choices"] and all(isinstance(c, str) for c in r["choices"])):
+        out.append(f"field 'choices' must be a non-empty list of strings, got {_short(r['choices'])}")
+    if "answer_text" in r and r["answer_text"] is not None and not isinstance(r["answer_text"], str):
+        out.append("field 'answer_text' must be a string")
+    if "box" in r and not _is_box(r["box"]):
+        out.append(f"field 'box' must be 4 numbers [x1, y1, x2, y2] with x1 <= x2 and y1 <= y2, got {_short(r['box'])}")
+    if "point" in r and not _is_numbers(r["point"], 2):
+        out.append(f"field 'point' must be 2 numbers [x, y], got {_short(r['point'])}")
+    if "images" in r and not (isinstance(r["images"], list) and r["images"] and all(isinstance(p, str) and p for p in r["images"])):
+        out.append("field 'images' must be a non-empty list of image paths")
+    if "mask" in r and not (isinstance(r["mask"], str) and r["mask"]):
+        out.append("field 'mask' must be an image path")
+    if out:
+        return out
+    out += _validate_answer(r)
+    for key, rel in [("image", r["image"])] + [("images", p) for p in r.get("images", [])] + ([("mask", r["mask"])] if "mask" in r else []):
+        if not (base / rel).is_file():
+            out.append(f"{key} file not found: {base / rel}")
+    return out
+
+
+def _validate_answer(r: dict) -> list[str]:
+    task, answer = r["task"], r.get("answer")
+    if answer is None:
+        return []  # a prompt without reference: usable for calibration only
+    if task == "multiple_choice":
+        if "choices" not in r:
+            return ["multiple_choice needs 'choices' (a list of option texts)"]
+        n = len(r["choices"])
+        if not (isinstance(answer, str) and len(answer) == 1 and 0 <= ord(answer.upper()) - ord("A") < n):
+            return [f"multiple_choice 'answer' must be a letter A..{chr(ord('A') + n - 1)}, got {_short(answer)}"]
+    elif task in ("short_answer", "open_ended"):
+        if not isinstance(answer, (str, int, float)) or isinstance(answer, bool):
+            return [f"{task} 'answer' must be a string or number, got {_short(answer)}"]
+    elif task == "box_grounding":
+        if "box" not in r and not _is_box(answer):
+            return [f"box_grounding needs 'box' or an 'answer' of 4 numbers [x1, y1, x2, y2], got {_short(answer)}"]
+    elif task == "point_grounding":
+        if "point" not in r and "box" not in r and "mask" not in r and _point_lists(answer) is None:
+            return ["point_grounding needs 'point', 'box', 'mask', or an 'answer' of points/polygons [[x, y], ...]"]
+    return []
+
+
+def _to_sample(r: dict, path: Path, lineno: int) -> Sample:
+    base = path.parent.resolve()
+    task = r["task"]
+    box = r.get("box")
+    if box is None and task == "box_grounding" and _is_box(r.get("answer")):
+        box = r["answer"]
+    answer = r.get("answer")
+    if task == "multiple_choice" and isinstance(answer, str):
+        answer = answer.upper()
+    return Sample(
+        id=r["id"],
+        domain=r["domain"],
+        task=task,
+        image=base / r["image"],
+        question=r["question"],
+        answer=answer,
+        split=r.get("split"),
+        choices=tuple(r["choices"]) if "choices" in r else None,
+        answer_text=r.get("answer_text"),
+        box=tuple(float(v) for v in box) if box is not None else None,
+        point=tuple(float(v) for v in r["point"]) if "point" in r else None,
+        images=tuple(base / p for p in r.get("images", [])),
+        mask=base / r["mask"] if "mask" in r else None,
+        extra={k: v for k, v in r.items() if k not in KNOWN},
+        source_file=path,
+        line=lineno,
+    )
+
+
+def _is_numbers(v, n: int) -> bool:
+    return (
+        isinstance(v, list)
+        and len(v) == n
+        and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+    )
+
+
+def _is_box(v) -> bool:
+    return _is_numbers(v, 4) and v[0] <= v[2] and v[1] <= v[3]
+
+
+def _point_lists(answer) -> list[list[tuple[float, float]]] | None:
+    """An answer of points as a list of point lists: [x, y] -> [[p]]; [[x, y], ...] -> [[...]];
+    [[[x, y], ...], ...] (polygons) -> as is. None when it is none of these."""
+    if _is_numbers(answer, 2):
+        return [[tuple(answer)]]
+    if isinstance(answer, list) and answer and all(_is_numbers(p, 2) for p in answer):
+        return [[tuple(p) for p in answer]]
+    if isinstance(answer, list) and answer and all(isinstance(g, list) and g and all(_is_numbers(p, 2) for p in g) for g in answer):
+        return [[tuple(p) for p in g] for g in answer]
+    return None
+
+
+def _short(v) -> str:
+    s = json.dumps(v)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def _summarize(errors: list[str]) -> str:
+    head = "; ".join(errors[:MAX_LISTED_ERRORS])
+    more = f"; ... and {len(errors) - MAX_LISTED_ERRORS} more" if len(errors) > MAX_LISTED_ERRORS else ""
+    return f"{len(errors)} invalid sample line(s): {head}{more}. Fix these lines (format: docs/samples.md)"
+
+
+# ---------------------------------------------------------------- splits and mixing
+
+
+def effective_split(s: Sample) -> str:
+    """The sample's split; when the file gives none, a stable hash of the image path decides
+    (half and half), so every sample of one image lands on the same side. No answer -> calib."""
+    if s.split is not None:
+        return s.split
+    if s.answer is None:
+        return "calib"
+    digest = hashlib.sha256(s.image.name.encode("utf-8")).digest()
+    return "eval" if digest[0] % 2 else "calib"
+
+
+def split(samples: Iterable[Sample], which: str) -> list[Sample]:
+    """Samples of one split: 'calib' (calibration, QAT) or 'eval' (measuring). Eval never includes
+    samples without a reference answer."""
+    if which not in SPLITS:
+        raise EdgekitError(f"split {which!r}: expected 'calib' or 'eval'")
+    return [s for s in samples if effective_split(s) == which and (which == "calib" or s.answer is not None)]
+
+
+def mix(samples: Sequence[Sample], n: int, seed: int = 0) -> list[Sample]:
+    """`n` samples balanced across domains (and across tasks within a domain), drawn with `seed`.
+    Round-robin over shuffled groups, so a domain that runs out leaves its turns to the others."""
+    if n < 0:
+        raise EdgekitError(f"mix: n must be >= 0, got {n}")
+    rng = random.Random(seed)
+    by_domain: dict[str, list[Sample]] = {}
+    for domain in sorted({s.domain for s in samples}):
+        by_task = defaultdict(list)
+        for s in samples:
+            if s.domain == domain:
+                by_task[s.task].append(s)
+        groups = [by_task[t] for t in sorted(by_task)]
+        for g in groups:
+            rng.shuffle(g)
+        by_domain[domain] = _round_robin(groups)
+    streams = [iter(g) for g in by_domain.values()]
+    return list(_take_round_robin(streams, n))
+
+
+def _round_robin(groups: list[list[Sample]]) -> list[Sample]:
+    out, i = [], 0
+    while any(i < len(g) for g in groups):
+        out += [g[i] for g in groups if i < len(g)]
+        i += 1
+    return out
+
+
+def _take_round_robin(streams: list, n: int):
+    taken, live = 0, list(streams)
+    while live and taken < n:
+        for it in list(live):
+            if taken >= n:
+                return
+            item = next(it, None)
+            if item is None:
+                live.remove(it)
+                continue
+            taken += 1
+            yield item
+
+
+def counts(samples: Iterable[Sample]) -> dict[tuple[str, str, str], int]:
+    """(domain, task, split) -> number of samples, sorted."""
+    c = Counter((s.domain, s.task, effective_split(s)) for s in samples)
+    return dict(sorted(c.items()))
+
+
+# ---------------------------------------------------------------- reference answers
+
+
+def format_answer_for_teacher_forcing(sample: Sample) -> str:
+    """The reference answer as the text a Qwen2.5-VL model would emit; '' when there is none.
+    Boxes: {"bbox_2d": [x1, y1, x2, y2]}; points: {"point_2d": [x, y]} (a JSON list when several)."""
+    if sample.answer is None and sample.box is None and sample.point is None:
+        return ""
+    if sample.task == "multiple_choice":
+        text = sample.answer_text
+        if text is None and sample.choices:
+            text = sample.choices[ord(sample.answer) - ord("A")]
+        return f"{sample.answer}. {text}" if text else sample.answer
+    if sample.task == "box_grounding":
+        return json.dumps({"bbox_2d": [round(v) for v in sample.box]})
+    if sample.task == "point_grounding":
+        points = reference_points(sample)
+        items = [{"point_2d": [round(x), round(y)]} for x, y in points]
+        return json.dumps(items[0] if len(items) == 1 else items)
+    return str(sample.answer)
+
+
+def reference_points(sample: Sample) -> list[tuple[float, float]]:
+    """Points that answer a point-grounding sample: its `point`, else one interior point per
+    answer polygon (or the given points when fewer than 3), else the centre of its `box`."""
+    if sample.point is not None:
+        return [sample.point]
+    groups = _point_lists(sample.answer)
+    if groups:
+        out = []
+        for g in groups:
+            out += [interior_point(g)] if len(g) >= 3 else list(g)
+        return out
+    if sample.box is not None:
+        x1, y1, x2, y2 = sample.box
+        return [((x1 + x2) / 2, (y1 + y2) / 2)]
+    raise EdgekitError(f"{sample.where}: sample {sample.id!r} has no reference point, box or polygon")
+
+
+def interior_point(polygon: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """A point inside a simple polygon: the middle of the widest inside interval on the scanline
+    through the vertex mean (the mean itself can fall outside a concave shape)."""
+    ys = sorted(p[1] for p in polygon)
+    y = sum(ys) / len(ys)
+    if y in ys:  # a scanline through a vertex counts crossings ambiguously; nudge it
+        y += 1e-3 * (ys[-1] - ys[0] or 1.0)
+    xs = []
+    for (x1, y1), (x2, y2) in zip(polygon, list(polygon[1:]) + [polygon[0]]):
+        if (y1 <= y) != (y2 <= y):
+            xs.append(x1 + (y - y1) * (x2 - x1) / (y2 - y1))
+    xs.sort()
+    spans = [(xs[i], xs[i + 1]) for i in range(0, len(xs) - 1, 2)]
+    if not spans:
+        return (sum(p[0] for p in polygon) / len(polygon), y)
+    a, b = max(spans, key=lambda s: s[1] - s[0])
+    return ((a + b) / 2, y)
+
+
+# ---------------------------------------------------------------- scoring predictions
+
+_NUM = r"-?\d+(?:\.\d+)?"
+
+
+def score(sample: Sample, prediction: str) -> float:
+    """Score of one prediction in [0, 1]. Coordinates are pixels of the sample's original image.
+    multiple_choice: letter match; short_answer: normalized match (yes/no by first word, short
+    references also inside the prediction); open_ended: token F1; box_grounding: 1 if IoU >= 0.5;
+    point_grounding: fraction of predicted points inside the mask, polygons or box, else within 5%
+    of the image diagonal of the reference point."""
+    if sample.answer is None and sample.box is None and sample.point is None:
+        raise EdgekitError(f"{sample.where}: sample {sample.id!r} has no reference answer; it can be used for calibration only")
+    if sample.task == "multiple_choice":
+        return float(parse_choice(prediction, sample.choices) == sample.answer)
+    if sample.task == "short_answer":
+        return short_answer_match(prediction, str(sample.answer))
+    if sample.task == "open_ended":
+        return token_f1(prediction, str(sample.answer))
+    if sample.task == "box_grounding":
+        box = parse_box(prediction)
+        return float(box is not None and box_iou(box, sample.box) >= 0.5)
+    if sample.task == "point_grounding":
+        return _score_points(sample, parse_points(prediction))
+    raise EdgekitError(f"{sample.where}: task {sample.task!r} cannot be scored")
+
+
+def _score_points(sample: Sample, points: list[tuple[float, float]]) -> float:
+    if not points:
+        return 0.0
+    mask = sample.load_mask()
+    if mask is not None:
+        return fraction_in_mask(points, mask)
+    groups = _point_lists(sample.answer)
+    polygons = [g for g in groups or [] if len(g) >= 3]
+    if polygons:
+        return sum(any(point_in_polygon(p, g) for g in polygons) for p in points) / len(points)
+    if sample.box is not None:
+        return sum(point_in_box(p, sample.box) for p in points) / len(points)
+    with_size = sample.load_image()
+    radius = 0.05 * math.hypot(*with_size.size)
+    ref = reference_points(sample)
+    return sum(min(math.dist(p, r) for r in ref) <= radius for p in points) / len(points)
+
+
+def parse_choice(text: str, choices: Sequence[str] | None) -> str | None:
+    """The option letter a free-form answer picks: 'B', '(B)', 'B. ...', 'Answer: B', 'the answer is B',
+    or the only option text quoted in full. None when it cannot tell."""
+    n = len(choices) if choices else 26
+    letters = "".join(chr(ord("A") + i) for i in range(n))
+    t = text.strip()
+    for pattern in (
+        rf"^\(?([{letters}])(?:[.):,]|\s*$)",  # 'B', 'B.', '(B)'; not the article in 'A car ...'
+
+        rf"(?i:answer|option|choice)\s*(?i:is|:)?\s*\(?([{letters}])\b",  # letters stay upper case: 'answer is a car' is no pick
+        rf"\(([{letters}])\)",
+    ):
+        m = re.search(pattern, t)
+        if m:
+            return m.group(1).upper()
+    if choices:
+        hits = [i for i, c in enumerate(choices) if normalize(c) and normalize(c) in normalize(t)]
+        if len(hits) == 1:
+            return chr(ord("A") + hits[0])
+    return None
+
+
+def normalize(text: str) -> str:
+    """Lower case, no punctuation, no articles, single spaces (SQuAD-style)."""
+    t = text.lower()
+    t = "".join(" " if ch in string.punctuation else ch for ch in t)
+    return " ".join(w for w in t.split() if w not in ("a", "an", "the"))
+
+
+def short_answer_match(prediction: str, reference: str) -> float:
+    p, r = normalize(prediction), normalize(reference)
+    if not r:
+        return float(not p)
+    if r.split()[0] in ("yes", "no") and len(r.split()) == 1:
+        return float(bool(p) and p.split()[0] == r)
+    if p == r:
+        return 1.0
+    # a short reference ("white", "2") counts when the prediction states it as whole words
+    return float(len(r.split()) <= 3 and f" {r} " in f" {p} ")
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    p, r = normalize(prediction).split(), normalize(reference).split()
+    if not p or not r:
+        return float(p == r)
+    common = sum((Counter(p) & Counter(r)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(p), common / len(r)
+    return 2 * precision * recall / (precision + recall)
+
+
+def parse_box(text: str) -> tuple[float, float, float, float] | None:
+    """The first box in a prediction: {"bbox_2d": [x1, y1, x2, y2]} or any [x1, y1, x2, y2] / (x1, y1, x2, y2)."""
+    m = re.search(rf'"?bbox_2d"?\s*:\s*\[\s*({_NUM})\s*,\s*({_NUM})\s*,\s*({_NUM})\s*,\s*({_NUM})\s*\]', text)
+    m = m or re.search(rf"[\[(]\s*({_NUM})\s*,\s*({_NUM})\s*,\s*({_NUM})\s*,\s*({_NUM})\s*[\])]", text)
+    if not m:
+        return None
+    x1, y1, x2, y2 = (float(v) for v in m.groups())
+    return (min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2))
+
+
+def parse_points(text: str) -> list[tuple[float, float]]:
+    """Every point in a prediction: {"point_2d": [x, y]} items, else (x, y) or [x, y] pairs."""
+    found = re.findall(rf'"?point_2d"?\s*:\s*\[\s*({_NUM})\s*,\s*({_NUM})\s*\]', text)
+    found = found or re.findall(rf"[\[(]\s*({_NUM})\s*,\s*({_NUM})\s*[\])]", text)
+    return [(float(x), float(y)) for x, y in found]
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def point_in_box(p: Sequence[float], box: Sequence[float]) -> bool:
+    return box[0] <= p[0] <= box[2] and box[1] <= p[1] <= box[3]
+
+
+def point_in_polygon(p: Sequence[float], polygon: Sequence[Sequence[float]]) -> bool:
+    """Even-odd rule."""
+    x, y = p
+    inside = False
+    for (x1, y1), (x2, y2) in zip(polygon, list(polygon[1:]) + [polygon[0]]):
+        if (y1 > y) != (y2 > y) and x < x1 + (y - y1) * (x2 - x1) / (y2 - y1):
+            inside = not inside
+    return inside
+
+
+def fraction_in_mask(points: Sequence[tuple[float, float]], mask) -> float:
+    """Fraction of points whose pixel (floor of x, y) is inside the bool mask [H, W]; outside the image counts as a miss."""
+    h, w = mask.shape
+    hits = 0
+    for x, y in points:
+        col, row = math.floor(x), math.floor(y)
+        hits += bool(0 <= row < h and 0 <= col < w and mask[row, col])
+    return hits / len(points)
