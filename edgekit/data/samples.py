@@ -50,9 +50,22 @@ class Sample:
     source_file: Path | None = field(default=None, compare=False)
     line: int = field(default=0, compare=False)
 
+    def __hash__(self) -> int:  # answers may be lists; a sample is identified by where it came from
+        return hash((self.id, self.image, self.source_file, self.line))
+
     @property
     def where(self) -> str:
         return f"{self.source_file}:{self.line}"
+
+    def image_size(self) -> tuple[int, int]:
+        """(width, height) of the (first) image from its header, without decoding the pixels."""
+        from PIL import Image
+
+        try:
+            with Image.open(self.image) as im:
+                return im.size
+        except (OSError, SyntaxError, ValueError) as e:
+            raise EdgekitError(f"{self.where}: {self.image}: not a readable image ({e}); fix or remove that line") from None
 
     def load_image(self):
         """Decode the (first) image now: RGB PIL image, or EdgekitError naming the sample and file."""
@@ -179,8 +192,10 @@ def validate_record(r: dict, base: Path) -> list[str]:
         out.append(f"field 'choices' must be a non-empty list of strings, got {_short(r['choices'])}")
     if "answer_text" in r and r["answer_text"] is not None and not isinstance(r["answer_text"], str):
         out.append("field 'answer_text' must be a string")
-    if "box" in r and not _is_box(r["box"]):
-        out.append(f"field 'box' must be 4 numbers [x1, y1, x2, y2] with x1 <= x2 and y1 <= y2, got {_short(r['box'])}")
+    if "box" in r and not _is_numbers(r["box"], 4):
+        out.append(f"field 'box' must be 4 numbers [x1, y1, x2, y2], got {_short(r['box'])}")
+    elif "box" in r and not _is_box(r["box"]):
+        out.append(f"field 'box' has x1 > x2 or y1 > y2 (corners must be top-left then bottom-right), got {_short(r['box'])}")
     if "point" in r and not _is_numbers(r["point"], 2):
         out.append(f"field 'point' must be 2 numbers [x, y], got {_short(r['point'])}")
     if "images" in r and not (isinstance(r["images"], list) and r["images"] and all(isinstance(p, str) and p for p in r["images"])):
@@ -449,8 +464,7 @@ def _score_points(sample: Sample, points: list[tuple[float, float]]) -> float:
         return sum(any(point_in_polygon(p, g) for g in polygons) for p in points) / len(points)
     if sample.box is not None:
         return sum(point_in_box(p, sample.box) for p in points) / len(points)
-    with_size = sample.load_image()
-    radius = 0.05 * math.hypot(*with_size.size)
+    radius = 0.05 * math.hypot(*sample.image_size())
     ref = reference_points(sample)
     return sum(min(math.dist(p, r) for r in ref) <= radius for p in points) / len(points)
 
@@ -477,11 +491,15 @@ def parse_choice(text: str, choices: Sequence[str] | None) -> str | None:
     return None
 
 
+_NUMBER_WORDS = {w: str(i) for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty".split())}
+
+
 def normalize(text: str) -> str:
-    """Lower case, no punctuation, no articles, single spaces (SQuAD-style)."""
+    """Lower case, no punctuation, no articles, number words as digits, single spaces (SQuAD-style)."""
     t = text.lower()
     t = "".join(" " if ch in string.punctuation else ch for ch in t)
-    return " ".join(w for w in t.split() if w not in ("a", "an", "the"))
+    return " ".join(_NUMBER_WORDS.get(w, w) for w in t.split() if w not in ("a", "an", "the"))
 
 
 def short_answer_match(prediction: str, reference: str) -> float:

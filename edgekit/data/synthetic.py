@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,7 +195,7 @@ def driving_scene(rng: random.Random) -> Scene:
         for _ in range(20):  # rejection sampling for a free spot
             lane = rng.randrange(n_lanes)
             t = rng.uniform(0.2, 0.75)
-            v = _vehicle(p, rng, cname, rng.choice(["car", "car", "truck"]), road_x((lane + 0.5) / n_lanes, t), y_at(t),
+            v = _vehicle(p, cname, rng.choice(["car", "car", "truck"]), road_x((lane + 0.5) / n_lanes, t), y_at(t),
                          (road_x(1, t) - road_x(0, t)) / n_lanes)
             if v:
                 things.append(Thing(v.kind, v.name, v.color, v.box, v.point, {**v.attrs, "lane": lane}))
@@ -241,8 +242,6 @@ def _sign(p: Painter, rng: random.Random, kind: str, horizon: int) -> Thing | No
         cy = rng.randint(r + 4, horizon + 10)
         p_parts = []
         if kind == "stop":
-            import math
-
             pts = [(cx + r * math.cos(math.pi / 8 + k * math.pi / 4), cy + r * math.sin(math.pi / 8 + k * math.pi / 4)) for k in range(8)]
             p_parts.append(("polygon", pts, {"fill": SIGN_RED}))
             p_parts.append(("text", (cx, cy + 1), {"text": "STOP", "fill": (250, 250, 250)}))
@@ -266,7 +265,7 @@ def _sign(p: Painter, rng: random.Random, kind: str, horizon: int) -> Thing | No
     return None
 
 
-def _vehicle(p: Painter, rng: random.Random, cname: str, kind: str, cx: float, bottom: float, lane_w: float) -> Thing | None:
+def _vehicle(p: Painter, cname: str, kind: str, cx: float, bottom: float, lane_w: float) -> Thing | None:
     w = max(10, round(lane_w * (0.62 if kind == "car" else 0.72)))
     h = round(w * (0.62 if kind == "car" else 0.95))
     x0, y0 = round(cx - w / 2), round(bottom - h)
