@@ -74,6 +74,10 @@ def build_bundle(model: str | Path, out: str | Path, config: BuildConfig,
     backend = config.backend or target.default_backend()
     if backend not in target.backends:
         raise EdgekitError(f"target {target.name} has no {backend!r} backend; it supports {', '.join(target.backends)}")
+    if backend == "tensorrt":  # fail before spending time
+        raise EdgekitError(
+            f"backend 'tensorrt' (target {target.name}): the ModelOpt unified checkpoint writer for TensorRT Edge-LLM is "
+            f"not in this version of edgekit yet; build with --backend gguf (llama.cpp, CUDA on Jetson) for now")
     ck = open_checkpoint(model)
     shapes = {n: i.shape for n, i in ck.tensors.items()}
     # Fail before spending time: the plan refuses what cannot fit or is unsupported.
@@ -104,44 +108,23 @@ def build_bundle(model: str | Path, out: str | Path, config: BuildConfig,
             from edgekit.export.gguf import write_decoder_gguf
             from edgekit.export.mmproj import write_mmproj_gguf
 
-            quantize = None
+            calibrated, outputs = None, ["decoder/decoder.gguf", "decoder/mmproj.gguf"]
             if config.method != "rtn" and gguf_type not in ("f32", "f16", "bf16"):
-                from edgekit.quant.pipeline import calibrated_gguf_quantizer
+                from edgekit.quant.calibrate import QuantConfig, calibrate
 
-                quantize = calibrated_gguf_quantizer(ck.path, gguf_type, config.method, config.samples, config.calib_n,
-                                                     calib_dir, seed=config.seed)
-            write_decoder_gguf(ck.path, bundle / "decoder" / "decoder.gguf", gguf_type, quantize=quantize)
+                qcfg = QuantConfig(method=config.method, grid=f"gguf:{gguf_type}", samples=config.samples,
+                                   n_samples=config.calib_n, seed=config.seed)
+                calibrated = calibrate(ck.path, qcfg, calib_dir)
+                write_json(bundle / "decoder" / "calibration.json", calibrated.record)
+                outputs.append("decoder/calibration.json")
+            write_decoder_gguf(ck.path, bundle / "decoder" / "decoder.gguf", gguf_type, calibrated=calibrated)
             write_mmproj_gguf(ck.path, bundle / "decoder" / "mmproj.gguf", "f16")
-            return ["decoder/decoder.gguf", "decoder/mmproj.gguf"]
+            return outputs
 
         k_dec = runner.run("decoder", {**base, "gguf_type": gguf_type}, decoder_stage)
         decoder_parts["decoder"] = {"format": "gguf", "path": "decoder/decoder.gguf", "precision": gguf_type,
                                     "method": config.method if gguf_type not in ("f32", "f16", "bf16") else "none"}
         decoder_parts["mmproj"] = {"format": "mmproj-gguf", "path": "decoder/mmproj.gguf", "precision": "f16"}
-    else:
-        algo = {"int4": "W4A16_AWQ", "int8": "W8A8_SQ_PER_CHANNEL", "w8a8": "W8A8_SQ_PER_CHANNEL"}.get(config.precision)
-
-        def decoder_stage(bundle: Path) -> list[str]:
-            from edgekit.quant.pipeline import unified_checkpoint_for_bundle
-
-            return unified_checkpoint_for_bundle(ck.path, bundle / "decoder" / "unified", config.precision, config.method,
-                                                 config.samples, config.calib_n, calib_dir, group_size=config.group_size,
-                                                 seed=config.seed, relative_to=bundle)
-
-        k_dec = runner.run("decoder", {**base, "algo": algo}, decoder_stage)
-        decoder_parts["decoder"] = {"format": "modelopt-unified", "path": "decoder/unified", "precision": config.precision,
-                                    "quant_algo": algo, "method": config.method}
-
-        def edgellm_stage(bundle: Path) -> list[str]:
-            from edgekit.export.edgellm import export_with_edgellm, find_edgellm
-
-            if find_edgellm() is None:
-                return []
-            return export_with_edgellm(bundle / "decoder" / "unified", bundle / "decoder" / "edgellm_onnx", relative_to=bundle)
-
-        runner.run("edgellm", {**base, "after": k_dec}, edgellm_stage)
-        if any((runner.bundle / "decoder" / "edgellm_onnx").glob("**/*.onnx")):
-            decoder_parts["edgellm_onnx"] = {"format": "edgellm-onnx-dir", "path": "decoder/edgellm_onnx"}
 
     def engines_stage(bundle: Path) -> list[str]:
         from edgekit.engines_script import engines_script
@@ -170,7 +153,7 @@ def build_bundle(model: str | Path, out: str | Path, config: BuildConfig,
         "parts": {"vision": {"format": "onnx", "path": "vision/vision.onnx", "precision": vision_precision,
                              "resolution": list(resolution), "images": config.images},
                   **decoder_parts},
-        "calibration": _calibration_record(calib_dir),
+        "calibration": _calibration_record(runner.bundle / "decoder" / "calibration.json"),
         "plan": plan.as_dict(),
         "artifacts": artifact_table(runner.bundle),
         "tools": tool_versions(),
@@ -203,8 +186,7 @@ def export_vision(ck, out: Path, resolution: tuple[int, int], images: int, preci
     return report
 
 
-def _calibration_record(calib_dir: Path) -> dict | None:
+def _calibration_record(record: Path) -> dict | None:
     import json
 
-    record = calib_dir / "calibration.json"
     return json.loads(record.read_text()) if record.is_file() else None

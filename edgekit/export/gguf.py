@@ -342,10 +342,27 @@ def write_gguf_streamed(out: str | Path, arch: str, add_metadata: Callable[[obje
     return out
 
 
+def calibrated_bytes(p: TensorPlan, qw) -> np.ndarray:
+    """Pack a calibrated QuantizedWeight into the planned GGUF type, refusing a grid of another type."""
+    from edgekit.export.gguf_blocks import pack_blocks
+
+    if qw.grid != f"gguf:{p.ggml_type.lower()}":
+        raise EdgekitError(f"tensor '{p.source}' was calibrated on grid {qw.grid} but the GGUF stores it as "
+                           f"{p.ggml_type}; calibrate with --format gguf:{p.ggml_type.lower()}")
+    type_id, data = pack_blocks(qw)
+    if type_id != int(ggml_type(p.ggml_type)):
+        raise AssertionError(f"packer wrote ggml type {type_id} for {p.ggml_type}")
+    return data
+
+
 def write_decoder_gguf(ckpt_path: str | Path, out: str | Path, precision: str = "f16", *,
-                       quantize: QuantizeFn | None = None,
+                       quantize: QuantizeFn | None = None, calibrated=None,
                        on_tensor: Callable[[TensorPlan], None] | None = None) -> Path:
-    """`edgekit export-decoder --format gguf`: the text decoder of a checkpoint as one GGUF file."""
+    """`edgekit export-decoder --format gguf`: the text decoder of a checkpoint as one GGUF file.
+
+    `calibrated` (an edgekit.quant.calibrate.CalibrationResult) supplies codes + params for its
+    linears, packed as they are (no second rounding), and norm weights with smoothing scales folded in.
+    """
     from edgekit.model.checkpoint import open_checkpoint
 
     ckpt = open_checkpoint(ckpt_path)
@@ -358,6 +375,12 @@ def write_decoder_gguf(ckpt_path: str | Path, out: str | Path, precision: str = 
         add_tokenizer(writer, tok)
 
     def load(p: TensorPlan) -> Iterator[np.ndarray]:
+        if calibrated is not None and p.source in calibrated.quantized:
+            yield calibrated_bytes(p, calibrated.quantized[p.source])
+            return
+        if calibrated is not None and p.source in calibrated.folded:
+            yield from tensor_chunks(p, calibrated.folded[p.source], quantize)
+            return
         yield from tensor_chunks(p, ckpt.get(p.source), quantize)
         # Drop the memory maps: pages read through them stay resident (and in RSS) while mapped,
         # which would make peak memory grow with the number of layers.
