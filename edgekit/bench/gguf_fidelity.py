@@ -1,0 +1,59 @@
+"""KL(FP‖Q) of GGUF decoders measured in llama.cpp itself, on held-out image+text samples.
+
+The f32 GGUF is the reference; every file gets the same prompts with the same image embeddings
+(the PyTorch vision tower's), fed as embeddings with M-RoPE positions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def heldout_prompts(ckpt_path: Path, samples: str, n: int, seed: int = 1, resize_to=(224, 224)):
+    """[(input_ids, [ImageEmbedding])] for n 'eval' samples, teacher-forced with their reference answers."""
+    from edgekit.model.checkpoint import open_checkpoint
+    from edgekit.quant.calibrate import _hf_config, calibration_sequences, layer0_inputs
+    from edgekit.runtime.llama_decoder import ImageEmbedding
+
+    seqs, _ = calibration_sequences(ckpt_path, samples, n, seed, resize_to, split_name="eval")
+    ck = open_checkpoint(ckpt_path)
+    hidden = layer0_inputs(ck, seqs, _hf_config(ckpt_path))
+    merge = ck.vision.merge
+    prompts = []
+    for s, h in zip(seqs, hidden):
+        mask = torch.from_numpy(s.input_ids == ck.token_ids.image)
+        _, gh, gw = (int(x) for x in s.grid_thw[0])
+        image = ImageEmbedding(np.ascontiguousarray(h[0][mask].numpy()), (gh // merge, gw // merge))
+        prompts.append((s.input_ids.tolist(), [image]))
+    return prompts
+
+
+def gguf_logits(path: Path, prompts) -> list[np.ndarray]:
+    from edgekit.runtime.llama_decoder import LlamaDecoder
+
+    with LlamaDecoder(path, n_ctx=2048) as dec:
+        return [dec.logits(ids, images) for ids, images in prompts]
+
+
+def llama_cpp_quantize(src: Path, dst: Path, ftype: int, pure: bool = True) -> Path:
+    """llama.cpp's own quantizer (llama_model_quantize), e.g. ftype 14 = MOSTLY_Q4_K_S; pure: every tensor that type."""
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.pure = pure
+    params.nthread = 2
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
+    if rc != 0:
+        raise RuntimeError(f"llama_model_quantize failed ({rc})")
+    return dst
+
+
+def kl_table(reference: list[np.ndarray], others: dict[str, list[np.ndarray]]) -> dict[str, float]:
+    from edgekit.quant.fidelity import mean_token_kl
+
+    return {name: mean_token_kl([(torch.from_numpy(r), torch.from_numpy(q)) for r, q in zip(reference, logits)])
+            for name, logits in others.items()}
