@@ -74,15 +74,15 @@ def build_bundle(model: str | Path, out: str | Path, config: BuildConfig,
     backend = config.backend or target.default_backend()
     if backend not in target.backends:
         raise EdgekitError(f"target {target.name} has no {backend!r} backend; it supports {', '.join(target.backends)}")
-    if backend == "tensorrt":  # fail before spending time
-        raise EdgekitError(
-            f"backend 'tensorrt' (target {target.name}): the ModelOpt unified checkpoint writer for TensorRT Edge-LLM is "
-            f"not in this version of edgekit yet; build with --backend gguf (llama.cpp, CUDA on Jetson) for now")
     ck = open_checkpoint(model)
     shapes = {n: i.shape for n, i in ck.tensors.items()}
     # Fail before spending time: the plan refuses what cannot fit or is unsupported.
     plan = make_plan(ck.text, ck.vision, shapes, target, config.precision, config.context, config.images, config.resolution)
     refuse_if_unfit(plan)
+    if backend == "tensorrt":  # fail before spending time
+        raise EdgekitError(
+            f"backend 'tensorrt' (target {target.name}): the ModelOpt unified checkpoint writer for TensorRT Edge-LLM is "
+            f"not in this version of edgekit yet; build with --backend gguf (llama.cpp, CUDA on Jetson) for now")
     vision_precision = config.vision_precision or plan.vision_precision
     resolution = tuple(plan.resolution)
 

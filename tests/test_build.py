@@ -121,3 +121,19 @@ def test_kill9_mid_build_then_resume_is_identical(cpu_bundle, tiny_ckpt, tmp_pat
     assert subprocess.run(cmd, capture_output=True).returncode == 0
     assert _tree(out) == _tree(cpu_bundle)
     assert not out.with_name(out.name + ".partial").exists()
+
+
+def test_orin_int4_gguf_bundle_and_engines_script(tiny_ckpt, tmp_path, capsys):
+    out = tmp_path / "orin"
+    assert main(["build", str(tiny_ckpt), "--target", "orin", "--precision", "int4", "--backend", "gguf", "--out", str(out)]) == 0
+    assert verify_bundle(out).ok
+    m = json.loads((out / MANIFEST).read_text())
+    assert m["target"]["gpu_arch"] == "sm_87" and m["parts"]["vision"]["precision"] == "fp16"
+    script = (out / "build-engines.sh").read_text()
+    assert 'EXPECTED_SM="87"' in script and "trtexec" in script and "--fp16" in script
+    # on this machine (no GPU) the script refuses to build engines, with a clear message and its own exit code
+    proc = subprocess.run(["bash", str(out / "build-engines.sh")], capture_output=True, text=True)
+    assert proc.returncode == 3 and "build-engines.sh" in proc.stderr
+    capsys.readouterr()
+    assert main(["build", str(tiny_ckpt), "--target", "orin", "--precision", "int4", "--out", str(tmp_path / "trt")]) == 2
+    assert "backend 'tensorrt'" in capsys.readouterr().err
