@@ -27,6 +27,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Callable
 
 import numpy as np
@@ -75,7 +76,7 @@ class CalibSeq:
 
 @dataclass
 class CalibrationResult:
-    quantized: dict  # linear name -> QuantizedWeight (codes of W·s where a smoothing scale s applies)
+    quantized: Mapping  # linear name -> QuantizedWeight (codes of W·s where a smoothing scale s applies), read lazily
     folded: dict = field(default_factory=dict)  # norm weight name -> float32 tensor with 1/s folded in
     input_scales: dict = field(default_factory=dict)  # linear name -> per-tensor INT8 activation scale (W8A8)
     layer_errors: dict = field(default_factory=dict)  # linear name -> relative output error on calibration inputs
@@ -275,7 +276,7 @@ def _save_layer(path: Path, quantized: dict, folded: dict, input_scales: dict, e
         save_file(tensors, str(tmp), metadata={"edgekit": json.dumps(meta, sort_keys=True)})
 
 
-def _load_layer(path: Path):
+def _load_layer(path: Path, with_hidden: bool = True, with_codes: bool = True):
     from safetensors import safe_open
 
     from edgekit.quant.grids import QuantizedWeight
@@ -284,13 +285,39 @@ def _load_layer(path: Path):
         meta = json.loads(f.metadata()["edgekit"])
         keys = sorted(f.keys())
         quantized = {}
-        for name, (grid, shape) in meta["grids"].items():
+        for name, (grid, shape) in (meta["grids"].items() if with_codes else ()):
             params = {k.rsplit("::", 1)[1]: f.get_tensor(k) for k in keys if k.startswith(f"q::{name}::p::")}
             quantized[name] = QuantizedWeight(grid, tuple(shape), f.get_tensor(f"q::{name}::codes"), params)
         folded = {k[len("fold::"):]: f.get_tensor(k) for k in keys if k.startswith("fold::")}
         scales = {k[len("ascale::"):]: f.get_tensor(k)[0] for k in keys if k.startswith("ascale::")}
-        hidden = [f.get_tensor(k) for k in keys if k.startswith("hidden::")]
+        hidden = [f.get_tensor(k) for k in keys if k.startswith("hidden::")] if with_hidden else []
     return quantized, folded, scales, meta["errors"], hidden
+
+
+class LayerFiles(Mapping):
+    """Quantized weights of every layer, read from the cache one layer file at a time (memory stays one layer)."""
+
+    def __init__(self, files: list[Path]):
+        from safetensors import safe_open
+
+        self._where: dict[str, Path] = {}
+        for f in files:
+            with safe_open(str(f), framework="pt") as h:
+                for name in json.loads(h.metadata()["edgekit"])["grids"]:
+                    self._where[name] = f
+        self._loaded: tuple[Path | None, dict] = (None, {})
+
+    def __getitem__(self, name: str):
+        f = self._where[name]
+        if self._loaded[0] != f:
+            self._loaded = (f, _load_layer(f)[0])
+        return self._loaded[1][name]
+
+    def __iter__(self):
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
 
 
 def cache_key(content_hash: str, samples_hash: str, cfg: QuantConfig) -> str:
@@ -334,11 +361,9 @@ def calibrate(ckpt_path: str | Path, cfg: QuantConfig, cache_dir: str | Path,
         first += 1
     hidden = None
     result = CalibrationResult({}, record=record)
-    for i in range(first):  # finished layers: take their results; the last one's hidden states feed the next
-        q, f, s, e, h = _load_layer(work / f"layer_{i:04d}.safetensors")
-        result.quantized.update(q), result.folded.update(f), result.input_scales.update(s), result.layer_errors.update(e)
+    for i in range(first):  # finished layers: the last one's hidden states feed the next
         if i == first - 1:
-            hidden = [x for x in h]
+            hidden = _load_layer(work / f"layer_{i:04d}.safetensors")[4]
         if on_layer:
             on_layer(i, n_layers, "cached")
     if hidden is None:
@@ -354,9 +379,14 @@ def calibrate(ckpt_path: str | Path, cfg: QuantConfig, cache_dir: str | Path,
         layer.load_state_dict(state)
         hidden = run_layer(layer, rope, hidden, seqs)  # the quantized layer feeds the next one
         _save_layer(work / f"layer_{i:04d}.safetensors", q, f, s, e, hidden)
-        result.quantized.update(q), result.folded.update(f), result.input_scales.update(s), result.layer_errors.update(e)
-        del layer
+        del layer, q
+        ck.close()  # drop the memory maps: pages read through them would stay resident
         if on_layer:
             on_layer(i, n_layers, "done")
     ck.close()
+    files = [work / f"layer_{i:04d}.safetensors" for i in range(n_layers)]
+    for f in files:  # small per-layer extras, loaded whole; the codes stay on disk until asked for
+        _, folded, scales, errors, _ = _load_layer(f, with_hidden=False, with_codes=False)
+        result.folded.update(folded), result.input_scales.update(scales), result.layer_errors.update(errors)
+    result.quantized = LayerFiles(files)
     return result
