@@ -37,14 +37,17 @@ def test_identity_hessian_equals_rtn(grid):
 def test_gptq_beats_rtn_on_output_error(grid, act_order):
     gen = torch.Generator().manual_seed(torch.seed() % 2**31)
     d, out = 512, 96
-    X = _activations(2048, d, gen)
+    # Without act_order, an outlier column that comes late cannot be compensated by any later column, so
+    # the gain swings with where the outliers fall (0.58..0.94 over 40 seeds). Plain correlated inputs give a
+    # steady gain (0.71..0.78 over 60 seeds); act_order handles outliers and gains 0.50..0.60 with them.
+    X = _activations(2048, d, gen, outliers=4 if act_order else 0)
     W = torch.randn(out, d, generator=gen) * 0.02
     H = X.T @ X
     rtn = dequantize_weight(fit_and_quantize(grid, W))
     qw = gptq_quantize(W, H, grid, act_order=act_order)
     gq = dequantize_weight(qw)
     e_rtn, e_gptq = _out_err(X, W, rtn), _out_err(X, W, gq)
-    assert e_gptq < 0.8 * e_rtn, (e_gptq, e_rtn)
+    assert e_gptq < (0.7 if act_order else 0.85) * e_rtn, (e_gptq, e_rtn)
     # every code is on the grid, and dequantization is what the grid computes
     g = get_grid(grid)
     assert qw.codes.min() >= g.qmin and qw.codes.max() <= g.qmax
