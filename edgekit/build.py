@@ -80,9 +80,7 @@ def build_bundle(model: str | Path, out: str | Path, config: BuildConfig,
     plan = make_plan(ck.text, ck.vision, shapes, target, config.precision, config.context, config.images, config.resolution)
     refuse_if_unfit(plan)
     if backend == "tensorrt":  # fail before spending time
-        raise EdgekitError(
-            f"backend 'tensorrt' (target {target.name}): the ModelOpt unified checkpoint writer for TensorRT Edge-LLM is "
-            f"not in this version of edgekit yet; build with --backend gguf (llama.cpp, CUDA on Jetson) for now")
+        unified_quant_config(config)
     vision_precision = config.vision_precision or plan.vision_precision
     resolution = tuple(plan.resolution)
 
@@ -126,6 +124,22 @@ def build_bundle(model: str | Path, out: str | Path, config: BuildConfig,
                                     "method": config.method if gguf_type not in ("f32", "f16", "bf16") else "none"}
         decoder_parts["mmproj"] = {"format": "mmproj-gguf", "path": "decoder/mmproj.gguf", "precision": "f16"}
 
+    if backend == "tensorrt":
+        qcfg = unified_quant_config(config)
+
+        def decoder_stage(bundle: Path) -> list[str]:
+            return _tensorrt_decoder(ck, bundle, qcfg, calib_dir, runner.work)
+
+        k_dec = runner.run("decoder", {**base, "unified": qcfg.key() if qcfg else None,
+                                       "edgellm": _edgellm_identity()}, decoder_stage)
+        unified = runner.bundle / "decoder" / "unified"
+        decoder_parts["decoder"] = {"format": "modelopt-unified" if qcfg else "hf-checkpoint", "path": "decoder/unified",
+                                    "precision": config.precision, "method": qcfg.method if qcfg else "none",
+                                    **_quant_algo(unified)}
+        if (runner.bundle / "decoder" / "edgellm_onnx").is_dir():
+            decoder_parts["decoder_onnx"] = {"format": "edgellm-onnx-dir", "path": "decoder/edgellm_onnx",
+                                             "exporter": f"tensorrt-edgellm-export --skip-visual ({_edgellm_identity()})"}
+
     def engines_stage(bundle: Path) -> list[str]:
         from edgekit.engines_script import engines_script
 
@@ -162,6 +176,92 @@ def build_bundle(model: str | Path, out: str | Path, config: BuildConfig,
     write_json(runner.bundle / MANIFEST, manifest)
     ck.close()
     return runner.finish()
+
+
+def unified_quant_config(config: BuildConfig):
+    """The calibration behind a unified checkpoint for a build precision (None: unquantized FP16)."""
+    from edgekit.quant.calibrate import QuantConfig
+
+    p, m = config.precision, config.method
+    if p in ("fp16", "fp32"):
+        return None
+    if p == "int8":
+        raise EdgekitError("--backend tensorrt has no INT8 weight-only path (TensorRT Edge-LLM runs INT8 as "
+                           "W8A8 SmoothQuant): use --precision w8a8, or int4")
+    if p == "w8a8":
+        if m not in ("smoothquant", "rtn"):
+            raise EdgekitError(f"--precision w8a8 is SmoothQuant: use --method smoothquant (or rtn for no smoothing), not {m}")
+        return QuantConfig(method="smoothquant", grid="int8:channel", alpha=0.5 if m == "smoothquant" else 0.0,
+                           samples=config.samples, n_samples=config.calib_n, seed=config.seed)
+    if m == "smoothquant":
+        raise EdgekitError("--method smoothquant makes W8A8: use --precision w8a8")
+    return QuantConfig(method=m, grid=f"nvidia:w4a16:g{config.group_size}", samples=config.samples,
+                       n_samples=config.calib_n, seed=config.seed)
+
+
+def _tensorrt_decoder(ck, bundle: Path, qcfg, calib_dir: Path, work: Path) -> list[str]:
+    """decoder/unified (ModelOpt unified checkpoint, or the FP16 checkpoint) + Edge-LLM's ONNX when installed."""
+    from edgekit.atomic import write_json
+    from edgekit.edgellm import check_int4_export, find_exporter, run_export
+
+    unified = bundle / "decoder" / "unified"
+    if qcfg is None:
+        _copy_checkpoint(ck, unified)
+    else:
+        from edgekit.export.modelopt_unified import write_unified_checkpoint
+        from edgekit.quant.calibrate import calibrate
+
+        calibrated = calibrate(ck.path, qcfg, calib_dir)
+        write_unified_checkpoint(ck.path, unified, calibrated)
+        write_json(bundle / "decoder" / "calibration.json", calibrated.record)
+    exporter = find_exporter()
+    if exporter is not None:
+        onnx_dir = bundle / "decoder" / "edgellm_onnx"
+        tmp = work / "edgellm_onnx"
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        onnx_path = run_export(exporter, unified, tmp, work / "edgellm_export.log")
+        if qcfg is not None and qcfg.grid.startswith("nvidia:w4a16"):
+            check_int4_export(onnx_path, unified)  # a silent FP16 fallback fails the build here
+        shutil.rmtree(onnx_dir, ignore_errors=True)
+        tmp.rename(onnx_dir)  # the whole directory appears at once
+    return [str(p.relative_to(bundle)) for p in sorted((bundle / "decoder").rglob("*")) if p.is_file()]
+
+
+def _copy_checkpoint(ck, out: Path) -> None:
+    from edgekit.atomic import write_bytes
+    from edgekit.export.modelopt_unified import EXTRA_FILES
+
+    for f in [ck.path / "config.json", *ck.weight_files(), *(ck.path / n for n in EXTRA_FILES)]:
+        if f.is_file() and f.suffix != ".bin":
+            write_bytes(out / f.name, f.read_bytes())  # whole shards: an FP16 build is a copy, once
+    if (ck.path / "model.safetensors.index.json").is_file():
+        write_bytes(out / "model.safetensors.index.json", (ck.path / "model.safetensors.index.json").read_bytes())
+
+
+def _quant_algo(unified: Path) -> dict:
+    import json
+
+    f = unified / "hf_quant_config.json"
+    if not f.is_file():
+        return {}
+    q = json.loads(f.read_text())["quantization"]
+    return {"quant_algo": q["quant_algo"], **({"group_size": q["group_size"]} if "group_size" in q else {})}
+
+
+def _edgellm_identity() -> str | None:
+    """Which exporter (if any) shapes decoder/edgellm_onnx: part of the decoder stage's cache key."""
+    from edgekit.edgellm import find_exporter
+
+    exe = find_exporter()
+    if exe is None:
+        return None
+    from importlib.metadata import PathDistribution
+
+    for dist in exe.resolve().parent.parent.glob("lib/python*/site-packages/tensorrt_edgellm-*.dist-info"):
+        return f"tensorrt-edgellm {PathDistribution(dist).version}"
+    return "tensorrt-edgellm (version unknown)"
 
 
 VISION_CALIBRATION = "percentile"  # measured best of minmax/percentile/entropy on the e2e agreement test

@@ -132,6 +132,33 @@ def _check_part(bundle: Path, part: dict) -> str:
 
         result = verify_unified_checkpoint(path, None)
         return f"{part['path']}: unified checkpoint ok ({result})"
-    if fmt in ("edgellm-onnx-dir", "files"):
+    if fmt == "hf-checkpoint":
+        from edgekit.model.checkpoint import open_checkpoint
+
+        ck = open_checkpoint(path)
+        return f"{part['path']}: checkpoint ok, {len(ck.tensors)} tensors"
+    if fmt == "edgellm-onnx-dir":
+        return _check_edgellm_onnx(bundle, part)
+    if fmt == "files":
         return f"{part['path']}: hashes ok"
     raise EdgekitError(f"{part['path']}: unknown artifact format '{fmt}'")
+
+
+def _check_edgellm_onnx(bundle: Path, part: dict) -> str:
+    """Edge-LLM's decoder ONNX: loads, and (INT4) runs every quantized linear in its plugin with edgekit's scales."""
+    import onnx
+
+    onnx_path = bundle / part["path"] / "llm" / "model.onnx"
+    if not onnx_path.is_file():
+        raise EdgekitError(f"{part['path']}: no llm/model.onnx")
+    unified = bundle / "decoder" / "unified"
+    if (unified / "hf_quant_config.json").is_file():
+        from edgekit.edgellm import check_int4_export
+        from edgekit.export.modelopt_reader import open_unified
+
+        if open_unified(unified).algo == "W4A16_AWQ":
+            r = check_int4_export(onnx_path, unified)
+            return f"{part['path']}: {r['int4_plugin_nodes']} Int4GroupwiseGemmPluginV2 nodes, scales equal edgekit's"
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    return f"{part['path']}: onnx loads, {len(model.graph.node)} nodes"
+

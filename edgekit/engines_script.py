@@ -59,7 +59,7 @@ if [ ! -d "$ONNX_DIR" ]; then
 fi
 LLM_BUILD="${{EDGELLM_LLM_BUILD:-llm_build}}"
 command -v "$LLM_BUILD" >/dev/null || {{ echo "Edge-LLM's llm_build not found; set EDGELLM_LLM_BUILD=/path/to/TensorRT-Edge-LLM/build/examples/llm/llm_build" >&2; exit 4; }}
-"$LLM_BUILD" --onnxDir "$ONNX_DIR" --engineDir "$ENGINES/llm" \\
+"$LLM_BUILD" --onnxDir "$ONNX_DIR/llm" --engineDir "$ENGINES/llm" \\
   --maxBatchSize 1 --maxInputLen {max_input} --maxKVCacheCapacity {context}
 """
 

@@ -134,6 +134,3 @@ def test_orin_int4_gguf_bundle_and_engines_script(tiny_ckpt, tmp_path, capsys):
     # on this machine (no GPU) the script refuses to build engines, with a clear message and its own exit code
     proc = subprocess.run(["bash", str(out / "build-engines.sh")], capture_output=True, text=True)
     assert proc.returncode == 3 and "build-engines.sh" in proc.stderr
-    capsys.readouterr()
-    assert main(["build", str(tiny_ckpt), "--target", "orin", "--precision", "int4", "--out", str(tmp_path / "trt")]) == 2
-    assert "backend 'tensorrt'" in capsys.readouterr().err

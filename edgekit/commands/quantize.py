@@ -61,9 +61,11 @@ def quantize_cmd(
     alpha: Annotated[float, typer.Option(help="SmoothQuant migration strength (0 = naive W8A8).")] = 0.5,
     evaluate: Annotated[int, typer.Option(help="Held-out samples for KL(FP||Q) against the full-precision model (0: skip).")] = 8,
     cache: Annotated[Path, typer.Option(help="Calibration cache directory.")] = Path("calib"),
-    out: Annotated[Path, typer.Option(help="Output: a .gguf decoder for gguf:* formats, else a report JSON.")] = Path("decoder.gguf"),
+    out: Annotated[Path, typer.Option(help="Output: a .gguf decoder for gguf:* formats; a ModelOpt unified checkpoint "
+                                                 "directory for nvidia:w4a16 (W4A16_AWQ) and int8:channel (W8A8 SmoothQuant).")] = Path("decoder.gguf"),
 ) -> None:
-    """Calibrate and quantize the decoder; write a GGUF (codes packed exactly) and report fidelity."""
+    """Calibrate and quantize the decoder; write a GGUF or a ModelOpt unified checkpoint (codes packed exactly, never
+    re-rounded) and report fidelity (quantization.json beside the output)."""
     from edgekit.errors import EdgekitError
 
     grid = format or PRECISION_GRIDS.get(precision, "")
@@ -71,6 +73,8 @@ def quantize_cmd(
         raise EdgekitError(f"--precision {precision!r}: choose int4 or int8, or give --format")
     if grid == "nvidia:w4a16" and group_size != 128:
         grid = f"nvidia:w4a16:g{group_size}"
+    if not grid.startswith("gguf:") and out.suffix == ".gguf":  # fail before calibrating
+        raise EdgekitError(f"{grid} is written as a ModelOpt unified checkpoint directory: give --out DIR, not {out}")
     cfg, result = _run(model, method, grid, samples, n, damp, act_order, alpha, cache, 0)
     report = {"method": method, "grid": grid, "calibration": result.record,
               "worst_layers": dict(sorted(result.layer_errors.items(), key=lambda kv: -kv[1])[:8])}
@@ -79,13 +83,18 @@ def quantize_cmd(
 
         report["fidelity"] = kl_against_reference(model, {method: result}, cfg, n_eval=evaluate)[method]
         console.print(f"held-out KL(FP||Q) per token {report['fidelity']['kl']:.5f}, top-1 agreement {report['fidelity']['top1']:.1%}")
+    from edgekit.atomic import write_json
+
     if grid.startswith("gguf:"):
         from edgekit.export.gguf import write_decoder_gguf
 
         write_decoder_gguf(model, out, grid.split(":")[1], calibrated=result)
-        console.print(f"wrote {out}")
+        write_json(out.with_suffix(".quantization.json"), report)
     else:
-        from edgekit.atomic import write_json
+        from edgekit.export.modelopt_reader import verify_unified_checkpoint
+        from edgekit.export.modelopt_unified import write_unified_checkpoint
 
-        write_json(out, report)
-        err_console.print(f"{grid} has no GGUF layout; wrote the report to {out} (the unified checkpoint writer is not in this version)")
+        summary = write_unified_checkpoint(model, out, result)
+        console.print(f"{summary['quant_algo']}: {verify_unified_checkpoint(out)}")
+        write_json(out / "quantization.json", report)
+    console.print(f"wrote {out}")

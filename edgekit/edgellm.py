@@ -1,0 +1,86 @@
+"""NVIDIA TensorRT Edge-LLM's exporter, run as a subprocess from its own virtual environment.
+
+`tensorrt-edgellm` pins its own transformers and onnx versions, so edgekit never imports it: it
+finds the `tensorrt-edgellm-export` executable and runs it on the bundle's unified checkpoint
+(on a CPU; it writes ONNX with TensorRT Edge-LLM plugin nodes). Where it is looked for, in order:
+$EDGEKIT_EDGELLM_EXPORT, `.venv-edgellm/bin/` in the current directory (scripts/setup_edgellm_venv.sh
+makes it), then PATH.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from edgekit.errors import EdgekitError
+
+EXPORTER = "tensorrt-edgellm-export"
+INT4_PLUGIN = ("trt_edgellm", "Int4GroupwiseGemmPluginV2")
+
+
+def find_exporter() -> Path | None:
+    env = os.environ.get("EDGEKIT_EDGELLM_EXPORT")
+    if env:
+        if not Path(env).is_file():
+            raise EdgekitError(f"EDGEKIT_EDGELLM_EXPORT={env}: no such file")
+        return Path(env)
+    local = Path(".venv-edgellm") / "bin" / EXPORTER
+    if local.is_file():
+        return local.resolve()
+    found = shutil.which(EXPORTER)
+    return Path(found) if found else None
+
+
+def run_export(exporter: Path, unified_dir: Path, out_dir: Path, log: Path) -> Path:
+    """Export the decoder (no vision: edgekit exports that itself) to `out_dir`; returns the LLM ONNX path."""
+    cmd = [str(exporter), str(unified_dir), str(out_dir), "--skip-visual"]
+    env = {**os.environ, "PYTHONHASHSEED": "0", "CUDA_VISIBLE_DEVICES": ""}
+    with open(log, "w") as f:
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+        raise EdgekitError(f"{EXPORTER} failed (exit {proc.returncode}): {tail[0][:300]} (full log: {log})")
+    onnx_path = out_dir / "llm" / "model.onnx"
+    if not onnx_path.is_file():
+        raise EdgekitError(f"{EXPORTER} finished but wrote no {onnx_path}")
+    return onnx_path
+
+
+def check_int4_export(onnx_path: Path, unified_dir: Path) -> dict:
+    """Edge-LLM's ONNX must compute every quantized linear with its INT4 plugin, with edgekit's scales.
+
+    Given keys it cannot match, the exporter silently exports FP16: this is the check for that.
+    Returns counts; raises EdgekitError naming the first linear that is wrong.
+    """
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from edgekit.export.modelopt_reader import open_unified
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    inits = {i.name: i for i in model.graph.initializer}
+    plugins = {_hf_name(n.input[1]): n for n in model.graph.node if (n.domain, n.op_type) == INT4_PLUGIN}
+    float_gemms = {_hf_name(i) for n in model.graph.node if n.op_type in ("MatMul", "Gemm") for i in n.input}
+    uc = open_unified(unified_dir)
+    for name in uc.linear_names():
+        if name in float_gemms:
+            raise EdgekitError(f"{onnx_path}: {name} is a float MatMul: the exporter did not match its quantized keys")
+        node = plugins.get(name)
+        if node is None:
+            raise EdgekitError(f"{onnx_path}: no {INT4_PLUGIN[1]} node for {name}")
+        scale_init = inits.get(node.input[2])
+        if scale_init is None:
+            raise EdgekitError(f"{onnx_path}: {node.name} has no scale initializer")
+        got = numpy_helper.to_array(scale_init, base_dir=str(onnx_path.parent)).astype(np.float32).T  # [K/g, N] -> [N, K/g]
+        want = uc.unpack(name)[1].numpy()
+        if got.shape != want.shape or not np.array_equal(got, want):
+            raise EdgekitError(f"{onnx_path}: {name}: the plugin's scales differ from edgekit's")
+    return {"int4_plugin_nodes": len(plugins), "quantized_linears": len(uc.linear_names())}
+
+
+def _hf_name(onnx_name: str) -> str:
+    """Edge-LLM names initializers after its module path: '_model.' + the checkpoint's tensor name."""
+    return onnx_name.removeprefix("_model.")

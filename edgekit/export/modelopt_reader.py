@@ -1,0 +1,151 @@
+"""Read a ModelOpt unified checkpoint back: unpack, dequantize, and verify it.
+
+`verify_unified_checkpoint` is what `edgekit verify` runs on a bundle's decoder/unified/ part:
+the quantization config is one edgekit and Edge-LLM understand; every decoder linear is quantized
+with the dtype and shape the layout requires (shapes from config.json); scales are finite and
+positive; every code is inside the symmetric range; the vision tower and lm_head stay float; and the
+unpacked codes and scales hash to what the quantizer produced (edgekit_quantizer.json).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from edgekit.errors import EdgekitError
+from edgekit.export import modelopt_layout as L
+from edgekit.export.modelopt_unified import DIGEST_FILE, digest
+
+LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+           "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+
+
+@dataclass
+class UnifiedCheckpoint:
+    path: Path
+    config: dict
+    algo: str
+    group: int
+    where: dict[str, Path]  # tensor name -> shard file
+
+    def get(self, name: str) -> torch.Tensor:
+        from safetensors import safe_open
+
+        with safe_open(str(self.where[name]), framework="pt") as f:
+            return f.get_tensor(name)
+
+    def linear_names(self) -> list[str]:
+        """Weight names of every quantized linear (those with a weight_scale)."""
+        return sorted(n[: -len("_scale")] for n in self.where if n.endswith(".weight_scale"))
+
+    def unpack(self, weight_name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(codes int8 [out, in], scales float32 as stored) of one quantized linear."""
+        w, s = self.get(weight_name), self.get(weight_name + "_scale")
+        if self.algo == L.W4A16:
+            if w.dtype != torch.uint8:
+                raise EdgekitError(f"{weight_name}: W4A16 weight must be uint8 packed, found {w.dtype}")
+            return L.unpack_int4(w), s.to(torch.float32)
+        if w.dtype != torch.int8:
+            raise EdgekitError(f"{weight_name}: W8A8 weight must be int8, found {w.dtype}")
+        return w, s.to(torch.float32)
+
+    def dequantized(self, weight_name: str) -> torch.Tensor:
+        """The float32 weight this linear computes with (pre_quant_scale, if stored, folded back in)."""
+        codes, scale = self.unpack(weight_name)
+        w = L.dequantize(self.algo, codes, scale, self.group)
+        pqs = weight_name[: -len("weight")] + "pre_quant_scale"
+        if pqs in self.where:  # y = (x * pqs) @ W^T  ==  x @ (W * pqs)^T
+            w = w * self.get(pqs).to(torch.float32).reshape(1, -1)
+        return w
+
+    def float_state(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """Every tensor as a float32 Hugging Face state dict entry (quantized linears dequantized); streams."""
+        skip_suffix = (".weight_scale", ".input_scale", ".pre_quant_scale")
+        quantized = set(self.linear_names())
+        for name in sorted(self.where):
+            if name.endswith(skip_suffix):
+                continue
+            yield name, (self.dequantized(name) if name in quantized else self.get(name).to(torch.float32))
+
+
+def open_unified(path: str | Path) -> UnifiedCheckpoint:
+    from safetensors import safe_open
+
+    path = Path(path)
+    for need in ("config.json", "hf_quant_config.json"):
+        if not (path / need).is_file():
+            raise EdgekitError(f"{path}: no {need}; not a ModelOpt unified checkpoint")
+    config = json.loads((path / "config.json").read_text())
+    hq = json.loads((path / "hf_quant_config.json").read_text()).get("quantization", {})
+    algo = hq.get("quant_algo")
+    if algo not in L.ALGO_GRID:
+        raise EdgekitError(f"{path}: quant_algo {algo!r} is not one edgekit reads ({', '.join(L.ALGO_GRID)})")
+    qc = config.get("quantization_config") or {}
+    if qc.get("quant_method") != "modelopt" or qc.get("quant_algo") != algo:
+        raise EdgekitError(f"{path}: config.json quantization_config disagrees with hf_quant_config.json")
+    if algo == L.W4A16 and (hq.get("has_zero_point") or hq.get("group_size") not in (32, 64, 128)):
+        raise EdgekitError(f"{path}: W4A16_AWQ must be symmetric with group 32/64/128 (Edge-LLM's INT4 kernel)")
+    index = path / "model.safetensors.index.json"
+    files = sorted({path / f for f in json.loads(index.read_text())["weight_map"].values()}) if index.is_file() \
+        else [path / "model.safetensors"]
+    where = {}
+    for f in files:
+        if not f.is_file():
+            raise EdgekitError(f"{f}: shard missing")
+        with safe_open(str(f), framework="pt") as h:
+            where.update({k: f for k in h.keys()})
+    return UnifiedCheckpoint(path, config, algo, int(hq.get("group_size") or 0), where)
+
+
+def verify_unified_checkpoint(path: str | Path, expected_digest: dict | None = None) -> str:
+    """Raise EdgekitError on the first problem; return a one-line summary of what was checked."""
+    from edgekit.model.config import read_text_dims
+
+    uc = open_unified(path)
+    text = read_text_dims(uc.config, str(Path(path) / "config.json"))
+    q, kv = text.heads * text.head_dim, text.kv_heads * text.head_dim
+    shapes = {"self_attn.q_proj": (q, text.hidden), "self_attn.k_proj": (kv, text.hidden),
+              "self_attn.v_proj": (kv, text.hidden), "self_attn.o_proj": (text.hidden, q),
+              "mlp.gate_proj": (text.intermediate, text.hidden), "mlp.up_proj": (text.intermediate, text.hidden),
+              "mlp.down_proj": (text.hidden, text.intermediate)}
+    if expected_digest is None and (uc.path / DIGEST_FILE).is_file():
+        expected_digest = json.loads((uc.path / DIGEST_FILE).read_text())
+    recorded = (expected_digest or {}).get("linears", {})
+    lo, hi = L.CODE_RANGE[uc.algo]
+    expected_names = {f"model.layers.{i}.{n}.weight" for i in range(text.num_layers) for n in LINEARS}
+    found = set(uc.linear_names())
+    if found != expected_names:
+        extra, missing = sorted(found - expected_names), sorted(expected_names - found)
+        raise EdgekitError(f"{path}: quantized linears differ from the decoder's: missing {missing[:3]}, "
+                           f"unexpected {extra[:3]} (an exporter would silently keep them in FP16)")
+    for name in sorted(found):
+        out, inp = shapes[name.split(".", 3)[3].rsplit(".", 1)[0]]
+        w, s = uc.get(name), uc.get(name + "_scale")
+        want_w = ((out // 2, inp), torch.uint8) if uc.algo == L.W4A16 else ((out, inp), torch.int8)
+        want_s = (out, inp // uc.group) if uc.algo == L.W4A16 else (out,)
+        if (tuple(w.shape), w.dtype) != want_w or tuple(s.shape) != want_s:
+            raise EdgekitError(f"{name}: weight {tuple(w.shape)} {w.dtype}, scale {tuple(s.shape)}; "
+                               f"layout needs {want_w[0]} {want_w[1]}, scale {want_s}")
+        codes, scale = uc.unpack(name)
+        if not torch.isfinite(scale).all() or not (scale > 0).all():
+            raise EdgekitError(f"{name}: weight_scale has zero, negative or non-finite values")
+        if int(codes.min()) < lo or int(codes.max()) > hi:
+            raise EdgekitError(f"{name}: codes outside the symmetric range [{lo}, {hi}]")
+        if uc.algo == L.W8A8:
+            iscale = uc.where.get(name[: -len("weight")] + "input_scale")
+            if iscale is None or not float(uc.get(name[: -len("weight")] + "input_scale")) > 0:
+                raise EdgekitError(f"{name}: W8A8 linear without a positive input_scale")
+        if recorded:
+            if name not in recorded:
+                raise EdgekitError(f"{name}: not in {DIGEST_FILE}")
+            if digest(codes, scale) != recorded[name]:
+                raise EdgekitError(f"{name}: unpacked codes/scales differ from the quantizer's output")
+    for name in uc.where:
+        if (name.startswith("visual.") or name.startswith("lm_head.")) and name.endswith("_scale"):
+            raise EdgekitError(f"{name}: the vision tower and lm_head must stay float")
+    return (f"{uc.algo}, {len(found)} linears, shapes/dtypes ok, codes in [{lo}, {hi}], "
+            f"{'codes+scales match the quantizer' if recorded else 'no quantizer digest'}")
