@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -14,11 +14,11 @@ PRECISION_GRIDS = {"int4": "gguf:q4_k", "int8": "int8:channel"}
 
 
 def _run(model: Path, method: str, grid: str, samples: str, n: int, damp: float, act_order: bool, alpha: float,
-         cache: Path, seed: int):
+         cache: Path, seed: int, overrides: tuple = ()):
     from edgekit.quant.calibrate import QuantConfig, calibrate
 
     cfg = QuantConfig(method=method, grid=grid, samples=samples, n_samples=n, damp=damp, act_order=act_order,
-                      alpha=alpha, seed=seed)
+                      alpha=alpha, seed=seed, grid_overrides=tuple(overrides))
     with progress() as bar:
         task = bar.add_task(f"{method} on {grid}", total=None)
 
@@ -26,6 +26,27 @@ def _run(model: Path, method: str, grid: str, samples: str, n: int, damp: float,
             bar.update(task, total=total, completed=i + 1, description=f"{method} on {grid}: layer {i} {status}")
 
         return cfg, calibrate(model, cfg, cache, on_layer=on_layer)
+
+
+def _mixed_grids(model: Path, grid: str, candidates: str, budget: float | None, edge_layers: int, edge_format: str,
+                 samples: str, n: int) -> tuple[tuple, dict]:
+    """Measure sensitivity, choose a grid per linear group; returns (overrides, report)."""
+    from edgekit.model.checkpoint import open_checkpoint
+    from edgekit.quant.mixed import average_bits, choose_grids, fixed_edge_layers, measure_sensitivity
+
+    grids = sorted({grid, edge_format, *(c.strip() for c in candidates.split(",") if c.strip())})
+    edge = fixed_edge_layers(open_checkpoint(model).text.num_layers, edge_layers)
+    with progress() as bar:
+        task = bar.add_task("sensitivity", total=None)
+        groups = measure_sensitivity(model, grids, samples, min(n, 16),
+                                     on_layer=lambda i, t: bar.update(task, total=t, completed=i + 1))
+    choice = choose_grids(groups, budget, grid, edge, edge_format if edge_layers else None)
+    avg = average_bits(groups, choice)
+    counts = {g: sum(1 for v in choice.values() if v == g) for g in sorted(set(choice.values()))}
+    console.print(f"mixed precision: {avg:.3f} bits/weight over the decoder linears; groups per format {counts}")
+    report = {"budget_bits": budget, "average_bits": avg, "edge_layers": edge_layers, "choice": dict(sorted(choice.items())),
+              "sensitivity": {g.key: g.error for g in groups}}
+    return tuple(sorted((k, v) for k, v in choice.items() if v != grid)), report
 
 
 @app.command("calibrate")
@@ -61,6 +82,13 @@ def quantize_cmd(
     alpha: Annotated[float, typer.Option(help="SmoothQuant migration strength (0 = naive W8A8).")] = 0.5,
     evaluate: Annotated[int, typer.Option(help="Held-out samples for KL(FP||Q) against the full-precision model (0: skip).")] = 8,
     cache: Annotated[Path, typer.Option(help="Calibration cache directory.")] = Path("calib"),
+    budget_bits: Annotated[Optional[float], typer.Option(help="GGUF mixed precision: average bits per decoder weight "
+                                                              "(scales included); per-group types chosen by measured sensitivity.")] = None,
+    candidates: Annotated[str, typer.Option(help="Formats --budget-bits may choose from.")] = "gguf:q4_k,gguf:q5_k,gguf:q6_k,gguf:q8_0",
+    edge_layers: Annotated[int, typer.Option(help="Keep the first and last N layers' linears at --edge-format.")] = 0,
+    edge_format: Annotated[str, typer.Option(help="Format of the --edge-layers.")] = "gguf:q8_0",
+    lm_head: Annotated[str, typer.Option(help="GGUF type for lm_head (e.g. q8_0, q6_k, f16); default: the decoder's.")] = "",
+    embeddings: Annotated[str, typer.Option(help="GGUF type for the token embeddings; default: the decoder's.")] = "",
     out: Annotated[Path, typer.Option(help="Output: a .gguf decoder for gguf:* formats; a ModelOpt unified checkpoint "
                                                  "directory for nvidia:w4a16 (W4A16_AWQ) and int8:channel (W8A8 SmoothQuant).")] = Path("decoder.gguf"),
 ) -> None:
@@ -75,8 +103,16 @@ def quantize_cmd(
         grid = f"nvidia:w4a16:g{group_size}"
     if not grid.startswith("gguf:") and out.suffix == ".gguf":  # fail before calibrating
         raise EdgekitError(f"{grid} is written as a ModelOpt unified checkpoint directory: give --out DIR, not {out}")
-    cfg, result = _run(model, method, grid, samples, n, damp, act_order, alpha, cache, 0)
-    report = {"method": method, "grid": grid, "calibration": result.record,
+    mixed = budget_bits is not None or edge_layers > 0
+    if (mixed or lm_head or embeddings) and not grid.startswith("gguf:"):
+        raise EdgekitError("--budget-bits, --edge-layers, --lm-head and --embeddings apply to GGUF formats")
+    overrides, mixed_report = (), None
+    if mixed:
+        overrides, mixed_report = _mixed_grids(model, grid, candidates, budget_bits, edge_layers, edge_format,
+                                               samples, n)
+    cfg, result = _run(model, method, grid, samples, n, damp, act_order, alpha, cache, 0, overrides)
+    report = {"method": method, "grid": grid, "calibration": result.record, "mixed_precision": mixed_report,
+              "layer_errors": dict(sorted(result.layer_errors.items())),
               "worst_layers": dict(sorted(result.layer_errors.items(), key=lambda kv: -kv[1])[:8])}
     if evaluate:
         from edgekit.quant.evaluate import kl_against_reference
@@ -88,7 +124,14 @@ def quantize_cmd(
     if grid.startswith("gguf:"):
         from edgekit.export.gguf import write_decoder_gguf
 
-        write_decoder_gguf(model, out, grid.split(":")[1], calibrated=result)
+        from edgekit.quant.mixed import linear_type_overrides
+
+        types = linear_type_overrides(dict(overrides))
+        if lm_head:
+            types["lm_head.weight"] = lm_head
+        if embeddings:
+            types["model.embed_tokens.weight"] = embeddings
+        write_decoder_gguf(model, out, grid.split(":")[1], calibrated=result, type_overrides=types)
         write_json(out.with_suffix(".quantization.json"), report)
     else:
         from edgekit.export.modelopt_reader import verify_unified_checkpoint

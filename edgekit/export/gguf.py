@@ -45,6 +45,7 @@ PRECISIONS: dict[str, tuple[str, int]] = {
     "q6_k": ("Q6_K", 18),
 }
 FLOAT_PRECISIONS = ("f32", "f16", "bf16")
+TYPE_NAMES = tuple(t for t, _ in PRECISIONS.values())
 
 # Token types as llama.cpp's vocabulary stores them (gguf.TokenType).
 TOKEN_NORMAL, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED = 1, 3, 4, 5
@@ -119,13 +120,26 @@ def decoder_tensor_names(num_layers: int, tied: bool) -> list[tuple[str, str]]:
     return pairs
 
 
-def decoder_tensor_plan(ckpt, precision: str) -> list[TensorPlan]:
+def decoder_tensor_plan(ckpt, precision: str, type_overrides: dict[str, str] | None = None) -> list[TensorPlan]:
+    """`type_overrides`: canonical tensor name -> GGUF type ("Q8_0", "F16", ...) replacing the precision's
+    type for that matrix (mixed precision: lm_head, embeddings, chosen layers)."""
     if precision not in PRECISIONS:
         raise EdgekitError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    overrides = dict(type_overrides or {})
     plan = []
     for gguf_name, source in decoder_tensor_names(ckpt.text.num_layers, ckpt.text.tie_embeddings):
         shape = tuple(ckpt.shape(source))
-        plan.append(TensorPlan(gguf_name, source, shape, storage_type(shape, precision)))
+        ggml = storage_type(shape, precision)
+        if source in overrides:
+            ggml = overrides.pop(source).upper()
+            if len(shape) < 2 or ggml not in TYPE_NAMES:
+                raise EdgekitError(f"type override {ggml} for '{source}': only matrices, as one of {', '.join(TYPE_NAMES)}")
+            if shape[-1] % block_size(ggml):
+                raise EdgekitError(f"type override {ggml} for '{source}': rows of {shape[-1]} are not whole "
+                                   f"{block_size(ggml)}-blocks")
+        plan.append(TensorPlan(gguf_name, source, shape, ggml))
+    if overrides:
+        raise EdgekitError(f"type overrides name no decoder tensor: {sorted(overrides)[:3]}")
     return plan
 
 
@@ -356,7 +370,7 @@ def calibrated_bytes(p: TensorPlan, qw) -> np.ndarray:
 
 
 def write_decoder_gguf(ckpt_path: str | Path, out: str | Path, precision: str = "f16", *,
-                       quantize: QuantizeFn | None = None, calibrated=None,
+                       quantize: QuantizeFn | None = None, calibrated=None, type_overrides: dict[str, str] | None = None,
                        on_tensor: Callable[[TensorPlan], None] | None = None) -> Path:
     """`edgekit export-decoder --format gguf`: the text decoder of a checkpoint as one GGUF file.
 
@@ -366,7 +380,7 @@ def write_decoder_gguf(ckpt_path: str | Path, out: str | Path, precision: str = 
     from edgekit.model.checkpoint import open_checkpoint
 
     ckpt = open_checkpoint(ckpt_path)
-    plan = decoder_tensor_plan(ckpt, precision)
+    plan = decoder_tensor_plan(ckpt, precision, type_overrides)
     tok = tokenizer_metadata(ckpt)
     quantize = quantize or rtn_block_bytes
 

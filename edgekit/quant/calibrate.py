@@ -60,10 +60,16 @@ class QuantConfig:
     alpha: float = 0.5  # SmoothQuant migration strength; 0 = naive W8A8 (no smoothing)
     resize_to: tuple[int, int] = (224, 224)  # calibration images (h, w), multiples of patch*merge
     seed: int = 0
+    # Mixed precision: (group key "model.layers.{i}.{group}", grid) pairs that replace `grid` for one linear
+    # group (quant/mixed.py chooses them); a group's linears share a grid because AWQ shares their scale.
+    grid_overrides: tuple[tuple[str, str], ...] = ()
     version: int = CONFIG_VERSION
 
     def key(self) -> dict:
         return asdict(self)
+
+    def grid_for(self, layer: int, group: str) -> str:
+        return dict(self.grid_overrides).get(f"model.layers.{layer}.{group}", self.grid)
 
 
 @dataclass
@@ -213,7 +219,7 @@ def collect_stats(layer, rope, hidden, seqs, keep_rows: int, seed: int) -> dict[
     return stats
 
 
-def quantize_layer(layer, stats: dict[str, GroupStats], cfg: QuantConfig, prefix: str):
+def quantize_layer(layer, stats: dict[str, GroupStats], cfg: QuantConfig, prefix: str, index: int = 0):
     """Quantize every linear of one layer; returns (quantized, folded norms, input scales, errors, new state)."""
     from edgekit.quant.awq import awq_quantize
     from edgekit.quant.fidelity import relative_error
@@ -226,11 +232,12 @@ def quantize_layer(layer, stats: dict[str, GroupStats], cfg: QuantConfig, prefix
         st = stats[group]
         Ws = [layer.get_submodule(n).weight.detach().float() for n in names]
         X = torch.cat(st.sample)  # [rows, in]
+        grid = cfg.grid_for(index, group)
         scale = None
         if cfg.method == "gptq":
-            qws = [gptq_quantize(W, st.hessian, cfg.grid, damp=cfg.damp, act_order=cfg.act_order) for W in Ws]
+            qws = [gptq_quantize(W, st.hessian, grid, damp=cfg.damp, act_order=cfg.act_order) for W in Ws]
         elif cfg.method == "awq":
-            res = awq_quantize(Ws, X, cfg.grid, n_grid=10 if group in FOLD_INTO else 1)  # no fold target: s = 1
+            res = awq_quantize(Ws, X, grid, n_grid=10 if group in FOLD_INTO else 1)  # no fold target: s = 1
             qws, scale = res.quantized, (res.scales if group in FOLD_INTO else None)
         elif cfg.method == "smoothquant":
             res = w8a8_quantize(Ws, st.absmax, alpha=cfg.alpha if group in FOLD_INTO and cfg.alpha > 0 else None)
@@ -238,7 +245,7 @@ def quantize_layer(layer, stats: dict[str, GroupStats], cfg: QuantConfig, prefix
             for n in names:
                 input_scales[prefix + n] = res.input_scale
         else:
-            qws = [fit_and_quantize(cfg.grid, W) for W in Ws]
+            qws = [fit_and_quantize(grid, W) for W in Ws]
         if scale is not None:
             norm = FOLD_INTO[group]
             w_norm = layer.get_submodule(norm.rsplit(".", 1)[0]).weight.detach().float()
@@ -337,12 +344,17 @@ def calibrate(ckpt_path: str | Path, cfg: QuantConfig, cache_dir: str | Path,
         raise EdgekitError("smoothquant produces W8A8: use --precision int8 (grid int8:channel)")
     ckpt_path = Path(ckpt_path)
     ck = open_checkpoint(ckpt_path)
-    grid = get_grid(cfg.grid)
-    # Fail before spending time: every linear must fit the grid's blocks.
+    if cfg.grid_overrides and cfg.method == "smoothquant":
+        raise EdgekitError("mixed precision applies to weight grids; smoothquant is uniform W8A8")
+    # Fail before spending time: every linear must fit its grid's blocks, every override must name a group.
+    known = {f"model.layers.{i}.{g}" for i in range(ck.text.num_layers) for g in GROUPS}
+    unknown = sorted(k for k, _ in cfg.grid_overrides if k not in known)
+    if unknown:
+        raise EdgekitError(f"grid overrides name no linear group of this checkpoint: {unknown[:3]}")
     for i in range(ck.text.num_layers):
-        for names in GROUPS.values():
+        for group, names in GROUPS.items():
             for n in names:
-                grid.check_width(ck.shape(f"model.layers.{i}.{n}.weight")[1])
+                get_grid(cfg.grid_for(i, group)).check_width(ck.shape(f"model.layers.{i}.{n}.weight")[1])
     seqs, samples_hash = calibration_sequences(ckpt_path, cfg.samples, cfg.n_samples, cfg.seed, cfg.resize_to)
     key = cache_key(ck.content_hash, samples_hash, cfg)
     work = Path(cache_dir) / key
@@ -372,7 +384,7 @@ def calibrate(ckpt_path: str | Path, cfg: QuantConfig, cache_dir: str | Path,
         layer = decoder_layer(ck, hf_cfg, i)
         stats = collect_stats(layer, rope, hidden, seqs, AWQ_TOKENS, cfg.seed + i)
         prefix = f"model.layers.{i}."
-        q, f, s, e, new_state = quantize_layer(layer, stats, cfg, prefix)
+        q, f, s, e, new_state = quantize_layer(layer, stats, cfg, prefix, i)
         del stats
         state = layer.state_dict()
         state.update(new_state)
