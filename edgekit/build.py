@@ -202,7 +202,7 @@ def unified_quant_config(config: BuildConfig):
 def _tensorrt_decoder(ck, bundle: Path, qcfg, calib_dir: Path, work: Path) -> list[str]:
     """decoder/unified (ModelOpt unified checkpoint, or the FP16 checkpoint) + Edge-LLM's ONNX when installed."""
     from edgekit.atomic import write_json
-    from edgekit.edgellm import check_int4_export, find_exporter, run_export
+    from edgekit.edgellm import check_int4_export, check_int8_export, find_exporter, run_export
 
     unified = bundle / "decoder" / "unified"
     if qcfg is None:
@@ -222,8 +222,8 @@ def _tensorrt_decoder(ck, bundle: Path, qcfg, calib_dir: Path, work: Path) -> li
 
         shutil.rmtree(tmp, ignore_errors=True)
         onnx_path = run_export(exporter, unified, tmp, work / "edgellm_export.log")
-        if qcfg is not None and qcfg.grid.startswith("nvidia:w4a16"):
-            check_int4_export(onnx_path, unified)  # a silent FP16 fallback fails the build here
+        if qcfg is not None:  # a silent FP16 fallback fails the build here
+            (check_int4_export if qcfg.grid.startswith("nvidia:w4a16") else check_int8_export)(onnx_path, unified)
         shutil.rmtree(onnx_dir, ignore_errors=True)
         tmp.rename(onnx_dir)  # the whole directory appears at once
     return [str(p.relative_to(bundle)) for p in sorted((bundle / "decoder").rglob("*")) if p.is_file()]

@@ -84,3 +84,35 @@ def check_int4_export(onnx_path: Path, unified_dir: Path) -> dict:
 def _hf_name(onnx_name: str) -> str:
     """Edge-LLM names initializers after its module path: '_model.' + the checkpoint's tensor name."""
     return onnx_name.removeprefix("_model.")
+
+
+def check_int8_export(onnx_path: Path, unified_dir: Path) -> dict:
+    """W8A8: every quantized linear's weight is an INT8 DequantizeLinear of edgekit's exact codes and scales,
+    and every activation QuantizeLinear uses edgekit's input scale. Returns counts; raises on the first mismatch."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from edgekit.export.modelopt_reader import open_unified
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    inits = {i.name: i for i in model.graph.initializer}
+    base = str(onnx_path.parent)
+    array = lambda name: numpy_helper.to_array(inits[name], base_dir=base)  # noqa: E731
+    weight_dq = {_hf_name(n.input[0]): n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+    act_q = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    uc = open_unified(unified_dir)
+    for name in uc.linear_names():
+        node = weight_dq.get(name)
+        if node is None:
+            raise EdgekitError(f"{onnx_path}: no INT8 DequantizeLinear for {name} (exported unquantized?)")
+        codes, scale = uc.unpack(name)
+        if not np.array_equal(array(node.input[0]), codes.numpy()) or not np.array_equal(array(node.input[1]), scale.numpy()):
+            raise EdgekitError(f"{onnx_path}: {name}: INT8 codes or scales differ from edgekit's")
+    for node in act_q:
+        module = _hf_name(node.input[1]).removesuffix(".input_scale")
+        if float(array(node.input[1])) != float(uc.get(module + ".input_scale")):
+            raise EdgekitError(f"{onnx_path}: {module}: activation scale differs from edgekit's")
+    if not act_q:
+        raise EdgekitError(f"{onnx_path}: no activation QuantizeLinear: the export is weight-only, not W8A8")
+    return {"int8_weight_dq": len(weight_dq), "activation_q": len(act_q), "quantized_linears": len(uc.linear_names())}

@@ -73,3 +73,19 @@ def test_tampered_scale_in_edge_llm_onnx_fails_verify(orin_bundle, tmp_path):
     data.write_bytes(bytes(blob))
     report = verify_bundle(bad)
     assert not report.ok and any("model.onnx.data" in e for e in report.errors)
+
+
+def test_w8a8_smoothquant_bundle_exports_as_int8_qdq(tiny_ckpt, exporter, tmp_path):
+    """W8A8: Edge-LLM keeps edgekit's INT8 codes as they are (DequantizeLinear) and quantizes activations with
+    edgekit's per-tensor scales."""
+    from edgekit.edgellm import check_int8_export
+
+    out = tmp_path / "w8a8"
+    assert main(["build", str(tiny_ckpt), "--target", "thor", "--precision", "w8a8", "--method", "smoothquant",
+                 "--calib-n", "4", "--out", str(out)]) == 0
+    report = verify_bundle(out)
+    assert report.ok, report.errors
+    m = json.loads((out / MANIFEST).read_text())
+    assert m["parts"]["decoder"]["quant_algo"] == "W8A8_SQ_PER_CHANNEL" and m["target"]["gpu_arch"] == "sm_110"
+    counts = check_int8_export(out / "decoder" / "edgellm_onnx" / "llm" / "model.onnx", out / "decoder" / "unified")
+    assert counts["int8_weight_dq"] == counts["quantized_linears"] == 14 and counts["activation_q"] >= 4 * 2
