@@ -172,3 +172,17 @@ def test_quantize_cli_writes_unified_checkpoint(tiny_ckpt, tmp_path, capsys):
     capsys.readouterr()
     assert main(["quantize", str(tiny_ckpt), "--format", "nvidia:w4a16", "--out", str(tmp_path / "d.gguf")]) == 2
     assert "unified checkpoint directory" in capsys.readouterr().err
+
+
+def test_w8a16_gptq_unified(tiny_ckpt, tmp_path):
+    """INT8 per-channel without activation scales is ModelOpt's W8A16 (TensorRT-LLM runs it)."""
+    from edgekit.quant.grids import dequantize_weight
+
+    res = calibrate(tiny_ckpt, QuantConfig(method="gptq", grid="int8:channel", n_samples=2), tmp_path / "cache")
+    out = tmp_path / "unified"
+    write_unified_checkpoint(tiny_ckpt, out, res)
+    assert verify_unified_checkpoint(out).startswith("W8A16")
+    uc = open_unified(out)
+    assert not any(n.endswith("input_scale") for n in uc.where)
+    name = "model.layers.0.mlp.up_proj.weight"
+    assert torch.equal(uc.dequantized(name), dequantize_weight(res.quantized[name]))

@@ -13,6 +13,7 @@ W8A8_SQ_PER_CHANNEL:
   X.weight        int8   [out, in]
   X.weight_scale  f32    [out]
   X.input_scale   f32    []    per-tensor activation scale (x_q = round(x / input_scale))
+W8A16 (ModelOpt "int8_wo"; TensorRT-LLM runs it, Edge-LLM 0.11 does not): as W8A8 without input_scale.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import torch
 
 W4A16 = "W4A16_AWQ"
 W8A8 = "W8A8_SQ_PER_CHANNEL"
-ALGO_GRID = {W4A16: "nvidia:w4a16", W8A8: "int8:channel"}  # the edgekit grid whose codes each format stores
-CODE_RANGE = {W4A16: (-8, 7), W8A8: (-128, 127)}
+W8A16 = "W8A16"
+ALGO_GRID = {W4A16: "nvidia:w4a16", W8A8: "int8:channel", W8A16: "int8:channel"}  # the grid whose codes each stores
+CODE_RANGE = {W4A16: (-8, 7), W8A8: (-128, 127), W8A16: (-128, 127)}
+INT8_ALGOS = (W8A8, W8A16)
 
 
 def pack_int4(codes: torch.Tensor) -> torch.Tensor:
@@ -49,7 +52,7 @@ def dequantize(algo: str, codes: torch.Tensor, weight_scale: torch.Tensor, group
     c = codes.to(torch.float32)
     if algo == W4A16:
         return c * weight_scale.to(torch.float32).repeat_interleave(group, dim=1)
-    if algo == W8A8:
+    if algo in INT8_ALGOS:
         return c * weight_scale.to(torch.float32).reshape(-1, 1)
     raise ValueError(f"unknown unified quant_algo {algo!r}")
 

@@ -50,7 +50,7 @@ class UnifiedCheckpoint:
                 raise EdgekitError(f"{weight_name}: W4A16 weight must be uint8 packed, found {w.dtype}")
             return L.unpack_int4(w), s.to(torch.float32)
         if w.dtype != torch.int8:
-            raise EdgekitError(f"{weight_name}: W8A8 weight must be int8, found {w.dtype}")
+            raise EdgekitError(f"{weight_name}: {self.algo} weight must be int8, found {w.dtype}")
         return w, s.to(torch.float32)
 
     def dequantized(self, weight_name: str) -> torch.Tensor:

@@ -40,12 +40,14 @@ class PlannedTensor:
     nbytes: int
 
 
-def algo_for_grid(grid: str) -> str:
-    for algo, prefix in L.ALGO_GRID.items():
-        if grid.startswith(prefix):
-            return algo
+def algo_for_grid(grid: str, activation_scales: bool) -> str:
+    """The unified quant_algo for a grid: INT8 per-channel is W8A8 with activation scales (SmoothQuant), else W8A16."""
+    if grid.startswith("nvidia:w4a16"):
+        return L.W4A16
+    if grid == "int8:channel":
+        return L.W8A8 if activation_scales else L.W8A16
     raise EdgekitError(f"grid {grid!r} has no ModelOpt unified format; use nvidia:w4a16[:gN] (W4A16_AWQ) "
-                       f"or int8:channel (W8A8 SmoothQuant)")
+                       f"or int8:channel (W8A8 SmoothQuant, or W8A16)")
 
 
 def group_of(grid: str) -> int:
@@ -67,8 +69,9 @@ def plan_tensors(ck, calibrated, algo: str, group: int) -> list[PlannedTensor]:
                         PlannedTensor(base + "weight_scale", name, "wscale", rows * (cols // group) * 4)]
             else:
                 out += [PlannedTensor(name, name, "qweight", rows * cols),
-                        PlannedTensor(base + "weight_scale", name, "wscale", rows * 4),
-                        PlannedTensor(base + "input_scale", name, "iscale", 4)]
+                        PlannedTensor(base + "weight_scale", name, "wscale", rows * 4)]
+                if algo == L.W8A8:
+                    out.append(PlannedTensor(base + "input_scale", name, "iscale", 4))
         elif name in calibrated.folded:
             out.append(PlannedTensor(name, name, "folded", nbytes // _DTYPE_BYTES[ck.dtype(name)] * 4))
         else:
@@ -155,7 +158,7 @@ def write_unified_checkpoint(ckpt_path: str | Path, out_dir: str | Path, calibra
     if not len(calibrated.quantized):
         raise EdgekitError("calibration produced no quantized linears: nothing to write as a unified checkpoint")
     grid = calibrated.quantized[sorted(calibrated.quantized)[0]].grid
-    algo, group = algo_for_grid(grid), group_of(grid)
+    algo, group = algo_for_grid(grid, bool(calibrated.input_scales)), group_of(grid)
     names = set(calibrated.quantized)
     missing = [n for n in names if n not in ck.tensors]
     if missing:
