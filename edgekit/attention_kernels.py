@@ -1,0 +1,161 @@
+"""edgekit's fused attention kernels (kernels/*.cu) from Python: float64 references, the C library through ctypes
+(the CUDA build on a GPU, or the CPU emulation build that runs the same .cu files), and torch ops.
+
+The references are the definition the kernels are tested against (tests/test_kernels.py):
+  vit_window_attention_reference  rotary (rotate_half) on q and k, softmax(q kᵀ/√D) v inside each window
+  decode_attention_reference      M-RoPE'd new token appended, GQA attention over the whole cache
+"""
+
+from __future__ import annotations
+
+import ctypes
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+
+KERNELS_DIR = Path(__file__).resolve().parents[1] / "kernels"
+KV_F16, KV_INT8 = 0, 1
+
+
+# ---- float64 references --------------------------------------------------------------------------
+
+def rotate_half(x: np.ndarray) -> np.ndarray:
+    h = x.shape[-1] // 2
+    return np.concatenate([-x[..., h:], x[..., :h]], axis=-1)
+
+
+def apply_rotary(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """x [..., tokens?, D] with cos/sin broadcastable: x·cos + rotate_half(x)·sin (transformers' convention)."""
+    return x * cos + rotate_half(x) * sin
+
+
+def vit_window_attention_reference(qkv: np.ndarray, cos: np.ndarray, sin: np.ndarray, cu_windows: np.ndarray) -> np.ndarray:
+    """qkv [T, 3, H, D], cos/sin [T, D], cu_windows [W+1] -> [T, H*D], all float64."""
+    qkv = qkv.astype(np.float64)
+    T, _, H, D = qkv.shape
+    q = apply_rotary(qkv[:, 0], cos[:, None, :].astype(np.float64), sin[:, None, :].astype(np.float64))  # [T, H, D]
+    k = apply_rotary(qkv[:, 1], cos[:, None, :].astype(np.float64), sin[:, None, :].astype(np.float64))
+    v = qkv[:, 2]
+    out = np.zeros((T, H, D))
+    for a, b in zip(cu_windows[:-1], cu_windows[1:]):
+        s = np.einsum("qhd,khd->hqk", q[a:b], k[a:b]) / np.sqrt(D)
+        p = np.exp(s - s.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+        out[a:b] = np.einsum("hqk,khd->qhd", p, v[a:b])
+    return out.reshape(T, H * D)
+
+
+def decode_attention_reference(q_new, k_new, v_new, cos, sin, cache_k, cache_v, seq_lens, scale_k=None, scale_v=None):
+    """One decode step in float64: q/k_new M-RoPE'd, the new k/v appended (unquantized), GQA attention.
+
+    q_new [B, Hq, D], k_new/v_new [B, Hkv, D], cos/sin [B, D], caches [B, Hkv, C, D] (int8 with scales [B, Hkv, C]).
+    Returns [B, Hq, D].
+    """
+    B, Hq, D = q_new.shape
+    Hkv = k_new.shape[1]
+    G = Hq // Hkv
+    c, s = cos.astype(np.float64)[:, None, :], sin.astype(np.float64)[:, None, :]
+    q = apply_rotary(q_new.astype(np.float64), c, s)
+    k1 = apply_rotary(k_new.astype(np.float64), c, s)
+    out = np.zeros((B, Hq, D))
+    for b in range(B):
+        n = int(seq_lens[b])
+        keys = cache_k[b, :, :n].astype(np.float64)
+        vals = cache_v[b, :, :n].astype(np.float64)
+        if scale_k is not None:
+            keys = keys * scale_k[b, :, :n, None]
+            vals = vals * scale_v[b, :, :n, None]
+        keys = np.concatenate([keys, k1[b][:, None]], axis=1)  # [Hkv, n+1, D]
+        vals = np.concatenate([vals, v_new[b].astype(np.float64)[:, None]], axis=1)
+        for h in range(Hq):
+            sc = keys[h // G] @ q[b, h] / np.sqrt(D)
+            p = np.exp(sc - sc.max())
+            out[b, h] = (p / p.sum()) @ vals[h // G]
+    return out
+
+
+def relative_error(out: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.linalg.norm(out.astype(np.float64) - ref) / np.linalg.norm(ref))
+
+
+def check_close(out: np.ndarray, ref: np.ndarray, atol: float, rtol: float, name: str) -> None:
+    """|out − ref| ≤ atol + rtol·|ref| elementwise; raises AssertionError listing the first mismatches."""
+    out = out.astype(np.float64)
+    bad = np.argwhere(np.abs(out - ref) > atol + rtol * np.abs(ref))
+    if len(bad):
+        first = ", ".join(f"{tuple(int(i) for i in idx)}: {out[tuple(idx)]:.5g} vs {ref[tuple(idx)]:.5g}" for idx in bad[:5])
+        raise AssertionError(f"{name}: {len(bad)} of {out.size} elements outside atol {atol} + rtol {rtol}; first: {first}")
+
+
+# ---- the C library ---------------------------------------------------------------------------------
+
+def build_library(build_dir: Path, cuda: bool) -> Path:
+    """cmake-build kernels/ into build_dir: the CUDA library (sm_87/90/110, spills fail the build) or the
+    CPU emulation library. Returns the .so path; raises EdgekitError with the build log's tail on failure."""
+    build_dir.mkdir(parents=True, exist_ok=True)
+    flags = ["-DEDGEKIT_CUDA=ON", "-DEDGEKIT_EMU=OFF"] if cuda else ["-DEDGEKIT_CUDA=OFF", "-DEDGEKIT_EMU=ON"]
+    log = build_dir / "build.log"
+    with open(log, "w") as f:
+        for cmd in (["cmake", "-S", str(KERNELS_DIR), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release", *flags],
+                    ["cmake", "--build", str(build_dir), "-j2"]):
+            if subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode != 0:
+                tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+                raise EdgekitError(f"kernel build failed ({' '.join(cmd[:2])}): " + " | ".join(tail))
+    name = "libedgekit_kernels.so" if cuda else "emu/libedgekit_kernels_emu.so"
+    return build_dir / name
+
+
+class KernelLibrary:
+    """ctypes binding of edgekit_kernels.h. With the emulation library, 'device' pointers are numpy buffers."""
+
+    def __init__(self, path: Path):
+        self.lib = ctypes.CDLL(str(path))
+        p, i, sz = ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t
+        self.lib.edgekit_vit_window_attention.argtypes = [p, p, p, p, i, i, i, i, p, p]
+        self.lib.edgekit_vit_window_attention.restype = i
+        self.lib.edgekit_decode_workspace_bytes.argtypes = [i, i, i]
+        self.lib.edgekit_decode_workspace_bytes.restype = sz
+        self.lib.edgekit_decode_attention.argtypes = [p, p, p, p, p, p, p, p, p, i, p, i, i, i, i, i, p, p, p]
+        self.lib.edgekit_decode_attention.restype = i
+
+    @staticmethod
+    def _ptr(a: np.ndarray | None):
+        if a is None:
+            return None
+        assert a.flags.c_contiguous
+        return a.ctypes.data_as(ctypes.c_void_p)
+
+    def vit_window_attention(self, qkv: np.ndarray, cos: np.ndarray, sin: np.ndarray, cu_windows: np.ndarray) -> np.ndarray:
+        T, three, H, D = qkv.shape
+        qkv = np.ascontiguousarray(qkv, dtype=np.float16)
+        cos, sin = np.ascontiguousarray(cos, dtype=np.float32), np.ascontiguousarray(sin, dtype=np.float32)
+        cu = np.ascontiguousarray(cu_windows, dtype=np.int32)
+        out = np.zeros((T, H * D), dtype=np.float16)
+        max_len = int(np.max(np.diff(cu)))
+        rc = self.lib.edgekit_vit_window_attention(self._ptr(qkv), self._ptr(cos), self._ptr(sin), self._ptr(cu),
+                                                   len(cu) - 1, max_len, H, D, self._ptr(out), None)
+        if rc != 0:
+            raise EdgekitError(f"edgekit_vit_window_attention returned {rc}")
+        return out
+
+    def decode_attention(self, q_new, k_new, v_new, cos, sin, cache_k, cache_v, seq_lens, num_splits: int,
+                         scale_k=None, scale_v=None) -> np.ndarray:
+        """Runs one step; appends into cache_k/cache_v (and scales) in place, like the device would."""
+        B, Hq, D = q_new.shape
+        Hkv, C = cache_k.shape[1], cache_k.shape[2]
+        int8 = cache_k.dtype == np.int8
+        args16 = [np.ascontiguousarray(x, dtype=np.float16) for x in (q_new, k_new, v_new)]
+        cos, sin = np.ascontiguousarray(cos, dtype=np.float32), np.ascontiguousarray(sin, dtype=np.float32)
+        lens = np.ascontiguousarray(seq_lens, dtype=np.int32)
+        ws = np.zeros(self.lib.edgekit_decode_workspace_bytes(B, Hq, num_splits) // 4, dtype=np.float32)
+        out = np.zeros((B, Hq, D), dtype=np.float16)
+        rc = self.lib.edgekit_decode_attention(*(self._ptr(a) for a in args16), self._ptr(cos), self._ptr(sin),
+                                               self._ptr(cache_k), self._ptr(cache_v), self._ptr(scale_k), self._ptr(scale_v),
+                                               KV_INT8 if int8 else KV_F16, self._ptr(lens), B, Hq, Hkv, C, num_splits,
+                                               self._ptr(ws), self._ptr(out), None)
+        if rc != 0:
+            raise EdgekitError(f"edgekit_decode_attention returned {rc}")
+        return out
