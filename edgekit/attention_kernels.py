@@ -49,7 +49,8 @@ def vit_window_attention_reference(qkv: np.ndarray, cos: np.ndarray, sin: np.nda
 
 
 def decode_attention_reference(q_new, k_new, v_new, cos, sin, cache_k, cache_v, seq_lens, scale_k=None, scale_v=None):
-    """One decode step in float64: q/k_new M-RoPE'd, the new k/v appended (unquantized), GQA attention.
+    """One decode step in float64: q/k_new M-RoPE'd, the new k/v appended (to an INT8 cache: quantized as the kernel
+    defines it, symmetric per head with scale amax/127), GQA attention.
 
     q_new [B, Hq, D], k_new/v_new [B, Hkv, D], cos/sin [B, D], caches [B, Hkv, C, D] (int8 with scales [B, Hkv, C]).
     Returns [B, Hq, D].
@@ -60,6 +61,9 @@ def decode_attention_reference(q_new, k_new, v_new, cos, sin, cache_k, cache_v, 
     c, s = cos.astype(np.float64)[:, None, :], sin.astype(np.float64)[:, None, :]
     q = apply_rotary(q_new.astype(np.float64), c, s)
     k1 = apply_rotary(k_new.astype(np.float64), c, s)
+    v1 = v_new.astype(np.float64)
+    if scale_k is not None:
+        k1, v1 = _int8_round_trip(k1), _int8_round_trip(v1)
     out = np.zeros((B, Hq, D))
     for b in range(B):
         n = int(seq_lens[b])
@@ -69,12 +73,19 @@ def decode_attention_reference(q_new, k_new, v_new, cos, sin, cache_k, cache_v, 
             keys = keys * scale_k[b, :, :n, None]
             vals = vals * scale_v[b, :, :n, None]
         keys = np.concatenate([keys, k1[b][:, None]], axis=1)  # [Hkv, n+1, D]
-        vals = np.concatenate([vals, v_new[b].astype(np.float64)[:, None]], axis=1)
+        vals = np.concatenate([vals, v1[b][:, None]], axis=1)
         for h in range(Hq):
             sc = keys[h // G] @ q[b, h] / np.sqrt(D)
             p = np.exp(sc - sc.max())
             out[b, h] = (p / p.sum()) @ vals[h // G]
     return out
+
+
+def _int8_round_trip(x: np.ndarray) -> np.ndarray:
+    """Symmetric INT8 per row (last axis): scale amax/127 (1 for an all-zero row), codes rint(x/scale)."""
+    amax = np.abs(x).max(-1, keepdims=True)
+    scale = np.where(amax > 0, amax / 127, 1.0)
+    return np.clip(np.rint(x / scale), -127, 127) * scale
 
 
 def relative_error(out: np.ndarray, ref: np.ndarray) -> float:
@@ -159,3 +170,69 @@ class KernelLibrary:
         if rc != 0:
             raise EdgekitError(f"edgekit_decode_attention returned {rc}")
         return out
+
+
+# ---- torch ops -------------------------------------------------------------------------------------
+
+_CUDA_LIB: KernelLibrary | None = None
+
+
+def cuda_library() -> KernelLibrary | None:
+    """The CUDA build ($EDGEKIT_KERNELS_LIB, else kernels/build/libedgekit_kernels.so), loaded once; None if absent."""
+    import os
+
+    global _CUDA_LIB
+    if _CUDA_LIB is None:
+        path = Path(os.environ.get("EDGEKIT_KERNELS_LIB", KERNELS_DIR / "build" / "libedgekit_kernels.so"))
+        if path.is_file():
+            _CUDA_LIB = KernelLibrary(path)
+    return _CUDA_LIB
+
+
+def vit_window_attention_torch(qkv, cos, sin, cu_windows):
+    """The reference in torch (f32 math, rotary in f32 as transformers does): the CPU / no-library fallback."""
+    import torch
+
+    T, _, H, D = qkv.shape
+    x = qkv.float()
+    c, s = cos.float()[:, None, :], sin.float()[:, None, :]
+    rot = lambda t: torch.cat([-t[..., D // 2:], t[..., :D // 2]], dim=-1)  # noqa: E731
+    q, k, v = x[:, 0] * c + rot(x[:, 0]) * s, x[:, 1] * c + rot(x[:, 1]) * s, x[:, 2]
+    out = torch.empty(T, H, D, dtype=torch.float32, device=qkv.device)
+    bounds = cu_windows.tolist()
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        att = torch.softmax(torch.einsum("qhd,khd->hqk", q[a:b], k[a:b]) / D ** 0.5, dim=-1)
+        out[a:b] = torch.einsum("hqk,khd->qhd", att, v[a:b])
+    return out.reshape(T, H * D).to(qkv.dtype)
+
+
+def register_torch_ops() -> None:
+    """torch.ops.edgekit.vit_window_attention: the fused CUDA kernel for f16 CUDA tensors when the library is
+    built, the torch reference otherwise. Opt-in: nothing in edgekit's ONNX export path calls it."""
+    import torch
+
+    if hasattr(torch.ops, "edgekit") and hasattr(torch.ops.edgekit, "vit_window_attention"):
+        return
+
+    # explicit schema: this module's annotations are strings (from __future__ import annotations)
+    @torch.library.custom_op("edgekit::vit_window_attention", mutates_args=(),
+                             schema="(Tensor qkv, Tensor cos, Tensor sin, Tensor cu_windows) -> Tensor")
+    def vit_window_attention(qkv, cos, sin, cu_windows):
+        lib = cuda_library() if qkv.is_cuda and qkv.dtype == torch.float16 else None
+        if lib is None:
+            return vit_window_attention_torch(qkv, cos, sin, cu_windows)
+        T, _, H, D = qkv.shape
+        out = torch.empty(T, H * D, dtype=torch.float16, device=qkv.device)
+        cu = cu_windows.to(torch.int32).contiguous()
+        max_len = int((cu[1:] - cu[:-1]).max())
+        rc = lib.lib.edgekit_vit_window_attention(
+            qkv.contiguous().data_ptr(), cos.float().contiguous().data_ptr(), sin.float().contiguous().data_ptr(),
+            cu.data_ptr(), cu.numel() - 1, max_len, H, D, out.data_ptr(), torch.cuda.current_stream().cuda_stream)
+        if rc != 0:
+            raise RuntimeError(f"edgekit_vit_window_attention returned {rc}")
+        return out
+
+    @vit_window_attention.register_fake
+    def _(qkv, cos, sin, cu_windows):
+        T, _, H, D = qkv.shape
+        return qkv.new_empty(T, H * D)
