@@ -1,10 +1,12 @@
-"""Time edgekit's fused kernels against torch's scaled_dot_product_attention on a CUDA GPU (side by side, one run).
+"""Time edgekit's fused kernels against torch's scaled_dot_product_attention on a CUDA GPU, side by side in one run.
 
-    cmake -S kernels -B kernels/build && cmake --build kernels/build -j
-    python kernels/bench_kernels.py [--resolution 448] [--context 4096]
+    cmake -S kernels -B kernels/build && cmake --build kernels/build -j2
+    python kernels/bench_kernels.py [--resolution 448] [--context 4096] [--splits 0]
 
-Reports each kernel's time, achieved DRAM GB/s and tensor TFLOP/s, and the ratio to SDPA (which, for window
-attention, runs the windows as a padded batch, and for decode, repeats the KV heads for GQA). Needs a GPU.
+Per case: the fused kernel's time, its achieved DRAM GB/s and tensor TFLOP/s and their share of the device's
+peak (recipes/targets: orin-agx-64 on sm_87, thor-agx on sm_110), and SDPA's time on the same shapes. SDPA
+does less work than the fused kernels (no rotary; window attention as a padded batch of 64-token windows; decode
+with f16 KV only, no cache append), so the ratio flatters SDPA. Needs a GPU; elsewhere it says so and exits 2.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def _time(fn, reps: int = 50) -> float:
+def _time_ms(fn, reps: int = 50) -> float:
     import torch
 
     for _ in range(5):
@@ -27,7 +29,12 @@ def _time(fn, reps: int = 50) -> float:
         fn()
     end.record()
     torch.cuda.synchronize()
-    return start.elapsed_time(end) / reps  # ms
+    return start.elapsed_time(end) / reps
+
+
+def _check(rc: int, name: str) -> None:
+    if rc != 0:
+        raise RuntimeError(f"{name} returned {rc}")
 
 
 def main() -> int:
@@ -35,11 +42,12 @@ def main() -> int:
     import torch.nn.functional as F
 
     from edgekit.attention_kernels import cuda_library
-    from perf_model import decode, vision  # noqa: E402  (kernels/ is the script's directory)
+    from perf_model import DEC_D, DEC_KVH, DEC_QH, VIS_D, VIS_HEADS, WINDOW, device  # kernels/ is sys.path[0]
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--resolution", type=int, default=448)
-    ap.add_argument("--context", type=int, default=4096)
+    ap.add_argument("--resolution", type=int, default=448, help="square image side in pixels (multiple of 112)")
+    ap.add_argument("--context", type=int, default=4096, help="decode context length (tokens already cached)")
+    ap.add_argument("--splits", type=int, default=0, help="decode split-K count (0: enough blocks to fill the GPU)")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         print("bench_kernels.py: no CUDA GPU here; the kernels' numerics are tested on the CPU (tests/test_kernels.py)")
@@ -48,46 +56,66 @@ def main() -> int:
     if lib is None:
         print("bench_kernels.py: build the CUDA library first (cmake -S kernels -B kernels/build && cmake --build kernels/build)")
         return 2
-    dev = torch.device("cuda")
-    stream = torch.cuda.current_stream().cuda_stream
+    cap = torch.cuda.get_device_capability()
+    target = {(8, 7): "orin-agx-64", (11, 0): "thor-agx"}.get(cap)
+    peak = device(target) if target else None
+    print(f"device {torch.cuda.get_device_name()} sm_{cap[0]}{cap[1]}; peaks from "
+          f"{'recipes/targets/' + target + '.toml' if target else 'nowhere (not an Orin or Thor): shares not shown'}")
 
-    # vision: one window-attention block (64-token windows) at the resolution
+    def report(name: str, ms: float, nbytes: float, flops: float, ms_sdpa: float) -> None:
+        gbs, tfs = nbytes / ms / 1e6, flops / ms / 1e9
+        share = (f" ({gbs / peak['memory_bandwidth_gbs']:.0%} of DRAM, {tfs / peak['fp16_tensor_tflops']:.0%} of tensor)"
+                 if peak else "")
+        print(f"{name:44s} fused {ms:7.3f} ms  {gbs:6.1f} GB/s  {tfs:6.2f} TFLOP/s{share}   SDPA {ms_sdpa:7.3f} ms  "
+              f"SDPA/fused {ms_sdpa / ms:.2f}x")
+
+    dev, stream = torch.device("cuda"), torch.cuda.current_stream().cuda_stream
+    H, D = VIS_HEADS, VIS_D
     t = (args.resolution // 14) ** 2
-    H, D = 16, 80
     qkv = torch.randn(t, 3, H, D, device=dev, dtype=torch.float16)
     cos, sin = torch.randn(t, D, device=dev), torch.randn(t, D, device=dev)
-    cu = torch.arange(0, t + 1, 64, device=dev, dtype=torch.int32)
     out = torch.empty(t, H * D, device=dev, dtype=torch.float16)
-    fused = lambda: lib.lib.edgekit_vit_window_attention(qkv.data_ptr(), cos.data_ptr(), sin.data_ptr(), cu.data_ptr(),  # noqa: E731
-                                                         cu.numel() - 1, 64, H, D, out.data_ptr(), stream)
-    q = qkv[:, 0].reshape(-1, 64, H, D).transpose(1, 2)
-    sdpa = lambda: F.scaled_dot_product_attention(q, q, q)  # noqa: E731
-    ms_f, ms_s = _time(fused), _time(sdpa)
-    v = vision(args.resolution)
-    per_block = v["flops"] / 32
-    print(f"vit window attention, {t} tokens: fused {ms_f:.3f} ms ({per_block / ms_f / 1e9:.1f} TFLOP/s), "
-          f"SDPA {ms_s:.3f} ms, ratio {ms_s / ms_f:.2f}x")
+    q, k, v = (qkv[:, i].transpose(0, 1).contiguous() for i in range(3))  # [H, T, D]
+    for name, window in (("vision window block (64-token windows)", WINDOW), ("vision full-attention block", t)):
+        cu = torch.arange(0, t + 1, window, device=dev, dtype=torch.int32)
+        if int(cu[-1]) != t:
+            cu = torch.cat([cu, torch.tensor([t], device=dev, dtype=torch.int32)])
+        fused = lambda: _check(lib.lib.edgekit_vit_window_attention(  # noqa: E731
+            qkv.data_ptr(), cos.data_ptr(), sin.data_ptr(), cu.data_ptr(), cu.numel() - 1, window, H, D,
+            out.data_ptr(), stream), "edgekit_vit_window_attention")
+        nw = -(-t // window)
+        pad = lambda x: F.pad(x, (0, 0, 0, nw * window - t)).reshape(H, nw, window, D).transpose(0, 1)  # noqa: E731
+        qw, kw, vw = pad(q), pad(k), pad(v)
+        sdpa = lambda: F.scaled_dot_product_attention(qw, kw, vw)  # noqa: E731
+        nbytes = t * 3 * H * D * 2 + t * H * D * 2 + 2 * t * (D // 2) * 4
+        report(f"{name}, {t} tokens", _time_ms(fused), nbytes, 4 * t * min(window, t) * D * H, _time_ms(sdpa))
 
-    # decode: one layer, batch 1, GQA 32/8, f16 KV
     C = args.context
-    qn = torch.randn(1, 32, 128, device=dev, dtype=torch.float16)
-    kn, vn = torch.randn(1, 8, 128, device=dev, dtype=torch.float16), torch.randn(1, 8, 128, device=dev, dtype=torch.float16)
-    c2, s2 = torch.randn(1, 128, device=dev), torch.randn(1, 128, device=dev)
-    ck = torch.randn(1, 8, C + 1, 128, device=dev, dtype=torch.float16)
-    cv = torch.randn_like(ck)
+    splits = args.splits or max(1, min(64, C // 256))
+    qn = torch.randn(1, DEC_QH, DEC_D, device=dev, dtype=torch.float16)
+    kn, vn = (torch.randn(1, DEC_KVH, DEC_D, device=dev, dtype=torch.float16) for _ in range(2))
+    c2, s2 = torch.randn(1, DEC_D, device=dev), torch.randn(1, DEC_D, device=dev)
     lens = torch.tensor([C], device=dev, dtype=torch.int32)
-    splits = max(1, C // 512)
-    ws = torch.empty(lib.lib.edgekit_decode_workspace_bytes(1, 32, splits) // 4, device=dev)
-    o = torch.empty(1, 32, 128, device=dev, dtype=torch.float16)
-    fused_d = lambda: lib.lib.edgekit_decode_attention(qn.data_ptr(), kn.data_ptr(), vn.data_ptr(), c2.data_ptr(), s2.data_ptr(),  # noqa: E731
-                                                       ck.data_ptr(), cv.data_ptr(), None, None, 0, lens.data_ptr(), 1, 32, 8,
-                                                       C + 1, splits, ws.data_ptr(), o.data_ptr(), stream)
-    kk = ck.repeat_interleave(4, dim=1)
-    sdpa_d = lambda: F.scaled_dot_product_attention(qn[:, :, None], kk, kk)  # noqa: E731
-    ms_f, ms_s = _time(fused_d), _time(sdpa_d)
-    gb = decode(C, False)["bytes"] / 36 / 1e9
-    print(f"decode attention, context {C}: fused {ms_f:.3f} ms ({gb / ms_f * 1e3:.0f} GB/s), SDPA {ms_s:.3f} ms, "
-          f"ratio {ms_s / ms_f:.2f}x")
+    ws = torch.empty(lib.lib.edgekit_decode_workspace_bytes(1, DEC_QH, splits) // 4, device=dev)
+    o = torch.empty(1, DEC_QH, DEC_D, device=dev, dtype=torch.float16)
+    ck16 = torch.randn(1, DEC_KVH, C + 1, DEC_D, device=dev, dtype=torch.float16)
+    cv16 = torch.randn_like(ck16)
+    sdpa_d = lambda: F.scaled_dot_product_attention(qn[:, :, None], ck16, cv16, enable_gqa=True)  # noqa: E731
+    ms_sdpa = _time_ms(sdpa_d)
+    for int8 in (False, True):
+        if int8:
+            ck = torch.randint(-127, 128, ck16.shape, device=dev, dtype=torch.int8)
+            cv = torch.randint_like(ck, -127, 128)
+            sk, sv = torch.rand(1, DEC_KVH, C + 1, device=dev), torch.rand(1, DEC_KVH, C + 1, device=dev)
+        else:
+            ck, cv, sk, sv = ck16, cv16, None, None
+        fused_d = lambda: _check(lib.lib.edgekit_decode_attention(  # noqa: E731
+            qn.data_ptr(), kn.data_ptr(), vn.data_ptr(), c2.data_ptr(), s2.data_ptr(), ck.data_ptr(), cv.data_ptr(),
+            sk.data_ptr() if int8 else None, sv.data_ptr() if int8 else None, int(int8), lens.data_ptr(), 1,
+            DEC_QH, DEC_KVH, C + 1, splits, ws.data_ptr(), o.data_ptr(), stream), "edgekit_decode_attention")
+        nbytes = (C + 1) * DEC_KVH * DEC_D * 2 * (1 + 4 / DEC_D if int8 else 2)
+        report(f"decode, one layer, context {C}, {'INT8' if int8 else 'FP16'} KV, {splits} splits", _time_ms(fused_d),
+               nbytes, 4 * (C + 1) * DEC_QH * DEC_D, ms_sdpa)
     return 0
 
 

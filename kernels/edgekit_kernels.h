@@ -1,12 +1,15 @@
 /* edgekit fused attention kernels: C API for C++ hosts (TensorRT plugins, custom runtimes).
  *
  * All pointers are device pointers (host pointers in the CPU emulation build). f16 tensors are IEEE binary16.
+ * qkv, cos, sin and the KV caches must be 16-byte aligned (vector loads; cudaMalloc gives 256), else
+ * EDGEKIT_ERR_INVALID. The caller guarantees seq_lens[b] < max_ctx (the new token's slot exists).
  * Every function returns EDGEKIT_OK or an error code; launches are asynchronous on `stream`.
  *
  * Layouts
  *   ViT window attention (Qwen2.5-ViT, head_dim 80):
  *     qkv  [tokens, 3, heads, head_dim] f16    the qkv projection output, tokens in window order
- *     cos, sin [tokens, head_dim] f32          2-D rotary table, rotate_half convention (cat(freqs, freqs))
+ *     cos, sin [tokens, head_dim] f32          2-D rotary table, rotate_half convention (cat(freqs, freqs));
+ *                                              only columns [0, head_dim/2) are read (the rest repeat them)
  *     cu_windows [num_windows + 1] i32         window start offsets; a full-attention block: one window per image
  *     out  [tokens, heads * head_dim] f16
  *   Decode attention (MiMo decoder, head_dim 128, GQA):
@@ -50,6 +53,11 @@ int edgekit_decode_attention(const void* q_new, const void* k_new, const void* v
                              void* cache_k, void* cache_v, float* scale_k, float* scale_v, int kv_dtype,
                              const int* seq_lens, int batch, int q_heads, int kv_heads, int max_ctx, int num_splits,
                              void* workspace, void* out, cudaStream_t stream);
+
+/* Diagnostic: one warp executes one mma.m16n8k16.row.col.f32.f16.f16.f32 on the given registers, lane-major:
+ * a [32][4] and b [32][2] hold f16x2 words, c and d [32][4] f32. Pins the fragment layout the kernels assume
+ * (the emulator is tested against the PTX ISA table through it; on a GPU it reports the hardware's result). */
+int edgekit_mma_probe(const unsigned* a, const unsigned* b, const float* c, float* d, cudaStream_t stream);
 
 #ifdef __cplusplus
 }

@@ -6,17 +6,22 @@ f16 inputs with f32 accumulation, plus an elementwise check that names the first
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edgekit.attention_kernels import (KernelLibrary, build_library, check_close, decode_attention_reference,
                                        relative_error, vit_window_attention_reference)
+from edgekit.errors import EdgekitError
 
 REL_TOL = 5e-3
+KERNELS = Path(__file__).resolve().parents[1] / "kernels"
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +37,47 @@ def rng():
     return seed, np.random.default_rng(seed)
 
 
+def ptx_fragment_coords(lane: int):
+    """(row, col) of each element a lane holds for mma.m16n8k16 .f16 -> .f32, transcribed as the PTX ISA writes it
+    ("Matrix Fragments for mma.m16n8k16 with floating point type"): a0..a7, b0..b3, c0..c3."""
+    group, tig = lane >> 2, lane % 4
+    a = [(group if (0 <= i < 2 or 4 <= i < 6) else group + 8, tig * 2 + (i & 1) + (8 if i >= 4 else 0)) for i in range(8)]
+    b = [(tig * 2 + (i & 1) + (8 if i >= 2 else 0), group) for i in range(4)]
+    c = [(group if i < 2 else group + 8, tig * 2 + (i & 1)) for i in range(4)]
+    return a, b, c
+
+
+def test_emulated_mma_follows_the_ptx_fragment_layout(emu, rng):
+    """The emulator's mma (which every kernel's register-level code goes through) against A@B+C, with the lanes'
+    registers filled from the PTX table above: an independent transcription, so a layout slip in either fails."""
+    seed, g = rng
+    A = g.standard_normal((16, 16)).astype(np.float16)
+    B = g.standard_normal((16, 8)).astype(np.float16)
+    C = g.standard_normal((16, 8)).astype(np.float32)
+    a_regs, b_regs, c_regs = np.zeros((32, 8), np.float16), np.zeros((32, 4), np.float16), np.zeros((32, 4), np.float32)
+    seen_a, seen_b, seen_c = set(), set(), set()
+    for lane in range(32):
+        ca, cb, cc = ptx_fragment_coords(lane)
+        a_regs[lane] = [A[rc] for rc in ca]
+        b_regs[lane] = [B[rc] for rc in cb]
+        c_regs[lane] = [C[rc] for rc in cc]
+        seen_a.update(ca), seen_b.update(cb), seen_c.update(cc)
+    assert len(seen_a) == 256 and len(seen_b) == 128 and len(seen_c) == 128  # each element held by exactly one lane
+    d_regs = np.zeros((32, 4), np.float32)
+    probe = emu.lib.edgekit_mma_probe
+    probe.argtypes = [ctypes.c_void_p] * 5
+    # element 2k of a lane's f16 row is the low half of its register k (little-endian): a plain uint32 view
+    ptrs = [x.ctypes.data_as(ctypes.c_void_p) for x in (a_regs.view(np.uint32), b_regs.view(np.uint32), c_regs, d_regs)]
+    assert probe(*ptrs, None) == 0
+    D = np.zeros((16, 8))
+    for lane in range(32):
+        for i, rc in enumerate(ptx_fragment_coords(lane)[2]):
+            D[rc] = d_regs[lane, i]
+    ref = A.astype(np.float64) @ B.astype(np.float64) + C
+    err = np.abs(D - ref).max()
+    assert err <= 1e-5 * np.abs(ref).max(), f"seed {seed}: mma emulation differs from A@B+C by {err:.3g}"
+
+
 def vision_rotary(grid_h: int, grid_w: int, head_dim: int = 80, theta: float = 10000.0):
     """Qwen2.5-ViT's 2-D rotary table for one image (row-major patches): half the frequencies for rows, half for columns."""
     dim = head_dim // 2
@@ -42,29 +88,54 @@ def vision_rotary(grid_h: int, grid_w: int, head_dim: int = 80, theta: float = 1
     return np.cos(emb).astype(np.float32), np.sin(emb).astype(np.float32)
 
 
-def _vit_case(rng, windows: list[int], heads: int, scale: float = 1.0):
+def _vit_case(rng, windows: list[int], heads: int, scale: float = 1.0, head_dim: int = 80):
     T = sum(windows)
-    qkv = (rng.standard_normal((T, 3, heads, 80)) * scale).astype(np.float16)
+    qkv = (rng.standard_normal((T, 3, heads, head_dim)) * scale).astype(np.float16)
     side = int(np.ceil(np.sqrt(T)))
-    cos, sin = vision_rotary(side, side)
+    cos, sin = vision_rotary(side, side, head_dim)
     cu = np.concatenate([[0], np.cumsum(windows)]).astype(np.int32)
     return qkv, cos[:T], sin[:T], cu
 
 
-@pytest.mark.parametrize("windows,heads", [
-    ([64] * 4 + [37, 1, 18], 3),      # 112 px windows (64 patches), ragged tail, a single-token window; odd total
-    ([333], 2),                        # full attention over one image: several query and key tiles, ragged last tile
-    ([150, 150], 1),                   # full attention, two images in one call
+@pytest.mark.parametrize("windows,heads,head_dim", [
+    ([64] * 4 + [37, 1, 19], 3, 80),   # 112 px windows (64 patches), ragged tail, a single-token window; 313 tokens
+    ([64, 64, 41], 16, 80),            # MiMo-Embodied's 16 heads
+    ([333], 2, 80),                    # full attention over one image: several query and key tiles, ragged last tile
+    ([150, 150], 1, 80),               # full attention, two images in one call
+    ([64, 27], 2, 64),                 # the head_dim 64 instantiation
 ])
-def test_vit_window_attention_matches_float64(emu, rng, windows, heads):
+def test_vit_window_attention_matches_float64(emu, rng, windows, heads, head_dim):
     seed, g = rng
-    qkv, cos, sin, cu = _vit_case(g, windows, heads, scale=2.0)
+    qkv, cos, sin, cu = _vit_case(g, windows, heads, scale=2.0, head_dim=head_dim)
     out = emu.vit_window_attention(qkv, cos, sin, cu)
     ref = vit_window_attention_reference(qkv, cos, sin, cu)
     err = relative_error(out, ref)
-    print(f"vit windows={windows} heads={heads}: rel err {err:.2e}")
+    print(f"vit windows={windows} heads={heads} head_dim={head_dim}: rel err {err:.2e}")
     assert err < REL_TOL, f"seed {seed}: relative error {err:.3e}"
     check_close(out, ref, atol=2e-2 * np.abs(ref).max(), rtol=2e-2, name=f"vit seed {seed}")
+
+
+def test_vit_reads_only_the_first_half_of_the_rotary_table(emu, rng):
+    """The documented contract: cos/sin are cat(freqs, freqs), and the kernel reads columns [0, D/2) only."""
+    seed, g = rng
+    qkv, cos, sin, cu = _vit_case(g, [64, 45], 2)
+    ref = vit_window_attention_reference(qkv, cos, sin, cu)
+    cos_nan, sin_nan = cos.copy(), sin.copy()
+    cos_nan[:, 40:] = np.nan
+    sin_nan[:, 40:] = np.nan
+    out = emu.vit_window_attention(qkv, cos_nan, sin_nan, cu)
+    assert relative_error(out, ref) < REL_TOL, f"seed {seed}"
+
+
+def test_vit_rejects_a_misaligned_buffer(emu, rng):
+    """The kernel's 16-byte loads need aligned rows: a view 2 bytes into a buffer is an error code, not a fault."""
+    _, g = rng
+    qkv, cos, sin, cu = _vit_case(g, [64, 3], 1)
+    buf = np.zeros(qkv.size + 8, np.float16)
+    shifted = buf[1:1 + qkv.size].reshape(qkv.shape)
+    shifted[...] = qkv
+    with pytest.raises(EdgekitError, match="returned 1"):
+        emu.vit_window_attention(shifted, cos, sin, cu)
 
 
 def test_checker_catches_an_off_by_one_window_offset(emu, rng):
@@ -80,16 +151,22 @@ def test_checker_catches_an_off_by_one_window_offset(emu, rng):
     assert relative_error(out, ref) > REL_TOL
 
 
+def mrope_table(positions: np.ndarray, head_dim: int = 128, theta: float = 1e6, sections=(16, 24, 24)):
+    """Qwen2.5-VL's M-RoPE cos/sin for one token per row of positions [B, 3] (t, h, w): frequency pairs
+    [0, 16) rotate with t, [16, 40) with h, [40, 64) with w; rotate_half layout cat(freqs, freqs)."""
+    inv = 1.0 / theta ** (np.arange(0, head_dim, 2) / head_dim)  # [64]
+    which = np.repeat(np.arange(3), sections)  # section of each frequency pair
+    freqs = positions[:, which].astype(np.float64) * inv  # [B, 64]
+    emb = np.concatenate([freqs, freqs], axis=1)
+    return np.cos(emb).astype(np.float32), np.sin(emb).astype(np.float32)
+
+
 def _decode_case(rng, lens: list[int], q_heads: int, kv_heads: int, capacity: int, int8: bool):
     B, D = len(lens), 128
     q = rng.standard_normal((B, q_heads, D)).astype(np.float16)
     k = rng.standard_normal((B, kv_heads, D)).astype(np.float16)
     v = rng.standard_normal((B, kv_heads, D)).astype(np.float16)
-    # M-RoPE for a text token: all three position ids equal, so the sections collapse to one 1-D table
-    pos = np.array(lens, dtype=np.float64)[:, None]
-    inv = 1.0 / 1e6 ** (np.arange(0, D, 2) / D)
-    emb = np.concatenate([pos * inv, pos * inv], axis=1)
-    cos, sin = np.cos(emb).astype(np.float32), np.sin(emb).astype(np.float32)
+    cos, sin = mrope_table(rng.integers(0, 4 * max(lens) + 8, size=(B, 3)))
     keys = rng.standard_normal((B, kv_heads, capacity, D)) * 1.5
     vals = rng.standard_normal((B, kv_heads, capacity, D))
     if not int8:
@@ -105,8 +182,9 @@ def _decode_case(rng, lens: list[int], q_heads: int, kv_heads: int, capacity: in
     ([200, 57], 8, 2, 3, False),     # GQA 4:1 (MiMo's ratio), two sequences of different lengths
     ([0], 4, 1, 4, False),           # first token: attention over itself alone; more splits than keys
     ([333, 1], 8, 2, 5, True),       # INT8 KV with per-token-per-head scales
-    ([8191], 8, 2, 16, False),       # long context (8192 with the new token), split-K
-    ([8191], 4, 1, 16, True),        # long context, INT8 KV
+    ([8191, 4099], 8, 2, 16, False), # long context (8192 with the new token), split-K, batch 2
+    ([8191], 8, 2, 16, True),        # long context, INT8 KV
+    ([1000], 32, 8, 4, True),        # MiMo's 32 query / 8 KV heads
 ])
 def test_decode_attention_matches_float64(emu, rng, lens, q_heads, kv_heads, splits, int8):
     seed, g = rng
@@ -148,21 +226,97 @@ def test_decode_checker_catches_a_stale_length(emu, rng):
         check_close(out, ref, atol=5e-3 * np.abs(ref).max(), rtol=5e-3, name="planted stale length")
 
 
+def _nvcc() -> str:
+    nvcc = shutil.which("nvcc") or next((p for p in ("/usr/local/cuda/bin/nvcc",) if os.path.exists(p)), None)
+    if nvcc is None:
+        pytest.fail("nvcc not found: the kernels must compile here for sm_87/sm_90/sm_110")
+    return nvcc
+
+
+PTXAS_REPORT = re.compile(r"Compiling entry function '(\w+)' for '(sm_\d+)'\n.*\n\s*(\d+) bytes stack frame, (\d+) bytes "
+                          r"spill stores, (\d+) bytes spill loads\n.*Used (\d+) registers")
+
+
 @pytest.mark.slow
 def test_cuda_build_for_orin_hopper_thor_has_no_spills(tmp_path):
-    if shutil.which("nvcc") is None and not os.path.exists("/usr/local/cuda/bin/nvcc"):
-        pytest.fail("nvcc not found: the kernels must compile here for sm_87/sm_90/sm_110")
+    _nvcc()
     lib = build_library(tmp_path / "cuda", cuda=True)
     assert lib.is_file()
-    log = (tmp_path / "cuda" / "build.log").read_text()
-    entries = re.findall(r"Compiling entry function '(\w+)' for '(sm_\d+)'", log)
-    archs = {arch for _, arch in entries}
-    assert archs == {"sm_87", "sm_90", "sm_110"}, archs
-    kernels = {name for name, _ in entries}
-    assert any("vit_window_attention" in k for k in kernels) and any("decode_partial" in k for k in kernels)
-    reports = re.findall(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", log)
-    assert len(reports) >= len(entries) and all(r == ("0", "0", "0") for r in reports), reports
-    assert "warning" not in log.lower()
+    # one ptxas report per object (cmake/ptxas_guard.cmake), so the -j2 build cannot interleave them
+    logs = sorted((tmp_path / "cuda").rglob("*.ptxas.txt"))
+    assert {p.name.split(".")[0] for p in logs} == {"vit_window_attention", "decode_attention", "mma_probe"}, logs
+    entries, reports = [], []
+    for p in logs:
+        text = p.read_text()
+        entries += re.findall(r"Compiling entry function '(\w+)' for '(sm_\d+)'", text)
+        reports += PTXAS_REPORT.findall(text)
+    assert len(reports) == len(entries) > 0, "every compiled kernel has a ptxas resource report"
+    by_arch: dict[str, set[str]] = {}
+    for name, arch, stack, spill_st, spill_ld, regs in reports:
+        short = re.sub(r"^_ZN7edgekit\d+", "", name).split("EEEv")[0].split("EPK")[0]
+        print(f"{arch:7s} {short:34s} {regs:>4s} registers, stack {stack}, spill stores {spill_st}, spill loads {spill_ld}")
+        assert (stack, spill_st, spill_ld) == ("0", "0", "0"), f"{short} on {arch}: local memory or spills"
+        by_arch.setdefault(arch, set()).add(short)
+    assert set(by_arch) == {"sm_87", "sm_90", "sm_110"}, by_arch.keys()
+    want = {"vit_window_attention_kernelILi80", "decode_partial_kernelILi4ELb0", "decode_partial_kernelILi4ELb1",
+            "decode_append_kernelILb1", "decode_combine_kernel", "mma_probe_kernel"}
+    for arch, names in by_arch.items():
+        assert want <= names, (arch, want - names)
+    assert "warning" not in (tmp_path / "cuda" / "build.log").read_text().lower()
+
+
+PLANTED_SPILL = r"""
+__global__ void __launch_bounds__(512, 3) planted_spill(const float4* in, float* out) {  // <= 42 registers
+    float4 r[16];
+#pragma unroll
+    for (int i = 0; i < 16; ++i) r[i] = in[threadIdx.x + i * 512];
+    float s = 0.f;
+#pragma unroll
+    for (int j = 0; j < 16; ++j)
+#pragma unroll
+        for (int i = 0; i < 16; ++i) s += r[i].x * r[j].y + r[i].z * r[j].w;
+    out[threadIdx.x] = s;
+}
+"""
+PLANTED_LOCAL_ARRAY = r"""
+__global__ void planted_local_array(const int* idx, float* out) {
+    float a[32];
+#pragma unroll
+    for (int i = 0; i < 32; ++i) a[i] = out[i * 32 + threadIdx.x];
+    for (int i = 0; i < 32; ++i) a[idx[i] & 31] += 1.f;  // runtime indices: the array lives in local memory
+    out[threadIdx.x] = a[idx[threadIdx.x] & 31];
+}
+"""
+
+
+@pytest.mark.parametrize("source,kind", [(PLANTED_SPILL, "spill"), (PLANTED_LOCAL_ARRAY, "local array")])
+@pytest.mark.parametrize("check", ["ptxas flags", "report guard"])
+def test_build_checks_reject_spills_and_local_memory(tmp_path, source, kind, check):
+    """Planted bugs for the build's two checks, each on its own: the ptxas flags CMakeLists.txt passes (spills and
+    local memory become ptxas errors), and cmake/ptxas_guard.cmake parsing a plain -Xptxas -v report."""
+    src = tmp_path / "planted.cu"
+    src.write_text(source)
+    compile_cmd = [_nvcc(), "-arch=sm_87", "-c", str(src), "-o", str(tmp_path / "planted.o")]
+    if check == "ptxas flags":
+        flags = re.search(r"-Xptxas=([^>\s]+)", (KERNELS / "CMakeLists.txt").read_text()).group(1)
+        cmd, message = compile_cmd + [f"-Xptxas={flags}"], ("Registers are spilled" if kind == "spill" else "Local memory used")
+    else:
+        cmd = ["cmake", "-P", str(KERNELS / "cmake" / "ptxas_guard.cmake"), "--", *compile_cmd, "-Xptxas=-v"]
+        message = "local memory or register spills"
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode != 0 and message in r.stdout + r.stderr, r.stdout + r.stderr
+    assert not (tmp_path / "planted.o").exists() or check == "ptxas flags"
+
+
+def test_report_guard_passes_a_clean_kernel(tmp_path):
+    """The guard's other side: a kernel without spills compiles through it, and its report is kept."""
+    src = tmp_path / "clean.cu"
+    src.write_text("__global__ void clean(float* x) { x[threadIdx.x] *= 2.f; }\n")
+    obj = tmp_path / "clean.o"
+    r = subprocess.run(["cmake", "-P", str(KERNELS / "cmake" / "ptxas_guard.cmake"), "--", _nvcc(), "-arch=sm_87", "-c",
+                        str(src), "-o", str(obj), "-Xptxas=-v"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert obj.exists() and "0 bytes spill stores" in (tmp_path / "clean.o.ptxas.txt").read_text()
 
 
 def test_torch_op_falls_back_to_the_reference_without_cuda(rng):

@@ -3,15 +3,18 @@
 // Semantics kept (what a kernel's correctness can depend on):
 //   - a launch runs every block; within a block, each CUDA thread is a host thread (std::thread), so code
 //     between barriers interleaves as it may on a GPU;
-//   - __syncthreads() is a barrier over the block's threads;
+//   - __syncthreads() is a barrier over the block's threads, __syncwarp() over the warp's 32 lanes;
 //   - __shfl_xor_sync / __shfl_sync exchange values among the 32 lanes of a warp (a warp-wide barrier on
-//     each side of the exchange; every lane must take part, as the kernels' full masks promise);
+//     each side of the exchange; every lane must take part, as the kernels' full masks promise: a kernel that
+//     shuffles in divergent code deadlocks here instead of passing);
+//   - integer intrinsics the kernels use (__byte_perm, __int_as_float, __half_as_ushort) bit-exactly;
 //   - __shared__ variables are one instance per block (blocks run one after another, so a function-level
 //     static is exactly that);
 //   - half is _Float16 (IEEE binary16, round-to-nearest-even conversions, as __float2half_rn);
 //   - mma.sync.m16n8k16.row.col.f32.f16.f16.f32 is computed per lane from the fragments of all 32 lanes,
 //     placed by the PTX ISA's fragment layout (emu_mma_m16n8k16 below), with fp32 accumulation.
-// Not emulated: memory coalescing, bank conflicts, timing. Blocks run sequentially, so a kernel that relies
+// Not emulated: memory coalescing, bank conflicts, timing; uninitialised shared memory (it starts zeroed, then
+// holds the previous block's values, so a read-before-write bug may not show). Blocks run sequentially, so a kernel that relies
 // on inter-block ordering would pass here and fail on a GPU; edgekit's kernels have no inter-block traffic
 // within one launch (split-K partials are combined by a second launch).
 #pragma once
@@ -36,6 +39,7 @@
 #define __restrict__
 #define __shared__ static
 #define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
 
 typedef void* cudaStream_t;
 typedef int cudaError_t;
@@ -49,11 +53,24 @@ struct dim3 {
 
 typedef _Float16 half;
 struct half2 { half x, y; };
+struct uint2 { uint32_t x, y; };
+struct uint4 { uint32_t x, y, z, w; };
+struct float4 { float x, y, z, w; };
+inline unsigned short __half_as_ushort(half h) { unsigned short u; std::memcpy(&u, &h, 2); return u; }
+inline half __ushort_as_half(unsigned short u) { half h; std::memcpy(&h, &u, 2); return h; }
 
 inline half __float2half(float f) { return static_cast<half>(f); }
 inline half __float2half_rn(float f) { return static_cast<half>(f); }
 inline float __half2float(half h) { return static_cast<float>(h); }
 inline float __expf(float x) { return std::exp(x); }
+inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
+// PTX prmt default mode: result byte i = byte (s >> 4i) & 7 of the 8-byte value {y, x}.
+inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
+    const uint64_t v = ((uint64_t)y << 32) | x;
+    unsigned r = 0;
+    for (int i = 0; i < 4; ++i) r |= (unsigned)((v >> (8 * ((s >> (4 * i)) & 7))) & 0xffu) << (8 * i);
+    return r;
+}
 inline float __fdividef(float a, float b) { return a / b; }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 using std::max;
@@ -120,6 +137,8 @@ void launch(dim3 grid, dim3 block, Kernel&& kernel) {
 #define gridDim (emu::tl_block->grid_dim)
 
 inline void __syncthreads() { emu::tl_block->block_barrier->arrive_and_wait(); }
+// Full-mask warp barrier: the kernels only call it with all 32 lanes converged.
+inline void __syncwarp(unsigned /*mask*/ = 0xffffffffu) { emu::warp_sync(); }
 
 template <typename T>
 inline T emu_shfl(T v, unsigned src_lane) {
