@@ -35,7 +35,8 @@ def timed(fn, repeat: int) -> float:
 def main() -> None:
     import torch
 
-    from edgekit.export.vision_onnx import export_float, parse_resolution, patch_batches, quantize_int8, sample_images, split_calibration
+    from edgekit.export.vision_onnx import (FLOAT_PARTS, export_float, parse_resolution, patch_batches, quantize_int8,
+                                            sample_images, split_calibration)
     from edgekit.model.checkpoint import open_checkpoint
     from edgekit.model.processor import load_processor_config
     from edgekit.quant.evaluate import load_reference
@@ -57,7 +58,9 @@ def main() -> None:
     export_float(ck, width, height, 1, "fp16", work / "fp16.onnx")
     proc = load_processor_config(ckpt)
     calib, held = split_calibration(sample_images(["driving", "embodied"]), 16, 1)
-    quantize_int8(work / "fp32.onnx", work / "int8.onnx", patch_batches(calib, info, proc), method="percentile")
+    # the bundle's INT8 graph: percentile ranges, GPTQ-rounded codes, patch embedding and merger in float
+    quantize_int8(work / "fp32.onnx", work / "int8.onnx", patch_batches(calib, info, proc), method="percentile",
+                  float_parts=FLOAT_PARTS, gptq=True)
     patches = patch_batches(held, info, proc)[0]
     grid = np.asarray([[1, info.grid_h, info.grid_w]])
     model = load_reference(ckpt)

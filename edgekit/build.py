@@ -264,13 +264,16 @@ def _edgellm_identity() -> str | None:
     return "tensorrt-edgellm (version unknown)"
 
 
-VISION_CALIBRATION = "percentile"  # measured best of minmax/percentile/entropy on the e2e agreement test
+# INT8 vision, as measured best on the e2e agreement test (tests/test_int8_vision_e2e.py): percentile
+# ranges, GPTQ-rounded weights, patch embedding and merger in float.
+VISION_CALIBRATION = "percentile"
 VISION_CALIB_IMAGES = 16
 
 
 def export_vision(ck, out: Path, resolution: tuple[int, int], images: int, precision: str, samples: str, work: Path) -> dict:
     """The vision tower as ONNX at one resolution; INT8 is calibrated on the samples' calib split."""
-    from edgekit.export.vision_onnx import export_float, patch_batches, quantize_int8, sample_images, split_calibration
+    from edgekit.export.vision_onnx import (FLOAT_PARTS, export_float, patch_batches, quantize_int8, sample_images,
+                                            split_calibration)
     from edgekit.model.processor import load_processor_config
 
     width, height = resolution
@@ -281,7 +284,7 @@ def export_vision(ck, out: Path, resolution: tuple[int, int], images: int, preci
     info = export_float(ck, width, height, images, "fp32", fp32)
     calib, _ = split_calibration(sample_images(samples.split(",")), VISION_CALIB_IMAGES, 0)
     batches = patch_batches(calib, info, load_processor_config(ck.path))
-    report = quantize_int8(fp32, out, batches, method=VISION_CALIBRATION)
+    report = quantize_int8(fp32, out, batches, method=VISION_CALIBRATION, float_parts=FLOAT_PARTS, gptq=True)
     fp32.unlink(missing_ok=True)
     return report
 

@@ -89,3 +89,8 @@ def test_w8a8_smoothquant_bundle_exports_as_int8_qdq(tiny_ckpt, exporter, tmp_pa
     assert m["parts"]["decoder"]["quant_algo"] == "W8A8_SQ_PER_CHANNEL" and m["target"]["gpu_arch"] == "sm_110"
     counts = check_int8_export(out / "decoder" / "edgellm_onnx" / "llm" / "model.onnx", out / "decoder" / "unified")
     assert counts["int8_weight_dq"] == counts["quantized_linears"] == 14 and counts["activation_q"] >= 4 * 2
+    # a second clean build, Edge-LLM's export included, is byte-identical
+    again = tmp_path / "again"
+    assert main(["build", str(tiny_ckpt), "--target", "thor", "--precision", "w8a8", "--method", "smoothquant",
+                 "--calib-n", "4", "--out", str(again)]) == 0
+    assert (again / MANIFEST).read_bytes() == (out / MANIFEST).read_bytes()  # lists every artifact's sha256

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-N_QUESTIONS, NEW_TOKENS = 10, 8
+N_QUESTIONS, NEW_TOKENS = 20, 8
 
 
 def _agreement(small_ckpt, tmp_path, vision_precision):
@@ -34,10 +34,9 @@ def _agreement(small_ckpt, tmp_path, vision_precision):
 def test_int8_vision_f16_decoder_agrees_with_reference(small_ckpt, tmp_path):
     first, whole = _agreement(small_ckpt, tmp_path, "int8")
     base_first, base_whole = _agreement(small_ckpt, tmp_path, "fp32")
-    # Random weights give near-flat next-token distributions, so INT8 noise (cosine ~0.999 to FP32) flips
-    # later greedy tokens more easily than a trained model would. Measured here: first answer token 10/10,
-    # whole 8-token answers 7/10 with INT8 vision vs 10/10 with FP32 vision. The 90% bar is held on the
-    # first answer token (the letter of a multiple-choice answer); whole answers are held to >= 60%.
+    # Random weights give near-flat next-token distributions, so INT8 noise flips later greedy tokens more
+    # easily than a trained model would. Measured whole 8-token answers: every weight product INT8 with
+    # round-to-nearest codes (1 - cosine 7e-4) 7/10; patch embedding and merger in float (1.1e-4) 17/20;
+    # the bundle's graph, GPTQ-rounded codes on top (7.6e-5), 18/20. First answer tokens: 20/20.
     assert base_first >= 0.9 and base_whole >= 0.9  # the f16 decoder path itself follows the reference
-    assert first >= 0.9
-    assert whole >= 0.6
+    assert first >= 0.9 and whole >= 0.9

@@ -170,14 +170,36 @@ def weight_matmuls(model) -> tuple[list[str], list[str]]:
     return weights, acts
 
 
-def merger_matmuls(model) -> list[str]:
-    """The patch merger's two linear layers: the last two weight products in topological order."""
+# Parts that may stay in float in an INT8 graph. Measured on the small checkpoint (448x448, percentile,
+# one part quantized at a time, 1 - cosine to FP32): patch embedding 2.8e-4, merger 3.2e-4, every
+# block's qkv/proj/gate-up/down together 1.1e-4. The two ends carry most of the INT8 error for ~2% of
+# the tower's MACs, so bundles keep both in float (FP16 under TensorRT).
+FLOAT_PARTS = ("patch-embed", "merger")
+
+
+def part_matmuls(model, part: str) -> list[str]:
+    """A part's weight products: the patch embedding is the first, the merger's two layers the last two."""
     weights, _ = weight_matmuls(model)
-    return weights[-2:]
+    if part == "patch-embed":
+        return weights[:1]
+    if part == "merger":
+        return weights[-2:]
+    raise EdgekitError(f"--keep-float {part!r}: choose from {', '.join(FLOAT_PARTS)}")
+
+
+def _gptq_round(q, float_model, batches) -> dict:
+    """Re-choose the int8 weight codes of `q` by GPTQ with its scales fixed (vision_gptq.py), in place."""
+    from onnx import numpy_helper
+
+    from edgekit.export.vision_gptq import gptq_round
+
+    weights = {i.name: numpy_helper.to_array(i) for i in float_model.graph.initializer if len(i.dims) == 2}
+    return gptq_round(q, weights, batches, INPUT)
 
 
 def quantize_int8(fp32_path: str | Path, out: str | Path, batches: Sequence[np.ndarray], *,
-                  method: str = "minmax", percentile: float = 99.999, keep_merger_float: bool = False) -> dict:
+                  method: str = "minmax", percentile: float = 99.999, float_parts: Sequence[str] = (),
+                  gptq: bool = False) -> dict:
     """Static INT8 QDQ of an FP32 vision graph, calibrated on `batches` of patches; writes `out` atomically."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -190,7 +212,7 @@ def quantize_int8(fp32_path: str | Path, out: str | Path, batches: Sequence[np.n
     weights, acts = weight_matmuls(model)
     if not weights:  # fail before calibrating: a config that matches nothing would export float silently
         raise EdgekitError(f"{fp32_path}: no weight MatMul found to quantize; is this an edgekit vision graph?")
-    exclude = acts + (merger_matmuls(model) if keep_merger_float else [])
+    exclude = acts + [n for part in float_parts for n in part_matmuls(model, part)]
     quantized = [n for n in weights if n not in exclude]
     extra = {
         "ActivationSymmetric": True,  # TensorRT: int8 activations with zero point 0
@@ -210,12 +232,14 @@ def quantize_int8(fp32_path: str | Path, out: str | Path, batches: Sequence[np.n
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                         calibrate_method=calib, extra_options=extra)
         q = onnx.load(str(tmp))
+        rounded = _gptq_round(q, model, batches) if gptq else {}
         props = {p.key: p.value for p in model.metadata_props}
         props["edgekit.precision"] = "int8"
         props["edgekit.calibration"] = method
         _set_metadata(q, props)
         onnx.save(q, str(tmp))
-    return {"quantized_matmuls": len(quantized), "float_matmuls": len(exclude), "method": method,
+    return {"quantized_matmuls": len(quantized), "float_matmuls": len(exclude), "float_parts": list(float_parts),
+            "method": method, **rounded,
             "calibration_batches": len(batches)}
 
 
@@ -353,7 +377,8 @@ class VisionExportConfig:
     samples: tuple[str, ...] = ("driving", "embodied")
     calib_images: int = 32
     eval_images: int = 16
-    keep_merger_float: bool = False
+    float_parts: tuple[str, ...] = FLOAT_PARTS
+    gptq: bool = True
     version: int = 1
 
 
@@ -397,7 +422,8 @@ def export_vision(model_dir: str | Path, out: str | Path, cfg: VisionExportConfi
             if cfg.precision == "int8":
                 step(f"{width}x{height}: calibrate int8 ({cfg.calibration}, {len(calib_paths)} images)")
                 report["quantization"] = quantize_int8(fp32, path, patch_batches(calib_paths, info, proc),
-                                                       method=cfg.calibration, keep_merger_float=cfg.keep_merger_float)
+                                                       method=cfg.calibration, float_parts=cfg.float_parts,
+                                                       gptq=cfg.gptq)
             step(f"{width}x{height}: check graph and measure")
             report["ops"] = check_graph(path)
             report["fp32_vs_torch"] = _fp32_parity(ckpt, fp32, info)
