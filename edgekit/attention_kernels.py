@@ -206,12 +206,35 @@ def vit_window_attention_torch(qkv, cos, sin, cu_windows):
     return out.reshape(T, H * D).to(qkv.dtype)
 
 
-def register_torch_ops() -> None:
-    """torch.ops.edgekit.vit_window_attention: the fused CUDA kernel for f16 CUDA tensors when the library is
-    built, the torch reference otherwise. Opt-in: nothing in edgekit's ONNX export path calls it."""
+def decode_attention_torch(q_new, k_new, v_new, cos, sin, cache_k, cache_v, seq_lens):
+    """The decode step in torch (f32 math): rotary on the new q/k, k/v written into the caches at seq_lens[b]
+    (in place, in the caches' dtype), GQA attention over seq_lens[b] + 1 tokens. The no-library fallback."""
     import torch
 
-    if hasattr(torch.ops, "edgekit") and hasattr(torch.ops.edgekit, "vit_window_attention"):
+    B, Hq, D = q_new.shape
+    Hkv = k_new.shape[1]
+    c, s = cos.float()[:, None, :], sin.float()[:, None, :]
+    rot = lambda t: torch.cat([-t[..., D // 2:], t[..., :D // 2]], dim=-1)  # noqa: E731
+    q = q_new.float() * c + rot(q_new.float()) * s
+    k = k_new.float() * c + rot(k_new.float()) * s
+    out = torch.empty(B, Hq, D, dtype=torch.float32, device=q_new.device)
+    for b, n in enumerate(seq_lens.tolist()):
+        cache_k[b, :, n] = k[b].to(cache_k.dtype)
+        cache_v[b, :, n] = v_new[b].to(cache_v.dtype)
+        keys, vals = cache_k[b, :, :n + 1].float(), cache_v[b, :, :n + 1].float()  # [Hkv, n+1, D]
+        att = torch.softmax(q[b].view(Hkv, Hq // Hkv, D) @ keys.transpose(1, 2) / D ** 0.5, dim=-1)
+        out[b] = (att @ vals).reshape(Hq, D)
+    return out.to(q_new.dtype)
+
+
+def register_torch_ops() -> None:
+    """torch.ops.edgekit.vit_window_attention and torch.ops.edgekit.decode_attention (f16 KV cache, written in
+    place): the fused CUDA kernels for f16 CUDA tensors when the library is built, the torch references
+    otherwise. Opt-in: nothing in edgekit's ONNX export path calls them. (The INT8 KV cache is reached
+    through the C API, edgekit_kernels.h.)"""
+    import torch
+
+    if hasattr(torch.ops, "edgekit") and hasattr(torch.ops.edgekit, "decode_attention"):
         return
 
     # explicit schema: this module's annotations are strings (from __future__ import annotations)
@@ -225,9 +248,10 @@ def register_torch_ops() -> None:
         out = torch.empty(T, H * D, dtype=torch.float16, device=qkv.device)
         cu = cu_windows.to(torch.int32).contiguous()
         max_len = int((cu[1:] - cu[:-1]).max())
+        keep = [qkv.contiguous(), cos.float().contiguous(), sin.float().contiguous()]  # alive until queued
         rc = lib.lib.edgekit_vit_window_attention(
-            qkv.contiguous().data_ptr(), cos.float().contiguous().data_ptr(), sin.float().contiguous().data_ptr(),
-            cu.data_ptr(), cu.numel() - 1, max_len, H, D, out.data_ptr(), torch.cuda.current_stream().cuda_stream)
+            keep[0].data_ptr(), keep[1].data_ptr(), keep[2].data_ptr(), cu.data_ptr(), cu.numel() - 1, max_len, H, D,
+            out.data_ptr(), torch.cuda.current_stream().cuda_stream)
         if rc != 0:
             raise RuntimeError(f"edgekit_vit_window_attention returned {rc}")
         return out
@@ -236,3 +260,29 @@ def register_torch_ops() -> None:
     def _(qkv, cos, sin, cu_windows):
         T, _, H, D = qkv.shape
         return qkv.new_empty(T, H * D)
+
+    @torch.library.custom_op("edgekit::decode_attention", mutates_args=("cache_k", "cache_v"),
+                             schema="(Tensor q_new, Tensor k_new, Tensor v_new, Tensor cos, Tensor sin, "
+                                    "Tensor(a!) cache_k, Tensor(b!) cache_v, Tensor seq_lens, int num_splits) -> Tensor")
+    def decode_attention(q_new, k_new, v_new, cos, sin, cache_k, cache_v, seq_lens, num_splits):
+        f16 = all(t.dtype == torch.float16 for t in (q_new, k_new, v_new, cache_k, cache_v))
+        lib = cuda_library() if q_new.is_cuda and f16 and cache_k.is_contiguous() and cache_v.is_contiguous() else None
+        if lib is None:
+            return decode_attention_torch(q_new, k_new, v_new, cos, sin, cache_k, cache_v, seq_lens)
+        B, Hq, D = q_new.shape
+        Hkv, C = cache_k.shape[1], cache_k.shape[2]
+        keep = [t.contiguous() for t in (q_new, k_new, v_new)] + [cos.float().contiguous(), sin.float().contiguous(),
+                                                                   seq_lens.to(torch.int32).contiguous()]
+        ws = torch.empty(lib.lib.edgekit_decode_workspace_bytes(B, Hq, num_splits), dtype=torch.uint8, device=q_new.device)
+        out = torch.empty(B, Hq, D, dtype=torch.float16, device=q_new.device)
+        q, k, v, c, s, lens = (t.data_ptr() for t in keep)  # `keep` holds the temporaries until the launch is queued
+        rc = lib.lib.edgekit_decode_attention(q, k, v, c, s, cache_k.data_ptr(), cache_v.data_ptr(), None, None, KV_F16,
+                                              lens, B, Hq, Hkv, C, num_splits, ws.data_ptr(), out.data_ptr(),
+                                              torch.cuda.current_stream().cuda_stream)
+        if rc != 0:
+            raise RuntimeError(f"edgekit_decode_attention returned {rc}")
+        return out
+
+    @decode_attention.register_fake
+    def _(q_new, k_new, v_new, cos, sin, cache_k, cache_v, seq_lens, num_splits):
+        return q_new.new_empty(q_new.shape)

@@ -332,3 +332,26 @@ def test_torch_op_falls_back_to_the_reference_without_cuda(rng):
     ref = vit_window_attention_reference(qkv, cos, sin, cu)
     assert relative_error(out.numpy(), ref) < 1e-5, f"seed {seed}"
     torch.library.opcheck(torch.ops.edgekit.vit_window_attention.default, args)  # schema, fake tensor, autograd registration
+
+
+def test_torch_decode_op_falls_back_to_the_reference_and_writes_the_cache(rng):
+    import torch
+
+    from edgekit.attention_kernels import apply_rotary, register_torch_ops
+
+    seed, g = rng
+    lens = [37, 0, 129]
+    q, k, v, cos, sin, ck, cv, _, _ = _decode_case(g, lens, 8, 2, max(lens) + 3, False)
+    ref = decode_attention_reference(q, k, v, cos, sin, ck, cv, np.array(lens))
+    register_torch_ops()
+    t = lambda a: torch.from_numpy(a.astype(np.float32))  # noqa: E731  (CPU: the fallback path)
+    cache_k, cache_v = t(ck), t(cv)
+    args = (t(q), t(k), t(v), torch.from_numpy(cos), torch.from_numpy(sin), cache_k, cache_v,
+            torch.tensor(lens, dtype=torch.int32), 4)
+    out = torch.ops.edgekit.decode_attention(*args)
+    assert out.shape == q.shape and relative_error(out.numpy(), ref) < 1e-5, f"seed {seed}"
+    rotated = apply_rotary(k.astype(np.float64), cos[:, None, :].astype(np.float64), sin[:, None, :].astype(np.float64))
+    for b, n in enumerate(lens):
+        assert np.allclose(cache_k[b, :, n].numpy(), rotated[b], atol=1e-5) and np.array_equal(cache_v[b, :, n].numpy(), v[b].astype(np.float32))
+        assert np.array_equal(cache_k[b, :, n + 1:].numpy(), ck[b, :, n + 1:].astype(np.float32))  # nothing else written
+    torch.library.opcheck(torch.ops.edgekit.decode_attention.default, args)  # declared mutations, fake tensor
