@@ -12,6 +12,7 @@
 #include <cstdint>
 #define EMU_LAUNCH(kernel, grid, block, ...) kernel<<<(grid), (block), 0, stream>>>(__VA_ARGS__)
 #endif
+#include "edgekit_kernels.h"
 
 namespace edgekit {
 
@@ -26,54 +27,39 @@ __device__ __forceinline__ float half_hi(uint32_t w) { return __half2float(__ush
 
 // ---- raw loads and stores. On the GPU these are single LDG/LDS/STS instructions (the pointers are aligned by
 // construction: rows of 16-byte multiples); under the emulator they are memcpy, so no strict-aliasing games. ----
-__device__ __forceinline__ uint4 ld16(const void* p) {
+template <class T>
+__device__ __forceinline__ T ld_raw(const void* p) {
 #ifdef EDGEKIT_EMU
-    uint4 v;
-    std::memcpy(&v, p, 16);
+    T v;
+    std::memcpy(&v, p, sizeof(T));
     return v;
 #else
-    return *static_cast<const uint4*>(p);
+    return *static_cast<const T*>(p);
 #endif
 }
-__device__ __forceinline__ void st16(void* p, uint4 v) {
+template <class T>
+__device__ __forceinline__ void st_raw(void* p, T v) {
 #ifdef EDGEKIT_EMU
-    std::memcpy(p, &v, 16);
+    std::memcpy(p, &v, sizeof(T));
 #else
-    *static_cast<uint4*>(p) = v;
+    *static_cast<T*>(p) = v;
 #endif
 }
-__device__ __forceinline__ uint32_t ld32(const void* p) {
+__device__ __forceinline__ uint4 ld16(const void* p) { return ld_raw<uint4>(p); }
+__device__ __forceinline__ void st16(void* p, uint4 v) { st_raw(p, v); }
+__device__ __forceinline__ uint32_t ld32(const void* p) { return ld_raw<uint32_t>(p); }
+__device__ __forceinline__ void st32(void* p, uint32_t v) { st_raw(p, v); }
+__device__ __forceinline__ uint2 ld8(const void* p) { return ld_raw<uint2>(p); }
+__device__ __forceinline__ float4 ld_float4(const float* p) { return ld_raw<float4>(p); }
+
+// What a host entry point returns after queueing its launches.
+inline int launch_status(cudaStream_t stream) {
 #ifdef EDGEKIT_EMU
-    uint32_t v;
-    std::memcpy(&v, p, 4);
-    return v;
+    (void)stream;
+    return EDGEKIT_OK;  // emulated launches run synchronously and cannot fail to launch
 #else
-    return *static_cast<const uint32_t*>(p);
-#endif
-}
-__device__ __forceinline__ void st32(void* p, uint32_t v) {
-#ifdef EDGEKIT_EMU
-    std::memcpy(p, &v, 4);
-#else
-    *static_cast<uint32_t*>(p) = v;
-#endif
-}
-__device__ __forceinline__ uint2 ld8(const void* p) {
-#ifdef EDGEKIT_EMU
-    uint2 v;
-    std::memcpy(&v, p, 8);
-    return v;
-#else
-    return *static_cast<const uint2*>(p);
-#endif
-}
-__device__ __forceinline__ float4 ld_float4(const float* p) {
-#ifdef EDGEKIT_EMU
-    float4 v;
-    std::memcpy(&v, p, 16);
-    return v;
-#else
-    return *reinterpret_cast<const float4*>(p);
+    (void)stream;
+    return cudaGetLastError() == cudaSuccess ? EDGEKIT_OK : EDGEKIT_ERR_LAUNCH;
 #endif
 }
 

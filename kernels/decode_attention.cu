@@ -268,10 +268,5 @@ extern "C" int edgekit_decode_attention(const void* q_new, const void* k_new, co
     }
     if (rc != EDGEKIT_OK) return rc;
     EMU_LAUNCH(decode_combine_kernel, dim3(batch * q_heads), block, acc, ml, num_splits, static_cast<half*>(out));
-#ifdef EDGEKIT_EMU
-    (void)stream;
-    return EDGEKIT_OK;
-#else
-    return cudaGetLastError() == cudaSuccess ? EDGEKIT_OK : EDGEKIT_ERR_LAUNCH;
-#endif
+    return launch_status(stream);
 }

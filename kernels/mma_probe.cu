@@ -23,10 +23,5 @@ extern "C" int edgekit_mma_probe(const unsigned* a, const unsigned* b, const flo
     const uint32_t* pa = a;
     const uint32_t* pb = b;
     EMU_LAUNCH(mma_probe_kernel, dim3(1), dim3(32), pa, pb, c, d);
-#ifdef EDGEKIT_EMU
-    (void)stream;
-    return EDGEKIT_OK;
-#else
-    return cudaGetLastError() == cudaSuccess ? EDGEKIT_OK : EDGEKIT_ERR_LAUNCH;
-#endif
+    return launch_status(stream);
 }

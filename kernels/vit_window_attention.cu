@@ -230,10 +230,5 @@ extern "C" int edgekit_vit_window_attention(const void* qkv, const float* cos, c
         default:
             return EDGEKIT_ERR_UNSUPPORTED;
     }
-#ifdef EDGEKIT_EMU
-    (void)stream;
-    return EDGEKIT_OK;
-#else
-    return cudaGetLastError() == cudaSuccess ? EDGEKIT_OK : EDGEKIT_ERR_LAUNCH;
-#endif
+    return launch_status(stream);
 }
