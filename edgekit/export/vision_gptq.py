@@ -19,7 +19,6 @@ from typing import Sequence
 import numpy as np
 
 DQ_SUFFIX = "_DequantizeLinear_Output"  # how onnxruntime's quantizer names a dequantized weight
-QMAX = 127  # symmetric int8 weights in [-127, 127], as onnxruntime's WeightSymmetric and TensorRT use
 
 
 def _attr(node, name, default):
@@ -123,7 +122,7 @@ def gptq_round(model, float_weights: dict[str, np.ndarray], batches: Sequence[np
         rtn = numpy_helper.to_array(inits[layer["codes"]])
         rtn = torch.from_numpy((rtn if layer["out_axis"] == 0 else rtn.T).astype(np.float64))
         Q = gptq_fixed_scale(W, H, scale, damp)
-        codes = Q.numpy().astype(np.int8)
+        codes = Q.numpy().astype(np.int8)  # RTN stays in [-127, 127]; GPTQ may also pick -128, a valid int8 code
         _set(inits, layer["codes"], codes if layer["out_axis"] == 0 else np.ascontiguousarray(codes.T))
         gain.append(output_error(W, H, scale, rtn) / max(output_error(W, H, scale, Q.to(torch.float64)), 1e-30))
     return {"gptq_layers": len(layers), "gptq_median_error_reduction": round(float(np.median(gain)), 2)}
@@ -135,28 +134,11 @@ def output_error(W, H, scale, Q) -> float:
     return float((E @ H * E).sum())
 
 
-def gptq_fixed_scale(W, H, scale, damp: float, block: int = 128):
-    """GPTQ over the input columns of W [N, K] with fixed per-row scales -> int8 codes [N, K] (int16 tensor)."""
+def gptq_fixed_scale(W, H, scale, damp: float):
+    """GPTQ codes for W [N, K] on the symmetric int8 per-channel grid with the per-row scales given."""
     import torch
 
-    N, K = W.shape
-    W, H = W.clone(), H.clone()
-    dead = torch.diagonal(H) == 0  # inputs that are always zero: their weights cannot matter
-    H[dead, dead] = 1.0
-    W[:, dead] = 0.0
-    H += damp * torch.diagonal(H).mean() * torch.eye(K, dtype=H.dtype)
-    U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)  # chol of H^-1
-    s = scale[:, None]
-    Q = torch.zeros(N, K, dtype=torch.int16)
-    for i1 in range(0, K, block):
-        i2 = min(i1 + block, K)
-        W1, E1 = W[:, i1:i2].clone(), torch.zeros(N, i2 - i1, dtype=W.dtype)
-        for j in range(i2 - i1):
-            w = W1[:, j:j + 1]
-            q = torch.clamp(torch.round(w / s), -QMAX, QMAX)
-            Q[:, i1 + j] = q[:, 0].to(torch.int16)
-            err = (w - q * s) / U[i1 + j, i1 + j]
-            W1[:, j:] -= err @ U[i1 + j, i1 + j:i2].unsqueeze(0)
-            E1[:, j] = err[:, 0]
-        W[:, i2:] -= E1 @ U[i1:i2, i2:]
-    return Q
+    from edgekit.quant.gptq import gptq_quantize
+
+    fixed = {"scale": scale.to(torch.float32).reshape(-1, 1, 1)}  # [out, 1 block, 1]
+    return gptq_quantize(W, H, "int8:channel", damp=damp, params=fixed).codes

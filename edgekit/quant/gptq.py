@@ -33,8 +33,11 @@ def damped_inverse_cholesky(H: torch.Tensor, damp: float) -> torch.Tensor:
 
 
 def gptq_quantize(W: torch.Tensor, H: torch.Tensor, grid: Grid | str, *, damp: float = 0.01,
-                  act_order: bool = False, block_size: int = 128) -> QuantizedWeight:
-    """W float [out, in], H float [in, in] (XᵀX of the layer's inputs) -> codes + params on `grid`."""
+                  act_order: bool = False, block_size: int = 128, params: Params | None = None) -> QuantizedWeight:
+    """W float [out, in], H float [in, in] (XᵀX of the layer's inputs) -> codes + params on `grid`.
+
+    `params`: the grid's parameters for every block, fixed (e.g. scales another tool already chose);
+    only the codes are then chosen."""
     g = get_grid(grid) if isinstance(grid, str) else grid
     out, n = W.shape
     g.check_width(n)
@@ -46,12 +49,12 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, grid: Grid | str, *, damp: f
     W[:, dead] = 0.0
 
     perm = torch.argsort(torch.diagonal(H), descending=True) if act_order else torch.arange(n)
-    static = act_order or g.block == 0
+    static = act_order or g.block == 0 or params is not None
     n_blocks = n // B
-    params: list[Params | None] = [None] * n_blocks
+    blocks: list[Params | None] = [None] * n_blocks
     if static:
-        fitted = g.fit(W.to(torch.float32))  # [out, n_blocks, ...] on the original weights
-        params = [_slice_params(fitted, b) for b in range(n_blocks)]
+        fitted = g.fit(W.to(torch.float32)) if params is None else params  # [out, n_blocks, ...]
+        blocks = [_slice_params(fitted, b) for b in range(n_blocks)]
 
     W = W[:, perm]
     U = damped_inverse_cholesky(H[perm][:, perm], damp)  # [in, in] upper
@@ -65,17 +68,17 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, grid: Grid | str, *, damp: f
         for j in range(i2 - i1):
             col = int(perm[i1 + j])
             b, within = divmod(col, B)
-            if params[b] is None:  # first column of a block (in order): fit on the updated weights
-                params[b] = g.fit(W1[:, j:j + B].to(torch.float32))
+            if blocks[b] is None:  # first column of a block (in order): fit on the updated weights
+                blocks[b] = g.fit(W1[:, j:j + B].to(torch.float32))
             w = W1[:, j:j + 1]  # [out, 1]
-            q = g.quantize(w.to(torch.float32), params[b], within)
-            dq = g.dequantize(q, params[b], within).to(torch.float64)
+            q = g.quantize(w.to(torch.float32), blocks[b], within)
+            dq = g.dequantize(q, blocks[b], within).to(torch.float64)
             codes[:, col] = q[:, 0]
             err = (w - dq) / U[i1 + j, i1 + j]  # [out, 1]
             W1[:, j:] -= err @ U[i1 + j, i1 + j:i2].unsqueeze(0)
             E1[:, j] = err[:, 0]
         W[:, i2:] -= E1 @ U[i1:i2, i2:]
-    return QuantizedWeight(g.name, (out, n), codes, cat_params(params))
+    return QuantizedWeight(g.name, (out, n), codes, cat_params(blocks))
 
 
 def rtn_quantize(W: torch.Tensor, grid: Grid | str) -> QuantizedWeight:
