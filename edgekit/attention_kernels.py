@@ -1,4 +1,4 @@
-"""edgekit's fused attention kernels (kernels/*.cu) from Python: float64 references, the C library through ctypes
+"""edgekit's fused attention kernels (edgekit/kernels/*.cu) from Python: float64 references, the C library through ctypes
 (the CUDA build on a GPU, or the CPU emulation build that runs the same .cu files), and torch ops.
 
 The references are the definition the kernels are tested against (tests/test_kernels.py):
@@ -16,7 +16,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 
-KERNELS_DIR = Path(__file__).resolve().parents[1] / "kernels"
+KERNELS_DIR = Path(__file__).resolve().parent / "kernels"  # package data: the .cu sources ship in the wheel
 KV_F16, KV_INT8 = 0, 1
 
 
@@ -104,7 +104,7 @@ def check_close(out: np.ndarray, ref: np.ndarray, atol: float, rtol: float, name
 # ---- the C library ---------------------------------------------------------------------------------
 
 def build_library(build_dir: Path, cuda: bool) -> Path:
-    """cmake-build kernels/ into build_dir: the CUDA library (sm_87/90/110, spills fail the build) or the
+    """cmake-build edgekit/kernels/ into build_dir: the CUDA library (sm_87/90/110, spills fail the build) or the
     CPU emulation library. Returns the .so path; raises EdgekitError with the build log's tail on failure."""
     build_dir.mkdir(parents=True, exist_ok=True)
     flags = ["-DEDGEKIT_CUDA=ON", "-DEDGEKIT_EMU=OFF"] if cuda else ["-DEDGEKIT_CUDA=OFF", "-DEDGEKIT_EMU=ON"]
@@ -178,7 +178,7 @@ _CUDA_LIB: KernelLibrary | None = None
 
 
 def cuda_library() -> KernelLibrary | None:
-    """The CUDA build ($EDGEKIT_KERNELS_LIB, else kernels/build/libedgekit_kernels.so), loaded once; None if absent."""
+    """The CUDA build ($EDGEKIT_KERNELS_LIB, else edgekit/kernels/build/libedgekit_kernels.so), loaded once; None if absent."""
     import os
 
     global _CUDA_LIB

@@ -1,4 +1,4 @@
-"""Deployment targets as data: one TOML per device in recipes/targets/, every number with its source."""
+"""Deployment targets as data: one TOML per device in edgekit/recipes/targets/ (package data), every number with its source."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from edgekit.errors import EdgekitError
 
-TARGETS_DIR = Path(__file__).resolve().parents[1] / "recipes" / "targets"
+TARGETS_DIR = Path(__file__).resolve().parent / "recipes" / "targets"  # package data: ships in the wheel
 REQUIRED = ("name", "description", "gpu_arch", "memory_gb", "memory_bandwidth_gbs", "fp16_tensor_tflops",
             "precisions", "backends", "camera_resolution", "max_visual_tokens", "reserved_gb")
 

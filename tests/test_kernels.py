@@ -1,5 +1,5 @@
 """edgekit's CUDA attention kernels: built for sm_87/sm_90/sm_110 with zero spills, and their numerics checked on
-the CPU by running the same .cu files through the emulation layer (kernels/emu/cuda_emu.h) against float64.
+the CPU by running the same .cu files through the emulation layer (edgekit/kernels/emu/cuda_emu.h) against float64.
 
 Inputs are fresh random draws (the seed is in the assertion message); the bar is ‖out − ref‖/‖ref‖ < 5e-3 for
 f16 inputs with f32 accumulation, plus an elementwise check that names the first mismatching elements."""
@@ -21,7 +21,7 @@ from edgekit.attention_kernels import (KernelLibrary, build_library, check_close
 from edgekit.errors import EdgekitError
 
 REL_TOL = 5e-3
-KERNELS = Path(__file__).resolve().parents[1] / "kernels"
+KERNELS = Path(__file__).resolve().parents[1] / "edgekit" / "kernels"
 
 
 @pytest.fixture(scope="module")

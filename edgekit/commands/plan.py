@@ -15,7 +15,7 @@ from edgekit.cli_app import app, console
 def targets_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
-    """List deployment targets (recipes/targets/*.toml) with their memory, bandwidth and precisions."""
+    """List deployment targets (edgekit/recipes/targets/*.toml) with their memory, bandwidth and precisions."""
     from dataclasses import asdict
 
     from rich.table import Table
@@ -60,6 +60,8 @@ def _parse_resolution(value: str | None):
         w, h = (int(x) for x in value.lower().split("x"))
     except ValueError:
         raise EdgekitError(f"--resolution {value!r}: expected WIDTHxHEIGHT, e.g. 448x448") from None
+    if w <= 0 or h <= 0:
+        raise EdgekitError(f"--resolution {value!r}: width and height must be positive")
     return (w, h)
 
 
@@ -68,8 +70,8 @@ def plan_cmd(
     model: Annotated[Path, typer.Argument(help="Checkpoint directory or its config.json (weights not needed).")],
     target: Annotated[str, typer.Option(help="Target name or alias (see `edgekit targets`).")] = "orin",
     precision: Annotated[str, typer.Option(help="fp16 | int8 | w8a8 | int4 (fp32 on cpu).")] = "int4",
-    context: Annotated[int, typer.Option(help="Context length for the KV cache.")] = 4096,
-    images: Annotated[int, typer.Option(help="Cameras (images) per prompt.")] = 1,
+    context: Annotated[int, typer.Option(min=1, help="Context length for the KV cache.")] = 4096,
+    images: Annotated[int, typer.Option(min=1, help="Cameras (images) per prompt.")] = 1,
     resolution: Annotated[Optional[str], typer.Option(help="Camera resolution WIDTHxHEIGHT (default: the target's).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:

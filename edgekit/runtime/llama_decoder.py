@@ -148,6 +148,9 @@ class LlamaDecoder:
                  kv_cache: str = "f16", image_token_id: int | None = None):
         import llama_cpp as lib
 
+        from edgekit.runtime.llama_build import ensure_llama_safe
+
+        ensure_llama_safe()  # refuse an AMX build that would SIGILL this whole process (llama.cpp PR #26954)
         path = Path(gguf_path)
         if not path.is_file():
             raise EdgekitError(f"{path}: GGUF file not found; write it with `edgekit export-decoder --format gguf`")

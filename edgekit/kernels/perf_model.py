@@ -1,8 +1,8 @@
 """Performance model of edgekit's attention kernels for MiMo-Embodied's shapes on AGX Orin and AGX Thor.
 
-    python kernels/perf_model.py            # prints the README's tables
+    python edgekit/kernels/perf_model.py            # prints the README's tables
 
-Device numbers come from recipes/targets/*.toml (each with its source there). Bounds, per kernel:
+Device numbers come from edgekit/recipes/targets/*.toml (each with its source there). Bounds, per kernel:
   memory  DRAM bytes / bandwidth: every input read once, the output written once. What makes "once" true is the
           block order: window blocks run a window's 16 heads side by side (they share its cos/sin and token rows in
           L2); full attention runs one head's query tiles side by side (one head's K and V at 4096 tokens is 1.3 MB,
@@ -15,7 +15,7 @@ Device numbers come from recipes/targets/*.toml (each with its source there). Bo
           instruction-bound rather than memory-bound.
 "expected" divides each bound by an assumed efficiency (DRAM 80% of peak for a streaming kernel; mma.sync with
 scalar shared-memory fragment loads 50% of the tensor peak) and takes the largest. Replace them with what
-kernels/bench_kernels.py measures on the device.
+edgekit/kernels/bench_kernels.py measures on the device.
 """
 
 from __future__ import annotations

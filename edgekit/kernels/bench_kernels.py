@@ -1,10 +1,10 @@
 """Time edgekit's fused kernels against torch's scaled_dot_product_attention on a CUDA GPU, side by side in one run.
 
-    cmake -S kernels -B kernels/build && cmake --build kernels/build -j2
-    python kernels/bench_kernels.py [--resolution 448] [--context 4096] [--splits 0]
+    cmake -S edgekit/kernels -B edgekit/kernels/build && cmake --build edgekit/kernels/build -j2
+    python edgekit/kernels/bench_kernels.py [--resolution 448] [--context 4096] [--splits 0]
 
 Per case: the fused kernel's time, its achieved DRAM GB/s and tensor TFLOP/s and their share of the device's
-peak (recipes/targets: orin-agx-64 on sm_87, thor-agx on sm_110), and SDPA's time on the same shapes. SDPA
+peak (edgekit/recipes/targets: orin-agx-64 on sm_87, thor-agx on sm_110), and SDPA's time on the same shapes. SDPA
 does less work than the fused kernels (no rotary; window attention as a padded batch of 64-token windows; decode
 with f16 KV only, no cache append), so the ratio flatters SDPA. Needs a GPU; elsewhere it says so and exits 2.
 """
@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
 def _time_ms(fn, reps: int = 50) -> float:
@@ -42,7 +42,7 @@ def main() -> int:
     import torch.nn.functional as F
 
     from edgekit.attention_kernels import cuda_library
-    from perf_model import DEC_D, DEC_KVH, DEC_QH, VIS_D, VIS_HEADS, WINDOW, device  # kernels/ is sys.path[0]
+    from perf_model import DEC_D, DEC_KVH, DEC_QH, VIS_D, VIS_HEADS, WINDOW, device  # edgekit/kernels/ is sys.path[0]
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--resolution", type=int, default=448, help="square image side in pixels (multiple of 112)")
@@ -54,7 +54,7 @@ def main() -> int:
         return 2
     lib = cuda_library()
     if lib is None:
-        print("bench_kernels.py: build the CUDA library first (cmake -S kernels -B kernels/build && cmake --build kernels/build)")
+        print("bench_kernels.py: build the CUDA library first (cmake -S edgekit/kernels -B edgekit/kernels/build && cmake --build edgekit/kernels/build)")
         return 2
     cap = torch.cuda.get_device_capability()
     target = {(8, 7): "orin-agx-64", (11, 0): "thor-agx"}.get(cap)

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Build llama-cpp-python from source for THIS machine, with llama.cpp's AMX path left out, and install it
+# into the active Python (README: "Troubleshooting"). Why:
+#   - pip's default source build uses -march=native; on Intel CPUs with AMX under a Linux kernel with XFD,
+#     ggml's AMX matmul dies with SIGILL on OpenMP worker threads (llama.cpp PR #26954, still open);
+#   - gcc honours -mno-amx-* whatever their position relative to -march=native, so the build keeps every
+#     other instruction set the machine has (AVX2, AVX-512, VNNI, BF16) and the REPACK kernels;
+#   - pip caches the wheel it builds keyed by the sdist, not by CMAKE_ARGS, so a cached default build
+#     would come back silently: this script builds with --no-cache-dir into a repo-local cache keyed by
+#     everything that changes the binary (version, flags, CPU flags, compiler).
+# Usage: bash scripts/build_llama_cpp.sh [PYTHON]     (default: .venv/bin/python, else python3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${1:-}
+if [ -z "$PY" ]; then if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi; fi
+VERSION=$(sed -n 's/^llama_cpp_python==//p' .ci/constraints.txt)
+[ -n "$VERSION" ] || { echo "error: no llama_cpp_python pin in .ci/constraints.txt" >&2; exit 2; }
+
+nox=""
+case "$(uname -m)" in
+  # -march=native stays (ggml's default); only the three AMX extensions gcc 12+ knows are removed.
+  # CMake seeds CMAKE_C_FLAGS / CMAKE_CXX_FLAGS from CFLAGS / CXXFLAGS on its first configure.
+  x86_64|amd64) nox="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16" ;;
+esac
+# A user's own CMAKE_ARGS (e.g. -DGGML_CUDA=on), CFLAGS and CXXFLAGS are kept; ours come after them.
+args="${CMAKE_ARGS:-}"
+cflags="${CFLAGS:-} $nox"
+cxxflags="${CXXFLAGS:-} $nox"
+
+cpu_flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || uname -m)
+key=$(printf '%s\n' "$VERSION" "$args" "$cflags" "$cxxflags" "$cpu_flags" "$(cc --version 2>/dev/null | head -1)" "$("$PY" -c 'import sys; print(sys.version)')" \
+      | sha256sum | cut -c1-16)
+dir=.cache/llama-cpp-wheels/$key
+wheel=$(ls "$dir"/llama_cpp_python-"$VERSION"-*.whl 2>/dev/null | head -1 || true)
+if [ -z "$wheel" ]; then
+  echo "building llama-cpp-python $VERSION from source (about 6 minutes on 2 cores): CMAKE_ARGS='$args' CFLAGS='$cflags'"
+  rm -rf "$dir.partial" && mkdir -p "$dir.partial"
+  CMAKE_ARGS="$args" CFLAGS="$cflags" CXXFLAGS="$cxxflags" "$PY" -m pip wheel -q --no-cache-dir --no-deps --no-binary llama-cpp-python \
+    "llama-cpp-python==$VERSION" -w "$dir.partial"
+  rm -rf "$dir" && mv "$dir.partial" "$dir"
+  wheel=$(ls "$dir"/llama_cpp_python-"$VERSION"-*.whl | head -1)
+else
+  echo "llama-cpp-python $VERSION: reusing $wheel (same version, flags, CPU and compiler)"
+fi
+"$PY" -m pip install -q --no-deps --force-reinstall "$wheel"
+# Its runtime dependencies, at the pinned versions.
+"$PY" -m pip install -q -c .ci/constraints.txt numpy typing-extensions diskcache jinja2
