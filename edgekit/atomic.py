@@ -26,27 +26,43 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+def write_error(path: Path, e: OSError) -> EdgekitError:
+    """One line for a failed write: what happened to which file, and what to do."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return EdgekitError(f"{path}: no space left on device while writing; free disk space and rerun "
+                            "(finished stages are kept)")
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return EdgekitError(f"{path}: cannot write here ({e.strerror}); choose a writable location")
+    if e.errno == errno.EISDIR:
+        return EdgekitError(f"{path}: is a directory; give a file path")
+    return EdgekitError(f"{path}: cannot write ({e.strerror or e})")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; on success it replaces `path`, on failure it is removed."""
+    """Yield a temporary path next to `path`; on success it replaces `path`, on failure it is removed.
+    Every OS failure (full disk, read-only or missing permission, a directory in the way) is one EdgekitError."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts get the permissions a plain open() would
+    if path.is_dir():
+        raise EdgekitError(f"{path}: is a directory; give a file path")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts get the permissions a plain open() would
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
-        if e.errno == errno.ENOSPC:
-            raise EdgekitError(f"{path}: no space left on device while writing; free disk space and rerun (finished stages are kept)") from None
-        raise
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        raise write_error(path, e) from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise
 
 

@@ -23,6 +23,10 @@ TOKENIZER_FILES = ("config.json", "generation_config.json", "preprocessor_config
                    "tokenizer_config.json", "chat_template.jinja")
 GGUF_TYPE = {"fp32": "f32", "fp16": "f16", "int8": "q8_0", "w8a8": "q8_0", "int4": "q4_k"}
 METHODS = ("rtn", "gptq", "awq", "smoothquant")
+BACKENDS = ("tensorrt", "gguf")
+GGUF_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q4_k", "q5_k", "q6_k")
+GROUP_SIZES = (32, 64, 128)
+MAX_CONTEXT, MAX_IMAGES, MAX_SIDE = 1 << 20, 16, 16384
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,31 @@ class BuildConfig:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def validate(self) -> None:
+        """Every option's type and range, before the first stage runs (one line naming the option)."""
+        def whole(name: str, value, lo: int, hi: int) -> None:
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                raise EdgekitError(f"--{name.replace('_', '-')} {value!r}: must be a whole number from {lo} to {hi}")
+
+        if self.precision not in GGUF_TYPE:
+            raise EdgekitError(f"--precision {self.precision!r}: choose one of {', '.join(GGUF_TYPE)}")
+        if self.method not in METHODS:
+            raise EdgekitError(f"--method {self.method!r}: choose one of {', '.join(METHODS)}")
+        if self.backend is not None and self.backend not in BACKENDS:
+            raise EdgekitError(f"--backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
+        if self.gguf_type is not None and self.gguf_type not in GGUF_TYPES:
+            raise EdgekitError(f"--gguf-type {self.gguf_type!r}: choose one of {', '.join(GGUF_TYPES)}")
+        if self.group_size not in GROUP_SIZES:
+            raise EdgekitError(f"--group-size {self.group_size!r}: choose one of {', '.join(map(str, GROUP_SIZES))}")
+        whole("context", self.context, 1, MAX_CONTEXT)
+        whole("images", self.images, 1, MAX_IMAGES)
+        whole("calib_n", self.calib_n, 1, 1 << 16)
+        whole("seed", self.seed, 0, 2**32 - 1)
+        if self.resolution is not None:
+            w, h = self.resolution
+            whole("resolution width", w, 1, MAX_SIDE)
+            whole("resolution height", h, 1, MAX_SIDE)
+
 
 def _copy_tokenizer(source: Path, bundle: Path) -> list[str]:
     from edgekit.atomic import write_bytes
@@ -57,34 +86,57 @@ def _copy_tokenizer(source: Path, bundle: Path) -> list[str]:
     return out
 
 
+def _needs_samples(config: BuildConfig, vision_precision: str) -> bool:
+    """Calibration reads the samples: a calibrated decoder, W8A8 activation scales, or INT8 vision."""
+    return config.method != "rtn" or config.precision == "w8a8" or vision_precision == "int8"
+
+
 def build_bundle(model: str | Path, out: str | Path, config: BuildConfig,
-                 on_stage: Callable[[str, str], None] | None = None) -> Path:
+                 on_stage: Callable[[str, str], None] | None = None, *, allow_nonfinite: bool = False) -> Path:
     """Build (or resume building) a bundle for `config.target` from checkpoint `model` into `out`."""
-    from edgekit.atomic import write_json, write_text
-    from edgekit.bundle import MANIFEST, SCHEMA, artifact_table, tool_versions
     from edgekit.model.checkpoint import open_checkpoint
     from edgekit.plan import make_plan, refuse_if_unfit
-    from edgekit.stages import StageRunner
+    from edgekit.stages import StageRunner, claim_out
     from edgekit.targets import get_target
 
     model, out = Path(model), Path(out)
-    if config.method not in METHODS:
-        raise EdgekitError(f"--method {config.method!r}: choose one of {', '.join(METHODS)}")
+    config.validate()
+    claim_out(out)  # absent, empty or an edgekit bundle: refused before any work otherwise
     target = get_target(config.target)
     backend = config.backend or target.default_backend()
     if backend not in target.backends:
         raise EdgekitError(f"target {target.name} has no {backend!r} backend; it supports {', '.join(target.backends)}")
-    ck = open_checkpoint(model)
+    ck = open_checkpoint(model, allow_nonfinite=allow_nonfinite)
+    if config.context > ck.text.max_position:
+        raise EdgekitError(f"--context {config.context}: the model's max_position_embeddings is {ck.text.max_position}")
+    if config.resolution is not None and min(config.resolution) < ck.vision.patch * ck.vision.merge:
+        raise EdgekitError(f"--resolution {config.resolution[0]}x{config.resolution[1]}: each side must be at least "
+                           f"{ck.vision.patch * ck.vision.merge} px (one merged patch)")
     shapes = {n: i.shape for n, i in ck.tensors.items()}
     # Fail before spending time: the plan refuses what cannot fit or is unsupported.
     plan = make_plan(ck.text, ck.vision, shapes, target, config.precision, config.context, config.images, config.resolution)
     refuse_if_unfit(plan)
     if backend == "tensorrt":  # fail before spending time
         unified_quant_config(config)
-    vision_precision = config.vision_precision or plan.vision_precision
-    resolution = tuple(plan.resolution)
+    if _needs_samples(config, config.vision_precision or plan.vision_precision):
+        from edgekit.data.samples import load_samples
+
+        load_samples(config.samples.split(","))  # a missing file or a malformed line fails here, not in a stage
 
     runner = StageRunner(out, on_stage)
+    try:
+        return _run_stages(runner, ck, config, target, backend, plan)
+    finally:
+        runner.close()
+        ck.close()
+
+
+def _run_stages(runner, ck, config: BuildConfig, target, backend: str, plan) -> Path:
+    from edgekit.atomic import write_json, write_text
+    from edgekit.bundle import MANIFEST, SCHEMA, artifact_table, seal_manifest, tool_versions, verify_bundle
+
+    vision_precision = config.vision_precision or plan.vision_precision
+    resolution = tuple(plan.resolution)
     source_key = ck.content_hash
     base = {"source": source_key, "config": config.as_dict(), "backend": backend, "target": target.name}
 
@@ -173,8 +225,12 @@ def build_bundle(model: str | Path, out: str | Path, config: BuildConfig,
         "tools": tool_versions(),
         "stage_keys": {"tokenizer": k_tok, "vision": k_vis, "decoder": k_dec},
     }
-    write_json(runner.bundle / MANIFEST, manifest)
-    ck.close()
+    write_json(runner.bundle / MANIFEST, seal_manifest(manifest))
+    # The previous bundle at --out is replaced only by one that verifies (hashes, seal, every part loads).
+    report = verify_bundle(runner.bundle, deep=True)
+    if not report.ok:
+        raise EdgekitError(f"the new bundle does not verify, so {runner.out} was left as it was: {report.errors[0]}",
+                           exit_code=1)
     return runner.finish()
 
 

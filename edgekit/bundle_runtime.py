@@ -12,21 +12,21 @@ from typing import Callable
 
 import numpy as np
 
-from edgekit.bundle import read_manifest, verify_bundle
+from edgekit.bundle import verify_bundle
 from edgekit.errors import EdgekitError
 from edgekit.runtime.pipeline import Answer
 
 
 class BundlePipeline:
-    def __init__(self, bundle: Path, *, n_threads: int = 2, verify: bool = True):
+    def __init__(self, bundle: Path, *, n_threads: int = 2):
         from edgekit.model.prompt import PromptAssets
 
         self.bundle = Path(bundle)
-        if verify:
-            report = verify_bundle(self.bundle, deep=False)  # hashes before loading anything
-            if not report.ok:
-                raise EdgekitError(f"{self.bundle}: bundle does not verify: {report.errors[0]}")
-        self.manifest = read_manifest(self.bundle)
+        # Seal, paths and hashes before loading anything; everything below comes from the manifest that verified.
+        report = verify_bundle(self.bundle, deep=False)
+        if not report.ok:
+            raise EdgekitError(f"{self.bundle}: bundle does not verify: {report.errors[0]}")
+        self.manifest = report.manifest
         parts = self.manifest["parts"]
         if "decoder" not in parts or parts["decoder"]["format"] != "gguf":
             raise EdgekitError(f"{self.bundle}: this bundle's decoder is {parts.get('decoder', {}).get('format')!r}; "

@@ -26,22 +26,28 @@ def build_cmd(
     method: Annotated[str, typer.Option(help="Quantizer for the decoder: rtn | gptq | awq | smoothquant.")] = "rtn",
     backend: Annotated[Optional[str], typer.Option(help="tensorrt (ModelOpt unified checkpoint for Edge-LLM) | gguf (llama.cpp). Default: the target's first.")] = None,
     samples: Annotated[str, typer.Option(help="Calibration samples: built-in names (driving,embodied) or a JSONL file.")] = "driving,embodied",
-    calib_n: Annotated[int, typer.Option("--calib-n", help="Calibration samples to use.")] = 64,
-    context: Annotated[int, typer.Option(help="Context length the engines are planned for.")] = 4096,
-    images: Annotated[int, typer.Option(help="Cameras per prompt (the vision graph is built for this many).")] = 1,
+    calib_n: Annotated[int, typer.Option("--calib-n", min=1, help="Calibration samples to use.")] = 64,
+    context: Annotated[int, typer.Option(min=1, help="Context length the engines are planned for.")] = 4096,
+    images: Annotated[int, typer.Option(min=1, max=16, help="Cameras per prompt (the vision graph is built for this many).")] = 1,
     resolution: Annotated[Optional[str], typer.Option(help="Camera resolution WIDTHxHEIGHT (default: the target's).")] = None,
     gguf_type: Annotated[Optional[str], typer.Option(help="Override the decoder GGUF type (q4_0, q4_k, q5_k, q6_k, q8_0, f16).")] = None,
-    out: Annotated[Path, typer.Option(help="Bundle directory to write.")] = Path("bundle"),
+    out: Annotated[Optional[Path], typer.Option(help="Bundle directory to write: absent, empty, or an earlier edgekit "
+                                                "bundle (replaced once the new one verifies). Default: "
+                                                "bundle-TARGET-PRECISION.")] = None,
+    allow_nonfinite: Annotated[bool, typer.Option("--allow-nonfinite", help="Carry NaN/Inf weights through instead "
+                                                  "of refusing the checkpoint.")] = False,
 ) -> None:
-    """Build a bundle: plan, vision ONNX, quantized decoder, build-engines.sh, manifest. Resumes after a failure."""
+    """Build a bundle: plan, vision ONNX, quantized decoder, build-engines.sh, manifest. Resumes after a failure
+    or an interrupt (rerun the same command); never deletes files it did not write."""
     from edgekit.build import BuildConfig, build_bundle
     from edgekit.commands.plan import _parse_resolution
 
     config = BuildConfig(target=target, precision=precision, method=method, backend=backend, samples=samples,
                          calib_n=calib_n, context=context, images=images, resolution=_parse_resolution(resolution),
                          gguf_type=gguf_type)
+    out = out or Path(f"bundle-{target}-{precision}")
     err_console.print(f"building {out} for {target} at {precision}")
-    path = build_bundle(model, out, config, on_stage=_stage_printer)
+    path = build_bundle(model, out, config, on_stage=_stage_printer, allow_nonfinite=allow_nonfinite)
     console.print(f"bundle written: {path}")
 
 

@@ -77,7 +77,7 @@ def run_cmd(
     model: Annotated[Optional[Path], typer.Argument(help="Checkpoint directory (full-precision reference through transformers).")] = None,
     image: Annotated[Optional[list[Path]], typer.Option("--image", help="Image file; repeat for several cameras.")] = None,
     prompt: Annotated[str, typer.Option(help="The question.")] = "Describe the scene.",
-    max_new_tokens: Annotated[int, typer.Option(help="Stop after this many generated tokens.")] = 32,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Stop after this many generated tokens.")] = 32,
     think: Annotated[bool, typer.Option("--think/--no-think", help="Let the model think aloud in <think>...</think> first.")] = False,
     bundle: Annotated[Optional[Path], typer.Option(help="Run a built bundle instead of the reference model.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the answer and token ids as JSON.")] = False,
@@ -85,7 +85,9 @@ def run_cmd(
     """Answer a question about images greedily (the reference pipeline, or a bundle with --bundle)."""
     from edgekit.data.images import load_image
     from edgekit.errors import EdgekitError
+    from edgekit.model.prompt import check_text
 
+    check_text(prompt, "--prompt")
     images = [load_image(p) for p in (image or [])]
     if bundle is not None:
         from edgekit.runtime.pipeline import open_bundle_pipeline

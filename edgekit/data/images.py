@@ -21,5 +21,9 @@ def load_image(path: str | Path):
             return im.convert("RGB")
     except UnidentifiedImageError:
         raise EdgekitError(f"{path}: not a readable image (unknown or corrupt format)") from None
+    except Image.DecompressionBombError as e:  # Pillow's guard against a tiny file that decodes to gigabytes
+        raise EdgekitError(f"{path}: image too large to decode safely ({e}); resize it first") from None
+    except MemoryError:
+        raise EdgekitError(f"{path}: image too large to decode in the memory available; resize it first") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise EdgekitError(f"{path}: unreadable image ({e})") from None

@@ -20,8 +20,6 @@ gguf-py's TensorNameMap; the tokenizer is "gpt2" (byte-level BPE) with pre-token
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -317,12 +315,10 @@ def write_gguf_streamed(out: str | Path, arch: str, add_metadata: Callable[[obje
     """
     import gguf
 
+    from edgekit.atomic import atomic_path
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=out.name + ".", suffix=".partial", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(out) as tmp:  # a full disk or a kill leaves no half-written GGUF, and one line of error
         writer = gguf.GGUFWriter(tmp, arch)
         add_metadata(writer)
         for p in plan:
@@ -346,13 +342,6 @@ def write_gguf_streamed(out: str | Path, arch: str, add_metadata: Callable[[obje
             if on_tensor:
                 on_tensor(p)
         writer.close()
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file ordinary permissions
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return out
 
 

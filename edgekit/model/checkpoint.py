@@ -115,6 +115,8 @@ class Checkpoint:
     generation_config: dict
     _pickled: dict = field(default_factory=dict, repr=False)  # only with allow_pickle: name -> tensor (memory-mapped)
     _handles: dict = field(default_factory=dict, repr=False)
+    allow_nonfinite: bool = False  # NaN/Inf weights are refused as they stream unless the user asks
+    _finite_checked: set = field(default_factory=set, repr=False)
 
     # ---- tensors -------------------------------------------------------------------------------
     def tensor_names(self) -> list[str]:
@@ -133,16 +135,25 @@ class Checkpoint:
             raise EdgekitError(f"{self.path}: no tensor named '{name}'") from None
 
     def get(self, name: str):
-        """Load one tensor (torch.Tensor, stored dtype) through a memory map."""
+        """Load one tensor (torch.Tensor, stored dtype) through a memory map; NaN/Inf refused (once per tensor)."""
         from safetensors import safe_open
 
         info = self._info(name)
         if self._pickled:
-            return self._pickled[self.stored_names[name]]
-        handle = self._handles.get(info.file)
-        if handle is None:
-            handle = self._handles[info.file] = safe_open(str(info.file), framework="pt")
-        return handle.get_tensor(self.stored_names[name])
+            tensor = self._pickled[self.stored_names[name]]
+        else:
+            handle = self._handles.get(info.file)
+            if handle is None:
+                handle = self._handles[info.file] = safe_open(str(info.file), framework="pt")
+            tensor = handle.get_tensor(self.stored_names[name])
+        if not self.allow_nonfinite and name not in self._finite_checked:
+            bad = count_nonfinite(tensor)
+            if bad:
+                raise EdgekitError(f"{info.file}: tensor '{name}' has {bad} NaN/Inf value(s) of {tensor.numel()}; "
+                                   "the checkpoint is corrupt (a quantized block with one NaN is all NaN). "
+                                   "`edgekit build --allow-nonfinite` carries them through, if you really want that")
+            self._finite_checked.add(name)
+        return tensor
 
     def close(self) -> None:
         self._handles.clear()
@@ -193,6 +204,16 @@ class Checkpoint:
         return h.hexdigest()
 
 
+def count_nonfinite(tensor, chunk: int = 1 << 24) -> int:
+    """How many NaN/Inf values a float tensor holds, in chunks (no full-size bool temporary for a 7B embedding)."""
+    import torch
+
+    if not tensor.is_floating_point():
+        return 0
+    flat = tensor.reshape(-1)
+    return sum(int((~torch.isfinite(flat[i:i + chunk])).sum()) for i in range(0, flat.numel(), chunk))
+
+
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -221,7 +242,7 @@ def _find_chat_template(path: Path, tokenizer_config: dict) -> str | None:
     if (path / "chat_template.jinja").is_file():
         return (path / "chat_template.jinja").read_text(encoding="utf-8")
     if (path / "chat_template.json").is_file():
-        return _load_json(path / "chat_template.json").get("chat_template")
+        return _load_object(path / "chat_template.json").get("chat_template")
     tpl = tokenizer_config.get("chat_template")
     return tpl if isinstance(tpl, str) else None
 
@@ -229,7 +250,7 @@ def _find_chat_template(path: Path, tokenizer_config: dict) -> str | None:
 def _weight_shards(path: Path, allow_pickle: bool) -> list[Path]:
     index = path / INDEX_FILE
     if index.is_file():
-        weight_map = _load_json(index).get("weight_map")
+        weight_map = _load_object(index).get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
             raise EdgekitError(f"{index}: no 'weight_map'")
         shards = sorted({path / f for f in weight_map.values()})
@@ -251,7 +272,8 @@ def _weight_shards(path: Path, allow_pickle: bool) -> list[Path]:
     raise EdgekitError(f"{path}: no weights found (expected {INDEX_FILE} or *.safetensors)")
 
 
-def open_checkpoint(path: str | Path, *, allow_pickle: bool = False, require_tokenizer: bool = True) -> Checkpoint:
+def open_checkpoint(path: str | Path, *, allow_pickle: bool = False, require_tokenizer: bool = True,
+                    allow_nonfinite: bool = False) -> Checkpoint:
     """Open and validate a checkpoint directory, reading headers only."""
     path = Path(path)
     if not path.is_dir():
@@ -260,7 +282,7 @@ def open_checkpoint(path: str | Path, *, allow_pickle: bool = False, require_tok
     if not config_path.is_file():
         raise EdgekitError(f"{config_path}: missing; a Hugging Face checkpoint directory needs config.json")
     config = _load_json(config_path)
-    check_architecture(config, str(config_path))
+    check_architecture(config, str(config_path))  # also: config.json must be a JSON object
     text = read_text_dims(config, str(config_path))
     vision = read_vision_dims(config, str(config_path))
     token_ids = read_token_ids(config, str(config_path))
@@ -268,9 +290,10 @@ def open_checkpoint(path: str | Path, *, allow_pickle: bool = False, require_tok
     tokenizer_json = path / "tokenizer.json"
     if require_tokenizer and not tokenizer_json.is_file():
         raise EdgekitError(f"{tokenizer_json}: missing tokenizer; copy tokenizer.json (and tokenizer_config.json) from the source checkpoint")
-    tokenizer_config = _load_json(path / "tokenizer_config.json") if (path / "tokenizer_config.json").is_file() else {}
-    preprocessor = _load_json(path / "preprocessor_config.json") if (path / "preprocessor_config.json").is_file() else {}
-    generation = _load_json(path / "generation_config.json") if (path / "generation_config.json").is_file() else {}
+    if require_tokenizer:
+        check_tokenizer_json(tokenizer_json)
+    tokenizer_config, preprocessor, generation = (_load_object(path / name) for name in
+                                                  ("tokenizer_config.json", "preprocessor_config.json", "generation_config.json"))
 
     tensors: dict[str, TensorInfo] = {}
     stored: dict[str, str] = {}
@@ -296,5 +319,26 @@ def open_checkpoint(path: str | Path, *, allow_pickle: bool = False, require_tok
         path=path, config=config, text=text, vision=vision, token_ids=token_ids, tensors=tensors,
         stored_names=stored, _pickled=pickled, tokenizer_json=tokenizer_json, tokenizer_config=tokenizer_config,
         chat_template=_find_chat_template(path, tokenizer_config), preprocessor_config=preprocessor,
-        generation_config=generation,
+        generation_config=generation, allow_nonfinite=allow_nonfinite,
     )
+
+
+def _load_object(path: Path) -> dict:
+    """An optional JSON file that must hold an object; {} when absent."""
+    if not path.is_file():
+        return {}
+    obj = _load_json(path)
+    if not isinstance(obj, dict):
+        raise EdgekitError(f"{path}: must hold a JSON object, not {type(obj).__name__}")
+    return obj
+
+
+def check_tokenizer_json(path: Path) -> None:
+    """tokenizer.json must parse as a tokenizer (a corrupt one fails here, with its name, not deep in a stage)."""
+    from tokenizers import Tokenizer
+
+    try:
+        Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises a bare Exception with serde's message
+        raise EdgekitError(f"{path}: not a valid tokenizer ({str(e).splitlines()[0][:200]}); copy tokenizer.json "
+                           "again from the source checkpoint") from None

@@ -79,8 +79,39 @@ def _need(cfg: dict, key: str, where: str):
     return cfg[key]
 
 
+def _count(value, key: str, where: str, *, minimum: int = 1) -> int:
+    """A size field: a whole number >= minimum (JSON booleans and fractions are refused, not truncated)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < minimum:
+        raise EdgekitError(f"{where}: field '{key}' is {value!r}; it must be a whole number >= {minimum}")
+    return int(value)
+
+
+def _need_count(cfg: dict, key: str, where: str, *, minimum: int = 1) -> int:
+    return _count(_need(cfg, key, where), key, where, minimum=minimum)
+
+
+def _count_or(cfg: dict, key: str, default, where: str, *, minimum: int = 1) -> int:
+    value = cfg.get(key)
+    return _count(default if value is None else value, key, where, minimum=minimum)
+
+
+def _number(value, key: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
+        raise EdgekitError(f"{where}: field '{key}' is {value!r}; it must be a positive number")
+    return float(value)
+
+
+def check_config_object(cfg, where: str) -> dict:
+    if not isinstance(cfg, dict):
+        raise EdgekitError(f"{where}: must hold a JSON object, not {type(cfg).__name__}")
+    return cfg
+
+
 def check_architecture(cfg: dict, where: str) -> None:
+    check_config_object(cfg, where)
     archs = cfg.get("architectures") or []
+    if not isinstance(archs, list):
+        archs = [str(archs)]
     model_type = cfg.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES and not set(archs) & set(SUPPORTED_ARCHITECTURES):
         found = ", ".join(archs) or f"model_type={model_type!r}"
@@ -103,15 +134,16 @@ def text_fields(cfg: dict) -> dict:
 
 def read_text_dims(cfg: dict, where: str = "config.json") -> TextDims:
     t = text_fields(cfg)
-    hidden = int(_need(t, "hidden_size", where))
-    heads = int(_need(t, "num_attention_heads", where))
-    kv_heads = int(t.get("num_key_value_heads") or heads)
-    head_dim = int(t.get("head_dim") or hidden // heads)
+    hidden = _need_count(t, "hidden_size", where)
+    heads = _need_count(t, "num_attention_heads", where)
+    kv_heads = _count_or(t, "num_key_value_heads", heads, where)
+    head_dim = _count_or(t, "head_dim", hidden // heads, where)
     rope = t.get("rope_scaling") or t.get("rope_parameters") or {}
-    section = rope.get("mrope_section")
+    section = rope.get("mrope_section") if isinstance(rope, dict) else None
     if section is None:
         raise EdgekitError(f"{where}: no M-RoPE 'mrope_section' under rope_scaling/rope_parameters")
-    if len(section) != 3 or sum(section) * 2 != head_dim:
+    if (not isinstance(section, list) or len(section) != 3 or not all(isinstance(s, int) and s >= 0 for s in section)
+            or sum(section) * 2 != head_dim):
         raise EdgekitError(
             f"{where}: mrope_section {section} must have 3 parts summing to head_dim/2 = {head_dim // 2}"
         )
@@ -121,18 +153,18 @@ def read_text_dims(cfg: dict, where: str = "config.json") -> TextDims:
     if heads % kv_heads:
         raise EdgekitError(f"{where}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}")
     return TextDims(
-        num_layers=int(_need(t, "num_hidden_layers", where)),
+        num_layers=_need_count(t, "num_hidden_layers", where),
         hidden=hidden,
         heads=heads,
         kv_heads=kv_heads,
         head_dim=head_dim,
-        intermediate=int(_need(t, "intermediate_size", where)),
-        vocab=int(_need(t, "vocab_size", where)),
-        rope_theta=float(theta),
+        intermediate=_need_count(t, "intermediate_size", where),
+        vocab=_need_count(t, "vocab_size", where),
+        rope_theta=_number(theta, "rope_theta", where),
         mrope_section=tuple(int(s) for s in section),
-        rms_eps=float(t.get("rms_norm_eps", 1e-6)),
+        rms_eps=_number(t.get("rms_norm_eps", 1e-6), "rms_norm_eps", where),
         tie_embeddings=bool(t.get("tie_word_embeddings", cfg.get("tie_word_embeddings", False))),
-        max_position=int(t.get("max_position_embeddings", 32768)),
+        max_position=_count_or(t, "max_position_embeddings", 32768, where),
     )
 
 
@@ -141,10 +173,15 @@ def read_vision_dims(cfg: dict, where: str = "config.json") -> VisionDims:
     if not isinstance(v, dict):
         raise EdgekitError(f"{where}: missing 'vision_config'; this is not a vision-language checkpoint")
     where = f"{where} vision_config"
-    hidden = int(_need(v, "hidden_size", where))
-    heads = int(_need(v, "num_heads", where))
-    depth = int(_need(v, "depth", where))
-    full = tuple(int(i) for i in v.get("fullatt_block_indexes", ()))
+    hidden = _need_count(v, "hidden_size", where)
+    heads = _need_count(v, "num_heads", where)
+    depth = _need_count(v, "depth", where)
+    if hidden % heads:
+        raise EdgekitError(f"{where}: hidden_size {hidden} is not a multiple of num_heads {heads}")
+    raw_full = v.get("fullatt_block_indexes", ())
+    if not isinstance(raw_full, (list, tuple)) or not all(isinstance(i, int) and not isinstance(i, bool) for i in raw_full):
+        raise EdgekitError(f"{where}: fullatt_block_indexes must be a list of block numbers, not {raw_full!r}")
+    full = tuple(raw_full)
     if any(i < 0 or i >= depth for i in full):
         raise EdgekitError(f"{where}: fullatt_block_indexes {list(full)} outside 0..{depth - 1}")
     return VisionDims(
@@ -152,14 +189,14 @@ def read_vision_dims(cfg: dict, where: str = "config.json") -> VisionDims:
         hidden=hidden,
         heads=heads,
         head_dim=hidden // heads,
-        intermediate=int(_need(v, "intermediate_size", where)),
-        patch=int(v.get("patch_size", v.get("spatial_patch_size", 14))),
-        temporal_patch=int(v.get("temporal_patch_size", 2)),
-        merge=int(v.get("spatial_merge_size", 2)),
-        window_size=int(v.get("window_size", 112)),
+        intermediate=_need_count(v, "intermediate_size", where),
+        patch=_count_or(v, "patch_size", v.get("spatial_patch_size", 14), where),
+        temporal_patch=_count_or(v, "temporal_patch_size", 2, where),
+        merge=_count_or(v, "spatial_merge_size", 2, where),
+        window_size=_count_or(v, "window_size", 112, where),
         fullatt_blocks=full,
-        out_hidden=int(_need(v, "out_hidden_size", where)),
-        in_chans=int(v.get("in_chans", v.get("in_channels", 3))),
+        out_hidden=_need_count(v, "out_hidden_size", where),
+        in_chans=_count_or(v, "in_chans", v.get("in_channels", 3), where),
     )
 
 
@@ -170,10 +207,10 @@ def read_token_ids(cfg: dict, where: str = "config.json") -> TokenIds:
         return x[0] if isinstance(x, list) and x else x
 
     return TokenIds(
-        image=int(_need(cfg, "image_token_id", where)),
-        video=int(cfg.get("video_token_id", -1)),
-        vision_start=int(_need(cfg, "vision_start_token_id", where)),
-        vision_end=int(cfg.get("vision_end_token_id", -1)),
+        image=_need_count(cfg, "image_token_id", where, minimum=0),
+        video=_count_or(cfg, "video_token_id", -1, where, minimum=-1),
+        vision_start=_need_count(cfg, "vision_start_token_id", where, minimum=0),
+        vision_end=_count_or(cfg, "vision_end_token_id", -1, where, minimum=-1),
         bos=first(cfg.get("bos_token_id", t.get("bos_token_id"))),
         eos=first(cfg.get("eos_token_id", t.get("eos_token_id"))),
     )

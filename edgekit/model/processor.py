@@ -126,17 +126,22 @@ def load_processor_config(checkpoint_dir: str | Path) -> ImageProcessorConfig:
     return processor_config_from_dict(raw, where=str(path))
 
 
+def check_image_size(width: int, height: int) -> None:
+    """Qwen2.5-VL's processor refuses aspect ratios above 200 (transformers raises a bare ValueError): say it first."""
+    if min(height, width) <= 0:
+        raise EdgekitError(f"image size {width}x{height}: both sides must be positive")
+    if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
+        raise EdgekitError(
+            f"image size {width}x{height}: aspect ratio above {MAX_ASPECT_RATIO} is not supported; crop the image")
+
+
 def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
     """Size closest to (height, width) with both sides multiples of `factor` and area in [min, max].
 
     Same arithmetic as HF (Python's round-half-even, then floor when too big, ceil when too small),
     because a one-factor difference changes the token count.
     """
-    if min(height, width) <= 0:
-        raise EdgekitError(f"image size {width}x{height}: both sides must be positive")
-    if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
-        raise EdgekitError(
-            f"image size {width}x{height}: aspect ratio above {MAX_ASPECT_RATIO} is not supported; crop the image")
+    check_image_size(width, height)
     h = round(height / factor) * factor
     w = round(width / factor) * factor
     if h * w > max_pixels:

@@ -290,6 +290,15 @@ class ModelInputs:
         return out
 
 
+def check_text(text: str, what: str) -> None:
+    """A prompt from the command line may carry bytes that are not UTF-8 (Python keeps them as surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise EdgekitError(f"{what} is not valid UTF-8 text (bad byte at character {e.start}); "
+                           "pass it as UTF-8") from None
+
+
 def prepare_inputs(assets: PromptAssets, question: str | Sequence[str | ImageSlot], images: Sequence = (), *,
                    think: bool, system: str | None = None, resize_to: tuple[int, int] | None = None) -> ModelInputs:
     """Question + images -> everything the vision tower and decoder need, as HF's processor + get_rope_index.
@@ -298,6 +307,9 @@ def prepare_inputs(assets: PromptAssets, question: str | Sequence[str | ImageSlo
     Images are PIL images, uint8 arrays or file paths (opened with edgekit.data.images.load_image).
     """
     parts = [IMAGE] * len(images) + [question] if isinstance(question, str) else list(question)
+    for p in parts:
+        if isinstance(p, str):
+            check_text(p, "the prompt")
     n_slots = sum(isinstance(p, ImageSlot) for p in parts)
     if n_slots != len(images):
         raise EdgekitError(f"the prompt has {n_slots} image slot(s) but {len(images)} image(s) were given")

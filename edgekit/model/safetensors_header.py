@@ -65,6 +65,8 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
             continue
         try:
             dtype, shape, (begin, end) = entry["dtype"], tuple(int(s) for s in entry["shape"]), entry["data_offsets"]
+            if not all(isinstance(x, int) and not isinstance(x, bool) for x in (begin, end)) or min(shape, default=0) < 0:
+                raise TypeError
         except (KeyError, TypeError, ValueError):
             raise EdgekitError(f"{path}: corrupt safetensors header entry for tensor '{name}'") from None
         if dtype not in DTYPE_BYTES:
@@ -77,4 +79,10 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
                 f"but the file holds only {data_size}; re-download it"
             )
         infos[name] = TensorInfo(name, dtype, shape, int(begin), int(end), path)
+    # Two tensors sharing bytes is a corrupt (or crafted) file: a write to one would change the other.
+    spans = sorted((i.begin, i.end, i.name) for i in infos.values() if i.end > i.begin)
+    for (b0, e0, n0), (b1, e1, n1) in zip(spans, spans[1:]):
+        if b1 < e0:
+            raise EdgekitError(f"{path}: tensors '{n0}' (bytes {b0}..{e0}) and '{n1}' (bytes {b1}..{e1}) overlap; "
+                               "the file is corrupt, re-download it")
     return infos

@@ -74,7 +74,13 @@ class TorchReference:
         """Tokenise a chat prompt with images; `answer` appends a teacher-forced reply."""
         import torch
 
+        from edgekit.model.processor import check_image_size
+        from edgekit.model.prompt import check_text
+
         images = images or []
+        check_text(question, "the prompt")
+        for im in images:  # PIL images (.size is (w, h)) or HWC arrays (.shape is (h, w, c))
+            check_image_size(*(im.size if hasattr(im, "getbbox") else (im.shape[1], im.shape[0])))
         text = self.prompt_text(question, len(images), think)
         if answer is not None:
             text += answer + "<|im_end|>"
