@@ -35,8 +35,10 @@ def timed(fn, repeat: int) -> float:
 def main() -> None:
     import torch
 
-    from edgekit.export.vision_onnx import (FLOAT_PARTS, export_float, parse_resolution, patch_batches, quantize_int8,
-                                            sample_images, split_calibration)
+    from edgekit.cli.options import parse_resolution
+    from edgekit.data.calibration_images import patch_batches, sample_images, split_calibration
+    from edgekit.export.vision_int8 import FLOAT_PARTS, quantize_int8
+    from edgekit.export.vision_onnx import export_float
     from edgekit.model.checkpoint import open_checkpoint
     from edgekit.model.processor import load_processor_config
     from edgekit.quant.evaluate import load_reference

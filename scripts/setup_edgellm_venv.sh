@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # NVIDIA TensorRT Edge-LLM's exporter in its own virtual environment (.venv-edgellm/ in the repo):
 # it pins its own transformers and onnx, so it never shares edgekit's. edgekit finds it there
-# (edgekit/edgellm.py) and runs `tensorrt-edgellm-export` as a subprocess; it runs on a CPU.
+# (edgekit/bundle/edgellm.py) and runs `tensorrt-edgellm-export` as a subprocess; it runs on a CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv-edgellm

@@ -1,14 +1,74 @@
-"""Shared fixtures: generated checkpoints (made once per session) and sample folders."""
+"""Shared fixtures: generated checkpoints (made once per session), sample folders, the run's seed, and `require`.
+
+Randomness: one seed per run (EDGEKIT_TEST_SEED=N reruns it; otherwise drawn fresh), printed in the header and
+beside every failure. Each test gets its own seed derived from it and its node id (`test_seed`), and the global
+random, numpy and torch generators are seeded with that before the test runs.
+
+Optional packages: `require("llama_cpp")` skips a test module where the package is missing, and fails it loudly
+when EDGEKIT_REQUIRE_ALL=1 (CI sets it), so a broken install never passes as "skipped".
+"""
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import os
+import random
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_SAMPLES = REPO.parent / "shared" / "data" / "samples"
+RUN_SEED = int(os.environ.get("EDGEKIT_TEST_SEED") or random.SystemRandom().randrange(2**31))
+REQUIRE_ALL = os.environ.get("EDGEKIT_REQUIRE_ALL") == "1"
+
+
+def require(module: str):
+    """Import an optional package for a test module: skip where it is missing, fail when CI requires everything."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        if REQUIRE_ALL:
+            pytest.fail(f"{module} is required here (EDGEKIT_REQUIRE_ALL=1) but does not import: {e}", pytrace=False)
+        pytest.skip(f"{module} is not installed", allow_module_level=True)
+
+
+def seed_for(name: str) -> int:
+    """A seed for one named draw, derived from the run's seed (stable for a given EDGEKIT_TEST_SEED)."""
+    return int.from_bytes(hashlib.sha256(f"{RUN_SEED}:{name}".encode()).digest()[:4], "little")
+
+
+def pytest_report_header(config):
+    return f"edgekit test seed: {RUN_SEED} (EDGEKIT_TEST_SEED={RUN_SEED} reruns every random draw)"
+
+
+@pytest.fixture
+def test_seed(request) -> int:
+    return seed_for(request.node.nodeid)
+
+
+@pytest.fixture(autouse=True)
+def _seed_global_generators(request):
+    seed = seed_for(request.node.nodeid)
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)
+    except ImportError:
+        pass
+    if "torch" in __import__("sys").modules:  # only when a test already uses torch: importing it costs seconds
+        __import__("torch").manual_seed(seed)
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        report.sections.append(("seed", f"EDGEKIT_TEST_SEED={RUN_SEED} (this test's seed {seed_for(item.nodeid)})"))
 
 
 def _make(tmp_path_factory, preset: str, seed: int = 0) -> Path:
@@ -31,6 +91,8 @@ def small_ckpt(tmp_path_factory) -> Path:
 def shared_samples() -> Path:
     """The real embodied/driving samples beside the repo (CI has them); skip where absent."""
     if not (SHARED_SAMPLES / "driving.jsonl").is_file():
+        if REQUIRE_ALL:
+            pytest.fail(f"{SHARED_SAMPLES} is required here (EDGEKIT_REQUIRE_ALL=1) but missing", pytrace=False)
         pytest.skip("../shared/data/samples is not present on this machine")
     return SHARED_SAMPLES
 
@@ -43,6 +105,10 @@ def _quiet_threads(monkeypatch):
 
 
 def pytest_configure(config):
+    import tempfile
+
+    # Builds keep calibrations between runs (~/.cache/edgekit by default): tests keep theirs in a fresh temp dir.
+    os.environ.setdefault("EDGEKIT_CACHE_DIR", tempfile.mkdtemp(prefix="edgekit-test-cache-"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGE_DATA = ("edgekit/recipes/targets/*.toml", "edgekit/kernels/*.cu", "edgekit/kernels/*.cuh",
+PACKAGE_DATA = ("edgekit/targets/recipes/*.toml", "edgekit/kernels/*.cu", "edgekit/kernels/*.cuh",
                 "edgekit/kernels/*.h", "edgekit/kernels/CMakeLists.txt", "edgekit/kernels/cmake/*.cmake",
                 "edgekit/kernels/emu/*")
 
@@ -48,7 +48,7 @@ def test_wheel_lists_every_target_and_cuda_source(wheel):
         assert expected, pattern
         assert expected <= names, f"missing from the wheel: {sorted(expected - names)}"
     assert {"edgekit/kernels/vit_window_attention.cu", "edgekit/kernels/decode_attention.cu",
-            "edgekit/recipes/targets/orin-agx-64.toml"} <= names
+            "edgekit/targets/recipes/orin-agx-64.toml"} <= names
     assert not any(n.startswith(("recipes/", "kernels/", "tests/")) for n in names)
 
 
@@ -74,7 +74,7 @@ def _run(venv: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_installed_wheel_runs_targets_plan_doctor_without_the_source_tree(wheel_venv, tiny_ckpt, tmp_path):
     py = wheel_venv / "bin" / "python"
-    where = subprocess.run([str(py), "-c", "import edgekit.targets as t, edgekit.attention_kernels as k; "
+    where = subprocess.run([str(py), "-c", "import edgekit.targets as t, edgekit.kernels.attention as k; "
                             "print(t.TARGETS_DIR); print(k.KERNELS_DIR)"], capture_output=True, text=True, cwd=tmp_path)
     targets_dir, kernels_dir = (Path(p) for p in where.stdout.split())
     assert wheel_venv in targets_dir.parents and wheel_venv in kernels_dir.parents, where.stdout + where.stderr

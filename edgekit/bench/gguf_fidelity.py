@@ -15,12 +15,12 @@ import torch
 def heldout_prompts(ckpt_path: Path, samples: str, n: int, seed: int = 1, resize_to=(224, 224)):
     """[(input_ids, [ImageEmbedding])] for n 'eval' samples, teacher-forced with their reference answers."""
     from edgekit.model.checkpoint import open_checkpoint
-    from edgekit.quant.calibrate import _hf_config, calibration_sequences, layer0_inputs
+    from edgekit.quant.layers import calibration_sequences, hf_config, layer0_inputs
     from edgekit.runtime.llama_decoder import ImageEmbedding
 
     seqs, _ = calibration_sequences(ckpt_path, samples, n, seed, resize_to, split_name="eval")
     ck = open_checkpoint(ckpt_path)
-    hidden = layer0_inputs(ck, seqs, _hf_config(ckpt_path))
+    hidden = layer0_inputs(ck, seqs, hf_config(ckpt_path))
     merge = ck.vision.merge
     prompts = []
     for s, h in zip(seqs, hidden):
@@ -53,7 +53,7 @@ def llama_cpp_quantize(src: Path, dst: Path, ftype: int, pure: bool = True) -> P
 
 
 def kl_table(reference: list[np.ndarray], others: dict[str, list[np.ndarray]]) -> dict[str, float]:
-    from edgekit.quant.fidelity import mean_token_kl
+    from edgekit.bench.metrics import mean_token_kl
 
-    return {name: mean_token_kl([(torch.from_numpy(r), torch.from_numpy(q)) for r, q in zip(reference, logits)])
+    return {name: mean_token_kl(list(zip(reference, logits)))
             for name, logits in others.items()}

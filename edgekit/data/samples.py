@@ -1,5 +1,5 @@
-"""The JSONL sample format: load and validate, pick calibration/evaluation splits, mix domains,
-render reference answers for teacher forcing, and score predictions.
+"""The JSONL sample format: load and validate, and render reference answers for teacher forcing.
+Splits and domain mixing are data/selection.py; scoring predictions is bench/scoring.py.
 
 One sample a line: {"id", "domain", "task", "image", "question", "answer", "choices"?, "box"?,
 "point"?, "split"?, "images"?, "mask"?, "answer_text"?, ...}; paths are relative to the file.
@@ -8,16 +8,11 @@ Unknown fields are kept in `Sample.extra`. docs/samples.md is the user-facing de
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import random
-import re
-import string
-from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from edgekit.errors import EdgekitError
 
@@ -228,7 +223,7 @@ def _validate_answer(r: dict) -> list[str]:
         if "box" not in r and not _is_box(answer):
             return [f"box_grounding needs 'box' or an 'answer' of 4 numbers [x1, y1, x2, y2], got {_short(answer)}"]
     elif task == "point_grounding":
-        if "point" not in r and "box" not in r and "mask" not in r and _point_lists(answer) is None:
+        if "point" not in r and "box" not in r and "mask" not in r and point_lists(answer) is None:
             return ["point_grounding needs 'point', 'box', 'mask', or an 'answer' of points/polygons [[x, y], ...]"]
     return []
 
@@ -274,7 +269,7 @@ def _is_box(v) -> bool:
     return _is_numbers(v, 4) and v[0] <= v[2] and v[1] <= v[3]
 
 
-def _point_lists(answer) -> list[list[tuple[float, float]]] | None:
+def point_lists(answer) -> list[list[tuple[float, float]]] | None:
     """An answer of points as a list of point lists: [x, y] -> [[p]]; [[x, y], ...] -> [[...]];
     [[[x, y], ...], ...] (polygons) -> as is. None when it is none of these."""
     if _is_numbers(answer, 2):
@@ -295,76 +290,6 @@ def _summarize(errors: list[str]) -> str:
     head = "; ".join(errors[:MAX_LISTED_ERRORS])
     more = f"; ... and {len(errors) - MAX_LISTED_ERRORS} more" if len(errors) > MAX_LISTED_ERRORS else ""
     return f"{len(errors)} invalid sample line(s): {head}{more}. Fix these lines (format: docs/samples.md)"
-
-
-# ---------------------------------------------------------------- splits and mixing
-
-
-def effective_split(s: Sample) -> str:
-    """The sample's split; when the file gives none, a stable hash of the image path decides
-    (half and half), so every sample of one image lands on the same side. No answer -> calib."""
-    if s.split is not None:
-        return s.split
-    if s.answer is None:
-        return "calib"
-    digest = hashlib.sha256(s.image.name.encode("utf-8")).digest()
-    return "eval" if digest[0] % 2 else "calib"
-
-
-def split(samples: Iterable[Sample], which: str) -> list[Sample]:
-    """Samples of one split: 'calib' (calibration, QAT) or 'eval' (measuring). Eval never includes
-    samples without a reference answer."""
-    if which not in SPLITS:
-        raise EdgekitError(f"split {which!r}: expected 'calib' or 'eval'")
-    return [s for s in samples if effective_split(s) == which and (which == "calib" or s.answer is not None)]
-
-
-def mix(samples: Sequence[Sample], n: int, seed: int = 0) -> list[Sample]:
-    """`n` samples balanced across domains (and across tasks within a domain), drawn with `seed`.
-    Round-robin over shuffled groups, so a domain that runs out leaves its turns to the others."""
-    if n < 0:
-        raise EdgekitError(f"mix: n must be >= 0, got {n}")
-    rng = random.Random(seed)
-    by_domain: dict[str, list[Sample]] = {}
-    for domain in sorted({s.domain for s in samples}):
-        by_task = defaultdict(list)
-        for s in samples:
-            if s.domain == domain:
-                by_task[s.task].append(s)
-        groups = [by_task[t] for t in sorted(by_task)]
-        for g in groups:
-            rng.shuffle(g)
-        by_domain[domain] = _round_robin(groups)
-    streams = [iter(g) for g in by_domain.values()]
-    return list(_take_round_robin(streams, n))
-
-
-def _round_robin(groups: list[list[Sample]]) -> list[Sample]:
-    out, i = [], 0
-    while any(i < len(g) for g in groups):
-        out += [g[i] for g in groups if i < len(g)]
-        i += 1
-    return out
-
-
-def _take_round_robin(streams: list, n: int):
-    taken, live = 0, list(streams)
-    while live and taken < n:
-        for it in list(live):
-            if taken >= n:
-                return
-            item = next(it, None)
-            if item is None:
-                live.remove(it)
-                continue
-            taken += 1
-            yield item
-
-
-def counts(samples: Iterable[Sample]) -> dict[tuple[str, str, str], int]:
-    """(domain, task, split) -> number of samples, sorted."""
-    c = Counter((s.domain, s.task, effective_split(s)) for s in samples)
-    return dict(sorted(c.items()))
 
 
 # ---------------------------------------------------------------- reference answers
@@ -394,7 +319,7 @@ def reference_points(sample: Sample) -> list[tuple[float, float]]:
     answer polygon (or the given points when fewer than 3), else the centre of its `box`."""
     if sample.point is not None:
         return [sample.point]
-    groups = _point_lists(sample.answer)
+    groups = point_lists(sample.answer)
     if groups:
         out = []
         for g in groups:
@@ -423,152 +348,3 @@ def interior_point(polygon: Sequence[tuple[float, float]]) -> tuple[float, float
         return (sum(p[0] for p in polygon) / len(polygon), y)
     a, b = max(spans, key=lambda s: s[1] - s[0])
     return ((a + b) / 2, y)
-
-
-# ---------------------------------------------------------------- scoring predictions
-
-_NUM = r"-?\d+(?:\.\d+)?"
-
-
-def score(sample: Sample, prediction: str) -> float:
-    """Score of one prediction in [0, 1]. Coordinates are pixels of the sample's original image.
-    multiple_choice: letter match; short_answer: normalized match (yes/no by first word, short
-    references also inside the prediction); open_ended: token F1; box_grounding: 1 if IoU >= 0.5;
-    point_grounding: fraction of predicted points inside the mask, polygons or box, else within 5%
-    of the image diagonal of the reference point."""
-    if sample.answer is None and sample.box is None and sample.point is None:
-        raise EdgekitError(f"{sample.where}: sample {sample.id!r} has no reference answer; it can be used for calibration only")
-    if sample.task == "multiple_choice":
-        return float(parse_choice(prediction, sample.choices) == sample.answer)
-    if sample.task == "short_answer":
-        return short_answer_match(prediction, str(sample.answer))
-    if sample.task == "open_ended":
-        return token_f1(prediction, str(sample.answer))
-    if sample.task == "box_grounding":
-        box = parse_box(prediction)
-        return float(box is not None and box_iou(box, sample.box) >= 0.5)
-    if sample.task == "point_grounding":
-        return _score_points(sample, parse_points(prediction))
-    raise EdgekitError(f"{sample.where}: task {sample.task!r} cannot be scored")
-
-
-def _score_points(sample: Sample, points: list[tuple[float, float]]) -> float:
-    if not points:
-        return 0.0
-    mask = sample.load_mask()
-    if mask is not None:
-        return fraction_in_mask(points, mask)
-    groups = _point_lists(sample.answer)
-    polygons = [g for g in groups or [] if len(g) >= 3]
-    if polygons:
-        return sum(any(point_in_polygon(p, g) for g in polygons) for p in points) / len(points)
-    if sample.box is not None:
-        return sum(point_in_box(p, sample.box) for p in points) / len(points)
-    radius = 0.05 * math.hypot(*sample.image_size())
-    ref = reference_points(sample)
-    return sum(min(math.dist(p, r) for r in ref) <= radius for p in points) / len(points)
-
-
-def parse_choice(text: str, choices: Sequence[str] | None) -> str | None:
-    """The option letter a free-form answer picks: 'B', '(B)', 'B. ...', 'Answer: B', 'the answer is B',
-    or the only option text quoted in full. None when it cannot tell."""
-    n = len(choices) if choices else 26
-    letters = "".join(chr(ord("A") + i) for i in range(n))
-    t = text.strip()
-    for pattern in (
-        rf"^\(?([{letters}])(?:[.):,]|\s*$)",  # 'B', 'B.', '(B)'; not the article in 'A car ...'
-
-        rf"(?i:answer|option|choice)\s*(?i:is|:)?\s*\(?([{letters}])\b",  # letters stay upper case: 'answer is a car' is no pick
-        rf"\(([{letters}])\)",
-    ):
-        m = re.search(pattern, t)
-        if m:
-            return m.group(1).upper()
-    if choices:
-        hits = [i for i, c in enumerate(choices) if normalize(c) and normalize(c) in normalize(t)]
-        if len(hits) == 1:
-            return chr(ord("A") + hits[0])
-    return None
-
-
-_NUMBER_WORDS = {w: str(i) for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty".split())}
-
-
-def normalize(text: str) -> str:
-    """Lower case, no punctuation, no articles, number words as digits, single spaces (SQuAD-style)."""
-    t = text.lower()
-    t = "".join(" " if ch in string.punctuation else ch for ch in t)
-    return " ".join(_NUMBER_WORDS.get(w, w) for w in t.split() if w not in ("a", "an", "the"))
-
-
-def short_answer_match(prediction: str, reference: str) -> float:
-    p, r = normalize(prediction), normalize(reference)
-    if not r:
-        return float(not p)
-    if r.split()[0] in ("yes", "no") and len(r.split()) == 1:
-        return float(bool(p) and p.split()[0] == r)
-    if p == r:
-        return 1.0
-    # a short reference ("white", "2") counts when the prediction states it as whole words
-    return float(len(r.split()) <= 3 and f" {r} " in f" {p} ")
-
-
-def token_f1(prediction: str, reference: str) -> float:
-    p, r = normalize(prediction).split(), normalize(reference).split()
-    if not p or not r:
-        return float(p == r)
-    common = sum((Counter(p) & Counter(r)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(p), common / len(r)
-    return 2 * precision * recall / (precision + recall)
-
-
-def parse_box(text: str) -> tuple[float, float, float, float] | None:
-    """The first box in a prediction: {"bbox_2d": [x1, y1, x2, y2]} or any [x1, y1, x2, y2] / (x1, y1, x2, y2)."""
-    m = re.search(rf'"?bbox_2d"?\s*:\s*\[\s*({_NUM})\s*,\s*({_NUM})\s*,\s*({_NUM})\s*,\s*({_NUM})\s*\]', text)
-    m = m or re.search(rf"[\[(]\s*({_NUM})\s*,\s*({_NUM})\s*,\s*({_NUM})\s*,\s*({_NUM})\s*[\])]", text)
-    if not m:
-        return None
-    x1, y1, x2, y2 = (float(v) for v in m.groups())
-    return (min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2))
-
-
-def parse_points(text: str) -> list[tuple[float, float]]:
-    """Every point in a prediction: {"point_2d": [x, y]} items, else (x, y) or [x, y] pairs."""
-    found = re.findall(rf'"?point_2d"?\s*:\s*\[\s*({_NUM})\s*,\s*({_NUM})\s*\]', text)
-    found = found or re.findall(rf"[\[(]\s*({_NUM})\s*,\s*({_NUM})\s*[\])]", text)
-    return [(float(x), float(y)) for x, y in found]
-
-
-def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def point_in_box(p: Sequence[float], box: Sequence[float]) -> bool:
-    return box[0] <= p[0] <= box[2] and box[1] <= p[1] <= box[3]
-
-
-def point_in_polygon(p: Sequence[float], polygon: Sequence[Sequence[float]]) -> bool:
-    """Even-odd rule."""
-    x, y = p
-    inside = False
-    for (x1, y1), (x2, y2) in zip(polygon, list(polygon[1:]) + [polygon[0]]):
-        if (y1 > y) != (y2 > y) and x < x1 + (y - y1) * (x2 - x1) / (y2 - y1):
-            inside = not inside
-    return inside
-
-
-def fraction_in_mask(points: Sequence[tuple[float, float]], mask) -> float:
-    """Fraction of points whose pixel (floor of x, y) is inside the bool mask [H, W]; outside the image counts as a miss."""
-    h, w = mask.shape
-    hits = 0
-    for x, y in points:
-        col, row = math.floor(x), math.floor(y)
-        hits += bool(0 <= row < h and 0 <= col < w and mask[row, col])
-    return hits / len(points)

@@ -1,8 +1,8 @@
 """The text decoder as a llama.cpp GGUF file (architecture `qwen2vl`).
 
 Three jobs, kept apart:
-- `decoder_metadata` / `tokenizer_metadata`: the key-value section, every number read from the
-  checkpoint (config.json, tokenizer.json, generation_config.json, the chat template);
+- `add_decoder_hparams` (+ gguf_tokenizer.py's `tokenizer_metadata`): the key-value section, every number
+  read from the checkpoint (config.json, tokenizer.json, generation_config.json, the chat template);
 - `decoder_tensor_plan`: which checkpoint tensor becomes which GGUF tensor, in which type;
 - `write_gguf_streamed`: the file itself. Tensor infos (name, shape, type, byte size) are known
   from the safetensors headers, so header, key-values and tensor table are written first and the
@@ -19,7 +19,6 @@ gguf-py's TensorNameMap; the tokenizer is "gpt2" (byte-level BPE) with pre-token
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -27,26 +26,10 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.export.gguf_tokenizer import add_tokenizer, tokenizer_metadata
+from edgekit.quant.formats import GGUF_FORMATS, Format, by_ggml_type, parse
 
 ARCH = "qwen2vl"
-
-# precision name -> (ggml type name, general.file_type). Block sizes come from gguf's own table.
-PRECISIONS: dict[str, tuple[str, int]] = {
-    "f32": ("F32", 0),    # LlamaFileType.ALL_F32
-    "f16": ("F16", 1),    # MOSTLY_F16
-    "bf16": ("BF16", 32),  # MOSTLY_BF16
-    "q8_0": ("Q8_0", 7),
-    "q4_0": ("Q4_0", 2),
-    "q4_1": ("Q4_1", 3),
-    "q4_k": ("Q4_K", 14),  # MOSTLY_Q4_K_S: every matrix Q4_K
-    "q5_k": ("Q5_K", 16),  # MOSTLY_Q5_K_S
-    "q6_k": ("Q6_K", 18),
-}
-FLOAT_PRECISIONS = ("f32", "f16", "bf16")
-TYPE_NAMES = tuple(t for t, _ in PRECISIONS.values())
-
-# Token types as llama.cpp's vocabulary stores them (gguf.TokenType).
-TOKEN_NORMAL, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED = 1, 3, 4, 5
 
 
 @dataclass(frozen=True)
@@ -80,15 +63,17 @@ def block_size(type_name: str) -> int:
     return GGML_QUANT_SIZES[ggml_type(type_name)][0]
 
 
-def storage_type(shape: tuple[int, ...], precision: str) -> str:
-    """GGUF type of one tensor: vectors stay F32 (llama.cpp adds them in f32); a matrix takes the
-    requested type when its rows split into whole blocks, else F16 (as llama.cpp's converter does)."""
-    wanted = PRECISIONS[precision][0]
-    if len(shape) < 2:
-        return "F32"
-    if shape[-1] % block_size(wanted):  # only block-quantized types can miss (float types have block 1)
-        return "F16"
-    return wanted
+def gguf_format(fmt: Format | str) -> Format:
+    """The Format of a GGUF file (or tensor): refuses formats GGUF cannot hold."""
+    fmt = parse(fmt)
+    if fmt.container != "gguf":
+        raise EdgekitError(f"format {fmt.name} is not a GGUF type; choose one of {', '.join(GGUF_FORMATS)}")
+    return fmt
+
+
+def storage_type(shape: tuple[int, ...], fmt: Format | str) -> str:
+    """GGUF type name of one tensor in a file of format `fmt` (Format.gguf_storage says the rule)."""
+    return gguf_format(fmt).gguf_storage(shape).ggml_type
 
 
 # ---- tensor names ---------------------------------------------------------------------------------
@@ -118,23 +103,23 @@ def decoder_tensor_names(num_layers: int, tied: bool) -> list[tuple[str, str]]:
     return pairs
 
 
-def decoder_tensor_plan(ckpt, precision: str, type_overrides: dict[str, str] | None = None) -> list[TensorPlan]:
-    """`type_overrides`: canonical tensor name -> GGUF type ("Q8_0", "F16", ...) replacing the precision's
-    type for that matrix (mixed precision: lm_head, embeddings, chosen layers)."""
-    if precision not in PRECISIONS:
-        raise EdgekitError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+def decoder_tensor_plan(ckpt, fmt: Format | str, type_overrides: dict | None = None) -> list[TensorPlan]:
+    """`type_overrides`: canonical tensor name -> Format (or its name) replacing the file's format for that
+    matrix (mixed precision: lm_head, embeddings, chosen layers)."""
+    fmt = gguf_format(fmt)
     overrides = dict(type_overrides or {})
     plan = []
     for gguf_name, source in decoder_tensor_names(ckpt.text.num_layers, ckpt.text.tie_embeddings):
         shape = tuple(ckpt.shape(source))
-        ggml = storage_type(shape, precision)
+        ggml = storage_type(shape, fmt)
         if source in overrides:
-            ggml = overrides.pop(source).upper()
-            if len(shape) < 2 or ggml not in TYPE_NAMES:
-                raise EdgekitError(f"type override {ggml} for '{source}': only matrices, as one of {', '.join(TYPE_NAMES)}")
-            if shape[-1] % block_size(ggml):
-                raise EdgekitError(f"type override {ggml} for '{source}': rows of {shape[-1]} are not whole "
-                                   f"{block_size(ggml)}-blocks")
+            wanted = gguf_format(overrides.pop(source))
+            if len(shape) < 2:
+                raise EdgekitError(f"type override {wanted.name} for '{source}': only matrices take another type")
+            if not wanted.fits_rows(shape[-1]):
+                raise EdgekitError(f"type override {wanted.name} for '{source}': rows of {shape[-1]} are not whole "
+                                   f"{wanted.group_size}-blocks")
+            ggml = wanted.ggml_type
         plan.append(TensorPlan(gguf_name, source, shape, ggml))
     if overrides:
         raise EdgekitError(f"type overrides name no decoder tensor: {sorted(overrides)[:3]}")
@@ -143,85 +128,7 @@ def decoder_tensor_plan(ckpt, precision: str, type_overrides: dict[str, str] | N
 
 # ---- metadata -------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class TokenizerMeta:
-    tokens: list[str]
-    token_types: list[int]
-    merges: list[str]
-    bos_id: int | None
-    eos_id: int | None
-    pad_id: int | None
-    chat_template: str | None
-
-
-def _merge_strings(merges: list, where: str) -> list[str]:
-    """tokenizers writes merges as "a b" strings or as [a, b] pairs; GGUF stores "a b"."""
-    out = []
-    for m in merges:
-        if isinstance(m, str):
-            out.append(m)
-            continue
-        a, b = m
-        if " " in a or " " in b:
-            raise EdgekitError(f"{where}: merge {m!r} contains a space, which GGUF's 'a b' merge format cannot hold")
-        out.append(f"{a} {b}")
-    return out
-
-
-def tokenizer_metadata(ckpt) -> TokenizerMeta:
-    """Vocabulary, token types and merges as llama.cpp's "gpt2" tokenizer reads them.
-
-    The table has config.json's vocab_size entries (the embedding rows); ids the tokenizer does
-    not use are "[PAD<id>]" UNUSED entries, as llama.cpp's converter writes them.
-    """
-    where = str(ckpt.tokenizer_json)
-    tok = json.loads(Path(ckpt.tokenizer_json).read_text(encoding="utf-8"))
-    model = tok.get("model") or {}
-    if model.get("type") != "BPE":
-        raise EdgekitError(f"{where}: model.type is {model.get('type')!r}; edgekit writes byte-level BPE tokenizers only")
-    by_id: dict[int, tuple[str, int]] = {int(i): (t, TOKEN_NORMAL) for t, i in model["vocab"].items()}
-    for added in tok.get("added_tokens", []):
-        kind = TOKEN_CONTROL if added.get("special", False) else TOKEN_USER_DEFINED
-        by_id[int(added["id"])] = (added["content"], kind)
-    n_vocab = ckpt.text.vocab
-    if max(by_id) >= n_vocab:
-        raise EdgekitError(f"{where}: token id {max(by_id)} does not fit config.json vocab_size {n_vocab}")
-    tokens, types = [], []
-    for i in range(n_vocab):
-        text, kind = by_id.get(i, (f"[PAD{i}]", TOKEN_UNUSED))
-        tokens.append(text)
-        types.append(kind)
-
-    gen = ckpt.generation_config or {}
-
-    def first(x):
-        return x[0] if isinstance(x, list) and x else x
-
-    eos = first(ckpt.config.get("eos_token_id", gen.get("eos_token_id")))
-    bos = ckpt.token_ids.bos
-    pad = first(gen.get("pad_token_id", ckpt.config.get("pad_token_id")))
-    return TokenizerMeta(tokens, types, _merge_strings(model.get("merges", []), where), bos, eos, pad,
-                         ckpt.chat_template)
-
-
-def add_tokenizer(writer, meta: TokenizerMeta) -> None:
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("qwen2")
-    writer.add_token_list(meta.tokens)
-    writer.add_token_types(meta.token_types)
-    writer.add_token_merges(meta.merges)
-    if meta.bos_id is not None:
-        writer.add_bos_token_id(int(meta.bos_id))
-    if meta.eos_id is not None:
-        writer.add_eos_token_id(int(meta.eos_id))
-    if meta.pad_id is not None:
-        writer.add_pad_token_id(int(meta.pad_id))
-    writer.add_add_bos_token(False)  # Qwen prompts start with <|im_start|>, never with a BOS
-    if meta.chat_template:
-        writer.add_chat_template(meta.chat_template)
-
-
-def add_decoder_hparams(writer, ckpt, precision: str) -> None:
+def add_decoder_hparams(writer, ckpt, fmt: Format) -> None:
     t = ckpt.text
     writer.add_type("model")
     writer.add_name(ckpt.path.name)
@@ -238,8 +145,8 @@ def add_decoder_hparams(writer, ckpt, precision: str) -> None:
     writer.add_layer_norm_rms_eps(t.rms_eps)
     # llama.cpp keeps 4 M-RoPE sections (t, h, w, extra); Qwen2.5-VL uses the first three.
     writer.add_rope_dimension_sections(list(t.mrope_section) + [0] * (4 - len(t.mrope_section)))
-    writer.add_file_type(PRECISIONS[precision][1])
-    if precision not in FLOAT_PRECISIONS:
+    writer.add_file_type(fmt.gguf_file_type)
+    if fmt.quantized:
         writer.add_quantization_version(2)  # GGML_QNT_VERSION
 
 
@@ -265,7 +172,7 @@ def rtn_block_bytes(source: str, w, type_name: str) -> np.ndarray:
     from edgekit.export.gguf_blocks import pack_blocks
     from edgekit.quant.grids import fit_and_quantize
 
-    type_id, data = pack_blocks(fit_and_quantize(f"gguf:{type_name.lower()}", w))
+    type_id, data = pack_blocks(fit_and_quantize(by_ggml_type(type_name), w))
     if type_id != int(ggml_type(type_name)):
         raise AssertionError(f"packer wrote ggml type {type_id} for {type_name}")
     return data
@@ -349,16 +256,17 @@ def calibrated_bytes(p: TensorPlan, qw) -> np.ndarray:
     """Pack a calibrated QuantizedWeight into the planned GGUF type, refusing a grid of another type."""
     from edgekit.export.gguf_blocks import pack_blocks
 
-    if qw.grid != f"gguf:{p.ggml_type.lower()}":
+    fmt = by_ggml_type(p.ggml_type)
+    if qw.grid != fmt.grid_name:
         raise EdgekitError(f"tensor '{p.source}' was calibrated on grid {qw.grid} but the GGUF stores it as "
-                           f"{p.ggml_type}; calibrate with --format gguf:{p.ggml_type.lower()}")
+                           f"{p.ggml_type}; calibrate with --format {fmt.name}")
     type_id, data = pack_blocks(qw)
     if type_id != int(ggml_type(p.ggml_type)):
         raise AssertionError(f"packer wrote ggml type {type_id} for {p.ggml_type}")
     return data
 
 
-def write_decoder_gguf(ckpt_path: str | Path, out: str | Path, precision: str = "f16", *,
+def write_decoder_gguf(ckpt_path: str | Path, out: str | Path, fmt: Format | str = "gguf:f16", *,
                        quantize: QuantizeFn | None = None, calibrated=None, type_overrides: dict[str, str] | None = None,
                        on_tensor: Callable[[TensorPlan], None] | None = None) -> Path:
     """`edgekit export-decoder --format gguf`: the text decoder of a checkpoint as one GGUF file.
@@ -368,13 +276,14 @@ def write_decoder_gguf(ckpt_path: str | Path, out: str | Path, precision: str = 
     """
     from edgekit.model.checkpoint import open_checkpoint
 
+    fmt = gguf_format(fmt)
     ckpt = open_checkpoint(ckpt_path)
-    plan = decoder_tensor_plan(ckpt, precision, type_overrides)
+    plan = decoder_tensor_plan(ckpt, fmt, type_overrides)
     tok = tokenizer_metadata(ckpt)
     quantize = quantize or rtn_block_bytes
 
     def add_metadata(writer) -> None:
-        add_decoder_hparams(writer, ckpt, precision)
+        add_decoder_hparams(writer, ckpt, fmt)
         add_tokenizer(writer, tok)
 
     def load(p: TensorPlan) -> Iterator[np.ndarray]:

@@ -22,8 +22,9 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.export.gguf import QuantizeFn, TensorPlan, encode_float, rtn_block_bytes, write_gguf_streamed
+from edgekit.quant.formats import Format, parse
 
-MMPROJ_PRECISIONS = {"f32": ("F32", 0), "f16": ("F16", 1), "q8_0": ("Q8_0", 7)}
+MMPROJ_FORMATS = ("gguf:f32", "gguf:f16", "gguf:q8_0")
 PROJECTOR = "qwen2.5vl_merger"
 
 
@@ -40,20 +41,21 @@ def window_attention_pattern(fullatt_blocks: tuple[int, ...], depth: int, where:
     return n
 
 
-def _type_for(shape: tuple[int, ...], precision: str) -> str:
-    wanted = MMPROJ_PRECISIONS[precision][0]
-    if len(shape) == 1:
-        return "F32"
+def mmproj_format(fmt: Format | str) -> Format:
+    fmt = parse(fmt)
+    if fmt.name not in MMPROJ_FORMATS:
+        raise EdgekitError(f"mmproj format {fmt.name!r}: choose one of {', '.join(MMPROJ_FORMATS)}")
+    return fmt
+
+
+def _type_for(shape: tuple[int, ...], fmt: Format) -> str:
     if len(shape) > 2:  # conv kernels: im2col wants a float kernel
-        return "F32" if precision == "f32" else "F16"
-    if wanted == "Q8_0" and shape[-1] % 32:
-        return "F16"
-    return wanted
+        return "F32" if fmt.name == "gguf:f32" else "F16"
+    return fmt.gguf_storage(shape).ggml_type
 
 
-def mmproj_tensor_plan(ckpt, precision: str) -> list[TensorPlan]:
-    if precision not in MMPROJ_PRECISIONS:
-        raise EdgekitError(f"mmproj precision {precision!r}: choose one of {', '.join(MMPROJ_PRECISIONS)}")
+def mmproj_tensor_plan(ckpt, fmt: Format | str) -> list[TensorPlan]:
+    fmt = mmproj_format(fmt)
     v = ckpt.vision
     if v.temporal_patch != 2:
         raise EdgekitError(f"{ckpt.path}/config.json: temporal_patch_size {v.temporal_patch}; "
@@ -61,7 +63,7 @@ def mmproj_tensor_plan(ckpt, precision: str) -> list[TensorPlan]:
     plan: list[TensorPlan] = []
 
     def add(gguf_name: str, source: str, shape: tuple[int, ...], transform: str = "") -> None:
-        plan.append(TensorPlan(gguf_name, source, shape, _type_for(shape, precision), transform))
+        plan.append(TensorPlan(gguf_name, source, shape, _type_for(shape, fmt), transform))
 
     conv = "visual.patch_embed.proj.weight"
     kshape = (v.hidden, v.in_chans, v.patch, v.patch)
@@ -98,7 +100,7 @@ def apply_transform(w, transform: str):
     return w[k * third:(k + 1) * third]
 
 
-def add_mmproj_hparams(writer, ckpt, precision: str) -> None:
+def add_mmproj_hparams(writer, ckpt, fmt: Format) -> None:
     v, pre = ckpt.vision, ckpt.preprocessor_config or {}
     where = f"{ckpt.path}/config.json"
     for key in ("image_mean", "image_std"):
@@ -106,7 +108,7 @@ def add_mmproj_hparams(writer, ckpt, precision: str) -> None:
             raise EdgekitError(f"{ckpt.path}/preprocessor_config.json: missing '{key}'; the mmproj needs the "
                                "normalisation constants")
     writer.add_type("mmproj")
-    writer.add_file_type(MMPROJ_PRECISIONS[precision][1])
+    writer.add_file_type(fmt.gguf_file_type)
     writer.add_clip_has_vision_encoder(True)
     writer.add_clip_projector_type(PROJECTOR)
     writer.add_vision_projection_dim(ckpt.text.hidden)
@@ -128,7 +130,7 @@ def add_mmproj_hparams(writer, ckpt, precision: str) -> None:
         writer.add_vision_max_pixels(int(pre["max_pixels"]))
 
 
-def write_mmproj_gguf(ckpt_path: str | Path, out: str | Path, precision: str = "f16", *,
+def write_mmproj_gguf(ckpt_path: str | Path, out: str | Path, fmt: Format | str = "gguf:f16", *,
                       quantize: QuantizeFn | None = None,
                       on_tensor: Callable[[TensorPlan], None] | None = None) -> Path:
     """`edgekit export-decoder --mmproj PATH`: vision tower + merger as a libmtmd-loadable GGUF."""
@@ -136,8 +138,9 @@ def write_mmproj_gguf(ckpt_path: str | Path, out: str | Path, precision: str = "
 
     from edgekit.model.checkpoint import open_checkpoint
 
+    fmt = mmproj_format(fmt)
     ckpt = open_checkpoint(ckpt_path)
-    plan = mmproj_tensor_plan(ckpt, precision)
+    plan = mmproj_tensor_plan(ckpt, fmt)
     quantize = quantize or rtn_block_bytes
     cache: dict[str, object] = {}
 
@@ -155,7 +158,7 @@ def write_mmproj_gguf(ckpt_path: str | Path, out: str | Path, precision: str = "
         return np.ascontiguousarray(quantize(p.source + (f"[{p.transform}]" if p.transform else ""), w, p.ggml_type))
 
     try:
-        return write_gguf_streamed(out, "clip", lambda w: add_mmproj_hparams(w, ckpt, precision), plan, load,
+        return write_gguf_streamed(out, "clip", lambda w: add_mmproj_hparams(w, ckpt, fmt), plan, load,
                                    on_tensor)
     finally:
         ckpt.close()

@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import torch
 
-W4A16 = "W4A16_AWQ"
-W8A8 = "W8A8_SQ_PER_CHANNEL"
-W8A16 = "W8A16"
-ALGO_GRID = {W4A16: "nvidia:w4a16", W8A8: "int8:channel", W8A16: "int8:channel"}  # the grid whose codes each stores
+from edgekit.quant.formats import W4A16_AWQ as W4A16, W8A8_SQ as W8A8, W8A16  # ModelOpt quant_algo names
+
+ALGOS = (W4A16, W8A8, W8A16)
 CODE_RANGE = {W4A16: (-8, 7), W8A8: (-128, 127), W8A16: (-128, 127)}
 INT8_ALGOS = (W8A8, W8A16)
 

@@ -82,8 +82,8 @@ def open_unified(path: str | Path) -> UnifiedCheckpoint:
     config = json.loads((path / "config.json").read_text())
     hq = json.loads((path / "hf_quant_config.json").read_text()).get("quantization", {})
     algo = hq.get("quant_algo")
-    if algo not in L.ALGO_GRID:
-        raise EdgekitError(f"{path}: quant_algo {algo!r} is not one edgekit reads ({', '.join(L.ALGO_GRID)})")
+    if algo not in L.ALGOS:
+        raise EdgekitError(f"{path}: quant_algo {algo!r} is not one edgekit reads ({', '.join(L.ALGOS)})")
     qc = config.get("quantization_config") or {}
     if qc.get("quant_method") != "modelopt" or qc.get("quant_algo") != algo:
         raise EdgekitError(f"{path}: config.json quantization_config disagrees with hf_quant_config.json")

@@ -2,7 +2,7 @@
 
 This is the input of TensorRT Edge-LLM (`tensorrt-edgellm-export`, the TensorRT path to Orin and
 Thor) and of TensorRT-LLM's PyTorch backend. The codes are edgekit's own (RTN, GPTQ or AWQ on the
-`nvidia:w4a16` grid, SmoothQuant on `int8:channel`): they are packed as they are, never re-rounded.
+`nvidia:w4a16` format, SmoothQuant on `int8:channel`; edgekit.quant.formats names the quant_algo): they are packed as they are, never re-rounded.
 Layout facts are in modelopt_layout.py.
 
 Tensors stream shard by shard: memory holds one shard (<= `shard_bytes`) plus one layer's codes.
@@ -24,6 +24,7 @@ import torch
 
 from edgekit.errors import EdgekitError
 from edgekit.export import modelopt_layout as L
+from edgekit.quant.formats import parse as parse_format
 
 DIGEST_FILE = "edgekit_quantizer.json"
 SHARD_BYTES = 2 << 30
@@ -38,22 +39,6 @@ class PlannedTensor:
     source: str  # source tensor it derives from
     role: str  # copy | folded | qweight | wscale | iscale
     nbytes: int
-
-
-def algo_for_grid(grid: str, activation_scales: bool) -> str:
-    """The unified quant_algo for a grid: INT8 per-channel is W8A8 with activation scales (SmoothQuant), else W8A16."""
-    if grid.startswith("nvidia:w4a16"):
-        return L.W4A16
-    if grid == "int8:channel":
-        return L.W8A8 if activation_scales else L.W8A16
-    raise EdgekitError(f"grid {grid!r} has no ModelOpt unified format; use nvidia:w4a16[:gN] (W4A16_AWQ) "
-                       f"or int8:channel (W8A8 SmoothQuant, or W8A16)")
-
-
-def group_of(grid: str) -> int:
-    from edgekit.quant.grids import get_grid
-
-    return get_grid(grid).block
 
 
 def plan_tensors(ck, calibrated, algo: str, group: int) -> list[PlannedTensor]:
@@ -158,7 +143,8 @@ def write_unified_checkpoint(ckpt_path: str | Path, out_dir: str | Path, calibra
     if not len(calibrated.quantized):
         raise EdgekitError("calibration produced no quantized linears: nothing to write as a unified checkpoint")
     grid = calibrated.quantized[sorted(calibrated.quantized)[0]].grid
-    algo, group = algo_for_grid(grid, bool(calibrated.input_scales)), group_of(grid)
+    fmt = parse_format(grid)
+    algo, group = fmt.unified_algo(bool(calibrated.input_scales)), fmt.group_size
     names = set(calibrated.quantized)
     missing = [n for n in names if n not in ck.tensors]
     if missing:

@@ -4,7 +4,7 @@
     python edgekit/kernels/bench_kernels.py [--resolution 448] [--context 4096] [--splits 0]
 
 Per case: the fused kernel's time, its achieved DRAM GB/s and tensor TFLOP/s and their share of the device's
-peak (edgekit/recipes/targets: orin-agx-64 on sm_87, thor-agx on sm_110), and SDPA's time on the same shapes. SDPA
+peak (edgekit/targets/recipes: orin-agx-64 on sm_87, thor-agx on sm_110), and SDPA's time on the same shapes. SDPA
 does less work than the fused kernels (no rotary; window attention as a padded batch of 64-token windows; decode
 with f16 KV only, no cache append), so the ratio flatters SDPA. Needs a GPU; elsewhere it says so and exits 2.
 """
@@ -41,7 +41,7 @@ def main() -> int:
     import torch
     import torch.nn.functional as F
 
-    from edgekit.attention_kernels import cuda_library
+    from edgekit.kernels.attention import cuda_library
     from perf_model import DEC_D, DEC_KVH, DEC_QH, VIS_D, VIS_HEADS, WINDOW, device  # edgekit/kernels/ is sys.path[0]
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,7 +50,7 @@ def main() -> int:
     ap.add_argument("--splits", type=int, default=0, help="decode split-K count (0: enough blocks to fill the GPU)")
     args = ap.parse_args()
     if not torch.cuda.is_available():
-        print("bench_kernels.py: no CUDA GPU here; the kernels' numerics are tested on the CPU (tests/test_kernels.py)")
+        print("bench_kernels.py: no CUDA GPU here; the kernels' numerics are tested on the CPU (tests/kernels/test_kernels.py)")
         return 2
     lib = cuda_library()
     if lib is None:
@@ -60,7 +60,7 @@ def main() -> int:
     target = {(8, 7): "orin-agx-64", (11, 0): "thor-agx"}.get(cap)
     peak = device(target) if target else None
     print(f"device {torch.cuda.get_device_name()} sm_{cap[0]}{cap[1]}; peaks from "
-          f"{'recipes/targets/' + target + '.toml' if target else 'nowhere (not an Orin or Thor): shares not shown'}")
+          f"{'targets/recipes/' + target + '.toml' if target else 'nowhere (not an Orin or Thor): shares not shown'}")
 
     def report(name: str, ms: float, nbytes: float, flops: float, ms_sdpa: float) -> None:
         gbs, tfs = nbytes / ms / 1e6, flops / ms / 1e9

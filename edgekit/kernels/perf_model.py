@@ -2,7 +2,7 @@
 
     python edgekit/kernels/perf_model.py            # prints the README's tables
 
-Device numbers come from edgekit/recipes/targets/*.toml (each with its source there). Bounds, per kernel:
+Device numbers come from edgekit/targets/recipes/*.toml (each with its source there). Bounds, per kernel:
   memory  DRAM bytes / bandwidth: every input read once, the output written once. What makes "once" true is the
           block order: window blocks run a window's 16 heads side by side (they share its cos/sin and token rows in
           L2); full attention runs one head's query tiles side by side (one head's K and V at 4096 tokens is 1.3 MB,
@@ -23,7 +23,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "targets"
+RECIPES = Path(__file__).resolve().parents[1] / "targets" / "recipes"
 # MiMo-Embodied-7B (config.json): vision 32 blocks, 16 heads x 80, 14 px patches, 112 px windows (8x8 patches),
 # full attention in blocks 7, 15, 23, 31; decoder 36 layers, 32 query heads, 8 KV heads, head_dim 128.
 VIS_BLOCKS, VIS_FULL, VIS_HEADS, VIS_D, PATCH, WINDOW = 32, 4, 16, 80, 14, 8 * 8

@@ -13,12 +13,12 @@ Tensor names are canonicalised to the Hub layout that Qwen2.5-VL / MiMo-Embodied
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 from edgekit.errors import EdgekitError
+from edgekit.json_files import read_json, read_json_object
 from edgekit.model.config import (
     TextDims,
     TokenIds,
@@ -90,15 +90,6 @@ def expected_shapes(text: TextDims, vision: VisionDims) -> dict[str, tuple[int, 
     return shapes
 
 
-def _load_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise EdgekitError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise EdgekitError(f"{path}: not valid JSON ({e})") from None
-
-
 @dataclass
 class Checkpoint:
     path: Path
@@ -162,7 +153,7 @@ class Checkpoint:
     @cached_property
     def special_tokens(self) -> dict[str, int]:
         """Every added token of the tokenizer (special or not, e.g. <think>) -> id."""
-        tok = _load_json(self.tokenizer_json)
+        tok = read_json(self.tokenizer_json)
         return {t["content"]: int(t["id"]) for t in tok.get("added_tokens", [])}
 
     def parameter_counts(self) -> dict[str, int]:
@@ -242,7 +233,7 @@ def _find_chat_template(path: Path, tokenizer_config: dict) -> str | None:
     if (path / "chat_template.jinja").is_file():
         return (path / "chat_template.jinja").read_text(encoding="utf-8")
     if (path / "chat_template.json").is_file():
-        return _load_object(path / "chat_template.json").get("chat_template")
+        return _optional_object(path / "chat_template.json").get("chat_template")
     tpl = tokenizer_config.get("chat_template")
     return tpl if isinstance(tpl, str) else None
 
@@ -250,7 +241,7 @@ def _find_chat_template(path: Path, tokenizer_config: dict) -> str | None:
 def _weight_shards(path: Path, allow_pickle: bool) -> list[Path]:
     index = path / INDEX_FILE
     if index.is_file():
-        weight_map = _load_object(index).get("weight_map")
+        weight_map = _optional_object(index).get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
             raise EdgekitError(f"{index}: no 'weight_map'")
         shards = sorted({path / f for f in weight_map.values()})
@@ -281,7 +272,7 @@ def open_checkpoint(path: str | Path, *, allow_pickle: bool = False, require_tok
     config_path = path / "config.json"
     if not config_path.is_file():
         raise EdgekitError(f"{config_path}: missing; a Hugging Face checkpoint directory needs config.json")
-    config = _load_json(config_path)
+    config = read_json(config_path)
     check_architecture(config, str(config_path))  # also: config.json must be a JSON object
     text = read_text_dims(config, str(config_path))
     vision = read_vision_dims(config, str(config_path))
@@ -292,7 +283,7 @@ def open_checkpoint(path: str | Path, *, allow_pickle: bool = False, require_tok
         raise EdgekitError(f"{tokenizer_json}: missing tokenizer; copy tokenizer.json (and tokenizer_config.json) from the source checkpoint")
     if require_tokenizer:
         check_tokenizer_json(tokenizer_json)
-    tokenizer_config, preprocessor, generation = (_load_object(path / name) for name in
+    tokenizer_config, preprocessor, generation = (_optional_object(path / name) for name in
                                                   ("tokenizer_config.json", "preprocessor_config.json", "generation_config.json"))
 
     tensors: dict[str, TensorInfo] = {}
@@ -323,16 +314,6 @@ def open_checkpoint(path: str | Path, *, allow_pickle: bool = False, require_tok
     )
 
 
-def _load_object(path: Path) -> dict:
-    """An optional JSON file that must hold an object; {} when absent."""
-    if not path.is_file():
-        return {}
-    obj = _load_json(path)
-    if not isinstance(obj, dict):
-        raise EdgekitError(f"{path}: must hold a JSON object, not {type(obj).__name__}")
-    return obj
-
-
 def check_tokenizer_json(path: Path) -> None:
     """tokenizer.json must parse as a tokenizer (a corrupt one fails here, with its name, not deep in a stage)."""
     from tokenizers import Tokenizer
@@ -342,3 +323,7 @@ def check_tokenizer_json(path: Path) -> None:
     except Exception as e:  # tokenizers raises a bare Exception with serde's message
         raise EdgekitError(f"{path}: not a valid tokenizer ({str(e).splitlines()[0][:200]}); copy tokenizer.json "
                            "again from the source checkpoint") from None
+
+
+def _optional_object(path: Path) -> dict:
+    return read_json_object(path, optional=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from edgekit.model.checkpoint import Checkpoint
-from edgekit.model.sizes import PRECISIONS, weight_bytes_by_part
+from edgekit.model.sizes import inspect_weight_bytes
 
 
 def describe(ck: Checkpoint) -> dict:
@@ -18,7 +18,7 @@ def describe(ck: Checkpoint) -> dict:
         "text": ck.text.as_dict(),
         "vision": ck.vision.as_dict(),
         "parameters": ck.parameter_counts(),
-        "weight_bytes": {p: weight_bytes_by_part(shapes, p) for p in PRECISIONS},
+        "weight_bytes": inspect_weight_bytes(shapes),
         "token_ids": {
             "image": ids.image, "video": ids.video, "vision_start": ids.vision_start, "vision_end": ids.vision_end,
             "bos": ids.bos, "eos": ids.eos,

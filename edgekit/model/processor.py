@@ -17,7 +17,6 @@ static shapes always sees the same grid; h and w must be multiples of patch_size
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -113,17 +112,13 @@ def processor_config_from_dict(raw: dict, where: str = PREPROCESSOR_FILE) -> Ima
 
 
 def load_processor_config(checkpoint_dir: str | Path) -> ImageProcessorConfig:
+    from edgekit.json_files import read_json_object
+
     path = Path(checkpoint_dir) / PREPROCESSOR_FILE
     if not path.is_file():
         raise EdgekitError(
             f"{path}: not found; a Qwen2.5-VL checkpoint ships preprocessor_config.json beside config.json")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise EdgekitError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(raw, dict):
-        raise EdgekitError(f"{path}: expected a JSON object at the top level")
-    return processor_config_from_dict(raw, where=str(path))
+    return processor_config_from_dict(read_json_object(path), where=str(path))
 
 
 def check_image_size(width: int, height: int) -> None:

@@ -232,19 +232,20 @@ class PromptAssets:
     @classmethod
     def from_directory(cls, directory: str | Path) -> "PromptAssets":
         """From config.json, tokenizer and processor files alone (a bundle's tokenizer/ folder: no weights)."""
-        from edgekit.model.checkpoint import _find_chat_template, _load_json
+        from edgekit.json_files import read_json
+        from edgekit.model.checkpoint import _find_chat_template
         from edgekit.model.config import read_token_ids, read_vision_dims
 
         d = Path(directory)
-        config = _load_json(d / "config.json")
-        tok_cfg = _load_json(d / "tokenizer_config.json") if (d / "tokenizer_config.json").is_file() else {}
+        config = read_json(d / "config.json")
+        tok_cfg = read_json(d / "tokenizer_config.json") if (d / "tokenizer_config.json").is_file() else {}
         template = _find_chat_template(d, tok_cfg)
         if not template:
             raise EdgekitError(f"{d}: no chat template (chat_template.jinja or tokenizer_config.json 'chat_template')")
         if not (d / "tokenizer.json").is_file():
             raise EdgekitError(f"{d / 'tokenizer.json'}: missing tokenizer")
         vision, ids = read_vision_dims(config, str(d / "config.json")), read_token_ids(config, str(d / "config.json"))
-        image = processor_config_from_dict(_load_json(d / PREPROCESSOR_FILE), where=str(d / PREPROCESSOR_FILE))
+        image = processor_config_from_dict(read_json(d / PREPROCESSOR_FILE), where=str(d / PREPROCESSOR_FILE))
         return cls(chat_template=template, tokenizer_json=d / "tokenizer.json", image=image, image_token_id=ids.image,
                    vision_start_token_id=ids.vision_start, video_token_id=ids.video if ids.video >= 0 else None,
                    spatial_merge_size=vision.merge,

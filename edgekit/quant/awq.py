@@ -37,7 +37,7 @@ def _fake(grid: Grid, W: torch.Tensor) -> torch.Tensor:
 def search_scales(weights: list[torch.Tensor], x_absmean: torch.Tensor, X: torch.Tensor, grid: Grid | str,
                   n_grid: int = ALPHAS) -> tuple[torch.Tensor, float]:
     """The per-input-channel scale s = mean|x|^α (α on a grid in [0, 1)) that minimises Σ‖XWᵀ − (X/s)(Q(W·s))ᵀ‖²."""
-    g = get_grid(grid) if isinstance(grid, str) else grid
+    g = grid if isinstance(grid, Grid) else get_grid(grid)
     X = X.to(torch.float32)
     refs = [X @ W.T.to(torch.float32) for W in weights]
     base = x_absmean.to(torch.float32).clamp_min(1e-8)
@@ -57,7 +57,7 @@ def search_scales(weights: list[torch.Tensor], x_absmean: torch.Tensor, X: torch
 
 def clip_quantize(W: torch.Tensor, X: torch.Tensor, grid: Grid | str, ratios=CLIP_RATIOS) -> QuantizedWeight:
     """Per (row, block), clip to ratio·max|w| before fitting when that lowers the output error on X."""
-    g = get_grid(grid) if isinstance(grid, str) else grid
+    g = grid if isinstance(grid, Grid) else get_grid(grid)
     W = W.to(torch.float32)
     out, n = W.shape
     B = g.block_for(n)

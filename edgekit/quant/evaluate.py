@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from edgekit.quant.calibrate import CalibrationResult, CalibSeq, QuantConfig, calibration_sequences
+from edgekit.quant.calibrate import CalibrationResult, QuantConfig
+from edgekit.quant.layers import CalibSeq, calibration_sequences
 
 HF_PREFIX = {"model.": "model.language_model.", "visual.": "model.visual."}
 
@@ -74,7 +75,7 @@ def kl_against_reference(ckpt_path: str | Path, results: dict[str, CalibrationRe
                          n_eval: int = 16) -> dict[str, dict[str, float]]:
     """{label: {"kl": mean KL(FP‖Q) per token, "top1": top-1 agreement}} on held-out samples."""
     from edgekit.model.checkpoint import open_checkpoint
-    from edgekit.quant.fidelity import mean_token_kl, top1_agreement
+    from edgekit.bench.metrics import mean_token_kl, top1_agreement
 
     ckpt_path = Path(ckpt_path)
     image_id = open_checkpoint(ckpt_path).token_ids.image

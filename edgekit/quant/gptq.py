@@ -38,7 +38,7 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, grid: Grid | str, *, damp: f
 
     `params`: the grid's parameters for every block, fixed (e.g. scales another tool already chose);
     only the codes are then chosen."""
-    g = get_grid(grid) if isinstance(grid, str) else grid
+    g = grid if isinstance(grid, Grid) else get_grid(grid)
     out, n = W.shape
     g.check_width(n)
     B = g.block_for(n)

@@ -31,6 +31,9 @@ then `clamp(round((w - offset) / scale))`, the same for every format.
 K-quant fitting follows llama.cpp's reference quantizer (ggml-quants.c): make_qkx2_quants-style
 weighted scale/min search for Q4_K/Q5_K, make_qx_quants for Q6_K, then the 6-/8-bit quantization
 of the sub-block scales relative to an fp16 super-scale. It is vectorised over all blocks.
+
+Long module: the Grid contract and every format's fit/effective pair stay side by side (~360 lines), because
+a format's storage rule and its rounding must be read together to see that packing never re-rounds.
 """
 
 from __future__ import annotations
@@ -137,8 +140,9 @@ class QuantizedWeight:
     params: Params  # every tensor [out, n_blocks, ...]
 
 
-def fit_and_quantize(grid: Grid | str, w: torch.Tensor) -> QuantizedWeight:
-    g = get_grid(grid) if isinstance(grid, str) else grid
+def fit_and_quantize(grid, w: torch.Tensor) -> QuantizedWeight:
+    """`grid`: a Grid, a Format or a format name."""
+    g = grid if isinstance(grid, Grid) else get_grid(grid)
     if w.ndim != 2:
         raise EdgekitError(f"grid {g.name}: expected a 2-D weight [out, in], got shape {tuple(w.shape)}")
     g.check_width(w.shape[1])
@@ -330,42 +334,33 @@ def _simple(name: str, block: int, bits: int, qmin: int, qmax: int, fit, eff, sy
     return Grid(name, block, bits, symmetric, qmin, qmax, 0, eff, fit)
 
 
-def _make_grid(name: str) -> Grid:
-    if name == "gguf:q8_0":
-        return _simple(name, 32, 8, -128, 127, _fit_q8_0, _d_only)
-    if name == "gguf:q4_0":
-        return _simple(name, 32, 4, -8, 7, _fit_q4_0, _d_only)
-    if name == "gguf:q4_1":
-        return _simple(name, 32, 4, 0, 15, _fit_q4_1, _eff_q4_1, symmetric=False)
-    if name == "gguf:q4_k":
-        return Grid(name, 256, 4, False, 0, 15, 32, _eff_kquant_min, _fit_kquant_min(15, -1.0, 0.1, 20))
-    if name == "gguf:q5_k":
-        return Grid(name, 256, 5, False, 0, 31, 32, _eff_kquant_min, _fit_kquant_min(31, -0.5, 0.1, 15))
-    if name == "gguf:q6_k":
-        return Grid(name, 256, 6, True, -32, 31, 16, _eff_q6_k, _fit_q6_k)
-    if name == "int8:channel":
-        return _simple(name, 0, 8, -128, 127, _fit_symmetric(127.0, False), _eff_scale)
-    if name.startswith("nvidia:w4a16"):
-        group = 128 if name == "nvidia:w4a16" else _group_of(name)
-        return _simple(f"nvidia:w4a16:g{group}", group, 4, -8, 7, _fit_symmetric(7.0, True), _eff_scale)
-    raise EdgekitError(f"unknown weight grid {name!r}; known: {', '.join(GRID_NAMES)}")
+def _w4a16(group: int) -> Callable[[], Grid]:
+    return lambda: _simple(f"nvidia:w4a16:g{group}", group, 4, -8, 7, _fit_symmetric(7.0, True), _eff_scale)
 
 
-def _group_of(name: str) -> int:
-    tail = name.removeprefix("nvidia:w4a16:g")
-    if tail not in ("32", "64", "128"):
-        raise EdgekitError(f"unknown weight grid {name!r}: nvidia:w4a16 groups are g32, g64 or g128")
-    return int(tail)
-
-
-GRID_NAMES = (
-    "gguf:q8_0", "gguf:q4_0", "gguf:q4_1", "gguf:q4_k", "gguf:q5_k", "gguf:q6_k",
-    "nvidia:w4a16", "nvidia:w4a16:g32", "nvidia:w4a16:g64", "nvidia:w4a16:g128", "int8:channel",
-)
+# Grid names are the names of the quantized formats (edgekit.quant.formats, which parses user text).
+_MAKERS: dict[str, Callable[[], Grid]] = {
+    "gguf:q8_0": lambda: _simple("gguf:q8_0", 32, 8, -128, 127, _fit_q8_0, _d_only),
+    "gguf:q4_0": lambda: _simple("gguf:q4_0", 32, 4, -8, 7, _fit_q4_0, _d_only),
+    "gguf:q4_1": lambda: _simple("gguf:q4_1", 32, 4, 0, 15, _fit_q4_1, _eff_q4_1, symmetric=False),
+    "gguf:q4_k": lambda: Grid("gguf:q4_k", 256, 4, False, 0, 15, 32, _eff_kquant_min, _fit_kquant_min(15, -1.0, 0.1, 20)),
+    "gguf:q5_k": lambda: Grid("gguf:q5_k", 256, 5, False, 0, 31, 32, _eff_kquant_min, _fit_kquant_min(31, -0.5, 0.1, 15)),
+    "gguf:q6_k": lambda: Grid("gguf:q6_k", 256, 6, True, -32, 31, 16, _eff_q6_k, _fit_q6_k),
+    "int8:channel": lambda: _simple("int8:channel", 0, 8, -128, 127, _fit_symmetric(127.0, False), _eff_scale),
+    "nvidia:w4a16:g32": _w4a16(32),
+    "nvidia:w4a16:g64": _w4a16(64),
+    "nvidia:w4a16:g128": _w4a16(128),
+    "nvidia:w4a16": _w4a16(128),  # ModelOpt's default group
+}
+GRID_NAMES = tuple(_MAKERS)
 _CACHE: dict[str, Grid] = {}
 
 
-def get_grid(name: str) -> Grid:
-    if name not in _CACHE:
-        _CACHE[name] = _make_grid(name)
-    return _CACHE[name]
+def get_grid(name) -> Grid:
+    """The grid of a quantized format: a Format (edgekit.quant.formats, which parses user text) or its grid name."""
+    grid_name = getattr(name, "grid_name", name)
+    if grid_name not in _MAKERS:
+        raise EdgekitError(f"unknown weight grid {grid_name!r}; known: {', '.join(GRID_NAMES)}")
+    if grid_name not in _CACHE:
+        _CACHE[grid_name] = _MAKERS[grid_name]()
+    return _CACHE[grid_name]

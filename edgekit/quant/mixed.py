@@ -17,32 +17,22 @@ from typing import Callable
 import torch
 
 from edgekit.errors import EdgekitError
+from edgekit.quant.formats import Format, parse
 
 
-def bits_per_weight(grid: str) -> float:
-    """Storage bits per weight of a grid, scales included (GGUF block sizes; ModelOpt group scales)."""
-    if grid.startswith("gguf:"):
-        from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
-
-        block, size = GGML_QUANT_SIZES[GGMLQuantizationType[grid.split(":")[1].upper()]]
-        return size * 8 / block
-    if grid.startswith("nvidia:w4a16"):
-        from edgekit.quant.grids import get_grid
-
-        return 4 + 32 / get_grid(grid).block  # f32 scale per group in the unified checkpoint
-    if grid == "int8:channel":
-        return 8.0
-    raise EdgekitError(f"unknown grid {grid!r}")
+def bits_per_weight(fmt: Format | str) -> float:
+    """Storage bits per weight of a format, scales included (Format.bits_per_weight)."""
+    return parse(fmt).bits_per_weight
 
 
 @dataclass
 class GroupSensitivity:
     key: str  # "model.layers.{i}.{group}"
     params: int  # weights in the group
-    error: dict[str, float] = field(default_factory=dict)  # grid -> relative output error
+    error: dict[str, float] = field(default_factory=dict)  # format name -> relative output error
 
 
-def relative_group_error(X: torch.Tensor, weights: list[torch.Tensor], grid: str) -> float:
+def relative_group_error(X: torch.Tensor, weights: list[torch.Tensor], grid: Format | str) -> float:
     """‖X Wᵀ − X Q(W)ᵀ‖² / ‖X Wᵀ‖² summed over a group's linears, Q = round-to-nearest on `grid`."""
     from edgekit.quant.grids import dequantize_weight, fit_and_quantize
 
@@ -94,23 +84,23 @@ def average_bits(groups: list[GroupSensitivity], choice: dict[str, str]) -> floa
     return sum(g.params * bits_per_weight(choice[g.key]) for g in groups) / sum(g.params for g in groups)
 
 
-def measure_sensitivity(ckpt_path: str | Path, grids: list[str], samples: str = "driving,embodied", n: int = 16,
+def measure_sensitivity(ckpt_path: str | Path, formats: list[Format], samples: str = "driving,embodied", n: int = 16,
                         seed: int = 0, resize_to: tuple[int, int] = (224, 224),
                         on_layer: Callable[[int, int], None] | None = None) -> list[GroupSensitivity]:
     """One streamed pass of the full-precision model: every group's error at every candidate grid."""
     from edgekit.model.checkpoint import open_checkpoint
-    from edgekit.quant.calibrate import (AWQ_TOKENS, GROUPS, _hf_config, calibration_sequences, collect_stats,
-                                         decoder_layer, layer0_inputs, rotary, run_layer)
-    from edgekit.quant.grids import get_grid
+    from edgekit.quant.calibrate import AWQ_TOKENS, GROUPS, collect_stats
+    from edgekit.quant.layers import calibration_sequences, decoder_layer, hf_config, layer0_inputs, rotary, run_layer
 
+    formats = [parse(f) for f in formats]
     ck = open_checkpoint(ckpt_path)
-    for grid in grids:
+    for fmt in formats:
         for i in range(ck.text.num_layers):
             for names in GROUPS.values():
                 for nm in names:
-                    get_grid(grid).check_width(ck.shape(f"model.layers.{i}.{nm}.weight")[1])
+                    fmt.grid.check_width(ck.shape(f"model.layers.{i}.{nm}.weight")[1])
     seqs, _ = calibration_sequences(Path(ckpt_path), samples, n, seed, resize_to)
-    cfg = _hf_config(Path(ckpt_path))
+    cfg = hf_config(Path(ckpt_path))
     rope = rotary(cfg)
     hidden = layer0_inputs(ck, seqs, cfg)
     out = []
@@ -121,7 +111,7 @@ def measure_sensitivity(ckpt_path: str | Path, grids: list[str], samples: str = 
             Ws = [layer.get_submodule(nm).weight.detach().float() for nm in names]
             X = torch.cat(stats[group].sample)
             out.append(GroupSensitivity(f"model.layers.{i}.{group}", sum(W.numel() for W in Ws),
-                                        {g: relative_group_error(X, Ws, g) for g in grids}))
+                                        {f.name: relative_group_error(X, Ws, f) for f in formats}))
         hidden = run_layer(layer, rope, hidden, seqs)  # full precision: sensitivity of each group alone
         del layer, stats
         ck.close()
@@ -130,15 +120,15 @@ def measure_sensitivity(ckpt_path: str | Path, grids: list[str], samples: str = 
     return out
 
 
-def linear_type_overrides(choice: dict[str, str]) -> dict[str, str]:
-    """Group choices -> GGUF type per linear weight name (for write_decoder_gguf)."""
+def linear_type_overrides(choice: dict[str, str]) -> dict[str, Format]:
+    """Group choices (group key -> format name) -> Format per linear weight name (for write_decoder_gguf)."""
     from edgekit.quant.calibrate import GROUPS
 
     out = {}
-    for key, grid in choice.items():
+    for key, name in choice.items():
         prefix, group = key.rsplit(".", 1)
         for nm in GROUPS[group]:
-            out[f"{prefix}.{nm}.weight"] = grid.split(":")[1].upper()
+            out[f"{prefix}.{nm}.weight"] = parse(name)
     return out
 
 

@@ -13,13 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.model.vision_graph import INPUT, read_info
 
 
 class OnnxVision:
     def __init__(self, path: str | Path, *, threads: int = 2, processor_cfg=None):
         import onnxruntime as ort
-
-        from edgekit.export.vision_onnx import INPUT, read_info
 
         path = Path(path)
         if not path.is_file():

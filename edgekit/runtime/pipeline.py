@@ -1,7 +1,8 @@
-"""Answer a question about images end to end: the reference pipeline and bundle pipelines.
+"""Answer a question about images end to end: the verb every pipeline shares, and the reference pipeline.
 
 Every pipeline has the same verb, `answer(question, images, think, max_new_tokens, on_text)`,
-so the CLI, the benchmark and the C++ host's tests can swap backends freely.
+so the CLI, the benchmark and the C++ host's tests can swap backends freely. A built bundle is opened
+by edgekit.runtime.bundle_pipeline.open_bundle.
 """
 
 from __future__ import annotations
@@ -53,10 +54,3 @@ class ReferencePipeline:
         ids = self.ref.generate(inputs, max_new_tokens, on_token=stream.push)
         t2 = time.perf_counter()
         return Answer(self.ref.decode(ids), ids, self.backend, {"preprocess": t1 - t0, "generate": t2 - t1})
-
-
-def open_bundle_pipeline(bundle: str | Path):
-    """The pipeline a built bundle declares in its manifest (see edgekit.bundle)."""
-    from edgekit.bundle_runtime import open_bundle_pipeline as _open
-
-    return _open(Path(bundle))

@@ -1,0 +1,298 @@
+"""`edgekit build`: one checkpoint + one target -> a verified, reproducible bundle.
+
+Stages (each cached by a content key, see stages.py, so a rerun after a failure or a kill resumes):
+  plan       memory fit and roofline; refuses a build that cannot fit (no files)
+  tokenizer  config, tokenizer, chat template and processor settings -> tokenizer/
+  vision     the vision tower as static-shape ONNX at the target's camera resolution -> vision/
+  decoder    gguf backend: decoder GGUF (+ mmproj GGUF); tensorrt backend: ModelOpt unified
+             checkpoint (+ Edge-LLM's decoder ONNX when its exporter is installed) -> decoder/
+  engines    build-engines.sh for the device
+  manifest   edgekit.json, written last: a bundle without it never verifies
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+from edgekit.errors import EdgekitError
+from edgekit.quant.formats import BACKENDS, BUILD_PRECISIONS, W4A16_AWQ, Format, decoder_format
+
+CONFIG_VERSION = 1
+TOKENIZER_FILES = ("config.json", "generation_config.json", "preprocessor_config.json", "tokenizer.json",
+                   "tokenizer_config.json", "chat_template.jinja")
+METHODS = ("rtn", "gptq", "awq", "smoothquant")
+GROUP_SIZES = (32, 64, 128)
+VISION_PRECISIONS = ("fp32", "fp16", "int8")
+MAX_CONTEXT, MAX_IMAGES, MAX_SIDE = 1 << 20, 16, 16384
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    target: str
+    precision: str = "int4"
+    method: str | None = None  # None: the precision's best (default_method); resolved before anything is recorded
+    backend: str | None = None  # None: the target's first backend
+    samples: str = "driving,embodied"
+    calib_n: int = 64
+    group_size: int = 128
+    context: int = 4096
+    images: int = 1
+    resolution: tuple[int, int] | None = None  # (width, height); None: the target's camera
+    vision_precision: str | None = None  # None: from the build precision (plan.vision_precision_for)
+    gguf_type: str | None = None  # override the GGUF type for the decoder (e.g. q4_0)
+    seed: int = 0
+    version: int = CONFIG_VERSION
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def resolved(self, backend: str) -> "BuildConfig":
+        """This config with the method the build will use filled in (what the manifest and stage keys record)."""
+        return replace(self, method=self.method or default_method(self.precision, backend))
+
+    def decoder_format(self, backend: str) -> Format | None:
+        """The decoder's format on `backend` (None: the unquantized checkpoint)."""
+        return decoder_format(self.precision, backend, group_size=self.group_size, gguf_type=self.gguf_type)
+
+    def validate(self) -> None:
+        """Every option's type and range, before the first stage runs (one line naming the option)."""
+        def whole(name: str, value, lo: int, hi: int) -> None:
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                raise EdgekitError(f"--{name.replace('_', '-')} {value!r}: must be a whole number from {lo} to {hi}")
+
+        if self.precision not in BUILD_PRECISIONS:
+            raise EdgekitError(f"--precision {self.precision!r}: choose one of {', '.join(BUILD_PRECISIONS)}")
+        if self.method is not None and self.method not in METHODS:
+            raise EdgekitError(f"--method {self.method!r}: choose one of {', '.join(METHODS)}")
+        if self.backend is not None and self.backend not in BACKENDS:
+            raise EdgekitError(f"--backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
+        if self.gguf_type is not None:
+            decoder_format(self.precision, "gguf", gguf_type=self.gguf_type)  # one line naming the choices
+        if self.vision_precision is not None and self.vision_precision not in VISION_PRECISIONS:
+            raise EdgekitError(f"--vision-precision {self.vision_precision!r}: choose one of {', '.join(VISION_PRECISIONS)}")
+        if self.group_size not in GROUP_SIZES:
+            raise EdgekitError(f"--group-size {self.group_size!r}: choose one of {', '.join(map(str, GROUP_SIZES))}")
+        whole("context", self.context, 1, MAX_CONTEXT)
+        whole("images", self.images, 1, MAX_IMAGES)
+        whole("calib_n", self.calib_n, 1, 1 << 16)
+        whole("seed", self.seed, 0, 2**32 - 1)
+        if self.resolution is not None:
+            w, h = self.resolution
+            whole("resolution width", w, 1, MAX_SIDE)
+            whole("resolution height", h, 1, MAX_SIDE)
+
+
+def default_method(precision: str, backend: str) -> str:
+    """Calibrated by default: GPTQ on the driving+embodied samples is edgekit's best decoder quantizer at equal size
+    (README, "Quality"); W8A8 on TensorRT is SmoothQuant by definition; float builds quantize nothing."""
+    if precision in ("fp16", "fp32"):
+        return "rtn"
+    if precision == "w8a8" and backend == "tensorrt":
+        return "smoothquant"
+    return "gptq"
+
+
+def _copy_tokenizer(source: Path, bundle: Path) -> list[str]:
+    from edgekit.atomic import write_bytes
+
+    out = []
+    for name in TOKENIZER_FILES:
+        if (source / name).is_file():
+            write_bytes(bundle / "tokenizer" / name, (source / name).read_bytes())
+            out.append(f"tokenizer/{name}")
+    return out
+
+
+def _needs_samples(config: BuildConfig, vision_precision: str) -> bool:
+    """Calibration reads the samples: a calibrated decoder, W8A8 activation scales, or INT8 vision."""
+    return config.method != "rtn" or config.precision == "w8a8" or vision_precision == "int8"
+
+
+def build_bundle(model: str | Path, out: str | Path, config: BuildConfig,
+                 on_stage: Callable[[str, str], None] | None = None, *, allow_nonfinite: bool = False,
+                 calib_cache: str | Path | None = None) -> Path:
+    """Build (or resume building) a bundle for `config.target` from checkpoint `model` into `out`.
+
+    `calib_cache`: where decoder calibrations are kept between builds (default: default_cache_dir()/calibration),
+    so a rebuild with the same checkpoint, samples and quantizer settings does not calibrate again."""
+    from edgekit.model.checkpoint import open_checkpoint
+    from edgekit.model.processor import load_processor_config
+    from edgekit.targets.plan import make_plan, refuse_if_unfit
+    from edgekit.bundle.stages import StageRunner, claim_out
+    from edgekit.targets import get_target
+
+    model, out = Path(model), Path(out)
+    config.validate()
+    claim_out(out)  # absent, empty or an edgekit bundle: refused before any work otherwise
+    target = get_target(config.target)
+    backend = config.backend or target.default_backend()
+    if backend not in target.backends:
+        raise EdgekitError(f"target {target.name} has no {backend!r} backend; it supports {', '.join(target.backends)}")
+    config = config.resolved(backend)
+    ck = open_checkpoint(model, allow_nonfinite=allow_nonfinite)
+    if config.context > ck.text.max_position:
+        raise EdgekitError(f"--context {config.context}: the model's max_position_embeddings is {ck.text.max_position}")
+    if config.resolution is not None and min(config.resolution) < ck.vision.patch * ck.vision.merge:
+        raise EdgekitError(f"--resolution {config.resolution[0]}x{config.resolution[1]}: each side must be at least "
+                           f"{ck.vision.patch * ck.vision.merge} px (one merged patch)")
+    shapes = {n: i.shape for n, i in ck.tensors.items()}
+    # Fail before spending time: the plan refuses what cannot fit or is unsupported.
+    plan = make_plan(ck.text, ck.vision, shapes, target, config.precision, config.context, config.images, config.resolution,
+                     backend=backend, group_size=config.group_size, gguf_type=config.gguf_type,
+                     vision_precision=config.vision_precision, processor=load_processor_config(ck.path))
+    refuse_if_unfit(plan)
+    if backend == "tensorrt":  # fail before spending time
+        unified_quant_config(config)
+    if _needs_samples(config, plan.vision_precision):
+        from edgekit.data.samples import load_samples
+
+        load_samples(config.samples.split(","))  # a missing file or a malformed line fails here, not in a stage
+
+    runner = StageRunner(out, on_stage)
+    try:
+        return _run_stages(runner, ck, config, target, backend, plan, Path(calib_cache or default_calib_cache()))
+    finally:
+        runner.close()
+        ck.close()
+
+
+def default_calib_cache() -> Path:
+    from edgekit.quant.calib_cache import default_cache_dir
+
+    return default_cache_dir() / "calibration"
+
+
+def _run_stages(runner, ck, config: BuildConfig, target, backend: str, plan, calib_dir: Path) -> Path:
+    from edgekit.atomic import write_json, write_text
+    from edgekit.bundle.parts import edgellm_identity, tensorrt_decoder, vision_part
+    from edgekit.bundle.manifest import MANIFEST, SCHEMA, artifact_table, seal_manifest, tool_versions, verify_bundle
+
+    vision_precision = plan.vision_precision  # the build's override, or the precision's default
+    resolution = tuple(plan.resolution)
+    source_key = ck.content_hash
+    base = {"source": source_key, "config": config.as_dict(), "backend": backend, "target": target.name}
+
+    k_tok = runner.run("tokenizer", {"source": source_key}, lambda b: _copy_tokenizer(ck.path, b))
+
+    def vision_stage(bundle: Path) -> list[str]:
+        vision_part(ck, bundle / "vision" / "vision.onnx", resolution, config.images, vision_precision,
+                      config.samples, runner.work)
+        return ["vision/vision.onnx"]
+
+    k_vis = runner.run("vision", {**base, "vision_precision": vision_precision, "resolution": resolution}, vision_stage)
+
+    decoder_parts: dict[str, dict] = {}
+    fmt = config.decoder_format(backend)
+    if backend == "gguf":
+
+        def decoder_stage(bundle: Path) -> list[str]:
+            from edgekit.export.gguf import write_decoder_gguf
+            from edgekit.export.mmproj import write_mmproj_gguf
+
+            calibrated, outputs = None, ["decoder/decoder.gguf", "decoder/mmproj.gguf"]
+            if config.method != "rtn" and fmt.quantized:
+                from edgekit.quant.calibrate import QuantConfig, calibrate
+
+                qcfg = QuantConfig(method=config.method, grid=fmt.grid_name, samples=config.samples,
+                                   n_samples=config.calib_n, seed=config.seed)
+                calibrated = calibrate(ck.path, qcfg, calib_dir)
+                write_json(bundle / "decoder" / "calibration.json", calibrated.record)
+                outputs.append("decoder/calibration.json")
+            write_decoder_gguf(ck.path, bundle / "decoder" / "decoder.gguf", fmt, calibrated=calibrated)
+            write_mmproj_gguf(ck.path, bundle / "decoder" / "mmproj.gguf", "gguf:f16")
+            return outputs
+
+        k_dec = runner.run("decoder", {**base, "gguf_type": fmt.type_name}, decoder_stage)
+        decoder_parts["decoder"] = {"format": "gguf", "path": "decoder/decoder.gguf", "precision": fmt.type_name,
+                                    "method": config.method if fmt.quantized else "none"}
+        decoder_parts["mmproj"] = {"format": "mmproj-gguf", "path": "decoder/mmproj.gguf", "precision": "f16"}
+
+    if backend == "tensorrt":
+        qcfg = unified_quant_config(config)
+
+        def decoder_stage(bundle: Path) -> list[str]:
+            return tensorrt_decoder(ck, bundle, qcfg, calib_dir, runner.work)
+
+        k_dec = runner.run("decoder", {**base, "unified": qcfg.key() if qcfg else None,
+                                       "edgellm": edgellm_identity()}, decoder_stage)
+        decoder_parts["decoder"] = {"format": "modelopt-unified" if qcfg else "hf-checkpoint", "path": "decoder/unified",
+                                    "precision": config.precision, "method": qcfg.method if qcfg else "none",
+                                    **_unified_identity(qcfg)}
+        if (runner.bundle / "decoder" / "edgellm_onnx").is_dir():
+            decoder_parts["decoder_onnx"] = {"format": "edgellm-onnx-dir", "path": "decoder/edgellm_onnx",
+                                             "exporter": f"tensorrt-edgellm-export --skip-visual ({edgellm_identity()})"}
+
+    def engines_stage(bundle: Path) -> list[str]:
+        from edgekit.bundle.engines_script import engines_script
+
+        write_text(bundle / "build-engines.sh", engines_script(target, backend, config, plan))
+        (bundle / "build-engines.sh").chmod(0o755)
+        return ["build-engines.sh"]
+
+    runner.run("engines", {**base, "decoder": k_dec, "vision": k_vis}, engines_stage)
+
+    # The manifest is written last, over the final file set.
+    runner.prune_unclaimed()
+    ids = ck.token_ids
+    manifest = {
+        "schema": SCHEMA,
+        "target": {"name": target.name, "gpu_arch": target.gpu_arch, "backend": backend},
+        "build": config.as_dict(),
+        "source": {"content_hash": source_key, "files": ck.file_hashes()},
+        "model": {"text": ck.text.as_dict(), "vision": ck.vision.as_dict(), "mrope_section": list(ck.text.mrope_section),
+                  "token_ids": {"image": ids.image, "video": ids.video, "vision_start": ids.vision_start,
+                                "vision_end": ids.vision_end, "bos": ids.bos, "eos": ids.eos},
+                  "special_tokens": dict(sorted(ck.special_tokens.items()))},
+        "preprocessing": {"resolution": list(resolution), "images": config.images, **ck.preprocessor_config},
+        "context": config.context,
+        "tokenizer_dir": "tokenizer",
+        "parts": {"vision": {"format": "onnx", "path": "vision/vision.onnx", "precision": vision_precision,
+                             "resolution": list(resolution), "images": config.images},
+                  **decoder_parts},
+        "calibration": _calibration_record(runner.bundle / "decoder" / "calibration.json"),
+        "plan": plan.as_dict(),
+        "artifacts": artifact_table(runner.bundle),
+        "tools": tool_versions(),
+        "stage_keys": {"tokenizer": k_tok, "vision": k_vis, "decoder": k_dec},
+    }
+    write_json(runner.bundle / MANIFEST, seal_manifest(manifest))
+    # The previous bundle at --out is replaced only by one that verifies (hashes, seal, every part loads).
+    report = verify_bundle(runner.bundle, deep=True)
+    if not report.ok:
+        raise EdgekitError(f"the new bundle does not verify, so {runner.out} was left as it was: {report.errors[0]}",
+                           exit_code=1)
+    return runner.finish()
+
+
+def unified_quant_config(config: BuildConfig):
+    """The calibration behind a unified checkpoint for a build (None: the unquantized FP16 checkpoint)."""
+    from edgekit.quant.calibrate import QuantConfig
+
+    fmt, m = config.decoder_format("tensorrt"), config.method or default_method(config.precision, "tensorrt")
+    if fmt is None:
+        return None
+    if fmt.quant_algo != W4A16_AWQ:  # int8:channel: W8A8 SmoothQuant
+        if m not in ("smoothquant", "rtn"):
+            raise EdgekitError(f"--precision w8a8 is SmoothQuant: use --method smoothquant (or rtn for no smoothing), not {m}")
+        return QuantConfig(method="smoothquant", grid=fmt.grid_name, alpha=0.5 if m == "smoothquant" else 0.0,
+                           samples=config.samples, n_samples=config.calib_n, seed=config.seed)
+    if m == "smoothquant":
+        raise EdgekitError("--method smoothquant makes W8A8: use --precision w8a8")
+    return QuantConfig(method=m, grid=fmt.grid_name, samples=config.samples, n_samples=config.calib_n, seed=config.seed)
+
+
+def _unified_identity(qcfg) -> dict:
+    """quant_algo (and group size) of the unified checkpoint a calibration config produces, from its Format."""
+    if qcfg is None:
+        return {}
+    fmt = qcfg.format
+    algo = fmt.unified_algo(activation_scales=qcfg.method == "smoothquant")
+    return {"quant_algo": algo, **({"group_size": fmt.group_size} if algo == W4A16_AWQ else {})}
+
+
+def _calibration_record(record: Path) -> dict | None:
+    import json
+
+    return json.loads(record.read_text()) if record.is_file() else None

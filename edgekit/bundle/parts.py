@@ -1,0 +1,89 @@
+"""The artifacts behind each bundle part, one function per part: the vision ONNX at the build's resolution, the
+unified (or FP16) checkpoint for TensorRT with Edge-LLM's decoder ONNX, and the exporter identity in the stage key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgekit.quant.formats import W4A16_AWQ
+
+
+# INT8 vision, as measured best on the e2e agreement test (tests/bundle/test_int8_vision_e2e.py): percentile
+# ranges, GPTQ-rounded weights, patch embedding and merger in float.
+VISION_CALIBRATION = "percentile"
+VISION_CALIB_IMAGES = 16
+
+
+def vision_part(ck, out: Path, resolution: tuple[int, int], images: int, precision: str, samples: str, work: Path) -> dict:
+    """The vision tower as ONNX at one resolution; INT8 is calibrated on the samples' calib split."""
+    from edgekit.data.calibration_images import patch_batches, sample_images, split_calibration
+    from edgekit.export.vision_int8 import FLOAT_PARTS, quantize_int8
+    from edgekit.export.vision_onnx import export_float
+    from edgekit.model.processor import load_processor_config
+
+    width, height = resolution
+    if precision in ("fp32", "fp16"):
+        export_float(ck, width, height, images, precision, out)
+        return {"precision": precision}
+    fp32 = work / "vision_fp32.onnx"
+    info = export_float(ck, width, height, images, "fp32", fp32)
+    calib, _ = split_calibration(sample_images(samples.split(",")), VISION_CALIB_IMAGES, 0)
+    batches = patch_batches(calib, info, load_processor_config(ck.path))
+    report = quantize_int8(fp32, out, batches, method=VISION_CALIBRATION, float_parts=FLOAT_PARTS, gptq=True)
+    fp32.unlink(missing_ok=True)
+    return report
+
+
+def tensorrt_decoder(ck, bundle: Path, qcfg, calib_dir: Path, work: Path) -> list[str]:
+    """decoder/unified (ModelOpt unified checkpoint, or the FP16 checkpoint) + Edge-LLM's ONNX when installed."""
+    from edgekit.atomic import write_json
+    from edgekit.bundle.edgellm import check_int4_export, check_int8_export, find_exporter, run_export
+
+    unified = bundle / "decoder" / "unified"
+    if qcfg is None:
+        copy_checkpoint(ck, unified)
+    else:
+        from edgekit.export.modelopt_unified import write_unified_checkpoint
+        from edgekit.quant.calibrate import calibrate
+
+        calibrated = calibrate(ck.path, qcfg, calib_dir)
+        write_unified_checkpoint(ck.path, unified, calibrated)
+        write_json(bundle / "decoder" / "calibration.json", calibrated.record)
+    exporter = find_exporter()
+    if exporter is not None:
+        onnx_dir = bundle / "decoder" / "edgellm_onnx"
+        tmp = work / "edgellm_onnx"
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        onnx_path = run_export(exporter, unified, tmp, work / "edgellm_export.log")
+        if qcfg is not None:  # a silent FP16 fallback fails the build here
+            (check_int4_export if qcfg.format.quant_algo == W4A16_AWQ else check_int8_export)(onnx_path, unified)
+        shutil.rmtree(onnx_dir, ignore_errors=True)
+        tmp.rename(onnx_dir)  # the whole directory appears at once
+    return [str(p.relative_to(bundle)) for p in sorted((bundle / "decoder").rglob("*")) if p.is_file()]
+
+
+def copy_checkpoint(ck, out: Path) -> None:
+    from edgekit.atomic import write_bytes
+    from edgekit.export.modelopt_unified import EXTRA_FILES
+
+    for f in [ck.path / "config.json", *ck.weight_files(), *(ck.path / n for n in EXTRA_FILES)]:
+        if f.is_file() and f.suffix != ".bin":
+            write_bytes(out / f.name, f.read_bytes())  # whole shards: an FP16 build is a copy, once
+    if (ck.path / "model.safetensors.index.json").is_file():
+        write_bytes(out / "model.safetensors.index.json", (ck.path / "model.safetensors.index.json").read_bytes())
+
+
+def edgellm_identity() -> str | None:
+    """Which exporter (if any) shapes decoder/edgellm_onnx: part of the decoder stage's cache key."""
+    from edgekit.bundle.edgellm import find_exporter
+
+    exe = find_exporter()
+    if exe is None:
+        return None
+    from importlib.metadata import PathDistribution
+
+    for dist in exe.resolve().parent.parent.glob("lib/python*/site-packages/tensorrt_edgellm-*.dist-info"):
+        return f"tensorrt-edgellm {PathDistribution(dist).version}"
+    return "tensorrt-edgellm (version unknown)"

@@ -1,0 +1,89 @@
+"""Entry point of the `edgekit` console script: one-line errors, exit codes, --debug."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import typer
+
+from edgekit.cli.app import STATE, app, err_console
+from edgekit.cli.commands import load_all
+from edgekit.errors import EdgekitError
+
+load_all()
+
+# typer 0.29 vendors its own click (typer._click), whose usage errors derive from typer.exceptions.TyperException,
+# not from the standalone click package's classes; older typers re-export click's. Either way a usage error is
+# never a traceback (tests/cli/test_cli_usage.py).
+try:
+    from typer.exceptions import TyperException as ClickException
+except ImportError:  # typer < 0.26
+    from click import ClickException
+ClickExit, ClickAbort = typer.Exit, typer.Abort
+
+
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as shells report them
+INTERRUPTED = "interrupted; finished stages are kept: rerun the same command to resume"
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread like KeyboardInterrupt, so `finally` blocks and locks unwind."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI. Returns the exit code (also raises SystemExit when used as a script).
+
+    Exit codes: 0 success; 1 the work ran and failed (a bundle that does not verify, a broken environment,
+    another build holding --out); 2 bad input (usage, options, files); 130 Ctrl-C; 143 SIGTERM."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    STATE["debug"] = "--debug" in args
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if argv is None else None
+    try:
+        rv = app(args=args, prog_name="edgekit", standalone_mode=False)
+        # Non-standalone typer returns (not raises) an exit code, 130 on Ctrl-C; commands themselves return None.
+        code = rv if isinstance(rv, int) else 0
+        if code == EXIT_INTERRUPTED:
+            err_console.print(INTERRUPTED)
+    except Terminated:
+        err_console.print(INTERRUPTED.replace("interrupted", "terminated", 1))
+        code = EXIT_TERMINATED
+    except EdgekitError as e:
+        if STATE["debug"]:
+            raise
+        err_console.print(f"[bold red]error:[/] {e.message}", highlight=False, soft_wrap=True)
+        code = e.exit_code
+    except ClickExit as e:
+        code = e.exit_code
+    except ClickException as e:  # usage errors: typer's short usage message, exit 2
+        e.show()
+        code = e.exit_code
+    except OSError as e:  # the net under every file operation that has no message of its own
+        if STATE["debug"]:
+            raise
+        import errno
+
+        from edgekit.atomic import write_error
+
+        where = Path(e.filename) if e.filename is not None else Path("a file")
+        message = (write_error(where, e).message if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+                   else f"{where}: {e.strerror or e}")
+        err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        code = 2
+    except ClickAbort:
+        err_console.print("aborted")
+        code = EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        err_console.print(INTERRUPTED)
+        code = EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if argv is None:
+        sys.exit(code)
+    return code

@@ -1,0 +1,13 @@
+"""Option values the CLI reads from text, parsed once for every command."""
+
+from __future__ import annotations
+
+from edgekit.errors import EdgekitError
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    """'448x448' -> (width, height) in pixels."""
+    parts = text.lower().replace("*", "x").split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or min(int(p) for p in parts) <= 0:
+        raise EdgekitError(f"--resolution {text!r}: expected WIDTHxHEIGHT in pixels, e.g. 448x448 or 1024x484")
+    return int(parts[0]), int(parts[1])

@@ -1,0 +1,138 @@
+"""INT8 QDQ of an FP32 vision graph, calibrated on sample images (TensorRT's explicit-quantization rules).
+
+QuantizeLinear/DequantizeLinear pairs, symmetric int8 activations (zero point 0, per tensor) and
+symmetric per-output-channel int8 weights. Only the weight MatMuls are quantized; attention's
+activation x activation MatMuls, softmax, RMSNorm, rotary and (optionally) the patch embedding and
+merger stay float, because their ranges are where int8 loses the most. GPTQ can then re-choose the
+weight codes with the calibrated scales fixed (vision_gptq.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from edgekit.atomic import atomic_path
+from edgekit.errors import EdgekitError
+from edgekit.model.vision_graph import INPUT, set_metadata
+
+CALIBRATIONS = ("minmax", "percentile", "entropy")
+
+
+@contextlib.contextmanager
+def _quiet_onnxruntime_quantization():
+    """onnxruntime.quantization logs advice on the root logger and prints calibrator progress: silence both,
+    and give the root logger its level back afterwards."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
+
+
+class PatchReader:
+    """onnxruntime CalibrationDataReader over a list of patch arrays (one graph input each)."""
+
+    def __init__(self, batches: Sequence[np.ndarray]):
+        self._batches = list(batches)
+        self._next = 0
+
+    def get_next(self):
+        if self._next >= len(self._batches):
+            return None
+        self._next += 1
+        return {INPUT: self._batches[self._next - 1]}
+
+    def rewind(self) -> None:
+        self._next = 0
+
+
+def weight_matmuls(model) -> tuple[list[str], list[str]]:
+    """Split MatMul/Gemm nodes into (weight products, activation x activation products) by their inputs."""
+    consts = {t.name for t in model.graph.initializer}
+    consts |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    weights, acts = [], []
+    for node in model.graph.node:
+        if node.op_type in ("MatMul", "Gemm"):
+            (weights if any(i in consts for i in node.input) else acts).append(node.name)
+    return weights, acts
+
+
+# Parts that may stay in float in an INT8 graph. Measured on the small checkpoint (448x448, percentile,
+# one part quantized at a time, 1 - cosine to FP32): patch embedding 2.8e-4, merger 3.2e-4, every
+# block's qkv/proj/gate-up/down together 1.1e-4. The two ends carry most of the INT8 error for ~2% of
+# the tower's MACs, so bundles keep both in float (FP16 under TensorRT).
+FLOAT_PARTS = ("patch-embed", "merger")
+
+
+def part_matmuls(model, part: str) -> list[str]:
+    """A part's weight products: the patch embedding is the first, the merger's two layers the last two."""
+    weights, _ = weight_matmuls(model)
+    if part == "patch-embed":
+        return weights[:1]
+    if part == "merger":
+        return weights[-2:]
+    raise EdgekitError(f"--keep-float {part!r}: choose from {', '.join(FLOAT_PARTS)}")
+
+
+def _gptq_round(q, float_model, batches) -> dict:
+    """Re-choose the int8 weight codes of `q` by GPTQ with its scales fixed (vision_gptq.py), in place."""
+    from onnx import numpy_helper
+
+    from edgekit.export.vision_gptq import gptq_round
+
+    weights = {i.name: numpy_helper.to_array(i) for i in float_model.graph.initializer if len(i.dims) == 2}
+    return gptq_round(q, weights, batches, INPUT)
+
+
+def quantize_int8(fp32_path: str | Path, out: str | Path, batches: Sequence[np.ndarray], *,
+                  method: str = "minmax", percentile: float = 99.999, float_parts: Sequence[str] = (),
+                  gptq: bool = False) -> dict:
+    """Static INT8 QDQ of an FP32 vision graph, calibrated on `batches` of patches; writes `out` atomically."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if method not in CALIBRATIONS:
+        raise EdgekitError(f"--calibration {method!r}: choose one of {', '.join(CALIBRATIONS)}")
+    if not batches:
+        raise EdgekitError("INT8 calibration needs at least one image; pass --samples with images")
+    model = onnx.load(str(fp32_path))
+    weights, acts = weight_matmuls(model)
+    if not weights:  # fail before calibrating: a config that matches nothing would export float silently
+        raise EdgekitError(f"{fp32_path}: no weight MatMul found to quantize; is this an edgekit vision graph?")
+    exclude = acts + [n for part in float_parts for n in part_matmuls(model, part)]
+    quantized = [n for n in weights if n not in exclude]
+    extra = {
+        "ActivationSymmetric": True,  # TensorRT: int8 activations with zero point 0
+        "WeightSymmetric": True,
+        "QuantizeBias": False,  # TensorRT takes float biases; int32 bias QDQ is an ORT-only pattern
+        "CalibTensorRangeSymmetric": method != "minmax",
+        "CalibPercentile": percentile,
+        "CalibNumBins": 2048,
+    }
+    calib = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+             "entropy": CalibrationMethod.Entropy}[method]
+    out = Path(out)
+    with atomic_path(out) as tmp, _quiet_onnxruntime_quantization():
+        quantize_static(str(fp32_path), str(tmp), PatchReader(batches), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=["MatMul", "Gemm"], nodes_to_quantize=quantized, per_channel=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=calib, extra_options=extra)
+        q = onnx.load(str(tmp))
+        rounded = _gptq_round(q, model, batches) if gptq else {}
+        props = {p.key: p.value for p in model.metadata_props}
+        props["edgekit.precision"] = "int8"
+        props["edgekit.calibration"] = method
+        set_metadata(q, props)
+        onnx.save(q, str(tmp))
+    return {"quantized_matmuls": len(quantized), "float_matmuls": len(exclude), "float_parts": list(float_parts),
+            "method": method, **rounded,
+            "calibration_batches": len(batches)}

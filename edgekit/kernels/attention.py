@@ -1,0 +1,284 @@
+"""edgekit's fused attention kernels (edgekit/kernels/*.cu) from Python: float64 references, the C library through ctypes
+(the CUDA build on a GPU, or the CPU emulation build that runs the same .cu files), and torch ops.
+
+The references are the definition the kernels are tested against (tests/kernels/test_kernels.py):
+  vit_window_attention_reference  rotary (rotate_half) on q and k, softmax(q kᵀ/√D) v inside each window
+  decode_attention_reference      M-RoPE'd new token appended, GQA attention over the whole cache
+"""
+
+from __future__ import annotations
+
+import ctypes
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+
+KERNELS_DIR = Path(__file__).resolve().parent  # package data: the .cu sources ship in the wheel
+KV_F16, KV_INT8 = 0, 1
+
+
+# ---- float64 references --------------------------------------------------------------------------
+
+def rotate_half(x: np.ndarray) -> np.ndarray:
+    h = x.shape[-1] // 2
+    return np.concatenate([-x[..., h:], x[..., :h]], axis=-1)
+
+
+def apply_rotary(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """x [..., tokens?, D] with cos/sin broadcastable: x·cos + rotate_half(x)·sin (transformers' convention)."""
+    return x * cos + rotate_half(x) * sin
+
+
+def vit_window_attention_reference(qkv: np.ndarray, cos: np.ndarray, sin: np.ndarray, cu_windows: np.ndarray) -> np.ndarray:
+    """qkv [T, 3, H, D], cos/sin [T, D], cu_windows [W+1] -> [T, H*D], all float64."""
+    qkv = qkv.astype(np.float64)
+    T, _, H, D = qkv.shape
+    q = apply_rotary(qkv[:, 0], cos[:, None, :].astype(np.float64), sin[:, None, :].astype(np.float64))  # [T, H, D]
+    k = apply_rotary(qkv[:, 1], cos[:, None, :].astype(np.float64), sin[:, None, :].astype(np.float64))
+    v = qkv[:, 2]
+    out = np.zeros((T, H, D))
+    for a, b in zip(cu_windows[:-1], cu_windows[1:]):
+        s = np.einsum("qhd,khd->hqk", q[a:b], k[a:b]) / np.sqrt(D)
+        p = np.exp(s - s.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+        out[a:b] = np.einsum("hqk,khd->qhd", p, v[a:b])
+    return out.reshape(T, H * D)
+
+
+def decode_attention_reference(q_new, k_new, v_new, cos, sin, cache_k, cache_v, seq_lens, scale_k=None, scale_v=None):
+    """One decode step in float64: q/k_new M-RoPE'd, the new k/v appended (to an INT8 cache: quantized as the kernel
+    defines it, symmetric per head with scale amax/127), GQA attention.
+
+    q_new [B, Hq, D], k_new/v_new [B, Hkv, D], cos/sin [B, D], caches [B, Hkv, C, D] (int8 with scales [B, Hkv, C]).
+    Returns [B, Hq, D].
+    """
+    B, Hq, D = q_new.shape
+    Hkv = k_new.shape[1]
+    G = Hq // Hkv
+    c, s = cos.astype(np.float64)[:, None, :], sin.astype(np.float64)[:, None, :]
+    q = apply_rotary(q_new.astype(np.float64), c, s)
+    k1 = apply_rotary(k_new.astype(np.float64), c, s)
+    v1 = v_new.astype(np.float64)
+    if scale_k is not None:
+        k1, v1 = _int8_round_trip(k1), _int8_round_trip(v1)
+    out = np.zeros((B, Hq, D))
+    for b in range(B):
+        n = int(seq_lens[b])
+        keys = cache_k[b, :, :n].astype(np.float64)
+        vals = cache_v[b, :, :n].astype(np.float64)
+        if scale_k is not None:
+            keys = keys * scale_k[b, :, :n, None]
+            vals = vals * scale_v[b, :, :n, None]
+        keys = np.concatenate([keys, k1[b][:, None]], axis=1)  # [Hkv, n+1, D]
+        vals = np.concatenate([vals, v1[b][:, None]], axis=1)
+        for h in range(Hq):
+            sc = keys[h // G] @ q[b, h] / np.sqrt(D)
+            p = np.exp(sc - sc.max())
+            out[b, h] = (p / p.sum()) @ vals[h // G]
+    return out
+
+
+def _int8_round_trip(x: np.ndarray) -> np.ndarray:
+    """Symmetric INT8 per row (last axis): scale amax/127 (1 for an all-zero row), codes rint(x/scale)."""
+    amax = np.abs(x).max(-1, keepdims=True)
+    scale = np.where(amax > 0, amax / 127, 1.0)
+    return np.clip(np.rint(x / scale), -127, 127) * scale
+
+
+def check_close(out: np.ndarray, ref: np.ndarray, atol: float, rtol: float, name: str) -> None:
+    """|out − ref| ≤ atol + rtol·|ref| elementwise; raises AssertionError listing the first mismatches."""
+    out = out.astype(np.float64)
+    bad = np.argwhere(np.abs(out - ref) > atol + rtol * np.abs(ref))
+    if len(bad):
+        first = ", ".join(f"{tuple(int(i) for i in idx)}: {out[tuple(idx)]:.5g} vs {ref[tuple(idx)]:.5g}" for idx in bad[:5])
+        raise AssertionError(f"{name}: {len(bad)} of {out.size} elements outside atol {atol} + rtol {rtol}; first: {first}")
+
+
+# ---- the C library ---------------------------------------------------------------------------------
+
+def build_library(build_dir: Path, cuda: bool) -> Path:
+    """cmake-build edgekit/kernels/ into build_dir: the CUDA library (sm_87/90/110, spills fail the build) or the
+    CPU emulation library. Returns the .so path; raises EdgekitError with the build log's tail on failure."""
+    build_dir.mkdir(parents=True, exist_ok=True)
+    flags = ["-DEDGEKIT_CUDA=ON", "-DEDGEKIT_EMU=OFF"] if cuda else ["-DEDGEKIT_CUDA=OFF", "-DEDGEKIT_EMU=ON"]
+    log = build_dir / "build.log"
+    with open(log, "w") as f:
+        for cmd in (["cmake", "-S", str(KERNELS_DIR), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release", *flags],
+                    ["cmake", "--build", str(build_dir), "-j2"]):
+            if subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode != 0:
+                tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+                raise EdgekitError(f"kernel build failed ({' '.join(cmd[:2])}): " + " | ".join(tail))
+    name = "libedgekit_kernels.so" if cuda else "emu/libedgekit_kernels_emu.so"
+    return build_dir / name
+
+
+class KernelLibrary:
+    """ctypes binding of edgekit_kernels.h. With the emulation library, 'device' pointers are numpy buffers."""
+
+    def __init__(self, path: Path):
+        self.lib = ctypes.CDLL(str(path))
+        p, i, sz = ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t
+        self.lib.edgekit_vit_window_attention.argtypes = [p, p, p, p, i, i, i, i, p, p]
+        self.lib.edgekit_vit_window_attention.restype = i
+        self.lib.edgekit_decode_workspace_bytes.argtypes = [i, i, i]
+        self.lib.edgekit_decode_workspace_bytes.restype = sz
+        self.lib.edgekit_decode_attention.argtypes = [p, p, p, p, p, p, p, p, p, i, p, i, i, i, i, i, p, p, p]
+        self.lib.edgekit_decode_attention.restype = i
+
+    @staticmethod
+    def _ptr(a: np.ndarray | None):
+        if a is None:
+            return None
+        assert a.flags.c_contiguous
+        return a.ctypes.data_as(ctypes.c_void_p)
+
+    def vit_window_attention(self, qkv: np.ndarray, cos: np.ndarray, sin: np.ndarray, cu_windows: np.ndarray) -> np.ndarray:
+        T, three, H, D = qkv.shape
+        qkv = np.ascontiguousarray(qkv, dtype=np.float16)
+        cos, sin = np.ascontiguousarray(cos, dtype=np.float32), np.ascontiguousarray(sin, dtype=np.float32)
+        cu = np.ascontiguousarray(cu_windows, dtype=np.int32)
+        out = np.zeros((T, H * D), dtype=np.float16)
+        max_len = int(np.max(np.diff(cu)))
+        rc = self.lib.edgekit_vit_window_attention(self._ptr(qkv), self._ptr(cos), self._ptr(sin), self._ptr(cu),
+                                                   len(cu) - 1, max_len, H, D, self._ptr(out), None)
+        if rc != 0:
+            raise EdgekitError(f"edgekit_vit_window_attention returned {rc}")
+        return out
+
+    def decode_attention(self, q_new, k_new, v_new, cos, sin, cache_k, cache_v, seq_lens, num_splits: int,
+                         scale_k=None, scale_v=None) -> np.ndarray:
+        """Runs one step; appends into cache_k/cache_v (and scales) in place, like the device would."""
+        B, Hq, D = q_new.shape
+        Hkv, C = cache_k.shape[1], cache_k.shape[2]
+        int8 = cache_k.dtype == np.int8
+        args16 = [np.ascontiguousarray(x, dtype=np.float16) for x in (q_new, k_new, v_new)]
+        cos, sin = np.ascontiguousarray(cos, dtype=np.float32), np.ascontiguousarray(sin, dtype=np.float32)
+        lens = np.ascontiguousarray(seq_lens, dtype=np.int32)
+        ws = np.zeros(self.lib.edgekit_decode_workspace_bytes(B, Hq, num_splits) // 4, dtype=np.float32)
+        out = np.zeros((B, Hq, D), dtype=np.float16)
+        rc = self.lib.edgekit_decode_attention(*(self._ptr(a) for a in args16), self._ptr(cos), self._ptr(sin),
+                                               self._ptr(cache_k), self._ptr(cache_v), self._ptr(scale_k), self._ptr(scale_v),
+                                               KV_INT8 if int8 else KV_F16, self._ptr(lens), B, Hq, Hkv, C, num_splits,
+                                               self._ptr(ws), self._ptr(out), None)
+        if rc != 0:
+            raise EdgekitError(f"edgekit_decode_attention returned {rc}")
+        return out
+
+
+# ---- torch ops -------------------------------------------------------------------------------------
+
+_CUDA_LIB: KernelLibrary | None = None
+
+
+def cuda_library() -> KernelLibrary | None:
+    """The CUDA build ($EDGEKIT_KERNELS_LIB, else edgekit/kernels/build/libedgekit_kernels.so), loaded once; None if absent."""
+    import os
+
+    global _CUDA_LIB
+    if _CUDA_LIB is None:
+        path = Path(os.environ.get("EDGEKIT_KERNELS_LIB", KERNELS_DIR / "build" / "libedgekit_kernels.so"))
+        if path.is_file():
+            _CUDA_LIB = KernelLibrary(path)
+    return _CUDA_LIB
+
+
+def vit_window_attention_torch(qkv, cos, sin, cu_windows):
+    """The reference in torch (f32 math, rotary in f32 as transformers does): the CPU / no-library fallback."""
+    import torch
+
+    T, _, H, D = qkv.shape
+    x = qkv.float()
+    c, s = cos.float()[:, None, :], sin.float()[:, None, :]
+    rot = lambda t: torch.cat([-t[..., D // 2:], t[..., :D // 2]], dim=-1)  # noqa: E731
+    q, k, v = x[:, 0] * c + rot(x[:, 0]) * s, x[:, 1] * c + rot(x[:, 1]) * s, x[:, 2]
+    out = torch.empty(T, H, D, dtype=torch.float32, device=qkv.device)
+    bounds = cu_windows.tolist()
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        att = torch.softmax(torch.einsum("qhd,khd->hqk", q[a:b], k[a:b]) / D ** 0.5, dim=-1)
+        out[a:b] = torch.einsum("hqk,khd->qhd", att, v[a:b])
+    return out.reshape(T, H * D).to(qkv.dtype)
+
+
+def decode_attention_torch(q_new, k_new, v_new, cos, sin, cache_k, cache_v, seq_lens):
+    """The decode step in torch (f32 math): rotary on the new q/k, k/v written into the caches at seq_lens[b]
+    (in place, in the caches' dtype), GQA attention over seq_lens[b] + 1 tokens. The no-library fallback."""
+    import torch
+
+    B, Hq, D = q_new.shape
+    Hkv = k_new.shape[1]
+    c, s = cos.float()[:, None, :], sin.float()[:, None, :]
+    rot = lambda t: torch.cat([-t[..., D // 2:], t[..., :D // 2]], dim=-1)  # noqa: E731
+    q = q_new.float() * c + rot(q_new.float()) * s
+    k = k_new.float() * c + rot(k_new.float()) * s
+    out = torch.empty(B, Hq, D, dtype=torch.float32, device=q_new.device)
+    for b, n in enumerate(seq_lens.tolist()):
+        cache_k[b, :, n] = k[b].to(cache_k.dtype)
+        cache_v[b, :, n] = v_new[b].to(cache_v.dtype)
+        keys, vals = cache_k[b, :, :n + 1].float(), cache_v[b, :, :n + 1].float()  # [Hkv, n+1, D]
+        att = torch.softmax(q[b].view(Hkv, Hq // Hkv, D) @ keys.transpose(1, 2) / D ** 0.5, dim=-1)
+        out[b] = (att @ vals).reshape(Hq, D)
+    return out.to(q_new.dtype)
+
+
+def register_torch_ops() -> None:
+    """torch.ops.edgekit.vit_window_attention and torch.ops.edgekit.decode_attention (f16 KV cache, written in
+    place): the fused CUDA kernels for f16 CUDA tensors when the library is built, the torch references
+    otherwise. Opt-in: nothing in edgekit's ONNX export path calls them. (The INT8 KV cache is reached
+    through the C API, edgekit_kernels.h.)"""
+    import torch
+
+    if hasattr(torch.ops, "edgekit") and hasattr(torch.ops.edgekit, "decode_attention"):
+        return
+
+    # explicit schema: this module's annotations are strings (from __future__ import annotations)
+    @torch.library.custom_op("edgekit::vit_window_attention", mutates_args=(),
+                             schema="(Tensor qkv, Tensor cos, Tensor sin, Tensor cu_windows) -> Tensor")
+    def vit_window_attention(qkv, cos, sin, cu_windows):
+        lib = cuda_library() if qkv.is_cuda and qkv.dtype == torch.float16 else None
+        if lib is None:
+            return vit_window_attention_torch(qkv, cos, sin, cu_windows)
+        T, _, H, D = qkv.shape
+        out = torch.empty(T, H * D, dtype=torch.float16, device=qkv.device)
+        cu = cu_windows.to(torch.int32).contiguous()
+        max_len = int((cu[1:] - cu[:-1]).max())
+        keep = [qkv.contiguous(), cos.float().contiguous(), sin.float().contiguous()]  # alive until queued
+        rc = lib.lib.edgekit_vit_window_attention(
+            keep[0].data_ptr(), keep[1].data_ptr(), keep[2].data_ptr(), cu.data_ptr(), cu.numel() - 1, max_len, H, D,
+            out.data_ptr(), torch.cuda.current_stream().cuda_stream)
+        if rc != 0:
+            raise RuntimeError(f"edgekit_vit_window_attention returned {rc}")
+        return out
+
+    @vit_window_attention.register_fake
+    def _(qkv, cos, sin, cu_windows):
+        T, _, H, D = qkv.shape
+        return qkv.new_empty(T, H * D)
+
+    @torch.library.custom_op("edgekit::decode_attention", mutates_args=("cache_k", "cache_v"),
+                             schema="(Tensor q_new, Tensor k_new, Tensor v_new, Tensor cos, Tensor sin, "
+                                    "Tensor(a!) cache_k, Tensor(b!) cache_v, Tensor seq_lens, int num_splits) -> Tensor")
+    def decode_attention(q_new, k_new, v_new, cos, sin, cache_k, cache_v, seq_lens, num_splits):
+        f16 = all(t.dtype == torch.float16 for t in (q_new, k_new, v_new, cache_k, cache_v))
+        lib = cuda_library() if q_new.is_cuda and f16 and cache_k.is_contiguous() and cache_v.is_contiguous() else None
+        if lib is None:
+            return decode_attention_torch(q_new, k_new, v_new, cos, sin, cache_k, cache_v, seq_lens)
+        B, Hq, D = q_new.shape
+        Hkv, C = cache_k.shape[1], cache_k.shape[2]
+        keep = [t.contiguous() for t in (q_new, k_new, v_new)] + [cos.float().contiguous(), sin.float().contiguous(),
+                                                                   seq_lens.to(torch.int32).contiguous()]
+        ws = torch.empty(lib.lib.edgekit_decode_workspace_bytes(B, Hq, num_splits), dtype=torch.uint8, device=q_new.device)
+        out = torch.empty(B, Hq, D, dtype=torch.float16, device=q_new.device)
+        q, k, v, c, s, lens = (t.data_ptr() for t in keep)  # `keep` holds the temporaries until the launch is queued
+        rc = lib.lib.edgekit_decode_attention(q, k, v, c, s, cache_k.data_ptr(), cache_v.data_ptr(), None, None, KV_F16,
+                                              lens, B, Hq, Hkv, C, num_splits, ws.data_ptr(), out.data_ptr(),
+                                              torch.cuda.current_stream().cuda_stream)
+        if rc != 0:
+            raise RuntimeError(f"edgekit_decode_attention returned {rc}")
+        return out
+
+    @decode_attention.register_fake
+    def _(q_new, k_new, v_new, cos, sin, cache_k, cache_v, seq_lens, num_splits):
+        return q_new.new_empty(q_new.shape)

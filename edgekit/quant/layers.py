@@ -1,0 +1,113 @@
+"""The full-precision decoder one layer at a time, for calibration and sensitivity (pure plumbing, no quantizing).
+
+  calibration_sequences  samples -> teacher-forced token sequences with M-RoPE positions and pixels
+  layer0_inputs          token embeddings with the vision tower's embeddings at image tokens
+  decoder_layer          one transformers decoder layer with only its weights loaded (float32)
+  rotary, run_layer      M-RoPE and one layer's forward pass over every sequence
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgekit.errors import EdgekitError
+
+
+@dataclass
+class CalibSeq:
+    input_ids: np.ndarray  # int64 [L]
+    positions: np.ndarray  # int64 [3, L]
+    pixel_values: np.ndarray  # float32 [patches, patch_dim]
+    grid_thw: np.ndarray  # int64 [k, 3]
+
+
+def calibration_sequences(ckpt_path: Path, spec: str, n: int, seed: int, resize_to: tuple[int, int],
+                          split_name: str = "calib") -> tuple[list[CalibSeq], str]:
+    """Teacher-forced sequences from samples; returns them and a hash of exactly what was used."""
+    from edgekit.data.samples import format_answer_for_teacher_forcing, load_samples
+    from edgekit.data.selection import mix, split
+    from edgekit.model.checkpoint import open_checkpoint
+    from edgekit.model.prompt import PromptAssets, load_tokenizer, prepare_inputs
+
+    ck = open_checkpoint(ckpt_path)
+    assets = PromptAssets.from_checkpoint(ck)
+    tok = load_tokenizer(assets.tokenizer_json)
+    chosen = mix(split(load_samples(spec.split(",") if "," in spec else spec), split_name), n, seed)
+    if not chosen:
+        raise EdgekitError(f"--samples {spec}: no '{split_name}' samples to calibrate on")
+    h = hashlib.sha256()
+    seqs = []
+    for s in chosen:
+        inputs = prepare_inputs(assets, s.question, [s.load_image()], think=False, resize_to=resize_to)
+        answer = format_answer_for_teacher_forcing(s) + "<|im_end|>"
+        extra = np.asarray(tok.encode(answer, add_special_tokens=False).ids, dtype=np.int64)
+        start = int(inputs.position_ids.max()) + 1
+        tail = np.broadcast_to(np.arange(start, start + len(extra), dtype=np.int64), (3, len(extra)))
+        seqs.append(CalibSeq(np.concatenate([inputs.input_ids, extra]), np.concatenate([inputs.position_ids, tail], 1),
+                             inputs.pixel_values, inputs.image_grid_thw))
+        h.update(s.id.encode() + b"\0" + seqs[-1].input_ids.tobytes() + seqs[-1].pixel_values.tobytes())
+    ck.close()
+    return seqs, h.hexdigest()
+
+
+def hf_config(ckpt_path: Path):
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(str(ckpt_path))
+    cfg.text_config._attn_implementation = "sdpa"
+    cfg.vision_config._attn_implementation = "sdpa"
+    return cfg
+
+
+def layer0_inputs(ck, seqs: list[CalibSeq], cfg) -> list[torch.Tensor]:
+    """Token embeddings with the vision tower's embeddings at image tokens: [1, L, hidden] each."""
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
+
+    embed = ck.get("model.embed_tokens.weight")
+    vision = Qwen2_5_VisionTransformerPretrainedModel._from_config(cfg.vision_config)
+    state = {n[len("visual."):]: ck.get(n).float() for n in ck.tensor_names() if n.startswith("visual.")}
+    vision.load_state_dict(state, strict=True)
+    vision.eval().float()
+    out = []
+    with torch.no_grad():
+        for s in seqs:
+            x = embed[torch.from_numpy(s.input_ids)].float()  # [L, hidden]
+            if len(s.grid_thw):
+                feats = vision(torch.from_numpy(s.pixel_values), grid_thw=torch.from_numpy(s.grid_thw)).pooler_output
+                mask = torch.from_numpy(s.input_ids == ck.token_ids.image)
+                x[mask] = feats.float()
+            out.append(x.unsqueeze(0))
+    del vision, state
+    return out
+
+
+def decoder_layer(ck, cfg, i: int, overrides: dict | None = None):
+    """transformers' decoder layer i in float32, weights streamed from the checkpoint."""
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLDecoderLayer
+
+    layer = Qwen2_5_VLDecoderLayer(cfg.text_config, layer_idx=i)
+    prefix = f"model.layers.{i}."
+    state = {n[len(prefix):]: ck.get(n).float() for n in ck.tensor_names() if n.startswith(prefix)}
+    state.update(overrides or {})
+    layer.load_state_dict(state, strict=True)
+    return layer.eval().float()
+
+
+def rotary(cfg):
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLRotaryEmbedding
+
+    return Qwen2_5_VLRotaryEmbedding(config=cfg.text_config)
+
+
+def run_layer(layer, rope, hidden: list[torch.Tensor], seqs: list[CalibSeq]) -> list[torch.Tensor]:
+    out = []
+    with torch.no_grad():
+        for x, s in zip(hidden, seqs):
+            pos = torch.from_numpy(s.positions).unsqueeze(1)  # [3, 1, L]
+            out.append(layer(x, attention_mask=None, position_embeddings=rope(x, pos)))
+    return out

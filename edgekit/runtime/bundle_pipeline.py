@@ -1,0 +1,78 @@
+"""Run a built bundle on this machine: ONNX Runtime vision tower + llama.cpp decoder.
+
+The bundle's manifest says which artifacts serve which part; this module wires them into the
+same `answer()` verb as the reference pipeline. Hashes are verified before anything is loaded.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edgekit.bundle.manifest import verify_bundle
+from edgekit.errors import EdgekitError
+from edgekit.runtime.pipeline import Answer
+
+
+class BundlePipeline:
+    def __init__(self, bundle: Path, *, n_threads: int = 2):
+        from edgekit.model.prompt import PromptAssets
+
+        self.bundle = Path(bundle)
+        # Seal, paths and hashes before loading anything; everything below comes from the manifest that verified.
+        report = verify_bundle(self.bundle, deep=False)
+        if not report.ok:
+            raise EdgekitError(f"{self.bundle}: bundle does not verify: {report.errors[0]}")
+        self.manifest = report.manifest
+        parts = self.manifest["parts"]
+        if "decoder" not in parts or parts["decoder"]["format"] != "gguf":
+            raise EdgekitError(f"{self.bundle}: this bundle's decoder is {parts.get('decoder', {}).get('format')!r}; "
+                               "it runs on its device (see build-engines.sh), not through llama.cpp here")
+        self.assets = PromptAssets.from_directory(self.bundle / self.manifest["tokenizer_dir"])
+        vision = parts["vision"]
+        from edgekit.runtime.llama_decoder import LlamaDecoder
+        from edgekit.runtime.onnx_vision import OnnxVision
+
+        self.vision = OnnxVision(self.bundle / vision["path"], threads=n_threads)
+        self.resize_to = (self.vision.info.height, self.vision.info.width)  # the graph's static size
+        self.decoder = LlamaDecoder(self.bundle / parts["decoder"]["path"], n_threads=n_threads,
+                                    n_ctx=int(self.manifest.get("context", 4096)))
+        self.backend = f"bundle ({vision['precision']} ONNX vision + {parts['decoder']['precision']} GGUF decoder)"
+
+    def answer(self, question: str, images: list, *, think: bool = False, max_new_tokens: int = 32,
+               on_text: Callable[[str], None] | None = None) -> Answer:
+        from edgekit.model.prompt import prepare_inputs
+        from edgekit.runtime.llama_decoder import ImageEmbedding
+
+        t0 = time.perf_counter()
+        inputs = prepare_inputs(self.assets, question, images, think=think, resize_to=self.resize_to)
+        t1 = time.perf_counter()
+        merge = self.assets.spatial_merge_size
+        embeds = []
+        if len(inputs.image_grid_thw):
+            out = self.vision.encode(inputs.pixel_values, inputs.image_grid_thw)  # [all tokens, hidden]
+            start = 0
+            for t, gh, gw in inputs.image_grid_thw:
+                n = int(t * gh * gw) // (merge * merge)
+                embeds.append(ImageEmbedding(np.ascontiguousarray(out[start:start + n]), (int(gh) // merge, int(gw) // merge)))
+                start += n
+        t2 = time.perf_counter()
+        ids: list[int] = []
+        for token in self.decoder.generate(inputs.input_ids.tolist(), embeds, max_new_tokens=max_new_tokens):
+            ids.append(token)
+            if on_text:
+                on_text(self.decoder.token_bytes(token).decode("utf-8", errors="replace"))
+        t3 = time.perf_counter()
+        text = b"".join(self.decoder.token_bytes(t) for t in ids).decode("utf-8", errors="replace")
+        return Answer(text, ids, self.backend, {"preprocess": t1 - t0, "vision": t2 - t1, "generate": t3 - t2})
+
+    def close(self) -> None:
+        self.decoder.close()
+
+
+def open_bundle(bundle: str | Path, *, n_threads: int = 2) -> BundlePipeline:
+    """The one way to open a built bundle: verified (seal and hashes) before anything is loaded."""
+    return BundlePipeline(Path(bundle), n_threads=n_threads)

@@ -1,0 +1,96 @@
+"""NVIDIA's own exporter accepts edgekit's unified INT4 checkpoint (TensorRT Edge-LLM 0.11.0, run on the CPU
+from its own venv: scripts/setup_edgellm_venv.sh). CI sets EDGEKIT_REQUIRE_EDGELLM=1, so a missing exporter
+fails there instead of skipping."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from edgekit.bundle.manifest import MANIFEST, verify_bundle
+from edgekit.cli import main
+from edgekit.bundle.edgellm import INT4_PLUGIN, check_int4_export, find_exporter, run_export
+from edgekit.errors import EdgekitError
+
+
+@pytest.fixture(scope="module")
+def exporter() -> Path:
+    exe = find_exporter()
+    if exe is None:
+        if os.environ.get("EDGEKIT_REQUIRE_EDGELLM") == "1":
+            pytest.fail("tensorrt-edgellm-export not found: run scripts/setup_edgellm_venv.sh")
+        pytest.skip("tensorrt-edgellm-export not installed (scripts/setup_edgellm_venv.sh)")
+    return exe
+
+
+@pytest.fixture(scope="module")
+def orin_bundle(small_ckpt, exporter, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("trt") / "orin-int4"
+    assert main(["build", str(small_ckpt), "--target", "orin", "--precision", "int4", "--method", "awq",
+                 "--calib-n", "8", "--out", str(out)]) == 0
+    return out
+
+
+def test_edge_llm_exports_every_linear_as_int4_plugin_with_edgekits_scales(orin_bundle, small_ckpt):
+    import onnx
+
+    report = verify_bundle(orin_bundle)
+    assert report.ok, report.errors
+    m = json.loads((orin_bundle / MANIFEST).read_text())
+    assert m["target"]["backend"] == "tensorrt"
+    assert m["parts"]["decoder"]["format"] == "modelopt-unified" and m["parts"]["decoder"]["quant_algo"] == "W4A16_AWQ"
+    assert m["parts"]["decoder_onnx"]["format"] == "edgellm-onnx-dir"
+    onnx_path = orin_bundle / "decoder" / "edgellm_onnx" / "llm" / "model.onnx"
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    plugins = [n for n in model.graph.node if (n.domain, n.op_type) == INT4_PLUGIN]
+    layers = json.loads((small_ckpt / "config.json").read_text())
+    layers = layers.get("text_config", layers)["num_hidden_layers"]
+    assert len(plugins) == 7 * layers  # q k v o gate up down, every layer
+    counts = check_int4_export(onnx_path, orin_bundle / "decoder" / "unified")  # scales equal, no float MatMul
+    assert counts["quantized_linears"] == 7 * layers
+    script = (orin_bundle / "build-engines.sh").read_text()
+    assert "edgellm_onnx" in script and 'EXPECTED_SM="87"' in script
+
+
+def test_check_catches_a_float_export(orin_bundle, small_ckpt, exporter, tmp_path):
+    """Planted bug: the exporter's ONNX of the unquantized checkpoint (what a silent FP16 fallback gives)."""
+    onnx_path = run_export(exporter, small_ckpt, tmp_path / "fp16", tmp_path / "log.txt")
+    with pytest.raises(EdgekitError, match="float MatMul|no Int4GroupwiseGemmPluginV2"):
+        check_int4_export(onnx_path, orin_bundle / "decoder" / "unified")
+
+
+def test_tampered_scale_in_edge_llm_onnx_fails_verify(orin_bundle, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bundle"
+    shutil.copytree(orin_bundle, bad)
+    data = bad / "decoder" / "edgellm_onnx" / "llm" / "model.onnx.data"
+    blob = bytearray(data.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    data.write_bytes(bytes(blob))
+    report = verify_bundle(bad)
+    assert not report.ok and any("model.onnx.data" in e for e in report.errors)
+
+
+def test_w8a8_smoothquant_bundle_exports_as_int8_qdq(tiny_ckpt, exporter, tmp_path):
+    """W8A8: Edge-LLM keeps edgekit's INT8 codes as they are (DequantizeLinear) and quantizes activations with
+    edgekit's per-tensor scales."""
+    from edgekit.bundle.edgellm import check_int8_export
+
+    out = tmp_path / "w8a8"
+    assert main(["build", str(tiny_ckpt), "--target", "thor", "--precision", "w8a8", "--method", "smoothquant",
+                 "--calib-n", "4", "--out", str(out)]) == 0
+    report = verify_bundle(out)
+    assert report.ok, report.errors
+    m = json.loads((out / MANIFEST).read_text())
+    assert m["parts"]["decoder"]["quant_algo"] == "W8A8_SQ_PER_CHANNEL" and m["target"]["gpu_arch"] == "sm_110"
+    counts = check_int8_export(out / "decoder" / "edgellm_onnx" / "llm" / "model.onnx", out / "decoder" / "unified")
+    assert counts["int8_weight_dq"] == counts["quantized_linears"] == 14 and counts["activation_q"] >= 4 * 2
+    # a second clean build, Edge-LLM's export included, is byte-identical
+    again = tmp_path / "again"
+    assert main(["build", str(tiny_ckpt), "--target", "thor", "--precision", "w8a8", "--method", "smoothquant",
+                 "--calib-n", "4", "--out", str(again)]) == 0
+    assert (again / MANIFEST).read_bytes() == (out / MANIFEST).read_bytes()  # lists every artifact's sha256

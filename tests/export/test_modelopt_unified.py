@@ -1,0 +1,189 @@
+"""ModelOpt unified checkpoints: ModelOpt's INT4 byte layout, exact round trip of edgekit's codes,
+logits of the dequantized checkpoint vs the fake-quantized model, W8A8 SmoothQuant, and verify failures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from conftest import seed_for
+
+from edgekit.errors import EdgekitError
+from edgekit.export import modelopt_layout as L
+from edgekit.export.modelopt_reader import open_unified, verify_unified_checkpoint
+from edgekit.export.modelopt_unified import write_unified_checkpoint
+from edgekit.quant.calibrate import QuantConfig, calibrate
+
+
+def _seed() -> int:
+    return seed_for("test_modelopt_unified")
+
+
+def test_int4_packing_is_modelopts_byte_layout():
+    gen = torch.Generator().manual_seed(_seed())
+    codes = torch.randint(-8, 8, (6, 37), generator=gen, dtype=torch.int8)
+    codes[0, 0], codes[1, 0] = -8, 7  # both ends of the range
+    packed = L.pack_int4(codes)
+    assert packed.dtype == torch.uint8 and packed.shape == (3, 37)
+    for r in range(3):  # byte (r, c): low nibble = row 2r, high nibble = row 2r+1, two's complement
+        for c in range(37):
+            lo, hi = int(codes[2 * r, c]) & 0xF, int(codes[2 * r + 1, c]) & 0xF
+            assert int(packed[r, c]) == lo | (hi << 4)
+    assert int(packed[0, 0]) == 0x78
+    assert torch.equal(L.unpack_int4(packed), codes)
+    with pytest.raises(ValueError, match="odd"):
+        L.pack_int4(codes[:5])
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0]
+
+
+def _load_unified_into(model, unified):
+    from edgekit.quant.evaluate import _hf_name
+
+    state = model.state_dict()
+    with torch.no_grad():
+        for name, t in open_unified(unified).float_state():
+            state[_hf_name(name)].copy_(t)
+
+
+@pytest.fixture(scope="module")
+def awq_result(tiny_ckpt, tmp_path_factory):
+    return calibrate(tiny_ckpt, QuantConfig(method="awq", grid="nvidia:w4a16", n_samples=4, seed=_seed() % 1000),
+                     tmp_path_factory.mktemp("cache"))
+
+
+def test_w4a16_unified_round_trips_and_matches_fake_quant_logits(tiny_ckpt, awq_result, tmp_path):
+    from edgekit.quant.evaluate import apply_result, load_reference
+
+    out = tmp_path / "unified"
+    summary = write_unified_checkpoint(tiny_ckpt, out, awq_result, shard_bytes=3 << 20)  # force several shards
+    assert summary["shards"] > 1 and (out / "model.safetensors.index.json").is_file()
+    assert "codes+scales match the quantizer" in verify_unified_checkpoint(out)
+    hq = json.loads((out / "hf_quant_config.json").read_text())["quantization"]
+    assert hq["quant_algo"] == "W4A16_AWQ" and hq["group_size"] == 128 and hq["has_zero_point"] is False
+    assert set(hq["exclude_modules"]) == {"lm_head", "visual*"}
+    qc = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert qc["quant_method"] == "modelopt" and qc["quant_algo"] == "W4A16_AWQ"
+    uc = open_unified(out)
+    name = "model.layers.1.mlp.down_proj.weight"
+    assert uc.get(name).dtype == torch.uint8 and uc.get(name).shape == (512 // 2, 1024)
+    assert uc.get(name + "_scale").dtype == torch.float32 and uc.get(name + "_scale").shape == (512, 1024 // 128)
+    assert uc.get("lm_head.weight").dtype == torch.bfloat16  # excluded modules are copied as they are
+
+    ids = torch.randint(0, 1000, (1, 41), generator=torch.Generator().manual_seed(_seed()))
+    fp = load_reference(tiny_ckpt)
+    ref_fp = _logits(fp, ids)
+    apply_result(fp, awq_result)
+    fake = _logits(fp, ids)
+    model = load_reference(tiny_ckpt)
+    _load_unified_into(model, out)
+    got = _logits(model, ids)
+    tol = 1e-3 * fake.abs().max()
+    assert (got - fake).abs().max() <= tol
+    assert (ref_fp - fake).abs().max() > tol  # the comparison can tell quantized from float weights
+
+
+def test_w8a8_smoothquant_unified(tiny_ckpt, tmp_path):
+    from edgekit.quant.grids import dequantize_weight
+
+    res = calibrate(tiny_ckpt, QuantConfig(method="smoothquant", grid="int8:channel", n_samples=4), tmp_path / "cache")
+    out = tmp_path / "unified"
+    write_unified_checkpoint(tiny_ckpt, out, res)
+    assert "W8A8_SQ_PER_CHANNEL" in verify_unified_checkpoint(out)
+    uc = open_unified(out)
+    for name, qw in res.quantized.items():
+        w, s = uc.get(name), uc.get(name + "_scale")
+        assert w.dtype == torch.int8 and s.shape == (qw.shape[0],)
+        assert torch.equal(uc.dequantized(name), dequantize_weight(qw))
+        iscale = uc.get(name[: -len("weight")] + "input_scale")
+        assert iscale.dim() == 0 and float(iscale) == pytest.approx(float(res.input_scales[name[: -len(".weight")]]), rel=0, abs=0)
+    for name, w in res.folded.items():  # the SmoothQuant scales live in the norms, exactly
+        assert torch.equal(uc.get(name), w.float())
+
+
+def _rewrite(path, name, fn):
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(path))
+    tensors[name] = fn(tensors[name])
+    save_file(tensors, str(path), metadata={"format": "pt"})
+
+
+def test_verify_catches_tampering(tiny_ckpt, awq_result, tmp_path):
+    good = tmp_path / "good"
+    write_unified_checkpoint(tiny_ckpt, good, awq_result)
+    name = "model.layers.0.self_attn.k_proj.weight"
+
+    bad = tmp_path / "flipped"
+    shutil.copytree(good, bad)
+
+    def flip(t):
+        t = t.clone()
+        t[3, 5] ^= 0x01  # one nibble of one row changes by one code
+        return t
+
+    _rewrite(bad / "model.safetensors", name, flip)
+    with pytest.raises(EdgekitError, match="differ from the quantizer"):
+        verify_unified_checkpoint(bad)
+
+    bad = tmp_path / "unquantized"
+    shutil.copytree(good, bad)
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(bad / "model.safetensors"))
+    del tensors[name + "_scale"]
+    save_file(tensors, str(bad / "model.safetensors"))
+    with pytest.raises(EdgekitError, match="missing"):
+        verify_unified_checkpoint(bad)
+
+    bad = tmp_path / "zero_point"
+    shutil.copytree(good, bad)
+    cfg = json.loads((bad / "hf_quant_config.json").read_text())
+    cfg["quantization"]["has_zero_point"] = True
+    (bad / "hf_quant_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(EdgekitError, match="symmetric"):
+        verify_unified_checkpoint(bad)
+
+
+def test_tensorrt_build_refuses_what_edge_llm_cannot_run(small_ckpt, tmp_path):
+    from edgekit.bundle.build import BuildConfig, build_bundle
+
+    with pytest.raises(EdgekitError, match="w8a8"):
+        build_bundle(small_ckpt, tmp_path / "b", BuildConfig(target="orin", precision="int8", backend="tensorrt"))
+    with pytest.raises(EdgekitError, match="SmoothQuant"):
+        build_bundle(small_ckpt, tmp_path / "b", BuildConfig(target="orin", precision="w8a8", method="gptq",
+                                                             backend="tensorrt"))
+    assert not (tmp_path / "b").exists()  # refused before any work
+
+
+def test_quantize_cli_writes_unified_checkpoint(tiny_ckpt, tmp_path, capsys):
+    from edgekit.cli import main
+
+    out = tmp_path / "w4a16"
+    assert main(["quantize", str(tiny_ckpt), "--method", "gptq", "--format", "nvidia:w4a16", "--n", "2",
+                 "--evaluate", "0", "--cache", str(tmp_path / "c"), "--out", str(out)]) == 0
+    assert "codes+scales match the quantizer" in verify_unified_checkpoint(out)
+    assert json.loads((out / "quantization.json").read_text())["method"] == "gptq"
+    capsys.readouterr()
+    assert main(["quantize", str(tiny_ckpt), "--format", "nvidia:w4a16", "--out", str(tmp_path / "d.gguf")]) == 2
+    assert "unified checkpoint directory" in capsys.readouterr().err
+
+
+def test_w8a16_gptq_unified(tiny_ckpt, tmp_path):
+    """INT8 per-channel without activation scales is ModelOpt's W8A16 (TensorRT-LLM runs it)."""
+    from edgekit.quant.grids import dequantize_weight
+
+    res = calibrate(tiny_ckpt, QuantConfig(method="gptq", grid="int8:channel", n_samples=2), tmp_path / "cache")
+    out = tmp_path / "unified"
+    write_unified_checkpoint(tiny_ckpt, out, res)
+    assert verify_unified_checkpoint(out).startswith("W8A16")
+    uc = open_unified(out)
+    assert not any(n.endswith("input_scale") for n in uc.where)
+    name = "model.layers.0.mlp.up_proj.weight"
+    assert torch.equal(uc.dequantized(name), dequantize_weight(res.quantized[name]))

@@ -1,0 +1,120 @@
+"""Calibration plumbing: layer-by-layer equals transformers, exact packing into GGUF, kill-and-resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgekit.quant.calibrate import QuantConfig, calibrate
+
+
+def test_layer_by_layer_equals_transformers(tiny_ckpt):
+    """The streamed pipeline (embeddings + vision at image tokens, one layer at a time) reproduces HF's hidden states."""
+    from edgekit.model.checkpoint import open_checkpoint
+    from edgekit.quant.layers import calibration_sequences, decoder_layer, hf_config, layer0_inputs, rotary, run_layer
+    from edgekit.quant.evaluate import load_reference
+
+    seqs, _ = calibration_sequences(tiny_ckpt, "driving,embodied", 3, seed=int(time.time()) % 1000, resize_to=(224, 308))
+    ck = open_checkpoint(tiny_ckpt)
+    cfg = hf_config(tiny_ckpt)
+    hidden = layer0_inputs(ck, seqs, cfg)
+    model = load_reference(tiny_ckpt)
+    ref = []
+    with torch.no_grad():
+        for s in seqs:
+            ids = torch.from_numpy(s.input_ids)[None]
+            out = model(input_ids=ids, attention_mask=torch.ones_like(ids), mm_token_type_ids=(ids == ck.token_ids.image).int(),
+                        pixel_values=torch.from_numpy(s.pixel_values), image_grid_thw=torch.from_numpy(s.grid_thw),
+                        output_hidden_states=True)
+            ref.append(out.hidden_states)
+    rope = rotary(cfg)
+    for i in range(ck.text.num_layers):
+        for k in range(len(seqs)):
+            scale = ref[k][i].abs().max()
+            assert (hidden[k] - ref[k][i]).abs().max() <= 1e-4 * scale, f"layer {i} input, seq {k}"
+        hidden = run_layer(decoder_layer(ck, cfg, i), rope, hidden, seqs)
+
+
+def test_gguf_from_calibration_dequantizes_to_quantizer_output(tiny_ckpt, tmp_path):
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    from edgekit.export.gguf import write_decoder_gguf
+    from edgekit.quant.grids import dequantize_weight
+
+    result = calibrate(tiny_ckpt, QuantConfig(method="gptq", grid="gguf:q4_k", n_samples=4), tmp_path / "cache")
+    out = write_decoder_gguf(tiny_ckpt, tmp_path / "d.gguf", "q4_k", calibrated=result)
+    reader = GGUFReader(str(out))
+    tensors = {t.name: t for t in reader.tensors}
+    checked = 0
+    for name, qw in result.quantized.items():
+        i = int(name.split(".")[2])
+        short = {"q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_proj": "attn_output",
+                 "gate_proj": "ffn_gate", "up_proj": "ffn_up", "down_proj": "ffn_down"}[name.split(".")[-2]]
+        t = tensors[f"blk.{i}.{short}.weight"]
+        got = dequantize(t.data, t.tensor_type).reshape(qw.shape)
+        assert np.array_equal(got, dequantize_weight(qw).numpy()), name
+        checked += 1
+    assert checked == len(result.quantized) == 7 * 2
+
+
+def test_awq_folds_scales_into_norms(tiny_ckpt, tmp_path, test_seed):
+    """The folded norm and the codes of W·s together compute the original linear, within Q4_0's error."""
+    from edgekit.bench.metrics import relative_error
+    from edgekit.model.checkpoint import open_checkpoint
+    from edgekit.quant.grids import dequantize_weight
+
+    result = calibrate(tiny_ckpt, QuantConfig(method="awq", grid="gguf:q4_0", n_samples=4), tmp_path / "cache")
+    assert set(result.folded) == {f"model.layers.{i}.{n}" for i in range(2)
+                                  for n in ("input_layernorm.weight", "post_attention_layernorm.weight")}
+    ck = open_checkpoint(tiny_ckpt)
+    x = torch.randn(64, ck.text.hidden, generator=torch.Generator().manual_seed(test_seed))
+    scales = []
+    for i in range(2):
+        for norm, linear in (("input_layernorm", "self_attn.q_proj"), ("post_attention_layernorm", "mlp.up_proj")):
+            g = ck.get(f"model.layers.{i}.{norm}.weight").float()
+            folded = result.folded[f"model.layers.{i}.{norm}.weight"].float()
+            W = ck.get(f"model.layers.{i}.{linear}.weight").float()
+            Q = dequantize_weight(result.quantized[f"model.layers.{i}.{linear}.weight"])
+            err = relative_error((x * folded) @ Q.T, (x * g) @ W.T)
+            assert err < 0.15, (i, linear, err, f"seed {test_seed}")  # Q4_0 alone: ~0.1 on these weights
+            scales.append(float((g / folded).std()))
+    print("spread of the folded scales per norm:", scales)
+
+
+def test_refuses_grid_that_does_not_fit(tiny_ckpt, tmp_path):
+    from edgekit.errors import EdgekitError
+
+    with pytest.raises(EdgekitError, match="smoothquant produces W8A8"):
+        calibrate(tiny_ckpt, QuantConfig(method="smoothquant", grid="gguf:q4_k"), tmp_path)
+
+
+@pytest.mark.slow
+def test_killed_calibration_resumes_to_identical_result(small_ckpt, tmp_path):
+    """Kill -9 after the first layer is written; rerun resumes and the cache equals an uninterrupted run's."""
+    args = ["calibrate", str(small_ckpt), "--method", "gptq", "--n", "4", "--format", "gguf:q4_0"]
+    cmd = [sys.executable, "-m", "edgekit.cli", *args, "--out", str(tmp_path / "a")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((tmp_path / "a").glob("*/layer_0000.safetensors")):
+        time.sleep(0.2)
+    assert proc.poll() is None, "calibration finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = sorted(p.name for p in (tmp_path / "a").glob("*/layer_*.safetensors"))
+    assert 1 <= len(done_before) < 4
+    assert subprocess.run(cmd, capture_output=True).returncode == 0
+    full = [sys.executable, "-m", "edgekit.cli", *args, "--out", str(tmp_path / "b")]
+    assert subprocess.run(full, capture_output=True).returncode == 0
+    a = {p.name: p.read_bytes() for p in sorted((tmp_path / "a").glob("*/*"))}
+    b = {p.name: p.read_bytes() for p in sorted((tmp_path / "b").glob("*/*"))}
+    assert a.keys() == b.keys() and len([k for k in a if k.startswith("layer_")]) == 4
+    assert a == b

@@ -1,0 +1,96 @@
+"""Formats as values: one parser, identities checked against the gguf package's and llama.cpp's own tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import require
+from edgekit.errors import EdgekitError
+from edgekit.quant import formats as F
+from edgekit.quant.grids import GRID_NAMES, get_grid
+
+gguf = require("gguf")
+
+
+def test_every_spelling_parses_to_one_canonical_format():
+    for name, fmt in F.FORMATS.items():
+        assert F.parse(name) is fmt and F.parse(f"  {name.upper()} ") is fmt and F.parse(fmt) is fmt
+    assert F.parse("nvidia:w4a16").name == "nvidia:w4a16:g128"
+    assert F.parse("Q4_K") is F.parse("q4_k") is F.parse("gguf:q4_k")
+    assert F.parse_list("gguf:q4_k, q8_0,gguf:q4_k,") == [F.parse("gguf:q4_k"), F.parse("gguf:q8_0")]
+    for bad in ("q3_k", "nvidia:w4a16:g48", "gguf:", "", "int4"):
+        with pytest.raises(EdgekitError, match="choose one of"):
+            F.parse(bad)
+
+
+def test_gguf_identity_matches_the_gguf_package():
+    for name in F.GGUF_FORMATS:
+        fmt = F.parse(name)
+        qtype = gguf.GGMLQuantizationType[fmt.ggml_type]
+        block, size = gguf.GGML_QUANT_SIZES[qtype]
+        assert fmt.bits_per_weight == size * 8 / block
+        assert fmt.nbytes((3, 4 * 256)) == 3 * 4 * 256 // block * size
+        assert F.by_ggml_type(fmt.ggml_type) is fmt
+        # general.file_type as llama.cpp names it (gguf.LlamaFileType mirrors llama.h's llama_ftype)
+        ftype = {"F32": "ALL_F32", "F16": "MOSTLY_F16", "BF16": "MOSTLY_BF16", "Q8_0": "MOSTLY_Q8_0",
+                 "Q4_0": "MOSTLY_Q4_0", "Q4_1": "MOSTLY_Q4_1", "Q4_K": "MOSTLY_Q4_K_S", "Q5_K": "MOSTLY_Q5_K_S",
+                 "Q6_K": "MOSTLY_Q6_K"}[fmt.ggml_type]
+        assert fmt.gguf_file_type == int(gguf.LlamaFileType[ftype]), name
+        if fmt.quantized:
+            assert fmt.group_size == block == get_grid(fmt).block_for(block)
+
+
+def test_every_quantized_format_has_its_grid_and_the_grid_its_format():
+    quantized = set(F.QUANTIZED_FORMATS)
+    assert quantized == {n for n in GRID_NAMES if n != "nvidia:w4a16"}
+    for name in quantized:
+        fmt, grid = F.parse(name), get_grid(name)
+        assert grid.name == fmt.grid_name == name and grid.bits == fmt.bits
+        if fmt.container == "modelopt":
+            assert grid.block == fmt.group_size
+    with pytest.raises(EdgekitError, match="float format"):
+        F.parse("gguf:f16").grid_name
+
+
+def test_modelopt_identity_and_bytes():
+    w4 = F.parse("nvidia:w4a16:g64")
+    assert w4.unified_algo() == F.W4A16_AWQ and w4.group_size == 64 and w4.bits_per_weight == 4 + 32 / 64
+    assert w4.nbytes((8, 256)) == 8 * 256 // 2 + 8 * (256 // 64) * 4  # packed nibbles + float32 scales
+    assert F.from_unified(F.W4A16_AWQ, 64) is w4 and w4.with_group_size(32).name == "nvidia:w4a16:g32"
+    i8 = F.parse("int8:channel")
+    assert i8.unified_algo(activation_scales=True) == F.W8A8_SQ and i8.unified_algo() == F.W8A16
+    assert i8.nbytes((8, 96)) == 8 * 96 + 8 * 4
+    with pytest.raises(EdgekitError, match="no ModelOpt unified form"):
+        F.parse("gguf:q4_k").unified_algo()
+    with pytest.raises(EdgekitError, match="fixed group size"):
+        F.parse("gguf:q4_k").with_group_size(64)
+
+
+def test_build_precision_table():
+    d = F.decoder_format
+    assert [d(p, "gguf").name for p in ("fp32", "fp16", "int8", "w8a8", "int4")] == \
+        ["gguf:f32", "gguf:f16", "gguf:q8_0", "gguf:q8_0", "gguf:q4_k"]
+    assert d("int4", "gguf", gguf_type="q4_0").name == "gguf:q4_0"
+    assert d("int4", "tensorrt").name == "nvidia:w4a16:g128" and d("int4", "tensorrt", group_size=32).group_size == 32
+    assert d("w8a8", "tensorrt").name == "int8:channel" and d("fp16", "tensorrt") is None
+    with pytest.raises(EdgekitError, match="no INT8 weight-only path"):
+        d("int8", "tensorrt")
+    with pytest.raises(EdgekitError, match="--gguf-type"):
+        d("int4", "gguf", gguf_type="nvidia:w4a16")
+
+
+def test_gguf_storage_rule_is_the_writers(tiny_ckpt):
+    """Format.gguf_storage and nbytes give exactly the tensor table the GGUF writer plans, for every type."""
+    from edgekit.export.gguf import decoder_tensor_plan
+    from edgekit.model.checkpoint import open_checkpoint
+
+    ck = open_checkpoint(tiny_ckpt)
+    for name in F.GGUF_FORMATS:
+        fmt = F.parse(name)
+        for p in decoder_tensor_plan(ck, fmt):
+            stored = fmt.gguf_storage(p.shape)
+            assert (stored.ggml_type, stored.nbytes(p.shape)) == (p.ggml_type, p.nbytes), (name, p.gguf_name)
+    assert F.parse("gguf:q4_k").gguf_storage((5,)).name == "gguf:f32"
+    assert F.parse("gguf:q4_k").gguf_storage((4, 100)).name == "gguf:f16"  # rows not whole 256-blocks
+    assert np.isclose(F.parse("gguf:q6_k").bits_per_weight, 6.5625)
