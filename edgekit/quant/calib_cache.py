@@ -7,10 +7,13 @@ finished entry is codes only. Files are written atomically, layers before the hi
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -35,6 +38,23 @@ def save_layer(path: Path, quantized: dict, folded: dict, input_scales: dict, er
 
 
 HIDDEN_FILE = "hidden.safetensors"
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def entry_lock(work: Path) -> Iterator[None]:
+    """Hold one cache entry exclusively: a second calibration of the same key (another build sharing the cache)
+    waits, then finds the layers finished. Temporary files a killed run left behind are removed under the lock."""
+    work.mkdir(parents=True, exist_ok=True)
+    with open(work / LOCK_FILE, "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            for p in work.iterdir():  # atomic writes' temporaries (".NAME.xxxx.tmp", ".tmpxxxx") of a killed run
+                if p.name != LOCK_FILE and p.name.startswith(".") and (p.name.endswith(".tmp") or p.name.startswith(".tmp")):
+                    p.unlink(missing_ok=True)
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def save_hidden(work: Path, layer: int, hidden: list[torch.Tensor]) -> None:

@@ -32,7 +32,8 @@ from typing import Callable
 import torch
 
 from edgekit.errors import EdgekitError
-from edgekit.quant.calib_cache import HIDDEN_FILE, LayerFiles, cache_key, load_layer, resume_point, save_hidden, save_layer
+from edgekit.quant.calib_cache import (HIDDEN_FILE, LayerFiles, cache_key, entry_lock, load_layer, resume_point,
+                                       save_hidden, save_layer)
 from edgekit.quant.layers import calibration_sequences, decoder_layer, hf_config, layer0_inputs, rotary, run_layer
 
 CONFIG_VERSION = 2  # bump when an algorithm changes: invalidates cached calibrations
@@ -203,7 +204,13 @@ def calibrate(ckpt_path: str | Path, cfg: QuantConfig, cache_dir: str | Path,
     seqs, samples_hash = calibration_sequences(ckpt_path, cfg.samples, cfg.n_samples, cfg.seed, cfg.resize_to)
     key = cache_key(ck.content_hash, samples_hash, cfg)
     work = Path(cache_dir) / key
-    work.mkdir(parents=True, exist_ok=True)
+    with entry_lock(work):  # one writer per cache entry; a killed run's temporaries are cleared
+        return _calibrate_entry(work, ck, ckpt_path, cfg, seqs, samples_hash, on_layer)
+
+
+def _calibrate_entry(work: Path, ck, ckpt_path: Path, cfg: QuantConfig, seqs, samples_hash: str,
+                     on_layer: Callable[[int, int, str], None] | None) -> CalibrationResult:
+    """Run (or resume) the layers of one cache entry; the caller holds its lock."""
     from edgekit.atomic import write_json
 
     record = {"checkpoint": ck.content_hash, "samples_hash": samples_hash, "config": cfg.key(),

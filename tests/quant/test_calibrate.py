@@ -118,3 +118,19 @@ def test_killed_calibration_resumes_to_identical_result(small_ckpt, tmp_path):
     b = {p.name: p.read_bytes() for p in sorted((tmp_path / "b").glob("*/*"))}
     assert a.keys() == b.keys() and len([k for k in a if k.startswith("layer_")]) == 4
     assert a == b
+
+
+def test_resumed_calibration_clears_a_killed_runs_temporaries(tiny_ckpt, tmp_path):
+    """A kill during an atomic write leaves `.NAME.xxxx.tmp`; the next run on that cache entry removes it, under
+    the entry's lock, and the cached layers are reused as they are."""
+    cfg = QuantConfig(method="rtn", grid="gguf:q4_0", n_samples=2)
+    first = calibrate(tiny_ckpt, cfg, tmp_path / "cache")
+    (entry,) = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
+    stamps = {p.name: p.stat().st_mtime_ns for p in entry.glob("layer_*.safetensors")}
+    for junk in (".hidden.safetensors.ab12cd.tmp", ".tmpq1w2e3", ".layer_0001.safetensors.zz.tmp"):
+        (entry / junk).write_bytes(b"half a file")
+    again = calibrate(tiny_ckpt, cfg, tmp_path / "cache")
+    assert sorted(p.name for p in entry.iterdir()) == [".lock", "calibration.json", "layer_0000.safetensors",
+                                                       "layer_0001.safetensors"]
+    assert {p.name: p.stat().st_mtime_ns for p in entry.glob("layer_*.safetensors")} == stamps
+    assert again.layer_errors == first.layer_errors
