@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import signal
+import faulthandler
 import sys
 from pathlib import Path
 
@@ -11,6 +11,7 @@ import typer
 from edgekit.cli.app import STATE, app, err_console
 from edgekit.cli.commands import load_all
 from edgekit.errors import EdgekitError
+from edgekit.interrupts import Terminated, install as install_signal_handlers
 
 load_all()
 
@@ -28,14 +29,6 @@ EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as 
 INTERRUPTED = "interrupted; finished stages are kept: rerun the same command to resume"
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread like KeyboardInterrupt, so `finally` blocks and locks unwind."""
-
-
-def _raise_terminated(signum, frame):
-    raise Terminated()
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI. Returns the exit code (also raises SystemExit when used as a script).
 
@@ -43,7 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     another build holding --out); 2 bad input (usage, options, files); 130 Ctrl-C; 143 SIGTERM."""
     args = list(sys.argv[1:] if argv is None else argv)
     STATE["debug"] = "--debug" in args
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) if argv is None else None
+    restore = None
+    if argv is None:  # the console script (tests calling main() in-process keep their own handlers)
+        faulthandler.enable()  # a crash in native code prints every thread's Python stack, not just "-11"
+        restore = install_signal_handlers()
     try:
         rv = app(args=args, prog_name="edgekit", standalone_mode=False)
         # Non-standalone typer returns (not raises) an exit code, 130 on Ctrl-C; commands themselves return None.
@@ -82,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print(INTERRUPTED)
         code = EXIT_INTERRUPTED
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        if restore is not None:
+            restore()
     if argv is None:
         sys.exit(code)
     return code

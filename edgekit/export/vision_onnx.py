@@ -18,6 +18,7 @@ from edgekit.bench.metrics import image_cosines, relative_max_error
 from edgekit.data.calibration_images import patch_batches, sample_images, split_calibration
 from edgekit.errors import EdgekitError
 from edgekit.export.vision_int8 import CALIBRATIONS, FLOAT_PARTS, quantize_int8
+from edgekit.interrupts import native_section
 from edgekit.model.vision_graph import INPUT, OUTPUT, VisionGraphInfo, set_metadata
 from edgekit.runtime.onnx_vision import OnnxVision
 
@@ -44,7 +45,8 @@ def export_float(checkpoint, width: int, height: int, images: int, precision: st
     tower = build_static_tower(checkpoint, plan, dtype=dtype)
     example = torch.zeros(plan.patches, v.patch_dim)  # [P, patch_dim]
     out = Path(out)
-    with atomic_path(out) as tmp, torch.no_grad():
+    # The tracer runs forward() from C++: a SIGTERM must not unwind through it (edgekit.interrupts).
+    with atomic_path(out) as tmp, torch.no_grad(), native_section():
         torch.onnx.export(tower, (example,), str(tmp), dynamo=False, opset_version=OPSET,
                           input_names=[INPUT], output_names=[OUTPUT], do_constant_folding=True)
         model = onnx.load(str(tmp))
