@@ -5,9 +5,9 @@ For each precision (f16, q8_0, q4_k by default) on a generated checkpoint (mediu
 - streaming: peak RSS of the same export on a copy of the checkpoint with fewer decoder layers
   (if export streams, the peaks match: memory does not grow with the number of layers);
 - decode: greedy tokens/s through llama.cpp (edgekit.runtime.llama_decoder) after a short prompt;
-- roofline: this machine's measured read bandwidth (multi-threaded sum over 1 GiB, same thread
-  count as the decoder) divided by the bytes one decoded token reads (every weight once, one
-  embedding row, the f16 KV cache).
+- roofline: this machine's measured read bandwidth (edgekit.bench.roofline: a multi-threaded reduction
+  over 1 GiB, same thread count as the decoder) divided by the bytes one decoded token reads (every
+  weight once, one embedding row, the f16 KV cache).
 
 Regenerate:  python benchmarks/bench_gguf.py --preset medium --json bench_gguf.json
 """
@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from edgekit.bench.roofline import gguf_bytes_per_token, read_bandwidth_fresh
 
 # Peak RSS is read from /proc/self/status VmHWM: getrusage's ru_maxrss survives fork + exec on Linux
 # and would report the parent's peak (the checkpoint generator) instead of the export's.
@@ -54,12 +56,6 @@ sys.path.insert(0, sys.argv[1])
 from bench_gguf import decode_speed
 print(json.dumps({"tokens_per_s": decode_speed(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))}))
 """
-BANDWIDTH_CHILD = r"""
-import json, sys
-sys.path.insert(0, sys.argv[1])
-from bench_gguf import read_bandwidth
-print(json.dumps({"bytes_per_s": read_bandwidth(int(sys.argv[2]))}))
-"""
 
 
 def run_child(code: str, *args: str) -> dict:
@@ -78,41 +74,6 @@ def make_checkpoint(workdir: Path, preset: str, layers: int | None) -> Path:
     if layers is not None:
         fixtures.PRESETS[name] = dataclasses.replace(fixtures.PRESETS[preset], text_layers=layers)
     return fixtures.make_tiny(out, name, seed=0)
-
-
-def read_bandwidth(threads: int, n_bytes: int = 1 << 30, repeats: int = 5) -> float:
-    """Best-of-n read bandwidth in bytes/s: a multi-threaded sum over a buffer far larger than the caches,
-    with as many threads as the decoder uses (decode is a stream of weight reads)."""
-    import torch
-
-    torch.set_num_threads(threads)
-    x = torch.ones(n_bytes // 4, dtype=torch.float32)
-    x.sum()  # fault the pages in
-    best = min(_timed(lambda: x.sum()) for _ in range(repeats))
-    return x.numel() * 4 / best
-
-
-def _timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
-def bytes_per_token(gguf_path: Path, n_ctx_used: int) -> int:
-    """Weights read to decode one token: all tensors once, except the embedding (one row), plus the KV cache."""
-    from gguf import GGUFReader
-
-    r = GGUFReader(str(gguf_path))
-    total = 0
-    for t in r.tensors:
-        if t.name == "token_embd.weight":
-            total += int(t.n_bytes) // int(t.shape[1])  # one row of the [vocab, hidden] table
-        else:
-            total += int(t.n_bytes)
-    f = {k: v.contents() for k, v in r.fields.items() if k.startswith("qwen2vl.")}
-    kv_dim = f["qwen2vl.attention.head_count_kv"] * f["qwen2vl.attention.key_length"]
-    total += 2 * f["qwen2vl.block_count"] * kv_dim * n_ctx_used * 2  # K and V, f16 cache
-    return total
 
 
 def decode_speed(gguf_path: Path, n_prompt: int, n_tokens: int, n_threads: int) -> float:
@@ -144,14 +105,14 @@ def main() -> None:
     full = make_checkpoint(args.workdir, args.preset, None)
     few = make_checkpoint(args.workdir, args.preset, args.few_layers)
     layers = json.loads((full / "config.json").read_text())["num_hidden_layers"]
-    bandwidth = run_child(BANDWIDTH_CHILD, BENCH_DIR, str(args.threads))["bytes_per_s"]
+    bandwidth = read_bandwidth_fresh(args.threads)
     baseline = run_child(BASELINE_CHILD)["peak_rss_mb"]
     rows = []
     for precision in args.precisions.split(","):
         out = args.workdir / f"{args.preset}-{precision}.gguf"
         exp = run_child(EXPORT_CHILD, str(full), str(out), precision)
         exp_few = run_child(EXPORT_CHILD, str(few), str(args.workdir / f"few-{precision}.gguf"), precision)
-        bpt = bytes_per_token(out, args.prompt + args.tokens // 2)
+        bpt = gguf_bytes_per_token(out, args.prompt + args.tokens // 2)
         tps = run_child(SPEED_CHILD, BENCH_DIR, str(out), str(args.prompt), str(args.tokens), str(args.threads))["tokens_per_s"]
         rows.append({
             "precision": precision, "file_mb": out.stat().st_size / 1e6,

@@ -116,3 +116,22 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def samples_dir(shared_samples) -> Path:
     return shared_samples
+
+
+def _bundle(tmp_path_factory, ckpt: Path, name: str, **config) -> Path:
+    from edgekit.bundle.build import BuildConfig, build_bundle
+
+    return build_bundle(ckpt, tmp_path_factory.mktemp(f"bundle_{name}") / name, BuildConfig(target="cpu", **config))
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, tiny_ckpt) -> Path:
+    """CPU INT4 (round-to-nearest Q4_K) bundle of the tiny checkpoint, built once per run."""
+    return _bundle(tmp_path_factory, tiny_ckpt, "tiny-int4", precision="int4", method="rtn")
+
+
+@pytest.fixture(scope="session")
+def small_bundles(tmp_path_factory, small_ckpt) -> dict[str, Path]:
+    """CPU bundles of the small checkpoint, built once per run: INT4 (RTN Q4_K) and FP16."""
+    return {"int4": _bundle(tmp_path_factory, small_ckpt, "small-int4", precision="int4", method="rtn"),
+            "fp16": _bundle(tmp_path_factory, small_ckpt, "small-fp16", precision="fp16")}

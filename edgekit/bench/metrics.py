@@ -5,6 +5,7 @@ Arrays may be numpy arrays or CPU torch tensors (both convert with np.asarray). 
   distributions  token_kl, kl_divergence, mean_token_kl, top1_agreement, token_agreement
   tensors        relative_error, relative_max_error, cosine, image_cosines
   geometry       box_iou, point_in_box, point_in_polygon, fraction_in_mask
+  text           rouge_l
 """
 
 from __future__ import annotations
@@ -116,3 +117,29 @@ def fraction_in_mask(points: Sequence[tuple[float, float]], mask) -> float:
         col, row = math.floor(x), math.floor(y)
         hits += bool(0 <= row < h and 0 <= col < w and mask[row, col])
     return hits / len(points)
+
+
+# ---- text ----------------------------------------------------------------------------------------
+
+def _lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
+    """Length of the longest common subsequence (dynamic programming, one row at a time)."""
+    if len(a) < len(b):
+        a, b = b, a
+    row = [0] * (len(b) + 1)
+    for x in a:
+        diagonal = 0
+        for j, y in enumerate(b, 1):
+            diagonal, row[j] = row[j], diagonal + 1 if x == y else max(row[j], row[j - 1])
+    return row[-1]
+
+
+def rouge_l(candidate: Sequence[str], reference: Sequence[str], beta: float = 1.2) -> float:
+    """ROUGE-L F-measure of two token lists (Lin 2004), with recall weighted by beta = 1.2 as in the COCO caption
+    evaluation's Rouge scorer (pycocoevalcap), which DriveLM's language metrics use. Two empty lists score 1."""
+    if not candidate or not reference:
+        return float(not candidate and not reference)
+    lcs = _lcs_length(candidate, reference)
+    if lcs == 0:
+        return 0.0
+    precision, recall = lcs / len(candidate), lcs / len(reference)
+    return (1 + beta ** 2) * precision * recall / (recall + beta ** 2 * precision)

@@ -159,7 +159,7 @@ def build_bundle(model: str | Path, out: str | Path, config: BuildConfig,
 
 
 def default_calib_cache() -> Path:
-    from edgekit.quant.calib_cache import default_cache_dir
+    from edgekit.cache_dir import default_cache_dir
 
     return default_cache_dir() / "calibration"
 

@@ -106,7 +106,7 @@ def load_samples(spec: str | Path | Sequence[str | Path]) -> list[Sample]:
         samples += got
         errors += errs
     if errors:
-        raise EdgekitError(_summarize(errors))
+        raise EdgekitError(summarize_errors(errors))
     return samples
 
 
@@ -286,10 +286,11 @@ def _short(v) -> str:
     return s if len(s) <= 60 else s[:57] + "..."
 
 
-def _summarize(errors: list[str]) -> str:
+def summarize_errors(errors: list[str], fix: str = "fix these lines") -> str:
+    """One message for many bad lines: how many, the first few as 'file:line: reason', and what to do."""
     head = "; ".join(errors[:MAX_LISTED_ERRORS])
     more = f"; ... and {len(errors) - MAX_LISTED_ERRORS} more" if len(errors) > MAX_LISTED_ERRORS else ""
-    return f"{len(errors)} invalid sample line(s): {head}{more}. Fix these lines (format: docs/samples.md)"
+    return f"{len(errors)} invalid sample line(s): {head}{more}. {fix[0].upper()}{fix[1:]} (format: docs/samples.md)"
 
 
 # ---------------------------------------------------------------- reference answers

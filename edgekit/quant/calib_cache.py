@@ -130,15 +130,6 @@ class LayerFiles(Mapping):
         return len(self._where)
 
 
-def default_cache_dir() -> Path:
-    """edgekit's cache between runs: $EDGEKIT_CACHE_DIR, else $XDG_CACHE_HOME/edgekit, else ~/.cache/edgekit."""
-    import os
-
-    if os.environ.get("EDGEKIT_CACHE_DIR"):
-        return Path(os.environ["EDGEKIT_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgekit"
-
-
 def cache_key(content_hash: str, samples_hash: str, cfg) -> str:
     blob = json.dumps({"checkpoint": content_hash, "samples": samples_hash, "config": cfg.key()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]

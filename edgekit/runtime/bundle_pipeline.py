@@ -6,6 +6,7 @@ same `answer()` verb as the reference pipeline. Hashes are verified before anyth
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -18,8 +19,9 @@ from edgekit.runtime.pipeline import Answer
 
 
 class BundlePipeline:
-    def __init__(self, bundle: Path, *, n_threads: int = 2):
+    def __init__(self, bundle: Path, *, n_threads: int | None = None):
         from edgekit.model.prompt import PromptAssets
+        from edgekit.runtime.settings import ThreadSettings, apply_wait_policy, lookup
 
         self.bundle = Path(bundle)
         # Seal, paths and hashes before loading anything; everything below comes from the manifest that verified.
@@ -32,6 +34,11 @@ class BundlePipeline:
             raise EdgekitError(f"{self.bundle}: this bundle's decoder is {parts.get('decoder', {}).get('format')!r}; "
                                "it runs on its device (see build-engines.sh), not through llama.cpp here")
         self.assets = PromptAssets.from_directory(self.bundle / self.manifest["tokenizer_dir"])
+        # Threads as asked, else as `edgekit profile --tune` measured them for this bundle here, else every core.
+        self.settings = (ThreadSettings(n_threads) if n_threads else lookup(self.manifest["seal"]["sha256"])
+                         or ThreadSettings(available_cores()))
+        self.wait_policy_applied = apply_wait_policy(self.settings)
+        n_threads = self.settings.threads
         vision = parts["vision"]
         from edgekit.runtime.llama_decoder import LlamaDecoder
         from edgekit.runtime.onnx_vision import OnnxVision
@@ -42,8 +49,8 @@ class BundlePipeline:
                                     n_ctx=int(self.manifest.get("context", 4096)))
         self.backend = f"bundle ({vision['precision']} ONNX vision + {parts['decoder']['precision']} GGUF decoder)"
 
-    def answer(self, question: str, images: list, *, think: bool = False, max_new_tokens: int = 32,
-               on_text: Callable[[str], None] | None = None) -> Answer:
+    def encode(self, question: str, images: list, *, think: bool):
+        """Prompt ids and image embeddings for the decoder, and the seconds spent on (preprocess, vision)."""
         from edgekit.model.prompt import prepare_inputs
         from edgekit.runtime.llama_decoder import ImageEmbedding
 
@@ -60,19 +67,40 @@ class BundlePipeline:
                 embeds.append(ImageEmbedding(np.ascontiguousarray(out[start:start + n]), (int(gh) // merge, int(gw) // merge)))
                 start += n
         t2 = time.perf_counter()
+        return inputs.input_ids.tolist(), embeds, (t1 - t0, t2 - t1)
+
+    def answer(self, question: str, images: list, *, think: bool = False, max_new_tokens: int = 32,
+               on_text: Callable[[str], None] | None = None, stop_at_end: bool = True) -> Answer:
+        t0 = time.perf_counter()
+        prompt_ids, embeds, (t_pre, t_vis) = self.encode(question, images, think=think)
+        t2 = time.perf_counter()
         ids: list[int] = []
-        for token in self.decoder.generate(inputs.input_ids.tolist(), embeds, max_new_tokens=max_new_tokens):
+        t_first = None
+        for token in self.decoder.generate(prompt_ids, embeds, max_new_tokens=max_new_tokens, stop_at_end=stop_at_end):
+            if t_first is None:
+                t_first = time.perf_counter()
             ids.append(token)
             if on_text:
                 on_text(self.decoder.token_bytes(token).decode("utf-8", errors="replace"))
         t3 = time.perf_counter()
+        t_first = t_first or t3
         text = b"".join(self.decoder.token_bytes(t) for t in ids).decode("utf-8", errors="replace")
-        return Answer(text, ids, self.backend, {"preprocess": t1 - t0, "vision": t2 - t1, "generate": t3 - t2})
+        timings = {"preprocess": t_pre, "vision": t_vis, "prefill": t_first - t2, "decode": t3 - t_first, "total": t3 - t0}
+        return Answer(text, ids, self.backend, timings, prompt_ids)
+
+    def teacher_logits(self, question: str, images: list, *, think: bool, answer_ids: list[int]) -> np.ndarray:
+        prompt_ids, embeds, _ = self.encode(question, images, think=think)
+        return self.decoder.continuation_logits(prompt_ids, embeds, list(answer_ids))
 
     def close(self) -> None:
         self.decoder.close()
 
 
-def open_bundle(bundle: str | Path, *, n_threads: int = 2) -> BundlePipeline:
-    """The one way to open a built bundle: verified (seal and hashes) before anything is loaded."""
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def open_bundle(bundle: str | Path, *, n_threads: int | None = None) -> BundlePipeline:
+    """The one way to open a built bundle: verified (seal and hashes) before anything is loaded. n_threads None:
+    the measured setting for this bundle on this machine (edgekit.runtime.settings), else every core."""
     return BundlePipeline(Path(bundle), n_threads=n_threads)

@@ -276,13 +276,24 @@ class LlamaDecoder:
         """float32 [L, vocab]: next-token logits after every prompt position."""
         return np.stack(self.prefill(input_ids, images, all_logits=True))
 
+    def continuation_logits(self, input_ids: Sequence[int], images: Sequence[ImageEmbedding],
+                            continuation: Sequence[int]) -> np.ndarray:
+        """Teacher forcing: float32 [len(continuation) + 1, vocab], the logits predicting each continuation token and
+        the one after them, given the prompt followed by `continuation` (logits only where they are read)."""
+        first = self.prefill(input_ids, images)  # [1] x [vocab]
+        pos = np.arange(self.n_past, self.n_past + len(continuation), dtype=np.int32)  # [A]
+        rest = self._feed_text(list(continuation), pos, all_logits=True) if len(continuation) else []
+        self.n_past += len(continuation)
+        return np.stack(first + rest)
+
     def generate(self, input_ids: Sequence[int], images: Sequence[ImageEmbedding] = (), *,
-                 max_new_tokens: int = 64) -> Iterator[int]:
-        """Greedy decoding, one token id at a time, stopping at an end-of-generation token."""
+                 max_new_tokens: int = 64, stop_at_end: bool = True) -> Iterator[int]:
+        """Greedy decoding, one token id at a time, stopping at an end-of-generation token (unless stop_at_end is
+        False: exactly max_new_tokens, for latency profiling)."""
         last = self.prefill(input_ids, images)[-1]  # [vocab]
         for _ in range(max_new_tokens):
             token = int(np.argmax(last))
-            if self.is_end(token):
+            if stop_at_end and self.is_end(token):
                 return
             yield token
             last = self.step(token)

@@ -115,8 +115,21 @@ class TorchReference:
         feats = out.pooler_output if hasattr(out, "pooler_output") else out
         return torch.cat(list(feats), dim=0).float() if isinstance(feats, (list, tuple)) else feats.float()
 
-    def generate(self, inputs: ModelInputs, max_new_tokens: int = 32, on_token: Callable[[int], None] | None = None) -> list[int]:
-        """Greedy decoding; returns the new token ids (without the prompt)."""
+    def continuation_logits(self, inputs: ModelInputs, continuation: list[int]):
+        """Teacher forcing: logits [len(continuation) + 1, vocab] float32 predicting each continuation token, then the
+        token after them, given the prompt `inputs` followed by `continuation`."""
+        import torch
+
+        extra = torch.tensor([continuation], dtype=inputs.input_ids.dtype)  # [1, A]
+        forced = ModelInputs(torch.cat([inputs.input_ids, extra], 1), torch.cat([inputs.attention_mask, torch.ones_like(extra)], 1),
+                             torch.cat([inputs.mm_token_type_ids, torch.zeros_like(extra, dtype=inputs.mm_token_type_ids.dtype)], 1),
+                             inputs.pixel_values, inputs.image_grid_thw)
+        return self.logits(forced)[inputs.input_ids.shape[1] - 1:]
+
+    def generate(self, inputs: ModelInputs, max_new_tokens: int = 32, on_token: Callable[[int], None] | None = None,
+                 *, stop_at_end: bool = True) -> list[int]:
+        """Greedy decoding; returns the new token ids (without the prompt). stop_at_end=False generates exactly
+        max_new_tokens (latency profiling)."""
         import torch
         from transformers.generation.streamers import BaseStreamer
 
@@ -138,6 +151,7 @@ class TorchReference:
             out = self.model.generate(
                 **inputs.as_kwargs(), max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                 eos_token_id=sorted(self.eos_ids), pad_token_id=sorted(self.eos_ids)[0],
+                min_new_tokens=0 if stop_at_end else max_new_tokens,
                 streamer=_Stream() if on_token else None,
             )
         return out[0, inputs.input_ids.shape[1]:].tolist()
