@@ -33,7 +33,7 @@ def summary_rows(report: dict) -> list[list[str]]:
         fid = r.get("fidelity", {}).get("all", {})
         out.append([
             r["name"] + (" (baseline)" if r["role"] == "baseline" else ""), r["precision"], _ci(acc),
-            _signed_ci(acc.get("delta")), _ci(fid.get("kl"), ".4f") if fid else "0", _ci(fid.get("top1")) if fid else "1",
+            _signed_ci(acc.get("delta")), _ci(fid.get("kl"), ".2e") if fid else "0", _ci(fid.get("top1")) if fid else "1",
             _num(fid["whole_answer"]["mean"], ".2f") if fid else "1", _num(lat["e2e_s"]["p50"]),
             _num(lat["e2e_p50_ratio_to_reference"], ".2f"), _num(lat["ttft_s"]["p50"]),
             _num(lat["decode_tokens_per_s"]["p50"], ".1f"), _num(r["peak_rss_mb"], ".0f")])
@@ -63,7 +63,7 @@ def render(report: dict) -> str:
     rows = []
     for r in report["rows"]:
         for dom, f in r.get("fidelity", {}).items():
-            rows.append([r["name"], dom, str(f["kl"]["n"]), _ci(f["kl"], ".4f"), _ci(f["top1"]), _ci(f["first_token"], ".2f"),
+            rows.append([r["name"], dom, str(f["kl"]["n"]), _ci(f["kl"], ".2e"), _ci(f["top1"]), _ci(f["first_token"], ".2f"),
                          _ci(f["whole_answer"], ".2f"), _ci(f.get("open_ended_rouge_l_to_fp"), ".2f")])
     lines += _table(["variant", "domain", "n", "KL(FP‖variant)", "top-1", "first token", "whole answer",
                      "open-ended ROUGE-L to FP"], rows)

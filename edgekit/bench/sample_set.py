@@ -38,7 +38,7 @@ def select_samples(spec, *, split_name: str | None, n: int | None, seed: int, sk
         else:
             readable.append(s)
     if errors and not skip_bad:
-        raise EdgekitError(summarize_errors(errors, fix="fix these lines, or pass --skip-bad to leave them out"))
+        raise EdgekitError(summarize_errors(errors, fix="Fix these lines, or pass --skip-bad to leave them out"))
     chosen = [s for s in readable if s.answer is not None or s.box is not None or s.point is not None]
     if split_name is not None:
         chosen = [s for s in chosen if effective_split(s) == split_name]

@@ -168,6 +168,7 @@ def _run_stages(runner, ck, config: BuildConfig, target, backend: str, plan, cal
     from edgekit.atomic import write_json, write_text
     from edgekit.bundle.parts import edgellm_identity, tensorrt_decoder, vision_part
     from edgekit.bundle.manifest import MANIFEST, SCHEMA, artifact_table, seal_manifest, tool_versions, verify_bundle
+    from edgekit.model.chat_frames import chat_frames
 
     vision_precision = plan.vision_precision  # the build's override, or the precision's default
     resolution = tuple(plan.resolution)
@@ -246,6 +247,7 @@ def _run_stages(runner, ck, config: BuildConfig, target, backend: str, plan, cal
                                 "vision_end": ids.vision_end, "bos": ids.bos, "eos": ids.eos},
                   "special_tokens": dict(sorted(ck.special_tokens.items()))},
         "preprocessing": {"resolution": list(resolution), "images": config.images, **ck.preprocessor_config},
+        "prompt": chat_frames(ck.chat_template),  # the chat template as text frames, for hosts without Jinja
         "context": config.context,
         "tokenizer_dir": "tokenizer",
         "parts": {"vision": {"format": "onnx", "path": "vision/vision.onnx", "precision": vision_precision,

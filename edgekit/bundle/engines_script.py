@@ -66,6 +66,15 @@ command -v "$LLM_BUILD" >/dev/null || {{ echo "Edge-LLM's llm_build not found; s
 GGUF = """
 # Decoder: llama.cpp loads decoder/decoder.gguf (+ decoder/mmproj.gguf) directly; no engine to build.
 echo "decoder: llama.cpp GGUF, nothing to build"
+# Serving it with llama.cpp's own programs: both need --jinja to render this model's chat template (without it
+# their built-in template drops the empty think block of a /no_think prompt and the answers change):
+#   llama-server   -m "$HERE/decoder/decoder.gguf" --mmproj "$HERE/decoder/mmproj.gguf" --jinja -c {context}
+#   llama-mtmd-cli -m "$HERE/decoder/decoder.gguf" --mmproj "$HERE/decoder/mmproj.gguf" --jinja -c {context} \\
+#                  --image IMAGE -p "QUESTION /no_think" --temp 0
+# Images: resize to {width}x{height} first (edgekit's processor resize); libmtmd's own resize keeps the aspect
+# ratio and pads with black, which moves every point and box a grounding answer gives.
+# From C or C++: hosts/cpp in the edgekit repository (edgekit_host.h) runs this bundle through libllama/libmtmd.
+echo "serve: llama-server -m decoder/decoder.gguf --mmproj decoder/mmproj.gguf --jinja -c {context}"
 """
 
 FOOTER = """
@@ -78,7 +87,7 @@ def engines_script(target, backend: str, config, plan) -> str:
     text = HEADER.format(target=target.name, gpu_arch=target.gpu_arch, backend=backend, precision=config.precision, sm=sm)
     if not target.is_nvidia:
         text = text.replace('if [ "${EDGEKIT_SKIP_ARCH_CHECK:-0}" != "1" ]; then', 'if false; then  # CPU target: no GPU to check')
-        return text + GGUF + FOOTER
+        return text + _gguf(config, plan) + FOOTER
     int8 = plan.vision_precision == "int8"
     # Explicit quantization: QDQ nodes carry the scales; --int8 lets TensorRT pick INT8 kernels for them.
     trt_flags = "--fp16 --int8" if int8 else "--fp16"
@@ -87,5 +96,10 @@ def engines_script(target, backend: str, config, plan) -> str:
         max_input = plan.images * plan.visual_tokens_per_image + 512
         text += EDGELLM.format(max_input=max_input, context=config.context)
     else:
-        text += GGUF
+        text += _gguf(config, plan)
     return text + FOOTER
+
+
+def _gguf(config, plan) -> str:
+    width, height = plan.resolution
+    return GGUF.format(context=config.context, width=width, height=height)

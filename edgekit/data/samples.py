@@ -286,11 +286,10 @@ def _short(v) -> str:
     return s if len(s) <= 60 else s[:57] + "..."
 
 
-def summarize_errors(errors: list[str], fix: str = "fix these lines") -> str:
+def summarize_errors(errors: list[str], fix: str = "Fix these lines") -> str:
     """One message for many bad lines: how many, the first few as 'file:line: reason', and what to do."""
-    head = "; ".join(errors[:MAX_LISTED_ERRORS])
     more = f"; ... and {len(errors) - MAX_LISTED_ERRORS} more" if len(errors) > MAX_LISTED_ERRORS else ""
-    return f"{len(errors)} invalid sample line(s): {head}{more}. {fix[0].upper()}{fix[1:]} (format: docs/samples.md)"
+    return f"{len(errors)} invalid sample line(s): {'; '.join(errors[:MAX_LISTED_ERRORS])}{more}. {fix} (format: docs/samples.md)"
 
 
 # ---------------------------------------------------------------- reference answers

@@ -109,13 +109,15 @@ def render_chat(chat_template: str, messages: list[dict], *, add_generation_prom
 
 
 def user_turn(parts: Sequence[str | ImageSlot], *, think: bool) -> dict:
-    """One user message with typed content parts; ` /no_think` goes on the last text part when thinking is off."""
+    """One user message with typed content parts; ` /no_think` goes on the last text part when thinking is off
+    (unless that part already ends with it)."""
     content = [{"type": "image"} if isinstance(p, ImageSlot) else {"type": "text", "text": str(p)} for p in parts]
     if not think:
         texts = [i for i, c in enumerate(content) if c["type"] == "text"]
         if texts:
             last = content[texts[-1]]
-            last["text"] = last["text"] + NO_THINK
+            if not last["text"].rstrip().endswith(NO_THINK.strip()):  # as the reference's user_message
+                last["text"] = last["text"] + NO_THINK
         else:
             content.append({"type": "text", "text": NO_THINK})
     return {"role": "user", "content": content}

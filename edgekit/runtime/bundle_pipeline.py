@@ -6,14 +6,12 @@ same `answer()` verb as the reference pipeline. Hashes are verified before anyth
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from edgekit.bundle.manifest import verify_bundle
 from edgekit.errors import EdgekitError
 from edgekit.runtime.pipeline import Answer
 
@@ -21,23 +19,14 @@ from edgekit.runtime.pipeline import Answer
 class BundlePipeline:
     def __init__(self, bundle: Path, *, n_threads: int | None = None):
         from edgekit.model.prompt import PromptAssets
-        from edgekit.runtime.settings import ThreadSettings, apply_wait_policy, lookup
+        from edgekit.runtime.gguf_bundle import thread_settings, verified_gguf_manifest
 
         self.bundle = Path(bundle)
         # Seal, paths and hashes before loading anything; everything below comes from the manifest that verified.
-        report = verify_bundle(self.bundle, deep=False)
-        if not report.ok:
-            raise EdgekitError(f"{self.bundle}: bundle does not verify: {report.errors[0]}")
-        self.manifest = report.manifest
+        self.manifest = verified_gguf_manifest(self.bundle)
         parts = self.manifest["parts"]
-        if "decoder" not in parts or parts["decoder"]["format"] != "gguf":
-            raise EdgekitError(f"{self.bundle}: this bundle's decoder is {parts.get('decoder', {}).get('format')!r}; "
-                               "it runs on its device (see build-engines.sh), not through llama.cpp here")
         self.assets = PromptAssets.from_directory(self.bundle / self.manifest["tokenizer_dir"])
-        # Threads as asked, else as `edgekit profile --tune` measured them for this bundle here, else every core.
-        self.settings = (ThreadSettings(n_threads) if n_threads else lookup(self.manifest["seal"]["sha256"])
-                         or ThreadSettings(available_cores()))
-        self.wait_policy_applied = apply_wait_policy(self.settings)
+        self.settings, self.wait_policy_applied = thread_settings(self.manifest, n_threads)
         n_threads = self.settings.threads
         vision = parts["vision"]
         from edgekit.runtime.llama_decoder import LlamaDecoder
@@ -96,11 +85,18 @@ class BundlePipeline:
         self.decoder.close()
 
 
-def available_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+VISION_BACKENDS = ("onnx", "mmproj")
 
 
-def open_bundle(bundle: str | Path, *, n_threads: int | None = None) -> BundlePipeline:
+def open_bundle(bundle: str | Path, *, n_threads: int | None = None, vision: str = "onnx"):
     """The one way to open a built bundle: verified (seal and hashes) before anything is loaded. n_threads None:
-    the measured setting for this bundle on this machine (edgekit.runtime.settings), else every core."""
+    the measured setting for this bundle on this machine (edgekit.runtime.settings), else every core. vision:
+    'onnx' (the bundle's vision graph in ONNX Runtime) or 'mmproj' (everything in llama.cpp through libmtmd, the
+    C++ host's path: edgekit.runtime.mtmd_pipeline)."""
+    if vision == "mmproj":
+        from edgekit.runtime.mtmd_pipeline import MtmdPipeline
+
+        return MtmdPipeline(Path(bundle), n_threads=n_threads)
+    if vision != "onnx":
+        raise EdgekitError(f"--vision {vision!r}: choose one of {', '.join(VISION_BACKENDS)}")
     return BundlePipeline(Path(bundle), n_threads=n_threads)

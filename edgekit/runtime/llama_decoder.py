@@ -281,10 +281,16 @@ class LlamaDecoder:
         """Teacher forcing: float32 [len(continuation) + 1, vocab], the logits predicting each continuation token and
         the one after them, given the prompt followed by `continuation` (logits only where they are read)."""
         first = self.prefill(input_ids, images)  # [1] x [vocab]
-        pos = np.arange(self.n_past, self.n_past + len(continuation), dtype=np.int32)  # [A]
-        rest = self._feed_text(list(continuation), pos, all_logits=True) if len(continuation) else []
-        self.n_past += len(continuation)
-        return np.stack(first + rest)
+        return np.stack(first + self.extend(list(continuation)))
+
+    def extend(self, tokens: list[int]) -> list[np.ndarray]:
+        """Append tokens after the prompt (or earlier steps); returns each one's next-token logits [vocab]."""
+        if not tokens:
+            return []
+        pos = np.arange(self.n_past, self.n_past + len(tokens), dtype=np.int32)  # [A]
+        out = self._feed_text(tokens, pos, all_logits=True)
+        self.n_past += len(tokens)
+        return out
 
     def generate(self, input_ids: Sequence[int], images: Sequence[ImageEmbedding] = (), *,
                  max_new_tokens: int = 64, stop_at_end: bool = True) -> Iterator[int]:

@@ -42,6 +42,11 @@ def settings_path() -> Path:
     return Path(os.environ.get("EDGEKIT_RUNTIME_SETTINGS") or default_cache_dir() / "runtime-settings.json")
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity), which is what a thread count should not exceed."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def machine_key() -> str:
     """CPU model and the cores this process may use: settings measured elsewhere do not apply here."""
     model = platform.machine()
@@ -52,8 +57,7 @@ def machine_key() -> str:
                 break
     except OSError:
         pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{model} / {cores} cores"
+    return f"{model} / {available_cores()} cores"
 
 
 def _read(path: Path) -> dict:

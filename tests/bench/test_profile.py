@@ -38,7 +38,7 @@ def test_profile_cli_alone_and_under_load(tiny_bundle, tmp_path, monkeypatch):
     assert proc.returncode == 0, proc.stderr[-3000:]
     p = json.loads(proc.stdout)
     assert p["schema"] == "edgekit.profile/1" and p["prompt_tokens"] > 16  # + chat template and image tokens
-    for stage in ("preprocess_s", "vision_s", "prefill_s", "ttft_s", "decode_s", "total_s"):
+    for stage in ("preprocess_s", "vision_s", "prefill_s", "ttft_s", "decode_s", "e2e_s"):
         a = p["alone"][stage]
         assert 0 <= a["p50"] <= a["p90"] <= a["p99"], stage
     assert p["alone"]["jitter_p99_over_p50"] >= 1.0 and p["alone"]["decode_tokens_per_s"]["p50"] > 0
@@ -54,7 +54,8 @@ def test_profile_cli_alone_and_under_load(tiny_bundle, tmp_path, monkeypatch):
 
 def test_tuning_is_recorded_and_used_by_open_bundle(tiny_bundle, tmp_path, monkeypatch):
     from edgekit.bench.profile import ProfileConfig, run_profile, tune_candidates
-    from edgekit.runtime.bundle_pipeline import available_cores, open_bundle
+    from edgekit.runtime.bundle_pipeline import open_bundle
+    from edgekit.runtime.settings import available_cores
     from edgekit.runtime.settings import ThreadSettings, lookup
 
     monkeypatch.setenv("EDGEKIT_RUNTIME_SETTINGS", str(tmp_path / "settings.json"))

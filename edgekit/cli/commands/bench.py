@@ -129,7 +129,7 @@ def _print_profile(p: dict) -> None:
                         f"{p['config']['gen_tokens']} generated; {p['threads']}")
     for h in ("stage", "p50 s", "p90 s", "p99 s") + (("p50 under load", "× alone") if "under_load" in p else ()):
         table.add_column(h)
-    for stage in ("preprocess_s", "vision_s", "prefill_s", "ttft_s", "decode_s", "total_s"):
+    for stage in ("preprocess_s", "vision_s", "prefill_s", "ttft_s", "decode_s", "e2e_s"):
         a = p["alone"][stage]
         row = [stage[:-2], f"{a['p50']:.3f}", f"{a['p90']:.3f}", f"{a['p99']:.3f}"]
         if "under_load" in p:

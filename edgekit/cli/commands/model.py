@@ -81,6 +81,10 @@ def run_cmd(
     max_new_tokens: Annotated[int, typer.Option(min=1, help="Stop after this many generated tokens.")] = 32,
     think: Annotated[bool, typer.Option("--think/--no-think", help="Let the model think aloud in <think>...</think> first.")] = False,
     bundle: Annotated[Optional[Path], typer.Option(help="Run a built bundle instead of the reference model.")] = None,
+    vision: Annotated[str, typer.Option(help="With --bundle: onnx (the bundle's vision graph in ONNX Runtime) or "
+                                        "mmproj (everything in llama.cpp through libmtmd: the C++ host's path).")] = "onnx",
+    threads: Annotated[Optional[int], typer.Option(min=1, help="With --bundle: threads (default: the setting "
+                                                   "`edgekit profile --tune` recorded, else every core).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the answer and token ids as JSON.")] = False,
 ) -> None:
     """Answer a question about images greedily (the reference pipeline, or a bundle with --bundle)."""
@@ -93,7 +97,7 @@ def run_cmd(
     if bundle is not None:
         from edgekit.runtime.bundle_pipeline import open_bundle
 
-        pipe = open_bundle(bundle)
+        pipe = open_bundle(bundle, n_threads=threads, vision=vision)
     elif model is not None:
         from edgekit.runtime.pipeline import ReferencePipeline
 
@@ -103,7 +107,8 @@ def run_cmd(
     stream = None if as_json else (lambda piece: console.print(piece, end="", highlight=False, markup=False))
     result = pipe.answer(prompt, images, think=think, max_new_tokens=max_new_tokens, on_text=stream)
     if as_json:
-        print(json.dumps({"answer": result.text, "token_ids": result.token_ids, "backend": result.backend}, sort_keys=True))
+        print(json.dumps({"answer": result.text, "token_ids": result.token_ids, "backend": result.backend,
+                          "timings": result.timings}, sort_keys=True))
     else:
         console.print()
         err_console.print(f"[dim]{result.backend}: {len(result.token_ids)} tokens[/]")

@@ -1,0 +1,152 @@
+"""A GGUF bundle run entirely by llama.cpp: the mmproj through libmtmd and the decoder, the C++ host's path.
+
+Step for step what hosts/cpp/src/session.cpp does, so `edgekit run --bundle DIR --vision mmproj` and the C++
+host give the same greedy answer from the same bundle:
+  1. the image resized to the bundle's resolution by the processor (Pillow bicubic; the C++ host reproduces it
+     byte for byte), so libmtmd's own Qwen2.5-VL resize (aspect kept, black padding) is the identity;
+  2. the prompt assembled from the manifest's chat-template frames (edgekit.model.chat_frames), the image
+     placeholder replaced by libmtmd's media marker;
+  3. mtmd_tokenize, then per chunk: text through mtmd_helper_eval_chunk_single, images through mtmd_encode_chunk
+     and mtmd_helper_decode_image_chunk (M-RoPE positions as libmtmd lays them out; the text after an image
+     continues from the position it returns);
+  4. greedy tokens at explicit positions (LlamaDecoder.step).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+from edgekit.runtime.pipeline import Answer
+
+CHUNK_IMAGE = 1  # MTMD_INPUT_CHUNK_TYPE_IMAGE
+
+
+class MtmdPipeline:
+    def __init__(self, bundle: Path, *, n_threads: int | None = None):
+        from edgekit.model.processor import load_processor_config
+        from edgekit.runtime.gguf_bundle import thread_settings, verified_gguf_manifest
+        from edgekit.runtime.llama_decoder import LlamaDecoder
+        from edgekit.runtime.mmproj_vision import MmprojVision
+
+        self.bundle = Path(bundle)
+        self.manifest = verified_gguf_manifest(self.bundle)
+        parts = self.manifest["parts"]
+        if "mmproj" not in parts:
+            raise EdgekitError(f"{self.bundle}: has no mmproj part; --vision mmproj needs a GGUF bundle with one")
+        if not self.manifest.get("prompt"):
+            raise EdgekitError(f"{self.bundle}: its manifest has no chat-template frames (an older build); rebuild it")
+        self.settings, self.wait_policy_applied = thread_settings(self.manifest, n_threads)
+        threads = self.settings.threads
+        self.processor = load_processor_config(self.bundle / self.manifest["tokenizer_dir"])
+        w, h = self.manifest["preprocessing"]["resolution"]
+        self.resize_to = (int(h), int(w))
+        self.decoder = LlamaDecoder(self.bundle / parts["decoder"]["path"], n_threads=threads,
+                                    n_ctx=int(self.manifest["context"]))
+        self.vision = MmprojVision(self.bundle / parts["mmproj"]["path"], self.decoder, n_threads=threads)
+        from llama_cpp import mtmd_cpp
+
+        self._mtmd, self._lib = mtmd_cpp, self.decoder._lib
+        self.backend = f"bundle ({parts['mmproj']['precision']} mmproj + {parts['decoder']['precision']} GGUF decoder, llama.cpp only)"
+
+    def _pixels(self, image) -> np.ndarray:
+        from edgekit.model.processor import target_size, to_rgb_pil
+        from edgekit.model.prompt import _as_image
+
+        pil = to_rgb_pil(_as_image(image))
+        h, w = target_size(pil.height, pil.width, self.processor, self.resize_to)
+        if pil.size != (w, h):
+            pil = pil.resize((w, h), resample=self.processor.resample)
+        return np.ascontiguousarray(np.asarray(pil, dtype=np.uint8))  # [h, w, 3]
+
+    def _prefill(self, question: str, images: list, think: bool) -> tuple[int, float, float, int]:
+        """Evaluate the prompt; returns (next position, preprocess s, vision s, prompt tokens)."""
+        from edgekit.model.chat_frames import prompt_from_frames
+        from edgekit.model.prompt import check_text
+
+        mtmd, lib = self._mtmd, self._lib
+        if len(images) > 1:
+            raise EdgekitError("--vision mmproj answers about one image at a time (as the C++ host)")
+        check_text(question, "the prompt")
+        t0 = time.perf_counter()
+        pixels = self._pixels(images[0]) if images else None
+        marker = mtmd.mtmd_default_marker().decode()
+        text = prompt_from_frames(self.manifest["prompt"], question, think=think, image=pixels is not None, marker=marker)
+        self.decoder.reset()
+        data = text.encode("utf-8")
+        chunks = mtmd.mtmd_input_chunks_init()
+        bitmap = None
+        try:
+            if pixels is not None:
+                h, w = pixels.shape[:2]
+                bitmap = mtmd.mtmd_bitmap_init(w, h, pixels.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)))
+            entry = mtmd.mtmd_input_text(text=data, text_len=len(data), add_special=False, parse_special=True)
+            bitmaps = (mtmd.mtmd_bitmap_p_ctypes * 1)(bitmap)
+            rc = mtmd.mtmd_tokenize(self.vision._ctx, chunks, ctypes.byref(entry), bitmaps, 1 if bitmap else 0)
+            if rc != 0:
+                raise EdgekitError(f"libmtmd could not tokenize the prompt (code {rc})")
+            n_tokens = int(mtmd.mtmd_helper_get_n_tokens(chunks))
+            t1 = time.perf_counter()
+            vision_s, n_past = 0.0, lib.llama_pos(0)
+            n = mtmd.mtmd_input_chunks_size(chunks)
+            for i in range(n):
+                chunk = mtmd.mtmd_input_chunks_get(chunks, i)
+                if mtmd.mtmd_input_chunk_get_type(chunk) == CHUNK_IMAGE:
+                    tv = time.perf_counter()
+                    if mtmd.mtmd_encode_chunk(self.vision._ctx, chunk) != 0:
+                        raise EdgekitError("libmtmd failed to encode the image")
+                    vision_s += time.perf_counter() - tv
+                    rc = mtmd.mtmd_helper_decode_image_chunk(self.vision._ctx, self.decoder._ctx, chunk,
+                                                             mtmd.mtmd_get_output_embd(self.vision._ctx), n_past, 0,
+                                                             self.decoder.n_batch, ctypes.byref(n_past),
+                                                             mtmd.mtmd_helper_post_decode_callback(), None)
+                else:
+                    rc = mtmd.mtmd_helper_eval_chunk_single(self.vision._ctx, self.decoder._ctx, chunk, n_past, 0,
+                                                            self.decoder.n_batch, i == n - 1, ctypes.byref(n_past))
+                if rc != 0:
+                    raise EdgekitError(f"llama.cpp failed to evaluate prompt chunk {i} (code {rc})")
+        finally:
+            mtmd.mtmd_input_chunks_free(chunks)
+            if bitmap:
+                mtmd.mtmd_bitmap_free(bitmap)
+        return int(n_past.value), t1 - t0, vision_s, n_tokens
+
+    def _last_logits(self) -> np.ndarray:
+        ptr = self._lib.llama_get_logits_ith(self.decoder._ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(self.decoder.n_vocab,))
+
+    def answer(self, question: str, images: list, *, think: bool = False, max_new_tokens: int = 32,
+               on_text: Callable[[str], None] | None = None, stop_at_end: bool = True) -> Answer:
+        t0 = time.perf_counter()
+        n_past, t_pre, t_vis, n_prompt = self._prefill(question, images, think)
+        token = int(np.argmax(self._last_logits()))
+        t_first = time.perf_counter()
+        self.decoder.n_past = n_past
+        ids: list[int] = []
+        while not (stop_at_end and self.decoder.is_end(token)):  # greedy, as the C++ host
+            ids.append(token)
+            if on_text:
+                on_text(self.decoder.token_bytes(token).decode("utf-8", errors="replace"))
+            if len(ids) == max_new_tokens:
+                break  # the last token needs no next distribution
+            token = int(np.argmax(self.decoder.step(token)))
+        t_end = time.perf_counter()
+        text = b"".join(self.decoder.token_bytes(t) for t in ids).decode("utf-8", errors="replace")
+        timings = {"preprocess": t_pre, "vision": t_vis, "prefill": t_first - t0 - t_pre - t_vis,
+                   "decode": t_end - t_first, "total": t_end - t0}
+        return Answer(text, ids, self.backend, timings, [])  # libmtmd holds the prompt as chunks, not one id list
+
+    def teacher_logits(self, question: str, images: list, *, think: bool, answer_ids: list[int]) -> np.ndarray:
+        n_past, *_ = self._prefill(question, images, think)
+        first = self._last_logits().copy()
+        self.decoder.n_past = n_past
+        return np.stack([first] + self.decoder.extend(list(answer_ids)))
+
+    def close(self) -> None:
+        self.vision.close()
+        self.decoder.close()
