@@ -30,11 +30,16 @@ BUNDLES = {  # name -> BuildConfig fields
 }
 
 
-def build_all(ckpt: Path, workdir: Path, names: list[str]) -> dict[str, Path]:
+def build_all(ckpt: Path, workdir: Path, names: list[str], reuse: bool) -> dict[str, Path]:
     from edgekit.bundle.build import BuildConfig, build_bundle
+    from edgekit.bundle.manifest import verify_bundle
 
     out = {}
     for name in names:
+        if reuse and (workdir / f"bundle-{name}" / "edgekit.json").is_file() and verify_bundle(workdir / f"bundle-{name}", deep=False).ok:
+            out[name] = workdir / f"bundle-{name}"
+            print(f"reusing {out[name]}", flush=True)
+            continue
         t = time.perf_counter()
         out[name] = build_bundle(ckpt, workdir / f"bundle-{name}", BuildConfig(target="cpu", **BUNDLES[name]),
                                  calib_cache=workdir / "calibration")
@@ -85,6 +90,7 @@ def main() -> None:
     ap.add_argument("--variants", default=",".join(BUNDLES))
     ap.add_argument("--n-real", type=int, default=60, help="real eval samples, balanced across domains and tasks")
     ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--reuse", action="store_true", help="keep bundles already built in --workdir (they must verify)")
     args = ap.parse_args()
 
     from edgekit.model.fixtures import make_tiny
@@ -93,7 +99,7 @@ def main() -> None:
     ckpt = args.workdir / f"checkpoint-{args.preset}"
     if not (ckpt / "config.json").is_file():
         make_tiny(ckpt, args.preset)
-    bundles = build_all(ckpt, args.workdir, args.variants.split(","))
+    bundles = build_all(ckpt, args.workdir, args.variants.split(","), args.reuse)
     reports = {}
     if (SHARED / "driving.jsonl").is_file():
         reports["real"] = bench(ckpt, bundles, str(SHARED), args.n_real, args.max_new_tokens, args.out / "real")

@@ -3,17 +3,24 @@
 The console script turns SIGTERM into `Terminated` (and SIGINT into KeyboardInterrupt) so that `finally` blocks,
 locks and atomic-write temporaries unwind as they do for any error. Python runs a signal handler between two
 bytecodes of the main thread, which can be inside a Python callback that native code called (torch's TorchScript
-tracer runs the model's forward from C++ during `torch.onnx.export`). An exception raised there unwinds through
-C++ frames that were not written for it: a build once died with SIGSEGV instead of exit 143 that way. Code that
-runs such native work wraps it in `native_section()`: a signal arriving inside is recorded and raised when the
-section ends, at a point where only Python frames are below.
+tracer runs the model's forward from C++ during `torch.onnx.export`), or inside the import of a package whose
+native extension is initialising (caught here: SIGINT during `import onnx` killed a build with SIGSEGV, the crash
+inside protobuf's extension). An exception raised there unwinds through C frames that were not written for it.
+So the handler raises only where that cannot happen:
+  - inside `native_section()` (code that runs such native work wraps it), the signal is recorded and raised when
+    the section ends, at a point where only Python frames are below;
+  - during an import, the signal is sent again a moment later (a timer thread), until the import has finished.
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import threading
 from contextlib import contextmanager
 from typing import Callable
+
+RETRY_S = 0.05  # how soon a signal that arrived during an import is delivered again
 
 
 class Terminated(BaseException):
@@ -28,9 +35,23 @@ def _exception_for(signum: int) -> BaseException:
     return KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
 
 
+def _importing(frame) -> bool:
+    """Whether the interrupted code runs inside an import (importlib's frozen bootstrap is on the stack)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib._bootstrap"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _handler(signum, frame) -> None:
     if _depth:
         _pending.append(signum)
+        return
+    if _importing(frame):
+        timer = threading.Timer(RETRY_S, os.kill, (os.getpid(), signum))
+        timer.daemon = True
+        timer.start()
         return
     raise _exception_for(signum)
 

@@ -8,7 +8,18 @@ BUILD="${1:-build/host}"
 shift || true
 if [ -x .venv/bin/python ]; then PY="$PWD/.venv/bin/python"; else PY="$(command -v python3)"; fi
 mkdir -p "$(dirname "$BUILD")"
-command -v cmake >/dev/null || { echo "cmake not found: apt-get install cmake (Debian) or pip install cmake" >&2; exit 2; }
+# Build tools and OpenSSL's libcrypto headers (the artifact hashes): installed from Debian when missing and root.
+missing=()
+command -v cmake >/dev/null || missing+=(cmake)
+command -v c++ >/dev/null || missing+=(g++)
+[ -f /usr/include/openssl/evp.h ] || missing+=(libssl-dev)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "missing: ${missing[*]} (Debian: sudo apt-get install ${missing[*]})" >&2; exit 2
+  fi
+fi
 cmake -S hosts/cpp -B "$BUILD" -DPython3_EXECUTABLE="$PY" -DCMAKE_BUILD_TYPE=Release "$@" > "$BUILD.configure.log" 2>&1 \
   || { cat "$BUILD.configure.log" >&2; exit 1; }
 cmake --build "$BUILD" -j "$(nproc)"

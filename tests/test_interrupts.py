@@ -54,3 +54,21 @@ def test_restore_gives_back_the_previous_handlers():
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     install()()
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_signal_during_an_import_is_delivered_once_the_import_is_done(handlers, tmp_path, monkeypatch):
+    """The module sends itself SIGTERM while it is being imported: the import completes, then Terminated is raised."""
+    (tmp_path / "edgekit_slow_import_probe.py").write_text(
+        "import os, signal, time\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "for _ in range(100000):\n"
+        "    pass\n"
+        "COMPLETED = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import sys
+    import time
+
+    with pytest.raises(Terminated):
+        import edgekit_slow_import_probe  # noqa: F401
+        time.sleep(5)  # the signal comes back within RETRY_S; sleep is interrupted by it
+    assert sys.modules["edgekit_slow_import_probe"].COMPLETED

@@ -49,17 +49,29 @@ def _open(spec: WorkerSpec) -> tuple[object, str]:
 
         return ReferencePipeline(spec.path, dtype=spec.dtype), f"{torch.get_num_threads()} torch thread(s)"
     pipe = open_bundle(spec.path, n_threads=spec.threads)
-    applied = "" if pipe.wait_policy_applied else " (wait policy not applied: llama.cpp was already loaded)"
-    return pipe, pipe.settings.describe() + applied
+    # The policy this process's libgomp read when llama.cpp loaded: the spec's environment, or the recorded setting.
+    policy = os.environ.get("OMP_WAIT_POLICY", "").lower() or "default"
+    return pipe, f"{pipe.settings.threads} thread(s), OMP_WAIT_POLICY={policy}"
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak resident set: VmHWM of its address space. Not ru_maxrss: Linux carries that across
+    exec from the forked copy of the parent, so a worker spawned by a large parent would report the parent's peak."""
+    try:
+        for line in open("/proc/self/status", encoding="ascii"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _memory() -> dict:
-    import resource
-
     import psutil
 
-    return {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "rss_mb": psutil.Process().memory_info().rss / 2**20}
+    return {"peak_rss_mb": peak_rss_mb(), "rss_mb": psutil.Process().memory_info().rss / 2**20}
 
 
 def _serve(conn, spec: WorkerSpec) -> None:

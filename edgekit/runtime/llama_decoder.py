@@ -297,12 +297,13 @@ class LlamaDecoder:
         """Greedy decoding, one token id at a time, stopping at an end-of-generation token (unless stop_at_end is
         False: exactly max_new_tokens, for latency profiling)."""
         last = self.prefill(input_ids, images)[-1]  # [vocab]
-        for _ in range(max_new_tokens):
+        for i in range(max_new_tokens):
             token = int(np.argmax(last))
             if stop_at_end and self.is_end(token):
                 return
             yield token
-            last = self.step(token)
+            if i + 1 < max_new_tokens:  # the last token needs no next distribution
+                last = self.step(token)
 
     def stream_text(self, input_ids: Sequence[int], images: Sequence[ImageEmbedding] = (), *,
                     max_new_tokens: int = 64) -> Iterator[str]:

@@ -95,6 +95,8 @@ def test_bench_two_bundles_on_20_samples(small_ckpt, small_bundles, tmp_path):
             assert acc["all"]["delta"]["ci95"][0] <= acc["all"]["delta"]["mean"] <= acc["all"]["delta"]["ci95"][1]
             assert {"driving", "embodied", "all"} <= set(r["fidelity"])
     assert len(report["records"]) == N_SAMPLES * len(rows)
+    # each pipeline's own peak memory: the float32 reference holds more than the INT4 bundle
+    assert rows["reference"]["peak_rss_mb"] > rows["small-int4"]["peak_rss_mb"]
 
     md = (out / "report.md").read_text()
     assert "## Summary" in md and "small-int4" in md and "KL(FP‖row)" in md

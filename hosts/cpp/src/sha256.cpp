@@ -1,8 +1,10 @@
 #include "sha256.h"
 
-#include <algorithm>
+#include <openssl/evp.h>
+
 #include <cstdio>
-#include <cstring>
+#include <memory>
+#include <new>
 #include <vector>
 
 #include "errors.h"
@@ -10,87 +12,43 @@
 namespace ek {
 namespace {
 
-constexpr uint32_t K[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
-
-inline uint32_t rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
+struct Digest {
+    Digest() : ctx(EVP_MD_CTX_new()) {
+        if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) != 1) throw std::bad_alloc();
+    }
+    ~Digest() { EVP_MD_CTX_free(ctx); }
+    void update(const void * data, size_t n) {
+        if (EVP_DigestUpdate(ctx, data, n) != 1) throw Error(EK_ERR_INTERNAL, "sha256: digest update failed");
+    }
+    std::string hex() {
+        unsigned char out[EVP_MAX_MD_SIZE];
+        unsigned int n = 0;
+        if (EVP_DigestFinal_ex(ctx, out, &n) != 1) throw Error(EK_ERR_INTERNAL, "sha256: digest final failed");
+        static const char * digits = "0123456789abcdef";
+        std::string s;
+        for (unsigned i = 0; i < n; ++i) { s += digits[out[i] >> 4]; s += digits[out[i] & 15]; }
+        return s;
+    }
+    EVP_MD_CTX * ctx;
+};
 
 }  // namespace
 
-Sha256::Sha256()
-    : h_{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19} {}
-
-void Sha256::block(const uint8_t * p) {
-    uint32_t w[64];
-    for (int i = 0; i < 16; ++i) {
-        w[i] = uint32_t(p[4 * i]) << 24 | uint32_t(p[4 * i + 1]) << 16 | uint32_t(p[4 * i + 2]) << 8 | p[4 * i + 3];
-    }
-    for (int i = 16; i < 64; ++i) {
-        uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
-        uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
-        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    uint32_t a = h_[0], b = h_[1], c = h_[2], d = h_[3], e = h_[4], f = h_[5], g = h_[6], h = h_[7];
-    for (int i = 0; i < 64; ++i) {
-        uint32_t t1 = h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + K[i] + w[i];
-        uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-        h = g; g = f; f = e; e = d + t1; d = c; c = b; b = a; a = t1 + t2;
-    }
-    h_[0] += a; h_[1] += b; h_[2] += c; h_[3] += d; h_[4] += e; h_[5] += f; h_[6] += g; h_[7] += h;
-}
-
-void Sha256::update(const void * data, size_t length) {
-    const uint8_t * p = static_cast<const uint8_t *>(data);
-    total_ += length;
-    if (buffered_) {
-        size_t take = std::min(length, size_t(64) - buffered_);
-        std::memcpy(buffer_ + buffered_, p, take);
-        buffered_ += take; p += take; length -= take;
-        if (buffered_ == 64) { block(buffer_); buffered_ = 0; }
-    }
-    for (; length >= 64; p += 64, length -= 64) block(p);
-    std::memcpy(buffer_, p, length);
-    buffered_ += length;
-}
-
-std::string Sha256::hex_digest() {
-    uint64_t bits = total_ * 8;
-    uint8_t pad[72] = {0x80};
-    size_t n = (buffered_ < 56 ? 56 : 120) - buffered_;
-    for (int i = 0; i < 8; ++i) pad[n + i] = uint8_t(bits >> (56 - 8 * i));
-    update(pad, n + 8);
-    static const char * digits = "0123456789abcdef";
-    std::string out;
-    for (uint32_t v : h_) {
-        for (int i = 28; i >= 0; i -= 4) out += digits[(v >> i) & 15];
-    }
-    return out;
-}
-
 std::string sha256_hex(const std::string & data) {
-    Sha256 s;
-    s.update(data.data(), data.size());
-    return s.hex_digest();
+    Digest d;
+    d.update(data.data(), data.size());
+    return d.hex();
 }
 
 std::string sha256_file(const std::string & path) {
-    std::FILE * f = std::fopen(path.c_str(), "rb");
+    std::unique_ptr<std::FILE, int (*)(std::FILE *)> f(std::fopen(path.c_str(), "rb"), std::fclose);
     if (!f) throw Error(EK_ERR_IO, path + ": cannot be opened");
-    Sha256 s;
+    Digest d;
     std::vector<char> buf(1 << 20);
     size_t n;
-    while ((n = std::fread(buf.data(), 1, buf.size(), f)) > 0) s.update(buf.data(), n);
-    bool failed = std::ferror(f);
-    std::fclose(f);
-    if (failed) throw Error(EK_ERR_IO, path + ": read error");
-    return s.hex_digest();
+    while ((n = std::fread(buf.data(), 1, buf.size(), f.get())) > 0) d.update(buf.data(), n);
+    if (std::ferror(f.get())) throw Error(EK_ERR_IO, path + ": read error");
+    return d.hex();
 }
 
 }  // namespace ek
