@@ -13,23 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${1:-}
 if [ -z "$PY" ]; then if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi; fi
-VERSION=$(sed -n 's/^llama_cpp_python==//p' .ci/constraints.txt)
-[ -n "$VERSION" ] || { echo "error: no llama_cpp_python pin in .ci/constraints.txt" >&2; exit 2; }
-
-nox=""
-case "$(uname -m)" in
-  # -march=native stays (ggml's default); only the three AMX extensions gcc 12+ knows are removed.
-  # CMake seeds CMAKE_C_FLAGS / CMAKE_CXX_FLAGS from CFLAGS / CXXFLAGS on its first configure.
-  x86_64|amd64) nox="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16" ;;
-esac
-# A user's own CMAKE_ARGS (e.g. -DGGML_CUDA=on), CFLAGS and CXXFLAGS are kept; ours come after them.
-args="${CMAKE_ARGS:-}"
-cflags="${CFLAGS:-} $nox"
-cxxflags="${CXXFLAGS:-} $nox"
-
-cpu_flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || uname -m)
-key=$(printf '%s\n' "$VERSION" "$args" "$cflags" "$cxxflags" "$cpu_flags" "$(cc --version 2>/dev/null | head -1)" "$("$PY" -c 'import sys; print(sys.version)')" \
-      | sha256sum | cut -c1-16)
+. scripts/llama_cpp_flags.sh  # VERSION, the flags, key
 dir=.cache/llama-cpp-wheels/$key
 wheel=$(ls "$dir"/llama_cpp_python-"$VERSION"-*.whl 2>/dev/null | head -1 || true)
 if [ -z "$wheel" ]; then

@@ -104,13 +104,25 @@ def _quiet_threads(monkeypatch):
     yield
 
 
+_OWN_CACHE_DIR: str | None = None  # the temp cache this run made (removed at the end), not a user's
+
+
 def pytest_configure(config):
     import tempfile
 
+    global _OWN_CACHE_DIR
     # Builds keep calibrations between runs (~/.cache/edgekit by default): tests keep theirs in a fresh temp dir.
-    os.environ.setdefault("EDGEKIT_CACHE_DIR", tempfile.mkdtemp(prefix="edgekit-test-cache-"))
+    if "EDGEKIT_CACHE_DIR" not in os.environ:
+        _OWN_CACHE_DIR = os.environ["EDGEKIT_CACHE_DIR"] = tempfile.mkdtemp(prefix="edgekit-test-cache-")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def pytest_unconfigure(config):
+    import shutil
+
+    if _OWN_CACHE_DIR:
+        shutil.rmtree(_OWN_CACHE_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -84,7 +84,7 @@ def _reference_next_logits(ref, question: str, image) -> np.ndarray:
 
 def _bundle_next_logits(pipe, question: str, image) -> np.ndarray:
     from edgekit.model.prompt import prepare_inputs
-    from edgekit.runtime.llama_decoder import ImageEmbedding
+    from edgekit.runtime.prompt_segments import ImageEmbedding
 
     inputs = prepare_inputs(pipe.assets, question, [image], think=False, resize_to=pipe.resize_to)
     merge = pipe.assets.spatial_merge_size

@@ -16,7 +16,7 @@ def heldout_prompts(ckpt_path: Path, samples: str, n: int, seed: int = 1, resize
     """[(input_ids, [ImageEmbedding])] for n 'eval' samples, teacher-forced with their reference answers."""
     from edgekit.model.checkpoint import open_checkpoint
     from edgekit.quant.layers import calibration_sequences, hf_config, layer0_inputs
-    from edgekit.runtime.llama_decoder import ImageEmbedding
+    from edgekit.runtime.prompt_segments import ImageEmbedding
 
     seqs, _ = calibration_sequences(ckpt_path, samples, n, seed, resize_to, split_name="eval")
     ck = open_checkpoint(ckpt_path)

@@ -41,7 +41,7 @@ class BundlePipeline:
     def encode(self, question: str, images: list, *, think: bool):
         """Prompt ids and image embeddings for the decoder, and the seconds spent on (preprocess, vision)."""
         from edgekit.model.prompt import prepare_inputs
-        from edgekit.runtime.llama_decoder import ImageEmbedding
+        from edgekit.runtime.prompt_segments import ImageEmbedding
 
         t0 = time.perf_counter()
         inputs = prepare_inputs(self.assets, question, images, think=think, resize_to=self.resize_to)

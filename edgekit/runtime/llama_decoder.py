@@ -1,101 +1,29 @@
 """The text decoder in llama.cpp (through llama-cpp-python's low-level C API).
 
-A prompt is the checkpoint's token ids, with each image standing as a run of `<|image_pad|>`
-ids, plus one `ImageEmbedding` per run from any vision backend (PyTorch, ONNX, mmproj). Text runs
-are decoded as tokens; image runs as embeddings with M-RoPE positions, the way llama.cpp's
-multimodal helper feeds them: four positions per token, section-major (t for all tokens of the
-batch, then h, then w, then 0), in a batch that has room for 4*n positions. Positions follow
-transformers' get_rope_index for still images: the image's tokens sit at (p, p+row, p+col) and the
-text after it continues at p + max(rows, cols).
+A prompt's text runs are decoded as tokens; its image runs (`prompt_segments`) as embeddings with M-RoPE
+positions, the way llama.cpp's multimodal helper feeds them: four positions per token, section-major, in a batch
+that has room for 4*n positions.
 
-`logits()` returns every prompt position's logits (for parity tests); `generate()` streams greedy
-tokens.
+`logits()` returns every prompt position's logits (for parity tests); `generate()` streams greedy tokens through
+one reused batch, reading the argmax in llama.cpp's own logits buffer (no copy of the vocabulary per token).
 """
 
 from __future__ import annotations
 
 import codecs
 import ctypes
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 
 from edgekit.errors import EdgekitError
-
-
-@dataclass(frozen=True)
-class ImageEmbedding:
-    """One image as the language model sees it: embeddings of its merged tokens, row-major."""
-
-    embeds: np.ndarray  # float32 [rows * cols, hidden]
-    grid: tuple[int, int]  # (rows, cols) of merged tokens = (grid_h / merge, grid_w / merge)
-
-    def __post_init__(self):
-        rows, cols = self.grid
-        if self.embeds.ndim != 2 or self.embeds.shape[0] != rows * cols:
-            raise EdgekitError(f"image embedding has shape {list(self.embeds.shape)}; grid {rows}x{cols} "
-                               f"needs [{rows * cols}, hidden]")
-
-
-def image_positions(start: int, grid: tuple[int, int]) -> np.ndarray:
-    """M-RoPE positions of one still image's tokens: int32 [3, rows*cols] (t, h, w)."""
-    rows, cols = grid
-    r = np.repeat(np.arange(rows, dtype=np.int32), cols)  # [n]
-    c = np.tile(np.arange(cols, dtype=np.int32), rows)  # [n]
-    return np.stack([np.full_like(r, start), start + r, start + c])  # [3, n]
-
-
-def next_position_after_image(start: int, grid: tuple[int, int]) -> int:
-    return start + max(grid)
-
-
-def section_major(pos3: np.ndarray) -> np.ndarray:
-    """[3, n] -> int32 [4*n]: t for every token, then h, then w, then a zero section."""
-    n = pos3.shape[1]
-    return np.concatenate([pos3.reshape(-1), np.zeros(n, dtype=np.int32)]).astype(np.int32)
-
-
-def prompt_positions(segments) -> np.ndarray:
-    """M-RoPE positions of a whole prompt, int32 [3, L], as transformers' get_rope_index for still images."""
-    parts, nxt = [], 0
-    for kind, seg in segments:
-        if kind == "text":
-            row = np.arange(nxt, nxt + len(seg), dtype=np.int32)  # [k]
-            parts.append(np.stack([row, row, row]))
-            nxt += len(seg)
-        else:
-            parts.append(image_positions(nxt, seg.grid))
-            nxt = next_position_after_image(nxt, seg.grid)
-    return np.concatenate(parts, axis=1) if parts else np.zeros((3, 0), np.int32)
-
-
-def split_prompt(input_ids: Sequence[int], image_token_id: int, images: Sequence[ImageEmbedding]):
-    """Yield ("text", ids) and ("image", ImageEmbedding) segments in prompt order."""
-    ids = np.asarray(input_ids, dtype=np.int64)
-    is_img = ids == image_token_id
-    n_img_tokens = int(is_img.sum())
-    expected = sum(im.embeds.shape[0] for im in images)
-    if n_img_tokens != expected:
-        raise EdgekitError(f"prompt has {n_img_tokens} image tokens but the images give {expected} embeddings; "
-                           "build the prompt with the processor's token counts for these images")
-    segments, i, k = [], 0, 0
-    while i < len(ids):
-        if is_img[i]:
-            im = images[k]
-            n = im.embeds.shape[0]
-            if not is_img[i:i + n].all():
-                raise EdgekitError(f"image {k}: expected a run of {n} image tokens at position {i}")
-            segments.append(("image", im))
-            i, k = i + n, k + 1
-        else:
-            j = i
-            while j < len(ids) and not is_img[j]:
-                j += 1
-            segments.append(("text", ids[i:j].tolist()))
-            i = j
-    return segments
+from edgekit.runtime.prompt_segments import (
+    ImageEmbedding,
+    prompt_positions,
+    section_major,
+    split_prompt,
+)
 
 
 _LOG_SILENCER = None
@@ -183,6 +111,7 @@ class LlamaDecoder:
         self.n_vocab = lib.llama_vocab_n_tokens(self._vocab)
         self.image_token_id = image_token_id if image_token_id is not None else self._special_id("<|image_pad|>")
         self.n_past = 0  # next text position
+        self._one: _Batch | None = None  # the decode loop's one-token batch, made on first use
 
     # ---- tokenizer --------------------------------------------------------------------------------
     def tokenize(self, text: str, *, parse_special: bool = True) -> list[int]:
@@ -211,27 +140,32 @@ class LlamaDecoder:
         self._lib.llama_memory_clear(self._lib.llama_get_memory(self._ctx), True)
         self.n_past = 0
 
-    def _decode(self, batch: _Batch) -> list[np.ndarray]:
+    def _decode(self, batch: _Batch, *, read: bool = True) -> list[np.ndarray]:
+        """Run one batch; copy out the logits it asked for (none when read is False: they stay in the context)."""
         rc = self._lib.llama_decode(self._ctx, batch.struct)
         if rc != 0:
             raise EdgekitError(f"llama_decode failed (code {rc}); the prompt may exceed n_ctx={self.n_ctx}")
+        if not read:
+            return []
         out = []
         for i in np.flatnonzero(batch.logits):
             ptr = self._lib.llama_get_logits_ith(self._ctx, int(i))
             out.append(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy())  # [vocab]
         return out
 
-    def _feed_text(self, ids: list[int], pos: np.ndarray, all_logits: bool) -> list[np.ndarray]:
+    def _feed_text(self, ids: list[int], pos: np.ndarray, all_logits: bool, read: bool = True) -> list[np.ndarray]:
         """Token ids at 1-D positions pos [k] (llama.cpp copies a token's position to every section)."""
         logits = []
         for s in range(0, len(ids), self.n_batch):
             chunk = np.asarray(ids[s:s + self.n_batch], dtype=np.int32)  # [k]
             want = np.full(len(chunk), int(all_logits), np.int8)
             want[-1] = 1
-            logits += self._decode(_Batch(self._lib, tokens=chunk, pos=pos[s:s + len(chunk)], want_logits=want))
+            logits += self._decode(_Batch(self._lib, tokens=chunk, pos=pos[s:s + len(chunk)], want_logits=want),
+                                   read=read)
         return logits if all_logits else logits[-1:]
 
-    def _feed_image(self, image: ImageEmbedding, pos3: np.ndarray, all_logits: bool) -> list[np.ndarray]:
+    def _feed_image(self, image: ImageEmbedding, pos3: np.ndarray, all_logits: bool,
+                    read: bool = True) -> list[np.ndarray]:
         """Embeddings [n, hidden] at M-RoPE positions pos3 [3, n], in batches of at most n_batch tokens."""
         if image.embeds.shape[1] != self.hidden:
             raise EdgekitError(f"image embeddings have width {image.embeds.shape[1]} but the decoder's hidden size is "
@@ -243,12 +177,13 @@ class LlamaDecoder:
             want = np.full(e - s, int(all_logits), np.int8)
             want[-1] = 1
             logits += self._decode(_Batch(self._lib, embeds=image.embeds[s:e], pos=section_major(pos3[:, s:e]),
-                                          want_logits=want))
+                                          want_logits=want), read=read)
         return logits if all_logits else logits[-1:]
 
     def prefill(self, input_ids: Sequence[int], images: Sequence[ImageEmbedding] = (), *,
-                all_logits: bool = False) -> list[np.ndarray]:
-        """Feed a whole prompt from an empty cache; returns the last logits (or every position's)."""
+                all_logits: bool = False, read: bool = True) -> list[np.ndarray]:
+        """Feed a whole prompt from an empty cache; returns the last logits (or every position's; nothing when read
+        is False, for `greedy_token`)."""
         self.reset()
         segments = split_prompt(input_ids, self.image_token_id, images)
         positions = prompt_positions(segments)  # [3, L]
@@ -260,8 +195,8 @@ class LlamaDecoder:
         for kind, seg in segments:
             n = len(seg) if kind == "text" else seg.embeds.shape[0]
             pos = positions[:, at:at + n]
-            logits += (self._feed_text(seg, pos[0], all_logits) if kind == "text"
-                       else self._feed_image(seg, pos, all_logits))
+            logits += (self._feed_text(seg, pos[0], all_logits, read) if kind == "text"
+                       else self._feed_image(seg, pos, all_logits, read))
             at += n
         self.n_past = int(positions.max()) + 1 if positions.shape[1] else 0
         return logits if all_logits else logits[-1:]
@@ -271,6 +206,23 @@ class LlamaDecoder:
         out = self._feed_text([int(token)], np.array([self.n_past], np.int32), all_logits=False)[-1]
         self.n_past += 1
         return out
+
+    def advance(self, token: int) -> None:
+        """Append one token, leaving its next-token logits in llama.cpp (read by `greedy_token`): the decode loop's
+        step, through one reused batch and without copying the vocabulary's logits."""
+        if self._one is None:
+            self._one = _Batch(self._lib, tokens=np.zeros(1, np.int32), pos=np.zeros(1, np.int32),
+                               want_logits=np.ones(1, np.int8))
+        self._one.tokens[0] = token  # the batch points at these buffers
+        self._one.pos[0] = self.n_past
+        self._decode(self._one, read=False)
+        self.n_past += 1
+
+    def greedy_token(self) -> int:
+        """argmax of the last decoded position's logits, read in place (a view of llama.cpp's buffer, no copy); ties go
+        to the lowest id, as numpy's argmax on the copied logits and llama.cpp's greedy sampler both do."""
+        ptr = self._lib.llama_get_logits_ith(self._ctx, -1)
+        return int(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).argmax())
 
     def logits(self, input_ids: Sequence[int], images: Sequence[ImageEmbedding] = ()) -> np.ndarray:
         """float32 [L, vocab]: next-token logits after every prompt position."""
@@ -296,14 +248,14 @@ class LlamaDecoder:
                  max_new_tokens: int = 64, stop_at_end: bool = True) -> Iterator[int]:
         """Greedy decoding, one token id at a time, stopping at an end-of-generation token (unless stop_at_end is
         False: exactly max_new_tokens, for latency profiling)."""
-        last = self.prefill(input_ids, images)[-1]  # [vocab]
+        self.prefill(input_ids, images, read=False)
         for i in range(max_new_tokens):
-            token = int(np.argmax(last))
+            token = self.greedy_token()
             if stop_at_end and self.is_end(token):
                 return
             yield token
             if i + 1 < max_new_tokens:  # the last token needs no next distribution
-                last = self.step(token)
+                self.advance(token)
 
     def stream_text(self, input_ids: Sequence[int], images: Sequence[ImageEmbedding] = (), *,
                     max_new_tokens: int = 64) -> Iterator[str]:

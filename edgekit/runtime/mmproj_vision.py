@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError
-from edgekit.runtime.llama_decoder import ImageEmbedding, LlamaDecoder, silence_llama_logs
+from edgekit.runtime.llama_decoder import LlamaDecoder, silence_llama_logs
+from edgekit.runtime.prompt_segments import ImageEmbedding
 
 CHUNK_IMAGE = 1  # MTMD_INPUT_CHUNK_TYPE_IMAGE
 

@@ -124,7 +124,7 @@ class MtmdPipeline:
                on_text: Callable[[str], None] | None = None, stop_at_end: bool = True) -> Answer:
         t0 = time.perf_counter()
         n_past, t_pre, t_vis, n_prompt = self._prefill(question, images, think)
-        token = int(np.argmax(self._last_logits()))
+        token = self.decoder.greedy_token()
         t_first = time.perf_counter()
         self.decoder.n_past = n_past
         ids: list[int] = []
@@ -134,7 +134,8 @@ class MtmdPipeline:
                 on_text(self.decoder.token_bytes(token).decode("utf-8", errors="replace"))
             if len(ids) == max_new_tokens:
                 break  # the last token needs no next distribution
-            token = int(np.argmax(self.decoder.step(token)))
+            self.decoder.advance(token)
+            token = self.decoder.greedy_token()
         t_end = time.perf_counter()
         text = b"".join(self.decoder.token_bytes(t) for t in ids).decode("utf-8", errors="replace")
         timings = {"preprocess": t_pre, "vision": t_vis, "prefill": t_first - t0 - t_pre - t_vis,

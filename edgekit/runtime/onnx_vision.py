@@ -67,7 +67,7 @@ class OnnxVision:
     def embed(self, image):
         """One RGB image (PIL or uint8 [H, W, 3]) -> ImageEmbedding, resized to the graph's size."""
         from edgekit.model.processor import preprocess_image
-        from edgekit.runtime.llama_decoder import ImageEmbedding
+        from edgekit.runtime.prompt_segments import ImageEmbedding
 
         if self.processor_cfg is None:
             raise EdgekitError("OnnxVision.embed needs processor_cfg (load_processor_config(checkpoint))")

@@ -21,13 +21,8 @@ from edgekit.export.gguf import write_decoder_gguf  # noqa: E402
 from edgekit.export.mmproj import write_mmproj_gguf  # noqa: E402
 from edgekit.model.processor import smart_resize  # noqa: E402
 from edgekit.model.rope_index import llama_cpp_positions, mrope_positions  # noqa: E402
-from edgekit.runtime.llama_decoder import (  # noqa: E402
-    ImageEmbedding,
-    LlamaDecoder,
-    prompt_positions,
-    section_major,
-    split_prompt,
-)
+from edgekit.runtime.llama_decoder import LlamaDecoder  # noqa: E402
+from edgekit.runtime.prompt_segments import ImageEmbedding, prompt_positions, section_major, split_prompt  # noqa: E402
 
 LOGIT_TOL = 1e-3  # of max |logit|, from the issue
 FALLBACK_QUESTIONS = ["What color is the traffic light?", "Where should the gripper move next?",
@@ -198,6 +193,26 @@ def test_greedy_answers_identical(tiny_ref, tiny_files, samples_root):
             assert from_mmproj == want, question
             text = "".join(dec.stream_text(ids, [vis.embed(img)], max_new_tokens=12))
             assert text == tiny_ref.decode(want)
+
+
+def test_in_place_greedy_equals_the_copied_logits_loop(tiny_files, samples_root):
+    """Ten questions: the decode loop that reads the argmax in llama.cpp's buffer through one reused batch
+    (`generate`) gives the same tokens as copying every step's logits out and taking numpy's argmax."""
+    from edgekit.runtime.mmproj_vision import MmprojVision
+
+    rows = _sample_questions(samples_root, 10)
+    images = _aligned_images(10, seed=23, max_pixels=50_176, samples=[p for _, p in rows if p] or None)
+    with LlamaDecoder(tiny_files[0]) as dec, MmprojVision(tiny_files[1], dec) as vis:
+        for (question, _), img in zip(rows, images):
+            ids = dec.tokenize(f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n")
+            embeds = [vis.embed(img)]
+            ids = ids[:2] + [dec.image_token_id] * embeds[0].embeds.shape[0] + ids[2:]
+            copied, last = [], dec.prefill(ids, embeds)[-1]
+            for _ in range(20):
+                copied.append(int(np.argmax(last)))
+                last = dec.step(copied[-1])
+            in_place = list(dec.generate(ids, embeds, max_new_tokens=20, stop_at_end=False))
+            assert in_place == copied, question
 
 
 # ---- quantized fidelity --------------------------------------------------------------------------
