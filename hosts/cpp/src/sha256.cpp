@@ -17,6 +17,8 @@ struct Digest {
         if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) != 1) throw std::bad_alloc();
     }
     ~Digest() { EVP_MD_CTX_free(ctx); }
+    Digest(const Digest &) = delete;  // owns the OpenSSL context
+    Digest & operator=(const Digest &) = delete;
     void update(const void * data, size_t n) {
         if (EVP_DigestUpdate(ctx, data, n) != 1) throw Error(EK_ERR_INTERNAL, "sha256: digest update failed");
     }
