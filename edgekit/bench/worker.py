@@ -1,6 +1,6 @@
 """One pipeline (the reference or a bundle) loaded once in its own process, answering requests over a pipe.
 
-Why a process per pipeline: its peak RSS is its own (ru_maxrss of the worker), a crash in a runtime (SIGILL,
+Why a process per pipeline: its peak RSS is its own (VmHWM of the worker: `peak_rss_mb`), a crash in a runtime (SIGILL,
 SIGSEGV) stops one variant with a message instead of the whole run, and thread settings (OMP_WAIT_POLICY, thread
 counts) are read when a runtime's libraries load, so each worker gets its own environment before it imports them.
 The parent sends one request at a time, so exactly one pipeline computes while the others wait in recv().

@@ -62,18 +62,12 @@ class BundlePipeline:
                on_text: Callable[[str], None] | None = None, stop_at_end: bool = True) -> Answer:
         t0 = time.perf_counter()
         prompt_ids, embeds, (t_pre, t_vis) = self.encode(question, images, think=think)
+        from edgekit.runtime.gguf_bundle import collect_answer
+
         t2 = time.perf_counter()
-        ids: list[int] = []
-        t_first = None
-        for token in self.decoder.generate(prompt_ids, embeds, max_new_tokens=max_new_tokens, stop_at_end=stop_at_end):
-            if t_first is None:
-                t_first = time.perf_counter()
-            ids.append(token)
-            if on_text:
-                on_text(self.decoder.token_bytes(token).decode("utf-8", errors="replace"))
-        t3 = time.perf_counter()
+        tokens = self.decoder.generate(prompt_ids, embeds, max_new_tokens=max_new_tokens, stop_at_end=stop_at_end)
+        ids, text, t_first, t3 = collect_answer(self.decoder, tokens, on_text)
         t_first = t_first or t3
-        text = b"".join(self.decoder.token_bytes(t) for t in ids).decode("utf-8", errors="replace")
         timings = {"preprocess": t_pre, "vision": t_vis, "prefill": t_first - t2, "decode": t3 - t_first, "total": t3 - t0}
         return Answer(text, ids, self.backend, timings, prompt_ids)
 

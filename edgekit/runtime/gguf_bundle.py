@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Callable, Iterator
 
 from edgekit.bundle.manifest import verify_bundle
 from edgekit.errors import EdgekitError
@@ -28,3 +30,18 @@ def thread_settings(manifest: dict, n_threads: int | None):
     settings = (ThreadSettings(n_threads) if n_threads else lookup(manifest["seal"]["sha256"])
                 or ThreadSettings(available_cores()))
     return settings, apply_wait_policy(settings)
+
+
+def collect_answer(decoder, tokens: Iterator[int], on_text: Callable[[str], None] | None):
+    """Run a greedy token stream to its end, passing each token's text to on_text. Returns (ids, text, time of the
+    first token or None, time of the end): both pipelines' decode loop and its timing."""
+    ids: list[int] = []
+    t_first = None
+    for token in tokens:
+        if t_first is None:
+            t_first = time.perf_counter()
+        ids.append(token)
+        if on_text:
+            on_text(decoder.token_bytes(token).decode("utf-8", errors="replace"))
+    text = b"".join(decoder.token_bytes(t) for t in ids).decode("utf-8", errors="replace")
+    return ids, text, t_first, time.perf_counter()

@@ -147,11 +147,16 @@ class LlamaDecoder:
             raise EdgekitError(f"llama_decode failed (code {rc}); the prompt may exceed n_ctx={self.n_ctx}")
         if not read:
             return []
-        out = []
-        for i in np.flatnonzero(batch.logits):
-            ptr = self._lib.llama_get_logits_ith(self._ctx, int(i))
-            out.append(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy())  # [vocab]
-        return out
+        return [self._logits_view(int(i)).copy() for i in np.flatnonzero(batch.logits)]  # each [vocab]
+
+    def _logits_view(self, i: int) -> np.ndarray:
+        """float32 [vocab]: output i of the last decode (-1: the last one) in llama.cpp's own buffer, valid until the
+        next decode."""
+        return np.ctypeslib.as_array(self._lib.llama_get_logits_ith(self._ctx, i), shape=(self.n_vocab,))
+
+    def last_logits(self) -> np.ndarray:
+        """A copy of the last decoded position's logits [vocab] (after a prompt evaluated here or by libmtmd)."""
+        return self._logits_view(-1).copy()
 
     def _feed_text(self, ids: list[int], pos: np.ndarray, all_logits: bool, read: bool = True) -> list[np.ndarray]:
         """Token ids at 1-D positions pos [k] (llama.cpp copies a token's position to every section)."""
@@ -221,8 +226,7 @@ class LlamaDecoder:
     def greedy_token(self) -> int:
         """argmax of the last decoded position's logits, read in place (a view of llama.cpp's buffer, no copy); ties go
         to the lowest id, as numpy's argmax on the copied logits and llama.cpp's greedy sampler both do."""
-        ptr = self._lib.llama_get_logits_ith(self._ctx, -1)
-        return int(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).argmax())
+        return int(self._logits_view(-1).argmax())
 
     def logits(self, input_ids: Sequence[int], images: Sequence[ImageEmbedding] = ()) -> np.ndarray:
         """float32 [L, vocab]: next-token logits after every prompt position."""
@@ -249,6 +253,11 @@ class LlamaDecoder:
         """Greedy decoding, one token id at a time, stopping at an end-of-generation token (unless stop_at_end is
         False: exactly max_new_tokens, for latency profiling)."""
         self.prefill(input_ids, images, read=False)
+        yield from self.greedy_continuation(max_new_tokens, stop_at_end=stop_at_end)
+
+    def greedy_continuation(self, max_new_tokens: int, *, stop_at_end: bool = True) -> Iterator[int]:
+        """Greedy tokens after what the context holds: a prompt just evaluated (here, or by libmtmd with n_past set
+        to the position it returned), its next-token logits still in llama.cpp."""
         for i in range(max_new_tokens):
             token = self.greedy_token()
             if stop_at_end and self.is_end(token):

@@ -9,7 +9,7 @@ host give the same greedy answer from the same bundle:
   3. mtmd_tokenize, then per chunk: text through mtmd_helper_eval_chunk_single, images through mtmd_encode_chunk
      and mtmd_helper_decode_image_chunk (M-RoPE positions as libmtmd lays them out; the text after an image
      continues from the position it returns);
-  4. greedy tokens at explicit positions (LlamaDecoder.step).
+  4. greedy tokens from the position libmtmd returned (LlamaDecoder.greedy_continuation).
 """
 
 from __future__ import annotations
@@ -22,10 +22,8 @@ from typing import Callable
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.runtime.mmproj_vision import CHUNK_IMAGE
 from edgekit.runtime.pipeline import Answer
-
-CHUNK_IMAGE = 1  # MTMD_INPUT_CHUNK_TYPE_IMAGE
-
 
 class MtmdPipeline:
     def __init__(self, bundle: Path, *, n_threads: int | None = None):
@@ -116,35 +114,23 @@ class MtmdPipeline:
                 mtmd.mtmd_bitmap_free(bitmap)
         return int(n_past.value), t1 - t0, vision_s, n_tokens
 
-    def _last_logits(self) -> np.ndarray:
-        ptr = self._lib.llama_get_logits_ith(self.decoder._ctx, -1)
-        return np.ctypeslib.as_array(ptr, shape=(self.decoder.n_vocab,))
-
     def answer(self, question: str, images: list, *, think: bool = False, max_new_tokens: int = 32,
                on_text: Callable[[str], None] | None = None, stop_at_end: bool = True) -> Answer:
+        from edgekit.runtime.gguf_bundle import collect_answer
+
         t0 = time.perf_counter()
         n_past, t_pre, t_vis, n_prompt = self._prefill(question, images, think)
-        token = self.decoder.greedy_token()
-        t_first = time.perf_counter()
         self.decoder.n_past = n_past
-        ids: list[int] = []
-        while not (stop_at_end and self.decoder.is_end(token)):  # greedy, as the C++ host
-            ids.append(token)
-            if on_text:
-                on_text(self.decoder.token_bytes(token).decode("utf-8", errors="replace"))
-            if len(ids) == max_new_tokens:
-                break  # the last token needs no next distribution
-            self.decoder.advance(token)
-            token = self.decoder.greedy_token()
-        t_end = time.perf_counter()
-        text = b"".join(self.decoder.token_bytes(t) for t in ids).decode("utf-8", errors="replace")
+        tokens = self.decoder.greedy_continuation(max_new_tokens, stop_at_end=stop_at_end)  # greedy, as the C++ host
+        ids, text, t_first, t_end = collect_answer(self.decoder, tokens, on_text)
+        t_first = t_first or t_end
         timings = {"preprocess": t_pre, "vision": t_vis, "prefill": t_first - t0 - t_pre - t_vis,
                    "decode": t_end - t_first, "total": t_end - t0}
         return Answer(text, ids, self.backend, timings, [])  # libmtmd holds the prompt as chunks, not one id list
 
     def teacher_logits(self, question: str, images: list, *, think: bool, answer_ids: list[int]) -> np.ndarray:
         n_past, *_ = self._prefill(question, images, think)
-        first = self._last_logits().copy()
+        first = self.decoder.last_logits()
         self.decoder.n_past = n_past
         return np.stack([first] + self.decoder.extend(list(answer_ids)))
 

@@ -3,7 +3,7 @@
 //   resize (Pillow-exact) -> prompt from the bundle's chat-template frames, image placeholder -> libmtmd's marker
 //   -> mtmd_tokenize -> per chunk: text through mtmd_helper_eval_chunk_single, images through mtmd_encode_chunk
 //   then mtmd_helper_decode_image_chunk (M-RoPE positions as libmtmd's helper lays them out, continuing from the
-//   position it returns) -> greedy tokens at explicit positions.
+//   position it returns) -> greedy tokens at explicit positions, through one reused batch.
 // Every entry point catches everything: no exception or abort crosses the C boundary.
 #include <algorithm>
 #include <chrono>
@@ -31,6 +31,7 @@ struct ek_session {
     mtmd_context * mtmd = nullptr;
     const llama_vocab * vocab = nullptr;
     int32_t n_batch = 512;  // as edgekit's LlamaDecoder
+    llama_batch step{};     // the decode loop's one-token batch, made once (as LlamaDecoder.advance)
 };
 
 namespace {
@@ -116,15 +117,10 @@ int32_t argmax(const float * logits, int32_t n) {
 }
 
 void decode_token(ek_session * s, llama_token token, llama_pos pos) {
-    llama_batch batch = llama_batch_init(1, 0, 1);
-    batch.n_tokens = 1;
+    llama_batch & batch = s->step;  // n_tokens, seq and logits flags were set when the session opened
     batch.token[0] = token;
-    batch.pos[0] = pos;  // explicit, as LlamaDecoder.step: llama.cpp copies it to every M-RoPE section
-    batch.n_seq_id[0] = 1;
-    batch.seq_id[0][0] = 0;
-    batch.logits[0] = 1;
+    batch.pos[0] = pos;  // explicit, as LlamaDecoder.advance: llama.cpp copies it to every M-RoPE section
     int32_t rc = llama_decode(s->ctx, batch);
-    llama_batch_free(batch);
     if (rc != 0) throw ek::Error(EK_ERR_RUNTIME, "llama_decode failed (code " + std::to_string(rc) + "); the answer may exceed the context");
 }
 
@@ -234,6 +230,11 @@ void open_session(ek_session * s, const char * dir, const ek_open_options & opt)
     s->ctx = llama_init_from_model(s->model, cp);
     if (!s->ctx) throw ek::Error(EK_ERR_RUNTIME, "llama.cpp could not create a context of " + std::to_string(cp.n_ctx) + " tokens");
     s->vocab = llama_model_get_vocab(s->model);
+    s->step = llama_batch_init(1, 0, 1);
+    s->step.n_tokens = 1;
+    s->step.n_seq_id[0] = 1;
+    s->step.seq_id[0][0] = 0;
+    s->step.logits[0] = 1;
     mtmd_context_params mt = mtmd_context_params_default();
     mt.use_gpu = false;
     mt.print_timings = false;
@@ -340,6 +341,7 @@ ek_status ek_input_size(const ek_session * session, int32_t * width, int32_t * h
 void ek_close(ek_session * s) {
     if (!s) return;
     if (s->mtmd) mtmd_free(s->mtmd);
+    if (s->step.token) llama_batch_free(s->step);
     if (s->ctx) llama_free(s->ctx);
     if (s->model) llama_model_free(s->model);
     delete s;
