@@ -79,6 +79,11 @@ def test_installed_wheel_runs_targets_plan_doctor_without_the_source_tree(wheel_
     targets_dir, kernels_dir = (Path(p) for p in where.stdout.split())
     assert wheel_venv in targets_dir.parents and wheel_venv in kernels_dir.parents, where.stdout + where.stderr
     assert (kernels_dir / "vit_window_attention.cu").is_file()
+    data = subprocess.run([str(py), "-c", "from edgekit.data.heldout import load_heldout; "
+                           "from edgekit.data.calibration_mix import load_passages; "
+                           "print(sum(i.image is not None and i.image.is_file() for i in load_heldout()), len(load_passages()))"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert data.stdout.split() == ["8", "12"], data.stdout + data.stderr  # the held-out set and generic text ship
 
     proc = _run(wheel_venv, "targets", "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

@@ -1,7 +1,8 @@
-"""KL(FP‖Q) of GGUF decoders measured in llama.cpp itself, on held-out image+text samples.
+"""KL(FP‖Q) of GGUF decoders measured in llama.cpp itself, on held-out prompts.
 
 The f32 GGUF is the reference; every file gets the same prompts with the same image embeddings
-(the PyTorch vision tower's), fed as embeddings with M-RoPE positions.
+(the PyTorch vision tower's), fed as embeddings with M-RoPE positions. Prompts come from the samples'
+'eval' split (same generator as calibration) or from the held-out set (edgekit.data.heldout: unlike it).
 """
 
 from __future__ import annotations
@@ -16,19 +17,39 @@ def heldout_prompts(ckpt_path: Path, samples: str, n: int, seed: int = 1, resize
     """[(input_ids, [ImageEmbedding])] for n 'eval' samples, teacher-forced with their reference answers."""
     from edgekit.model.checkpoint import open_checkpoint
     from edgekit.quant.layers import calibration_sequences, hf_config, layer0_inputs
-    from edgekit.runtime.prompt_segments import ImageEmbedding
 
     seqs, _ = calibration_sequences(ckpt_path, samples, n, seed, resize_to, split_name="eval")
     ck = open_checkpoint(ckpt_path)
     hidden = layer0_inputs(ck, seqs, hf_config(ckpt_path))
-    merge = ck.vision.merge
-    prompts = []
-    for s, h in zip(seqs, hidden):
-        mask = torch.from_numpy(s.input_ids == ck.token_ids.image)
-        _, gh, gw = (int(x) for x in s.grid_thw[0])
-        image = ImageEmbedding(np.ascontiguousarray(h[0][mask].numpy()), (gh // merge, gw // merge))
-        prompts.append((s.input_ids.tolist(), [image]))
+    return [(s.input_ids.tolist(), [_image_embedding(ck, s, h)]) for s, h in zip(seqs, hidden)]
+
+
+def heldout_set_prompts(ckpt_path: Path, items) -> list[tuple[list[int], list]]:
+    """[(input_ids, [ImageEmbedding] or [])] for held-out items (edgekit.data.heldout), teacher-forced with their
+    partial answers; images at their own size (odd sizes give odd grids)."""
+    from edgekit.model.checkpoint import open_checkpoint
+    from edgekit.model.prompt import PromptAssets, load_tokenizer
+    from edgekit.quant.layers import chat_sequence, hf_config, layer0_inputs
+
+    ck = open_checkpoint(ckpt_path)
+    assets = PromptAssets.from_checkpoint(ck)
+    tok = load_tokenizer(assets.tokenizer_json)
+    seqs = [chat_sequence(assets, tok, it.prompt, [it.image] if it.image else [], it.continuation, None) for it in items]
+    hidden = layer0_inputs(ck, [s for s in seqs if len(s.grid_thw)], hf_config(ckpt_path)) if any(it.image for it in items) else []
+    prompts, with_image = [], iter(hidden)
+    for s in seqs:
+        prompts.append((s.input_ids.tolist(), [_image_embedding(ck, s, next(with_image))] if len(s.grid_thw) else []))
+    ck.close()
     return prompts
+
+
+def _image_embedding(ck, s, h: torch.Tensor):
+    from edgekit.runtime.prompt_segments import ImageEmbedding
+
+    mask = torch.from_numpy(s.input_ids == ck.token_ids.image)
+    _, gh, gw = (int(x) for x in s.grid_thw[0])
+    merge = ck.vision.merge
+    return ImageEmbedding(np.ascontiguousarray(h[0][mask].numpy()), (gh // merge, gw // merge))
 
 
 def gguf_logits(path: Path, prompts) -> list[np.ndarray]:

@@ -34,7 +34,7 @@ class BuildConfig:
     precision: str = "int4"
     method: str | None = None  # None: the precision's best (default_method); resolved before anything is recorded
     backend: str | None = None  # None: the target's first backend
-    samples: str = "driving,embodied"
+    samples: str = "default"  # data/calibration_mix.py
     calib_n: int = 64
     group_size: int = 128
     context: int = 4096
@@ -85,7 +85,7 @@ class BuildConfig:
 
 
 def default_method(precision: str, backend: str) -> str:
-    """Calibrated by default: GPTQ on the driving+embodied samples is edgekit's best decoder quantizer at equal size
+    """Calibrated by default: GPTQ on the default calibration mix is edgekit's best decoder quantizer at equal size
     (README, "Quality"); W8A8 on TensorRT is SmoothQuant by definition; float builds quantize nothing."""
     if precision in ("fp16", "fp32"):
         return "rtn"
@@ -179,7 +179,7 @@ def _run_stages(runner, ck, config: BuildConfig, target, backend: str, plan, cal
 
     def vision_stage(bundle: Path) -> list[str]:
         vision_part(ck, bundle / "vision" / "vision.onnx", resolution, config.images, vision_precision,
-                      config.samples, runner.work)
+                    config.samples, runner.work, integer_kernels=not target.is_nvidia)
         return ["vision/vision.onnx"]
 
     k_vis = runner.run("vision", {**base, "vision_precision": vision_precision, "resolution": resolution}, vision_stage)
@@ -251,7 +251,9 @@ def _run_stages(runner, ck, config: BuildConfig, target, backend: str, plan, cal
         "context": config.context,
         "tokenizer_dir": "tokenizer",
         "parts": {"vision": {"format": "onnx", "path": "vision/vision.onnx", "precision": vision_precision,
-                             "resolution": list(resolution), "images": config.images},
+                             "resolution": list(resolution), "images": config.images,
+                             **({"int8_graph": "qdq" if target.is_nvidia else "integer"}
+                                if vision_precision == "int8" else {})},
                   **decoder_parts},
         "calibration": _calibration_record(runner.bundle / "decoder" / "calibration.json"),
         "plan": plan.as_dict(),

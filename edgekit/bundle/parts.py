@@ -14,9 +14,11 @@ VISION_CALIBRATION = "percentile"
 VISION_CALIB_IMAGES = 16
 
 
-def vision_part(ck, out: Path, resolution: tuple[int, int], images: int, precision: str, samples: str, work: Path) -> dict:
-    """The vision tower as ONNX at one resolution; INT8 is calibrated on the samples' calib split."""
-    from edgekit.data.calibration_images import patch_batches, sample_images, split_calibration
+def vision_part(ck, out: Path, resolution: tuple[int, int], images: int, precision: str, samples: str, work: Path,
+                integer_kernels: bool = False) -> dict:
+    """The vision tower as ONNX at one resolution; INT8 is calibrated on the samples' calib split, as a QDQ graph
+    (TensorRT) or, with `integer_kernels` (CPU targets), that graph on ONNX Runtime's integer MatMuls."""
+    from edgekit.data.calibration_images import patch_batches
     from edgekit.export.vision_int8 import FLOAT_PARTS, quantize_int8
     from edgekit.export.vision_onnx import export_float
     from edgekit.model.processor import load_processor_config
@@ -27,11 +29,34 @@ def vision_part(ck, out: Path, resolution: tuple[int, int], images: int, precisi
         return {"precision": precision}
     fp32 = work / "vision_fp32.onnx"
     info = export_float(ck, width, height, images, "fp32", fp32)
-    calib, _ = split_calibration(sample_images(samples.split(",")), VISION_CALIB_IMAGES, 0)
+    calib = vision_calibration_images(samples)
     batches = patch_batches(calib, info, load_processor_config(ck.path))
-    report = quantize_int8(fp32, out, batches, method=VISION_CALIBRATION, float_parts=FLOAT_PARTS, gptq=True)
+    qdq = work / "vision_qdq.onnx" if integer_kernels else out
+    report = quantize_int8(fp32, qdq, batches, method=VISION_CALIBRATION, float_parts=FLOAT_PARTS, gptq=True)
     fp32.unlink(missing_ok=True)
-    return report
+    if integer_kernels:
+        from edgekit.export.vision_int8_cpu import write_integer_graph
+
+        report |= write_integer_graph(qdq, out)
+        qdq.unlink()
+    return {**report, "kernels": "integer" if integer_kernels else "qdq"}
+
+
+def vision_calibration_images(samples: str) -> list[Path]:
+    """VISION_CALIB_IMAGES calibration images; the default mix takes them in equal numbers from the real samples
+    (when present) and the built-in ones, so that the built-in set's few images are not drowned by the real set's
+    hundreds (an even pick over all of them would be nearly all real)."""
+    from edgekit.data.calibration_images import sample_images, split_calibration
+    from edgekit.data.calibration_mix import DEFAULT_SPEC, real_samples_files
+    from edgekit.data.samples import BUILTIN_SETS
+
+    if samples != DEFAULT_SPEC:
+        return split_calibration(sample_images(samples.split(",")), VISION_CALIB_IMAGES, 0)[0]
+    real = real_samples_files()
+    groups = [[str(f) for f in real], list(BUILTIN_SETS)] if real else [list(BUILTIN_SETS)]
+    share = -(-VISION_CALIB_IMAGES // len(groups))
+    picked = [p for g in groups for p in split_calibration(sample_images(g), share, 0)[0]]
+    return picked[:VISION_CALIB_IMAGES]
 
 
 def tensorrt_decoder(ck, bundle: Path, qcfg, calib_dir: Path, work: Path) -> list[str]:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from edgekit.errors import EdgekitError
 
+CALIBRATION_SAMPLES_HELP = ("Calibration samples: default (the real samples' calibration split when present, the "
+                            "built-in samples and generic text; docs/samples.md), built-in names (driving,embodied), "
+                            "JSONL files or folders, comma-separated.")
+
 
 def parse_resolution(text: str) -> tuple[int, int]:
     """'448x448' -> (width, height) in pixels."""

@@ -1,9 +1,7 @@
 """The JSONL sample format: load and validate, and render reference answers for teacher forcing.
-Splits and domain mixing are data/selection.py; scoring predictions is bench/scoring.py.
-
-One sample a line: {"id", "domain", "task", "image", "question", "answer", "choices"?, "box"?,
-"point"?, "split"?, "images"?, "mask"?, "answer_text"?, ...}; paths are relative to the file.
-Unknown fields are kept in `Sample.extra`. docs/samples.md is the user-facing description.
+Splits and domain mixing are data/selection.py; scoring predictions is bench/scoring.py. One sample a line: {"id", "domain", "task", "image", "question", "answer", "choices"?, "box"?,
+"point"?, "split"?, "images"?, "mask"?, "answer_text"?, ...}; paths relative to the file; other fields kept in
+`Sample.extra`. docs/samples.md is the user-facing description.
 """
 
 from __future__ import annotations
@@ -14,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from edgekit.data.calibration_mix import real_samples_files
 from edgekit.errors import EdgekitError
 
 DOMAINS = ("driving", "embodied")
@@ -96,8 +95,8 @@ def _load_rgb(path: Path, where: str):
 
 
 def load_samples(spec: str | Path | Sequence[str | Path]) -> list[Sample]:
-    """Samples from a .jsonl file, a directory of .jsonl files, a built-in set name ("driving",
-    "embodied"), or several of these joined by commas. Raises one EdgekitError listing every problem."""
+    """Samples from a .jsonl file, a directory of .jsonl files, a built-in set name ("driving", "embodied",
+    "default": real + built-in), or several joined by commas. Raises one EdgekitError listing every problem."""
     files = resolve_spec(spec)
     samples: list[Sample] = []
     errors: list[str] = []
@@ -119,6 +118,9 @@ def resolve_spec(spec: str | Path | Sequence[str | Path]) -> list[Path]:
             parts.append(item)
     files: list[Path] = []
     for part in parts:
+        if part == "default":  # the real samples when present, then the built-in ones (data/calibration_mix.py)
+            files += real_samples_files() + list(BUILTIN_SETS.values())
+            continue
         if isinstance(part, str) and part in BUILTIN_SETS:
             files.append(BUILTIN_SETS[part])
             continue
@@ -258,11 +260,8 @@ def _to_sample(r: dict, path: Path, lineno: int) -> Sample:
 
 
 def _is_numbers(v, n: int) -> bool:
-    return (
-        isinstance(v, list)
-        and len(v) == n
-        and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
-    )
+    return isinstance(v, list) and len(v) == n and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
 
 
 def _is_box(v) -> bool:

@@ -36,7 +36,7 @@ from edgekit.quant.calib_cache import (HIDDEN_FILE, LayerFiles, cache_key, entry
                                        save_hidden, save_layer)
 from edgekit.quant.layers import calibration_sequences, decoder_layer, hf_config, layer0_inputs, rotary, run_layer
 
-CONFIG_VERSION = 2  # bump when an algorithm changes: invalidates cached calibrations
+CONFIG_VERSION = 3  # bump when an algorithm changes: invalidates cached calibrations
 METHODS = ("rtn", "gptq", "awq", "smoothquant")
 # Linear groups of a decoder layer: the linears in a group read the same input.
 GROUPS = {
@@ -54,10 +54,11 @@ AWQ_TOKENS = 4096  # rows of X kept per group for AWQ's searches
 class QuantConfig:
     method: str = "gptq"
     grid: str = "gguf:q4_k"
-    samples: str = "driving,embodied"
+    samples: str = "default"  # data/calibration_mix.py
     n_samples: int = 32
     damp: float = 0.01
     act_order: bool = False
+    weighted_fit: bool = True  # GPTQ: block scales searched with the inputs' importance (grids.py)
     alpha: float = 0.5  # SmoothQuant migration strength; 0 = naive W8A8 (no smoothing)
     resize_to: tuple[int, int] = (224, 224)  # calibration images (h, w), multiples of patch*merge
     seed: int = 0
@@ -151,7 +152,8 @@ def quantize_layer(layer, stats: dict[str, GroupStats], cfg: QuantConfig, prefix
         grid = cfg.grid_for(index, group)
         scale = None
         if cfg.method == "gptq":
-            qws = [gptq_quantize(W, st.hessian, grid, damp=cfg.damp, act_order=cfg.act_order) for W in Ws]
+            qws = [gptq_quantize(W, st.hessian, grid, damp=cfg.damp, act_order=cfg.act_order,
+                                 weighted_fit=cfg.weighted_fit) for W in Ws]
         elif cfg.method == "awq":
             res = awq_quantize(Ws, X, grid, n_grid=10 if group in FOLD_INTO else 1)  # no fold target: s = 1
             qws, scale = res.quantized, (res.scales if group in FOLD_INTO else None)

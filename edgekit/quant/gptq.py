@@ -33,11 +33,13 @@ def damped_inverse_cholesky(H: torch.Tensor, damp: float) -> torch.Tensor:
 
 
 def gptq_quantize(W: torch.Tensor, H: torch.Tensor, grid: Grid | str, *, damp: float = 0.01,
-                  act_order: bool = False, block_size: int = 128, params: Params | None = None) -> QuantizedWeight:
+                  act_order: bool = False, block_size: int = 128, params: Params | None = None,
+                  weighted_fit: bool = True) -> QuantizedWeight:
     """W float [out, in], H float [in, in] (XᵀX of the layer's inputs) -> codes + params on `grid`.
 
     `params`: the grid's parameters for every block, fixed (e.g. scales another tool already chose);
-    only the codes are then chosen."""
+    only the codes are then chosen. `weighted_fit`: block parameters are searched with each input's
+    importance diag(H) (grids with a weighted search; llama.cpp's importance-matrix rule)."""
     g = grid if isinstance(grid, Grid) else get_grid(grid)
     out, n = W.shape
     g.check_width(n)
@@ -47,13 +49,14 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, grid: Grid | str, *, damp: f
     dead = torch.diagonal(H) == 0  # inputs that never fire: their weights cannot matter
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
+    importance = torch.diagonal(H).to(torch.float32).clone() if weighted_fit else None  # [in]
 
     perm = torch.argsort(torch.diagonal(H), descending=True) if act_order else torch.arange(n)
     static = act_order or g.block == 0 or params is not None
     n_blocks = n // B
     blocks: list[Params | None] = [None] * n_blocks
     if static:
-        fitted = g.fit(W.to(torch.float32)) if params is None else params  # [out, n_blocks, ...]
+        fitted = g.fit(W.to(torch.float32), importance) if params is None else params  # [out, n_blocks, ...]
         blocks = [_slice_params(fitted, b) for b in range(n_blocks)]
 
     W = W[:, perm]
@@ -69,7 +72,7 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, grid: Grid | str, *, damp: f
             col = int(perm[i1 + j])
             b, within = divmod(col, B)
             if blocks[b] is None:  # first column of a block (in order): fit on the updated weights
-                blocks[b] = g.fit(W1[:, j:j + B].to(torch.float32))
+                blocks[b] = g.fit(W1[:, j:j + B].to(torch.float32), None if importance is None else importance[col:col + B])
             w = W1[:, j:j + 1]  # [out, 1]
             q = g.quantize(w.to(torch.float32), blocks[b], within)
             dq = g.dequantize(q, blocks[b], within).to(torch.float64)

@@ -11,9 +11,12 @@ Final API (method authors use only these names):
                int8:channel (per-output-channel symmetric INT8; block 0 = "whole row")
     Grid.block, .bits, .symmetric, .qmin, .qmax, .sub (columns per scale inside a block)
     Grid.block_for(in_features) -> int        the block length actually used (resolves block 0)
-    Grid.fit(w: [out, n*block]) -> Params     params for n whole blocks, every tensor shaped
+    Grid.fit(w: [out, n*block], importance=None) -> Params
+                                              params for n whole blocks, every tensor shaped
                                               [out, n, ...] and already at stored precision
-                                              (fp16 d/dmin, 6-bit sub-scales, int8 Q6_K scales...)
+                                              (fp16 d/dmin, 6-bit sub-scales, int8 Q6_K scales...);
+                                              importance [n*block] (e.g. diag XᵀX) weights the
+                                              scale search where the grid has one (Q4_K, Q5_K)
     Grid.quantize(w: [out, k], p, col) -> int16 [out, k]
         codes of columns col .. col+k-1 of the span that `p` covers (col counts from the span's
         first column), with FIXED params: GPTQ calls this column by column.
@@ -30,7 +33,10 @@ then `clamp(round((w - offset) / scale))`, the same for every format.
 
 K-quant fitting follows llama.cpp's reference quantizer (ggml-quants.c): make_qkx2_quants-style
 weighted scale/min search for Q4_K/Q5_K, make_qx_quants for Q6_K, then the 6-/8-bit quantization
-of the sub-block scales relative to an fp16 super-scale. It is vectorised over all blocks.
+of the sub-block scales relative to an fp16 super-scale. It is vectorised over all blocks. With an
+importance per input column, Q4_K/Q5_K weight their search as llama.cpp does with an importance matrix
+(quantize_row_q4_K_impl: weight = importance · sqrt(σ² + x²), σ² = 2·mean x² of the super-block, the finer
+make_qkx3 step grid, and a weighted search for the super-scales of the 6-bit sub-scales, make_qp_quants).
 
 Long module: the Grid contract and every format's fit/effective pair stay side by side (~360 lines), because
 a format's storage rule and its rounding must be read together to see that packing never re-rounds.
@@ -78,6 +84,8 @@ class Grid:
     effective: Callable[[Params], tuple[torch.Tensor, torch.Tensor | None]] = field(repr=False)
     # w [out, n, block] -> stored params
     fit_blocks: Callable[[torch.Tensor], Params] = field(repr=False)
+    # (w [out, n, block], importance [n, block]) -> stored params; None: the grid ignores importance
+    fit_weighted: Callable[[torch.Tensor, torch.Tensor], Params] | None = field(default=None, repr=False)
 
     def block_for(self, in_features: int) -> int:
         return in_features if self.block == 0 else self.block
@@ -91,12 +99,15 @@ class Grid:
                 f"(e.g. gguf:q8_0 for multiples of 32, or keep this tensor in f16)"
             )
 
-    def fit(self, w: torch.Tensor) -> Params:
+    def fit(self, w: torch.Tensor, importance: torch.Tensor | None = None) -> Params:
         w = w.to(torch.float32)
         out, width = w.shape  # [out, n*block]
         b = self.block_for(width)
         if width % b != 0:
             raise ValueError(f"{self.name}: fit needs whole blocks of {b}, got {width} columns")
+        if importance is not None and self.fit_weighted is not None:
+            imp = importance.to(torch.float32).reshape(width // b, b)
+            return self.fit_weighted(w.reshape(out, width // b, b), imp)
         return self.fit_blocks(w.reshape(out, width // b, b))  # [out, n, block]
 
     def _columns(self, t: torch.Tensor, col: int, k: int) -> torch.Tensor:
@@ -209,14 +220,14 @@ def _eff_scale(p: Params) -> tuple[torch.Tensor, None]:
 
 
 def _qkx2_search(
-    x: torch.Tensor, nmax: int, rmin: float, rdelta: float, nstep: int
+    x: torch.Tensor, nmax: int, rmin: float, rdelta: float, nstep: int, weights: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weighted scale/min search of make_qkx2_quants, vectorised.
+    """Weighted scale/min search of make_qkx2_quants (make_qkx3_quants when `weights` are given), vectorised.
 
     x: [S, 32] sub-blocks. Returns (scale [S], the_min [S]) with value ~ scale*L - the_min.
     """
-    sum_x2 = (x * x).sum(-1, keepdim=True)
-    weights = torch.sqrt(sum_x2 / x.shape[-1]) + x.abs()  # [S, 32] the reference's importance
+    if weights is None:  # the reference's importance without an importance matrix
+        weights = torch.sqrt((x * x).sum(-1, keepdim=True) / x.shape[-1]) + x.abs()  # [S, 32]
     lo = x.amin(-1, keepdim=True).clamp(max=0)  # [S, 1]
     hi = x.amax(-1, keepdim=True)
     flat = hi == lo
@@ -261,6 +272,26 @@ def _quantize_subscales(v: torch.Tensor, levels: int) -> tuple[torch.Tensor, tor
     return _to_fp16(vmax / levels), codes.to(torch.uint8)
 
 
+def _weighted_subscales(v: torch.Tensor, w: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """_quantize_subscales with make_qp_quants' weighted choice among 9 super-scales: v, w [..., g] >= 0."""
+    vmax = v.amax(-1, keepdim=True)
+    safe_max = torch.where(vmax > 0, vmax, torch.ones_like(vmax))
+    best_inv, best_err = None, None
+    for k in (0, -4, -3, -2, -1, 1, 2, 3, 4):  # 0 first: the plain choice wins ties
+        inv = (levels + 0.1 * k) / safe_max
+        codes = _nearest(inv * v).clamp(0, levels)
+        err = (w * (v - codes / inv).square()).sum(-1, keepdim=True)
+        better = torch.ones_like(err, dtype=torch.bool) if best_err is None else err < best_err
+        best_inv = inv if best_inv is None else torch.where(better, inv, best_inv)
+        best_err = err if best_err is None else torch.where(better, err, best_err)
+    codes = _nearest(best_inv * v).clamp(0, levels)
+    # the least-squares super-scale for these codes, as make_qp_quants returns it
+    sum_lx, sum_l2 = (w * v * codes).sum(-1, keepdim=True), (w * codes * codes).sum(-1, keepdim=True)
+    d = torch.where(sum_l2 > 0, sum_lx / torch.where(sum_l2 > 0, sum_l2, torch.ones_like(sum_l2)), torch.zeros_like(vmax))
+    d = torch.where(vmax > 0, d, torch.zeros_like(d))
+    return _to_fp16(d), codes.to(torch.uint8)
+
+
 def _fit_kquant_min(nmax: int, rmin: float, rdelta: float, nstep: int) -> Callable[[torch.Tensor], Params]:
     def fit(w: torch.Tensor) -> Params:
         out, n, block = w.shape
@@ -270,6 +301,23 @@ def _fit_kquant_min(nmax: int, rmin: float, rdelta: float, nstep: int) -> Callab
         the_min = the_min.reshape(out, n, 8)
         d, sc = _quantize_subscales(scale, 63)
         dmin, m = _quantize_subscales(the_min, 63)
+        return {"d": d, "dmin": dmin, "sc": sc, "m": m}
+
+    return fit
+
+
+def _fit_kquant_min_weighted(nmax: int) -> Callable[[torch.Tensor, torch.Tensor], Params]:
+    def fit(w: torch.Tensor, importance: torch.Tensor) -> Params:
+        out, n, block = w.shape  # importance [n, block]
+        sigma2 = 2 * w.square().mean(-1, keepdim=True)  # [out, n, 1] per super-block
+        weights = importance.clamp(min=0).unsqueeze(0) * torch.sqrt(sigma2 + w.square())  # [out, n, block]
+        x = w.reshape(out * n * 8, block // 8)  # [S, 32]
+        scale, the_min = _qkx2_search(x, nmax, -0.9, 0.05, 36, weights.reshape(x.shape))
+        scale = scale.reshape(out, n, 8).clamp(min=0)
+        the_min = the_min.reshape(out, n, 8)
+        sub_w = weights.reshape(out, n, 8, block // 8).sum(-1)  # [out, n, 8]
+        d, sc = _weighted_subscales(scale, sub_w, 63)
+        dmin, m = _weighted_subscales(the_min, sub_w, 63)
         return {"d": d, "dmin": dmin, "sc": sc, "m": m}
 
     return fit
@@ -343,8 +391,10 @@ _MAKERS: dict[str, Callable[[], Grid]] = {
     "gguf:q8_0": lambda: _simple("gguf:q8_0", 32, 8, -128, 127, _fit_q8_0, _d_only),
     "gguf:q4_0": lambda: _simple("gguf:q4_0", 32, 4, -8, 7, _fit_q4_0, _d_only),
     "gguf:q4_1": lambda: _simple("gguf:q4_1", 32, 4, 0, 15, _fit_q4_1, _eff_q4_1, symmetric=False),
-    "gguf:q4_k": lambda: Grid("gguf:q4_k", 256, 4, False, 0, 15, 32, _eff_kquant_min, _fit_kquant_min(15, -1.0, 0.1, 20)),
-    "gguf:q5_k": lambda: Grid("gguf:q5_k", 256, 5, False, 0, 31, 32, _eff_kquant_min, _fit_kquant_min(31, -0.5, 0.1, 15)),
+    "gguf:q4_k": lambda: Grid("gguf:q4_k", 256, 4, False, 0, 15, 32, _eff_kquant_min, _fit_kquant_min(15, -1.0, 0.1, 20),
+                              _fit_kquant_min_weighted(15)),
+    "gguf:q5_k": lambda: Grid("gguf:q5_k", 256, 5, False, 0, 31, 32, _eff_kquant_min, _fit_kquant_min(31, -0.5, 0.1, 15),
+                              _fit_kquant_min_weighted(31)),
     "gguf:q6_k": lambda: Grid("gguf:q6_k", 256, 6, True, -32, 31, 16, _eff_q6_k, _fit_q6_k),
     "int8:channel": lambda: _simple("int8:channel", 0, 8, -128, 127, _fit_symmetric(127.0, False), _eff_scale),
     "nvidia:w4a16:g32": _w4a16(32),

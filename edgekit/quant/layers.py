@@ -28,31 +28,77 @@ class CalibSeq:
 
 def calibration_sequences(ckpt_path: Path, spec: str, n: int, seed: int, resize_to: tuple[int, int],
                           split_name: str = "calib") -> tuple[list[CalibSeq], str]:
-    """Teacher-forced sequences from samples; returns them and a hash of exactly what was used."""
-    from edgekit.data.samples import format_answer_for_teacher_forcing, load_samples
-    from edgekit.data.selection import mix, split
+    """Teacher-forced sequences from samples; returns them and a hash of exactly what was used.
+    spec "default" (calibration only) is the documented mix of data/calibration_mix.py."""
+    from edgekit.data.calibration_mix import DEFAULT_SPEC
+    from edgekit.data.samples import format_answer_for_teacher_forcing
     from edgekit.model.checkpoint import open_checkpoint
-    from edgekit.model.prompt import PromptAssets, load_tokenizer, prepare_inputs
+    from edgekit.model.prompt import PromptAssets, load_tokenizer
 
     ck = open_checkpoint(ckpt_path)
     assets = PromptAssets.from_checkpoint(ck)
+    ck.close()
     tok = load_tokenizer(assets.tokenizer_json)
-    chosen = mix(split(load_samples(spec.split(",") if "," in spec else spec), split_name), n, seed)
-    if not chosen:
+    if spec == DEFAULT_SPEC and split_name == "calib":
+        chosen, passages = _default_mix(n, seed)
+    else:
+        chosen, passages = _chosen_samples(spec, split_name, n, seed), []
+    if not chosen and not passages:
         raise EdgekitError(f"--samples {spec}: no '{split_name}' samples to calibrate on")
     h = hashlib.sha256()
     seqs = []
     for s in chosen:
-        inputs = prepare_inputs(assets, s.question, [s.load_image()], think=False, resize_to=resize_to)
-        answer = format_answer_for_teacher_forcing(s) + "<|im_end|>"
-        extra = np.asarray(tok.encode(answer, add_special_tokens=False).ids, dtype=np.int64)
-        start = int(inputs.position_ids.max()) + 1
-        tail = np.broadcast_to(np.arange(start, start + len(extra), dtype=np.int64), (3, len(extra)))
-        seqs.append(CalibSeq(np.concatenate([inputs.input_ids, extra]), np.concatenate([inputs.position_ids, tail], 1),
-                             inputs.pixel_values, inputs.image_grid_thw))
+        seqs.append(chat_sequence(assets, tok, s.question, [s.load_image()], format_answer_for_teacher_forcing(s),
+                                  resize_to))
         h.update(s.id.encode() + b"\0" + seqs[-1].input_ids.tobytes() + seqs[-1].pixel_values.tobytes())
-    ck.close()
+    for p in passages:
+        seqs.append(text_sequence(tok, p.text, assets.image.patch_dim))
+        h.update(p.id.encode() + b"\0" + seqs[-1].input_ids.tobytes())
     return seqs, h.hexdigest()
+
+
+def _chosen_samples(spec: str, split_name: str, n: int, seed: int) -> list:
+    from edgekit.data.samples import load_samples
+    from edgekit.data.selection import mix, split
+
+    return mix(split(load_samples(spec.split(",") if "," in spec else spec), split_name), n, seed)
+
+
+def _default_mix(n: int, seed: int) -> tuple[list, list]:
+    """(samples, generic passages) of the default calibration set, counted as data/calibration_mix.py says."""
+    import random
+
+    from edgekit.data.calibration_mix import counts, load_passages, real_samples_files
+    from edgekit.data.samples import BUILTIN_SETS
+
+    real = real_samples_files()
+    passages = load_passages()
+    plan = counts(n, bool(real), len(passages))
+    chosen = _chosen_samples(",".join(map(str, real)), "calib", plan["real"], seed) if plan.get("real") else []
+    chosen += _chosen_samples(",".join(BUILTIN_SETS), "calib", plan["builtin"], seed)
+    return chosen, random.Random(seed).sample(passages, plan["text"])
+
+
+def chat_sequence(assets, tok, question: str, images: list, answer: str, resize_to) -> CalibSeq:
+    """Question (+ images) through the chat template with thinking off, then `answer` and the end-of-turn token,
+    teacher-forced: the sequence the model would see while answering."""
+    from edgekit.model.prompt import prepare_inputs
+
+    inputs = prepare_inputs(assets, question, images, think=False, resize_to=resize_to)
+    extra = np.asarray(tok.encode(answer + "<|im_end|>", add_special_tokens=False).ids, dtype=np.int64)
+    start = int(inputs.position_ids.max()) + 1 if inputs.position_ids.size else 0
+    tail = np.broadcast_to(np.arange(start, start + len(extra), dtype=np.int64), (3, len(extra)))
+    return CalibSeq(np.concatenate([inputs.input_ids, extra]), np.concatenate([inputs.position_ids, tail], 1),
+                    inputs.pixel_values, inputs.image_grid_thw)
+
+
+def text_sequence(tok, text: str, patch_dim: int) -> CalibSeq:
+    """Raw text, no chat template, cut at TEXT_TOKENS tokens (1-D positions on all three M-RoPE axes)."""
+    from edgekit.data.calibration_mix import TEXT_TOKENS
+
+    ids = np.asarray(tok.encode(text, add_special_tokens=False).ids[:TEXT_TOKENS], dtype=np.int64)
+    positions = np.ascontiguousarray(np.broadcast_to(np.arange(len(ids), dtype=np.int64), (3, len(ids))))
+    return CalibSeq(ids, positions, np.zeros((0, patch_dim), np.float32), np.zeros((0, 3), np.int64))
 
 
 def hf_config(ckpt_path: Path):

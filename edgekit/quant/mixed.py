@@ -84,7 +84,7 @@ def average_bits(groups: list[GroupSensitivity], choice: dict[str, str]) -> floa
     return sum(g.params * bits_per_weight(choice[g.key]) for g in groups) / sum(g.params for g in groups)
 
 
-def measure_sensitivity(ckpt_path: str | Path, formats: list[Format], samples: str = "driving,embodied", n: int = 16,
+def measure_sensitivity(ckpt_path: str | Path, formats: list[Format], samples: str = "default", n: int = 16,
                         seed: int = 0, resize_to: tuple[int, int] = (224, 224),
                         on_layer: Callable[[int, int], None] | None = None) -> list[GroupSensitivity]:
     """One streamed pass of the full-precision model: every group's error at every candidate grid."""

@@ -24,10 +24,11 @@ Progress = Callable[[str, str, int, int | None], None]  # (stage, description, d
 class QuantizeConfig:
     format: Format
     method: str = "gptq"
-    samples: str = "driving,embodied"
+    samples: str = "default"
     n_samples: int = 64
     damp: float = 0.01
     act_order: bool = False
+    weighted_fit: bool = True
     alpha: float = 0.5
     evaluate: int = 8  # held-out samples for KL(FP‖Q); 0 skips
     budget_bits: float | None = None  # mixed precision: average bits per decoder weight
@@ -62,7 +63,8 @@ def calibration_config(cfg: QuantizeConfig, overrides: tuple = ()):
     from edgekit.quant.calibrate import QuantConfig
 
     return QuantConfig(method=cfg.method, grid=cfg.format.grid_name, samples=cfg.samples, n_samples=cfg.n_samples,
-                       damp=cfg.damp, act_order=cfg.act_order, alpha=cfg.alpha, seed=cfg.seed,
+                       damp=cfg.damp, act_order=cfg.act_order, weighted_fit=cfg.weighted_fit, alpha=cfg.alpha,
+                       seed=cfg.seed,
                        grid_overrides=tuple(overrides))
 
 

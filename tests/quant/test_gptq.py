@@ -26,7 +26,7 @@ def _out_err(X, W, Q):
 def test_identity_hessian_equals_rtn(grid):
     gen = torch.Generator().manual_seed(torch.seed() % 2**31)
     W = torch.randn(37, 512, generator=gen) * 0.02
-    a = gptq_quantize(W, torch.eye(512), grid, damp=0.0)
+    a = gptq_quantize(W, torch.eye(512), grid, damp=0.0, weighted_fit=False)  # RTN fits by the weights alone
     b = fit_and_quantize(grid, W)
     assert torch.equal(a.codes, b.codes)
     assert all(torch.equal(a.params[k], b.params[k]) for k in b.params)
@@ -61,3 +61,31 @@ def test_dead_inputs_and_odd_rows():
     qw = gptq_quantize(W, X.T @ X, "gguf:q8_0")
     assert qw.codes.shape == (13, 256)
     assert torch.all(dequantize_weight(qw)[:, :7] == 0)
+
+
+@pytest.mark.parametrize("grid", ["gguf:q4_k", "gguf:q5_k"])
+def test_importance_weighted_fit_lowers_the_importance_weighted_error(grid):
+    """llama.cpp's importance-matrix rule on the K-quant grids: what important inputs see gets closer to the float
+    weights, and the params stay what the format stores (6-bit sub-scales, fp16 super-scales: the gguf package
+    dequantizes the packed blocks to exactly the grid's values)."""
+    import gguf
+    import numpy as np
+
+    from edgekit.export.gguf_blocks import pack_blocks
+    from edgekit.quant.grids import QuantizedWeight
+
+    gen = torch.Generator().manual_seed(torch.seed() % 2**31)
+    W = torch.randn(53, 768, generator=gen) * 0.02
+    importance = torch.exp(1.5 * torch.randn(768, generator=gen))  # a few inputs matter far more than the rest
+    g = get_grid(grid)
+    errs = {}
+    for name, imp in (("plain", None), ("weighted", importance)):
+        p = g.fit(W, imp)
+        assert int(p["sc"].max()) <= 63 and int(p["m"].max()) <= 63
+        qw = QuantizedWeight(g.name, tuple(W.shape), g.quantize(W, p, 0), p)
+        dq = dequantize_weight(qw)
+        errs[name] = float((importance * (dq - W) ** 2).sum())
+        ggml_type, blocks = pack_blocks(qw)
+        ref = np.asarray(gguf.quants.dequantize(blocks, ggml_type), np.float32).reshape(W.shape)
+        assert np.array_equal(ref, dq.numpy())
+    assert errs["weighted"] < 0.9 * errs["plain"], errs

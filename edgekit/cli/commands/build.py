@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from edgekit.cli.app import app, console, err_console
+from edgekit.cli.options import CALIBRATION_SAMPLES_HELP
 
 
 def _stage_printer(name: str, status: str) -> None:
@@ -27,7 +28,7 @@ def build_cmd(
                                                   "Default: gptq on --samples for int4/int8 (smoothquant for w8a8 "
                                                   "on tensorrt); nothing to quantize at fp16/fp32.")] = None,
     backend: Annotated[Optional[str], typer.Option(help="tensorrt (ModelOpt unified checkpoint for Edge-LLM) | gguf (llama.cpp). Default: the target's first.")] = None,
-    samples: Annotated[str, typer.Option(help="Calibration samples: built-in names (driving,embodied) or a JSONL file.")] = "driving,embodied",
+    samples: Annotated[str, typer.Option(help=CALIBRATION_SAMPLES_HELP)] = "default",
     calib_n: Annotated[int, typer.Option("--calib-n", min=1, help="Calibration samples to use.")] = 64,
     group_size: Annotated[int, typer.Option(help="Columns per scale of the tensorrt backend's W4A16 (32, 64, 128).")] = 128,
     context: Annotated[int, typer.Option(min=1, help="Context length the engines are planned for.")] = 4096,
@@ -48,7 +49,7 @@ def build_cmd(
     """Build a bundle: plan, vision ONNX, quantized decoder, build-engines.sh, manifest. Resumes after a failure
     or an interrupt (rerun the same command); never deletes files it did not write."""
     from edgekit.bundle.build import BuildConfig, build_bundle
-    from edgekit.cli.options import parse_resolution
+    from edgekit.cli.options import CALIBRATION_SAMPLES_HELP, parse_resolution
 
     config = BuildConfig(target=target, precision=precision, method=method, backend=backend, samples=samples,
                          calib_n=calib_n, group_size=group_size, context=context, images=images,

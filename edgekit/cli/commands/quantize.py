@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from edgekit.cli.app import app, console, progress
+from edgekit.cli.options import CALIBRATION_SAMPLES_HELP
 from edgekit.quant.quantize import DEFAULT_CANDIDATES
 
 
@@ -26,7 +27,7 @@ def _bar_progress(bar):
 @app.command("calibrate")
 def calibrate_cmd(
     model: Annotated[Path, typer.Argument(help="Checkpoint directory.")],
-    samples: Annotated[str, typer.Option(help="driving,embodied (built-in) or JSONL files, comma-separated.")] = "driving,embodied",
+    samples: Annotated[str, typer.Option(help=CALIBRATION_SAMPLES_HELP)] = "default",
     n: Annotated[int, typer.Option("--n", help="Calibration samples (split 'calib').")] = 128,
     method: Annotated[str, typer.Option(help="rtn | gptq | awq | smoothquant.")] = "gptq",
     format: Annotated[str, typer.Option("--format", help="Target grid: gguf:q4_k, gguf:q4_0, gguf:q8_0, nvidia:w4a16, int8:channel ...")] = "gguf:q4_k",
@@ -57,10 +58,13 @@ def quantize_cmd(
     format: Annotated[str, typer.Option("--format", help="gguf:q4_k | gguf:q4_0 | gguf:q4_1 | gguf:q5_k | gguf:q6_k | gguf:q8_0 | nvidia:w4a16 | int8:channel (default from --precision).")] = "",
     group_size: Annotated[Optional[int], typer.Option(help="Group size for nvidia:w4a16 (32, 64, 128; default: the "
                                                            "format's, 128 for nvidia:w4a16).")] = None,
-    samples: Annotated[str, typer.Option(help="driving,embodied (built-in) or JSONL files.")] = "driving,embodied",
+    samples: Annotated[str, typer.Option(help=CALIBRATION_SAMPLES_HELP)] = "default",
     n: Annotated[int, typer.Option("--n", help="Calibration samples.")] = 64,
     damp: Annotated[float, typer.Option(help="GPTQ Hessian damping (fraction of the mean diagonal).")] = 0.01,
     act_order: Annotated[bool, typer.Option("--act-order", help="GPTQ: columns by decreasing Hessian diagonal (static groups).")] = False,
+    weighted_fit: Annotated[bool, typer.Option("--weighted-fit/--plain-fit", help="GPTQ on Q4_K/Q5_K: search each "
+                                               "block's scales weighted by its inputs' importance (llama.cpp's "
+                                               "importance-matrix rule) or by the weights alone.")] = True,
     alpha: Annotated[float, typer.Option(help="SmoothQuant migration strength (0 = naive W8A8).")] = 0.5,
     evaluate: Annotated[int, typer.Option(help="Held-out samples for KL(FP||Q) against the full-precision model (0: skip).")] = 8,
     cache: Annotated[Path, typer.Option(help="Calibration cache directory.")] = Path("calib"),
@@ -80,7 +84,7 @@ def quantize_cmd(
     from edgekit.quant.quantize import QuantizeConfig, candidate_formats, quantize
 
     cfg = QuantizeConfig(quantize_format(precision, format, group_size), method=method, samples=samples, n_samples=n,
-                         damp=damp, act_order=act_order, alpha=alpha, evaluate=evaluate, budget_bits=budget_bits,
+                         damp=damp, act_order=act_order, weighted_fit=weighted_fit, alpha=alpha, evaluate=evaluate, budget_bits=budget_bits,
                          candidates=candidate_formats(candidates), edge_layers=edge_layers,
                          edge_format=parse(edge_format), lm_head=parse(lm_head) if lm_head else None,
                          embeddings=parse(embeddings) if embeddings else None)

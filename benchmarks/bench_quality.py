@@ -1,0 +1,153 @@
+"""Quality per bit off the calibration distribution: edgekit's int4 GGUFs against llama.cpp's own quantizer.
+
+Every decoder comes from one generated checkpoint and is measured inside llama.cpp, as the mean per-token
+KL(FP‖Q) against the f32 GGUF over the held-out set (edgekit/data/heldout: prompts and images unlike every
+calibration source; text-only and image+text, the images' embeddings from the PyTorch vision tower):
+- edgekit Q4_K by RTN, AWQ and GPTQ (and the tuning variants asked for), calibrated on the default mix
+  (data/calibration_mix.py: the real samples' calibration split when present, built-in samples, generic text);
+- llama.cpp's anchors, made by its own programs (scripts/build_llama_tools.sh: llama-imatrix, llama-quantize
+  built from the pinned source): Q4_K_M without an importance matrix, Q4_K_M with one, and pure Q4_K (every
+  tensor Q4_K, the same file size as edgekit's Q4_K) with one. The importance matrix is computed on the same
+  calibration sequences as edgekit's, as text (llama-imatrix reads no images; image tokens are dropped).
+
+Regenerate:  python benchmarks/bench_quality.py --preset small
+             python benchmarks/bench_quality.py --preset medium
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import llama_tools  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+# name -> QuantizeConfig fields beyond the method; the tuning variants are measured with --variants
+VARIANTS = {
+    "rtn": {"method": "rtn"},
+    "awq": {"method": "awq"},
+    "gptq": {"method": "gptq"},
+    "gptq unweighted fit": {"method": "gptq", "weighted_fit": False},
+    "gptq act-order": {"method": "gptq", "act_order": True},
+    "gptq damp 0.1": {"method": "gptq", "damp": 0.1},
+    "gptq n=128": {"method": "gptq", "n_samples": 128},
+    "gptq built-in samples only": {"method": "gptq", "samples": "driving,embodied"},
+    "gptq lm_head q6_k": {"method": "gptq", "lm_head": "gguf:q6_k"},
+}
+DEFAULT_VARIANTS = "rtn,awq,gptq"
+
+
+def edgekit_gguf(ckpt: Path, work: Path, name: str, n: int) -> Path:
+    from edgekit.quant.formats import parse
+    from edgekit.quant.quantize import QuantizeConfig, quantize
+
+    opts = {"n_samples": n, **VARIANTS[name]}
+    if "lm_head" in opts:
+        opts["lm_head"] = parse(opts["lm_head"])
+    out = work / f"edgekit-{name.replace(' ', '_').replace('=', '')}.gguf"
+    if not out.is_file():
+        quantize(ckpt, out, QuantizeConfig(format=parse("gguf:q4_k"), evaluate=0, **opts), cache=work / "calib-cache")
+    return out
+
+
+def calibration_text(ckpt: Path, n: int, out: Path) -> Path:
+    """The default calibration sequences as plain text (image placeholder tokens dropped), for llama-imatrix."""
+    from edgekit.model.checkpoint import open_checkpoint
+    from edgekit.model.prompt import PromptAssets, load_tokenizer
+    from edgekit.quant.layers import calibration_sequences
+
+    ck = open_checkpoint(ckpt)
+    image_id = ck.token_ids.image
+    tok = load_tokenizer(PromptAssets.from_checkpoint(ck).tokenizer_json)
+    seqs, _ = calibration_sequences(ckpt, "default", n, 0, (224, 224))
+    texts = [tok.decode([int(t) for t in s.input_ids if t != image_id], skip_special_tokens=False) for s in seqs]
+    out.write_text("\n".join(texts), encoding="utf-8")
+    return out
+
+
+def anchors(f32: Path, text: Path, work: Path) -> dict[str, Path]:
+    imat = work / "imatrix.gguf"
+    if not imat.is_file():
+        llama_tools.imatrix(f32, text, imat)
+    made = {}
+    for name, ftype, use_imatrix, pure in (("llama.cpp Q4_K_M, no imatrix", "Q4_K_M", False, False),
+                                           ("llama.cpp Q4_K_M + imatrix", "Q4_K_M", True, False),
+                                           ("llama.cpp pure Q4_K + imatrix", "Q4_K_M", True, True)):
+        out = work / ("llama-" + name.split(" ", 1)[1].replace(" ", "_").replace("+", "").replace(",", "") + ".gguf")
+        if not out.is_file():
+            llama_tools.quantize(f32, out, ftype, imat if use_imatrix else None, pure)
+        made[name] = out
+    return made
+
+
+def kl_by_part(ref: list[np.ndarray], path: Path, prompts, parts: dict[str, list[int]]) -> dict[str, float]:
+    """Mean per-token KL over every position of the prompts in each part (streamed: one variant's logits at a time)."""
+    from edgekit.bench.gguf_fidelity import gguf_logits
+    from edgekit.bench.metrics import token_kl
+
+    per_prompt = [token_kl(r, q) for r, q in zip(ref, gguf_logits(path, prompts))]
+    return {part: float(np.concatenate([per_prompt[i] for i in idx]).mean()) for part, idx in parts.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--n", type=int, default=64, help="calibration sequences (edgekit and llama-imatrix alike)")
+    ap.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma-separated, of: {', '.join(VARIANTS)}")
+    ap.add_argument("--work", type=Path, default=REPO / "out" / "bench_quality")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    from edgekit.bench.gguf_fidelity import gguf_logits, heldout_set_prompts
+    from edgekit.data.calibration_mix import real_samples_files
+    from edgekit.data.heldout import load_heldout
+    from edgekit.export.gguf import write_decoder_gguf
+    from edgekit.model.fixtures import make_tiny
+
+    work = args.work / args.preset
+    work.mkdir(parents=True, exist_ok=True)
+    ckpt = work / "checkpoint"
+    if not (ckpt / "config.json").is_file():
+        make_tiny(ckpt, args.preset)
+    f32 = work / "f32.gguf"
+    if not f32.is_file():
+        write_decoder_gguf(ckpt, f32, "gguf:f32")
+    t0 = time.perf_counter()
+    files = {f"edgekit {v}": edgekit_gguf(ckpt, work, v, args.n) for v in args.variants.split(",")}
+    files |= anchors(f32, calibration_text(ckpt, args.n, work / "calibration.txt"), work)
+    items = load_heldout()
+    prompts = heldout_set_prompts(ckpt, items)
+    parts = {"all": list(range(len(items))), "text": [i for i, it in enumerate(items) if it.image is None],
+             "image+text": [i for i, it in enumerate(items) if it.image is not None],
+             "driving": [i for i, it in enumerate(items) if it.domain == "driving"],
+             "embodied": [i for i, it in enumerate(items) if it.domain == "embodied"]}
+    ref = gguf_logits(f32, prompts)
+    kl = {name: kl_by_part(ref, path, prompts, parts) for name, path in files.items()}
+    size = {name: path.stat().st_size for name, path in files.items()}
+    base = "edgekit rtn" if "edgekit rtn" in kl else next(iter(kl))
+    anchor = "llama.cpp pure Q4_K + imatrix"
+    print(f"\npreset {args.preset}; {len(items)} held-out prompts ({len(parts['text'])} text, {len(parts['image+text'])} "
+          f"image+text, {sum(len(p[0]) for p in prompts)} positions); calibration {args.n} sequences, real samples "
+          f"{'present' if real_samples_files() else 'absent'}; {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cores; {time.perf_counter() - t0:.0f} s\n")
+    print("| decoder | KL all | text | image+text | driving | embodied | vs edgekit RTN | vs imatrix Q4_K | file size |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in files:
+        k = kl[name]
+        print(f"| {name} | {k['all']:.4f} | {k['text']:.4f} | {k['image+text']:.4f} | {k['driving']:.4f} | "
+              f"{k['embodied']:.4f} | {k['all'] / kl[base]['all']:.2f} | {k['all'] / kl[anchor]['all']:.2f} | "
+              f"{size[name] / size[base]:.2f} |")
+    if args.json:
+        args.json.write_text(json.dumps({"preset": args.preset, "n": args.n, "kl": kl, "bytes": size}, indent=1,
+                                        sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
