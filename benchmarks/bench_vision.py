@@ -37,12 +37,27 @@ def timed(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
+def ort_dynamic_int8(fp32: Path, out: Path, float_parts) -> None:
+    """ONNX Runtime's own dynamic quantization of the same weight products (per-channel int8 weights, activations
+    quantized per tensor at run time), the comparison row: nothing calibrated."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from edgekit.export.vision_int8 import part_matmuls, weight_matmuls
+
+    model = onnx.load(str(fp32))
+    _, acts = weight_matmuls(model)
+    exclude = acts + [n for part in float_parts for n in part_matmuls(model, part)]
+    quantize_dynamic(str(fp32), str(out), op_types_to_quantize=["MatMul"], nodes_to_exclude=exclude, per_channel=True,
+                     weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True})
+
+
 def main() -> None:
     import torch
 
     from edgekit.cli.options import parse_resolution
     from edgekit.data.calibration_images import patch_batches, sample_images, split_calibration
-    from edgekit.export.vision_int8 import FLOAT_PARTS, quantize_int8, quantize_int8_dynamic
+    from edgekit.export.vision_int8 import FLOAT_PARTS, quantize_int8
     from edgekit.export.vision_int8_cpu import write_integer_graph
     from edgekit.export.vision_onnx import export_float
     from edgekit.model.checkpoint import open_checkpoint
@@ -70,7 +85,7 @@ def main() -> None:
     quantize_int8(work / "fp32.onnx", work / "int8_qdq.onnx", patch_batches(calib, info, proc), method="percentile",
                   float_parts=FLOAT_PARTS, gptq=True)
     write_integer_graph(work / "int8_qdq.onnx", work / "int8_integer.onnx")
-    quantize_int8_dynamic(work / "fp32.onnx", work / "int8_ort_dynamic.onnx", float_parts=FLOAT_PARTS)
+    ort_dynamic_int8(work / "fp32.onnx", work / "int8_ort_dynamic.onnx", FLOAT_PARTS)
     held_batches = patch_batches(held, info, proc)
     patches = held_batches[0]
     grid = np.asarray([[1, info.grid_h, info.grid_w]])

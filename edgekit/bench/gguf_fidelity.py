@@ -35,10 +35,9 @@ def heldout_set_prompts(ckpt_path: Path, items) -> list[tuple[list[int], list]]:
     assets = PromptAssets.from_checkpoint(ck)
     tok = load_tokenizer(assets.tokenizer_json)
     seqs = [chat_sequence(assets, tok, it.prompt, [it.image] if it.image else [], it.continuation, None) for it in items]
-    hidden = layer0_inputs(ck, [s for s in seqs if len(s.grid_thw)], hf_config(ckpt_path)) if any(it.image for it in items) else []
-    prompts, with_image = [], iter(hidden)
-    for s in seqs:
-        prompts.append((s.input_ids.tolist(), [_image_embedding(ck, s, next(with_image))] if len(s.grid_thw) else []))
+    with_image = [s for s in seqs if len(s.grid_thw)]
+    hidden = iter(layer0_inputs(ck, with_image, hf_config(ckpt_path)) if with_image else [])  # the vision tower once
+    prompts = [(s.input_ids.tolist(), [_image_embedding(ck, s, next(hidden))] if len(s.grid_thw) else []) for s in seqs]
     ck.close()
     return prompts
 

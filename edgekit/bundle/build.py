@@ -171,6 +171,7 @@ def _run_stages(runner, ck, config: BuildConfig, target, backend: str, plan, cal
     from edgekit.model.chat_frames import chat_frames
 
     vision_precision = plan.vision_precision  # the build's override, or the precision's default
+    integer_kernels = not target.is_nvidia  # INT8 vision: ONNX Runtime's integer kernels on CPUs, QDQ for TensorRT
     resolution = tuple(plan.resolution)
     source_key = ck.content_hash
     base = {"source": source_key, "config": config.as_dict(), "backend": backend, "target": target.name}
@@ -179,7 +180,7 @@ def _run_stages(runner, ck, config: BuildConfig, target, backend: str, plan, cal
 
     def vision_stage(bundle: Path) -> list[str]:
         vision_part(ck, bundle / "vision" / "vision.onnx", resolution, config.images, vision_precision,
-                    config.samples, runner.work, integer_kernels=not target.is_nvidia)
+                    config.samples, runner.work, integer_kernels=integer_kernels)
         return ["vision/vision.onnx"]
 
     k_vis = runner.run("vision", {**base, "vision_precision": vision_precision, "resolution": resolution}, vision_stage)
@@ -252,7 +253,7 @@ def _run_stages(runner, ck, config: BuildConfig, target, backend: str, plan, cal
         "tokenizer_dir": "tokenizer",
         "parts": {"vision": {"format": "onnx", "path": "vision/vision.onnx", "precision": vision_precision,
                              "resolution": list(resolution), "images": config.images,
-                             **({"int8_graph": "qdq" if target.is_nvidia else "integer"}
+                             **({"int8_graph": "integer" if integer_kernels else "qdq"}
                                 if vision_precision == "int8" else {})},
                   **decoder_parts},
         "calibration": _calibration_record(runner.bundle / "decoder" / "calibration.json"),

@@ -39,7 +39,7 @@ def vision_part(ck, out: Path, resolution: tuple[int, int], images: int, precisi
 
         report |= write_integer_graph(qdq, out)
         qdq.unlink()
-    return {**report, "kernels": "integer" if integer_kernels else "qdq"}
+    return report
 
 
 def vision_calibration_images(samples: str) -> list[Path]:

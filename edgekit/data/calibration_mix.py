@@ -57,9 +57,9 @@ def load_passages(path: Path = GENERIC_TEXT) -> list[Passage]:
             continue
         try:
             r = json.loads(line)
-            out.append(Passage(str(r["id"]), r["text"]))
             if not isinstance(r["text"], str) or not r["text"].strip():
                 raise ValueError("'text' must be a non-empty string")
+            out.append(Passage(str(r["id"]), r["text"]))
         except (ValueError, KeyError, TypeError) as e:
             errors.append(f"{path}:{lineno}: {e}")
     if errors:

@@ -1,7 +1,7 @@
 """The JSONL sample format: load and validate, and render reference answers for teacher forcing.
-Splits and domain mixing are data/selection.py; scoring predictions is bench/scoring.py. One sample a line: {"id", "domain", "task", "image", "question", "answer", "choices"?, "box"?,
-"point"?, "split"?, "images"?, "mask"?, "answer_text"?, ...}; paths relative to the file; other fields kept in
-`Sample.extra`. docs/samples.md is the user-facing description.
+Splits and domain mixing are data/selection.py; scoring is bench/scoring.py. One sample a line: {"id", "domain",
+"task", "image", "question", "answer", "choices"?, "box"?, "point"?, "split"?, "images"?, "mask"?, "answer_text"?,
+...}; paths relative to the file; other fields kept in `Sample.extra`. docs/samples.md describes it for users.
 """
 
 from __future__ import annotations

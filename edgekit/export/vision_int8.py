@@ -1,16 +1,11 @@
-"""INT8 vision graphs from an FP32 one: QDQ for TensorRT, integer kernels for ONNX Runtime on a CPU.
+"""INT8 QDQ of an FP32 vision graph, calibrated on sample images (TensorRT's explicit-quantization rules).
 
-QDQ (`quantize_int8`, TensorRT's explicit-quantization rules, calibrated on sample images):
 QuantizeLinear/DequantizeLinear pairs, symmetric int8 activations (zero point 0, per tensor) and
 symmetric per-output-channel int8 weights. Only the weight MatMuls are quantized; attention's
 activation x activation MatMuls, softmax, RMSNorm, rotary and (optionally) the patch embedding and
 merger stay float, because their ranges are where int8 loses the most. GPTQ can then re-choose the
 weight codes with the calibrated scales fixed (vision_gptq.py). ONNX Runtime's CPU provider runs a QDQ
-graph mostly as dequantize + float MatMul, so it is smaller there but hardly faster.
-
-Dynamic (`quantize_int8_dynamic`, for CPU targets): the same weight MatMuls become ONNX Runtime's
-integer MatMuls (DynamicQuantizeMatMul: per-channel int8 weights, each activation quantized to uint8 per
-tensor at run time, u8·s8 dot products on VNNI/AVX2/NEON), so there is nothing to calibrate.
+graph mostly as dequantize + float MatMul; CPU bundles get it on integer kernels (vision_int8_cpu.py).
 """
 
 from __future__ import annotations
@@ -97,31 +92,6 @@ def _gptq_round(q, float_model, batches) -> dict:
 
     weights = {i.name: numpy_helper.to_array(i) for i in float_model.graph.initializer if len(i.dims) == 2}
     return gptq_round(q, weights, batches, INPUT)
-
-
-def quantize_int8_dynamic(fp32_path: str | Path, out: str | Path, *, float_parts: Sequence[str] = ()) -> dict:
-    """Integer-kernel INT8 of an FP32 vision graph for ONNX Runtime on a CPU; writes `out` atomically."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    model = onnx.load(str(fp32_path))
-    weights, acts = weight_matmuls(model)
-    if not weights:
-        raise EdgekitError(f"{fp32_path}: no weight MatMul found to quantize; is this an edgekit vision graph?")
-    exclude = acts + [n for part in float_parts for n in part_matmuls(model, part)]
-    out = Path(out)
-    with atomic_path(out) as tmp, _quiet_onnxruntime_quantization():
-        quantize_dynamic(str(fp32_path), str(tmp), op_types_to_quantize=["MatMul"], nodes_to_exclude=exclude,
-                         per_channel=True, weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True})
-        q = onnx.load(str(tmp))
-        props = {p.key: p.value for p in model.metadata_props}
-        props["edgekit.precision"] = "int8"
-        props["edgekit.calibration"] = "dynamic"
-        set_metadata(q, props)
-        onnx.save(q, str(tmp))
-    integer = sum(n.op_type in ("DynamicQuantizeMatMul", "MatMulInteger") for n in q.graph.node)
-    return {"method": "dynamic", "quantized_matmuls": integer, "float_matmuls": len(exclude),
-            "float_parts": list(float_parts)}
 
 
 def quantize_int8(fp32_path: str | Path, out: str | Path, batches: Sequence[np.ndarray], *,

@@ -72,7 +72,8 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, grid: Grid | str, *, damp: f
             col = int(perm[i1 + j])
             b, within = divmod(col, B)
             if blocks[b] is None:  # first column of a block (in order): fit on the updated weights
-                blocks[b] = g.fit(W1[:, j:j + B].to(torch.float32), None if importance is None else importance[col:col + B])
+                block_importance = None if importance is None else importance[col:col + B]
+                blocks[b] = g.fit(W1[:, j:j + B].to(torch.float32), block_importance)
             w = W1[:, j:j + 1]  # [out, 1]
             q = g.quantize(w.to(torch.float32), blocks[b], within)
             dq = g.dequantize(q, blocks[b], within).to(torch.float64)

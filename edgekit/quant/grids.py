@@ -287,8 +287,8 @@ def _weighted_subscales(v: torch.Tensor, w: torch.Tensor, levels: int) -> tuple[
     codes = _nearest(best_inv * v).clamp(0, levels)
     # the least-squares super-scale for these codes, as make_qp_quants returns it
     sum_lx, sum_l2 = (w * v * codes).sum(-1, keepdim=True), (w * codes * codes).sum(-1, keepdim=True)
-    d = torch.where(sum_l2 > 0, sum_lx / torch.where(sum_l2 > 0, sum_l2, torch.ones_like(sum_l2)), torch.zeros_like(vmax))
-    d = torch.where(vmax > 0, d, torch.zeros_like(d))
+    safe_l2 = torch.where(sum_l2 > 0, sum_l2, torch.ones_like(sum_l2))
+    d = torch.where((sum_l2 > 0) & (vmax > 0), sum_lx / safe_l2, torch.zeros_like(vmax))
     return _to_fp16(d), codes.to(torch.uint8)
 
 

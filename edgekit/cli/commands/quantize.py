@@ -84,7 +84,8 @@ def quantize_cmd(
     from edgekit.quant.quantize import QuantizeConfig, candidate_formats, quantize
 
     cfg = QuantizeConfig(quantize_format(precision, format, group_size), method=method, samples=samples, n_samples=n,
-                         damp=damp, act_order=act_order, weighted_fit=weighted_fit, alpha=alpha, evaluate=evaluate, budget_bits=budget_bits,
+                         damp=damp, act_order=act_order, weighted_fit=weighted_fit, alpha=alpha, evaluate=evaluate,
+                         budget_bits=budget_bits,
                          candidates=candidate_formats(candidates), edge_layers=edge_layers,
                          edge_format=parse(edge_format), lm_head=parse(lm_head) if lm_head else None,
                          embeddings=parse(embeddings) if embeddings else None)
