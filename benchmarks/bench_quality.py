@@ -97,6 +97,39 @@ def kl_by_part(ref: list[np.ndarray], path: Path, prompts, parts: dict[str, list
     return {part: float(np.concatenate([per_prompt[i] for i in idx]).mean()) for part, idx in parts.items()}
 
 
+def checkpoint_and_reference(work: Path, preset: str) -> tuple[Path, Path]:
+    """The generated checkpoint of a preset under `work` and its decoder as an f32 GGUF (made once, kept)."""
+    from edgekit.export.gguf import write_decoder_gguf
+    from edgekit.model.fixtures import make_tiny
+
+    work.mkdir(parents=True, exist_ok=True)
+    ckpt, f32 = work / "checkpoint", work / "f32.gguf"
+    if not (ckpt / "config.json").is_file():
+        make_tiny(ckpt, preset)
+    if not f32.is_file():
+        write_decoder_gguf(ckpt, f32, "gguf:f32")
+    return ckpt, f32
+
+
+def heldout_parts(items) -> dict[str, list[int]]:
+    """Indices of the held-out items in each reported part: all, text, image+text, driving, embodied."""
+    return {"all": list(range(len(items))), "text": [i for i, it in enumerate(items) if it.image is None],
+            "image+text": [i for i, it in enumerate(items) if it.image is not None],
+            "driving": [i for i, it in enumerate(items) if it.domain == "driving"],
+            "embodied": [i for i, it in enumerate(items) if it.domain == "embodied"]}
+
+
+def heldout_kl(ckpt: Path, f32: Path, files: dict[str, Path], items) -> tuple[dict[str, dict[str, float]], int]:
+    """Per decoder file, the mean per-token KL against the f32 GGUF on the held-out items, by part; and the number
+    of positions measured."""
+    from edgekit.bench.gguf_fidelity import gguf_logits, heldout_set_prompts
+
+    prompts = heldout_set_prompts(ckpt, items)
+    ref = gguf_logits(f32, prompts)
+    kl = {name: kl_by_part(ref, path, prompts, heldout_parts(items)) for name, path in files.items()}
+    return kl, sum(len(p[0]) for p in prompts)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="small")
@@ -105,36 +138,21 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=REPO / "out" / "bench_quality")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    from edgekit.bench.gguf_fidelity import gguf_logits, heldout_set_prompts
     from edgekit.data.calibration_mix import real_samples_files
     from edgekit.data.heldout import load_heldout
-    from edgekit.export.gguf import write_decoder_gguf
-    from edgekit.model.fixtures import make_tiny
-
     work = args.work / args.preset
-    work.mkdir(parents=True, exist_ok=True)
-    ckpt = work / "checkpoint"
-    if not (ckpt / "config.json").is_file():
-        make_tiny(ckpt, args.preset)
-    f32 = work / "f32.gguf"
-    if not f32.is_file():
-        write_decoder_gguf(ckpt, f32, "gguf:f32")
+    ckpt, f32 = checkpoint_and_reference(work, args.preset)
     t0 = time.perf_counter()
     files = {f"edgekit {v}": edgekit_gguf(ckpt, work, v, args.n) for v in args.variants.split(",")}
     files |= anchors(f32, calibration_text(ckpt, args.n, work / "calibration.txt"), work)
     items = load_heldout()
-    prompts = heldout_set_prompts(ckpt, items)
-    parts = {"all": list(range(len(items))), "text": [i for i, it in enumerate(items) if it.image is None],
-             "image+text": [i for i, it in enumerate(items) if it.image is not None],
-             "driving": [i for i, it in enumerate(items) if it.domain == "driving"],
-             "embodied": [i for i, it in enumerate(items) if it.domain == "embodied"]}
-    ref = gguf_logits(f32, prompts)
-    kl = {name: kl_by_part(ref, path, prompts, parts) for name, path in files.items()}
+    kl, positions = heldout_kl(ckpt, f32, files, items)
+    parts = heldout_parts(items)
     size = {name: path.stat().st_size for name, path in files.items()}
     base = "edgekit rtn" if "edgekit rtn" in kl else next(iter(kl))
     anchor = "llama.cpp pure Q4_K + imatrix"
     print(f"\npreset {args.preset}; {len(items)} held-out prompts ({len(parts['text'])} text, {len(parts['image+text'])} "
-          f"image+text, {sum(len(p[0]) for p in prompts)} positions); calibration {args.n} sequences, real samples "
+          f"image+text, {positions} positions); calibration {args.n} sequences, real samples "
           f"{'present' if real_samples_files() else 'absent'}; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores; {time.perf_counter() - t0:.0f} s\n")
     print("| decoder | KL all | text | image+text | driving | embodied | vs edgekit RTN | vs imatrix Q4_K | file size |")

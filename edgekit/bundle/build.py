@@ -12,6 +12,8 @@ Stages (each cached by a content key, see stages.py, so a rerun after a failure 
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -192,9 +194,10 @@ def _run_stages(runner, ck, config: BuildConfig, target, backend: str, plan, cal
         def decoder_stage(bundle: Path) -> list[str]:
             from edgekit.export.gguf import write_decoder_gguf
             from edgekit.export.mmproj import write_mmproj_gguf
+            from edgekit.quant.trained import is_qat_dir
 
             calibrated, outputs = None, ["decoder/decoder.gguf", "decoder/mmproj.gguf"]
-            if config.method != "rtn" and fmt.quantized:
+            if (config.method != "rtn" or is_qat_dir(ck.path)) and fmt.quantized:
                 from edgekit.quant.calibrate import QuantConfig, calibrate
 
                 qcfg = QuantConfig(method=config.method, grid=fmt.grid_name, samples=config.samples,
@@ -208,7 +211,7 @@ def _run_stages(runner, ck, config: BuildConfig, target, backend: str, plan, cal
 
         k_dec = runner.run("decoder", {**base, "gguf_type": fmt.type_name}, decoder_stage)
         decoder_parts["decoder"] = {"format": "gguf", "path": "decoder/decoder.gguf", "precision": fmt.type_name,
-                                    "method": config.method if fmt.quantized else "none"}
+                                    "method": _method_label(ck, config.method) if fmt.quantized else "none"}
         decoder_parts["mmproj"] = {"format": "mmproj-gguf", "path": "decoder/mmproj.gguf", "precision": "f16"}
 
     if backend == "tensorrt":
@@ -220,7 +223,7 @@ def _run_stages(runner, ck, config: BuildConfig, target, backend: str, plan, cal
         k_dec = runner.run("decoder", {**base, "unified": qcfg.key() if qcfg else None,
                                        "edgellm": edgellm_identity()}, decoder_stage)
         decoder_parts["decoder"] = {"format": "modelopt-unified" if qcfg else "hf-checkpoint", "path": "decoder/unified",
-                                    "precision": config.precision, "method": qcfg.method if qcfg else "none",
+                                    "precision": config.precision, "method": _method_label(ck, qcfg.method) if qcfg else "none",
                                     **_unified_identity(qcfg)}
         if (runner.bundle / "decoder" / "edgellm_onnx").is_dir():
             decoder_parts["decoder_onnx"] = {"format": "edgellm-onnx-dir", "path": "decoder/edgellm_onnx",
@@ -286,6 +289,15 @@ def unified_quant_config(config: BuildConfig):
     if m == "smoothquant":
         raise EdgekitError("--method smoothquant makes W8A8: use --precision w8a8")
     return QuantConfig(method=m, grid=fmt.grid_name, samples=config.samples, n_samples=config.calib_n, seed=config.seed)
+
+
+def _method_label(ck, method: str) -> str:
+    """What made the decoder's codes, for the manifest: a QAT checkpoint's are trained from its init."""
+    from edgekit.quant.trained import QAT_MANIFEST, is_qat_dir
+
+    if is_qat_dir(ck.path):
+        return f"qat from {json.loads((ck.path / QAT_MANIFEST).read_text())['init']}"
+    return method
 
 
 def _unified_identity(qcfg) -> dict:

@@ -178,7 +178,8 @@ class Checkpoint:
     def files_for_hash(self) -> list[Path]:
         """Every file that defines the model's behaviour (weights, config, tokenizer, processor)."""
         names = ["config.json", "generation_config.json", "preprocessor_config.json", "tokenizer.json",
-                 "tokenizer_config.json", "chat_template.jinja", "chat_template.json", INDEX_FILE]
+                 "tokenizer_config.json", "chat_template.jinja", "chat_template.json", INDEX_FILE,
+                 "edgekit-qat.json"]  # a QAT checkpoint's manifest (hashes of its trained layers)
         files = [self.path / n for n in names if (self.path / n).is_file()]
         return sorted(set(files) | set(self.weight_files()))
 

@@ -12,10 +12,20 @@ import fcntl
 import hashlib
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import torch
+
+
+@dataclass
+class CalibrationResult:
+    quantized: Mapping  # linear name -> QuantizedWeight (codes of W·s where a smoothing scale s applies), read lazily
+    folded: dict = field(default_factory=dict)  # norm weight name -> float32 tensor with 1/s folded in
+    input_scales: dict = field(default_factory=dict)  # linear name -> per-tensor INT8 activation scale (W8A8)
+    layer_errors: dict = field(default_factory=dict)  # linear name -> relative output error on calibration inputs
+    record: dict = field(default_factory=dict)  # what was calibrated on: checkpoint and samples hashes, config
 
 
 def save_layer(path: Path, quantized: dict, folded: dict, input_scales: dict, errors: dict) -> None:

@@ -24,7 +24,6 @@ For MiMo-Embodied (h 4096, I 11008, 128 sequences of ~600 tokens): 0.9 + 2.5 + 1
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -32,8 +31,8 @@ from typing import Callable
 import torch
 
 from edgekit.errors import EdgekitError
-from edgekit.quant.calib_cache import (HIDDEN_FILE, LayerFiles, cache_key, entry_lock, load_layer, resume_point,
-                                       save_hidden, save_layer)
+from edgekit.quant.calib_cache import (HIDDEN_FILE, CalibrationResult, LayerFiles, cache_key, entry_lock, load_layer,
+                                       resume_point, save_hidden, save_layer)
 from edgekit.quant.layers import calibration_sequences, decoder_layer, hf_config, layer0_inputs, rotary, run_layer
 
 CONFIG_VERSION = 3  # bump when an algorithm changes: invalidates cached calibrations
@@ -85,15 +84,6 @@ class QuantConfig:
 
     def grid_for(self, layer: int, group: str) -> str:
         return dict(self.grid_overrides).get(f"model.layers.{layer}.{group}", self.grid)
-
-
-@dataclass
-class CalibrationResult:
-    quantized: Mapping  # linear name -> QuantizedWeight (codes of W·s where a smoothing scale s applies), read lazily
-    folded: dict = field(default_factory=dict)  # norm weight name -> float32 tensor with 1/s folded in
-    input_scales: dict = field(default_factory=dict)  # linear name -> per-tensor INT8 activation scale (W8A8)
-    layer_errors: dict = field(default_factory=dict)  # linear name -> relative output error on calibration inputs
-    record: dict = field(default_factory=dict)  # what was calibrated on: checkpoint and samples hashes, config
 
 
 # ---- statistics and quantization of one layer ---------------------------------------------------
@@ -182,15 +172,21 @@ def quantize_layer(layer, stats: dict[str, GroupStats], cfg: QuantConfig, prefix
 
 def calibrate(ckpt_path: str | Path, cfg: QuantConfig, cache_dir: str | Path,
               on_layer: Callable[[int, int, str], None] | None = None) -> CalibrationResult:
-    """Quantize every decoder linear (lm_head excluded) by `cfg`, layer by layer; resumable."""
+    """Quantize every decoder linear (lm_head excluded) by `cfg`, layer by layer; resumable.
+    A QAT checkpoint (edgekit.qat) gives its trained codes instead, for its own format only."""
     from edgekit.model.checkpoint import open_checkpoint
     from edgekit.quant.grids import get_grid
+    from edgekit.quant.trained import is_qat_dir, qat_result
 
     if cfg.method not in METHODS:
         raise EdgekitError(f"--method {cfg.method!r}: choose one of {', '.join(METHODS)}")
     if cfg.method == "smoothquant" and cfg.grid != "int8:channel":
         raise EdgekitError("smoothquant produces W8A8: use --precision int8 (grid int8:channel)")
     ckpt_path = Path(ckpt_path)
+    if is_qat_dir(ckpt_path):  # trained codes: packed as they are, whatever weight method was asked for
+        if cfg.method == "smoothquant":
+            raise EdgekitError(f"{ckpt_path}: a QAT checkpoint has weights only, no SmoothQuant activation scales")
+        return qat_result(ckpt_path, cfg.grid, cfg.grid_overrides)
     ck = open_checkpoint(ckpt_path)
     if cfg.grid_overrides and cfg.method == "smoothquant":
         raise EdgekitError("mixed precision applies to weight grids; smoothquant is uniform W8A8")

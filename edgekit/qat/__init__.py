@@ -1,0 +1,1 @@
+"""Quantization-aware training (`edgekit qat`): run.py drives it; fake_quant.py is the numerics."""

@@ -1,0 +1,105 @@
+"""Fake quantization on a format's own grid with straight-through gradients (pure numerics, no model plumbing).
+
+The value a training step sees is computed by the grid's own `quantize`/`dequantize` on the params as the
+format stores them (fp16 super-scales, 6-bit sub-scales, ...), so the file written from the trained state holds
+exactly what training saw; gradients reach the trainables through a surrogate of the same expression whose value
+is added as zero (`exact + (s - s.detach())`).
+
+Trainables of one linear:
+  u  [out, in]  latent weight offset in units of the init's grid step: W = W0 + step · u (Adam's per-element step
+                is then a fraction of a grid step at any weight magnitude)
+  t  per float-stored param (trainable_keys): log-multiplier, param = init · exp(t), projected to the stored precision;
+                integer sub-scales keep the init's values (a 6-bit code moves in jumps no gradient sees)
+"""
+
+from __future__ import annotations
+
+import torch
+
+from edgekit.quant.formats import W4A16_AWQ, parse
+from edgekit.quant.grids import Grid, Params, QuantizedWeight, get_grid
+
+
+def trainable_keys(params: Params) -> tuple[str, ...]:
+    """The params a format stores as floats (super-scales, group scales): QAT trains these; integer sub-scales and
+    mins stay as the init chose them."""
+    return tuple(k for k, v in params.items() if v.is_floating_point())
+
+
+def project(grid: Grid, value: torch.Tensor, stored_dtype: torch.dtype) -> torch.Tensor:
+    """A float param as the format can store it (detached, in its stored dtype)."""
+    v = value.detach()
+    if stored_dtype == torch.float16:
+        return v.clamp(-65504.0, 65504.0).to(torch.float16)
+    if parse(grid.name).quant_algo == W4A16_AWQ:  # fp16-representable, positive (TensorRT casts scales to fp16)
+        v = v.abs().clamp(6.2e-5, 65504.0).to(torch.float16).to(torch.float32)
+    return v.to(stored_dtype)
+
+
+def _surrogate(grid: Grid, w: torch.Tensor | None, p: Params, codes: torch.Tensor) -> torch.Tensor:
+    """Differentiable stand-in of dequantize(codes, p) (its value is discarded). The scales see the codes as
+    constants (d/ds = q, as when the codes are frozen); a latent weight `w` passes straight through wherever its
+    unclamped code is within the grid's range. (LSQ's scale gradient, the rounding residual, is ~0 on a grid-aligned init
+    and Adam would turn that noise into full-size steps.)"""
+    scale, offset = grid.effective(p)
+    k = codes.shape[1]
+    s = grid._columns(scale, 0, k)
+    o = grid._columns(offset, 0, k) if offset is not None else torch.zeros_like(s)
+    y = s * codes.to(torch.float32) + o
+    if w is not None:
+        s0, o0 = s.detach(), o.detach()
+        x = (w.detach() - o0) / torch.where(s0 == 0, torch.ones_like(s0), s0)
+        inside = (x >= grid.qmin - 0.5) & (x <= grid.qmax + 0.5)  # past the range the code no longer follows
+        y = y + torch.where(inside, w - w.detach(), torch.zeros_like(w))
+    return y
+
+
+class FakeQuantLinear(torch.nn.Module):
+    """One linear's weight under QAT: `weight()` is the fake-quantized weight (exact value, STE gradients)."""
+
+    def __init__(self, grid_name: str, init: QuantizedWeight, w0: torch.Tensor | None = None):
+        """`w0`: the latent weight to start from (phase 1, codes follow the weight); None: the init's codes stay
+        fixed and only the float params train (phase 2; no float copy of the weight is held)."""
+        super().__init__()
+        self.grid = get_grid(grid_name)
+        self.keys = trainable_keys(init.params)
+        self.shape = tuple(init.shape)
+        self.stored = {k: v.clone() for k, v in init.params.items()}  # the init's params, stored precision
+        self.t = torch.nn.ParameterDict({k: torch.nn.Parameter(torch.zeros(init.params[k].shape)) for k in self.keys})
+        self.train_weight = w0 is not None
+        if self.train_weight:
+            scale, _ = self.grid.effective(init.params)
+            self.register_buffer("w0", w0.detach().to(torch.float32).clone())
+            self.register_buffer("step", self.grid._columns(scale.abs(), 0, self.shape[1]).clone())
+            self.u = torch.nn.Parameter(torch.zeros_like(self.w0))
+        else:
+            self.register_buffer("codes", init.codes.to(torch.int8).clone())  # every grid's codes fit 8 bits
+
+    def latent_params(self) -> Params:
+        return {k: (self.stored[k].to(torch.float32) * torch.exp(self.t[k]) if k in self.keys else self.stored[k])
+                for k in self.stored}
+
+    def stored_params(self) -> Params:
+        lat = self.latent_params()
+        return {k: project(self.grid, lat[k], self.stored[k].dtype) if k in self.keys else self.stored[k]
+                for k in self.stored}
+
+    def latent_weight(self) -> torch.Tensor:
+        return self.w0 + self.step * self.u
+
+    def weight(self) -> torch.Tensor:
+        lat, stored = self.latent_params(), self.stored_params()
+        ste = {k: (lat[k] + (stored[k].to(torch.float32) - lat[k]).detach()) if k in self.keys else stored[k]
+               for k in stored}
+        w = self.latent_weight() if self.train_weight else None
+        codes = self.grid.quantize(w.detach(), stored, 0) if self.train_weight else self.codes
+        surrogate = _surrogate(self.grid, w, ste, codes)
+        exact = self.grid.dequantize(codes, stored, 0)
+        return exact + (surrogate - surrogate.detach())
+
+    def export(self) -> QuantizedWeight:
+        """Codes and params as the file stores them: what `weight()` computed, without any second rounding."""
+        stored = self.stored_params()
+        codes = self.grid.quantize(self.latent_weight().detach(), stored, 0) if self.train_weight \
+            else self.codes.to(torch.int16)
+        return QuantizedWeight(self.grid.name, self.shape, codes, stored)
