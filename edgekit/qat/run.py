@@ -64,9 +64,9 @@ def run_qat(model: str | Path, out: str | Path, settings: QATSettings, cache: st
     from edgekit.qat.distill_phase import layer_files, run_distill_phase
     from edgekit.qat.parallel import Group
     from edgekit.qat.state import check_out_dir, write_qat_dir
-    from edgekit.quant.trained import is_qat_dir
     from edgekit.quant.calibrate import QuantConfig, calibrate
     from edgekit.quant.layers import calibration_sequences, hf_config
+    from edgekit.quant.trained import is_qat_dir
 
     settings.check()
     model, out = Path(model), Path(out)

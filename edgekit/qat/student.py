@@ -79,6 +79,9 @@ def token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torc
     return (lp.exp() * (lp - lq)).sum()
 
 
+HEAD_CHUNK = 128  # tokens whose vocabulary-sized logits exist at once (151,680 columns: 78 MB per tensor)
+
+
 class DistillStudent(torch.nn.Module):
     def __init__(self, layers: list[QuantizedLayer], norm: torch.nn.Module, lm_head: torch.Tensor, rope, world: int = 1):
         super().__init__()
@@ -87,22 +90,29 @@ class DistillStudent(torch.nn.Module):
         self.register_buffer("lm_head", lm_head)
         self.rope, self.world = rope, world
 
-    def logits(self, x: torch.Tensor, pos, grad: bool = True) -> torch.Tensor:
+    def hidden(self, x: torch.Tensor, pos) -> torch.Tensor:
+        """The last decoder layer's output; each layer is recomputed in the backward pass, so memory holds one
+        layer's activations, not the depth's."""
         pe = position_embeddings(self.rope, x, pos)
         for layer in self.layers:
             def block(h, layer=layer):
                 return layer.run(layer.weights(), h, pe)
-            # recompute each layer in the backward pass: memory is one layer's activations, not the depth's
-            x = checkpoint(block, x, use_reentrant=False) if grad else block(x)
-        return self.head(x)
+            x = checkpoint(block, x, use_reentrant=False)
+        return x
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         return self.norm(h)[0] @ self.lm_head.T
 
+    def _chunk_kl(self, student_h: torch.Tensor, teacher_h: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            teacher = self.head(teacher_h)  # from the teacher's stored last hidden states: no vocab-sized file
+        return token_kl(self.head(student_h), teacher)
+
     def forward(self, inputs: list[torch.Tensor], teacher_hidden: list[torch.Tensor], positions: list, norm: float):
         total = torch.zeros(())
         for x, h, pos in zip(inputs, teacher_hidden, positions):
-            with torch.no_grad():
-                teacher = self.head(h)  # the teacher's logits from its stored last hidden states: no vocab-sized file
-            total = total + token_kl(self.logits(x, pos), teacher)
+            y = self.hidden(x, pos)
+            for a in range(0, y.shape[1], HEAD_CHUNK):  # logits a chunk at a time, recomputed in the backward pass
+                total = total + checkpoint(self._chunk_kl, y[:, a:a + HEAD_CHUNK], h[:, a:a + HEAD_CHUNK],
+                                           use_reentrant=False)
         return total / norm * self.world
