@@ -12,8 +12,6 @@ Stages (each cached by a content key, see stages.py, so a rerun after a failure 
 
 from __future__ import annotations
 
-import json
-
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -293,10 +291,11 @@ def unified_quant_config(config: BuildConfig):
 
 def _method_label(ck, method: str) -> str:
     """What made the decoder's codes, for the manifest: a QAT checkpoint's are trained from its init."""
+    from edgekit.json_files import read_json_object
     from edgekit.quant.trained import QAT_MANIFEST, is_qat_dir
 
     if is_qat_dir(ck.path):
-        return f"qat from {json.loads((ck.path / QAT_MANIFEST).read_text())['init']}"
+        return f"qat from {read_json_object(ck.path / QAT_MANIFEST)['init']}"
     return method
 
 

@@ -103,7 +103,9 @@ def check_out_dir(out: Path, identity: dict) -> Path:
                            "(edgekit never deletes a directory it did not create)")
     run_file = work / "run.json"
     if run_file.is_file():
-        if json.loads(run_file.read_text()) != identity:
+        from edgekit.json_files import read_json
+
+        if read_json(run_file) != identity:
             raise EdgekitError(f"{out}: holds an unfinished QAT run with other settings or another checkpoint; "
                                f"rerun with the same settings to resume it, or give another --out")
     else:

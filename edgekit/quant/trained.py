@@ -6,7 +6,6 @@ verified before they are read, and the writers pack their codes and params as th
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from edgekit.errors import EdgekitError
@@ -23,8 +22,13 @@ def qat_result(path: str | Path, grid: str, overrides: tuple = ()):
     from edgekit.model.checkpoint import sha256_file
     from edgekit.quant.calib_cache import CalibrationResult, LayerFiles, load_layer
 
+    from edgekit.json_files import read_json_object
+
     path = Path(path)
-    manifest = json.loads((path / QAT_MANIFEST).read_text())
+    manifest = read_json_object(path / QAT_MANIFEST)
+    for key in ("format", "init", "config", "source", "losses", "layers"):
+        if key not in manifest:
+            raise EdgekitError(f"{path / QAT_MANIFEST}: no '{key}'; not a QAT checkpoint edgekit wrote")
     if overrides:
         raise EdgekitError(f"{path}: a QAT checkpoint holds one format ({manifest['format']}); mixed precision "
                            "cannot re-choose its groups")
