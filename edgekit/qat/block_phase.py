@@ -86,9 +86,11 @@ def run_block_phase(ck, hf_cfg, seqs, init, settings, work: Path, group, on_step
         optimizer = layer_optimizer(student, settings.block_lr, settings.scale_lr)
         steps = settings.block_epochs * -(-n // settings.batch)
 
-        def batch_for(step: int, i=i, target=target, q=q):
+        squares = [t.square().sum() for t in target]  # each sequence's share of a batch's normaliser, once
+
+        def batch_for(step: int, i=i, target=target, q=q, squares=squares):
             idx = batch_indices(n, settings.batch, step, settings.seed, f"block{i}")
-            norm = float(sum(target[k].square().sum() for k in idx))
+            norm = float(sum(squares[k] for k in idx))
             mine = group.shard(idx)
             return [q[k] for k in mine], [target[k] for k in mine], [positions[k] for k in mine], norm
 

@@ -79,8 +79,8 @@ class FakeQuantLinear(torch.nn.Module):
         return {k: (self.stored[k].to(torch.float32) * torch.exp(self.t[k]) if k in self.keys else self.stored[k])
                 for k in self.stored}
 
-    def stored_params(self) -> Params:
-        lat = self.latent_params()
+    def stored_params(self, latent: Params | None = None) -> Params:
+        lat = self.latent_params() if latent is None else latent
         return {k: project(self.grid, lat[k], self.stored[k].dtype) if k in self.keys else self.stored[k]
                 for k in self.stored}
 
@@ -88,7 +88,8 @@ class FakeQuantLinear(torch.nn.Module):
         return self.w0 + self.step * self.u
 
     def weight(self) -> torch.Tensor:
-        lat, stored = self.latent_params(), self.stored_params()
+        lat = self.latent_params()
+        stored = self.stored_params(lat)
         ste = {k: (lat[k] + (stored[k].to(torch.float32) - lat[k]).detach()) if k in self.keys else stored[k]
                for k in stored}
         w = self.latent_weight() if self.train_weight else None

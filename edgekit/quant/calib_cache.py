@@ -140,6 +140,16 @@ class LayerFiles(Mapping):
         return len(self._where)
 
 
+def result_from_files(files: list[Path], record: dict) -> CalibrationResult:
+    """A calibration result over finished layer files: the small per-layer extras (folded norms, activation scales,
+    errors) loaded whole; the codes stay on disk until asked for."""
+    result = CalibrationResult(LayerFiles(files), record=record)
+    for f in files:
+        _, folded, scales, errors = load_layer(f, with_codes=False)
+        result.folded.update(folded), result.input_scales.update(scales), result.layer_errors.update(errors)
+    return result
+
+
 def cache_key(content_hash: str, samples_hash: str, cfg) -> str:
     blob = json.dumps({"checkpoint": content_hash, "samples": samples_hash, "config": cfg.key()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]

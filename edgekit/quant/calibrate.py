@@ -31,7 +31,7 @@ from typing import Callable
 import torch
 
 from edgekit.errors import EdgekitError
-from edgekit.quant.calib_cache import (HIDDEN_FILE, CalibrationResult, LayerFiles, cache_key, entry_lock, load_layer,
+from edgekit.quant.calib_cache import (HIDDEN_FILE, CalibrationResult, cache_key, entry_lock, result_from_files,
                                        resume_point, save_hidden, save_layer)
 from edgekit.quant.layers import calibration_sequences, decoder_layer, hf_config, layer0_inputs, rotary, run_layer
 
@@ -218,7 +218,6 @@ def _calibrate_entry(work: Path, ck, ckpt_path: Path, cfg: QuantConfig, seqs, sa
     rope = rotary(hf_cfg)
     n_layers = ck.text.num_layers
     first, hidden = resume_point(work, n_layers)
-    result = CalibrationResult({}, record=record)
     for i in range(first):
         if on_layer:
             on_layer(i, n_layers, "cached")
@@ -242,9 +241,4 @@ def _calibrate_entry(work: Path, ck, ckpt_path: Path, cfg: QuantConfig, seqs, sa
             on_layer(i, n_layers, "done")
     ck.close()
     (work / HIDDEN_FILE).unlink(missing_ok=True)  # finished: only the codes are kept
-    files = [work / f"layer_{i:04d}.safetensors" for i in range(n_layers)]
-    for f in files:  # small per-layer extras, loaded whole; the codes stay on disk until asked for
-        _, folded, scales, errors = load_layer(f, with_codes=False)
-        result.folded.update(folded), result.input_scales.update(scales), result.layer_errors.update(errors)
-    result.quantized = LayerFiles(files)
-    return result
+    return result_from_files([work / f"layer_{i:04d}.safetensors" for i in range(n_layers)], record)

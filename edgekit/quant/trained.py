@@ -20,7 +20,7 @@ def is_qat_dir(path: str | Path) -> bool:
 def qat_result(path: str | Path, grid: str, overrides: tuple = ()):
     """A QAT checkpoint's trained codes as a CalibrationResult (the writers pack it as it is); hashes verified."""
     from edgekit.model.checkpoint import sha256_file
-    from edgekit.quant.calib_cache import CalibrationResult, LayerFiles, load_layer
+    from edgekit.quant.calib_cache import result_from_files
 
     from edgekit.json_files import read_json_object
 
@@ -42,9 +42,4 @@ def qat_result(path: str | Path, grid: str, overrides: tuple = ()):
         if not f.is_file() or sha256_file(f) != digest:
             raise EdgekitError(f"{f}: missing or changed since training (sha256 differs from {QAT_MANIFEST})")
         files.append(f)
-    result = CalibrationResult(LayerFiles(files), record={"qat": {k: manifest[k] for k in
-                                                                  ("format", "init", "config", "source", "losses")}})
-    for f in files:
-        _, folded, scales, errors = load_layer(f, with_codes=False)
-        result.folded.update(folded), result.input_scales.update(scales), result.layer_errors.update(errors)
-    return result
+    return result_from_files(files, {"qat": {k: manifest[k] for k in ("format", "init", "config", "source", "losses")}})
