@@ -29,13 +29,20 @@ _UMASK = _current_umask()
 def write_error(path: Path, e: OSError) -> EdgekitError:
     """One line for a failed write: what happened to which file, and what to do."""
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return EdgekitError(f"{path}: no space left on device while writing; free disk space and rerun "
-                            "(finished stages are kept)")
+        return EdgekitError(f"{path}: no space left on device while writing; free disk space and rerun")
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return EdgekitError(f"{path}: cannot write here ({e.strerror}); choose a writable location")
     if e.errno == errno.EISDIR:
         return EdgekitError(f"{path}: is a directory; give a file path")
     return EdgekitError(f"{path}: cannot write ({e.strerror or e})")
+
+
+def _wrapped_os_error(e: Exception) -> OSError | None:
+    """The OS error a library reported in its own exception type (Rust's io::Error text ends in "(os error N)")."""
+    import re
+
+    m = re.search(r"\(os error (\d+)\)", str(e))
+    return OSError(int(m.group(1)), os.strerror(int(m.group(1)))) if m else None
 
 
 @contextlib.contextmanager
@@ -60,6 +67,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
         raise write_error(path, e) from None
+    except Exception as e:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        os_error = _wrapped_os_error(e)
+        if os_error is not None:  # a library's own error around an OS one (safetensors: "... (os error 28)")
+            raise write_error(path, os_error) from None
+        raise
     except BaseException:
         if tmp is not None:
             tmp.unlink(missing_ok=True)

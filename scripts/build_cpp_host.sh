@@ -8,11 +8,14 @@ BUILD="${1:-build/host}"
 shift || true
 if [ -x .venv/bin/python ]; then PY="$PWD/.venv/bin/python"; else PY="$(command -v python3)"; fi
 mkdir -p "$(dirname "$BUILD")"
-# Build tools and OpenSSL's libcrypto headers (the artifact hashes): installed from Debian when missing and root.
+# Build tools, OpenSSL's libcrypto headers (the artifact hashes), libpng and libjpeg (the host decodes images itself,
+# never through an external program): installed from Debian when missing and root.
 missing=()
 command -v cmake >/dev/null || missing+=(cmake)
 command -v c++ >/dev/null || missing+=(g++)
 [ -f /usr/include/openssl/evp.h ] || missing+=(libssl-dev)
+[ -f /usr/include/png.h ] || missing+=(libpng-dev)
+[ -f /usr/include/jpeglib.h ] || missing+=(libjpeg-dev)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

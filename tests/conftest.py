@@ -63,6 +63,15 @@ def _seed_global_generators(request):
     yield
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests that run the C++ host's programs (not its library in this process) are marked `cpp_host`: CI runs them
+    once more against the AddressSanitizer build (.ci/run)."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if "host" in names and not names & {"library", "host_library"}:
+            item.add_marker(pytest.mark.cpp_host)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
@@ -147,3 +156,73 @@ def small_bundles(tmp_path_factory, small_ckpt) -> dict[str, Path]:
     """CPU bundles of the small checkpoint, built once per run: INT4 (RTN Q4_K) and FP16."""
     return {"int4": _bundle(tmp_path_factory, small_ckpt, "small-int4", precision="int4", method="rtn"),
             "fp16": _bundle(tmp_path_factory, small_ckpt, "small-fp16", precision="fp16")}
+
+
+# ---- the bad-input corpus (tests/cli) and the C++ host ---------------------------------------------------------
+
+@pytest.fixture()
+def ckpt(tiny_ckpt, tmp_path) -> Path:
+    """A private copy of the tiny checkpoint to break."""
+    import shutil
+
+    return Path(shutil.copytree(tiny_ckpt, tmp_path / "ckpt"))
+
+
+@pytest.fixture(scope="session")
+def bundle(tiny_ckpt, tmp_path_factory) -> Path:
+    """The tiny checkpoint's CPU INT4 bundle built with the defaults, through the CLI (never modified: copy it)."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("bundle") / "b"
+    proc = subprocess.run([str(Path(sys.executable).parent / "edgekit"), "build", str(tiny_ckpt), "--target", "cpu",
+                           "--precision", "int4", "--out", str(out)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out
+
+
+@pytest.fixture()
+def copy(bundle, tmp_path) -> Path:
+    """A private copy of `bundle` to tamper with."""
+    import shutil
+
+    return Path(shutil.copytree(bundle, tmp_path / "copy", symlinks=True))
+
+
+@pytest.fixture()
+def tmpfs(tmp_path):
+    """A small tmpfs (disk full, read-only, mount point); needs root, as CI is."""
+    import subprocess
+
+    mounted = []
+
+    def mount(name: str, size: str, *, readonly: bool = False) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        opts = f"size={size}" + (",ro" if readonly else "")
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(d)], capture_output=True).returncode:
+            pytest.skip("cannot mount a tmpfs here (not root)")
+        mounted.append(d)
+        return d
+
+    yield mount
+    for d in mounted:
+        subprocess.run(["umount", "-l", str(d)], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def host(tmp_path_factory) -> Path:
+    """The C++ host's build directory: $EDGEKIT_HOST_BUILD when .ci/run built it already, else built here once."""
+    import shutil
+    import subprocess
+
+    given = os.environ.get("EDGEKIT_HOST_BUILD")
+    if given and (Path(given) / "edgekit-host").is_file():
+        return Path(given)
+    if shutil.which("cmake") is None:
+        pytest.fail("cmake is needed to build hosts/cpp (apt-get install cmake)", pytrace=False)
+    build = tmp_path_factory.mktemp("host") / "build"
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "build_cpp_host.sh"), str(build)], capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return build

@@ -28,12 +28,12 @@ def heldout_set_prompts(ckpt_path: Path, items) -> list[tuple[list[int], list]]:
     """[(input_ids, [ImageEmbedding] or [])] for held-out items (edgekit.data.heldout), teacher-forced with their
     partial answers; images at their own size (odd sizes give odd grids)."""
     from edgekit.model.checkpoint import open_checkpoint
-    from edgekit.model.prompt import PromptAssets, load_tokenizer
+    from edgekit.model.prompt import PromptAssets
     from edgekit.quant.layers import chat_sequence, hf_config, layer0_inputs
 
     ck = open_checkpoint(ckpt_path)
     assets = PromptAssets.from_checkpoint(ck)
-    tok = load_tokenizer(assets.tokenizer_json)
+    tok = assets.tokenizer
     seqs = [chat_sequence(assets, tok, it.prompt, [it.image] if it.image else [], it.continuation, None) for it in items]
     with_image = [s for s in seqs if len(s.grid_thw)]
     hidden = iter(layer0_inputs(ck, with_image, hf_config(ckpt_path)) if with_image else [])  # the vision tower once

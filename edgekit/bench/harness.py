@@ -44,6 +44,7 @@ class BenchConfig:
     threads: int | None = None  # None: a bundle's measured setting here (edgekit profile --tune), else every core
     reference_dtype: str = "float32"
     skip_bad: bool = False
+    allow_different_source: bool = False  # a bundle built from other weights than --reference (fidelity then means little)
     warmup: int = 1
     version: int = 1
 
@@ -56,6 +57,9 @@ class BenchConfig:
             raise EdgekitError(f"--reference-dtype {self.reference_dtype!r}: choose float32 or bfloat16")
         if self.split not in (None, "calib", "eval"):
             raise EdgekitError(f"--split {self.split!r}: choose eval, calib or all")
+        from edgekit.runtime.settings import check_threads
+
+        check_threads(self.threads)
 
 
 @dataclass
@@ -91,7 +95,8 @@ def run_bench(cfg: BenchConfig, *, on_progress: Callable[[str], None] | None = N
 
     cfg.validate()
     selection = select_samples(cfg.samples, split_name=cfg.split, n=cfg.n, seed=cfg.seed, skip_bad=cfg.skip_bad)
-    variants = resolve_variants(list(cfg.variants), cfg.reference, dtype=cfg.reference_dtype)
+    variants = resolve_variants(list(cfg.variants), cfg.reference, dtype=cfg.reference_dtype,
+                                allow_different_source=cfg.allow_different_source)
     baseline = reference_variant(cfg.reference, dtype=cfg.reference_dtype, inputs=variants[0].inputs, name=BASELINE)
     memory = check_memory(variants, baseline.weight_bytes)
     groups = sorted({v.inputs for v in variants}, key=lambda s: (s.resolution or (0, 0), s.cameras))

@@ -3,7 +3,6 @@ touched), and every file is written atomically: report.json, report.md and the p
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from edgekit.errors import EdgekitError
@@ -17,8 +16,12 @@ def report_files() -> set[str]:
     return {REPORT_JSON, REPORT_MD, *PLOTS}
 
 
-def check_out_dir(out: Path) -> None:
-    """Refuse, before any work, an --out that holds anything but an earlier edgekit report."""
+def check_out_dir(out: Path, inputs=()) -> None:
+    """Refuse, before any work, an --out inside an input (a bundle, the reference, the samples) or holding anything
+    but an earlier edgekit report."""
+    from edgekit.outputs import refuse_overlap
+
+    refuse_overlap(out, inputs)
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise EdgekitError(f"--out {out}: exists and is not a directory; give a new or empty directory")
     if not out.exists():
@@ -34,9 +37,11 @@ def check_out_dir(out: Path) -> None:
 
 
 def _is_report(path: Path) -> bool:
+    from edgekit.outputs import is_json_with_schema
+
     try:
-        return str(json.loads(path.read_text(encoding="utf-8")).get("schema", "")).startswith("edgekit.bench/")
-    except (OSError, ValueError, AttributeError):
+        return is_json_with_schema("edgekit.bench/")(path)
+    except Exception:  # unreadable, not JSON: not a report
         return False
 
 

@@ -51,6 +51,9 @@ class ProfileConfig:
                 raise EdgekitError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
         if self.warmup < 0 or self.background_load < 0:
             raise EdgekitError("--warmup and --background-load must be 0 or more")
+        from edgekit.runtime.settings import check_threads
+
+        check_threads(self.threads)
 
 
 def synthetic_inputs(bundle: Path, manifest: dict, cfg: ProfileConfig) -> tuple[str, list]:
@@ -212,13 +215,23 @@ def run_profile(cfg: ProfileConfig, *, log: Callable[[str], None] = lambda s: No
     return out
 
 
+CSV_KEYS = ["phase", "run", "prompt_tokens", "tokens", "preprocess_s", "vision_s", "prefill_s", "decode_s", "total_s"]
+
+
+def claim_csv(path: Path, bundle: Path, *, force: bool) -> None:
+    """Before any run: --csv is not inside the bundle, and replaces only an earlier profile CSV (or --force)."""
+    from edgekit.outputs import claim_file, starts_with
+
+    claim_file(path, [bundle], force=force, ours=starts_with((",".join(CSV_KEYS) + "\n").encode()), flag="--csv")
+
+
 def write_csv(runs: list[dict], path: Path) -> None:
     import csv
     import io
 
     from edgekit.atomic import write_text
 
-    keys = ["phase", "run", "prompt_tokens", "tokens", "preprocess_s", "vision_s", "prefill_s", "decode_s", "total_s"]
+    keys = CSV_KEYS
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()

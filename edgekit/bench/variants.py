@@ -54,8 +54,9 @@ def reference_variant(reference: Path, *, dtype: str, inputs: InputSpec, name: s
     return Variant(name, "reference", ck.path, inputs, f"{dtype} reference", params * (4 if dtype == "float32" else 2))
 
 
-def bundle_variant(path: Path, reference: Path, name: str) -> Variant:
-    """A bundle that verifies, runs here, and was built from the reference's architecture and tokenizer."""
+def bundle_variant(path: Path, reference: Path, name: str, *, allow_different_source: bool = False) -> Variant:
+    """A bundle that verifies, runs here, and was built from the reference's weights (its manifest records their
+    content hash; a QAT bundle, the hash of the checkpoint it was trained from), architecture and tokenizer."""
     from edgekit.bundle.manifest import verify_bundle
     from edgekit.model.checkpoint import open_checkpoint
 
@@ -78,6 +79,12 @@ def bundle_variant(path: Path, reference: Path, name: str) -> Variant:
     if _sha256(tokenizer) != _sha256(Path(ck.tokenizer_json)):
         raise EdgekitError(f"{path}: its tokenizer differs from the reference's ({ck.tokenizer_json}); "
                            "benchmark a bundle against the checkpoint it was built from")
+    source = m.get("source") if isinstance(m.get("source"), dict) else {}
+    built_from = {source.get("content_hash"), source.get("trained_from")} - {None}
+    if not allow_different_source and ck.content_hash not in built_from:
+        raise EdgekitError(f"{path}: was built from other weights than the reference {reference} (the manifest's "
+                           "source.content_hash differs); benchmark a bundle against the checkpoint it was built from, "
+                           "or pass --allow-different-source")
     w, h = vision["resolution"]
     inputs = InputSpec((int(w), int(h)), int(vision.get("images", 1)))
     size = sum(e["size"] for rel, e in m["artifacts"].items() if rel.endswith((".gguf", ".onnx")) and "mmproj" not in rel)
@@ -85,7 +92,8 @@ def bundle_variant(path: Path, reference: Path, name: str) -> Variant:
     return Variant(name, "bundle", path, inputs, f"{decoder.get('precision')}{method} + {vision.get('precision')} vision", size)
 
 
-def resolve_variants(specs: list[str], reference: Path, *, dtype: str) -> list[Variant]:
+def resolve_variants(specs: list[str], reference: Path, *, dtype: str,
+                     allow_different_source: bool = False) -> list[Variant]:
     """Variants in command-line order, with unique names; a reference variant sees what the first bundle sees."""
     if not specs:
         raise EdgekitError("give at least one VARIANT: a bundle directory, or 'reference'")
@@ -97,7 +105,8 @@ def resolve_variants(specs: list[str], reference: Path, *, dtype: str) -> list[V
             continue
         if not path.is_dir():
             raise EdgekitError(f"{spec}: no such bundle directory (a VARIANT is a bundle directory or '{REFERENCE_WORD}')")
-        bundles[spec] = bundle_variant(path, reference, _unique(path.resolve().name, names))
+        bundles[spec] = bundle_variant(path, reference, _unique(path.resolve().name, names),
+                                       allow_different_source=allow_different_source)
     first = next(iter(bundles.values()), None)
     inputs = first.inputs if first else InputSpec(None, 1)
     out = []

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+from edgekit.bundle.manifest import MAX_IMAGES, MAX_SIDE
 from edgekit.errors import EdgekitError
 from edgekit.quant.formats import BACKENDS, BUILD_PRECISIONS, W4A16_AWQ, Format, decoder_format
 
@@ -25,7 +26,7 @@ TOKENIZER_FILES = ("config.json", "generation_config.json", "preprocessor_config
 METHODS = ("rtn", "gptq", "awq", "smoothquant")
 GROUP_SIZES = (32, 64, 128)
 VISION_PRECISIONS = ("fp32", "fp16", "int8")
-MAX_CONTEXT, MAX_IMAGES, MAX_SIDE = 1 << 20, 16, 16384
+MAX_CONTEXT = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,12 @@ def build_bundle(model: str | Path, out: str | Path, config: BuildConfig,
     from edgekit.targets import get_target
 
     model, out = Path(model), Path(out)
+    from edgekit.outputs import refuse_overlap, spec_paths
+
     config.validate()
+    refuse_overlap(out, [model, *spec_paths(config.samples)])  # never into the checkpoint or the samples
+    if calib_cache is not None:
+        refuse_overlap(Path(calib_cache), [model, *spec_paths(config.samples)], flag="--calib-cache")
     claim_out(out)  # absent, empty or an edgekit bundle: refused before any work otherwise
     target = get_target(config.target)
     backend = config.backend or target.default_backend()
@@ -143,6 +149,12 @@ def build_bundle(model: str | Path, out: str | Path, config: BuildConfig,
                      backend=backend, group_size=config.group_size, gguf_type=config.gguf_type,
                      vision_precision=config.vision_precision, processor=load_processor_config(ck.path))
     refuse_if_unfit(plan)
+    if not ck.chat_template:
+        raise EdgekitError(f"{ck.path}: no chat template (chat_template.jinja, chat_template.json or tokenizer_config.json "
+                           "'chat_template'); copy it from the source checkpoint")
+    from edgekit.model.chat_frames import chat_frames
+
+    frames = chat_frames(ck.chat_template)  # renders it now (bounded): a broken template fails before any stage
     if backend == "tensorrt":  # fail before spending time
         unified_quant_config(config)
     if _needs_samples(config, plan.vision_precision):
@@ -152,7 +164,8 @@ def build_bundle(model: str | Path, out: str | Path, config: BuildConfig,
 
     runner = StageRunner(out, on_stage)
     try:
-        return _run_stages(runner, ck, config, target, backend, plan, Path(calib_cache or default_calib_cache()))
+        return _run_stages(runner, ck, config, target, backend, plan, Path(calib_cache or default_calib_cache()),
+                           frames)
     finally:
         runner.close()
         ck.close()
@@ -164,12 +177,10 @@ def default_calib_cache() -> Path:
     return default_cache_dir() / "calibration"
 
 
-def _run_stages(runner, ck, config: BuildConfig, target, backend: str, plan, calib_dir: Path) -> Path:
+def _run_stages(runner, ck, config: BuildConfig, target, backend: str, plan, calib_dir: Path, frames: dict | None) -> Path:
     from edgekit.atomic import write_json, write_text
     from edgekit.bundle.parts import edgellm_identity, tensorrt_decoder, vision_part
     from edgekit.bundle.manifest import MANIFEST, SCHEMA, artifact_table, seal_manifest, tool_versions, verify_bundle
-    from edgekit.model.chat_frames import chat_frames
-
     vision_precision = plan.vision_precision  # the build's override, or the precision's default
     integer_kernels = not target.is_nvidia  # INT8 vision: ONNX Runtime's integer kernels on CPUs, QDQ for TensorRT
     resolution = tuple(plan.resolution)
@@ -243,13 +254,13 @@ def _run_stages(runner, ck, config: BuildConfig, target, backend: str, plan, cal
         "schema": SCHEMA,
         "target": {"name": target.name, "gpu_arch": target.gpu_arch, "backend": backend},
         "build": config.as_dict(),
-        "source": {"content_hash": source_key, "files": ck.file_hashes()},
+        "source": {"content_hash": source_key, "files": ck.file_hashes(), **_trained_from(ck)},
         "model": {"text": ck.text.as_dict(), "vision": ck.vision.as_dict(), "mrope_section": list(ck.text.mrope_section),
                   "token_ids": {"image": ids.image, "video": ids.video, "vision_start": ids.vision_start,
                                 "vision_end": ids.vision_end, "bos": ids.bos, "eos": ids.eos},
                   "special_tokens": dict(sorted(ck.special_tokens.items()))},
-        "preprocessing": {"resolution": list(resolution), "images": config.images, **ck.preprocessor_config},
-        "prompt": chat_frames(ck.chat_template),  # the chat template as text frames, for hosts without Jinja
+        "preprocessing": {**ck.preprocessor_config, "resolution": list(resolution), "images": config.images},
+        "prompt": frames,  # the chat template as text frames, for hosts without Jinja
         "context": config.context,
         "tokenizer_dir": "tokenizer",
         "parts": {"vision": {"format": "onnx", "path": "vision/vision.onnx", "precision": vision_precision,
@@ -263,7 +274,12 @@ def _run_stages(runner, ck, config: BuildConfig, target, backend: str, plan, cal
         "tools": tool_versions(),
         "stage_keys": {"tokenizer": k_tok, "vision": k_vis, "decoder": k_dec},
     }
-    write_json(runner.bundle / MANIFEST, seal_manifest(manifest))
+    try:
+        sealed = seal_manifest(manifest)
+    except ValueError as e:  # no canonical form: NaN or a huge integer, e.g. from preprocessor_config.json
+        raise EdgekitError(f"{ck.path}: the bundle manifest cannot be sealed ({e}); check preprocessor_config.json "
+                           "for NaN, infinities or integers beyond 2^53") from None
+    write_json(runner.bundle / MANIFEST, sealed)
     # The previous bundle at --out is replaced only by one that verifies (hashes, seal, every part loads).
     report = verify_bundle(runner.bundle, deep=True)
     if not report.ok:
@@ -299,6 +315,14 @@ def _method_label(ck, method: str) -> str:
     return method
 
 
+def _trained_from(ck) -> dict:
+    """A QAT checkpoint's source: the full-precision checkpoint it was trained from (what `bench --reference` is)."""
+    from edgekit.json_files import read_json_object
+    from edgekit.quant.trained import QAT_MANIFEST, is_qat_dir
+
+    return {"trained_from": read_json_object(ck.path / QAT_MANIFEST)["source"]} if is_qat_dir(ck.path) else {}
+
+
 def _unified_identity(qcfg) -> dict:
     """quant_algo (and group size) of the unified checkpoint a calibration config produces, from its Format."""
     if qcfg is None:
@@ -309,6 +333,6 @@ def _unified_identity(qcfg) -> dict:
 
 
 def _calibration_record(record: Path) -> dict | None:
-    import json
+    from edgekit.json_files import read_json
 
-    return json.loads(record.read_text()) if record.is_file() else None
+    return read_json(record) if record.is_file() else None

@@ -25,7 +25,7 @@ from typing import Callable
 
 from edgekit.atomic import write_error, write_json
 from edgekit.errors import EdgekitError
-from edgekit.model.checkpoint import sha256_file
+from edgekit.safe_files import sha256_file
 
 OWNER = "OWNER"
 OWNER_TEXT = "edgekit build work directory: safe to delete when no build is running\n"
@@ -40,9 +40,11 @@ def entries_not_from_a_bundle(directory: Path) -> list[str]:
     """What in `directory` is not an edgekit bundle's: everything, unless it holds an edgekit.json naming an edgekit
     bundle schema; then whatever its manifest does not list (a user's file added beside the artifacts)."""
     names = sorted(p.name for p in directory.iterdir())
+    from edgekit.json_files import read_json
+
     try:
-        data = json.loads((directory / BUNDLE_MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = read_json(directory / BUNDLE_MANIFEST, follow_links=False)
+    except EdgekitError:
         return names
     if not isinstance(data, dict) or not str(data.get("schema", "")).startswith("edgekit.bundle/"):
         return names
@@ -147,9 +149,11 @@ class StageRunner:
         key = stage_key({"stage": name, **inputs})
         marker_path = self.markers / f"{name}.json"
         if marker_path.is_file():
+            from edgekit.json_files import read_json
+
             try:
-                marker = json.loads(marker_path.read_text())
-            except json.JSONDecodeError:
+                marker = read_json(marker_path)
+            except EdgekitError:
                 marker = None
             if marker and marker.get("key") == key and self._outputs_intact(marker):
                 self.skipped.append(name)
@@ -167,7 +171,9 @@ class StageRunner:
         """Delete files in the bundle that no finished stage claims (temp files of killed stages, stale outputs)."""
         claimed: set[str] = set()
         for marker in self.markers.glob("*.json"):
-            claimed |= set(json.loads(marker.read_text())["outputs"])
+            from edgekit.json_files import read_json
+
+            claimed |= set(read_json(marker)["outputs"])
         removed = []
         for p in sorted(self.bundle.rglob("*")):
             rel = str(p.relative_to(self.bundle))

@@ -26,7 +26,17 @@ ClickExit, ClickAbort = typer.Exit, typer.Abort
 
 
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as shells report them
-INTERRUPTED = "interrupted; finished stages are kept: rerun the same command to resume"
+# Commands whose finished work survives an interruption (build stages, calibration layers, QAT steps).
+RESUMABLE = ("build", "calibrate", "quantize", "qat")
+RESUME_HINT = "finished stages are kept: rerun the same command to resume"
+
+
+def interrupted_message(args: list[str], word: str = "interrupted") -> str:
+    return f"{word}; {RESUME_HINT}" if _command(args) in RESUMABLE else f"{word}; nothing was written"
+
+
+def _command(args: list[str]) -> str | None:
+    return next((a for a in args if not a.startswith("-")), None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,14 +55,17 @@ def main(argv: list[str] | None = None) -> int:
         # Non-standalone typer returns (not raises) an exit code, 130 on Ctrl-C; commands themselves return None.
         code = rv if isinstance(rv, int) else 0
         if code == EXIT_INTERRUPTED:
-            err_console.print(INTERRUPTED)
+            err_console.print(interrupted_message(args))
     except Terminated:
-        err_console.print(INTERRUPTED.replace("interrupted", "terminated", 1))
+        err_console.print(interrupted_message(args, "terminated"))
         code = EXIT_TERMINATED
     except EdgekitError as e:
         if STATE["debug"]:
             raise
-        err_console.print(f"[bold red]error:[/] {e.message}", highlight=False, soft_wrap=True)
+        message = e.message
+        if "no space left on device" in message and _command(args) in RESUMABLE:
+            message += f" ({RESUME_HINT})"
+        err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         code = e.exit_code
     except ClickExit as e:
         code = e.exit_code
@@ -75,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print("aborted")
         code = EXIT_INTERRUPTED
     except KeyboardInterrupt:
-        err_console.print(INTERRUPTED)
+        err_console.print(interrupted_message(args))
         code = EXIT_INTERRUPTED
     finally:
         if restore is not None:

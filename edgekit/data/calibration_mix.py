@@ -16,12 +16,12 @@ down and the remainder goes to the first source (real, else builtin), so the cou
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.errors import EdgekitError
+from edgekit.json_files import parse_json
 
 DEFAULT_SPEC = "default"
 REAL_ENV = "EDGEKIT_REAL_SAMPLES"
@@ -56,12 +56,14 @@ def load_passages(path: Path = GENERIC_TEXT) -> list[Passage]:
         if not line.strip():
             continue
         try:
-            r = json.loads(line)
+            r = parse_json(line, f"{path}:{lineno}")
             if not isinstance(r["text"], str) or not r["text"].strip():
                 raise ValueError("'text' must be a non-empty string")
             out.append(Passage(str(r["id"]), r["text"]))
         except (ValueError, KeyError, TypeError) as e:
             errors.append(f"{path}:{lineno}: {e}")
+        except EdgekitError as e:
+            errors.append(e.message)
     if errors:
         raise EdgekitError("; ".join(errors))
     return out

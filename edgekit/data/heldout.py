@@ -9,11 +9,11 @@ tests/data/test_heldout.py asserts that no image and no 5-word phrase is shared 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.errors import EdgekitError
+from edgekit.json_files import parse_json
 
 HELDOUT_DIR = Path(__file__).resolve().parent / "heldout"
 HELDOUT_FILE = HELDOUT_DIR / "heldout.jsonl"
@@ -38,7 +38,9 @@ def load_heldout(path: Path = HELDOUT_FILE) -> list[HeldoutItem]:
         if not line.strip():
             continue
         try:
-            r = json.loads(line)
+            r = parse_json(line, f"{path}:{lineno}")
+            if not isinstance(r, dict):
+                raise ValueError("a line must be a JSON object")
             missing = [f for f in FIELDS if not isinstance(r.get(f), str) or not r[f].strip()]
             if missing:
                 raise ValueError(f"missing or empty {', '.join(missing)}")
@@ -48,6 +50,8 @@ def load_heldout(path: Path = HELDOUT_FILE) -> list[HeldoutItem]:
             items.append(HeldoutItem(*(r[f] for f in FIELDS), image=image))
         except ValueError as e:
             errors.append(f"{path}:{lineno}: {e}")
+        except EdgekitError as e:
+            errors.append(e.message)
     if errors:
         raise EdgekitError("; ".join(errors))
     return items

@@ -14,6 +14,8 @@ from typing import Any, Sequence
 
 from edgekit.data.calibration_mix import real_samples_files
 from edgekit.errors import EdgekitError
+from edgekit.json_files import parse_json
+from edgekit.safe_files import read_text
 
 DOMAINS = ("driving", "embodied")
 TASKS = ("multiple_choice", "short_answer", "open_ended", "box_grounding", "point_grounding", "calibration_only")
@@ -141,21 +143,20 @@ def parse_jsonl(path: Path) -> tuple[list[Sample], list[str]]:
     """Parse and validate every line of one file; returns (samples, ['file:line: reason', ...])."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        return [], [f"{path}: cannot read sample file ({e})"]
+        text = read_text(path, max_bytes=256 << 20)
+    except EdgekitError as e:  # not a regular file, too large, not UTF-8
+        return [], [e.message]
     samples, errors, seen_ids = [], [], {}
     for lineno, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
         where = f"{path}:{lineno}"
         try:
-            record = json.loads(raw)
-        except json.JSONDecodeError as e:
-            errors.append(f"{where}: bad JSON ({e.msg} at column {e.colno})")
-            continue
-        if not isinstance(record, dict):
-            errors.append(f"{where}: a line must be a JSON object, got {type(record).__name__}")
+            record = parse_json(raw, where)
+            if not isinstance(record, dict):
+                raise EdgekitError(f"{where}: a line must be a JSON object, got {type(record).__name__}")
+        except EdgekitError as e:
+            errors.append(e.message.replace("not valid JSON", "bad JSON", 1))
             continue
         problems = validate_record(record, path.parent)
         if not problems and record["id"] in seen_ids:

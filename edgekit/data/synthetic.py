@@ -73,7 +73,13 @@ def sample_records(domain: str, seed: int, n: int) -> list[tuple[dict, bytes]]:
 
 def write_sample_set(out: str | Path, n: int, seed: int = 0, domains: tuple[str, ...] = ("driving", "embodied")) -> list[Path]:
     """Write <domain>.jsonl plus PNGs into `out` (flat, so package data globs pick them up)."""
+    import re
+
+    from edgekit.outputs import claim_dir
+
     out = Path(out)
+    own = re.compile(r"(driving|embodied)(\.jsonl|_\d+_\d+\.png)")
+    claim_dir(out, [], ours=lambda name: bool(own.fullmatch(name)), what="sample set")  # never over a user's files
     written = []
     for domain in domains:
         lines = []

@@ -26,6 +26,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.outputs import GGUF_WRITER_KEY
 from edgekit.export.gguf_tokenizer import add_tokenizer, tokenizer_metadata
 from edgekit.quant.formats import GGUF_FORMATS, Format, by_ggml_type, parse
 
@@ -228,6 +229,7 @@ def write_gguf_streamed(out: str | Path, arch: str, add_metadata: Callable[[obje
     with atomic_path(out) as tmp:  # a full disk or a kill leaves no half-written GGUF, and one line of error
         writer = gguf.GGUFWriter(tmp, arch)
         add_metadata(writer)
+        writer.add_string(GGUF_WRITER_KEY, "edgekit")  # marks an earlier output `--out` may replace (edgekit.outputs)
         for p in plan:
             # The logical shape goes into the table; float32 dtype tells the writer not to reinterpret it.
             writer.add_tensor_info(p.gguf_name, p.shape, np.dtype(np.float32), p.nbytes, raw_dtype=ggml_type(p.ggml_type))

@@ -9,7 +9,6 @@ unpacked codes and scales hash to what the quantizer produced (edgekit_quantizer
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -17,6 +16,7 @@ from typing import Iterator
 import torch
 
 from edgekit.errors import EdgekitError
+from edgekit.json_files import read_json_object
 from edgekit.export import modelopt_layout as L
 from edgekit.export.modelopt_unified import DIGEST_FILE, digest
 
@@ -72,6 +72,20 @@ class UnifiedCheckpoint:
             yield name, (self.dequantized(name) if name in quantized else self.get(name).to(torch.float32))
 
 
+def _index_files(path: Path, index: Path) -> list[Path]:
+    """The shards an index names: safetensors files inside the checkpoint folder only."""
+    weight_map = read_json_object(index).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise EdgekitError(f"{index}: no 'weight_map'")
+    files = set()
+    for rel in weight_map.values():
+        if (not isinstance(rel, str) or not rel.endswith(".safetensors") or "/" in rel or "\\" in rel
+                or rel.startswith(".")):
+            raise EdgekitError(f"{index}: weight_map names {rel!r}; shards must be .safetensors files in the folder")
+        files.add(path / rel)
+    return sorted(files)
+
+
 def open_unified(path: str | Path) -> UnifiedCheckpoint:
     from safetensors import safe_open
 
@@ -79,8 +93,10 @@ def open_unified(path: str | Path) -> UnifiedCheckpoint:
     for need in ("config.json", "hf_quant_config.json"):
         if not (path / need).is_file():
             raise EdgekitError(f"{path}: no {need}; not a ModelOpt unified checkpoint")
-    config = json.loads((path / "config.json").read_text())
-    hq = json.loads((path / "hf_quant_config.json").read_text()).get("quantization", {})
+    config = read_json_object(path / "config.json")
+    hq = read_json_object(path / "hf_quant_config.json").get("quantization", {})
+    if not isinstance(hq, dict):
+        raise EdgekitError(f"{path / 'hf_quant_config.json'}: 'quantization' must be an object")
     algo = hq.get("quant_algo")
     if algo not in L.ALGOS:
         raise EdgekitError(f"{path}: quant_algo {algo!r} is not one edgekit reads ({', '.join(L.ALGOS)})")
@@ -90,8 +106,7 @@ def open_unified(path: str | Path) -> UnifiedCheckpoint:
     if algo == L.W4A16 and (hq.get("has_zero_point") or hq.get("group_size") not in (32, 64, 128)):
         raise EdgekitError(f"{path}: W4A16_AWQ must be symmetric with group 32/64/128 (Edge-LLM's INT4 kernel)")
     index = path / "model.safetensors.index.json"
-    files = sorted({path / f for f in json.loads(index.read_text())["weight_map"].values()}) if index.is_file() \
-        else [path / "model.safetensors"]
+    files = _index_files(path, index) if index.is_file() else [path / "model.safetensors"]
     where = {}
     for f in files:
         if not f.is_file():
@@ -113,7 +128,7 @@ def verify_unified_checkpoint(path: str | Path, expected_digest: dict | None = N
               "mlp.gate_proj": (text.intermediate, text.hidden), "mlp.up_proj": (text.intermediate, text.hidden),
               "mlp.down_proj": (text.hidden, text.intermediate)}
     if expected_digest is None and (uc.path / DIGEST_FILE).is_file():
-        expected_digest = json.loads((uc.path / DIGEST_FILE).read_text())
+        expected_digest = read_json_object(uc.path / DIGEST_FILE)
     recorded = (expected_digest or {}).get("linears", {})
     lo, hi = L.CODE_RANGE[uc.algo]
     expected_names = {f"model.layers.{i}.{n}.weight" for i in range(text.num_layers) for n in LINEARS}

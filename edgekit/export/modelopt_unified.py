@@ -15,7 +15,6 @@ round-trips (edgekit verify).
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -174,7 +173,7 @@ def write_unified_checkpoint(ckpt_path: str | Path, out_dir: str | Path, calibra
         write_json(out_dir / "model.safetensors.index.json",
                    {"metadata": {"total_size": sum(p.nbytes for p in plan)}, "weight_map": dict(sorted(weight_map.items()))})
 
-    config = json.loads((ck.path / "config.json").read_text())
+    config = dict(ck.config)
     config["quantization_config"] = L.config_quantization_block(quant_cfg)
     write_json(out_dir / "config.json", config)
     write_json(out_dir / "hf_quant_config.json", quant_cfg)

@@ -98,10 +98,15 @@ class VisionExportConfig:
     version: int = 1
 
 
-def export_vision(model_dir: str | Path, out: str | Path, cfg: VisionExportConfig, on_step=None) -> list[dict]:
+REPORT_SCHEMA = "edgekit.vision-export/1"
+
+
+def export_vision(model_dir: str | Path, out: str | Path, cfg: VisionExportConfig, on_step=None, *,
+                  force: bool = False) -> list[dict]:
     """Export one graph per resolution, check it, measure it against FP32; returns one report per graph.
 
-    Each report is also written beside its graph as `<graph>.json` (deterministic, no timings).
+    Each report is also written beside its graph as `<graph>.json` (deterministic, no timings). An output over an
+    input is refused, and over an existing file edgekit did not write unless `force`.
     """
     import tempfile
 
@@ -115,6 +120,13 @@ def export_vision(model_dir: str | Path, out: str | Path, cfg: VisionExportConfi
         raise EdgekitError(f"--calibration {cfg.calibration!r}: choose one of {', '.join(CALIBRATIONS)}")
     if not cfg.resolutions:
         raise EdgekitError("give at least one --resolution WIDTHxHEIGHT")
+    from edgekit.outputs import claim_file, is_edgekit_onnx, is_json_with_schema, spec_paths
+
+    inputs = [Path(model_dir), *spec_paths(cfg.samples)]
+    for width, height in cfg.resolutions:
+        path = output_path(out, width, height, len(cfg.resolutions) > 1)
+        claim_file(path, inputs, force=force, ours=is_edgekit_onnx)
+        claim_file(path.with_suffix(".json"), inputs, force=force, ours=is_json_with_schema(REPORT_SCHEMA))
     step = on_step or (lambda msg: None)
     ckpt = open_checkpoint(model_dir)
     proc = load_processor_config(ckpt.path)
@@ -128,7 +140,7 @@ def export_vision(model_dir: str | Path, out: str | Path, cfg: VisionExportConfi
             fp32 = path if cfg.precision == "fp32" else Path(tmp) / "fp32.onnx"
             step(f"{width}x{height}: export fp32")
             info = export_float(ckpt, width, height, cfg.images, "fp32", fp32)
-            report: dict = {"checkpoint": str(ckpt.path), "resolution": f"{width}x{height}",
+            report: dict = {"schema": REPORT_SCHEMA, "checkpoint": str(ckpt.path), "resolution": f"{width}x{height}",
                             "resized_to": f"{info.width}x{info.height}", "images": cfg.images,
                             "precision": cfg.precision, "tokens": info.tokens, "graph": path.name}
             if cfg.precision == "fp16":

@@ -29,10 +29,10 @@ from edgekit.model.config import (
     read_vision_dims,
 )
 from edgekit.model.safetensors_header import TensorInfo, read_header
+from edgekit.model.weight_files import FLOAT_DTYPES, INDEX_FILE, read_pickle_index, weight_shards
+from edgekit.safe_files import read_regular, sha256_file  # noqa: F401  (sha256_file: re-exported)
 
-INDEX_FILE = "model.safetensors.index.json"
 TOKENIZER_FILES = ("tokenizer.json",)
-PICKLE_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth")
 
 _NAME_PREFIXES = (
     ("model.language_model.", "model."),
@@ -206,62 +206,34 @@ def count_nonfinite(tensor, chunk: int = 1 << 24) -> int:
     return sum(int((~torch.isfinite(flat[i:i + chunk])).sum()) for i in range(0, flat.numel(), chunk))
 
 
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def chat_template_from(read, tokenizer_config: dict, where: Path) -> str | None:
+    """The chat template: chat_template.jinja, else chat_template.json, else tokenizer_config.json's; each file read
+    by `read(name) -> bytes | None` (None: absent)."""
+    from edgekit.json_files import parse_json
 
-
-def read_pickle_index(path: Path, into: dict) -> dict[str, TensorInfo]:
-    """Only with --allow-pickle: load a torch pickle (weights_only, memory-mapped) and describe its tensors."""
-    import torch
-
-    try:
-        state = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
-    except Exception as e:  # torch raises many types for a bad pickle
-        raise EdgekitError(f"{path}: cannot read pickle weights ({e.__class__.__name__}: {e})") from None
-    dtype_names = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
-    infos = {}
-    for name, t in state.items():
-        into[name] = t
-        infos[name] = TensorInfo(name, dtype_names.get(t.dtype, str(t.dtype)), tuple(t.shape), -1, -1, path)
-    return infos
-
-
-def _find_chat_template(path: Path, tokenizer_config: dict) -> str | None:
-    if (path / "chat_template.jinja").is_file():
-        return (path / "chat_template.jinja").read_text(encoding="utf-8")
-    if (path / "chat_template.json").is_file():
-        return _optional_object(path / "chat_template.json").get("chat_template")
+    jinja = read("chat_template.jinja")
+    if jinja is not None:
+        try:
+            return jinja.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise EdgekitError(f"{where / 'chat_template.jinja'}: not UTF-8 text (byte {e.start})") from None
+    as_json = read("chat_template.json")
+    if as_json is not None:
+        obj = parse_json(as_json, str(where / "chat_template.json"))
+        tpl = obj.get("chat_template") if isinstance(obj, dict) else None
+        if not isinstance(tpl, str):
+            raise EdgekitError(f"{where / 'chat_template.json'}: needs a 'chat_template' string")
+        return tpl
     tpl = tokenizer_config.get("chat_template")
     return tpl if isinstance(tpl, str) else None
 
 
-def _weight_shards(path: Path, allow_pickle: bool) -> list[Path]:
-    index = path / INDEX_FILE
-    if index.is_file():
-        weight_map = _optional_object(index).get("weight_map")
-        if not isinstance(weight_map, dict) or not weight_map:
-            raise EdgekitError(f"{index}: no 'weight_map'")
-        shards = sorted({path / f for f in weight_map.values()})
-        for shard in shards:
-            if not shard.is_file():
-                raise EdgekitError(f"{shard}: shard listed in {INDEX_FILE} is missing; re-download it")
-        return shards
-    shards = sorted(path.glob("*.safetensors"))
-    if shards:
-        return shards
-    pickles = sorted(p for pat in PICKLE_PATTERNS for p in path.glob(pat))
-    if pickles:
-        if not allow_pickle:
-            raise EdgekitError(
-                f"{pickles[0]}: pickle weights can run arbitrary code when loaded; edgekit reads safetensors only. "
-                f"Convert the checkpoint to safetensors, or pass --allow-pickle if you trust its source"
-            )
-        return pickles
-    raise EdgekitError(f"{path}: no weights found (expected {INDEX_FILE} or *.safetensors)")
+def _reader(path: Path):
+    """read(name) for the files of a checkpoint directory (bounded size, regular files; None when absent)."""
+    def read(name: str) -> bytes | None:
+        f = path / name
+        return read_regular(f, max_bytes=64 << 20) if (f.exists() or f.is_symlink()) else None
+    return read
 
 
 def open_checkpoint(path: str | Path, *, allow_pickle: bool = False, require_tokenizer: bool = True,
@@ -271,7 +243,7 @@ def open_checkpoint(path: str | Path, *, allow_pickle: bool = False, require_tok
     if not path.is_dir():
         raise EdgekitError(f"{path}: checkpoint directory not found")
     config_path = path / "config.json"
-    if not config_path.is_file():
+    if not config_path.exists():
         raise EdgekitError(f"{config_path}: missing; a Hugging Face checkpoint directory needs config.json")
     config = read_json(config_path)
     check_architecture(config, str(config_path))  # also: config.json must be a JSON object
@@ -280,7 +252,7 @@ def open_checkpoint(path: str | Path, *, allow_pickle: bool = False, require_tok
     token_ids = read_token_ids(config, str(config_path))
 
     tokenizer_json = path / "tokenizer.json"
-    if require_tokenizer and not tokenizer_json.is_file():
+    if require_tokenizer and not tokenizer_json.exists():
         raise EdgekitError(f"{tokenizer_json}: missing tokenizer; copy tokenizer.json (and tokenizer_config.json) from the source checkpoint")
     if require_tokenizer:
         check_tokenizer_json(tokenizer_json)
@@ -290,7 +262,7 @@ def open_checkpoint(path: str | Path, *, allow_pickle: bool = False, require_tok
     tensors: dict[str, TensorInfo] = {}
     stored: dict[str, str] = {}
     pickled: dict = {}
-    for shard in _weight_shards(path, allow_pickle):
+    for shard in weight_shards(path, allow_pickle):
         infos = read_pickle_index(shard, pickled) if shard.suffix != ".safetensors" else read_header(shard)
         for name, info in infos.items():
             canon = canonical_name(name)
@@ -307,23 +279,27 @@ def open_checkpoint(path: str | Path, *, allow_pickle: bool = False, require_tok
             raise EdgekitError(
                 f"{info.file}: tensor '{name}' has shape {list(info.shape)} but config.json implies {list(shape)}"
             )
+        if info.dtype not in FLOAT_DTYPES:
+            raise EdgekitError(
+                f"{info.file}: tensor '{name}' is {info.dtype}; edgekit quantizes from float weights "
+                f"({', '.join(FLOAT_DTYPES)}), and an already-quantized checkpoint (int8, FP8) would be re-quantized "
+                "from its raw codes without its scales: give the original bf16/fp16 checkpoint")
     return Checkpoint(
         path=path, config=config, text=text, vision=vision, token_ids=token_ids, tensors=tensors,
         stored_names=stored, _pickled=pickled, tokenizer_json=tokenizer_json, tokenizer_config=tokenizer_config,
-        chat_template=_find_chat_template(path, tokenizer_config), preprocessor_config=preprocessor,
+        chat_template=chat_template_from(_reader(path), tokenizer_config, path), preprocessor_config=preprocessor,
         generation_config=generation, allow_nonfinite=allow_nonfinite,
     )
 
 
 def check_tokenizer_json(path: Path) -> None:
     """tokenizer.json must parse as a tokenizer (a corrupt one fails here, with its name, not deep in a stage)."""
-    from tokenizers import Tokenizer
+    from edgekit.model.tokenizer_file import MAX_TOKENIZER_BYTES, tokenizer_from_bytes
 
     try:
-        Tokenizer.from_file(str(path))
-    except Exception as e:  # tokenizers raises a bare Exception with serde's message
-        raise EdgekitError(f"{path}: not a valid tokenizer ({str(e).splitlines()[0][:200]}); copy tokenizer.json "
-                           "again from the source checkpoint") from None
+        tokenizer_from_bytes(read_regular(path, max_bytes=MAX_TOKENIZER_BYTES), path)
+    except EdgekitError as e:
+        raise EdgekitError(f"{e.message}; copy tokenizer.json again from the source checkpoint") from None
 
 
 def _optional_object(path: Path) -> dict:

@@ -9,6 +9,7 @@ Nothing here knows a particular model size: every number comes from the file.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 from edgekit.errors import EdgekitError
@@ -79,10 +80,26 @@ def _need(cfg: dict, key: str, where: str):
     return cfg[key]
 
 
+# Upper bounds, checked before anything is sized from them (a config claiming 10^9 layers is refused, not allocated):
+# far above any model of this architecture (MiMo-Embodied-7B: 36 layers, hidden 4096, vocab 151,680, 128k positions).
+MAX_LAYERS = 1024
+MAX_COUNT = 1 << 20  # widths, heads, patch sizes
+MAX_VOCAB = MAX_POSITIONS = 1 << 24
+LIMITS = {"num_hidden_layers": MAX_LAYERS, "depth": MAX_LAYERS, "vocab_size": MAX_VOCAB,
+          "max_position_embeddings": MAX_POSITIONS, "image_token_id": MAX_VOCAB, "video_token_id": MAX_VOCAB,
+          "vision_start_token_id": MAX_VOCAB, "vision_end_token_id": MAX_VOCAB}
+
+
 def _count(value, key: str, where: str, *, minimum: int = 1) -> int:
-    """A size field: a whole number >= minimum (JSON booleans and fractions are refused, not truncated)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < minimum:
+    """A size field: a whole number from minimum to its limit (JSON booleans and fractions are refused, not
+    truncated; a number beyond any real model is refused before anything is sized from it)."""
+    maximum = LIMITS.get(key, MAX_COUNT)
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or int(value) != value or value < minimum):
         raise EdgekitError(f"{where}: field '{key}' is {value!r}; it must be a whole number >= {minimum}")
+    if value > maximum:
+        raise EdgekitError(f"{where}: field '{key}' is {value!r}; edgekit reads at most {maximum:,} (a corrupt or "
+                           "hostile config?)")
     return int(value)
 
 
@@ -96,7 +113,7 @@ def _count_or(cfg: dict, key: str, default, where: str, *, minimum: int = 1) -> 
 
 
 def _number(value, key: str, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not value > 0:
         raise EdgekitError(f"{where}: field '{key}' is {value!r}; it must be a positive number")
     return float(value)
 

@@ -152,9 +152,11 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixe
 
 def to_rgb_pil(image: Image.Image) -> Image.Image:
     """RGB image; transparent pixels are composited onto white (as HF does), not dropped."""
+    from edgekit.data.images import to_8bit_rgb
+
     has_alpha = "A" in image.getbands() or image.info.get("transparency") is not None
     if not has_alpha:
-        return image.convert("RGB")
+        return to_8bit_rgb(image)  # 16-bit samples scaled, not clipped to white
     rgba = image.convert("RGBA")
     white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     return Image.alpha_composite(white, rgba).convert("RGB")

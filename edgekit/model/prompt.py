@@ -14,15 +14,14 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.model.chat_render import render_chat
 from edgekit.model.processor import (
     PREPROCESSOR_FILE,
     ImageProcessorConfig,
@@ -31,6 +30,7 @@ from edgekit.model.processor import (
     processor_config_from_dict,
 )
 from edgekit.model.rope_index import mrope_positions, token_types
+from edgekit.model.tokenizer_file import MAX_TOKENIZER_BYTES, load_tokenizer, tokenizer_from_bytes  # noqa: F401
 
 IMAGE_TOKEN = "<|image_pad|>"
 VIDEO_TOKEN = "<|video_pad|>"
@@ -51,62 +51,7 @@ class PromptIds:
     mm_token_type_ids: np.ndarray  # int64 [L], 0 text / 1 image / 2 video
 
 
-# ---- chat template -------------------------------------------------------------------------------
-
-def _template_environment():
-    """Sandboxed jinja2 environment with the options and helpers HF chat templates expect."""
-    import jinja2
-    from jinja2.ext import Extension, loopcontrols
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    class GenerationBlock(Extension):
-        # `{% generation %}...{% endgeneration %}` marks assistant text for training masks; render it as-is.
-        tags = {"generation"}
-
-        def parse(self, parser):
-            lineno = next(parser.stream).lineno
-            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
-            return jinja2.nodes.CallBlock(self.call_method("_render", []), [], [], body).set_lineno(lineno)
-
-        def _render(self, caller):
-            return caller()
-
-    def raise_exception(message):
-        raise jinja2.exceptions.TemplateError(message)
-
-    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
-        # jinja's own tojson escapes HTML characters, which would change the prompt text.
-        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[GenerationBlock, loopcontrols])
-    env.filters["tojson"] = tojson
-    env.globals["raise_exception"] = raise_exception
-    return env
-
-
-@lru_cache(maxsize=8)
-def compile_chat_template(chat_template: str):
-    import jinja2
-
-    try:
-        return _template_environment().from_string(chat_template)
-    except jinja2.TemplateSyntaxError as e:
-        raise EdgekitError(f"chat template line {e.lineno}: {e.message}; fix chat_template.jinja "
-                           "(or chat_template in tokenizer_config.json)") from None
-
-
-def render_chat(chat_template: str, messages: list[dict], *, add_generation_prompt: bool = True,
-                **template_vars) -> str:
-    """Render a conversation with the checkpoint's template, as tokenizer.apply_chat_template(tokenize=False)."""
-    import jinja2
-
-    try:
-        return compile_chat_template(chat_template).render(
-            messages=messages, tools=None, documents=None, add_generation_prompt=add_generation_prompt, **template_vars)
-    except jinja2.TemplateError as e:
-        raise EdgekitError(f"chat template failed to render: {e}") from None
-
+# ---- chat template (rendered by edgekit.model.chat_render) ---------------------------------------------------
 
 def user_turn(parts: Sequence[str | ImageSlot], *, think: bool) -> dict:
     """One user message with typed content parts; ` /no_think` goes on the last text part when thinking is off
@@ -179,21 +124,6 @@ def mm_token_type_ids(input_ids: np.ndarray, image_token_id: int, video_token_id
     return token_types(input_ids, image_token_id, video_token_id)
 
 
-@lru_cache(maxsize=4)
-def load_tokenizer(tokenizer_json: str | Path):
-    from tokenizers import Tokenizer
-
-    path = Path(tokenizer_json)
-    if path.is_dir():
-        path = path / "tokenizer.json"
-    if not path.is_file():
-        raise EdgekitError(f"{path}: tokenizer.json not found; the checkpoint directory must contain it")
-    try:
-        return Tokenizer.from_file(str(path))
-    except Exception as e:  # the Rust library raises plain Exception on a malformed file
-        raise EdgekitError(f"{path}: cannot be read as a tokenizers file ({e})") from None
-
-
 def token_id(tokenizer, token: str) -> int:
     tid = tokenizer.token_to_id(token)
     if tid is None:
@@ -223,35 +153,65 @@ def encode_prompt(tokenizer, prompt: str, grid_thw: np.ndarray | None, *, merge_
 class PromptAssets:
     """What turning a question and images into model inputs needs; comes from a checkpoint or a bundle."""
     chat_template: str
-    tokenizer_json: Path
+    tokenizer_json: Path  # where the tokenizer came from (messages); `tokenizer` is what was read from it
     image: ImageProcessorConfig
     image_token_id: int
     vision_start_token_id: int
     video_token_id: int | None
     spatial_merge_size: int
     tokens_per_second: float = 2.0
+    tokenizer: object = field(default=None, compare=False, repr=False)  # tokenizers.Tokenizer
+
+    def __post_init__(self) -> None:
+        if self.tokenizer is None:
+            object.__setattr__(self, "tokenizer", load_tokenizer(self.tokenizer_json))
 
     @classmethod
     def from_directory(cls, directory: str | Path) -> "PromptAssets":
         """From config.json, tokenizer and processor files alone (a bundle's tokenizer/ folder: no weights)."""
-        from edgekit.json_files import read_json
-        from edgekit.model.checkpoint import _find_chat_template
-        from edgekit.model.config import read_token_ids, read_vision_dims
+        from edgekit.safe_files import read_regular
 
         d = Path(directory)
-        config = read_json(d / "config.json")
-        tok_cfg = read_json(d / "tokenizer_config.json") if (d / "tokenizer_config.json").is_file() else {}
-        template = _find_chat_template(d, tok_cfg)
+
+        def read(name: str) -> bytes | None:
+            return read_regular(d / name, max_bytes=MAX_TOKENIZER_BYTES) if (d / name).exists() else None
+
+        return cls.from_files(read, d)
+
+    @classmethod
+    def from_files(cls, read, where: Path) -> "PromptAssets":
+        """From the same files, each read by `read(name) -> bytes | None` (None: absent): a verified bundle reads
+        them through the descriptors it hashed."""
+        from edgekit.json_files import parse_json
+        from edgekit.model.checkpoint import chat_template_from
+        from edgekit.model.config import read_token_ids, read_vision_dims
+
+        def json_file(name: str, *, required: bool = True):
+            data = read(name)
+            if data is None:
+                if required:
+                    raise EdgekitError(f"{where / name}: missing")
+                return {}
+            obj = parse_json(data, str(where / name))
+            if not isinstance(obj, dict):
+                raise EdgekitError(f"{where / name}: must hold a JSON object, not {type(obj).__name__}")
+            return obj
+
+        config = json_file("config.json")
+        tok_cfg = json_file("tokenizer_config.json", required=False)
+        template = chat_template_from(read, tok_cfg, where)
         if not template:
-            raise EdgekitError(f"{d}: no chat template (chat_template.jinja or tokenizer_config.json 'chat_template')")
-        if not (d / "tokenizer.json").is_file():
-            raise EdgekitError(f"{d / 'tokenizer.json'}: missing tokenizer")
-        vision, ids = read_vision_dims(config, str(d / "config.json")), read_token_ids(config, str(d / "config.json"))
-        image = processor_config_from_dict(read_json(d / PREPROCESSOR_FILE), where=str(d / PREPROCESSOR_FILE))
-        return cls(chat_template=template, tokenizer_json=d / "tokenizer.json", image=image, image_token_id=ids.image,
+            raise EdgekitError(f"{where}: no chat template (chat_template.jinja or tokenizer_config.json 'chat_template')")
+        tok_text = read("tokenizer.json")
+        if tok_text is None:
+            raise EdgekitError(f"{where / 'tokenizer.json'}: missing tokenizer")
+        vision, ids = read_vision_dims(config, str(where / "config.json")), read_token_ids(config, str(where / "config.json"))
+        image = processor_config_from_dict(json_file(PREPROCESSOR_FILE), where=str(where / PREPROCESSOR_FILE))
+        return cls(chat_template=template, tokenizer_json=where / "tokenizer.json", image=image, image_token_id=ids.image,
                    vision_start_token_id=ids.vision_start, video_token_id=ids.video if ids.video >= 0 else None,
                    spatial_merge_size=vision.merge,
-                   tokens_per_second=float(config.get("vision_config", {}).get("tokens_per_second", 2.0)))
+                   tokens_per_second=float(config.get("vision_config", {}).get("tokens_per_second", 2.0)),
+                   tokenizer=tokenizer_from_bytes(tok_text, where / "tokenizer.json"))
 
     @classmethod
     def from_checkpoint(cls, ckpt) -> "PromptAssets":
@@ -322,7 +282,7 @@ def prepare_inputs(assets: PromptAssets, question: str | Sequence[str | ImageSlo
     else:
         pixels, grid = np.zeros((0, assets.image.patch_dim), np.float32), np.zeros((0, 3), np.int64)
     prompt = build_prompt_parts(assets.chat_template, parts, think=think, system=system)
-    ids = encode_prompt(load_tokenizer(assets.tokenizer_json), prompt, grid, merge_size=assets.image.merge_size)
+    ids = encode_prompt(assets.tokenizer, prompt, grid, merge_size=assets.image.merge_size)
     positions, delta = mrope_positions(ids.input_ids, grid, spatial_merge_size=assets.spatial_merge_size,
                                        image_token_id=assets.image_token_id,
                                        vision_start_token_id=assets.vision_start_token_id)

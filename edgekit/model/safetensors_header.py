@@ -8,7 +8,6 @@ offsets against the file size catches truncated downloads before anything is loa
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 from dataclasses import dataclass
@@ -40,22 +39,26 @@ class TensorInfo:
 
 def read_header(path: Path) -> dict[str, TensorInfo]:
     """Parse and validate the header of one safetensors file. Raises EdgekitError naming the file."""
+    from edgekit.json_files import parse_json
+    from edgekit.safe_files import open_regular
+
     path = Path(path)
-    if not path.is_file():
-        raise EdgekitError(f"{path}: file not found")
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        head = f.read(8)
+    fd = open_regular(path)
+    try:
+        size = os.fstat(fd).st_size
+        head = os.pread(fd, 8, 0)
         if len(head) < 8:
             raise EdgekitError(f"{path}: truncated safetensors file ({size} bytes, no header); re-download it")
         (n,) = struct.unpack("<Q", head)
         if n > MAX_HEADER_BYTES or 8 + n > size:
             raise EdgekitError(f"{path}: corrupt or truncated safetensors header (declares {n} header bytes, file has {size}); re-download it")
-        raw = f.read(n)
+        raw = os.pread(fd, n, 8)
+    finally:
+        os.close(fd)
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise EdgekitError(f"{path}: corrupt safetensors header ({e.__class__.__name__}); re-download it") from None
+        header = parse_json(raw, f"{path} (safetensors header)")
+    except EdgekitError as e:
+        raise EdgekitError(f"{e.message}; re-download it") from None
     if not isinstance(header, dict):
         raise EdgekitError(f"{path}: corrupt safetensors header (not a JSON object)")
     data_size = size - 8 - n

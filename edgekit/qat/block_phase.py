@@ -56,6 +56,7 @@ def run_block_phase(ck, hf_cfg, seqs, init, settings, work: Path, group, on_step
     """Train every layer in turn (resuming after the last finished one); returns the final loss of each layer run."""
     from edgekit.bench.metrics import relative_error
     from edgekit.qat.state import PROGRESS, load_tensors, save_tensors
+    from edgekit.atomic import write_json
     from edgekit.quant.calib_cache import resume_point, save_hidden, save_layer
     from edgekit.quant.layers import decoder_layer, layer0_inputs, rotary, run_layer
 
@@ -63,8 +64,9 @@ def run_block_phase(ck, hf_cfg, seqs, init, settings, work: Path, group, on_step
     rope = rotary(hf_cfg)
     positions = [torch.from_numpy(s.positions) for s in seqs]
     first, hidden = resume_point(work, n_layers)
+    recorded = _read_losses(work)  # final losses of layers finished before a resume
     if first == n_layers:
-        return []
+        return [recorded.get(str(i)) for i in range(n_layers)]
     if hidden is None:
         if (work / "inputs.safetensors").is_file():
             saved = load_tensors(work / "inputs.safetensors")
@@ -77,7 +79,6 @@ def run_block_phase(ck, hf_cfg, seqs, init, settings, work: Path, group, on_step
     else:
         fp, q = hidden[:n], hidden[n:]
     latent = "original" if settings.init == "rtn" else "dequantized"
-    finals = []
     for i in range(first, n_layers):
         target = run_layer(decoder_layer(ck, hf_cfg, i), rope, fp, seqs)
         prefix = f"model.layers.{i}."
@@ -97,7 +98,7 @@ def run_block_phase(ck, hf_cfg, seqs, init, settings, work: Path, group, on_step
         loop = Loop(steps, settings.checkpoint_every, work / PROGRESS, {"phase": "block", "layer": i}, group,
                     (lambda d, t, v, i=i: on_step(f"layer {i}", d, t, v)) if on_step else None)
         losses = train(student, optimizer, loop, batch_for)
-        finals.append(losses[-1] if losses else None)
+        recorded[str(i)] = losses[-1] if losses else None
         q_next = student.outputs(q, positions)
         linears = student.qlayer.linears()
         quantized = {prefix + name + ".weight": fq.export() for name, fq in linears.items()}
@@ -107,10 +108,20 @@ def run_block_phase(ck, hf_cfg, seqs, init, settings, work: Path, group, on_step
         if group.is_writer:
             if i == n_layers - 1:
                 save_tensors(work / "teacher.safetensors", {f"h::{j:06d}": h for j, h in enumerate(target)})
+            write_json(work / LOSSES_FILE, recorded)  # before the layer file: a finished layer always has its loss
             save_layer(work / f"layer_{i:04d}.safetensors", quantized, folded, {}, errors)
             save_hidden(work, i, target + q_next)
         group.barrier()
         fp, q = target, q_next
         del student, optimizer
         ck.close()
-    return finals
+    return [recorded.get(str(i)) for i in range(n_layers)]
+
+
+LOSSES_FILE = "block_losses.json"
+
+
+def _read_losses(work: Path) -> dict:
+    from edgekit.json_files import read_json_object
+
+    return read_json_object(work / LOSSES_FILE, optional=True)

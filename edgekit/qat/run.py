@@ -68,8 +68,11 @@ def run_qat(model: str | Path, out: str | Path, settings: QATSettings, cache: st
     from edgekit.quant.layers import calibration_sequences, hf_config
     from edgekit.quant.trained import is_qat_dir
 
+    from edgekit.outputs import refuse_overlap, spec_paths
+
     settings.check()
     model, out = Path(model), Path(out)
+    refuse_overlap(out, [model, Path(cache), *spec_paths(settings.samples)])
     if is_qat_dir(model):
         raise EdgekitError(f"{model}: is already a QAT checkpoint; train from the full-precision source")
     ck = open_checkpoint(model)

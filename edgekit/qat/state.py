@@ -51,18 +51,22 @@ def save_progress(path: Path, tag: dict, module: torch.nn.Module, optimizer: tor
         save_file(tensors, str(tmp), metadata={"tag": json.dumps(tag, sort_keys=True), "steps": json.dumps(steps)})
 
 
-def load_progress(path: Path, tag: dict, module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
-    """Restore a saved phase when its tag matches; returns the step to continue from (0: nothing saved)."""
+def load_progress(path: Path, tag: dict, module: torch.nn.Module,
+                  optimizer: torch.optim.Optimizer) -> tuple[int, list[float]]:
+    """Restore a saved phase when its tag matches; returns the step to continue from (0: nothing saved) and the
+    losses of the steps before it (so a resumed run reports the same losses as one never killed)."""
     from safetensors import safe_open
 
+    from edgekit.json_files import parse_json
+
     if not path.is_file():
-        return 0
+        return 0, []
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
-        saved = json.loads(meta["tag"])
-        if {k: v for k, v in saved.items() if k != "step"} != tag:
-            return 0
-        steps = {int(k): v for k, v in json.loads(meta["steps"]).items()}
+        saved = parse_json(meta["tag"], f"{path} (tag)")
+        if {k: v for k, v in saved.items() if k not in ("step", "losses")} != tag:
+            return 0, []
+        steps = {int(k): v for k, v in parse_json(meta["steps"], f"{path} (steps)").items()}
         params = [p for p in module.parameters() if p.requires_grad]
         with torch.no_grad():
             for i, p in enumerate(params):
@@ -71,7 +75,7 @@ def load_progress(path: Path, tag: dict, module: torch.nn.Module, optimizer: tor
                     optimizer.state[p] = {"step": torch.tensor(steps[i]),
                                           "exp_avg": f.get_tensor(f"opt::{i:05d}::exp_avg"),
                                           "exp_avg_sq": f.get_tensor(f"opt::{i:05d}::exp_avg_sq")}
-    return int(saved["step"])
+    return int(saved["step"]), [float(x) for x in saved.get("losses", [])]
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
@@ -105,7 +109,7 @@ def check_out_dir(out: Path, identity: dict) -> Path:
     if run_file.is_file():
         from edgekit.json_files import read_json
 
-        if read_json(run_file) != identity:
+        if read_json(run_file) != json.loads(json.dumps(identity)):  # as written (tuples are lists in JSON)
             raise EdgekitError(f"{out}: holds an unfinished QAT run with other settings or another checkpoint; "
                                f"rerun with the same settings to resume it, or give another --out")
     else:
@@ -130,7 +134,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 def write_qat_dir(out: Path, ck, layer_files: list[Path], record: dict) -> None:
     """The finished QAT checkpoint: source files, trained layers, then the manifest that makes it one."""
     from edgekit.atomic import write_json
-    from edgekit.model.checkpoint import sha256_file
+    from edgekit.safe_files import sha256_file
 
     for src in ck.files_for_hash():
         _link_or_copy(src, out / src.relative_to(ck.path))
@@ -138,5 +142,6 @@ def write_qat_dir(out: Path, ck, layer_files: list[Path], record: dict) -> None:
     for f in layer_files:
         _link_or_copy(f, out / "qat" / f.name)
         hashes[f"qat/{f.name}"] = sha256_file(out / "qat" / f.name)
-    write_json(out / QAT_MANIFEST, {**record, "layers": hashes})
+    # The source files as trained from: a QAT_DIR whose weights were replaced afterwards is refused at pack time.
+    write_json(out / QAT_MANIFEST, {**record, "layers": hashes, "source_files": ck.file_hashes()})
     shutil.rmtree(out / WORK, ignore_errors=True)

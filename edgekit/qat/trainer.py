@@ -38,10 +38,10 @@ class Loop:
 
 def train(module: torch.nn.Module, optimizer: torch.optim.Optimizer, loop: Loop,
           batch_for: Callable[[int], tuple]) -> list[float]:
-    """Run steps [resume point, loop.steps); returns the losses of the steps run here."""
-    start = load_progress(loop.progress_file, loop.tag, module, optimizer)
+    """Run steps [resume point, loop.steps); returns the losses of every step, those before a resume included (they
+    travel in the checkpoint)."""
+    start, losses = load_progress(loop.progress_file, loop.tag, module, optimizer)
     wrapped = loop.group.wrap(module)
-    losses = []
     for step in range(start, loop.steps):
         loss = wrapped(*batch_for(step))
         optimizer.zero_grad(set_to_none=True)
@@ -52,7 +52,7 @@ def train(module: torch.nn.Module, optimizer: torch.optim.Optimizer, loop: Loop,
         done = step + 1
         if done % loop.checkpoint_every == 0 and done < loop.steps:
             if loop.group.is_writer:
-                save_progress(loop.progress_file, {**loop.tag, "step": done}, module, optimizer)
+                save_progress(loop.progress_file, {**loop.tag, "step": done, "losses": losses}, module, optimizer)
             loop.group.barrier()
         if loop.on_step:
             loop.on_step(done, loop.steps, value)

@@ -3,6 +3,10 @@
 Layer files hold codes, params, folded norms, activation scales and errors; `hidden.safetensors` holds the
 outputs of the last finished layer (what a resumed run needs) and is removed when the calibration ends, so a
 finished entry is codes only. Files are written atomically, layers before the hidden states they produced.
+
+Every file's sha256 is recorded in `digests.json` as it is written, and a file is read only through bytes whose
+digest matches (read once, hashed, then parsed from those same bytes): a flipped bit in a cached code, or a file
+swapped in, is recomputed (said in one line), never packed into a bundle.
 """
 
 from __future__ import annotations
@@ -28,6 +32,65 @@ class CalibrationResult:
     record: dict = field(default_factory=dict)  # what was calibrated on: checkpoint and samples hashes, config
 
 
+DIGESTS_FILE = "digests.json"
+
+
+def notice(message: str) -> None:
+    """One line on stderr for a cache problem edgekit repairs by itself."""
+    import sys
+
+    print(f"note: {message}", file=sys.stderr)
+
+
+def read_digests(work: Path) -> dict[str, str]:
+    from edgekit.json_files import read_json_object
+
+    try:
+        digests = read_json_object(work / DIGESTS_FILE, optional=True)
+    except Exception as e:  # a damaged digests file: nothing in this entry can be trusted
+        notice(f"{work / DIGESTS_FILE}: unreadable ({e}); its entry is recomputed")
+        return {}
+    return {k: v for k, v in digests.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def _record_digest(path: Path) -> None:
+    """After `path` was written (atomically): its sha256 into the folder's digests.json (also atomic)."""
+    from edgekit.atomic import write_json
+    from edgekit.safe_files import sha256_file
+
+    digests = read_digests(path.parent)
+    digests[path.name] = sha256_file(path)
+    write_json(path.parent / DIGESTS_FILE, digests)
+
+
+def read_verified(path: Path, digest: str | None) -> bytes:
+    """The file's bytes when their sha256 is `digest`; EdgekitError naming the file otherwise."""
+    import hashlib
+
+    from edgekit.errors import EdgekitError
+    from edgekit.safe_files import read_regular
+
+    data = read_regular(path, max_bytes=1 << 40)
+    if digest is None or hashlib.sha256(data).hexdigest() != digest:
+        raise EdgekitError(f"{path}: changed since it was written (its sha256 differs from the one recorded); "
+                           "delete it and rerun to recompute it")
+    return data
+
+
+def _parse_safetensors(data: bytes, where: Path) -> tuple[dict, dict]:
+    """(tensors, metadata) of a safetensors file held in memory."""
+    import struct
+
+    from safetensors.torch import load
+
+    from edgekit.json_files import parse_json
+
+    (n,) = struct.unpack("<Q", data[:8])
+    header = parse_json(data[8:8 + n], f"{where} (header)")
+    meta = header.get("__metadata__", {}) if isinstance(header, dict) else {}
+    return load(data), meta
+
+
 def save_layer(path: Path, quantized: dict, folded: dict, input_scales: dict, errors: dict) -> None:
     from safetensors.torch import save_file
 
@@ -45,6 +108,7 @@ def save_layer(path: Path, quantized: dict, folded: dict, input_scales: dict, er
         tensors[f"ascale::{name}"] = v.reshape(1).clone()
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"edgekit": json.dumps(meta, sort_keys=True)})
+    _record_digest(path)
 
 
 HIDDEN_FILE = "hidden.safetensors"
@@ -77,60 +141,81 @@ def save_hidden(work: Path, layer: int, hidden: list[torch.Tensor]) -> None:
     with atomic_path(work / HIDDEN_FILE) as tmp:
         save_file({f"hidden::{k:06d}": h.contiguous() for k, h in enumerate(hidden)}, str(tmp),
                   metadata={"layer": str(layer)})
+    _record_digest(work / HIDDEN_FILE)
+
+
+def layer_file(work: Path, i: int) -> Path:
+    return work / f"layer_{i:04d}.safetensors"
 
 
 def resume_point(work: Path, n_layers: int) -> tuple[int, list[torch.Tensor] | None]:
     """(first layer to run, its input hidden states or None for layer 0's). Layer files are written before the
-    hidden states they produced, so a kill between the two reruns that layer (deterministically)."""
-    from safetensors import safe_open
-
+    hidden states they produced, so a kill between the two reruns that layer (deterministically). A layer or hidden
+    file whose bytes no longer match their recorded sha256 is dropped with what follows it, and recomputed."""
+    digests = read_digests(work)
     done = 0
-    while done < n_layers and (work / f"layer_{done:04d}.safetensors").is_file():
+    while done < n_layers and layer_file(work, done).is_file():
+        try:
+            read_verified(layer_file(work, done), digests.get(layer_file(work, done).name))
+        except Exception as e:
+            notice(f"calibration cache: {getattr(e, 'message', e)}; recomputing from layer 0")
+            for i in range(done, n_layers):
+                layer_file(work, i).unlink(missing_ok=True)
+            (work / HIDDEN_FILE).unlink(missing_ok=True)
+            return 0, None
         done += 1
     if done == n_layers:
         return done, None
     if done and (work / HIDDEN_FILE).is_file():
-        with safe_open(str(work / HIDDEN_FILE), framework="pt") as f:
-            last = int(f.metadata()["layer"])
-            if last < done:
-                return last + 1, [f.get_tensor(k) for k in sorted(f.keys())]
+        try:
+            tensors, meta = _parse_safetensors(read_verified(work / HIDDEN_FILE, digests.get(HIDDEN_FILE)),
+                                               work / HIDDEN_FILE)
+        except Exception as e:
+            notice(f"calibration cache: {getattr(e, 'message', e)}; recomputing from layer 0")
+            (work / HIDDEN_FILE).unlink(missing_ok=True)
+            return 0, None
+        last = int(meta["layer"])
+        if last < done:
+            return last + 1, [tensors[k] for k in sorted(tensors)]
     return 0, None
 
 
-def load_layer(path: Path, with_codes: bool = True):
-    from safetensors import safe_open
-
+def load_layer(path: Path, with_codes: bool = True, digest: str | None = None):
+    """One layer file's (quantized, folded, input scales, errors), parsed from bytes whose sha256 is `digest` (default:
+    the one recorded beside it in digests.json)."""
+    from edgekit.json_files import parse_json
     from edgekit.quant.grids import QuantizedWeight
 
-    with safe_open(str(path), framework="pt") as f:
-        meta = json.loads(f.metadata()["edgekit"])
-        keys = sorted(f.keys())
-        quantized = {}
-        for name, (grid, shape) in (meta["grids"].items() if with_codes else ()):
-            params = {k.rsplit("::", 1)[1]: f.get_tensor(k) for k in keys if k.startswith(f"q::{name}::p::")}
-            quantized[name] = QuantizedWeight(grid, tuple(shape), f.get_tensor(f"q::{name}::codes"), params)
-        folded = {k[len("fold::"):]: f.get_tensor(k) for k in keys if k.startswith("fold::")}
-        scales = {k[len("ascale::"):]: f.get_tensor(k)[0] for k in keys if k.startswith("ascale::")}
+    if digest is None:
+        digest = read_digests(path.parent).get(path.name)
+    tensors, meta_raw = _parse_safetensors(read_verified(path, digest), path)
+    meta = parse_json(meta_raw["edgekit"], f"{path} (metadata)")
+    keys = sorted(tensors)
+    quantized = {}  # without codes: name -> None
+    for name, (grid, shape) in meta["grids"].items():
+        if not with_codes:
+            quantized[name] = None
+            continue
+        params = {k.rsplit("::", 1)[1]: tensors[k] for k in keys if k.startswith(f"q::{name}::p::")}
+        quantized[name] = QuantizedWeight(grid, tuple(shape), tensors[f"q::{name}::codes"], params)
+    folded = {k[len("fold::"):]: tensors[k] for k in keys if k.startswith("fold::")}
+    scales = {k[len("ascale::"):]: tensors[k][0] for k in keys if k.startswith("ascale::")}
     return quantized, folded, scales, meta["errors"]
 
 
 class LayerFiles(Mapping):
-    """Quantized weights of every layer, read from the cache one layer file at a time (memory stays one layer)."""
+    """Quantized weights of every layer, read from the cache one layer file at a time (memory stays one layer), each
+    file through bytes whose sha256 matches its recorded digest."""
 
-    def __init__(self, files: list[Path]):
-        from safetensors import safe_open
-
-        self._where: dict[str, Path] = {}
-        for f in files:
-            with safe_open(str(f), framework="pt") as h:
-                for name in json.loads(h.metadata()["edgekit"])["grids"]:
-                    self._where[name] = f
+    def __init__(self, where: dict[str, Path], digests: dict[Path, str]):
+        self._where = where  # linear name -> its layer file
+        self._digests = digests
         self._loaded: tuple[Path | None, dict] = (None, {})
 
     def __getitem__(self, name: str):
         f = self._where[name]
         if self._loaded[0] != f:
-            self._loaded = (f, load_layer(f)[0])
+            self._loaded = (f, load_layer(f, digest=self._digests.get(f))[0])
         return self._loaded[1][name]
 
     def __iter__(self):
@@ -140,12 +225,17 @@ class LayerFiles(Mapping):
         return len(self._where)
 
 
-def result_from_files(files: list[Path], record: dict) -> CalibrationResult:
+def result_from_files(files: list[Path], record: dict, digests: dict[Path, str] | None = None) -> CalibrationResult:
     """A calibration result over finished layer files: the small per-layer extras (folded norms, activation scales,
-    errors) loaded whole; the codes stay on disk until asked for."""
-    result = CalibrationResult(LayerFiles(files), record=record)
+    errors) loaded whole; the codes stay on disk until asked for. digests: each file's sha256 (default: the ones
+    recorded beside them); every read is checked against it."""
+    if digests is None:
+        digests = {f: read_digests(f.parent).get(f.name) for f in files}
+    where: dict[str, Path] = {}
+    result = CalibrationResult(LayerFiles(where, digests), record=record)
     for f in files:
-        _, folded, scales, errors = load_layer(f, with_codes=False)
+        names, folded, scales, errors = load_layer(f, with_codes=False, digest=digests.get(f))
+        where.update(dict.fromkeys(names, f))
         result.folded.update(folded), result.input_scales.update(scales), result.layer_errors.update(errors)
     return result
 

@@ -187,6 +187,9 @@ def calibrate(ckpt_path: str | Path, cfg: QuantConfig, cache_dir: str | Path,
         if cfg.method == "smoothquant":
             raise EdgekitError(f"{ckpt_path}: a QAT checkpoint has weights only, no SmoothQuant activation scales")
         return qat_result(ckpt_path, cfg.grid, cfg.grid_overrides)
+    from edgekit.outputs import refuse_overlap, spec_paths
+
+    refuse_overlap(Path(cache_dir), [ckpt_path, *spec_paths(cfg.samples)], flag="calibration cache")
     ck = open_checkpoint(ckpt_path)
     if cfg.grid_overrides and cfg.method == "smoothquant":
         raise EdgekitError("mixed precision applies to weight grids; smoothquant is uniform W8A8")

@@ -33,12 +33,12 @@ def calibration_sequences(ckpt_path: Path, spec: str, n: int, seed: int, resize_
     from edgekit.data.calibration_mix import DEFAULT_SPEC
     from edgekit.data.samples import format_answer_for_teacher_forcing
     from edgekit.model.checkpoint import open_checkpoint
-    from edgekit.model.prompt import PromptAssets, load_tokenizer
+    from edgekit.model.prompt import PromptAssets
 
     ck = open_checkpoint(ckpt_path)
     assets = PromptAssets.from_checkpoint(ck)
     ck.close()
-    tok = load_tokenizer(assets.tokenizer_json)
+    tok = assets.tokenizer
     if spec == DEFAULT_SPEC and split_name == "calib":
         chosen, passages = _default_mix(n, seed)
     else:

@@ -86,21 +86,45 @@ def mixed_overrides(model: Path, cfg: QuantizeConfig, progress: Progress | None 
     return tuple(sorted((k, v) for k, v in choice.items() if v != cfg.format.name)), report
 
 
+REPORT_SCHEMA = "edgekit.quantization/1"
+
+
+def claim_outputs(model: Path, out: Path, cfg: QuantizeConfig, cache: Path, *, force: bool) -> Path:
+    """Refuse, before any work, an --out over an input or a user's file; returns the report's path."""
+    from edgekit.export.modelopt_unified import DIGEST_FILE, EXTRA_FILES
+    from edgekit.outputs import claim_dir, claim_file, is_edgekit_gguf, is_json_with_schema, spec_paths
+
+    inputs = [model, cache, *spec_paths(cfg.samples)]
+    if cfg.format.container == "gguf":
+        report = out.with_suffix(".quantization.json")
+        claim_file(out, inputs, force=force, ours=is_edgekit_gguf)
+        claim_file(report, inputs, force=force, ours=is_json_with_schema(REPORT_SCHEMA))
+        return report
+    fixed = {"config.json", "hf_quant_config.json", "model.safetensors", "model.safetensors.index.json", DIGEST_FILE,
+             "quantization.json", *EXTRA_FILES}
+    claim_dir(out, inputs, what="unified checkpoint",
+              ours=lambda name: name in fixed or (name.startswith("model-") and name.endswith(".safetensors")))
+    return out / "quantization.json"
+
+
 def quantize(model: str | Path, out: str | Path, cfg: QuantizeConfig, cache: str | Path,
-             progress: Progress | None = None) -> dict:
-    """Calibrate, (evaluate,) write `out`; returns the report (also written as JSON beside the output)."""
+             progress: Progress | None = None, *, force: bool = False) -> dict:
+    """Calibrate, (evaluate,) write `out`; returns the report (also written as JSON beside the output). force: replace
+    an existing output file that edgekit did not write (never an input)."""
     from edgekit.atomic import write_json
     from edgekit.quant.calibrate import calibrate
 
     model, out = Path(model), Path(out)
     cfg.check(out)
+    report_path = claim_outputs(model, out, cfg, Path(cache), force=force)
     overrides, mixed_report = mixed_overrides(model, cfg, progress) if cfg.mixed else ((), None)
     qcfg = calibration_config(cfg, overrides)
     result = calibrate(model, qcfg, cache,
                        on_layer=(lambda i, t, status: progress("calibrate", f"{cfg.method} on {cfg.format.name}: layer {i} "
                                                                f"{status}", i + 1, t)) if progress else None)
     errors = result.layer_errors
-    report = {"method": cfg.method, "grid": cfg.format.name, "calibration": result.record, "mixed_precision": mixed_report,
+    report = {"schema": REPORT_SCHEMA, "method": cfg.method, "grid": cfg.format.name, "calibration": result.record,
+              "mixed_precision": mixed_report,
               "layer_errors": dict(sorted(errors.items())),
               "worst_layers": dict(sorted(errors.items(), key=lambda kv: -kv[1])[:8])}
     if cfg.evaluate:
@@ -117,12 +141,12 @@ def quantize(model: str | Path, out: str | Path, cfg: QuantizeConfig, cache: str
         if cfg.embeddings:
             types["model.embed_tokens.weight"] = cfg.embeddings
         write_decoder_gguf(model, out, cfg.format, calibrated=result, type_overrides=types)
-        write_json(out.with_suffix(".quantization.json"), report)
+        write_json(report_path, report)
     else:
         from edgekit.export.modelopt_reader import verify_unified_checkpoint
         from edgekit.export.modelopt_unified import write_unified_checkpoint
 
         report["unified"] = write_unified_checkpoint(model, out, result)
         report["unified_check"] = verify_unified_checkpoint(out)
-        write_json(out / "quantization.json", report)
+        write_json(report_path, report)
     return report

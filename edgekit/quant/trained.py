@@ -18,17 +18,20 @@ def is_qat_dir(path: str | Path) -> bool:
 
 
 def qat_result(path: str | Path, grid: str, overrides: tuple = ()):
-    """A QAT checkpoint's trained codes as a CalibrationResult (the writers pack it as it is); hashes verified."""
-    from edgekit.model.checkpoint import sha256_file
+    """A QAT checkpoint's trained codes as a CalibrationResult (the writers pack it as it is). Everything is checked
+    against edgekit-qat.json first: one layer file per decoder layer, named qat/layer_NNNN.safetensors (nothing
+    outside the folder), each read through bytes of its recorded sha256, and the checkpoint files beside them equal
+    to the source that was trained (a replaced model.safetensors is not packed as if trained)."""
+    from edgekit.json_files import read_json_object
+    from edgekit.model.checkpoint import open_checkpoint
     from edgekit.quant.calib_cache import result_from_files
 
-    from edgekit.json_files import read_json_object
-
     path = Path(path)
-    manifest = read_json_object(path / QAT_MANIFEST)
-    for key in ("format", "init", "config", "source", "losses", "layers"):
+    where = path / QAT_MANIFEST
+    manifest = read_json_object(where)
+    for key in ("format", "init", "config", "source", "losses", "layers", "source_files"):
         if key not in manifest:
-            raise EdgekitError(f"{path / QAT_MANIFEST}: no '{key}'; not a QAT checkpoint edgekit wrote")
+            raise EdgekitError(f"{where}: no '{key}'; not a QAT checkpoint this edgekit wrote (retrain it)")
     if overrides:
         raise EdgekitError(f"{path}: a QAT checkpoint holds one format ({manifest['format']}); mixed precision "
                            "cannot re-choose its groups")
@@ -36,10 +39,26 @@ def qat_result(path: str | Path, grid: str, overrides: tuple = ()):
         raise EdgekitError(f"{path}: trained for {manifest['format']}, asked for {grid}; quantize it with --format "
                            f"{manifest['format']} or build it with the precision/group size that gives that format "
                            f"(or train another QAT run for {grid})")
-    files = []
-    for rel, digest in sorted(manifest["layers"].items()):
-        f = path / rel
-        if not f.is_file() or sha256_file(f) != digest:
-            raise EdgekitError(f"{f}: missing or changed since training (sha256 differs from {QAT_MANIFEST})")
-        files.append(f)
-    return result_from_files(files, {"qat": {k: manifest[k] for k in ("format", "init", "config", "source", "losses")}})
+    ck = open_checkpoint(path)
+    sources = manifest["source_files"]
+    now = {rel: digest for rel, digest in ck.file_hashes().items() if rel != QAT_MANIFEST}
+    if not isinstance(sources, dict) or now != sources:
+        changed = sorted(set(now) ^ set(sources if isinstance(sources, dict) else {}))
+        changed += sorted(r for r in set(now) & set(sources) if now[r] != sources[r]) if isinstance(sources, dict) else []
+        raise EdgekitError(f"{path}: {', '.join(changed[:3]) or 'its files'} differ from the checkpoint it was trained "
+                           f"from ({QAT_MANIFEST} source_files); retrain, or restore the files")
+    layers = manifest["layers"]
+    expected = {layer_rel(i) for i in range(ck.text.num_layers)}
+    if not isinstance(layers, dict) or set(layers) != expected:
+        got = set(layers) if isinstance(layers, dict) else set()
+        odd = sorted(got - expected)[:2] + sorted(expected - got)[:2]
+        raise EdgekitError(f"{where}: 'layers' must list exactly {len(expected)} files qat/layer_NNNN.safetensors, one "
+                           f"per decoder layer (differs at {', '.join(map(repr, odd))}); retrain it")
+    files = [path / rel for rel in sorted(layers)]
+    digests = {path / rel: layers[rel] for rel in layers}
+    return result_from_files(files, {"qat": {k: manifest[k] for k in ("format", "init", "config", "source", "losses")}},
+                             digests)
+
+
+def layer_rel(i: int) -> str:
+    return f"qat/layer_{i:04d}.safetensors"

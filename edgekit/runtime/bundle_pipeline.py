@@ -18,24 +18,29 @@ from edgekit.runtime.pipeline import Answer
 
 class BundlePipeline:
     def __init__(self, bundle: Path, *, n_threads: int | None = None):
-        from edgekit.model.prompt import PromptAssets
-        from edgekit.runtime.gguf_bundle import thread_settings, verified_gguf_manifest
+        from edgekit.runtime.gguf_bundle import bundle_prompt_assets, open_gguf_bundle, thread_settings
 
         self.bundle = Path(bundle)
-        # Seal, paths and hashes before loading anything; everything below comes from the manifest that verified.
-        self.manifest = verified_gguf_manifest(self.bundle)
+        # Seal, paths, ranges and hashes before loading anything; everything below comes from the manifest that
+        # verified, and every artifact is read through the descriptor its hash was computed from.
+        self.opened = open_gguf_bundle(self.bundle)
+        self.manifest = self.opened.manifest
         parts = self.manifest["parts"]
-        self.assets = PromptAssets.from_directory(self.bundle / self.manifest["tokenizer_dir"])
+        self.assets = bundle_prompt_assets(self.opened)
         self.settings, self.wait_policy_applied = thread_settings(self.manifest, n_threads)
         n_threads = self.settings.threads
         vision = parts["vision"]
+        if vision.get("format") != "onnx":
+            raise EdgekitError(f"{self.bundle}: parts.vision is {vision.get('format')!r}, not an ONNX graph; "
+                               "run it with --vision mmproj, or rebuild the bundle")
         from edgekit.runtime.llama_decoder import LlamaDecoder
         from edgekit.runtime.onnx_vision import OnnxVision
 
-        self.vision = OnnxVision(self.bundle / vision["path"], threads=n_threads)
+        self.vision = OnnxVision(self.bundle / vision["path"], threads=n_threads,
+                                 model_bytes=self.opened.read(vision["path"], max_bytes=2 << 30))
         self.resize_to = (self.vision.info.height, self.vision.info.width)  # the graph's static size
-        self.decoder = LlamaDecoder(self.bundle / parts["decoder"]["path"], n_threads=n_threads,
-                                    n_ctx=int(self.manifest.get("context", 4096)))
+        self.decoder = LlamaDecoder(self.opened.path(parts["decoder"]["path"]), n_threads=n_threads,
+                                    n_ctx=self.manifest["context"], label=self.bundle / parts["decoder"]["path"])
         self.backend = f"bundle ({vision['precision']} ONNX vision + {parts['decoder']['precision']} GGUF decoder)"
 
     def encode(self, question: str, images: list, *, think: bool):
@@ -77,6 +82,7 @@ class BundlePipeline:
 
     def close(self) -> None:
         self.decoder.close()
+        self.opened.close()
 
 
 VISION_BACKENDS = ("onnx", "mmproj")

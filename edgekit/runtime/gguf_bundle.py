@@ -6,26 +6,42 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from edgekit.bundle.manifest import verify_bundle
+from edgekit.bundle.manifest import OpenedBundle, open_verified
 from edgekit.errors import EdgekitError
 
 
-def verified_gguf_manifest(bundle: Path) -> dict:
-    """The manifest of a bundle that verifies (seal, paths, hashes) and whose decoder llama.cpp runs here."""
-    report = verify_bundle(bundle, deep=False)
-    if not report.ok:
-        raise EdgekitError(f"{bundle}: bundle does not verify: {report.errors[0]}")
-    parts = report.manifest["parts"]
+def open_gguf_bundle(bundle: Path) -> OpenedBundle:
+    """A bundle that verifies (seal, paths, ranges, hashes) and whose decoder llama.cpp runs here, its artifacts held
+    open as they were hashed (load through `opened.path(rel)` / `opened.read(rel)`)."""
+    opened = open_verified(bundle)
+    parts = opened.manifest["parts"]
     if "decoder" not in parts or parts["decoder"]["format"] != "gguf":
+        opened.close()
         raise EdgekitError(f"{bundle}: this bundle's decoder is {parts.get('decoder', {}).get('format')!r}; "
                            "it runs on its device (see build-engines.sh), not through llama.cpp here")
-    return report.manifest
+    return opened
+
+
+def bundle_prompt_assets(opened: OpenedBundle):
+    """PromptAssets from the bundle's tokenizer folder, each file read through its verified descriptor."""
+    from edgekit.model.prompt import PromptAssets
+    from edgekit.model.tokenizer_file import MAX_TOKENIZER_BYTES
+
+    folder = opened.manifest["tokenizer_dir"]
+
+    def read(name: str) -> bytes | None:
+        rel = f"{folder}/{name}"
+        return opened.read(rel, max_bytes=MAX_TOKENIZER_BYTES) if opened.has(rel) else None
+
+    return PromptAssets.from_files(read, opened.root / folder)
 
 
 def thread_settings(manifest: dict, n_threads: int | None):
     """Threads as asked, else as `edgekit profile --tune` measured them for this bundle here, else every core; the
     measured OpenMP wait policy is applied when llama.cpp has not loaded yet. Returns (settings, applied)."""
-    from edgekit.runtime.settings import ThreadSettings, apply_wait_policy, available_cores, lookup
+    from edgekit.runtime.settings import ThreadSettings, apply_wait_policy, available_cores, check_threads, lookup
+
+    check_threads(n_threads)
 
     settings = (ThreadSettings(n_threads) if n_threads else lookup(manifest["seal"]["sha256"])
                 or ThreadSettings(available_cores()))

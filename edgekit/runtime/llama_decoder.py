@@ -17,6 +17,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from edgekit.closing import Closing
 from edgekit.errors import EdgekitError
 from edgekit.runtime.prompt_segments import (
     ImageEmbedding,
@@ -69,24 +70,28 @@ class _Batch:
         self.struct = b
 
 
-class LlamaDecoder:
+class LlamaDecoder(Closing):
     """A GGUF decoder in llama.cpp, fed token ids and image embeddings."""
 
     def __init__(self, gguf_path: str | Path, *, n_ctx: int = 4096, n_batch: int = 512, n_threads: int = 2,
-                 kv_cache: str = "f16", image_token_id: int | None = None):
+                 kv_cache: str = "f16", image_token_id: int | None = None, label: str | Path | None = None):
+        """gguf_path may be a verified bundle's descriptor path (/proc/self/fd/N): llama.cpp then opens the very file
+        that was hashed. label names the file in messages (default: gguf_path)."""
         import llama_cpp as lib
 
         from edgekit.runtime.llama_build import ensure_llama_safe
 
         ensure_llama_safe()  # refuse an AMX build that would SIGILL this whole process (llama.cpp PR #26954)
         path = Path(gguf_path)
+        self._model = self._ctx = None
         if not path.is_file():
             raise EdgekitError(f"{path}: GGUF file not found; write it with `edgekit export-decoder --format gguf`")
+        source, path = path, Path(label) if label is not None else path
         self._lib = lib
         silence_llama_logs(lib)
         lib.llama_backend_init()
         mparams = lib.llama_model_default_params()
-        self._model = lib.llama_model_load_from_file(str(path).encode(), mparams)
+        self._model = lib.llama_model_load_from_file(str(source).encode(), mparams)
         if not self._model:
             raise EdgekitError(f"{path}: llama.cpp could not load this GGUF (see the error above)")
         cparams = lib.llama_context_default_params()
@@ -104,6 +109,7 @@ class LlamaDecoder:
         self._ctx = lib.llama_init_from_model(self._model, cparams)
         if not self._ctx:
             lib.llama_model_free(self._model)
+            self._model = None  # freed: close() and __del__ must not free it again
             raise EdgekitError(f"{path}: llama.cpp could not create a context (n_ctx={n_ctx}); lower n_ctx")
         self._vocab = lib.llama_model_get_vocab(self._model)
         self.n_ctx, self.n_batch = n_ctx, n_batch
@@ -111,6 +117,7 @@ class LlamaDecoder:
         self.n_vocab = lib.llama_vocab_n_tokens(self._vocab)
         self.image_token_id = image_token_id if image_token_id is not None else self._special_id("<|image_pad|>")
         self.n_past = 0  # next text position
+        self.prompt_tokens = 0  # KV cells the last prompt took (M-RoPE positions of an image take fewer)
         self._one: _Batch | None = None  # the decode loop's one-token batch, made on first use
 
     # ---- tokenizer --------------------------------------------------------------------------------
@@ -190,6 +197,7 @@ class LlamaDecoder:
         """Feed a whole prompt from an empty cache; returns the last logits (or every position's; nothing when read
         is False, for `greedy_token`)."""
         self.reset()
+        self.prompt_tokens = len(input_ids)
         segments = split_prompt(input_ids, self.image_token_id, images)
         positions = prompt_positions(segments)  # [3, L]
         if positions.shape[1] and positions.max() >= self.n_ctx:
@@ -255,9 +263,19 @@ class LlamaDecoder:
         self.prefill(input_ids, images, read=False)
         yield from self.greedy_continuation(max_new_tokens, stop_at_end=stop_at_end)
 
+    def check_room(self, max_new_tokens: int) -> None:
+        """Refuse, before the first token, an answer that cannot fit in the context after the prompt (as the C++
+        host: prompt tokens + new tokens <= context)."""
+        if self.prompt_tokens + max_new_tokens > self.n_ctx:
+            raise EdgekitError(f"--max-new-tokens {max_new_tokens}: the prompt takes {self.prompt_tokens} of the "
+                               f"context's {self.n_ctx} tokens, leaving room for "
+                               f"{max(0, self.n_ctx - self.prompt_tokens)}; ask for fewer, or build the bundle with a "
+                               "larger --context")
+
     def greedy_continuation(self, max_new_tokens: int, *, stop_at_end: bool = True) -> Iterator[int]:
         """Greedy tokens after what the context holds: a prompt just evaluated (here, or by libmtmd with n_past set
         to the position it returned), its next-token logits still in llama.cpp."""
+        self.check_room(max_new_tokens)
         for i in range(max_new_tokens):
             token = self.greedy_token()
             if stop_at_end and self.is_end(token):
@@ -285,15 +303,3 @@ class LlamaDecoder:
         if getattr(self, "_model", None):
             self._lib.llama_model_free(self._model)
             self._model = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass

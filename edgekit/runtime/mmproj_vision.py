@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.closing import Closing
 from edgekit.errors import EdgekitError
 from edgekit.runtime.llama_decoder import LlamaDecoder, silence_llama_logs
 from edgekit.runtime.prompt_segments import ImageEmbedding
@@ -22,13 +23,17 @@ from edgekit.runtime.prompt_segments import ImageEmbedding
 CHUNK_IMAGE = 1  # MTMD_INPUT_CHUNK_TYPE_IMAGE
 
 
-class MmprojVision:
+class MmprojVision(Closing):
     """Vision backend: RGB uint8 image -> ImageEmbedding, through libmtmd."""
 
-    def __init__(self, mmproj_path: str | Path, decoder: LlamaDecoder, *, n_threads: int = 2):
+    def __init__(self, mmproj_path: str | Path, decoder: LlamaDecoder, *, n_threads: int = 2,
+                 label: str | Path | None = None):
+        """mmproj_path may be a verified bundle's descriptor path (/proc/self/fd/N); label names the file in
+        messages."""
         from llama_cpp import mtmd_cpp as mtmd
 
         path = Path(mmproj_path)
+        self._ctx = None
         if not path.is_file():
             raise EdgekitError(f"{path}: mmproj file not found; write it with `edgekit export-decoder --mmproj PATH`")
         self._mtmd = mtmd
@@ -42,6 +47,7 @@ class MmprojVision:
         params.warmup = False
         params.flash_attn_type = 0  # disabled: the CPU flash-attention kernel rounds to f16
         self._ctx = mtmd.mtmd_init_from_file(str(path).encode(), decoder._model, params)
+        path = Path(label) if label is not None else path
         if not self._ctx:
             raise EdgekitError(f"{path}: libmtmd could not load this mmproj (see the error above); it must come "
                                "from the same checkpoint as the decoder GGUF")
@@ -86,15 +92,3 @@ class MmprojVision:
         if getattr(self, "_ctx", None):
             self._mtmd.mtmd_free(self._ctx)
             self._ctx = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass

@@ -27,13 +27,13 @@ from edgekit.runtime.pipeline import Answer
 
 class MtmdPipeline:
     def __init__(self, bundle: Path, *, n_threads: int | None = None):
-        from edgekit.model.processor import load_processor_config
-        from edgekit.runtime.gguf_bundle import thread_settings, verified_gguf_manifest
+        from edgekit.runtime.gguf_bundle import bundle_prompt_assets, open_gguf_bundle, thread_settings
         from edgekit.runtime.llama_decoder import LlamaDecoder
         from edgekit.runtime.mmproj_vision import MmprojVision
 
         self.bundle = Path(bundle)
-        self.manifest = verified_gguf_manifest(self.bundle)
+        self.opened = open_gguf_bundle(self.bundle)  # every artifact read below through the descriptor that was hashed
+        self.manifest = self.opened.manifest
         parts = self.manifest["parts"]
         if "mmproj" not in parts:
             raise EdgekitError(f"{self.bundle}: has no mmproj part; --vision mmproj needs a GGUF bundle with one")
@@ -41,12 +41,13 @@ class MtmdPipeline:
             raise EdgekitError(f"{self.bundle}: its manifest has no chat-template frames (an older build); rebuild it")
         self.settings, self.wait_policy_applied = thread_settings(self.manifest, n_threads)
         threads = self.settings.threads
-        self.processor = load_processor_config(self.bundle / self.manifest["tokenizer_dir"])
+        self.processor = bundle_prompt_assets(self.opened).image
         w, h = self.manifest["preprocessing"]["resolution"]
         self.resize_to = (int(h), int(w))
-        self.decoder = LlamaDecoder(self.bundle / parts["decoder"]["path"], n_threads=threads,
-                                    n_ctx=int(self.manifest["context"]))
-        self.vision = MmprojVision(self.bundle / parts["mmproj"]["path"], self.decoder, n_threads=threads)
+        self.decoder = LlamaDecoder(self.opened.path(parts["decoder"]["path"]), n_threads=threads,
+                                    n_ctx=self.manifest["context"], label=self.bundle / parts["decoder"]["path"])
+        self.vision = MmprojVision(self.opened.path(parts["mmproj"]["path"]), self.decoder, n_threads=threads,
+                                   label=self.bundle / parts["mmproj"]["path"])
         from llama_cpp import mtmd_cpp
 
         self._mtmd, self._lib = mtmd_cpp, self.decoder._lib
@@ -120,7 +121,7 @@ class MtmdPipeline:
 
         t0 = time.perf_counter()
         n_past, t_pre, t_vis, n_prompt = self._prefill(question, images, think)
-        self.decoder.n_past = n_past
+        self.decoder.n_past, self.decoder.prompt_tokens = n_past, n_prompt
         tokens = self.decoder.greedy_continuation(max_new_tokens, stop_at_end=stop_at_end)  # greedy, as the C++ host
         ids, text, t_first, t_end = collect_answer(self.decoder, tokens, on_text)
         t_first = t_first or t_end
@@ -137,3 +138,4 @@ class MtmdPipeline:
     def close(self) -> None:
         self.vision.close()
         self.decoder.close()
+        self.opened.close()

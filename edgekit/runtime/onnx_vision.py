@@ -13,22 +13,29 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError
-from edgekit.model.vision_graph import INPUT, read_info
+from edgekit.model.vision_graph import INPUT, VisionGraphInfo
 
 
 class OnnxVision:
-    def __init__(self, path: str | Path, *, threads: int = 2, processor_cfg=None):
+    def __init__(self, path: str | Path, *, threads: int = 2, processor_cfg=None, model_bytes: bytes | None = None):
+        """path: the graph's file; model_bytes (a verified bundle's): the graph itself, hashed from these very bytes,
+        with `path` naming it in messages only."""
         import onnxruntime as ort
 
         path = Path(path)
-        if not path.is_file():
+        if model_bytes is None and not path.is_file():
             raise EdgekitError(f"{path}: vision ONNX not found; write it with `edgekit export-vision`")
         self.path = path
-        self.info = read_info(path)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(path) if model_bytes is None else model_bytes, opts,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime's own Fail / InvalidGraph
+            raise EdgekitError(f"{path}: ONNX Runtime cannot load it as a graph ({str(e).splitlines()[0][:200]}); "
+                               "export it with `edgekit export-vision`") from None
+        self.info = VisionGraphInfo.from_metadata(self.session.get_modelmeta().custom_metadata_map, str(path))
         self._input = INPUT
         self.processor_cfg = processor_cfg
 

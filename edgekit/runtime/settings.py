@@ -13,7 +13,6 @@ File: $EDGEKIT_RUNTIME_SETTINGS, else <cache dir>/runtime-settings.json (edgekit
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
@@ -47,6 +46,15 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def check_threads(threads: int | None, flag: str = "--threads") -> None:
+    """A thread count from 1 to 4 x the cores here (None: choose automatically); beyond that threads only contend."""
+    from edgekit.errors import EdgekitError
+
+    limit = 4 * available_cores()
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= limit):
+        raise EdgekitError(f"{flag} {threads!r}: must be from 1 to {limit} (4 x the {available_cores()} cores here)")
+
+
 def machine_key() -> str:
     """CPU model and the cores this process may use: settings measured elsewhere do not apply here."""
     model = platform.machine()
@@ -61,9 +69,12 @@ def machine_key() -> str:
 
 
 def _read(path: Path) -> dict:
+    from edgekit.errors import EdgekitError
+    from edgekit.json_files import read_json
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = read_json(path) if path.exists() else None
+    except EdgekitError:  # a damaged settings file is only a lost measurement: measure again
         return {"schema": SCHEMA, "machines": {}}
     return data if isinstance(data, dict) and data.get("schema") == SCHEMA else {"schema": SCHEMA, "machines": {}}
 

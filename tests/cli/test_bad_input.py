@@ -10,101 +10,20 @@ printed (EDGEKIT_BAD_INPUT_SEED=N reruns one draw).
 from __future__ import annotations
 
 import json
-import os
-import random
 import shutil
 import signal
 import struct
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import seed_for
-
-MANIFEST = "edgekit.json"
-
-EDGEKIT = str(Path(sys.executable).parent / "edgekit")
-SEED = int(os.environ.get("EDGEKIT_BAD_INPUT_SEED") or seed_for("bad-input corpus"))
-ASSET = Path(__file__).resolve().parents[2] / "edgekit" / "data" / "assets" / "driving_0_000.png"
+from corpus import ASSET, EDGEKIT, MANIFEST, SEED, cli, edit_manifest, one_line_error, refused_everywhere, rng_for
 
 
 def setup_module(module):
     print(f"\nbad-input corpus seed: {SEED} (EDGEKIT_BAD_INPUT_SEED={SEED} reruns this draw)")
-
-
-def rng_for(name: str) -> random.Random:
-    return random.Random(f"{SEED}:{name}")
-
-
-def cli(*args, cwd=None, timeout=600) -> subprocess.CompletedProcess:
-    return subprocess.run([EDGEKIT, *map(os.fsencode, args)], capture_output=True, cwd=cwd, timeout=timeout)
-
-
-def one_line_error(proc, code: int, *needles: str) -> str:
-    err = os.fsdecode(proc.stderr)
-    assert proc.returncode == code, (proc.returncode, err[-2000:])
-    assert "Traceback" not in err and "Traceback" not in os.fsdecode(proc.stdout), err[-3000:]
-    flat = " ".join(err.split())
-    for needle in needles:
-        assert needle in flat, (needle, flat[-1500:])
-    return flat
-
-
-# ---- fixtures ---------------------------------------------------------------------------------------------
-
-@pytest.fixture()
-def ckpt(tiny_ckpt, tmp_path) -> Path:
-    """A private copy of the tiny checkpoint to break."""
-    return Path(shutil.copytree(tiny_ckpt, tmp_path / "ckpt"))
-
-
-@pytest.fixture(scope="module")
-def bundle(tiny_ckpt, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("bundle") / "b"
-    proc = cli("build", tiny_ckpt, "--target", "cpu", "--precision", "int4", "--out", out)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return out
-
-
-@pytest.fixture()
-def copy(bundle, tmp_path) -> Path:
-    return Path(shutil.copytree(bundle, tmp_path / "copy", symlinks=True))
-
-
-def edit_manifest(bundle: Path, edit, *, reseal: bool) -> None:
-    from edgekit.bundle.manifest import seal_manifest
-
-    m = json.loads((bundle / MANIFEST).read_text())
-    edit(m)
-    (bundle / MANIFEST).write_text(json.dumps(seal_manifest(m) if reseal else m))
-
-
-def refused_everywhere(bundle: Path, *needles: str) -> None:
-    """Neither verify nor run accepts the bundle, and both say why."""
-    one_line_error(cli("verify", bundle), 1, *needles)
-    one_line_error(cli("run", "--bundle", bundle, "--image", ASSET, "--max-new-tokens", "2"), 2, *needles)
-
-
-@pytest.fixture()
-def tmpfs(tmp_path):
-    """A small tmpfs (disk full, read-only, mount point); needs root, as CI is."""
-    mounted = []
-
-    def mount(name: str, size: str, *, readonly: bool = False) -> Path:
-        d = tmp_path / name
-        d.mkdir()
-        opts = f"size={size}" + (",ro" if readonly else "")
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(d)], capture_output=True).returncode:
-            pytest.skip("cannot mount a tmpfs here (not root)")
-        mounted.append(d)
-        return d
-
-    yield mount
-    for d in mounted:
-        subprocess.run(["umount", "-l", str(d)], capture_output=True)
 
 
 # ---- checkpoint ---------------------------------------------------------------------------------------------
@@ -139,7 +58,8 @@ def test_config_json_not_json(ckpt):
 def test_corrupt_tokenizer_json(ckpt):
     data = (ckpt / "tokenizer.json").read_bytes()
     (ckpt / "tokenizer.json").write_bytes(data[: len(data) // 2])
-    one_line_error(cli("build", ckpt, "--out", ckpt.parent / "out"), 2, "tokenizer.json", "not a valid tokenizer")
+    one_line_error(cli("build", ckpt, "--out", ckpt.parent / "out"), 2, "tokenizer.json", "not valid JSON",
+                   "copy tokenizer.json again")
 
 
 def _rewrite_header(path: Path, edit) -> None:
@@ -168,7 +88,6 @@ def test_truncated_safetensors(ckpt):
 
 @pytest.mark.parametrize("value", ["nan", "inf"])
 def test_nonfinite_weight_is_named(ckpt, value):
-    import torch
     from safetensors.torch import load_file, save_file
 
     rng = rng_for(f"nonfinite-{value}")
@@ -341,13 +260,13 @@ def test_flipped_byte_in_a_random_artifact(copy):
     refused_everywhere(copy, rel)
 
 
-FIELD_EDITS = {
-    "context": lambda m: m.update(context=m["context"] * 2),
-    "preprocessing.image_mean": lambda m: m["preprocessing"].update(image_mean=[0.0, 0.0, 0.0]),
-    "model.token_ids": lambda m: m["model"]["token_ids"].update(image=m["model"]["token_ids"]["image"] + 1),
-    "parts.vision": lambda m: m["parts"]["vision"].update(resolution=[224, 224]),
-    "parts.decoder": lambda m: m["parts"]["decoder"].update(path="decoder/mmproj.gguf"),
-    "tokenizer_dir": lambda m: m.update(tokenizer_dir="decoder"),
+FIELD_EDITS = {  # JSON pointer of the field named -> the edit
+    "/context": lambda m: m.update(context=m["context"] * 2),
+    "/preprocessing/image_mean": lambda m: m["preprocessing"].update(image_mean=[0.0, 0.0, 0.0]),
+    "/model/token_ids": lambda m: m["model"]["token_ids"].update(image=m["model"]["token_ids"]["image"] + 1),
+    "/parts/vision": lambda m: m["parts"]["vision"].update(resolution=[224, 224]),
+    "/parts/decoder": lambda m: m["parts"]["decoder"].update(path="decoder/mmproj.gguf"),
+    "/tokenizer_dir": lambda m: m.update(tokenizer_dir="decoder"),
 }
 
 
@@ -356,7 +275,7 @@ def test_edited_manifest_field_is_named(copy):
     for field in rng.sample(sorted(FIELD_EDITS), 3):
         shutil.copy(copy / MANIFEST, copy / "edgekit.json.bak")
         edit_manifest(copy, FIELD_EDITS[field], reseal=False)
-        one_line_error(cli("verify", copy), 1, f"manifest field '{field}' was edited")
+        one_line_error(cli("verify", copy), 1, f"manifest field {field} was edited")
         shutil.move(copy / "edgekit.json.bak", copy / MANIFEST)
     assert cli("verify", copy).returncode == 0
 

@@ -68,7 +68,6 @@ def test_integer_graph_equals_the_qdq_products(tiny_ckpt, tmp_path, width, heigh
 
 def _one_matmul_qdq(rng, m: int, k: int, n: int):
     """x -> Q -> DQ -> MatMul(DQ(W int8, per column)) -> Q -> DQ -> Add(bias), as ONNX Runtime's quantizer writes it."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     w = rng.integers(-127, 128, (k, n)).astype(np.int8)

@@ -30,8 +30,9 @@ def trained_weights(qat_dir: Path) -> dict[str, torch.Tensor]:
     from edgekit.quant.grids import dequantize_weight
 
     out = {}
-    for f in sorted((qat_dir / "qat").glob("layer_*.safetensors")):
-        out.update({name: dequantize_weight(qw) for name, qw in load_layer(f)[0].items()})
+    layers = json.loads((qat_dir / "edgekit-qat.json").read_text())["layers"]  # each file's sha256
+    for rel, digest in sorted(layers.items()):
+        out.update({name: dequantize_weight(qw) for name, qw in load_layer(qat_dir / rel, digest=digest)[0].items()})
     return out
 
 
@@ -132,7 +133,7 @@ def test_bad_requests_fail_with_one_line(tiny_ckpt, qat_q4k, tmp_path, capfd):
     assert sha256_file(layer) != sha256_file(qat_q4k / "qat" / "layer_0001.safetensors")
     assert main(["quantize", str(tampered), "--format", "gguf:q4_k", "--evaluate", "0", "--cache",
                  str(tmp_path / "c"), "--out", str(tmp_path / "t.gguf")]) == 2
-    assert "changed since training" in " ".join(capfd.readouterr().err.split())
+    assert "changed since it was written" in " ".join(capfd.readouterr().err.split())
     assert not (tmp_path / "t.gguf").exists()
 
 

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,7 +129,7 @@ def test_resumed_calibration_clears_a_killed_runs_temporaries(tiny_ckpt, tmp_pat
     for junk in (".hidden.safetensors.ab12cd.tmp", ".tmpq1w2e3", ".layer_0001.safetensors.zz.tmp"):
         (entry / junk).write_bytes(b"half a file")
     again = calibrate(tiny_ckpt, cfg, tmp_path / "cache")
-    assert sorted(p.name for p in entry.iterdir()) == [".lock", "calibration.json", "layer_0000.safetensors",
-                                                       "layer_0001.safetensors"]
+    assert sorted(p.name for p in entry.iterdir()) == [".lock", "calibration.json", "digests.json",
+                                                       "layer_0000.safetensors", "layer_0001.safetensors"]
     assert {p.name: p.stat().st_mtime_ns for p in entry.glob("layer_*.safetensors")} == stamps
     assert again.layer_errors == first.layer_errors

@@ -30,6 +30,9 @@ def bench_cmd(
     reference_dtype: Annotated[str, typer.Option(help="float32 (the oracle) | bfloat16 (half the memory).")] = "float32",
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip malformed sample lines (counted in the report) "
                                            "instead of stopping.")] = False,
+    allow_different_source: Annotated[bool, typer.Option(
+        "--allow-different-source", help="Benchmark a bundle built from other weights than --reference (refused by "
+        "default: the manifest records the source's hash).")] = False,
     out: Annotated[Path, typer.Option(help="Report directory: absent, empty, or an earlier report (replaced).")] = Path("bench-report"),
     as_json: Annotated[bool, typer.Option("--json", help="Print report.json without its per-sample records.")] = False,
 ) -> None:
@@ -38,11 +41,13 @@ def bench_cmd(
     and plots to --out."""
     from edgekit.bench.harness import BenchConfig, run_bench
     from edgekit.bench.outputs import check_out_dir, write_report
+    from edgekit.outputs import spec_paths
 
     cfg = BenchConfig(variants=tuple(variants), reference=reference, samples=samples,
                       split=None if split == "all" else split, n=n, seed=seed, think=think,
-                      max_new_tokens=max_new_tokens, threads=threads, reference_dtype=reference_dtype, skip_bad=skip_bad)
-    check_out_dir(out)
+                      max_new_tokens=max_new_tokens, threads=threads, reference_dtype=reference_dtype, skip_bad=skip_bad,
+                      allow_different_source=allow_different_source)
+    check_out_dir(out, [reference, *(Path(v) for v in variants), *spec_paths(samples)])
     with progress(eta=True) as bar:
         task = bar.add_task("bench", total=None)
         report = run_bench(cfg, on_start=lambda total: bar.update(task, total=total),
@@ -98,13 +103,19 @@ def profile_cmd(
                                                  "the same cores: slowdown and jitter under load.")] = 0,
     tune: Annotated[bool, typer.Option("--tune", help="Measure thread count x OpenMP wait policy (under "
                                        "--background-load) and record the fastest for this bundle on this machine.")] = False,
-    csv: Annotated[Optional[Path], typer.Option(help="Write every run's stage times to this CSV file.")] = None,
+    csv: Annotated[Optional[Path], typer.Option(help="Write every run's stage times to this CSV file (new, or an "
+                                               "earlier profile CSV).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Let --csv replace a file edgekit did not write (never one "
+                                        "inside the bundle).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the profile as JSON.")] = False,
 ) -> None:
     """Latency of one bundle here: per-stage percentiles, jitter, tokens/s against this machine's measured roofline,
     tegrastats power on a Jetson, slowdown under background load, and (--tune) the thread settings to use."""
-    from edgekit.bench.profile import ProfileConfig, run_profile, write_csv
+    from edgekit.bench.profile import ProfileConfig, claim_csv, run_profile, write_csv
     from edgekit.cli.options import parse_resolution
+
+    if csv:
+        claim_csv(csv, bundle, force=force)  # before any run: never over the bundle or a user's file
 
     cfg = ProfileConfig(bundle=bundle, runs=runs, warmup=warmup,
                         image_size=parse_resolution(image_size) if image_size else None, prompt_tokens=prompt_tokens,

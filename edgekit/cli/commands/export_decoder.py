@@ -25,6 +25,8 @@ def export_decoder_cmd(
     mmproj: Annotated[Optional[Path], typer.Option("--mmproj", help="Also write the vision tower + merger as a "
                                                    "llama.cpp mmproj GGUF at this path.")] = None,
     mmproj_precision: Annotated[str, typer.Option(help="Weight type of the mmproj: " + " | ".join(MMPROJ_TYPES) + ".")] = "f16",
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out / --mmproj file that edgekit did "
+                                        "not write (never one inside the checkpoint).")] = False,
 ) -> None:
     """Write the text decoder as a llama.cpp GGUF (metadata, tokenizer, streamed tensors); --mmproj adds the vision tower."""
     if fmt != "gguf":
@@ -35,8 +37,13 @@ def export_decoder_cmd(
 
     decoder_fmt = _option("--precision", precision, gguf_format)
     mmproj_fmt = _option("--mmproj-precision", mmproj_precision, mmproj_format) if mmproj is not None else None
+    from edgekit.outputs import claim_file, is_edgekit_gguf
+
     if mmproj is not None and mmproj.resolve() == out.resolve():
         raise EdgekitError(f"--mmproj {mmproj}: must differ from --out")
+    claim_file(out, [model], force=force, ours=is_edgekit_gguf)  # never over the checkpoint or a user's file
+    if mmproj is not None:
+        claim_file(mmproj, [model], force=force, ours=is_edgekit_gguf, flag="--mmproj")
 
     ckpt = open_checkpoint(model)
     n_dec = len(decoder_tensor_plan(ckpt, decoder_fmt))

@@ -33,6 +33,8 @@ def export_vision_cmd(
         "Default: both (they carry most of the INT8 error for ~2% of the MACs).")] = None,
     gptq: Annotated[bool, typer.Option(help="INT8: choose the int8 weight codes by GPTQ on the calibration "
                                        "images (same scales and graph) instead of round-to-nearest.")] = True,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out file that edgekit did not write "
+                                        "(never the checkpoint or the samples).")] = False,
 ) -> None:
     """Export the vision tower + merger to ONNX for fixed resolutions, check it, and report accuracy vs FP32."""
     from edgekit.cli.options import parse_resolution
@@ -46,7 +48,7 @@ def export_vision_cmd(
         float_parts=VisionExportConfig.float_parts if keep_float is None else tuple(p for p in keep_float if p != "none"),
         gptq=gptq,
     )
-    reports = export_vision(model, out, cfg, on_step=lambda msg: err_console.print(f"[dim]{msg}[/dim]"))
+    reports = export_vision(model, out, cfg, on_step=lambda msg: err_console.print(f"[dim]{msg}[/dim]"), force=force)
     for r in reports:
         line = (f"[green]wrote[/green] {r['graph']} ({r['precision']}, {r['resolution']} -> {r['resized_to']}, "
                 f"{r['images']} image(s), {r['tokens']} tokens); fp32 vs torch max rel err "

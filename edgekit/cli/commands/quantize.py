@@ -77,6 +77,8 @@ def quantize_cmd(
     embeddings: Annotated[str, typer.Option(help="GGUF type for the token embeddings; default: the decoder's.")] = "",
     out: Annotated[Path, typer.Option(help="Output: a .gguf decoder for gguf:* formats; a ModelOpt unified checkpoint "
                                                  "directory for nvidia:w4a16 (W4A16_AWQ) and int8:channel (W8A8 SmoothQuant).")] = Path("decoder.gguf"),
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out file that edgekit did not write "
+                                        "(never the checkpoint, the cache or the samples).")] = False,
 ) -> None:
     """Calibrate and quantize the decoder; write a GGUF or a ModelOpt unified checkpoint (codes packed exactly, never
     re-rounded) and report fidelity (quantization.json beside the output)."""
@@ -90,7 +92,7 @@ def quantize_cmd(
                          edge_format=parse(edge_format), lm_head=parse(lm_head) if lm_head else None,
                          embeddings=parse(embeddings) if embeddings else None)
     with progress() as bar:
-        report = quantize(model, out, cfg, cache, _bar_progress(bar))
+        report = quantize(model, out, cfg, cache, _bar_progress(bar), force=force)
     mixed = report["mixed_precision"]
     if mixed:
         console.print(f"mixed precision: {mixed['average_bits']:.3f} bits/weight over the decoder linears; "

@@ -9,9 +9,10 @@
  *   ek_ask(s, rgb, width, height, "Is the light red?", NULL, print_piece, NULL, NULL);
  *   ek_close(s);
  *
- * ek_open refuses a bundle whose manifest schema it does not know, whose seal does not match its fields, or any
- * of whose artifacts differs (size or sha256) from the manifest, naming the field or file, before it loads
- * anything. ek_ask resizes the image to the bundle's resolution exactly as edgekit's Python processor does
+ * ek_open refuses a bundle whose manifest schema it does not know, whose seal (sha256 over the RFC 8785 canonical
+ * form, as edgekit's) does not match, that holds a duplicate key, an unsafe path or an out-of-range number, or any of
+ * whose artifacts is a link, not a regular file, or differs (size or sha256) from the manifest, naming the field or
+ * file, before it loads anything. Each artifact is hashed from the descriptor llama.cpp then loads it through. ek_ask resizes the image to the bundle's resolution exactly as edgekit's Python processor does
  * (Pillow's bicubic resampling), builds the prompt from the bundle's chat template frames, and decodes greedily.
  */
 #ifndef EDGEKIT_HOST_H
@@ -30,8 +31,8 @@ extern "C" {
 #define EK_API
 #endif
 
-#define EK_HOST_VERSION 1
-#define EK_BUNDLE_SCHEMA "edgekit.bundle/2"
+#define EK_HOST_VERSION 2
+#define EK_BUNDLE_SCHEMA "edgekit.bundle/3"
 
 typedef enum ek_status {
     EK_OK = 0,
@@ -82,7 +83,9 @@ EK_API ek_session * ek_open(const char * bundle_dir, const ek_open_options * opt
 EK_API ek_status ek_ask(ek_session * session, const uint8_t * rgb, int32_t width, int32_t height, const char * prompt,
                  const ek_ask_options * options, ek_token_callback on_token, void * user, ek_timings * timings);
 
-/* Decode an image file (PNG, JPEG, BMP, ... through libmtmd's loader) into RGB bytes; free with ek_image_free. */
+/* Decode an image file (PNG or JPEG, in the host itself: libpng, libjpeg; no external program) into RGB bytes, with
+ * its EXIF orientation applied and the same pixels as edgekit's Python loader; free with ek_image_free. A file that is
+ * not a regular file, not PNG/JPEG, corrupt, or over 178,956,970 pixels is refused. session may be NULL. */
 EK_API ek_status ek_image_load(ek_session * session, const char * path, uint8_t ** rgb, int32_t * width, int32_t * height);
 EK_API void ek_image_free(uint8_t * rgb);
 

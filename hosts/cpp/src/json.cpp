@@ -1,17 +1,23 @@
 #include "json.h"
 
+#include <algorithm>
+#include <charconv>
+#include <cmath>
 #include <cstdio>
 #include <stdexcept>
+#include <system_error>
 
 namespace ek {
 namespace {
+
+constexpr int64_t kMaxSafe = int64_t(1) << 53;  // beyond it an integer has no exact IEEE double
 
 class Parser {
 public:
     explicit Parser(const std::string & s) : s_(s) {}
 
     Json document() {
-        Json v = value();
+        Json v = value(0);
         space();
         if (i_ != s_.size()) fail("trailing characters");
         return v;
@@ -29,29 +35,37 @@ private:
         if (s_.compare(i_, n, w) == 0) { i_ += n; return true; }
         return false;
     }
+    bool digit() const { return i_ < s_.size() && s_[i_] >= '0' && s_[i_] <= '9'; }
 
-    Json value() {
+    Json value(int depth) {
         space();
         if (i_ >= s_.size()) fail("unexpected end");
         Json v;
         char c = s_[i_];
-        if (c == '{') {
+        if (c == '{' || c == '[') {
+            if (depth >= kMaxJsonDepth) fail("JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
             ++i_;
-            v.type = Json::Object;
-            if (eat('}')) return v;
-            do {
-                space();
-                std::string key = string_body();
-                expect(':');
-                v.members[key] = value();
-            } while (eat(','));
-            expect('}');
-        } else if (c == '[') {
-            ++i_;
-            v.type = Json::Array;
-            if (eat(']')) return v;
-            do v.items.push_back(value()); while (eat(','));
-            expect(']');
+            if (c == '{') {
+                v.type = Json::Object;
+                if (eat('}')) return v;
+                do {
+                    space();
+                    size_t at = i_;
+                    std::string key = string_body();
+                    expect(':');
+                    Json member = value(depth + 1);
+                    if (!v.members.emplace(std::move(key), std::move(member)).second) {
+                        i_ = at;
+                        fail("duplicate key in one JSON object");
+                    }
+                } while (eat(','));
+                expect('}');
+            } else {
+                v.type = Json::Array;
+                if (eat(']')) return v;
+                do v.items.push_back(value(depth + 1)); while (eat(','));
+                expect(']');
+            }
         } else if (c == '"') {
             v.type = Json::String;
             v.text = string_body();
@@ -59,14 +73,66 @@ private:
         else if (word("false")) { v.type = Json::Bool; }
         else if (word("null")) { v.type = Json::Null; }
         else {
-            size_t start = i_;
-            if (s_[i_] == '-') ++i_;
-            while (i_ < s_.size() && std::string("0123456789.eE+-").find(s_[i_]) != std::string::npos) ++i_;
-            if (i_ == start || (i_ == start + 1 && s_[start] == '-')) fail("unexpected character");
-            v.type = Json::Number;
-            v.text = s_.substr(start, i_ - start);
+            number(v);
         }
         return v;
+    }
+
+    // RFC 8259: -? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?
+    void number(Json & v) {
+        size_t start = i_;
+        if (s_[i_] == '-') ++i_;
+        if (!digit()) fail("unexpected character");
+        if (s_[i_] == '0') ++i_;
+        else while (digit()) ++i_;
+        bool integral = true;
+        if (i_ < s_.size() && s_[i_] == '.') {
+            ++i_;
+            integral = false;
+            if (!digit()) fail("a digit must follow the decimal point");
+            while (digit()) ++i_;
+        }
+        if (i_ < s_.size() && (s_[i_] == 'e' || s_[i_] == 'E')) {
+            ++i_;
+            integral = false;
+            if (i_ < s_.size() && (s_[i_] == '+' || s_[i_] == '-')) ++i_;
+            if (!digit()) fail("a digit must follow the exponent");
+            while (digit()) ++i_;
+        }
+        v.type = Json::Number;
+        v.text = s_.substr(start, i_ - start);
+        v.integral = integral;
+        const char * first = v.text.data();
+        const char * last = first + v.text.size();
+        if (integral) {  // exact, as Python reads an integer; beyond 2^53 it has no canonical form (checked there)
+            int64_t n = 0;
+            auto r = std::from_chars(first, last, n);
+            if (r.ec != std::errc() || r.ptr != last) fail("integer out of range");
+            v.exact = n;
+            v.number = double(n);
+            return;
+        }
+        auto r = std::from_chars(first, last, v.number);
+        if (r.ec == std::errc::result_out_of_range) {
+            if (underflows(v.text)) v.number = v.text[0] == '-' ? -0.0 : 0.0;  // as Python's float(): rounds to 0
+            else fail("number too large for a double");
+        } else if (r.ec != std::errc() || r.ptr != last) {
+            fail("bad number");
+        }
+    }
+
+    // True when a number too far from 1 for a double is tiny (its decimal magnitude is negative), not huge.
+    static bool underflows(const std::string & t) {
+        size_t e = t.find_first_of("eE");
+        std::string mant = t.substr(0, e);
+        long exp = e == std::string::npos ? 0 : std::strtol(t.c_str() + e + 1, nullptr, 10);
+        size_t point = mant.find('.');
+        size_t first_nonzero = mant.find_first_of("123456789");
+        if (first_nonzero == std::string::npos) return true;  // zero
+        long magnitude = point == std::string::npos || first_nonzero < point
+                             ? long((point == std::string::npos ? mant.size() : point) - first_nonzero)
+                             : -long(first_nonzero - point - 1);
+        return magnitude + exp < 0;
     }
 
     unsigned hex4() {
@@ -87,15 +153,36 @@ private:
         else { out += char(0xF0 | cp >> 18); out += char(0x80 | (cp >> 12 & 63)); out += char(0x80 | (cp >> 6 & 63)); out += char(0x80 | (cp & 63)); }
     }
 
+    // One UTF-8 character starting at i_ (already known not to be ASCII), copied to out; strict as Python's decoder:
+    // no overlong forms, no encoded surrogates, nothing above U+10FFFF.
+    void utf8_char(std::string & out) {
+        unsigned char c = s_[i_];
+        int n = (c & 0xE0) == 0xC0 ? 1 : (c & 0xF0) == 0xE0 ? 2 : (c & 0xF8) == 0xF0 ? 3 : -1;
+        if (n < 0 || i_ + n >= s_.size()) fail("not valid UTF-8");
+        unsigned cp = c & (n == 1 ? 0x1F : n == 2 ? 0x0F : 0x07);
+        for (int k = 1; k <= n; ++k) {
+            unsigned char cc = s_[i_ + k];
+            if ((cc & 0xC0) != 0x80) fail("not valid UTF-8");
+            cp = cp << 6 | (cc & 0x3F);
+        }
+        static const unsigned min_cp[4] = {0, 0x80, 0x800, 0x10000};
+        if (cp < min_cp[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp < 0xE000)) fail("not valid UTF-8");
+        out.append(s_, i_, n + 1);
+        i_ += n + 1;
+    }
+
     std::string string_body() {
         if (i_ >= s_.size() || s_[i_] != '"') fail("expected a string");
         ++i_;
         std::string out;
         while (true) {
             if (i_ >= s_.size()) fail("unterminated string");
-            char c = s_[i_++];
-            if (c == '"') return out;
-            if (c != '\\') { out += c; continue; }
+            unsigned char c = s_[i_];
+            if (c == '"') { ++i_; return out; }
+            if (c < 0x20) fail("control character inside a string");
+            if (c >= 0x80) { utf8_char(out); continue; }
+            ++i_;
+            if (c != '\\') { out += char(c); continue; }
             if (i_ >= s_.size()) fail("unterminated escape");
             char e = s_[i_++];
             switch (e) {
@@ -109,9 +196,12 @@ private:
                 case 't': out += '\t'; break;
                 case 'u': {
                     unsigned cp = hex4();
-                    if (cp >= 0xD800 && cp < 0xDC00 && s_.compare(i_, 2, "\\u") == 0) {  // a surrogate pair
+                    if (cp >= 0xDC00 && cp < 0xE000) fail("lone UTF-16 surrogate escape");
+                    if (cp >= 0xD800 && cp < 0xDC00) {  // must be a pair
+                        if (s_.compare(i_, 2, "\\u") != 0) fail("lone UTF-16 surrogate escape");
                         i_ += 2;
                         unsigned lo = hex4();
+                        if (lo < 0xDC00 || lo >= 0xE000) fail("lone UTF-16 surrogate escape");
                         cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
                     }
                     utf8(out, cp);
@@ -143,18 +233,70 @@ void write_string(std::string & out, const std::string & s) {
                     std::snprintf(buf, sizeof buf, "\\u%04x", c);
                     out += buf;
                 } else {
-                    out += char(c);  // ensure_ascii=False: UTF-8 as is
+                    out += char(c);  // UTF-8 as is
                 }
         }
     }
     out += '"';
 }
 
+// ECMAScript's Number.prototype.toString of a double (RFC 8785 section 3.2.2.3), from the shortest round-trip
+// digits that std::to_chars gives.
+std::string es_number(double x) {
+    if (!std::isfinite(x)) throw std::runtime_error("a number is not finite");
+    if (x == 0) return "0";
+    char buf[64];
+    auto r = std::to_chars(buf, buf + sizeof buf, std::fabs(x), std::chars_format::scientific);
+    std::string sci(buf, r.ptr);  // d[.ddd]e[+-]XX
+    size_t e = sci.find('e');
+    std::string digits = sci.substr(0, e);
+    digits.erase(std::remove(digits.begin(), digits.end(), '.'), digits.end());
+    while (digits.size() > 1 && digits.back() == '0') digits.pop_back();
+    long n = std::strtol(sci.c_str() + e + 1, nullptr, 10) + 1;  // value = 0.digits x 10^n
+    long k = long(digits.size());
+    std::string body;
+    if (k <= n && n <= 21) {
+        body = digits + std::string(size_t(n - k), '0');
+    } else if (0 < n && n <= 21) {
+        body = digits.substr(0, size_t(n)) + "." + digits.substr(size_t(n));
+    } else if (-6 < n && n <= 0) {
+        body = "0." + std::string(size_t(-n), '0') + digits;
+    } else {
+        long ex = n - 1;
+        body = digits.substr(0, 1) + (k > 1 ? "." + digits.substr(1) : "") + "e" + (ex >= 0 ? "+" : "-") +
+               std::to_string(ex >= 0 ? ex : -ex);
+    }
+    return (x < 0 ? "-" : "") + body;
+}
+
+std::u16string utf16(const std::string & s) {
+    std::u16string out;
+    for (size_t i = 0; i < s.size();) {
+        unsigned char c = s[i];
+        int n = c < 0x80 ? 0 : (c & 0xE0) == 0xC0 ? 1 : (c & 0xF0) == 0xE0 ? 2 : 3;  // validated by the parser
+        unsigned cp = n == 0 ? c : c & (n == 1 ? 0x1F : n == 2 ? 0x0F : 0x07);
+        for (int k = 1; k <= n; ++k) cp = cp << 6 | (static_cast<unsigned char>(s[i + k]) & 0x3F);
+        if (cp >= 0x10000) {
+            cp -= 0x10000;
+            out += char16_t(0xD800 + (cp >> 10));
+            out += char16_t(0xDC00 + (cp & 0x3FF));
+        } else {
+            out += char16_t(cp);
+        }
+        i += n + 1;
+    }
+    return out;
+}
+
 void write(std::string & out, const Json & v) {
     switch (v.type) {
         case Json::Null: out += "null"; break;
         case Json::Bool: out += v.boolean ? "true" : "false"; break;
-        case Json::Number: out += v.text; break;
+        case Json::Number:
+            if (v.integral && (v.exact > kMaxSafe || v.exact < -kMaxSafe))
+                throw std::runtime_error("integer " + v.text + " is beyond 2^53: it has no exact canonical form");
+            out += es_number(v.number);
+            break;
         case Json::String: write_string(out, v.text); break;
         case Json::Array:
             out += '[';
@@ -162,14 +304,15 @@ void write(std::string & out, const Json & v) {
             out += ']';
             break;
         case Json::Object: {
+            std::vector<std::pair<std::u16string, const std::pair<const std::string, Json> *>> order;
+            for (const auto & kv : v.members) order.emplace_back(utf16(kv.first), &kv);
+            std::sort(order.begin(), order.end(), [](const auto & a, const auto & b) { return a.first < b.first; });
             out += '{';
-            bool first = true;
-            for (const auto & kv : v.members) {
-                if (!first) out += ',';
-                first = false;
-                write_string(out, kv.first);
+            for (size_t k = 0; k < order.size(); ++k) {
+                if (k) out += ',';
+                write_string(out, order[k].second->first);
                 out += ':';
-                write(out, kv.second);
+                write(out, order[k].second->second);
             }
             out += '}';
         }
@@ -195,8 +338,8 @@ std::string Json::str() const {
 }
 
 int64_t Json::integer() const {
-    if (type != Number || text.find_first_of(".eE") != std::string::npos) throw std::runtime_error("expected a whole number");
-    return std::stoll(text);
+    if (type != Number || !integral || exact > kMaxSafe || exact < -kMaxSafe) throw std::runtime_error("expected a whole number");
+    return exact;
 }
 
 Json parse_json(const std::string & text) { return Parser(text).document(); }

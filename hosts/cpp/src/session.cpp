@@ -15,9 +15,12 @@
 #include <vector>
 
 #include <sched.h>
+#include <unistd.h>
 
 #include "edgekit_host.h"
 #include "errors.h"
+#include "files.h"
+#include "image.h"
 #include "llama.h"
 #include "manifest.h"
 #include "mtmd-helper.h"
@@ -218,10 +221,18 @@ void open_session(ek_session * s, const char * dir, const ek_open_options & opt)
         return true;
     }();
     (void)backend_ready;
+    if (opt.n_threads < 0 || opt.n_threads > 4 * available_cores())
+        throw ek::Error(EK_ERR_ARGUMENT, "n_threads " + std::to_string(opt.n_threads) + ": must be from 1 to " +
+                        std::to_string(4 * available_cores()) + " (4 x the cores here), or 0 for every core");
+    if (opt.n_ctx < 0 || opt.n_ctx > s->bundle.max_position)
+        throw ek::Error(EK_ERR_ARGUMENT, "n_ctx " + std::to_string(opt.n_ctx) + ": must be from 1 to the model's " +
+                        std::to_string(s->bundle.max_position) + " positions, or 0 for the bundle's context");
     int threads = opt.n_threads > 0 ? opt.n_threads : available_cores();
     llama_model_params mp = llama_model_default_params();
-    s->model = llama_model_load_from_file(s->bundle.decoder_path.c_str(), mp);
-    if (!s->model) throw ek::Error(EK_ERR_RUNTIME, s->bundle.decoder_path + ": llama.cpp could not load this GGUF");
+    // The very files that were hashed: their descriptors, not their names (a rename over a name changes nothing).
+    std::string decoder = s->bundle.fd_path(s->bundle.decoder_rel), mmproj = s->bundle.fd_path(s->bundle.mmproj_rel);
+    s->model = llama_model_load_from_file(decoder.c_str(), mp);
+    if (!s->model) throw ek::Error(EK_ERR_RUNTIME, s->bundle.decoder_rel + ": llama.cpp could not load this GGUF");
     llama_context_params cp = llama_context_default_params();
     cp.n_ctx = uint32_t(opt.n_ctx > 0 ? opt.n_ctx : s->bundle.context);
     cp.n_batch = cp.n_ubatch = uint32_t(s->n_batch);
@@ -241,8 +252,8 @@ void open_session(ek_session * s, const char * dir, const ek_open_options & opt)
     mt.n_threads = threads;
     mt.warmup = false;
     mt.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;  // as edgekit's MmprojVision: the CPU kernel rounds to f16
-    s->mtmd = mtmd_init_from_file(s->bundle.mmproj_path.c_str(), s->model, mt);
-    if (!s->mtmd) throw ek::Error(EK_ERR_RUNTIME, s->bundle.mmproj_path + ": libmtmd could not load this mmproj");
+    s->mtmd = mtmd_init_from_file(mmproj.c_str(), s->model, mt);
+    if (!s->mtmd) throw ek::Error(EK_ERR_RUNTIME, s->bundle.mmproj_rel + ": libmtmd could not load this mmproj");
 }
 
 }  // namespace
@@ -289,20 +300,24 @@ ek_status ek_ask(ek_session * session, const uint8_t * rgb, int32_t width, int32
 
 ek_status ek_image_load(ek_session * session, const char * path, uint8_t ** rgb, int32_t * width, int32_t * height) {
     return guarded([&] {
-        if (!session || !path || !rgb || !width || !height) throw ek::Error(EK_ERR_ARGUMENT, "NULL argument to ek_image_load");
+        if (!path || !rgb || !width || !height) throw ek::Error(EK_ERR_ARGUMENT, "NULL argument to ek_image_load");
         *rgb = nullptr;
-        mtmd_helper_bitmap_wrapper w = mtmd_helper_bitmap_init_from_file(session->mtmd, path, false, mtmd_helper_init_opt_default());
-        if (!w.bitmap) throw ek::Error(EK_ERR_IO, std::string(path) + ": cannot be read as an image");
-        struct Free { mtmd_bitmap * b; ~Free() { mtmd_bitmap_free(b); } } owner{w.bitmap};
-        if (mtmd_bitmap_is_audio(w.bitmap)) throw ek::Error(EK_ERR_ARGUMENT, std::string(path) + ": is audio, not an image");
-        uint32_t nx = mtmd_bitmap_get_nx(w.bitmap), ny = mtmd_bitmap_get_ny(w.bitmap);
-        size_t n = size_t(nx) * ny * 3;
-        if (mtmd_bitmap_get_n_bytes(w.bitmap) != n) throw ek::Error(EK_ERR_IO, std::string(path) + ": not an RGB image");
-        *rgb = static_cast<uint8_t *>(std::malloc(n));
+        // Decoded here (libpng, libjpeg), never by an external program; a FIFO or directory is refused unread.
+        int fd = ek::open_regular(path);
+        std::string bytes;
+        try {
+            bytes = ek::read_fd(fd, ek::kMaxImageFileBytes, path);
+        } catch (...) {
+            close(fd);
+            throw;
+        }
+        close(fd);
+        ek::RgbImage img = ek::decode_image(bytes, path);
+        *rgb = static_cast<uint8_t *>(std::malloc(img.pixels.size()));
         if (!*rgb) throw std::bad_alloc();
-        std::memcpy(*rgb, mtmd_bitmap_get_data(w.bitmap), n);
-        *width = int32_t(nx);
-        *height = int32_t(ny);
+        std::memcpy(*rgb, img.pixels.data(), img.pixels.size());
+        *width = img.width;
+        *height = img.height;
     });
 }
 

@@ -2,8 +2,9 @@
 
 #include <openssl/evp.h>
 
-#include <cstdio>
-#include <memory>
+#include <unistd.h>
+
+#include <cerrno>
 #include <new>
 #include <vector>
 
@@ -42,14 +43,18 @@ std::string sha256_hex(const std::string & data) {
     return d.hex();
 }
 
-std::string sha256_file(const std::string & path) {
-    std::unique_ptr<std::FILE, int (*)(std::FILE *)> f(std::fopen(path.c_str(), "rb"), std::fclose);
-    if (!f) throw Error(EK_ERR_IO, path + ": cannot be opened");
+std::string sha256_fd(int fd, const std::string & label) {
     Digest d;
     std::vector<char> buf(1 << 20);
-    size_t n;
-    while ((n = std::fread(buf.data(), 1, buf.size(), f.get())) > 0) d.update(buf.data(), n);
-    if (std::ferror(f.get())) throw Error(EK_ERR_IO, path + ": read error");
+    off_t offset = 0;
+    while (true) {
+        ssize_t n = pread(fd, buf.data(), buf.size(), offset);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) throw Error(EK_ERR_IO, label + ": read error");
+        if (n == 0) break;
+        d.update(buf.data(), size_t(n));
+        offset += n;
+    }
     return d.hex();
 }
 

@@ -8,7 +8,8 @@
 namespace ek {
 
 std::string sha256_hex(const std::string & data);
-// Throws ek::Error (EK_ERR_IO) when the file cannot be read.
-std::string sha256_file(const std::string & path);
+// The file behind fd, read from its start with pread (what is hashed is what a load through the same descriptor
+// reads). Throws ek::Error (EK_ERR_IO) naming `label` when it cannot be read.
+std::string sha256_fd(int fd, const std::string & label);
 
 }  // namespace ek

@@ -25,7 +25,15 @@ int main(int argc, char ** argv) {
     ek_session * s = ek_open(NULL, NULL, &st);
     CHECK(s == NULL && st == EK_ERR_ARGUMENT && strlen(ek_last_error()) > 0, "NULL directory refused");
     s = ek_open("/nonexistent/bundle", NULL, &st);
-    CHECK(s == NULL && st == EK_ERR_IO && strstr(ek_last_error(), "edgekit.json") != NULL, "missing bundle refused");
+    CHECK(s == NULL && st == EK_ERR_IO && strstr(ek_last_error(), "bundle directory") != NULL, "missing bundle refused");
+    {
+        uint8_t * px = NULL;
+        int32_t w = 0, h = 0;
+        CHECK(ek_image_load(NULL, "/", &px, &w, &h) == EK_ERR_IO && strstr(ek_last_error(), "directory") && !px,
+              "a directory given as image refused unread");
+        CHECK(ek_image_load(NULL, "/dev/null", &px, &w, &h) == EK_ERR_IO && strstr(ek_last_error(), "device") && !px,
+              "a device given as image refused");
+    }
     CHECK(ek_ask(NULL, NULL, 0, 0, "q", NULL, NULL, NULL, NULL) == EK_ERR_ARGUMENT, "NULL session refused");
 
     unsigned char in[5 * 3 * 3], out[2 * 2 * 3];

@@ -1,0 +1,71 @@
+"""`verify --deep`: each part of a verified bundle loaded in the runtime its users will use (ONNX's checker, the
+GGUF reader, the unified checkpoint's reader, Edge-LLM's graph against edgekit's scales), single files through the
+descriptor their hash was computed from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgekit.errors import EdgekitError
+
+
+def check_part(opened, part: dict) -> str:
+    """Load one artifact in the runtime its users will use (through the descriptor that was hashed); return what was
+    checked."""
+    fmt, rel = part["format"], part["path"]
+    bundle, path = opened.root, opened.root / part["path"]
+    if fmt == "onnx":
+        import onnx
+
+        model = onnx.load_model_from_string(opened.read(rel, max_bytes=2 << 30))
+        onnx.checker.check_model(model, full_check=True)
+        bad = sorted({n.op_type for n in model.graph.node if n.op_type in ("Loop", "If", "Scan")})
+        if bad:
+            raise EdgekitError(f"{rel}: graph has control-flow nodes {bad}")
+        return f"{rel}: onnx.checker (full) ok, {len(model.graph.node)} nodes, no Loop/If"
+    if fmt in ("gguf", "mmproj-gguf"):
+        from gguf import GGUFReader
+
+        reader = GGUFReader(opened.path(rel))
+        arch = reader.fields.get("general.architecture")
+        if arch is None or not reader.tensors:
+            raise EdgekitError(f"{rel}: GGUF without architecture or tensors")
+        return f"{rel}: GGUF ok, {len(reader.tensors)} tensors"
+    if fmt == "modelopt-unified":
+        from edgekit.export.modelopt_reader import verify_unified_checkpoint
+
+        result = verify_unified_checkpoint(path, None)
+        return f"{part['path']}: unified checkpoint ok ({result})"
+    if fmt == "hf-checkpoint":
+        from edgekit.model.checkpoint import open_checkpoint
+
+        ck = open_checkpoint(path)
+        return f"{part['path']}: checkpoint ok, {len(ck.tensors)} tensors"
+    if fmt == "edgellm-onnx-dir":
+        return _check_edgellm_onnx(bundle, part)
+    if fmt == "files":
+        return f"{part['path']}: hashes ok"
+    raise EdgekitError(f"{part['path']}: unknown artifact format '{fmt}'")
+
+
+def _check_edgellm_onnx(bundle: Path, part: dict) -> str:
+    """Edge-LLM's decoder ONNX: loads, and (INT4) runs every quantized linear in its plugin with edgekit's scales."""
+    import onnx
+
+    onnx_path = bundle / part["path"] / "llm" / "model.onnx"
+    if not onnx_path.is_file():
+        raise EdgekitError(f"{part['path']}: no llm/model.onnx")
+    unified = bundle / "decoder" / "unified"
+    if (unified / "hf_quant_config.json").is_file():
+        from edgekit.bundle.edgellm import check_int4_export, check_int8_export
+        from edgekit.export.modelopt_reader import open_unified
+
+        if open_unified(unified).algo == "W4A16_AWQ":
+            r = check_int4_export(onnx_path, unified)
+            return f"{part['path']}: {r['int4_plugin_nodes']} Int4GroupwiseGemmPluginV2 nodes, scales equal edgekit's"
+        r = check_int8_export(onnx_path, unified)
+        return (f"{part['path']}: {r['int8_weight_dq']} INT8 weight DequantizeLinear (codes and scales equal edgekit's), "
+                f"{r['activation_q']} activation QuantizeLinear with edgekit's scales")
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    return f"{part['path']}: onnx loads, {len(model.graph.node)} nodes"
+
