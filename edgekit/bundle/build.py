@@ -27,6 +27,7 @@ METHODS = ("rtn", "gptq", "awq", "smoothquant")
 GROUP_SIZES = (32, 64, 128)
 VISION_PRECISIONS = ("fp32", "fp16", "int8")
 MAX_CONTEXT = 1 << 20
+VISION_DATA = "vision/vision.onnx.data"  # the vision graph's weights, when over 2 GB (edgekit.export.onnx_files)
 
 
 @dataclass(frozen=True)
@@ -113,11 +114,13 @@ def _needs_samples(config: BuildConfig, vision_precision: str) -> bool:
 
 def build_bundle(model: str | Path, out: str | Path, config: BuildConfig,
                  on_stage: Callable[[str, str], None] | None = None, *, allow_nonfinite: bool = False,
+                 on_progress: Callable[[str, int, int], None] | None = None,
                  calib_cache: str | Path | None = None) -> Path:
     """Build (or resume building) a bundle for `config.target` from checkpoint `model` into `out`.
 
     `calib_cache`: where decoder calibrations are kept between builds (default: default_cache_dir()/calibration),
-    so a rebuild with the same checkpoint, samples and quantizer settings does not calibrate again."""
+    so a rebuild with the same checkpoint, samples and quantizer settings does not calibrate again.
+    `on_progress(what, done, total)`: steps inside the long stages (calibrated layers, decoder tensors written)."""
     from edgekit.model.checkpoint import open_checkpoint
     from edgekit.model.processor import load_processor_config
     from edgekit.targets.plan import make_plan, refuse_if_unfit
@@ -165,7 +168,7 @@ def build_bundle(model: str | Path, out: str | Path, config: BuildConfig,
     runner = StageRunner(out, on_stage)
     try:
         return _run_stages(runner, ck, config, target, backend, plan, Path(calib_cache or default_calib_cache()),
-                           frames)
+                           frames, on_progress or (lambda what, done, total: None))
     finally:
         runner.close()
         ck.close()
@@ -177,10 +180,14 @@ def default_calib_cache() -> Path:
     return default_cache_dir() / "calibration"
 
 
-def _run_stages(runner, ck, config: BuildConfig, target, backend: str, plan, calib_dir: Path, frames: dict | None) -> Path:
+def _run_stages(runner, ck, config: BuildConfig, target, backend: str, plan, calib_dir: Path, frames: dict | None,
+                progress: Callable[[str, int, int], None]) -> Path:
     from edgekit.atomic import write_json, write_text
     from edgekit.bundle.parts import edgellm_identity, tensorrt_decoder, vision_part
     from edgekit.bundle.manifest import MANIFEST, SCHEMA, artifact_table, seal_manifest, tool_versions, verify_bundle
+    from edgekit.model.vision_graph import read_fp32_blocks
+    from edgekit.quant.trained import method_label, trained_from
+
     vision_precision = plan.vision_precision  # the build's override, or the precision's default
     integer_kernels = not target.is_nvidia  # INT8 vision: ONNX Runtime's integer kernels on CPUs, QDQ for TensorRT
     resolution = tuple(plan.resolution)
@@ -192,7 +199,7 @@ def _run_stages(runner, ck, config: BuildConfig, target, backend: str, plan, cal
     def vision_stage(bundle: Path) -> list[str]:
         vision_part(ck, bundle / "vision" / "vision.onnx", resolution, config.images, vision_precision,
                     config.samples, runner.work, integer_kernels=integer_kernels)
-        return ["vision/vision.onnx"]
+        return ["vision/vision.onnx"] + ([VISION_DATA] if (bundle / VISION_DATA).is_file() else [])
 
     k_vis = runner.run("vision", {**base, "vision_precision": vision_precision, "resolution": resolution}, vision_stage)
 
@@ -211,28 +218,30 @@ def _run_stages(runner, ck, config: BuildConfig, target, backend: str, plan, cal
 
                 qcfg = QuantConfig(method=config.method, grid=fmt.grid_name, samples=config.samples,
                                    n_samples=config.calib_n, seed=config.seed)
-                calibrated = calibrate(ck.path, qcfg, calib_dir)
+                calibrated = calibrate(ck.path, qcfg, calib_dir, on_layer=_layer_progress(progress, config.method))
                 write_json(bundle / "decoder" / "calibration.json", calibrated.record)
                 outputs.append("decoder/calibration.json")
-            write_decoder_gguf(ck.path, bundle / "decoder" / "decoder.gguf", fmt, calibrated=calibrated)
+            write_decoder_gguf(ck.path, bundle / "decoder" / "decoder.gguf", fmt, calibrated=calibrated,
+                               on_tensor=_counter(progress, "decoder tensors", len(ck.tensors)))
             write_mmproj_gguf(ck.path, bundle / "decoder" / "mmproj.gguf", "gguf:f16")
             return outputs
 
         k_dec = runner.run("decoder", {**base, "gguf_type": fmt.type_name}, decoder_stage)
         decoder_parts["decoder"] = {"format": "gguf", "path": "decoder/decoder.gguf", "precision": fmt.type_name,
-                                    "method": _method_label(ck, config.method) if fmt.quantized else "none"}
+                                    "method": method_label(ck.path, config.method) if fmt.quantized else "none"}
         decoder_parts["mmproj"] = {"format": "mmproj-gguf", "path": "decoder/mmproj.gguf", "precision": "f16"}
 
     if backend == "tensorrt":
         qcfg = unified_quant_config(config)
 
         def decoder_stage(bundle: Path) -> list[str]:
-            return tensorrt_decoder(ck, bundle, qcfg, calib_dir, runner.work)
+            return tensorrt_decoder(ck, bundle, qcfg, calib_dir, runner.work,
+                                    on_layer=_layer_progress(progress, qcfg.method if qcfg else ""))
 
         k_dec = runner.run("decoder", {**base, "unified": qcfg.key() if qcfg else None,
                                        "edgellm": edgellm_identity()}, decoder_stage)
         decoder_parts["decoder"] = {"format": "modelopt-unified" if qcfg else "hf-checkpoint", "path": "decoder/unified",
-                                    "precision": config.precision, "method": _method_label(ck, qcfg.method) if qcfg else "none",
+                                    "precision": config.precision, "method": method_label(ck.path, qcfg.method) if qcfg else "none",
                                     **_unified_identity(qcfg)}
         if (runner.bundle / "decoder" / "edgellm_onnx").is_dir():
             decoder_parts["decoder_onnx"] = {"format": "edgellm-onnx-dir", "path": "decoder/edgellm_onnx",
@@ -254,7 +263,7 @@ def _run_stages(runner, ck, config: BuildConfig, target, backend: str, plan, cal
         "schema": SCHEMA,
         "target": {"name": target.name, "gpu_arch": target.gpu_arch, "backend": backend},
         "build": config.as_dict(),
-        "source": {"content_hash": source_key, "files": ck.file_hashes(), **_trained_from(ck)},
+        "source": {"content_hash": source_key, "files": ck.file_hashes(), **trained_from(ck.path)},
         "model": {"text": ck.text.as_dict(), "vision": ck.vision.as_dict(), "mrope_section": list(ck.text.mrope_section),
                   "token_ids": {"image": ids.image, "video": ids.video, "vision_start": ids.vision_start,
                                 "vision_end": ids.vision_end, "bos": ids.bos, "eos": ids.eos},
@@ -265,6 +274,9 @@ def _run_stages(runner, ck, config: BuildConfig, target, backend: str, plan, cal
         "tokenizer_dir": "tokenizer",
         "parts": {"vision": {"format": "onnx", "path": "vision/vision.onnx", "precision": vision_precision,
                              "resolution": list(resolution), "images": config.images,
+                             **({"external_data": VISION_DATA} if (runner.bundle / VISION_DATA).is_file() else {}),
+                             **({"fp32_blocks": read_fp32_blocks(runner.bundle / "vision/vision.onnx")}
+                                if vision_precision == "fp16" else {}),
                              **({"int8_graph": "integer" if integer_kernels else "qdq"}
                                 if vision_precision == "int8" else {})},
                   **decoder_parts},
@@ -288,6 +300,20 @@ def _run_stages(runner, ck, config: BuildConfig, target, backend: str, plan, cal
     return runner.finish()
 
 
+def _layer_progress(progress: Callable[[str, int, int], None], method: str):
+    return lambda i, total, status: progress(f"calibrate ({method}): layer {i}", i + 1, total)
+
+
+def _counter(progress: Callable[[str, int, int], None], what: str, total: int):
+    """on_tensor for a writer: counts what it wrote (the total is an upper bound: not every tensor goes there)."""
+    done = [0]
+
+    def step(_item) -> None:
+        done[0] += 1
+        progress(what, done[0], max(total, done[0]))
+    return step
+
+
 def unified_quant_config(config: BuildConfig):
     """The calibration behind a unified checkpoint for a build (None: the unquantized FP16 checkpoint)."""
     from edgekit.quant.calibrate import QuantConfig
@@ -303,24 +329,6 @@ def unified_quant_config(config: BuildConfig):
     if m == "smoothquant":
         raise EdgekitError("--method smoothquant makes W8A8: use --precision w8a8")
     return QuantConfig(method=m, grid=fmt.grid_name, samples=config.samples, n_samples=config.calib_n, seed=config.seed)
-
-
-def _method_label(ck, method: str) -> str:
-    """What made the decoder's codes, for the manifest: a QAT checkpoint's are trained from its init."""
-    from edgekit.json_files import read_json_object
-    from edgekit.quant.trained import QAT_MANIFEST, is_qat_dir
-
-    if is_qat_dir(ck.path):
-        return f"qat from {read_json_object(ck.path / QAT_MANIFEST)['init']}"
-    return method
-
-
-def _trained_from(ck) -> dict:
-    """A QAT checkpoint's source: the full-precision checkpoint it was trained from (what `bench --reference` is)."""
-    from edgekit.json_files import read_json_object
-    from edgekit.quant.trained import QAT_MANIFEST, is_qat_dir
-
-    return {"trained_from": read_json_object(ck.path / QAT_MANIFEST)["source"]} if is_qat_dir(ck.path) else {}
 
 
 def _unified_identity(qcfg) -> dict:

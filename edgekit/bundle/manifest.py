@@ -219,6 +219,11 @@ def structure_errors(manifest: dict) -> list[str]:
             errors.append(err)
         elif not listed(rel, part["format"] in DIRECTORY_FORMATS):
             errors.append(f"parts.{name}: path {rel!r} is not among the bundle's hashed artifacts")
+        if "external_data" in part:  # an ONNX graph's weights in one file beside it (edgekit.export.onnx_files)
+            data = part["external_data"]
+            err = relpath_error(data, f"parts.{name}.external_data")
+            if err or data != f"{rel}.data" or data not in artifacts:
+                errors.append(err or f"parts.{name}.external_data: {data!r} must be the hashed artifact {rel}.data")
     tok = manifest.get("tokenizer_dir")
     err = relpath_error(tok, "tokenizer_dir")
     errors += [err] if err else ([] if listed(tok, True) else [f"tokenizer_dir: {tok!r} holds no hashed artifact"])

@@ -4,6 +4,7 @@ descriptor their hash was computed from."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from edgekit.errors import EdgekitError
@@ -15,14 +16,12 @@ def check_part(opened, part: dict) -> str:
     fmt, rel = part["format"], part["path"]
     bundle, path = opened.root, opened.root / part["path"]
     if fmt == "onnx":
-        import onnx
+        from edgekit.export.onnx_files import check_graph_bytes
 
-        model = onnx.load_model_from_string(opened.read(rel, max_bytes=2 << 30))
-        onnx.checker.check_model(model, full_check=True)
-        bad = sorted({n.op_type for n in model.graph.node if n.op_type in ("Loop", "If", "Scan")})
-        if bad:
-            raise EdgekitError(f"{rel}: graph has control-flow nodes {bad}")
-        return f"{rel}: onnx.checker (full) ok, {len(model.graph.node)} nodes, no Loop/If"
+        data = part.get("external_data")
+        nodes = check_graph_bytes(opened.read(rel, max_bytes=2 << 30), Path(rel).name,
+                                  os.fstat(opened.fd(data)).st_size if data else None)
+        return f"{rel}: onnx.checker (full) ok, {nodes} nodes, no Loop/If" + (f", weights in {data}" if data else "")
     if fmt in ("gguf", "mmproj-gguf"):
         from gguf import GGUFReader
 

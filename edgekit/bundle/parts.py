@@ -24,7 +24,13 @@ def vision_part(ck, out: Path, resolution: tuple[int, int], images: int, precisi
     from edgekit.model.processor import load_processor_config
 
     width, height = resolution
-    if precision in ("fp32", "fp16"):
+    if precision == "fp16":  # blocks whose activations would not fit FP16 stay FP32 (edgekit.export.vision_fp16_guard)
+        from edgekit.export.vision_onnx import fp16_guard
+
+        guard = fp16_guard(ck, width, height, images, vision_calibration_images(samples))
+        export_float(ck, width, height, images, precision, out, guard["fp32_blocks"])
+        return {"precision": precision, "fp16_guard": guard}
+    if precision == "fp32":
         export_float(ck, width, height, images, precision, out)
         return {"precision": precision}
     fp32 = work / "vision_fp32.onnx"
@@ -34,6 +40,7 @@ def vision_part(ck, out: Path, resolution: tuple[int, int], images: int, precisi
     qdq = work / "vision_qdq.onnx" if integer_kernels else out
     report = quantize_int8(fp32, qdq, batches, method=VISION_CALIBRATION, float_parts=FLOAT_PARTS, gptq=True)
     fp32.unlink(missing_ok=True)
+    fp32.with_name(fp32.name + ".data").unlink(missing_ok=True)  # its weights, when over 2 GB
     if integer_kernels:
         from edgekit.export.vision_int8_cpu import write_integer_graph
 
@@ -59,7 +66,7 @@ def vision_calibration_images(samples: str) -> list[Path]:
     return picked[:VISION_CALIB_IMAGES]
 
 
-def tensorrt_decoder(ck, bundle: Path, qcfg, calib_dir: Path, work: Path) -> list[str]:
+def tensorrt_decoder(ck, bundle: Path, qcfg, calib_dir: Path, work: Path, on_layer=None) -> list[str]:
     """decoder/unified (ModelOpt unified checkpoint, or the FP16 checkpoint) + Edge-LLM's ONNX when installed."""
     from edgekit.atomic import write_json
     from edgekit.bundle.edgellm import check_int4_export, check_int8_export, find_exporter, run_export
@@ -71,7 +78,7 @@ def tensorrt_decoder(ck, bundle: Path, qcfg, calib_dir: Path, work: Path) -> lis
         from edgekit.export.modelopt_unified import write_unified_checkpoint
         from edgekit.quant.calibrate import calibrate
 
-        calibrated = calibrate(ck.path, qcfg, calib_dir)
+        calibrated = calibrate(ck.path, qcfg, calib_dir, on_layer=on_layer)
         write_unified_checkpoint(ck.path, unified, calibrated)
         write_json(bundle / "decoder" / "calibration.json", calibrated.record)
     exporter = find_exporter()

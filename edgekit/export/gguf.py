@@ -168,7 +168,18 @@ QuantizeFn = Callable[[str, "object", str], np.ndarray]  # (source name, float32
 
 
 def rtn_block_bytes(source: str, w, type_name: str) -> np.ndarray:
-    """Default quantizer: round-to-nearest on the format's grid, packed without re-rounding."""
+    """Default quantizer: round-to-nearest by llama.cpp's own quantizer (edgekit.export.ggml_quantize), on every
+    core: the bytes `llama-quantize` writes for this type."""
+    del source
+    from edgekit.export.ggml_quantize import quantize_rows
+
+    by_ggml_type(type_name)  # a type edgekit writes
+    return quantize_rows(w.detach().float().numpy(), type_name).reshape(w.shape[0], -1)
+
+
+def grid_rtn_block_bytes(source: str, w, type_name: str) -> np.ndarray:
+    """Round-to-nearest on edgekit's own grid search (edgekit.quant.grids), packed without re-rounding: the RTN
+    the calibration methods start from (slower; a slightly different scale search than ggml's)."""
     del source
     from edgekit.export.gguf_blocks import pack_blocks
     from edgekit.quant.grids import fit_and_quantize

@@ -13,13 +13,12 @@ from typing import Sequence
 
 import numpy as np
 
-from edgekit.atomic import atomic_path
 from edgekit.bench.metrics import image_cosines, relative_max_error
 from edgekit.data.calibration_images import patch_batches, sample_images, split_calibration
 from edgekit.errors import EdgekitError
 from edgekit.export.vision_int8 import CALIBRATIONS, FLOAT_PARTS, quantize_int8
 from edgekit.interrupts import native_section
-from edgekit.model.vision_graph import INPUT, OUTPUT, VisionGraphInfo, set_metadata
+from edgekit.model.vision_graph import FP32_BLOCKS_KEY, INPUT, OUTPUT, VisionGraphInfo, set_metadata
 from edgekit.runtime.onnx_vision import OnnxVision
 
 OPSET = 17
@@ -29,29 +28,59 @@ FORBIDDEN_OPS = {"Loop", "If", "Scan"}
 
 # ---- FP32 / FP16 export ------------------------------------------------------------------------
 
-def export_float(checkpoint, width: int, height: int, images: int, precision: str, out: str | Path) -> VisionGraphInfo:
-    """Trace the static tower for one resolution and write an FP32 or FP16 ONNX graph atomically."""
+def graph_plan(checkpoint, width: int, height: int, images: int, precision: str):
+    """(window plan, VisionGraphInfo) of the graph for N images of width x height pixels."""
+    from edgekit.export.vision_static import plan_for_resolution
+
+    plan, (h, w) = plan_for_resolution(checkpoint, width, height, images)
+    v = checkpoint.vision
+    return plan, VisionGraphInfo(precision, images, h, w, plan.grid_h, plan.grid_w, v.merge, v.patch_dim, v.out_hidden)
+
+
+def fp16_guard(checkpoint, width: int, height: int, images: int, image_paths: Sequence) -> dict:
+    """The blocks an FP16 graph must keep in FP32, measured on up to GUARD_IMAGES calibration images (random patches
+    when there are none): edgekit.export.vision_fp16_guard. Returns its report (fp32_blocks, block_peaks)."""
+    from edgekit.export.vision_fp16_guard import GUARD_IMAGES, block_peaks, blocks_to_keep_fp32, guard_report
+    from edgekit.model.processor import load_processor_config
+
+    plan, info = graph_plan(checkpoint, width, height, images, "fp32")
+    batches = patch_batches(list(image_paths)[:GUARD_IMAGES], info, load_processor_config(checkpoint.path))
+    peaks = block_peaks(checkpoint, plan, batches or [_random_batch(info)])
+    return guard_report(peaks, blocks_to_keep_fp32(peaks))
+
+
+def export_float(checkpoint, width: int, height: int, images: int, precision: str, out: str | Path,
+                 fp32_blocks: Sequence[int] = ()) -> VisionGraphInfo:
+    """Trace the static tower for one resolution and write an FP32 or FP16 ONNX graph atomically (its weights in one
+    `<out>.data` file beside it when they are too large for one protobuf: edgekit.export.onnx_files). fp32_blocks: the
+    blocks an FP16 graph keeps in FP32 (fp16_guard), recorded in its metadata."""
+    import tempfile
+
     import onnx
     import torch
 
-    from edgekit.export.vision_static import build_static_tower, plan_for_resolution
+    from edgekit.export.onnx_files import save_graph
+    from edgekit.export.vision_static import build_static_tower
 
     if precision not in ("fp32", "fp16"):
         raise EdgekitError(f"--precision {precision!r}: export_float writes fp32 or fp16")
-    plan, (h, w) = plan_for_resolution(checkpoint, width, height, images)
-    v = checkpoint.vision
-    info = VisionGraphInfo(precision, images, h, w, plan.grid_h, plan.grid_w, v.merge, v.patch_dim, v.out_hidden)
+    plan, info = graph_plan(checkpoint, width, height, images, precision)
     dtype = torch.float16 if precision == "fp16" else torch.float32
-    tower = build_static_tower(checkpoint, plan, dtype=dtype)
-    example = torch.zeros(plan.patches, v.patch_dim)  # [P, patch_dim]
+    kept = sorted(fp32_blocks) if precision == "fp16" else []
+    tower = build_static_tower(checkpoint, plan, dtype=dtype, fp32_blocks=kept)
+    example = torch.zeros(plan.patches, checkpoint.vision.patch_dim)  # [P, patch_dim]
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Traced into a private folder: above 2 GB the exporter spills one file per weight there, never beside `out`.
     # The tracer runs forward() from C++: a SIGTERM must not unwind through it (edgekit.interrupts).
-    with atomic_path(out) as tmp, torch.no_grad(), native_section():
-        torch.onnx.export(tower, (example,), str(tmp), dynamo=False, opset_version=OPSET,
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".trace-") as tmp, torch.no_grad(), native_section():
+        traced = Path(tmp) / "traced.onnx"
+        torch.onnx.export(tower, (example,), str(traced), dynamo=False, opset_version=OPSET,
                           input_names=[INPUT], output_names=[OUTPUT], do_constant_folding=True)
-        model = onnx.load(str(tmp))
-        set_metadata(model, info.metadata())
-        onnx.save(model, str(tmp))
+        del tower
+        model = onnx.load(str(traced))  # with whatever external files the exporter wrote
+        set_metadata(model, {**info.metadata(), **({FP32_BLOCKS_KEY: ",".join(map(str, kept))} if kept else {})})
+        save_graph(model, out)
     return info
 
 
@@ -59,9 +88,9 @@ def check_graph(path: str | Path) -> dict[str, int]:
     """onnx.checker with full (strict) shape inference; no control flow. Returns op-type counts."""
     import onnx
 
-    model = onnx.load(str(path))
+    model = onnx.load(str(path), load_external_data=False)  # the graph; the checker reads the weights by path
     try:
-        onnx.checker.check_model(model, full_check=True)
+        onnx.checker.check_model(str(path), full_check=True)  # the path form: graphs over 2 GB, external data
         onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
         raise EdgekitError(f"{path}: exported graph fails onnx.checker ({e})") from None
@@ -126,6 +155,8 @@ def export_vision(model_dir: str | Path, out: str | Path, cfg: VisionExportConfi
     for width, height in cfg.resolutions:
         path = output_path(out, width, height, len(cfg.resolutions) > 1)
         claim_file(path, inputs, force=force, ours=is_edgekit_onnx)
+        claim_file(path.with_name(path.name + ".data"), inputs, force=force,  # the weights of a graph over 2 GB
+                   ours=lambda data, graph=path: graph.exists() and is_edgekit_onnx(graph))
         claim_file(path.with_suffix(".json"), inputs, force=force, ours=is_json_with_schema(REPORT_SCHEMA))
     step = on_step or (lambda msg: None)
     ckpt = open_checkpoint(model_dir)
@@ -144,8 +175,10 @@ def export_vision(model_dir: str | Path, out: str | Path, cfg: VisionExportConfi
                             "resized_to": f"{info.width}x{info.height}", "images": cfg.images,
                             "precision": cfg.precision, "tokens": info.tokens, "graph": path.name}
             if cfg.precision == "fp16":
+                step(f"{width}x{height}: FP16 range of every block on the calibration images")
+                report["fp16_guard"] = fp16_guard(ckpt, width, height, cfg.images, calib_paths)
                 step(f"{width}x{height}: export fp16")
-                export_float(ckpt, width, height, cfg.images, "fp16", path)
+                export_float(ckpt, width, height, cfg.images, "fp16", path, report["fp16_guard"]["fp32_blocks"])
             held = patch_batches(held_paths, info, proc)
             if cfg.precision == "int8":
                 step(f"{width}x{height}: calibrate int8 ({cfg.calibration}, {len(calib_paths)} images)")

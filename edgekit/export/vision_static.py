@@ -16,7 +16,9 @@ grid is computed once, in numpy, by `plan_windows`, and the torch module only se
   padded merged units -> processor order before the merger (the inverse window index).
 
 Numerics follow transformers: RMSNorm and rotary in float32, softmax in float32; with
-`dtype=torch.float16` the linear layers run in half precision and those parts stay float32.
+`dtype=torch.float16` the linear layers run in half precision and those parts stay float32, except the blocks named in
+`fp32_blocks`, which run wholly in float32 (their activations would not fit FP16: edgekit.export.vision_fp16_guard).
+`tower.peaks` (a list, when set) records each block's largest |activation| in eager runs.
 """
 
 from __future__ import annotations
@@ -167,15 +169,17 @@ def vision_rope_theta(config: dict) -> float:
     return float(rp.get("rope_theta", vc.get("rope_theta", 10000.0)))
 
 
-def build_static_tower(checkpoint, plan: WindowPlan, dtype=None):
+def build_static_tower(checkpoint, plan: WindowPlan, dtype=None, fp32_blocks=()):
     """A torch module: patches float32 [plan.patches, patch_dim] -> embeddings float32 [plan.units, out_hidden].
 
-    Weights come from the checkpoint one tensor at a time (canonical names), cast to `dtype`.
+    Weights come from the checkpoint one tensor at a time (canonical names), cast to `dtype` (float32 for the blocks
+    in `fp32_blocks`).
     """
     import torch
     from torch import nn
 
     dtype = dtype or torch.float32
+    wide = set(fp32_blocks)
     v = checkpoint.vision
     if v.temporal_patch < 1 or v.hidden != v.heads * v.head_dim:
         raise EdgekitError(f"{checkpoint.path}/config.json: vision hidden_size {v.hidden} != num_heads*head_dim")
@@ -183,8 +187,8 @@ def build_static_tower(checkpoint, plan: WindowPlan, dtype=None):
     theta = vision_rope_theta(checkpoint.config)
     fullatt = set(v.fullatt_blocks)
 
-    def weight(name):
-        return nn.Parameter(checkpoint.get(name).to(dtype), requires_grad=False)
+    def weight(name, as_dtype=None):
+        return nn.Parameter(checkpoint.get(name).to(as_dtype or dtype), requires_grad=False)
 
     class StaticVisionTower(nn.Module):
         def __init__(self):
@@ -197,7 +201,7 @@ def build_static_tower(checkpoint, plan: WindowPlan, dtype=None):
                 for n in ("norm1.weight", "norm2.weight", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight",
                           "attn.proj.bias", "mlp.gate_proj.weight", "mlp.gate_proj.bias", "mlp.up_proj.weight",
                           "mlp.up_proj.bias", "mlp.down_proj.weight", "mlp.down_proj.bias"):
-                    self.blocks.append(weight(p + n))
+                    self.blocks.append(weight(p + n, torch.float32 if i in wide else dtype))
             self.ln_q = weight("visual.merger.ln_q.weight")
             self.mlp0_w, self.mlp0_b = weight("visual.merger.mlp.0.weight"), weight("visual.merger.mlp.0.bias")
             self.mlp2_w, self.mlp2_b = weight("visual.merger.mlp.2.weight"), weight("visual.merger.mlp.2.bias")
@@ -213,9 +217,15 @@ def build_static_tower(checkpoint, plan: WindowPlan, dtype=None):
             self.window_mask = bias[:, None, None, :] if plan.ragged else None  # [W, 1, 1, slots]
             self.full_mask = bias.reshape(plan.images, 1, 1, -1) if plan.ragged else None  # [N, 1, 1, W/N*slots]
             self.scale = v.head_dim ** -0.5
+            self.peaks: list[float] | None = None  # per block, when probing (eager only)
+
+        def _probe(self, i: int, *tensors) -> None:
+            if self.peaks is not None:
+                self.peaks[i] = max([self.peaks[i]] + [float(t.detach().abs().max()) for t in tensors])
 
         def block(self, x, i: int):
             (n1, n2, qkv_w, qkv_b, proj_w, proj_b, g_w, g_b, u_w, u_b, d_w, d_b) = list(self.blocks)[12 * i:12 * i + 12]
+            x = x.to(n1.dtype)  # a block kept in float32 takes and gives float32
             W, S, H = x.shape  # [windows, slots, hidden]
             qkv = torch.nn.functional.linear(rms_norm(x, n1), qkv_w, qkv_b).reshape(W, S, 3, v.heads, v.head_dim)
             q, k, val = qkv.unbind(2)  # each [W, S, heads, d]
@@ -232,7 +242,9 @@ def build_static_tower(checkpoint, plan: WindowPlan, dtype=None):
             x = x + torch.nn.functional.linear(out, proj_w, proj_b)
             h = rms_norm(x, n2)
             mlp = act(torch.nn.functional.linear(h, g_w, g_b)) * torch.nn.functional.linear(h, u_w, u_b)
-            return x + torch.nn.functional.linear(mlp, d_w, d_b)
+            down = torch.nn.functional.linear(mlp, d_w, d_b)
+            self._probe(i, x, mlp, down, x + down)
+            return x + down
 
         def forward(self, patches):
             x = torch.matmul(patches.to(dtype), self.patch_w.t())  # [P, hidden] (the stride=kernel Conv3d)
@@ -240,7 +252,9 @@ def build_static_tower(checkpoint, plan: WindowPlan, dtype=None):
             x = x.index_select(0, self.slot_source).reshape(plan.windows, plan.slots, v.hidden)  # [W, slots, hidden]
             for i in range(v.depth):
                 x = self.block(x, i)
-            x = rms_norm(x, self.ln_q).reshape(-1, v.hidden * v.merge * v.merge)  # [padded units, 4*hidden]
+            # after a block kept in float32 the stream may be wider than FP16: normalised in float32, then narrowed
+            x = rms_norm(x, self.ln_q).to(dtype) if x.dtype == dtype else rms_norm(x, self.ln_q.float()).to(dtype)
+            x = x.reshape(-1, v.hidden * v.merge * v.merge)  # [padded units, 4*hidden]
             x = x.index_select(0, self.unit_order)  # [units, 4*hidden] in processor order
             x = torch.nn.functional.gelu(torch.nn.functional.linear(x, self.mlp0_w, self.mlp0_b))
             return torch.nn.functional.linear(x, self.mlp2_w, self.mlp2_b).float()  # [units, out_hidden]

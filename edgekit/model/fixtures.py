@@ -54,7 +54,11 @@ PRESETS: dict[str, Preset] = {
     "small": Preset(4, 1024, 8, 2, 2816, 4000, None, 8, 320, 640, 4, 401_408, 64 << 20),
     # a few hundred million with the real vocabulary size: benchmarks
     "medium": Preset(8, 1024, 8, 2, 2816, 8000, 151_680, 16, 640, 1280, 4, 1_003_520, 256 << 20),
+    # MiMo-Embodied-7B's exact dimensions (8.3 B parameters, 16.6 GB of bf16 in 4 shards): benchmarks at the real
+    # size only, never CI. Written tensor by tensor: peak memory is one shard plus one float32 tensor.
+    "full": Preset(36, 4096, 32, 8, 11008, 8000, 151_680, 32, 1280, 3420, 8, 12_845_056, 4300 << 20),
 }
+PLANTED_PEAK = 1.0e5  # beyond FP16's 65,504: what `plant_vision_peak` writes into one block's residual stream
 
 # Qwen2.5-VL's CLIP normalisation constants (the processor's image_mean / image_std).
 IMAGE_MEAN = [0.48145466, 0.4578275, 0.40821073]
@@ -119,8 +123,9 @@ def _tensor_seed(seed: int, name: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "little") & ((1 << 63) - 1)
 
 
-def init_tensor(name: str, shape: tuple[int, ...], seed: int, outliers: list[int], outlier_scale: float):
-    """Draw one weight (float32) by the rules below; pure function of (name, shape, seed)."""
+def init_tensor(name: str, shape: tuple[int, ...], seed: int, outliers: list[int], outlier_scale: float,
+                peak_block: int | None = None):
+    """Draw one weight (float32) by the rules below; pure function of (name, shape, seed, peak_block)."""
     import torch
 
     g = torch.Generator().manual_seed(_tensor_seed(seed, name))
@@ -136,6 +141,10 @@ def init_tensor(name: str, shape: tuple[int, ...], seed: int, outliers: list[int
     if name.startswith("model.layers.") and name.endswith(("o_proj.weight", "down_proj.weight")) and outliers:
         # Layers write into the same channels too, so the outliers persist (and grow) with depth.
         w[outliers, :] *= 4.0
+    if peak_block is not None and name == f"visual.blocks.{peak_block}.mlp.down_proj.bias":
+        # Massive activations in the vision residual stream from this block on, beyond FP16's range (as the real
+        # tower reportedly nears it from block 17): what the FP16 overflow guard exists for.
+        w[:2] = PLANTED_PEAK
     return w
 
 
@@ -150,7 +159,8 @@ def _write_json(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def _write_weights(out: Path, shapes: dict[str, tuple[int, ...]], p: Preset, seed: int, outliers: list[int], on_tensor=None) -> None:
+def _write_weights(out: Path, shapes: dict[str, tuple[int, ...]], p: Preset, seed: int, outliers: list[int], on_tensor=None,
+                   peak_block: int | None = None) -> None:
     import torch
     from safetensors.torch import save_file
 
@@ -170,7 +180,8 @@ def _write_weights(out: Path, shapes: dict[str, tuple[int, ...]], p: Preset, see
     for fname, shard in zip(files, shards):
         tensors = {}
         for name in shard:
-            tensors[name] = init_tensor(name, shapes[name], seed, outliers, p.outlier_scale).to(torch.bfloat16)
+            tensors[name] = init_tensor(name, shapes[name], seed, outliers, p.outlier_scale,
+                                        peak_block).to(torch.bfloat16)
             total += tensors[name].numel() * 2
             weight_map[name] = fname
             if on_tensor:
@@ -181,11 +192,16 @@ def _write_weights(out: Path, shapes: dict[str, tuple[int, ...]], p: Preset, see
         _write_json(out / "model.safetensors.index.json", {"metadata": {"total_size": total}, "weight_map": weight_map})
 
 
-def make_tiny(out_dir: str | Path, preset: str = "tiny", seed: int = 0, *, on_tensor=None) -> Path:
-    """Write a complete random-weight checkpoint to `out_dir` (created; must be empty or absent)."""
+def make_tiny(out_dir: str | Path, preset: str = "tiny", seed: int = 0, *, on_tensor=None,
+              plant_vision_peak: int | None = None) -> Path:
+    """Write a complete random-weight checkpoint to `out_dir` (created; must be empty or absent).
+    plant_vision_peak: a vision block whose output carries activations of PLANTED_PEAK (beyond FP16)."""
     if preset not in PRESETS:
         raise EdgekitError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
     p = PRESETS[preset]
+    if plant_vision_peak is not None and not 0 <= plant_vision_peak < p.vision_depth:
+        raise EdgekitError(f"--plant-vision-peak {plant_vision_peak}: preset '{preset}' has vision blocks 0.."
+                           f"{p.vision_depth - 1}")
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise EdgekitError(f"{out}: directory is not empty; choose a new output directory")
@@ -207,7 +223,7 @@ def make_tiny(out_dir: str | Path, preset: str = "tiny", seed: int = 0, *, on_te
     import random
 
     outliers = sorted(random.Random(seed).sample(range(p.text_hidden), p.outlier_channels))
-    _write_weights(tmp, shapes, p, seed, outliers, on_tensor)
+    _write_weights(tmp, shapes, p, seed, outliers, on_tensor, plant_vision_peak)
     _write_tokenizer_files(tmp, tok, token_ids)
     _write_json(tmp / "config.json", config)
     _write_json(tmp / "generation_config.json", {
@@ -227,6 +243,8 @@ def make_tiny(out_dir: str | Path, preset: str = "tiny", seed: int = 0, *, on_te
     })
     _write_json(tmp / "edgekit_fixture.json", {
         "preset": preset, "seed": seed, "outlier_channels": outliers, "note": "random weights generated by edgekit make-tiny",
+        **({"planted_vision_peak": {"block": plant_vision_peak, "value": PLANTED_PEAK}}
+           if plant_vision_peak is not None else {}),
     })
     if out.exists():
         out.rmdir()

@@ -61,6 +61,16 @@ def set_metadata(model, props: dict[str, str]) -> None:
     model.producer_name, model.producer_version = "edgekit", ""
 
 
+FP32_BLOCKS_KEY = "edgekit.fp32_blocks"  # an FP16 graph's blocks kept in FP32 (edgekit.export.vision_fp16_guard)
+
+
+def read_fp32_blocks(path: str | Path) -> list[int]:
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    return [int(b) for b in props.get(FP32_BLOCKS_KEY, "").split(",") if b]
+
+
 def read_info(path: str | Path) -> VisionGraphInfo:
     import onnx
 

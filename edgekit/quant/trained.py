@@ -17,6 +17,20 @@ def is_qat_dir(path: str | Path) -> bool:
     return (Path(path) / QAT_MANIFEST).is_file()
 
 
+def method_label(path: str | Path, method: str) -> str:
+    """What made a checkpoint's decoder codes, for a manifest: a QAT checkpoint's are trained from its init."""
+    from edgekit.json_files import read_json_object
+
+    return f"qat from {read_json_object(Path(path) / QAT_MANIFEST)['init']}" if is_qat_dir(path) else method
+
+
+def trained_from(path: str | Path) -> dict:
+    """A QAT checkpoint's source: the full-precision checkpoint it was trained from (what `bench --reference` is)."""
+    from edgekit.json_files import read_json_object
+
+    return {"trained_from": read_json_object(Path(path) / QAT_MANIFEST)["source"]} if is_qat_dir(path) else {}
+
+
 def qat_result(path: str | Path, grid: str, overrides: tuple = ()):
     """A QAT checkpoint's trained codes as a CalibrationResult (the writers pack it as it is). Everything is checked
     against edgekit-qat.json first: one layer file per decoder layer, named qat/layer_NNNN.safetensors (nothing

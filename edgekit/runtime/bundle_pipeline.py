@@ -36,8 +36,10 @@ class BundlePipeline:
         from edgekit.runtime.llama_decoder import LlamaDecoder
         from edgekit.runtime.onnx_vision import OnnxVision
 
+        data = vision.get("external_data")
         self.vision = OnnxVision(self.bundle / vision["path"], threads=n_threads,
-                                 model_bytes=self.opened.read(vision["path"], max_bytes=2 << 30))
+                                 model_bytes=self.opened.read(vision["path"], max_bytes=2 << 30),
+                                 external_data=self.opened.fd(data) if data else None)
         self.resize_to = (self.vision.info.height, self.vision.info.width)  # the graph's static size
         self.decoder = LlamaDecoder(self.opened.path(parts["decoder"]["path"]), n_threads=n_threads,
                                     n_ctx=self.manifest["context"], label=self.bundle / parts["decoder"]["path"])

@@ -8,6 +8,7 @@ image to an `ImageEmbedding` for the llama.cpp decoder, like `MmprojVision.embed
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +18,11 @@ from edgekit.model.vision_graph import INPUT, VisionGraphInfo
 
 
 class OnnxVision:
-    def __init__(self, path: str | Path, *, threads: int = 2, processor_cfg=None, model_bytes: bytes | None = None):
+    def __init__(self, path: str | Path, *, threads: int = 2, processor_cfg=None, model_bytes: bytes | None = None,
+                 external_data: int | None = None):
         """path: the graph's file; model_bytes (a verified bundle's): the graph itself, hashed from these very bytes,
-        with `path` naming it in messages only."""
+        with `path` naming it in messages only; external_data: the descriptor of its `.data` file (weights over 2 GB),
+        mapped read-only and handed to ONNX Runtime as memory (the verified file, never a name)."""
         import onnxruntime as ort
 
         path = Path(path)
@@ -29,6 +32,19 @@ class OnnxVision:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+        self._data_map = None
+        if external_data is not None:
+            import mmap
+
+            import onnx
+
+            from edgekit.export.onnx_files import check_external_refs, data_file_name
+
+            size = os.fstat(external_data).st_size
+            check_external_refs(onnx.load_model_from_string(model_bytes), path.name, size)
+            self._data_map = mmap.mmap(external_data, size, access=mmap.ACCESS_READ)
+            buffer = np.frombuffer(self._data_map, dtype=np.uint8)
+            opts.add_external_initializers_from_files_in_memory([data_file_name(path)], [buffer], [size])
         try:
             self.session = ort.InferenceSession(str(path) if model_bytes is None else model_bytes, opts,
                                                 providers=["CPUExecutionProvider"])

@@ -1,7 +1,8 @@
 """Decoder / mmproj GGUF writers: metadata, tokenizer, exact tensor data, streaming, determinism.
 
-Oracles: the gguf package's reader and dequantizers, edgekit's grids (what the quantizer meant),
-the checkpoint's own tensors, and llama.cpp's tokenizer.
+Oracles: the gguf package's reader and dequantizers, llama.cpp's own quantizer (what an uncalibrated tensor must be,
+called whole and on one thread), edgekit's grids (the error it must not exceed), the checkpoint's own tensors, and
+llama.cpp's tokenizer.
 """
 
 from __future__ import annotations
@@ -82,9 +83,21 @@ def test_f32_tensors_are_the_checkpoint_tensors(tiny_ckpt, tiny_f32):
         np.testing.assert_array_equal(got, ckpt.get(p.source).float().numpy(), err_msg=p.gguf_name)
 
 
+def _llama_quantize(w: torch.Tensor, ggml_type: str) -> np.ndarray:
+    """llama.cpp's quantizer on the whole tensor in one call on one thread (the reference for the threaded writer)."""
+    from edgekit.export.ggml_quantize import quantize_rows
+
+    return quantize_rows(w.float().numpy(), ggml_type, threads=1)
+
+
+def _rms(a, b) -> float:
+    return float(np.sqrt(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)))
+
+
 @pytest.mark.parametrize("precision", ("f16", "bf16") + QUANT_TYPES)
 def test_stored_values_are_exactly_what_was_meant(tiny_ckpt, tmp_path, precision):
-    """Every tensor dequantizes (gguf's own dequantizer) to exactly the grid's values: no second rounding."""
+    """Every uncalibrated tensor is byte for byte llama.cpp's own quantization of the weight (one thread, whole
+    tensor), gguf's dequantizer reads it back, and its error is no worse than edgekit's grid search's."""
     from edgekit.quant.grids import dequantize_weight, fit_and_quantize
 
     out = write_decoder_gguf(tiny_ckpt, tmp_path / f"d-{precision}.gguf", precision)
@@ -104,7 +117,11 @@ def test_stored_values_are_exactly_what_was_meant(tiny_ckpt, tmp_path, precision
         elif p.ggml_type in ("F16", "BF16"):
             want = w.to(getattr(torch, {"F16": "float16", "BF16": "bfloat16"}[p.ggml_type])).float().numpy()
         else:
-            want = dequantize_weight(fit_and_quantize(f"gguf:{precision}", w)).numpy()
+            np.testing.assert_array_equal(np.asarray(t.data).reshape(-1).view(np.uint8),
+                                          _llama_quantize(w, p.ggml_type), err_msg=f"{precision} {p.gguf_name}")
+            grid = dequantize_weight(fit_and_quantize(f"gguf:{precision}", w)).numpy()
+            assert _rms(got, w) <= 1.01 * _rms(grid, w), (precision, p.gguf_name, _rms(got, w), _rms(grid, w))
+            continue
         np.testing.assert_array_equal(got, want, err_msg=f"{precision} {p.gguf_name}")
 
 
@@ -123,10 +140,9 @@ def test_odd_shapes_and_fallbacks(tmp_path, precision):
     assert [p.ggml_type for p in plan] == [precision.upper(), "F16", "F32"]
     out = write_gguf_streamed(tmp_path / "odd.gguf", "qwen2vl", lambda w: None, plan,
                               lambda p: tensor_bytes(p, tensors[p.source], rtn_block_bytes))
-    from edgekit.quant.grids import dequantize_weight, fit_and_quantize
-
-    np.testing.assert_array_equal(read_tensor(out, "a.weight"),
-                                  dequantize_weight(fit_and_quantize(f"gguf:{precision}", a)).numpy())
+    ref = np.asarray(gguf.quants.dequantize(_llama_quantize(a, precision.upper()),
+                                            gguf.GGMLQuantizationType[precision.upper()])).reshape(a.shape)
+    np.testing.assert_array_equal(read_tensor(out, "a.weight"), ref)
     np.testing.assert_array_equal(read_tensor(out, "a.weight")[1], 0.0)
     np.testing.assert_array_equal(read_tensor(out, "b.weight"), b.half().float().numpy())
     np.testing.assert_array_equal(read_tensor(out, "c.bias"), c.numpy())

@@ -7,16 +7,19 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgekit.cli.app import app, console, err_console
+from edgekit.cli.app import app, console, err_console, progress
 from edgekit.cli.options import CALIBRATION_SAMPLES_HELP
 
 
-def _stage_printer(name: str, status: str) -> None:
-    mark = {"running": "[cyan]…[/]", "done": "[green]✓[/]", "cached": "[dim]✓ (cached)[/]"}[status]
-    if status != "running":
-        err_console.print(f"  {mark} {name}")
-    else:
-        err_console.print(f"  {mark} {name}", end="\r")
+def _stage_printer(bar, task):
+    """Stage lines above a progress bar whose description is the running stage (and its steps, with an ETA)."""
+    def show(name: str, status: str) -> None:
+        if status == "running":
+            bar.update(task, description=name, completed=0, total=None)
+        else:
+            mark = {"done": "[green]✓[/]", "cached": "[dim]✓ (cached)[/]"}[status]
+            bar.console.print(f"  {mark} {name}")
+    return show
 
 
 @app.command("build")
@@ -57,8 +60,11 @@ def build_cmd(
                          vision_precision=vision_precision, gguf_type=gguf_type)
     out = out or Path(f"bundle-{target}-{precision}")
     err_console.print(f"building {out} for {target} at {precision}")
-    path = build_bundle(model, out, config, on_stage=_stage_printer, allow_nonfinite=allow_nonfinite,
-                        calib_cache=calib_cache)
+    with progress(eta=True) as bar:
+        task = bar.add_task("plan", total=None)
+        path = build_bundle(model, out, config, on_stage=_stage_printer(bar, task), allow_nonfinite=allow_nonfinite,
+                            calib_cache=calib_cache, on_progress=lambda what, done, total: bar.update(
+                                task, description=what, completed=done, total=total))
     console.print(f"bundle written: {path}")
 
 

@@ -58,8 +58,13 @@ def inspect_cmd(
 @app.command("make-tiny")
 def make_tiny_cmd(
     out: Annotated[Path, typer.Argument(help="Output directory (must be new or empty).")],
-    preset: Annotated[str, typer.Option(help="tiny (unit tests) | small (tens of M params) | medium (hundreds of M, real vocab size).")] = "tiny",
+    preset: Annotated[str, typer.Option(help="tiny (unit tests) | small (tens of M params) | medium (hundreds of M, "
+                                        "real vocab size) | full (MiMo-Embodied-7B's exact dims, 16.6 GB: benchmarks)."
+                                        )] = "tiny",
     seed: Annotated[int, typer.Option(help="Random seed: same preset and seed give the same bytes.")] = 0,
+    plant_vision_peak: Annotated[Optional[int], typer.Option(
+        help="Make this vision block's output carry activations of 1e5 (beyond FP16), as the real tower's grow: "
+             "for testing the FP16 overflow guard.")] = None,
 ) -> None:
     """Write a random-weight checkpoint with MiMo-Embodied's architecture, for tests and benchmarks."""
     from edgekit.model.checkpoint import open_checkpoint
@@ -67,7 +72,7 @@ def make_tiny_cmd(
 
     with progress() as bar:
         task = bar.add_task(f"make-tiny {preset}", total=None)
-        make_tiny(out, preset, seed, on_tensor=lambda name: bar.advance(task))
+        make_tiny(out, preset, seed, on_tensor=lambda name: bar.advance(task), plant_vision_peak=plant_vision_peak)
     ck = open_checkpoint(out)
     console.print(f"wrote {out}: {ck.parameter_counts()['total']:,} parameters, "
                   f"text {ck.text.num_layers}x{ck.text.hidden}, vision {ck.vision.depth}x{ck.vision.hidden}, vocab {ck.text.vocab}")

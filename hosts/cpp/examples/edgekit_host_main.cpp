@@ -28,7 +28,34 @@ int on_token(const char * piece, size_t length, int32_t id, void * user) {
     return 0;
 }
 
-std::string json_string(const std::string & s) {
+// The answer's bytes as valid UTF-8: each ill-formed sequence (a token may end inside a character) becomes U+FFFD per
+// its maximal subpart (Unicode 3.9, table 3-7), exactly as Python's bytes.decode("utf-8", errors="replace") does, so
+// the JSON is valid and equals edgekit's.
+std::string utf8_replaced(const std::string & s) {
+    std::string out;
+    const auto * b = reinterpret_cast<const unsigned char *>(s.data());
+    size_t i = 0, n = s.size();
+    while (i < n) {
+        unsigned char c = b[i];
+        if (c < 0x80) { out += char(c); ++i; continue; }
+        int len = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+        unsigned char lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80;  // the second byte's allowed range
+        unsigned char hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
+        size_t k = 1;
+        while (len && k < size_t(len) && i + k < n) {
+            unsigned char cc = b[i + k];
+            if (cc < (k == 1 ? lo : 0x80) || cc > (k == 1 ? hi : 0xBF)) break;
+            ++k;
+        }
+        if (len && k == size_t(len)) out.append(s, i, k);
+        else out += "\xEF\xBF\xBD";
+        i += len ? k : 1;
+    }
+    return out;
+}
+
+std::string json_string(const std::string & raw) {
+    std::string s = utf8_replaced(raw);
     std::string out = "\"";
     for (unsigned char c : s) {
         if (c == '"' || c == '\\') { out += '\\'; out += char(c); }
