@@ -144,7 +144,7 @@ def main() -> None:
             row[p] = {"tokens_per_s": m, "ratio_to_first": (m / b) if m and b else None,
                       "runs": [o.get("tokens_per_s", o.get("error")) for o in runs[(name, p)]]}
         rows.append(row)
-    print(f"\n| build | " + " | ".join(f"{p} tok/s (ratio)" for p in ggufs) + " |")
+    print("\n| build | " + " | ".join(f"{p} tok/s (ratio)" for p in ggufs) + " |")
     print("|---|" + "---|" * len(ggufs))
     for row in rows:
         cells = [f"{row[p]['tokens_per_s']:.1f} ({row[p]['ratio_to_first']:.2f})" if row[p]["tokens_per_s"] else "crashed"

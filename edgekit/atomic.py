@@ -26,6 +26,11 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+def plain_mode(path: Path) -> None:
+    """The permissions a plain open() would give (mkstemp and some writers make 0600)."""
+    os.chmod(path, 0o666 & ~_UMASK)
+
+
 def write_error(path: Path, e: OSError) -> EdgekitError:
     """One line for a failed write: what happened to which file, and what to do."""
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -58,7 +63,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         tmp = Path(name)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts get the permissions a plain open() would
+        plain_mode(tmp)  # mkstemp makes 0600
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from typing import Callable
 
 RETRY_S = 0.05  # how soon a signal that arrived during an import is delivered again
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as shells report them
 
 
 class Terminated(BaseException):

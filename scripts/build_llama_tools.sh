@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# llama.cpp's own programs (llama-bench, llama-imatrix, llama-quantize, llama-perplexity), built from the
+# llama.cpp's own programs (llama-bench, llama-imatrix, llama-quantize, llama-perplexity, llama-server), built from the
 # llama-cpp-python source distribution pinned in .ci/constraints.txt with the same flags as the installed library
 # (scripts/llama_cpp_flags.sh: -march=native minus AMX), so a benchmark compares edgekit with llama.cpp's own
 # tools on the same code. Static programs; nothing is installed. About 6 minutes on 2 cores, then cached in
@@ -9,9 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 . scripts/llama_cpp_flags.sh  # VERSION, args, cflags, cxxflags, key
-TOOLS=(llama-bench llama-imatrix llama-quantize llama-perplexity)
+TOOLS=(llama-bench llama-imatrix llama-quantize llama-perplexity llama-server)
 dir=$PWD/.cache/llama-tools/$key
-if [ ! -x "$dir/bin/llama-bench" ]; then
+missing=0
+for t in "${TOOLS[@]}"; do [ -x "$dir/bin/$t" ] || missing=1; done
+if [ "$missing" = 1 ]; then
   command -v cmake >/dev/null || { echo "cmake not found (Debian: apt-get install cmake)" >&2; exit 2; }
   rm -rf "$dir.partial" && mkdir -p "$dir.partial/src"
   echo "building ${TOOLS[*]} from llama-cpp-python $VERSION's source distribution (about 6 minutes on 2 cores)" >&2
@@ -20,7 +22,7 @@ if [ ! -x "$dir/bin/llama-bench" ]; then
   # shellcheck disable=SC2086  # a user's CMAKE_ARGS are words
   CFLAGS="$cflags" CXXFLAGS="$cxxflags" cmake -S "$dir.partial/src/llama_cpp_python-$VERSION/vendor/llama.cpp" \
     -B "$dir.partial/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
-    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF $args > "$dir.partial/configure.log" 2>&1 \
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON $args > "$dir.partial/configure.log" 2>&1 \
     || { cat "$dir.partial/configure.log" >&2; exit 1; }
   cmake --build "$dir.partial/build" --target "${TOOLS[@]}" -j "$(nproc)" > "$dir.partial/build.log" 2>&1 \
     || { tail -40 "$dir.partial/build.log" >&2; exit 1; }

@@ -115,22 +115,24 @@ def _needs_samples(config: BuildConfig, vision_precision: str) -> bool:
 def build_bundle(model: str | Path, out: str | Path, config: BuildConfig,
                  on_stage: Callable[[str, str], None] | None = None, *, allow_nonfinite: bool = False,
                  on_progress: Callable[[str, int, int], None] | None = None,
-                 calib_cache: str | Path | None = None) -> Path:
+                 calib_cache: str | Path | None = None, device: str = "cpu") -> Path:
     """Build (or resume building) a bundle for `config.target` from checkpoint `model` into `out`.
 
     `calib_cache`: where decoder calibrations are kept between builds (default: default_cache_dir()/calibration),
     so a rebuild with the same checkpoint, samples and quantizer settings does not calibrate again.
-    `on_progress(what, done, total)`: steps inside the long stages (calibrated layers, decoder tensors written)."""
+    `on_progress(what, done, total)`: steps inside the long stages (calibrated layers, decoder tensors written).
+    `device`: where decoder calibration runs (edgekit.devices); not part of the bundle's identity, like threads."""
     from edgekit.model.checkpoint import open_checkpoint
     from edgekit.model.processor import load_processor_config
     from edgekit.targets.plan import make_plan, refuse_if_unfit
     from edgekit.bundle.stages import StageRunner, claim_out
+    from edgekit.devices import resolve_device
+    from edgekit.outputs import refuse_overlap, spec_paths
     from edgekit.targets import get_target
 
     model, out = Path(model), Path(out)
-    from edgekit.outputs import refuse_overlap, spec_paths
-
     config.validate()
+    torch_device = resolve_device(device)  # `--device cuda` without one: refused before any work
     refuse_overlap(out, [model, *spec_paths(config.samples)])  # never into the checkpoint or the samples
     if calib_cache is not None:
         refuse_overlap(Path(calib_cache), [model, *spec_paths(config.samples)], flag="--calib-cache")
@@ -168,7 +170,7 @@ def build_bundle(model: str | Path, out: str | Path, config: BuildConfig,
     runner = StageRunner(out, on_stage)
     try:
         return _run_stages(runner, ck, config, target, backend, plan, Path(calib_cache or default_calib_cache()),
-                           frames, on_progress or (lambda what, done, total: None))
+                           frames, on_progress or (lambda what, done, total: None), torch_device)
     finally:
         runner.close()
         ck.close()
@@ -181,7 +183,7 @@ def default_calib_cache() -> Path:
 
 
 def _run_stages(runner, ck, config: BuildConfig, target, backend: str, plan, calib_dir: Path, frames: dict | None,
-                progress: Callable[[str, int, int], None]) -> Path:
+                progress: Callable[[str, int, int], None], device) -> Path:
     from edgekit.atomic import write_json, write_text
     from edgekit.bundle.parts import edgellm_identity, tensorrt_decoder, vision_part
     from edgekit.bundle.manifest import MANIFEST, SCHEMA, artifact_table, seal_manifest, tool_versions, verify_bundle
@@ -218,7 +220,8 @@ def _run_stages(runner, ck, config: BuildConfig, target, backend: str, plan, cal
 
                 qcfg = QuantConfig(method=config.method, grid=fmt.grid_name, samples=config.samples,
                                    n_samples=config.calib_n, seed=config.seed)
-                calibrated = calibrate(ck.path, qcfg, calib_dir, on_layer=_layer_progress(progress, config.method))
+                calibrated = calibrate(ck.path, qcfg, calib_dir, on_layer=_layer_progress(progress, config.method),
+                                       device=device)
                 write_json(bundle / "decoder" / "calibration.json", calibrated.record)
                 outputs.append("decoder/calibration.json")
             write_decoder_gguf(ck.path, bundle / "decoder" / "decoder.gguf", fmt, calibrated=calibrated,
@@ -236,7 +239,7 @@ def _run_stages(runner, ck, config: BuildConfig, target, backend: str, plan, cal
 
         def decoder_stage(bundle: Path) -> list[str]:
             return tensorrt_decoder(ck, bundle, qcfg, calib_dir, runner.work,
-                                    on_layer=_layer_progress(progress, qcfg.method if qcfg else ""))
+                                    on_layer=_layer_progress(progress, qcfg.method if qcfg else ""), device=device)
 
         k_dec = runner.run("decoder", {**base, "unified": qcfg.key() if qcfg else None,
                                        "edgellm": edgellm_identity()}, decoder_stage)

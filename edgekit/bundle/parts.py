@@ -66,7 +66,7 @@ def vision_calibration_images(samples: str) -> list[Path]:
     return picked[:VISION_CALIB_IMAGES]
 
 
-def tensorrt_decoder(ck, bundle: Path, qcfg, calib_dir: Path, work: Path, on_layer=None) -> list[str]:
+def tensorrt_decoder(ck, bundle: Path, qcfg, calib_dir: Path, work: Path, on_layer=None, device="cpu") -> list[str]:
     """decoder/unified (ModelOpt unified checkpoint, or the FP16 checkpoint) + Edge-LLM's ONNX when installed."""
     from edgekit.atomic import write_json
     from edgekit.bundle.edgellm import check_int4_export, check_int8_export, find_exporter, run_export
@@ -78,7 +78,7 @@ def tensorrt_decoder(ck, bundle: Path, qcfg, calib_dir: Path, work: Path, on_lay
         from edgekit.export.modelopt_unified import write_unified_checkpoint
         from edgekit.quant.calibrate import calibrate
 
-        calibrated = calibrate(ck.path, qcfg, calib_dir, on_layer=on_layer)
+        calibrated = calibrate(ck.path, qcfg, calib_dir, on_layer=on_layer, device=device, data_free_rtn=True)
         write_unified_checkpoint(ck.path, unified, calibrated)
         write_json(bundle / "decoder" / "calibration.json", calibrated.record)
     exporter = find_exporter()

@@ -11,7 +11,7 @@ import typer
 from edgekit.cli.app import STATE, app, err_console
 from edgekit.cli.commands import load_all
 from edgekit.errors import EdgekitError
-from edgekit.interrupts import Terminated, install as install_signal_handlers
+from edgekit.interrupts import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, install as install_signal_handlers
 
 load_all()
 
@@ -25,7 +25,6 @@ except ImportError:  # typer < 0.26
 ClickExit, ClickAbort = typer.Exit, typer.Abort
 
 
-EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as shells report them
 # Commands whose finished work survives an interruption (build stages, calibration layers, QAT steps).
 RESUMABLE = ("build", "calibrate", "quantize", "qat")
 RESUME_HINT = "finished stages are kept: rerun the same command to resume"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from edgekit.errors import EdgekitError
 
+DEVICE_OPTION_DEFAULT = "auto"
+
 CALIBRATION_SAMPLES_HELP = ("Calibration samples: default (the real samples' calibration split when present, the "
                             "built-in samples and generic text; docs/samples.md), built-in names (driving,embodied), "
                             "JSONL files or folders, comma-separated.")

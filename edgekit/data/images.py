@@ -32,26 +32,34 @@ def to_8bit_rgb(im):
 
 def load_image(path: str | Path):
     """Return a fully decoded RGB PIL image, or raise EdgekitError naming the file."""
-    import io
-
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     from edgekit.safe_files import read_regular
 
     path = Path(path)
     if not path.exists():
         raise EdgekitError(f"{path}: image file not found")
     data = read_regular(path, max_bytes=MAX_IMAGE_FILE_BYTES)  # a FIFO or a directory is refused unread
+    return decode_image(data, str(path))
+
+
+def decode_image(data: bytes, where: str, *, max_pixels: int | None = None):
+    """Encoded image bytes -> a fully decoded RGB PIL image; EdgekitError naming `where` otherwise. `max_pixels`:
+    refuse larger images from their header, before decoding a byte of pixels (a server's inputs)."""
+    import io
+
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
     try:
         with Image.open(io.BytesIO(data)) as im:
+            if max_pixels is not None and im.width * im.height > max_pixels:
+                raise EdgekitError(f"{where}: {im.width}x{im.height} image is over the limit of {max_pixels} pixels")
             im.load()  # decode now, so truncated files fail here and not deep inside a model
             im = ImageOps.exif_transpose(im)
             return to_8bit_rgb(im)
     except UnidentifiedImageError:
-        raise EdgekitError(f"{path}: not a readable image (unknown or corrupt format)") from None
+        raise EdgekitError(f"{where}: not a readable image (unknown or corrupt format)") from None
     except Image.DecompressionBombError as e:  # Pillow's guard against a tiny file that decodes to gigabytes
-        raise EdgekitError(f"{path}: image too large to decode safely ({e}); resize it first") from None
+        raise EdgekitError(f"{where}: image too large to decode safely ({e}); resize it first") from None
     except MemoryError:
-        raise EdgekitError(f"{path}: image too large to decode in the memory available; resize it first") from None
+        raise EdgekitError(f"{where}: image too large to decode in the memory available; resize it first") from None
     except (OSError, SyntaxError, ValueError) as e:
-        raise EdgekitError(f"{path}: unreadable image ({e})") from None
+        raise EdgekitError(f"{where}: unreadable image ({e})") from None

@@ -14,7 +14,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from edgekit.atomic import write_error
+from edgekit.atomic import plain_mode, write_error
 from edgekit.errors import EdgekitError
 
 EXTERNAL_DATA_BYTES = 1 << 30  # weights above this go to one external-data file (protobuf's hard limit is 2 GB)
@@ -48,9 +48,11 @@ def save_graph(model, out: str | Path, *, threshold: int | None = None) -> list[
             if external:
                 onnx.save_model(model, str(staged), save_as_external_data=True, all_tensors_to_one_file=True,
                                 location=data.name, size_threshold=0)
+                plain_mode(Path(tmp) / data.name)
                 os.replace(Path(tmp) / data.name, data)
             else:
                 onnx.save_model(model, str(staged))
+            plain_mode(staged)
             os.replace(staged, out)
     except OSError as e:
         raise write_error(out, e) from None

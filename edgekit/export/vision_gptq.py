@@ -35,7 +35,8 @@ def quantized_layers(model, float_weights: dict[str, np.ndarray]) -> list[dict]:
 
     Each entry: node, x (the float input before its QuantizeLinear), the weight's int8 / scale initializer
     names, `out_axis` (the weight axis of output channels, = the scale axis) and the float weight `w` as
-    [K, N] float64 (Gemm's transB undone).
+    [K, N] (Gemm's transB undone; a view of `float_weights`, widened to float64 one layer at a time by gptq_round:
+    at MiMo-Embodied's size every weight in float64 at once would be 5.4 GB).
     """
     inits = {i.name: i for i in model.graph.initializer}
     producer = {o: n for n in model.graph.node for o in n.output}
@@ -58,7 +59,7 @@ def quantized_layers(model, float_weights: dict[str, np.ndarray]) -> list[dict]:
         out_axis = 0 if trans else 1
         if _attr(w_dq, "axis", 1) != out_axis:
             continue
-        w = float_weights[name].astype(np.float64)
+        w = float_weights[name]
         layers.append({"node": node, "x": a_q.input[0], "codes": w_dq.input[0],
                        "scale": w_dq.input[1], "out_axis": out_axis, "w": w.T if trans else w})
     return layers
@@ -73,6 +74,8 @@ def input_grams(model, layers, batches, input_name: str) -> dict[str, np.ndarray
     import onnxruntime as ort
     from onnx import helper
 
+    from edgekit.runtime.ort_session import session_options
+
     m = onnx.ModelProto()
     m.CopyFrom(model)
     del m.graph.output[:]
@@ -85,9 +88,12 @@ def input_grams(model, layers, batches, input_name: str) -> dict[str, np.ndarray
         m.graph.node.append(helper.make_node("Gemm", [flat, flat], [out], transA=1))  # [K, K]
         m.graph.output.append(helper.make_tensor_value_info(out, onnx.TensorProto.FLOAT, None))
         outs.append(out)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 2
-    sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    # No constant folding: it would keep an fp32 copy of every dequantized weight (2.7 GB at MiMo-Embodied's size)
+    opts = session_options(2, optimize=False)
+    serialized = m.SerializeToString()
+    del m
+    sess = ort.InferenceSession(serialized, opts, providers=["CPUExecutionProvider"])
+    del serialized
     acc = [0.0] * len(outs)
     rows_total = 0
     for x in batches:
@@ -116,7 +122,7 @@ def gptq_round(model, float_weights: dict[str, np.ndarray], batches: Sequence[np
     inits = {i.name: i for i in model.graph.initializer}
     gain = []
     for layer in layers:
-        W = torch.from_numpy(np.ascontiguousarray(layer["w"].T))  # [N, K]: one row per output channel
+        W = torch.from_numpy(np.ascontiguousarray(layer["w"].T, dtype=np.float64))  # [N, K]: a row per output channel
         H = torch.from_numpy(grams[layer["x"]])  # [K, K]
         scale = torch.from_numpy(numpy_helper.to_array(inits[layer["scale"]]).astype(np.float64))  # [N]
         rtn = numpy_helper.to_array(inits[layer["codes"]])

@@ -13,12 +13,12 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from edgekit.atomic import atomic_path
 from edgekit.errors import EdgekitError
 from edgekit.model.vision_graph import INPUT, set_metadata
 
@@ -84,13 +84,61 @@ def part_matmuls(model, part: str) -> list[str]:
     raise EdgekitError(f"--keep-float {part!r}: choose from {', '.join(FLOAT_PARTS)}")
 
 
-def _gptq_round(q, float_model, batches) -> dict:
-    """Re-choose the int8 weight codes of `q` by GPTQ with its scales fixed (vision_gptq.py), in place."""
+CALIB_CHUNK_BYTES = 1 << 30  # intermediate tensors fetched per calibration run
+
+
+def calibrate_streamed(fp32_path: Path, batches: Sequence[np.ndarray], calib, options: dict, tmp: Path,
+                       large: bool) -> Path:
+    """ONNX Runtime's own calibrator and histogram collector, fed one image and at most CALIB_CHUNK_BYTES of its
+    intermediate tensors at a time (quantize_static fetches every intermediate tensor of every image at once: over
+    3 GB per 448x448 image at MiMo-Embodied's size, 16 images at a time). The collector merges each chunk into its
+    histograms and the tensors are dropped. Returns the ranges as ONNX Runtime's calibration cache, which
+    quantize_static then reads instead of calibrating again."""
+    from onnxruntime.quantization.calibrate import (CalibrationMethod, HistogramCollector, create_calibrator,
+                                                    save_tensors_data)
+
+    keys = {"CalibTensorRangeSymmetric": "symmetric", "CalibPercentile": "percentile"}
+    cal = create_calibrator(fp32_path, ["MatMul", "Gemm"], augmented_model_path=str(tmp / "augmented.onnx"),
+                            calibrate_method=calib, use_external_data_format=large,
+                            extra_options={keys[k]: v for k, v in options.items() if k in keys})
+    cal.model = None  # the session has it now (2.7 GB of weights at MiMo-Embodied's size)
+    if calib == CalibrationMethod.MinMax:  # reduced in the graph: only two numbers per tensor leave the session
+        cal.collect_data(PatchReader(batches))
+    else:
+        cal.collector = HistogramCollector(method=cal.method, symmetric=cal.symmetric, num_bins=cal.num_bins,
+                                           num_quantized_bins=cal.num_quantized_bins, percentile=cal.percentile,
+                                           scenario=cal.scenario)
+        outputs = [o for o in cal.infer_session.get_outputs() if o.name in cal.tensors_to_calibrate]
+        for x in batches:
+            for names in _chunks(outputs, CALIB_CHUNK_BYTES):
+                cal.collector.collect(dict(zip(names, cal.infer_session.run(names, {INPUT: x}))))
+    cache = tmp / "ranges.json"
+    save_tensors_data(cal.compute_data(), cache)
+    return cache
+
+
+def _chunks(outputs, budget: int) -> list[list[str]]:
+    """Output names in groups of at most `budget` bytes (float32, static shapes; unknown dims count as 1)."""
+    groups, size = [[]], 0
+    for o in outputs:
+        n = 4 * int(np.prod([d if isinstance(d, int) and d > 0 else 1 for d in o.shape]))
+        if groups[-1] and size + n > budget:
+            groups.append([])
+            size = 0
+        groups[-1].append(o.name)
+        size += n
+    return groups
+
+
+def _gptq_round(q, float_model, base_dir: Path, batches) -> dict:
+    """Re-choose the int8 weight codes of `q` by GPTQ with its scales fixed (vision_gptq.py), in place. The float
+    weights are read tensor by tensor (from the graph's external data when it has one), never a second graph."""
     from onnx import numpy_helper
 
     from edgekit.export.vision_gptq import gptq_round
 
-    weights = {i.name: numpy_helper.to_array(i) for i in float_model.graph.initializer if len(i.dims) == 2}
+    weights = {i.name: numpy_helper.to_array(i, base_dir=str(base_dir)) for i in float_model.graph.initializer
+               if len(i.dims) == 2}
     return gptq_round(q, weights, batches, INPUT)
 
 
@@ -105,7 +153,11 @@ def quantize_int8(fp32_path: str | Path, out: str | Path, batches: Sequence[np.n
         raise EdgekitError(f"--calibration {method!r}: choose one of {', '.join(CALIBRATIONS)}")
     if not batches:
         raise EdgekitError("INT8 calibration needs at least one image; pass --samples with images")
-    model = onnx.load(str(fp32_path))
+    from edgekit.export.onnx_files import EXTERNAL_DATA_BYTES, initializer_bytes, save_graph
+
+    model = onnx.load(str(fp32_path), load_external_data=False)  # the graph; its weights are read when GPTQ needs them
+    data = Path(fp32_path).with_name(Path(fp32_path).name + ".data")
+    large = data.is_file() or initializer_bytes(model) > EXTERNAL_DATA_BYTES  # ONNX Runtime writes external data too
     weights, acts = weight_matmuls(model)
     if not weights:  # fail before calibrating: a config that matches nothing would export float silently
         raise EdgekitError(f"{fp32_path}: no weight MatMul found to quantize; is this an edgekit vision graph?")
@@ -122,18 +174,22 @@ def quantize_int8(fp32_path: str | Path, out: str | Path, batches: Sequence[np.n
     calib = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
              "entropy": CalibrationMethod.Entropy}[method]
     out = Path(out)
-    with atomic_path(out) as tmp, _quiet_onnxruntime_quantization():
-        quantize_static(str(fp32_path), str(tmp), PatchReader(batches), quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=["MatMul", "Gemm"], nodes_to_quantize=quantized, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=calib, extra_options=extra)
-        q = onnx.load(str(tmp))
-        rounded = _gptq_round(q, model, batches) if gptq else {}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".int8-") as work, _quiet_onnxruntime_quantization():
+        tmp = Path(work)
+        cache = calibrate_streamed(Path(fp32_path), batches, calib, extra, tmp, large)
+        quantize_static(str(fp32_path), str(tmp / "qdq.onnx"), None, calibration_cache_path=str(cache),
+                        quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul", "Gemm"],
+                        nodes_to_quantize=quantized, per_channel=True, activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=calib, use_external_data_format=large,
+                        extra_options=extra)
+        q = onnx.load(str(tmp / "qdq.onnx"))
+        rounded = _gptq_round(q, model, Path(fp32_path).parent, batches) if gptq else {}
         props = {p.key: p.value for p in model.metadata_props}
         props["edgekit.precision"] = "int8"
         props["edgekit.calibration"] = method
         set_metadata(q, props)
-        onnx.save(q, str(tmp))
+        save_graph(q, out)
     return {"quantized_matmuls": len(quantized), "float_matmuls": len(exclude), "float_parts": list(float_parts),
             "method": method, **rounded,
             "calibration_batches": len(batches)}

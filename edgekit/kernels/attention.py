@@ -99,11 +99,14 @@ def check_close(out: np.ndarray, ref: np.ndarray, atol: float, rtol: float, name
 
 # ---- the C library ---------------------------------------------------------------------------------
 
-def build_library(build_dir: Path, cuda: bool) -> Path:
-    """cmake-build edgekit/kernels/ into build_dir: the CUDA library (sm_87/90/110, spills fail the build) or the
-    CPU emulation library. Returns the .so path; raises EdgekitError with the build log's tail on failure."""
+def build_library(build_dir: Path, cuda: bool, cuda_archs: str | None = None) -> Path:
+    """cmake-build edgekit/kernels/ into build_dir: the CUDA library (sm_87/90/110, or `cuda_archs` such as "90-real"
+    for the GPU at hand; spills fail the build) or the CPU emulation library. Returns the .so path; raises
+    EdgekitError with the build log's tail on failure."""
     build_dir.mkdir(parents=True, exist_ok=True)
     flags = ["-DEDGEKIT_CUDA=ON", "-DEDGEKIT_EMU=OFF"] if cuda else ["-DEDGEKIT_CUDA=OFF", "-DEDGEKIT_EMU=ON"]
+    if cuda and cuda_archs:
+        flags.append(f"-DEDGEKIT_CUDA_ARCHS={cuda_archs}")
     log = build_dir / "build.log"
     with open(log, "w") as f:
         for cmd in (["cmake", "-S", str(KERNELS_DIR), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release", *flags],
@@ -116,10 +119,13 @@ def build_library(build_dir: Path, cuda: bool) -> Path:
 
 
 class KernelLibrary:
-    """ctypes binding of edgekit_kernels.h. With the emulation library, 'device' pointers are numpy buffers."""
+    """ctypes binding of edgekit_kernels.h over numpy arrays. With the emulation library 'device' pointers are the
+    numpy buffers themselves; with the CUDA library (`gpu=True`) each array is copied to the GPU (through torch),
+    the kernel runs on the default stream, and what it writes (outputs, appended caches) is copied back."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, gpu: bool = False):
         self.lib = ctypes.CDLL(str(path))
+        self.gpu = gpu
         p, i, sz = ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t
         self.lib.edgekit_vit_window_attention.argtypes = [p, p, p, p, i, i, i, i, p, p]
         self.lib.edgekit_vit_window_attention.restype = i
@@ -128,12 +134,33 @@ class KernelLibrary:
         self.lib.edgekit_decode_attention.argtypes = [p, p, p, p, p, p, p, p, p, i, p, i, i, i, i, i, p, p, p]
         self.lib.edgekit_decode_attention.restype = i
 
-    @staticmethod
-    def _ptr(a: np.ndarray | None):
-        if a is None:
-            return None
-        assert a.flags.c_contiguous
-        return a.ctypes.data_as(ctypes.c_void_p)
+    def _buffers(self, arrays: dict[str, np.ndarray | None]) -> tuple[dict, dict]:
+        """(pointers, device copies) for named C-contiguous arrays (None stays a null pointer)."""
+        ptrs, copies = {}, {}
+        for name, a in arrays.items():
+            if a is None:
+                ptrs[name] = None
+                continue
+            assert a.flags.c_contiguous, name
+            if self.gpu:
+                import torch
+
+                copies[name] = torch.from_numpy(a).to("cuda")
+                ptrs[name] = ctypes.c_void_p(copies[name].data_ptr())
+            else:
+                ptrs[name] = a.ctypes.data_as(ctypes.c_void_p)
+        return ptrs, copies
+
+    def _written(self, copies: dict, arrays: dict[str, np.ndarray | None]) -> None:
+        """Copy what the kernel wrote on the GPU back into the host arrays."""
+        if not self.gpu:
+            return
+        import torch
+
+        torch.cuda.synchronize()
+        for name, a in arrays.items():
+            if a is not None:
+                a[...] = copies[name].cpu().numpy()
 
     def vit_window_attention(self, qkv: np.ndarray, cos: np.ndarray, sin: np.ndarray, cu_windows: np.ndarray) -> np.ndarray:
         T, three, H, D = qkv.shape
@@ -142,10 +169,12 @@ class KernelLibrary:
         cu = np.ascontiguousarray(cu_windows, dtype=np.int32)
         out = np.zeros((T, H * D), dtype=np.float16)
         max_len = int(np.max(np.diff(cu)))
-        rc = self.lib.edgekit_vit_window_attention(self._ptr(qkv), self._ptr(cos), self._ptr(sin), self._ptr(cu),
-                                                   len(cu) - 1, max_len, H, D, self._ptr(out), None)
+        ptr, dev = self._buffers({"qkv": qkv, "cos": cos, "sin": sin, "cu": cu, "out": out})
+        rc = self.lib.edgekit_vit_window_attention(ptr["qkv"], ptr["cos"], ptr["sin"], ptr["cu"], len(cu) - 1, max_len,
+                                                   H, D, ptr["out"], None)
         if rc != 0:
             raise EdgekitError(f"edgekit_vit_window_attention returned {rc}")
+        self._written(dev, {"out": out})
         return out
 
     def decode_attention(self, q_new, k_new, v_new, cos, sin, cache_k, cache_v, seq_lens, num_splits: int,
@@ -154,17 +183,20 @@ class KernelLibrary:
         B, Hq, D = q_new.shape
         Hkv, C = cache_k.shape[1], cache_k.shape[2]
         int8 = cache_k.dtype == np.int8
-        args16 = [np.ascontiguousarray(x, dtype=np.float16) for x in (q_new, k_new, v_new)]
+        q, k, v = (np.ascontiguousarray(x, dtype=np.float16) for x in (q_new, k_new, v_new))
         cos, sin = np.ascontiguousarray(cos, dtype=np.float32), np.ascontiguousarray(sin, dtype=np.float32)
         lens = np.ascontiguousarray(seq_lens, dtype=np.int32)
         ws = np.zeros(self.lib.edgekit_decode_workspace_bytes(B, Hq, num_splits) // 4, dtype=np.float32)
         out = np.zeros((B, Hq, D), dtype=np.float16)
-        rc = self.lib.edgekit_decode_attention(*(self._ptr(a) for a in args16), self._ptr(cos), self._ptr(sin),
-                                               self._ptr(cache_k), self._ptr(cache_v), self._ptr(scale_k), self._ptr(scale_v),
-                                               KV_INT8 if int8 else KV_F16, self._ptr(lens), B, Hq, Hkv, C, num_splits,
-                                               self._ptr(ws), self._ptr(out), None)
+        written = {"cache_k": cache_k, "cache_v": cache_v, "scale_k": scale_k, "scale_v": scale_v, "out": out}
+        ptr, dev = self._buffers({"q": q, "k": k, "v": v, "cos": cos, "sin": sin, "lens": lens, "ws": ws, **written})
+        rc = self.lib.edgekit_decode_attention(ptr["q"], ptr["k"], ptr["v"], ptr["cos"], ptr["sin"], ptr["cache_k"],
+                                               ptr["cache_v"], ptr["scale_k"], ptr["scale_v"],
+                                               KV_INT8 if int8 else KV_F16, ptr["lens"], B, Hq, Hkv, C, num_splits,
+                                               ptr["ws"], ptr["out"], None)
         if rc != 0:
             raise EdgekitError(f"edgekit_decode_attention returned {rc}")
+        self._written(dev, written)
         return out
 
 

@@ -1,10 +1,11 @@
 """Time edgekit's fused kernels against torch's scaled_dot_product_attention on a CUDA GPU, side by side in one run.
 
     cmake -S edgekit/kernels -B edgekit/kernels/build && cmake --build edgekit/kernels/build -j2
-    python edgekit/kernels/bench_kernels.py [--resolution 448] [--context 4096] [--splits 0]
+    python edgekit/kernels/bench_kernels.py [--resolution 448] [--context 4096] [--splits 0] [--json OUT]
 
 Per case: the fused kernel's time, its achieved DRAM GB/s and tensor TFLOP/s and their share of the device's
-peak (edgekit/targets/recipes: orin-agx-64 on sm_87, thor-agx on sm_110), and SDPA's time on the same shapes. SDPA
+peak (edgekit/targets/recipes: orin-agx-64 on sm_87, thor-agx on sm_110; on any other GPU the peaks measured here
+first: a device-to-device copy and an 8192³ fp16 matrix product), and SDPA's time on the same shapes. SDPA
 does less work than the fused kernels (no rotary; window attention as a padded batch of 64-token windows; decode
 with f16 KV only, no cache append), so the ratio flatters SDPA. Needs a GPU; elsewhere it says so and exits 2.
 """
@@ -32,6 +33,20 @@ def _time_ms(fn, reps: int = 50) -> float:
     return start.elapsed_time(end) / reps
 
 
+def measured_peaks() -> dict:
+    """This GPU's copy bandwidth (bytes read + written per second) and fp16 tensor rate, measured now."""
+    import torch
+
+    a = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+    b = torch.empty_like(a)
+    copy_ms = _time_ms(lambda: b.copy_(a), reps=20)
+    n = 8192
+    x, y = (torch.randn(n, n, device="cuda", dtype=torch.float16) for _ in range(2))
+    mm_ms = _time_ms(lambda: x @ y, reps=10)
+    return {"memory_bandwidth_gbs": 2 * (1 << 30) / copy_ms / 1e6, "fp16_tensor_tflops": 2 * n ** 3 / mm_ms / 1e9,
+            "source": "measured here (device-to-device copy, 8192^3 fp16 matmul)"}
+
+
 def _check(rc: int, name: str) -> None:
     if rc != 0:
         raise RuntimeError(f"{name} returned {rc}")
@@ -48,6 +63,7 @@ def main() -> int:
     ap.add_argument("--resolution", type=int, default=448, help="square image side in pixels (multiple of 112)")
     ap.add_argument("--context", type=int, default=4096, help="decode context length (tokens already cached)")
     ap.add_argument("--splits", type=int, default=0, help="decode split-K count (0: enough blocks to fill the GPU)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         print("bench_kernels.py: no CUDA GPU here; the kernels' numerics are tested on the CPU (tests/kernels/test_kernels.py)")
@@ -58,16 +74,18 @@ def main() -> int:
         return 2
     cap = torch.cuda.get_device_capability()
     target = {(8, 7): "orin-agx-64", (11, 0): "thor-agx"}.get(cap)
-    peak = device(target) if target else None
-    print(f"device {torch.cuda.get_device_name()} sm_{cap[0]}{cap[1]}; peaks from "
-          f"{'targets/recipes/' + target + '.toml' if target else 'nowhere (not an Orin or Thor): shares not shown'}")
+    peak = dict(device(target), source=f"targets/recipes/{target}.toml") if target else measured_peaks()
+    print(f"device {torch.cuda.get_device_name()} sm_{cap[0]}{cap[1]}; peaks {peak['memory_bandwidth_gbs']:.0f} GB/s, "
+          f"{peak['fp16_tensor_tflops']:.0f} fp16 TFLOP/s from {peak['source']}")
+    rows = []
 
     def report(name: str, ms: float, nbytes: float, flops: float, ms_sdpa: float) -> None:
         gbs, tfs = nbytes / ms / 1e6, flops / ms / 1e9
-        share = (f" ({gbs / peak['memory_bandwidth_gbs']:.0%} of DRAM, {tfs / peak['fp16_tensor_tflops']:.0%} of tensor)"
-                 if peak else "")
+        share = f" ({gbs / peak['memory_bandwidth_gbs']:.0%} of DRAM, {tfs / peak['fp16_tensor_tflops']:.0%} of tensor)"
         print(f"{name:44s} fused {ms:7.3f} ms  {gbs:6.1f} GB/s  {tfs:6.2f} TFLOP/s{share}   SDPA {ms_sdpa:7.3f} ms  "
               f"SDPA/fused {ms_sdpa / ms:.2f}x")
+        rows.append({"case": name, "fused_ms": ms, "gbs": gbs, "tflops": tfs, "dram_share": gbs / peak["memory_bandwidth_gbs"],
+                     "tensor_share": tfs / peak["fp16_tensor_tflops"], "sdpa_ms": ms_sdpa})
 
     dev, stream = torch.device("cuda"), torch.cuda.current_stream().cuda_stream
     H, D = VIS_HEADS, VIS_D
@@ -116,6 +134,10 @@ def main() -> int:
         nbytes = (C + 1) * DEC_KVH * DEC_D * 2 * (1 + 4 / DEC_D if int8 else 2)
         report(f"decode, one layer, context {C}, {'INT8' if int8 else 'FP16'} KV, {splits} splits", _time_ms(fused_d),
                nbytes, 4 * (C + 1) * DEC_QH * DEC_D, ms_sdpa)
+    if args.json:
+        import json
+
+        args.json.write_text(json.dumps({"device": torch.cuda.get_device_name(), "peaks": peak, "rows": rows}, indent=1))
     return 0
 
 

@@ -219,9 +219,10 @@ def target_size(height: int, width: int, cfg: ImageProcessorConfig,
     return smart_resize(height, width, cfg.factor, cfg.min_pixels, cfg.max_pixels)
 
 
-def preprocess_image(image: Image.Image | np.ndarray, cfg: ImageProcessorConfig, *,
-                     resize_to: tuple[int, int] | None = None) -> tuple[np.ndarray, tuple[int, int, int]]:
-    """One image -> (patches float32 [N, C*T*P*P], grid_thw (1, gh, gw)); N = gh * gw."""
+def model_pixels(image: Image.Image | np.ndarray, cfg: ImageProcessorConfig, *,
+                 resize_to: tuple[int, int] | None = None) -> np.ndarray:
+    """One image converted and resized as the model takes it: uint8 [3, H, W], H and W multiples of the patch factor
+    (what its patches and grid follow from: `patches_of`)."""
     if isinstance(image, np.ndarray):
         pil = rgb_array_to_pil(image)
     elif isinstance(image, Image.Image):
@@ -238,9 +239,24 @@ def preprocess_image(image: Image.Image | np.ndarray, cfg: ImageProcessorConfig,
             "enable do_resize or pass resize_to")
     if (h, w) != (pil.height, pil.width):  # Pillow returns a plain copy for a same-size resize anyway
         pil = pil.resize((w, h), resample=cfg.resample)
-    pixels = np.asarray(pil).transpose(2, 0, 1)  # [3, H, W] uint8
-    patches, gh, gw = patchify(normalise(pixels, cfg), cfg.patch_size, cfg.merge_size, cfg.temporal_patch_size)
-    return patches, (1, gh, gw)
+    return np.asarray(pil).transpose(2, 0, 1)  # [3, H, W] uint8
+
+
+def grid_of(pixels: np.ndarray, cfg: ImageProcessorConfig) -> tuple[int, int, int]:
+    """grid_thw (1, gh, gw) of `model_pixels` [3, H, W]."""
+    return 1, pixels.shape[1] // cfg.patch_size, pixels.shape[2] // cfg.patch_size
+
+
+def patches_of(pixels: np.ndarray, cfg: ImageProcessorConfig) -> np.ndarray:
+    """`model_pixels` [3, H, W] -> patches float32 [gh * gw, C*T*P*P]."""
+    return patchify(normalise(pixels, cfg), cfg.patch_size, cfg.merge_size, cfg.temporal_patch_size)[0]
+
+
+def preprocess_image(image: Image.Image | np.ndarray, cfg: ImageProcessorConfig, *,
+                     resize_to: tuple[int, int] | None = None) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """One image -> (patches float32 [N, C*T*P*P], grid_thw (1, gh, gw)); N = gh * gw."""
+    pixels = model_pixels(image, cfg, resize_to=resize_to)
+    return patches_of(pixels, cfg), grid_of(pixels, cfg)
 
 
 def preprocess_images(images: list, cfg: ImageProcessorConfig, resize_to: tuple[int, int] | None = None

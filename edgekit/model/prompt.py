@@ -71,9 +71,33 @@ def user_turn(parts: Sequence[str | ImageSlot], *, think: bool) -> dict:
 def build_prompt_parts(chat_template: str, parts: Sequence[str | ImageSlot], *, think: bool,
                        system: str | None = None, image_token: str = IMAGE_TOKEN, **template_vars) -> str:
     """Prompt text for text and images in any order (text before, between, after images)."""
-    messages = ([{"role": "system", "content": system}] if system is not None else []) + [user_turn(parts, think=think)]
+    turns = ([("system", [system])] if system is not None else []) + [("user", list(parts))]
+    return build_prompt_turns(chat_template, turns, think=think, image_token=image_token, **template_vars)
+
+
+CHAT_ROLES = ("system", "user", "assistant")
+
+
+def build_prompt_turns(chat_template: str, turns: Sequence[tuple[str, Sequence[str | ImageSlot]]], *, think: bool,
+                       image_token: str = IMAGE_TOKEN, **template_vars) -> str:
+    """Prompt text for a conversation: (role, parts) turns, images anywhere in user turns; the last turn is the
+    user's question (` /no_think` goes on it when thinking is off, as `user_turn` does)."""
+    if not turns or turns[-1][0] != "user":
+        raise EdgekitError("a conversation must end with a user turn")
+    messages = []
+    for k, (role, parts) in enumerate(turns):
+        if role not in CHAT_ROLES:
+            raise EdgekitError(f"message role {role!r}: choose one of {', '.join(CHAT_ROLES)}")
+        if role != "user" and any(isinstance(p, ImageSlot) for p in parts):
+            raise EdgekitError(f"a {role} message cannot hold an image")
+        if role == "user":
+            messages.append(user_turn(parts, think=think) if k == len(turns) - 1 else
+                            {"role": "user", "content": [{"type": "image"} if isinstance(p, ImageSlot) else
+                                                         {"type": "text", "text": str(p)} for p in parts]})
+        else:
+            messages.append({"role": role, "content": "".join(str(p) for p in parts)})
     text = render_chat(chat_template, messages, add_generation_prompt=True, enable_thinking=think, **template_vars)
-    n_images = sum(isinstance(p, ImageSlot) for p in parts)
+    n_images = sum(isinstance(p, ImageSlot) for _, parts in turns for p in parts)
     found = text.count(image_token)
     if found != n_images:
         raise EdgekitError(
@@ -270,27 +294,46 @@ def prepare_inputs(assets: PromptAssets, question: str | Sequence[str | ImageSlo
     Images are PIL images, uint8 arrays or file paths (opened with edgekit.data.images.load_image).
     """
     parts = [IMAGE] * len(images) + [question] if isinstance(question, str) else list(question)
-    for p in parts:
-        if isinstance(p, str):
-            check_text(p, "the prompt")
-    n_slots = sum(isinstance(p, ImageSlot) for p in parts)
-    if n_slots != len(images):
-        raise EdgekitError(f"the prompt has {n_slots} image slot(s) but {len(images)} image(s) were given")
-    loaded = [_as_image(im) for im in images]
+    turns = ([("system", [system])] if system is not None else []) + [("user", parts)]
+    return prepare_chat(assets, turns, images, think=think, resize_to=resize_to)
+
+
+def prepare_chat(assets: PromptAssets, turns: Sequence[tuple[str, Sequence[str | ImageSlot]]], images: Sequence = (),
+                 *, think: bool, resize_to: tuple[int, int] | None = None) -> ModelInputs:
+    """A conversation ((role, parts) turns ending with the user's; IMAGE slots in user turns, `images` in the order
+    of the slots) -> ModelInputs, as `prepare_inputs` for one question."""
+    loaded = [as_image(im) for im in images]
     if loaded:
         pixels, grid = preprocess_images(loaded, assets.image, resize_to=resize_to)
     else:
         pixels, grid = np.zeros((0, assets.image.patch_dim), np.float32), np.zeros((0, 3), np.int64)
-    prompt = build_prompt_parts(assets.chat_template, parts, think=think, system=system)
+    return chat_inputs(assets, turns, grid, think=think, pixel_values=pixels)
+
+
+def chat_inputs(assets: PromptAssets, turns: Sequence[tuple[str, Sequence[str | ImageSlot]]], grid: np.ndarray, *,
+                think: bool, pixel_values: np.ndarray | None = None) -> ModelInputs:
+    """`prepare_chat` for images already preprocessed: their grid_thw [k, 3] (and patches, when wanted)."""
+    for _, parts in turns:
+        for p in parts:
+            if isinstance(p, str):
+                check_text(p, "the prompt")
+    n_slots = sum(isinstance(p, ImageSlot) for _, parts in turns for p in parts)
+    if n_slots != len(grid):
+        raise EdgekitError(f"the prompt has {n_slots} image slot(s) but {len(grid)} image(s) were given")
+    grid = np.asarray(grid, np.int64).reshape(-1, 3)
+    prompt = build_prompt_turns(assets.chat_template, turns, think=think)
     ids = encode_prompt(assets.tokenizer, prompt, grid, merge_size=assets.image.merge_size)
     positions, delta = mrope_positions(ids.input_ids, grid, spatial_merge_size=assets.spatial_merge_size,
                                        image_token_id=assets.image_token_id,
                                        vision_start_token_id=assets.vision_start_token_id)
-    return ModelInputs(input_ids=ids.input_ids, mm_token_type_ids=ids.mm_token_type_ids, pixel_values=pixels,
+    if pixel_values is None:
+        pixel_values = np.zeros((0, assets.image.patch_dim), np.float32)
+    return ModelInputs(input_ids=ids.input_ids, mm_token_type_ids=ids.mm_token_type_ids, pixel_values=pixel_values,
                        image_grid_thw=grid, position_ids=positions, rope_delta=delta)
 
 
-def _as_image(image):
+def as_image(image):
+    """A PIL image or array as given; a path opened with edgekit.data.images.load_image."""
     if isinstance(image, (str, Path)):
         from edgekit.data.images import load_image
 

@@ -61,7 +61,8 @@ def run_block_phase(ck, hf_cfg, seqs, init, settings, work: Path, group, on_step
     from edgekit.quant.layers import decoder_layer, layer0_inputs, rotary, run_layer
 
     n_layers, n = ck.text.num_layers, len(seqs)
-    rope = rotary(hf_cfg)
+    device = group.device
+    rope = rotary(hf_cfg).to(device)
     positions = [torch.from_numpy(s.positions) for s in seqs]
     first, hidden = resume_point(work, n_layers)
     recorded = _read_losses(work)  # final losses of layers finished before a resume
@@ -72,7 +73,7 @@ def run_block_phase(ck, hf_cfg, seqs, init, settings, work: Path, group, on_step
             saved = load_tensors(work / "inputs.safetensors")
             fp = [saved[f"x::{j:06d}"] for j in range(n)]
         else:
-            fp = layer0_inputs(ck, seqs, hf_cfg)
+            fp = layer0_inputs(ck, seqs, hf_cfg, device)
             if group.is_writer:
                 save_tensors(work / "inputs.safetensors", {f"x::{j:06d}": x for j, x in enumerate(fp)})
         q = list(fp)
@@ -80,10 +81,10 @@ def run_block_phase(ck, hf_cfg, seqs, init, settings, work: Path, group, on_step
         fp, q = hidden[:n], hidden[n:]
     latent = "original" if settings.init == "rtn" else "dequantized"
     for i in range(first, n_layers):
-        target = run_layer(decoder_layer(ck, hf_cfg, i), rope, fp, seqs)
+        target = run_layer(decoder_layer(ck, hf_cfg, i).to(device), rope, fp, seqs)  # host memory
         prefix = f"model.layers.{i}."
         folded = {k: v for k, v in init.folded.items() if k.startswith(prefix)}
-        student = BlockStudent(quantized_layer(ck, hf_cfg, i, init.quantized, folded, latent), rope, group.world)
+        student = BlockStudent(quantized_layer(ck, hf_cfg, i, init.quantized, folded, latent), rope, group.world).to(device)
         optimizer = layer_optimizer(student, settings.block_lr, settings.scale_lr)
         steps = settings.block_epochs * -(-n // settings.batch)
 

@@ -42,7 +42,7 @@ def run_distill_phase(ck, hf_cfg, seqs, settings, work: Path, group, on_step=Non
         folded_all[i], errors_all[i] = folded, errors
         ck.close()
     norm, lm_head = output_head(ck, hf_cfg)
-    student = DistillStudent(layers, norm, lm_head, rotary(hf_cfg), group.world)
+    student = DistillStudent(layers, norm, lm_head, rotary(hf_cfg), group.world).to(group.device)
     inputs, teacher = load_tensors(work / "inputs.safetensors"), load_tensors(work / "teacher.safetensors")
     xs = [inputs[f"x::{j:06d}"] for j in range(n)]
     targets = [teacher[f"h::{j:06d}"] for j in range(n)]

@@ -64,7 +64,9 @@ class FakeQuantLinear(torch.nn.Module):
         self.grid = get_grid(grid_name)
         self.keys = trainable_keys(init.params)
         self.shape = tuple(init.shape)
-        self.stored = {k: v.clone() for k, v in init.params.items()}  # the init's params, stored precision
+        self.stored_keys = tuple(init.params)
+        for k, v in init.params.items():  # the init's params, stored precision: buffers, so they follow .to(device)
+            self.register_buffer(f"stored_{k}", v.clone(), persistent=False)
         self.t = torch.nn.ParameterDict({k: torch.nn.Parameter(torch.zeros(init.params[k].shape)) for k in self.keys})
         self.train_weight = w0 is not None
         if self.train_weight:
@@ -74,6 +76,10 @@ class FakeQuantLinear(torch.nn.Module):
             self.u = torch.nn.Parameter(torch.zeros_like(self.w0))
         else:
             self.register_buffer("codes", init.codes.to(torch.int8).clone())  # every grid's codes fit 8 bits
+
+    @property
+    def stored(self) -> Params:
+        return {k: getattr(self, f"stored_{k}") for k in self.stored_keys}
 
     def latent_params(self) -> Params:
         return {k: (self.stored[k].to(torch.float32) * torch.exp(self.t[k]) if k in self.keys else self.stored[k])
@@ -99,8 +105,9 @@ class FakeQuantLinear(torch.nn.Module):
         return exact + (surrogate - surrogate.detach())
 
     def export(self) -> QuantizedWeight:
-        """Codes and params as the file stores them: what `weight()` computed, without any second rounding."""
+        """Codes and params as the file stores them: what `weight()` computed, without any second rounding (in host
+        memory, wherever training ran)."""
         stored = self.stored_params()
         codes = self.grid.quantize(self.latent_weight().detach(), stored, 0) if self.train_weight \
             else self.codes.to(torch.int16)
-        return QuantizedWeight(self.grid.name, self.shape, codes, stored)
+        return QuantizedWeight(self.grid.name, self.shape, codes, stored).to_host()

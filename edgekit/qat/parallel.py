@@ -1,7 +1,8 @@
 """Data parallelism through torch.distributed as torchrun sets it up (no process management of our own).
 
 `torchrun --nproc-per-node N -m edgekit.qat ...` exports RANK/WORLD_SIZE/MASTER_ADDR; `Group.from_env` joins the
-process group (gloo on CPUs, NCCL where CUDA is available) and `wrap` hands a student to DistributedDataParallel,
+process group (gloo on CPUs, NCCL when training on CUDA, rank r on cuda:LOCAL_RANK) and `wrap` hands a student to
+DistributedDataParallel,
 which averages gradients over ranks. Without torchrun everything runs in one process, unwrapped.
 Each rank takes the batch's sequences `rank::world`; rank 0 alone writes files.
 """
@@ -18,17 +19,23 @@ import torch
 class Group:
     rank: int = 0
     world: int = 1
+    device: torch.device = torch.device("cpu")
 
     @classmethod
-    def from_env(cls) -> "Group":
+    def from_env(cls, device: torch.device | None = None) -> "Group":
+        """The run's process group; `device` (resolved --device): a CUDA run gives each rank its own GPU."""
+        device = device or torch.device("cpu")
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:
-            return cls()
+            return cls(device=device)
         import torch.distributed as dist
 
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
         if not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        return cls(dist.get_rank(), dist.get_world_size())
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        return cls(dist.get_rank(), dist.get_world_size(), device)
 
     @property
     def is_writer(self) -> bool:
@@ -42,7 +49,7 @@ class Group:
             return module
         from torch.nn.parallel import DistributedDataParallel
 
-        return DistributedDataParallel(module)
+        return DistributedDataParallel(module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
     def barrier(self) -> None:
         if self.world > 1:
@@ -56,7 +63,7 @@ class Group:
             return value
         import torch.distributed as dist
 
-        t = torch.tensor([value], dtype=torch.float64)
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
         dist.all_reduce(t)
         return float(t[0])
 

@@ -57,8 +57,10 @@ class QATSettings:
 
 
 def run_qat(model: str | Path, out: str | Path, settings: QATSettings, cache: str | Path,
-            on_step: StepFn | None = None, on_stage: Callable[[str], None] | None = None) -> dict:
-    """Train and write QAT_DIR `out`; resumes a killed run from out/.qat-work. Returns the record it wrote."""
+            on_step: StepFn | None = None, on_stage: Callable[[str], None] | None = None, device: str = "cpu") -> dict:
+    """Train and write QAT_DIR `out`; resumes a killed run from out/.qat-work. Returns the record it wrote.
+    `device`: where the layers train (edgekit.devices); not part of the run's identity, so a run can resume elsewhere."""
+    from edgekit.devices import resolve_device
     from edgekit.model.checkpoint import open_checkpoint
     from edgekit.qat.block_phase import run_block_phase
     from edgekit.qat.distill_phase import layer_files, run_distill_phase
@@ -71,6 +73,7 @@ def run_qat(model: str | Path, out: str | Path, settings: QATSettings, cache: st
     from edgekit.outputs import refuse_overlap, spec_paths
 
     settings.check()
+    torch_device = resolve_device(device)
     model, out = Path(model), Path(out)
     refuse_overlap(out, [model, Path(cache), *spec_paths(settings.samples)])
     if is_qat_dir(model):
@@ -80,7 +83,7 @@ def run_qat(model: str | Path, out: str | Path, settings: QATSettings, cache: st
     for i in range(ck.text.num_layers):
         for w in ("self_attn.q_proj", "self_attn.o_proj", "mlp.down_proj"):
             grid.check_width(ck.shape(f"model.layers.{i}.{w}.weight")[1])
-    group = Group.from_env()
+    group = Group.from_env(torch_device)
     if settings.batch < group.world:
         raise EdgekitError(f"--batch {settings.batch} is smaller than the {group.world} processes sharing it")
     identity = {"source": ck.content_hash, "settings": settings.identity()}
@@ -90,7 +93,7 @@ def run_qat(model: str | Path, out: str | Path, settings: QATSettings, cache: st
     stage(f"PTQ init: {settings.init} on {settings.format.name}")
     qcfg = QuantConfig(method=settings.init, grid=grid.name, samples=settings.samples, n_samples=settings.n_samples,
                        seed=settings.seed)
-    init = calibrate(model, qcfg, cache)
+    init = calibrate(model, qcfg, cache, device=group.device, data_free_rtn=True)  # QAT needs the codes only
     seqs, samples_hash = calibration_sequences(model, settings.samples, settings.n_samples, settings.seed,
                                                qcfg.resize_to)
     hf_cfg = hf_config(model)

@@ -38,13 +38,13 @@ def save_progress(path: Path, tag: dict, module: torch.nn.Module, optimizer: tor
     from edgekit.atomic import atomic_path
 
     params = [p for p in module.parameters() if p.requires_grad]
-    tensors = {f"param::{i:05d}": p.detach().contiguous() for i, p in enumerate(params)}
+    tensors = {f"param::{i:05d}": p.detach().cpu().contiguous() for i, p in enumerate(params)}
     steps = {}
     for i, p in enumerate(params):
         st = optimizer.state.get(p, {})
         for k in ("exp_avg", "exp_avg_sq"):
             if k in st:
-                tensors[f"opt::{i:05d}::{k}"] = st[k].contiguous()
+                tensors[f"opt::{i:05d}::{k}"] = st[k].cpu().contiguous()
         if "step" in st:
             steps[i] = float(st["step"])
     with atomic_path(path) as tmp:
@@ -72,9 +72,9 @@ def load_progress(path: Path, tag: dict, module: torch.nn.Module,
             for i, p in enumerate(params):
                 p.copy_(f.get_tensor(f"param::{i:05d}"))
                 if i in steps:
-                    optimizer.state[p] = {"step": torch.tensor(steps[i]),
-                                          "exp_avg": f.get_tensor(f"opt::{i:05d}::exp_avg"),
-                                          "exp_avg_sq": f.get_tensor(f"opt::{i:05d}::exp_avg_sq")}
+                    optimizer.state[p] = {"step": torch.tensor(steps[i]),  # Adam keeps its step count on the host
+                                          "exp_avg": f.get_tensor(f"opt::{i:05d}::exp_avg").to(p.device),
+                                          "exp_avg_sq": f.get_tensor(f"opt::{i:05d}::exp_avg_sq").to(p.device)}
     return int(saved["step"]), [float(x) for x in saved.get("losses", [])]
 
 

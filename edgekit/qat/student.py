@@ -49,8 +49,13 @@ class QuantizedLayer(torch.nn.Module):
 
 
 def position_embeddings(rope, x: torch.Tensor, positions) -> tuple:
-    pos = torch.as_tensor(positions).unsqueeze(1)  # [3, 1, L]
+    pos = torch.as_tensor(positions).unsqueeze(1).to(x.device)  # [3, 1, L]
     return rope(x, pos)
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """Where a student runs (its inputs and targets live in host memory and come over a sequence at a time)."""
+    return next(module.parameters()).device
 
 
 class BlockStudent(torch.nn.Module):
@@ -60,16 +65,20 @@ class BlockStudent(torch.nn.Module):
 
     def forward(self, inputs: list[torch.Tensor], targets: list[torch.Tensor], positions: list, norm: float):
         weights = self.qlayer.weights()  # once per step, shared by the batch's sequences
-        total = torch.zeros(())
+        device = module_device(self)
+        total = torch.zeros((), device=device)
         for x, t, pos in zip(inputs, targets, positions):
+            x = x.to(device)
             y = self.qlayer.run(weights, x, position_embeddings(self.rope, x, pos))
-            total = total + (y - t).square().sum()
+            total = total + (y - t.to(device)).square().sum()
         return total / norm * self.world
 
     @torch.no_grad()
     def outputs(self, inputs: list[torch.Tensor], positions: list) -> list[torch.Tensor]:
         weights = self.qlayer.weights()
-        return [self.qlayer.run(weights, x, position_embeddings(self.rope, x, p)) for x, p in zip(inputs, positions)]
+        device = module_device(self)
+        return [self.qlayer.run(weights, x.to(device), position_embeddings(self.rope, x.to(device), p)).cpu()
+                for x, p in zip(inputs, positions)]
 
 
 def token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
@@ -109,9 +118,11 @@ class DistillStudent(torch.nn.Module):
         return token_kl(self.head(student_h), teacher)
 
     def forward(self, inputs: list[torch.Tensor], teacher_hidden: list[torch.Tensor], positions: list, norm: float):
-        total = torch.zeros(())
+        device = self.lm_head.device
+        total = torch.zeros((), device=device)
         for x, h, pos in zip(inputs, teacher_hidden, positions):
-            y = self.hidden(x, pos)
+            h = h.to(device)
+            y = self.hidden(x.to(device), pos)
             for a in range(0, y.shape[1], HEAD_CHUNK):  # logits a chunk at a time, recomputed in the backward pass
                 total = total + checkpoint(self._chunk_kl, y[:, a:a + HEAD_CHUNK], h[:, a:a + HEAD_CHUNK],
                                            use_reentrant=False)

@@ -64,7 +64,7 @@ def clip_quantize(W: torch.Tensor, X: torch.Tensor, grid: Grid | str, ratios=CLI
     nb = n // B
     Xb = X.to(torch.float32).reshape(X.shape[0], nb, B)  # [tokens, nb, B]
     amax = W.reshape(out, nb, B).abs().amax(-1, keepdim=True)  # [out, nb, 1]
-    best_err = torch.full((out, nb), float("inf"))
+    best_err = torch.full((out, nb), float("inf"), device=W.device)
     best_w = W.clone()
     for r in ratios:
         Wc = torch.maximum(torch.minimum(W.reshape(out, nb, B), r * amax), -r * amax).reshape(out, n)
@@ -82,7 +82,7 @@ def awq_quantize(weights: list[torch.Tensor], X: torch.Tensor, grid: Grid | str,
     """Scale search then (optionally) clip search, for linears sharing one input X [tokens, in]."""
     x_absmean = X.abs().mean(0)
     if X.shape[0] > SEARCH_TOKENS:  # evenly spaced rows: deterministic
-        X = X[torch.linspace(0, X.shape[0] - 1, SEARCH_TOKENS).long()]
+        X = X[torch.linspace(0, X.shape[0] - 1, SEARCH_TOKENS).long().to(X.device)]  # the same rows on every device
     s, alpha = search_scales(weights, x_absmean, X, grid, n_grid)
     Xs = X / s
     qws = [clip_quantize(W.to(torch.float32) * s, Xs, grid) if clip else fit_and_quantize(grid, W.to(torch.float32) * s)

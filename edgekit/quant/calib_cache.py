@@ -148,11 +148,10 @@ def layer_file(work: Path, i: int) -> Path:
     return work / f"layer_{i:04d}.safetensors"
 
 
-def resume_point(work: Path, n_layers: int) -> tuple[int, list[torch.Tensor] | None]:
-    """(first layer to run, its input hidden states or None for layer 0's). Layer files are written before the
-    hidden states they produced, so a kill between the two reruns that layer (deterministically). A layer or hidden
-    file whose bytes no longer match their recorded sha256 is dropped with what follows it, and recomputed."""
-    digests = read_digests(work)
+def finished_layers(work: Path, n_layers: int, digests: dict[str, str] | None = None) -> int:
+    """How many layer files, from layer 0 on, hold the bytes recorded for them. At the first that does not, it and
+    every later layer and the hidden states are removed (said in one line): they are recomputed."""
+    digests = read_digests(work) if digests is None else digests
     done = 0
     while done < n_layers and layer_file(work, done).is_file():
         try:
@@ -162,8 +161,19 @@ def resume_point(work: Path, n_layers: int) -> tuple[int, list[torch.Tensor] | N
             for i in range(done, n_layers):
                 layer_file(work, i).unlink(missing_ok=True)
             (work / HIDDEN_FILE).unlink(missing_ok=True)
-            return 0, None
+            return 0
         done += 1
+    return done
+
+
+def resume_point(work: Path, n_layers: int) -> tuple[int, list[torch.Tensor] | None]:
+    """(first layer to run, its input hidden states or None for layer 0's). Layer files are written before the
+    hidden states they produced, so a kill between the two reruns that layer (deterministically). A layer or hidden
+    file whose bytes no longer match their recorded sha256 is dropped with what follows it, and recomputed."""
+    digests = read_digests(work)
+    done = finished_layers(work, n_layers, digests)
+    if done == 0:
+        return 0, None
     if done == n_layers:
         return done, None
     if done and (work / HIDDEN_FILE).is_file():

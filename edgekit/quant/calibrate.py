@@ -10,6 +10,10 @@ teacher-forced through the chat template — one decoder layer at a time:
                    |x| statistics for AWQ/SmoothQuant), quantize the layer, then run the QUANTIZED
                    layer to produce layer i+1's inputs (errors of earlier layers are seen by later ones).
 
+Round-to-nearest needs no data: with `data_free_rtn` (what builds ask for) its layers are quantized straight from the
+checkpoint with no forward pass (at MiMo-Embodied's size the passes would take hours only to report errors); without
+it, RTN runs the passes like the other methods and reports each linear's output error.
+
 Each finished layer is written atomically to the cache (codes + params), then the hidden states it
 produced (one file, replaced layer by layer and removed at the end), keyed by (checkpoint hash, samples
 hash, config): a killed run resumes after the last finished layer and ends with the same bytes as an
@@ -17,9 +21,9 @@ uninterrupted one, and a finished cache entry (codes only) makes the same calibr
 
 Peak memory ≈ one layer in float32 (4·(2·h·(q+kv) + 3·h·I) bytes)
              + hidden states of all sequences, twice (2 · 4 · h · Σ L_seq bytes)
-             + Hessians in float64 (8 · (3·h² + I²) bytes: qkv, o, gate/up, down inputs)
+             + Hessians in float32 (4 · (3·h² + I²) bytes: qkv, o, gate/up, down inputs)
              + (layer 0 only) the vision tower in float32.
-For MiMo-Embodied (h 4096, I 11008, 128 sequences of ~600 tokens): 0.9 + 2.5 + 1.4 GB ≈ 5 GB.
+For MiMo-Embodied (h 4096, I 11008, 128 sequences of ~600 tokens): 0.9 + 2.5 + 0.7 GB ≈ 4 GB.
 """
 
 from __future__ import annotations
@@ -31,11 +35,11 @@ from typing import Callable
 import torch
 
 from edgekit.errors import EdgekitError
-from edgekit.quant.calib_cache import (HIDDEN_FILE, CalibrationResult, cache_key, entry_lock, result_from_files,
-                                       resume_point, save_hidden, save_layer)
+from edgekit.quant.calib_cache import (HIDDEN_FILE, CalibrationResult, cache_key, entry_lock, finished_layers,
+                                       result_from_files, resume_point, save_hidden, save_layer)
 from edgekit.quant.layers import calibration_sequences, decoder_layer, hf_config, layer0_inputs, rotary, run_layer
 
-CONFIG_VERSION = 3  # bump when an algorithm changes: invalidates cached calibrations
+CONFIG_VERSION = 4  # bump when an algorithm changes: invalidates cached calibrations
 METHODS = ("rtn", "gptq", "awq", "smoothquant")
 # Linear groups of a decoder layer: the linears in a group read the same input.
 GROUPS = {
@@ -90,7 +94,7 @@ class QuantConfig:
 
 @dataclass
 class GroupStats:
-    hessian: torch.Tensor  # float64 [in, in], Σ XᵀX
+    hessian: torch.Tensor  # float32 [in, in], Σ XᵀX
     absmean: torch.Tensor  # float64 [in]
     absmax: torch.Tensor  # float32 [in]
     rows: int = 0
@@ -103,18 +107,18 @@ def collect_stats(layer, rope, hidden, seqs, keep_rows: int, seed: int) -> dict[
 
     def hook(group):
         def fn(module, args):
-            x = args[0].reshape(-1, args[0].shape[-1]).to(torch.float64)  # [tokens, in]
+            x = args[0].reshape(-1, args[0].shape[-1]).to(torch.float32)  # [tokens, in]
             st = stats.get(group)
-            if st is None:
-                st = stats[group] = GroupStats(torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64),
-                                               torch.zeros(x.shape[1], dtype=torch.float64),
-                                               torch.zeros(x.shape[1], dtype=torch.float32))
-            st.hessian += x.T @ x
-            st.absmean += x.abs().sum(0)
-            st.absmax = torch.maximum(st.absmax, x.abs().amax(0).float())
+            if st is None:  # on the layer's device, like its inputs
+                st = stats[group] = GroupStats(torch.zeros(x.shape[1], x.shape[1], dtype=torch.float32, device=x.device),
+                                               torch.zeros(x.shape[1], dtype=torch.float64, device=x.device),
+                                               torch.zeros(x.shape[1], dtype=torch.float32, device=x.device))
+            st.hessian.addmm_(x.T, x)  # float32, in place: at 11008 inputs 1.6x `H += x.T @ x`, 3.3x float64's
+            st.absmean += x.abs().sum(0, dtype=torch.float64)
+            st.absmax = torch.maximum(st.absmax, x.abs().amax(0))
             st.rows += x.shape[0]
             take = min(x.shape[0], max(1, keep_rows // max(1, len(seqs))))
-            st.sample.append(x[torch.randperm(x.shape[0], generator=gen)[:take]].float())
+            st.sample.append(x[torch.randperm(x.shape[0], generator=gen)[:take].to(x.device)])
         return fn
 
     handles = [layer.get_submodule(names[0]).register_forward_pre_hook(hook(g)) for g, names in GROUPS.items()]
@@ -127,11 +131,12 @@ def collect_stats(layer, rope, hidden, seqs, keep_rows: int, seed: int) -> dict[
 
 
 def quantize_layer(layer, stats: dict[str, GroupStats], cfg: QuantConfig, prefix: str, index: int = 0):
-    """Quantize every linear of one layer; returns (quantized, folded norms, input scales, errors, new state)."""
+    """Quantize every linear of one layer on its device; returns (quantized, folded norms, input scales, errors: in host
+    memory; new state: on the layer's device)."""
     from edgekit.quant.awq import awq_quantize
     from edgekit.bench.metrics import relative_error
     from edgekit.quant.grids import dequantize_weight, fit_and_quantize
-    from edgekit.quant.gptq import gptq_quantize
+    from edgekit.quant.gptq import gptq_quantize_shared
     from edgekit.quant.smoothquant import w8a8_quantize
 
     quantized, folded, input_scales, errors, new_state = {}, {}, {}, {}, {}
@@ -142,8 +147,8 @@ def quantize_layer(layer, stats: dict[str, GroupStats], cfg: QuantConfig, prefix
         grid = cfg.grid_for(index, group)
         scale = None
         if cfg.method == "gptq":
-            qws = [gptq_quantize(W, st.hessian, grid, damp=cfg.damp, act_order=cfg.act_order,
-                                 weighted_fit=cfg.weighted_fit) for W in Ws]
+            qws = gptq_quantize_shared(Ws, st.hessian, grid, damp=cfg.damp, act_order=cfg.act_order,
+                                       weighted_fit=cfg.weighted_fit)
         elif cfg.method == "awq":
             res = awq_quantize(Ws, X, grid, n_grid=10 if group in FOLD_INTO else 1)  # no fold target: s = 1
             qws, scale = res.quantized, (res.scales if group in FOLD_INTO else None)
@@ -151,17 +156,17 @@ def quantize_layer(layer, stats: dict[str, GroupStats], cfg: QuantConfig, prefix
             res = w8a8_quantize(Ws, st.absmax, alpha=cfg.alpha if group in FOLD_INTO and cfg.alpha > 0 else None)
             qws, scale = res.weights, (res.scales if group in FOLD_INTO else None)
             for n in names:
-                input_scales[prefix + n] = res.input_scale
+                input_scales[prefix + n] = res.input_scale.cpu()
         else:
             qws = [fit_and_quantize(grid, W) for W in Ws]
         if scale is not None:
             norm = FOLD_INTO[group]
             w_norm = layer.get_submodule(norm.rsplit(".", 1)[0]).weight.detach().float()
-            folded[prefix + norm] = w_norm / scale
-            new_state[norm] = folded[prefix + norm]
+            new_state[norm] = w_norm / scale
+            folded[prefix + norm] = new_state[norm].cpu()
         for n, W, qw in zip(names, Ws, qws):
             deq = dequantize_weight(qw)
-            quantized[prefix + n + ".weight"] = qw
+            quantized[prefix + n + ".weight"] = qw.to_host()
             eff = deq / scale if scale is not None else deq  # the fake-quantized weight in the original basis
             errors[prefix + n + ".weight"] = relative_error(X @ eff.T, X @ W.T)
             new_state[n + ".weight"] = deq  # with the scale folded into the norm before it
@@ -171,13 +176,18 @@ def quantize_layer(layer, stats: dict[str, GroupStats], cfg: QuantConfig, prefix
 # ---- the resumable driver ------------------------------------------------------------------------
 
 def calibrate(ckpt_path: str | Path, cfg: QuantConfig, cache_dir: str | Path,
-              on_layer: Callable[[int, int, str], None] | None = None) -> CalibrationResult:
+              on_layer: Callable[[int, int, str], None] | None = None,
+              device: str | torch.device = "cpu", data_free_rtn: bool = False) -> CalibrationResult:
     """Quantize every decoder linear (lm_head excluded) by `cfg`, layer by layer; resumable.
-    A QAT checkpoint (edgekit.qat) gives its trained codes instead, for its own format only."""
+    A QAT checkpoint (edgekit.qat) gives its trained codes instead, for its own format only.
+    `device`: where the layers (and the vision tower) run, one at a time; the cache is the same format on every
+    device and not keyed by it (GPTQ on a GPU rounds a few codes differently: README, "On a GPU")."""
+    from edgekit.devices import resolve_device
     from edgekit.model.checkpoint import open_checkpoint
     from edgekit.quant.grids import get_grid
     from edgekit.quant.trained import is_qat_dir, qat_result
 
+    device = resolve_device(device)
     if cfg.method not in METHODS:
         raise EdgekitError(f"--method {cfg.method!r}: choose one of {', '.join(METHODS)}")
     if cfg.method == "smoothquant" and cfg.grid != "int8:channel":
@@ -202,15 +212,48 @@ def calibrate(ckpt_path: str | Path, cfg: QuantConfig, cache_dir: str | Path,
         for group, names in GROUPS.items():
             for n in names:
                 get_grid(cfg.grid_for(i, group)).check_width(ck.shape(f"model.layers.{i}.{n}.weight")[1])
-    seqs, samples_hash = calibration_sequences(ckpt_path, cfg.samples, cfg.n_samples, cfg.seed, cfg.resize_to)
+    data_free = cfg.method == "rtn" and data_free_rtn  # no forward pass, whatever the model's size
+    if data_free:
+        seqs, samples_hash = [], "none"
+    else:
+        seqs, samples_hash = calibration_sequences(ckpt_path, cfg.samples, cfg.n_samples, cfg.seed, cfg.resize_to)
     key = cache_key(ck.content_hash, samples_hash, cfg)
     work = Path(cache_dir) / key
     with entry_lock(work):  # one writer per cache entry; a killed run's temporaries are cleared
-        return _calibrate_entry(work, ck, ckpt_path, cfg, seqs, samples_hash, on_layer)
+        if data_free:
+            return _rtn_entry(work, ck, cfg, on_layer, device)
+        return _calibrate_entry(work, ck, ckpt_path, cfg, seqs, samples_hash, on_layer, device)
+
+
+def _rtn_entry(work: Path, ck, cfg: QuantConfig, on_layer: Callable[[int, int, str], None] | None,
+               device: torch.device) -> CalibrationResult:
+    """Round-to-nearest on each linear's grid, layer by layer straight from the checkpoint (resumable like the rest;
+    no layer errors: there are no calibration inputs to measure them on)."""
+    from edgekit.atomic import write_json
+    from edgekit.quant.grids import fit_and_quantize
+
+    record = {"checkpoint": ck.content_hash, "samples_hash": "none", "config": cfg.key(), "sequences": 0, "tokens": 0}
+    write_json(work / "calibration.json", record)
+    n_layers = ck.text.num_layers
+    done = finished_layers(work, n_layers)
+    for i in range(n_layers):
+        if i < done:
+            if on_layer:
+                on_layer(i, n_layers, "cached")
+            continue
+        prefix = f"model.layers.{i}."
+        quantized = {prefix + n + ".weight": fit_and_quantize(cfg.grid_for(i, group),
+                                                              ck.get(prefix + n + ".weight").to(device)).to_host()
+                     for group, names in GROUPS.items() for n in names}
+        save_layer(work / f"layer_{i:04d}.safetensors", quantized, {}, {}, {})
+        ck.close()
+        if on_layer:
+            on_layer(i, n_layers, "done")
+    return result_from_files([work / f"layer_{i:04d}.safetensors" for i in range(n_layers)], record)
 
 
 def _calibrate_entry(work: Path, ck, ckpt_path: Path, cfg: QuantConfig, seqs, samples_hash: str,
-                     on_layer: Callable[[int, int, str], None] | None) -> CalibrationResult:
+                     on_layer: Callable[[int, int, str], None] | None, device: torch.device) -> CalibrationResult:
     """Run (or resume) the layers of one cache entry; the caller holds its lock."""
     from edgekit.atomic import write_json
 
@@ -218,16 +261,16 @@ def _calibrate_entry(work: Path, ck, ckpt_path: Path, cfg: QuantConfig, seqs, sa
               "sequences": len(seqs), "tokens": int(sum(len(s.input_ids) for s in seqs))}
     write_json(work / "calibration.json", record)
     hf_cfg = hf_config(ckpt_path)
-    rope = rotary(hf_cfg)
+    rope = rotary(hf_cfg).to(device)
     n_layers = ck.text.num_layers
     first, hidden = resume_point(work, n_layers)
     for i in range(first):
         if on_layer:
             on_layer(i, n_layers, "cached")
     if first < n_layers and hidden is None:
-        hidden = layer0_inputs(ck, seqs, hf_cfg)
+        hidden = layer0_inputs(ck, seqs, hf_cfg, device)
     for i in range(first, n_layers):
-        layer = decoder_layer(ck, hf_cfg, i)
+        layer = decoder_layer(ck, hf_cfg, i).to(device)  # one layer on the device at a time
         stats = collect_stats(layer, rope, hidden, seqs, AWQ_TOKENS, cfg.seed + i)
         prefix = f"model.layers.{i}."
         q, f, s, e, new_state = quantize_layer(layer, stats, cfg, prefix, i)

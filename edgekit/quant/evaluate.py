@@ -34,7 +34,8 @@ def load_reference(ckpt_path: Path):
 
 
 def apply_result(model, result: CalibrationResult) -> list:
-    """Replace weights by their quantized versions in place; returns hook handles (W8A8 activations)."""
+    """Replace weights by their quantized versions in place (on the model's device); returns hook handles (W8A8
+    activations)."""
     from edgekit.quant.grids import dequantize_weight
     from edgekit.quant.smoothquant import fake_quant_activation
 
@@ -48,20 +49,23 @@ def apply_result(model, result: CalibrationResult) -> list:
     for name, scale in result.input_scales.items():
         module = model.get_submodule(_hf_name(name))
         handles.append(module.register_forward_pre_hook(
-            lambda m, args, s=scale: (fake_quant_activation(args[0], s),)))
+            lambda m, args, s=scale: (fake_quant_activation(args[0], s.to(args[0].device)),)))
     return handles
 
 
 def sequence_logits(model, seqs: list[CalibSeq], image_token_id: int) -> list[torch.Tensor]:
+    """Logits [L, vocab] of each sequence, computed on the model's device, returned in host memory."""
+    device = next(model.parameters()).device
     out = []
     with torch.no_grad():
         for s in seqs:
-            ids = torch.from_numpy(s.input_ids).unsqueeze(0)
+            ids = torch.from_numpy(s.input_ids).unsqueeze(0).to(device)
             kw = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
                   "mm_token_type_ids": (ids == image_token_id).int()}
             if len(s.grid_thw):
-                kw.update(pixel_values=torch.from_numpy(s.pixel_values), image_grid_thw=torch.from_numpy(s.grid_thw))
-            out.append(model(**kw).logits[0].float())
+                kw.update(pixel_values=torch.from_numpy(s.pixel_values).to(device),
+                          image_grid_thw=torch.from_numpy(s.grid_thw).to(device))
+            out.append(model(**kw).logits[0].float().cpu())
     return out
 
 
@@ -72,7 +76,7 @@ def heldout_sequences(ckpt_path: Path, cfg: QuantConfig, n: int) -> list[CalibSe
 
 
 def kl_against_reference(ckpt_path: str | Path, results: dict[str, CalibrationResult], cfg: QuantConfig,
-                         n_eval: int = 16) -> dict[str, dict[str, float]]:
+                         n_eval: int = 16, device: torch.device | str = "cpu") -> dict[str, dict[str, float]]:
     """{label: {"kl": mean KL(FP‖Q) per token, "top1": top-1 agreement}} on held-out samples."""
     from edgekit.model.checkpoint import open_checkpoint
     from edgekit.bench.metrics import mean_token_kl, top1_agreement
@@ -80,9 +84,9 @@ def kl_against_reference(ckpt_path: str | Path, results: dict[str, CalibrationRe
     ckpt_path = Path(ckpt_path)
     image_id = open_checkpoint(ckpt_path).token_ids.image
     seqs = heldout_sequences(ckpt_path, cfg, n_eval)
-    model = load_reference(ckpt_path)
+    model = load_reference(ckpt_path).to(device)
     reference = sequence_logits(model, seqs, image_id)
-    fp_state = {k: v.clone() for k, v in model.state_dict().items()}
+    fp_state = {k: v.to("cpu", copy=True) for k, v in model.state_dict().items()}  # host memory, not the GPU's
     out = {}
     for label, result in results.items():
         handles = apply_result(model, result)

@@ -22,6 +22,9 @@ Final API (method authors use only these names):
         first column), with FIXED params: GPTQ calls this column by column.
     Grid.dequantize(q: [out, k], p, col) -> float32 [out, k]
         bit-exactly what the runtime computes (same float32 operations in the same order).
+    Grid.column_params(p, col, k) -> (scale, offset | None) [out, k]; Grid.round_to(w, scale, offset) and
+    Grid.value_of(q, scale, offset): quantize/dequantize in two steps, so that GPTQ expands a block's
+        parameters to its columns once, not once per column.
     cat_params([p0, p1, ...]) -> Params       join per-block params along the block axis
     QuantizedWeight(grid, shape, codes int16 [out, in], params: Params over all blocks)
     fit_and_quantize(grid, W) -> QuantizedWeight   (RTN: fit every block, quantize)
@@ -115,27 +118,33 @@ class Grid:
         out, n, g = t.shape
         if self.block == 0:  # one parameter set per row
             return t.reshape(out, 1).expand(out, k)
-        idx = torch.arange(col, col + k) // (self.block // g)  # [k] flat sub-block index per column
+        idx = torch.arange(col, col + k, device=t.device) // (self.block // g)  # [k] flat sub-block index per column
         return t.reshape(out, n * g).index_select(1, idx)
 
-    def quantize(self, w: torch.Tensor, p: Params, col: int) -> torch.Tensor:
-        w = w.to(torch.float32)
-        k = w.shape[1]
+    def column_params(self, p: Params, col: int, k: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(scale, offset | None), each [out, k]: what columns col..col+k-1 of the span `p` covers are rounded with."""
         scale, offset = self.effective(p)
-        s = self._columns(scale, col, k)  # [out, k]
-        x = w if offset is None else w - self._columns(offset, col, k)
+        return self._columns(scale, col, k), None if offset is None else self._columns(offset, col, k)
+
+    def round_to(self, w: torch.Tensor, s: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:
+        """Codes of w [out, k] with its columns' scale and offset ([out, k], from column_params)."""
+        x = w.to(torch.float32) if offset is None else w.to(torch.float32) - offset
         safe = torch.where(s == 0, torch.ones_like(s), s)
         q = _nearest(x / safe).clamp(self.qmin, self.qmax)
         q = torch.where(s == 0, torch.zeros_like(q), q)  # a zero scale represents only `offset`
         return q.to(torch.int16)
 
+    @staticmethod
+    def value_of(q: torch.Tensor, s: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:
+        """What codes q [out, k] mean with their columns' scale and offset: float32, as the runtime computes it."""
+        y = s * q.to(torch.float32)
+        return y if offset is None else y + offset
+
+    def quantize(self, w: torch.Tensor, p: Params, col: int) -> torch.Tensor:
+        return self.round_to(w, *self.column_params(p, col, w.shape[1]))
+
     def dequantize(self, q: torch.Tensor, p: Params, col: int) -> torch.Tensor:
-        k = q.shape[1]
-        scale, offset = self.effective(p)
-        y = self._columns(scale, col, k) * q.to(torch.float32)  # [out, k]
-        if offset is not None:
-            y = y + self._columns(offset, col, k)
-        return y
+        return self.value_of(q, *self.column_params(p, col, q.shape[1]))
 
 
 def cat_params(parts: list[Params]) -> Params:
@@ -149,6 +158,12 @@ class QuantizedWeight:
     shape: tuple[int, int]
     codes: torch.Tensor  # int16 [out, in]
     params: Params  # every tensor [out, n_blocks, ...]
+
+    def to_host(self) -> "QuantizedWeight":
+        """The same codes and params in CPU memory (what caches and files hold, wherever they were computed)."""
+        if self.codes.device.type == "cpu":
+            return self
+        return QuantizedWeight(self.grid, self.shape, self.codes.cpu(), {k: v.cpu() for k, v in self.params.items()})
 
 
 def fit_and_quantize(grid, w: torch.Tensor) -> QuantizedWeight:

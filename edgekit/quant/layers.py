@@ -110,23 +110,28 @@ def hf_config(ckpt_path: Path):
     return cfg
 
 
-def layer0_inputs(ck, seqs: list[CalibSeq], cfg) -> list[torch.Tensor]:
-    """Token embeddings with the vision tower's embeddings at image tokens: [1, L, hidden] each."""
+def layer0_inputs(ck, seqs: list[CalibSeq], cfg, device: torch.device | None = None) -> list[torch.Tensor]:
+    """Token embeddings with the vision tower's embeddings at image tokens: [1, L, hidden] each, in host memory
+    (the tower runs on `device`)."""
     from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
 
+    from edgekit.devices import to_host
+
+    device = device or torch.device("cpu")
     embed = ck.get("model.embed_tokens.weight")
     vision = Qwen2_5_VisionTransformerPretrainedModel._from_config(cfg.vision_config)
     state = {n[len("visual."):]: ck.get(n).float() for n in ck.tensor_names() if n.startswith("visual.")}
     vision.load_state_dict(state, strict=True)
-    vision.eval().float()
+    vision.eval().float().to(device)
     out = []
     with torch.no_grad():
         for s in seqs:
             x = embed[torch.from_numpy(s.input_ids)].float()  # [L, hidden]
             if len(s.grid_thw):
-                feats = vision(torch.from_numpy(s.pixel_values), grid_thw=torch.from_numpy(s.grid_thw)).pooler_output
+                feats = vision(torch.from_numpy(s.pixel_values).to(device),
+                               grid_thw=torch.from_numpy(s.grid_thw).to(device)).pooler_output
                 mask = torch.from_numpy(s.input_ids == ck.token_ids.image)
-                x[mask] = feats.float()
+                x[mask] = to_host(feats.float())
             out.append(x.unsqueeze(0))
     del vision, state
     return out
@@ -151,9 +156,14 @@ def rotary(cfg):
 
 
 def run_layer(layer, rope, hidden: list[torch.Tensor], seqs: list[CalibSeq]) -> list[torch.Tensor]:
+    """Every sequence through one layer on the layer's device; inputs and outputs stay in host memory."""
+    from edgekit.devices import to_host
+
+    device = next(layer.parameters()).device
     out = []
     with torch.no_grad():
         for x, s in zip(hidden, seqs):
-            pos = torch.from_numpy(s.positions).unsqueeze(1)  # [3, 1, L]
-            out.append(layer(x, attention_mask=None, position_embeddings=rope(x, pos)))
+            x = x.to(device)
+            pos = torch.from_numpy(s.positions).unsqueeze(1).to(device)  # [3, 1, L]
+            out.append(to_host(layer(x, attention_mask=None, position_embeddings=rope(x, pos))))
     return out

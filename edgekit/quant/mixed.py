@@ -86,8 +86,10 @@ def average_bits(groups: list[GroupSensitivity], choice: dict[str, str]) -> floa
 
 def measure_sensitivity(ckpt_path: str | Path, formats: list[Format], samples: str = "default", n: int = 16,
                         seed: int = 0, resize_to: tuple[int, int] = (224, 224),
-                        on_layer: Callable[[int, int], None] | None = None) -> list[GroupSensitivity]:
-    """One streamed pass of the full-precision model: every group's error at every candidate grid."""
+                        on_layer: Callable[[int, int], None] | None = None,
+                        device: torch.device | None = None) -> list[GroupSensitivity]:
+    """One streamed pass of the full-precision model (a layer at a time on `device`): every group's error at every
+    candidate grid."""
     from edgekit.model.checkpoint import open_checkpoint
     from edgekit.quant.calibrate import AWQ_TOKENS, GROUPS, collect_stats
     from edgekit.quant.layers import calibration_sequences, decoder_layer, hf_config, layer0_inputs, rotary, run_layer
@@ -101,11 +103,12 @@ def measure_sensitivity(ckpt_path: str | Path, formats: list[Format], samples: s
                     fmt.grid.check_width(ck.shape(f"model.layers.{i}.{nm}.weight")[1])
     seqs, _ = calibration_sequences(Path(ckpt_path), samples, n, seed, resize_to)
     cfg = hf_config(Path(ckpt_path))
-    rope = rotary(cfg)
-    hidden = layer0_inputs(ck, seqs, cfg)
+    device = device or torch.device("cpu")
+    rope = rotary(cfg).to(device)
+    hidden = layer0_inputs(ck, seqs, cfg, device)
     out = []
     for i in range(ck.text.num_layers):
-        layer = decoder_layer(ck, cfg, i)
+        layer = decoder_layer(ck, cfg, i).to(device)
         stats = collect_stats(layer, rope, hidden, seqs, AWQ_TOKENS, seed + i)
         for group, names in GROUPS.items():
             Ws = [layer.get_submodule(nm).weight.detach().float() for nm in names]

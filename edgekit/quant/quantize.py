@@ -68,7 +68,8 @@ def calibration_config(cfg: QuantizeConfig, overrides: tuple = ()):
                        grid_overrides=tuple(overrides))
 
 
-def mixed_overrides(model: Path, cfg: QuantizeConfig, progress: Progress | None = None) -> tuple[tuple, dict]:
+def mixed_overrides(model: Path, cfg: QuantizeConfig, progress: Progress | None = None,
+                    device=None) -> tuple[tuple, dict]:
     """Measure sensitivity and choose a format per linear group: (QuantConfig.grid_overrides, report)."""
     from edgekit.model.checkpoint import open_checkpoint
     from edgekit.quant.mixed import average_bits, choose_grids, fixed_edge_layers, measure_sensitivity
@@ -77,7 +78,8 @@ def mixed_overrides(model: Path, cfg: QuantizeConfig, progress: Progress | None 
     formats = sorted({cfg.format, edge_fmt, *cfg.candidates}, key=lambda f: f.name)
     edge = fixed_edge_layers(open_checkpoint(model).text.num_layers, cfg.edge_layers)
     groups = measure_sensitivity(model, formats, cfg.samples, min(cfg.n_samples, 16),
-                                 on_layer=(lambda i, t: progress("sensitivity", "sensitivity", i + 1, t)) if progress else None)
+                                 on_layer=(lambda i, t: progress("sensitivity", "sensitivity", i + 1, t)) if progress else None,
+                                 device=device)
     choice = choose_grids(groups, cfg.budget_bits, cfg.format.name, edge, edge_fmt.name if cfg.edge_layers else None)
     counts = {g: sum(1 for v in choice.values() if v == g) for g in sorted(set(choice.values()))}
     report = {"budget_bits": cfg.budget_bits, "average_bits": average_bits(groups, choice), "edge_layers": cfg.edge_layers,
@@ -108,20 +110,24 @@ def claim_outputs(model: Path, out: Path, cfg: QuantizeConfig, cache: Path, *, f
 
 
 def quantize(model: str | Path, out: str | Path, cfg: QuantizeConfig, cache: str | Path,
-             progress: Progress | None = None, *, force: bool = False) -> dict:
+             progress: Progress | None = None, *, force: bool = False, device: str = "cpu") -> dict:
     """Calibrate, (evaluate,) write `out`; returns the report (also written as JSON beside the output). force: replace
-    an existing output file that edgekit did not write (never an input)."""
+    an existing output file that edgekit did not write (never an input). device: where the torch work runs."""
     from edgekit.atomic import write_json
     from edgekit.quant.calibrate import calibrate
 
+    from edgekit.devices import resolve_device
+
     model, out = Path(model), Path(out)
     cfg.check(out)
+    device = resolve_device(device)
     report_path = claim_outputs(model, out, cfg, Path(cache), force=force)
-    overrides, mixed_report = mixed_overrides(model, cfg, progress) if cfg.mixed else ((), None)
+    overrides, mixed_report = mixed_overrides(model, cfg, progress, device) if cfg.mixed else ((), None)
     qcfg = calibration_config(cfg, overrides)
     result = calibrate(model, qcfg, cache,
                        on_layer=(lambda i, t, status: progress("calibrate", f"{cfg.method} on {cfg.format.name}: layer {i} "
-                                                               f"{status}", i + 1, t)) if progress else None)
+                                                               f"{status}", i + 1, t)) if progress else None,
+                       device=device)
     errors = result.layer_errors
     report = {"schema": REPORT_SCHEMA, "method": cfg.method, "grid": cfg.format.name, "calibration": result.record,
               "mixed_precision": mixed_report,
@@ -130,7 +136,8 @@ def quantize(model: str | Path, out: str | Path, cfg: QuantizeConfig, cache: str
     if cfg.evaluate:
         from edgekit.quant.evaluate import kl_against_reference
 
-        report["fidelity"] = kl_against_reference(model, {cfg.method: result}, qcfg, n_eval=cfg.evaluate)[cfg.method]
+        report["fidelity"] = kl_against_reference(model, {cfg.method: result}, qcfg, n_eval=cfg.evaluate,
+                                                  device=device)[cfg.method]
     if cfg.format.container == "gguf":
         from edgekit.export.gguf import write_decoder_gguf
         from edgekit.quant.mixed import linear_type_overrides

@@ -17,7 +17,7 @@ from edgekit.runtime.pipeline import Answer
 
 
 class BundlePipeline:
-    def __init__(self, bundle: Path, *, n_threads: int | None = None):
+    def __init__(self, bundle: Path, *, n_threads: int | None = None, n_seq: int = 1):
         from edgekit.runtime.gguf_bundle import bundle_prompt_assets, open_gguf_bundle, thread_settings
 
         self.bundle = Path(bundle)
@@ -42,26 +42,46 @@ class BundlePipeline:
                                  external_data=self.opened.fd(data) if data else None)
         self.resize_to = (self.vision.info.height, self.vision.info.width)  # the graph's static size
         self.decoder = LlamaDecoder(self.opened.path(parts["decoder"]["path"]), n_threads=n_threads,
-                                    n_ctx=self.manifest["context"], label=self.bundle / parts["decoder"]["path"])
+                                    n_ctx=self.manifest["context"], label=self.bundle / parts["decoder"]["path"],
+                                    n_seq=n_seq)
         self.backend = f"bundle ({vision['precision']} ONNX vision + {parts['decoder']['precision']} GGUF decoder)"
 
     def encode(self, question: str, images: list, *, think: bool):
         """Prompt ids and image embeddings for the decoder, and the seconds spent on (preprocess, vision)."""
-        from edgekit.model.prompt import prepare_inputs
+        from edgekit.model.prompt import IMAGE
+
+        return self.encode_chat([("user", [IMAGE] * len(images) + [question])], images, think=think)
+
+    def encode_chat(self, turns, images: list, *, think: bool, cache=None):
+        """`encode` for a conversation ((role, parts) turns, edgekit.model.prompt.prepare_chat). `cache`: a mapping
+        of image key -> embedding (e.g. a server's, bounded); an image whose pixels, as resized for the graph, were
+        encoded before by this bundle is neither normalised nor run through the vision graph again."""
+        import hashlib
+
+        from edgekit.model.processor import grid_of, model_pixels, patches_of
+        from edgekit.model.prompt import as_image, chat_inputs
         from edgekit.runtime.prompt_segments import ImageEmbedding
 
         t0 = time.perf_counter()
-        inputs = prepare_inputs(self.assets, question, images, think=think, resize_to=self.resize_to)
+        cfg = self.assets.image
+        pixels = [model_pixels(as_image(im), cfg, resize_to=self.resize_to) for im in images]  # uint8 [3, H, W] each
+        grids = [grid_of(px, cfg) for px in pixels]
+        inputs = chat_inputs(self.assets, turns, np.asarray(grids, np.int64).reshape(-1, 3), think=think)
+        seal = self.manifest["seal"]["sha256"].encode()
+        keys = [hashlib.sha256(seal + str(px.shape).encode() + px.tobytes()).hexdigest() for px in pixels]
+        found = {k: cache.get(key) for k, key in enumerate(keys)} if cache is not None else {}
+        todo = [k for k in range(len(pixels)) if found.get(k) is None]
+        patches = np.concatenate([patches_of(pixels[k], cfg) for k in todo]) if todo else None
         t1 = time.perf_counter()
+        if todo:  # every image not in the cache, through the graph together
+            out = self.vision.encode(patches, np.asarray([grids[k] for k in todo]))  # [tokens, hidden]
+            n = out.shape[0] // len(todo)
+            for j, k in enumerate(todo):
+                found[k] = np.ascontiguousarray(out[j * n:(j + 1) * n])
+                if cache is not None:
+                    cache[keys[k]] = found[k]
         merge = self.assets.spatial_merge_size
-        embeds = []
-        if len(inputs.image_grid_thw):
-            out = self.vision.encode(inputs.pixel_values, inputs.image_grid_thw)  # [all tokens, hidden]
-            start = 0
-            for t, gh, gw in inputs.image_grid_thw:
-                n = int(t * gh * gw) // (merge * merge)
-                embeds.append(ImageEmbedding(np.ascontiguousarray(out[start:start + n]), (int(gh) // merge, int(gw) // merge)))
-                start += n
+        embeds = [ImageEmbedding(found[k], (gh // merge, gw // merge), keys[k]) for k, (_, gh, gw) in enumerate(grids)]
         t2 = time.perf_counter()
         return inputs.input_ids.tolist(), embeds, (t1 - t0, t2 - t1)
 
@@ -90,15 +110,18 @@ class BundlePipeline:
 VISION_BACKENDS = ("onnx", "mmproj")
 
 
-def open_bundle(bundle: str | Path, *, n_threads: int | None = None, vision: str = "onnx"):
+def open_bundle(bundle: str | Path, *, n_threads: int | None = None, vision: str = "onnx", n_seq: int = 1):
     """The one way to open a built bundle: verified (seal and hashes) before anything is loaded. n_threads None:
     the measured setting for this bundle on this machine (edgekit.runtime.settings), else every core. vision:
     'onnx' (the bundle's vision graph in ONNX Runtime) or 'mmproj' (everything in llama.cpp through libmtmd, the
-    C++ host's path: edgekit.runtime.mtmd_pipeline)."""
+    C++ host's path: edgekit.runtime.mtmd_pipeline). n_seq: KV slots (edgekit.runtime.kv_slots; ONNX vision only)."""
     if vision == "mmproj":
+        if n_seq > 1:
+            raise EdgekitError(f"--parallel {n_seq} needs --vision onnx: libmtmd evaluates each prompt whole into one "
+                               "sequence")
         from edgekit.runtime.mtmd_pipeline import MtmdPipeline
 
         return MtmdPipeline(Path(bundle), n_threads=n_threads)
     if vision != "onnx":
         raise EdgekitError(f"--vision {vision!r}: choose one of {', '.join(VISION_BACKENDS)}")
-    return BundlePipeline(Path(bundle), n_threads=n_threads)
+    return BundlePipeline(Path(bundle), n_threads=n_threads, n_seq=n_seq)

@@ -41,7 +41,8 @@ class MtmdPipeline:
             raise EdgekitError(f"{self.bundle}: its manifest has no chat-template frames (an older build); rebuild it")
         self.settings, self.wait_policy_applied = thread_settings(self.manifest, n_threads)
         threads = self.settings.threads
-        self.processor = bundle_prompt_assets(self.opened).image
+        self.assets = bundle_prompt_assets(self.opened)
+        self.processor = self.assets.image
         w, h = self.manifest["preprocessing"]["resolution"]
         self.resize_to = (int(h), int(w))
         self.decoder = LlamaDecoder(self.opened.path(parts["decoder"]["path"]), n_threads=threads,
@@ -55,9 +56,9 @@ class MtmdPipeline:
 
     def _pixels(self, image) -> np.ndarray:
         from edgekit.model.processor import target_size, to_rgb_pil
-        from edgekit.model.prompt import _as_image
+        from edgekit.model.prompt import as_image
 
-        pil = to_rgb_pil(_as_image(image))
+        pil = to_rgb_pil(as_image(image))
         h, w = target_size(pil.height, pil.width, self.processor, self.resize_to)
         if pil.size != (w, h):
             pil = pil.resize((w, h), resample=self.processor.resample)
@@ -68,25 +69,44 @@ class MtmdPipeline:
         from edgekit.model.chat_frames import prompt_from_frames
         from edgekit.model.prompt import check_text
 
-        mtmd, lib = self._mtmd, self._lib
-        if len(images) > 1:
-            raise EdgekitError("--vision mmproj answers about one image at a time (as the C++ host)")
         check_text(question, "the prompt")
         t0 = time.perf_counter()
-        pixels = self._pixels(images[0]) if images else None
-        marker = mtmd.mtmd_default_marker().decode()
-        text = prompt_from_frames(self.manifest["prompt"], question, think=think, image=pixels is not None, marker=marker)
+        pixels = [self._pixels(im) for im in images]  # the cameras in order, in front of the question
+        marker = self._mtmd.mtmd_default_marker().decode()
+        text = prompt_from_frames(self.manifest["prompt"], question, think=think, images=len(pixels), marker=marker)
+        return self._evaluate(text, pixels, t0)
+
+    def prefill_chat(self, turns, images: list, *, think: bool, max_new_tokens: int,
+                     cache=None) -> tuple[int, tuple[float, float, float]]:
+        """A conversation ((role, parts) turns, edgekit.model.prompt.prepare_chat) evaluated through libmtmd, the
+        decoder left at its next-token distribution (for `edgekit serve`). The prompt is the checkpoint's template
+        rendered in Python, images as libmtmd's markers. Returns (prompt tokens, (preprocess, vision, prefill) s).
+        `cache` is unused: libmtmd encodes every image."""
+        from edgekit.model.chat_frames import IMAGE_PLACEHOLDER
+        from edgekit.model.prompt import build_prompt_turns
+
+        t0 = time.perf_counter()
+        pixels = [self._pixels(im) for im in images]
+        text = build_prompt_turns(self.assets.chat_template, turns, think=think)
+        text = text.replace(IMAGE_PLACEHOLDER, self._mtmd.mtmd_default_marker().decode())
+        n_past, t_pre, t_vis, n_prompt = self._evaluate(text, pixels, t0)
+        self.decoder.n_past, self.decoder.prompt_tokens = n_past, n_prompt
+        self.decoder.check_room(max_new_tokens)
+        return n_prompt, (t_pre, t_vis, time.perf_counter() - t0 - t_pre - t_vis)
+
+    def _evaluate(self, text: str, pixels: list, t0: float) -> tuple[int, float, float, int]:
+        """mtmd_tokenize the prompt text (media markers) with its images, then evaluate every chunk."""
+        mtmd, lib = self._mtmd, self._lib
         self.decoder.reset()
         data = text.encode("utf-8")
         chunks = mtmd.mtmd_input_chunks_init()
-        bitmap = None
+        bitmaps = (mtmd.mtmd_bitmap_p_ctypes * max(1, len(pixels)))()
         try:
-            if pixels is not None:
-                h, w = pixels.shape[:2]
-                bitmap = mtmd.mtmd_bitmap_init(w, h, pixels.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)))
+            for k, px in enumerate(pixels):
+                h, w = px.shape[:2]
+                bitmaps[k] = mtmd.mtmd_bitmap_init(w, h, px.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)))
             entry = mtmd.mtmd_input_text(text=data, text_len=len(data), add_special=False, parse_special=True)
-            bitmaps = (mtmd.mtmd_bitmap_p_ctypes * 1)(bitmap)
-            rc = mtmd.mtmd_tokenize(self.vision._ctx, chunks, ctypes.byref(entry), bitmaps, 1 if bitmap else 0)
+            rc = mtmd.mtmd_tokenize(self.vision._ctx, chunks, ctypes.byref(entry), bitmaps, len(pixels))
             if rc != 0:
                 raise EdgekitError(f"libmtmd could not tokenize the prompt (code {rc})")
             n_tokens = int(mtmd.mtmd_helper_get_n_tokens(chunks))
@@ -111,8 +131,9 @@ class MtmdPipeline:
                     raise EdgekitError(f"llama.cpp failed to evaluate prompt chunk {i} (code {rc})")
         finally:
             mtmd.mtmd_input_chunks_free(chunks)
-            if bitmap:
-                mtmd.mtmd_bitmap_free(bitmap)
+            for k in range(len(pixels)):
+                if bitmaps[k]:
+                    mtmd.mtmd_bitmap_free(bitmaps[k])
         return int(n_past.value), t1 - t0, vision_s, n_tokens
 
     def answer(self, question: str, images: list, *, think: bool = False, max_new_tokens: int = 32,

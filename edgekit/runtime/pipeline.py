@@ -64,11 +64,12 @@ class _VisionClock:
 class ReferencePipeline:
     """transformers in float32 (or the dtype asked for): the oracle."""
 
-    def __init__(self, checkpoint: str | Path, *, dtype: str = "float32"):
+    def __init__(self, checkpoint: str | Path, *, dtype: str = "float32", device: str = "cpu"):
         from edgekit.runtime.torch_ref import TorchReference
 
-        self.ref = TorchReference(checkpoint, dtype=dtype)
-        self.backend = f"reference (transformers, {dtype})"
+        self.ref = TorchReference(checkpoint, dtype=dtype, device=device)
+        where = "" if self.ref.device.type == "cpu" else f", {self.ref.device}"
+        self.backend = f"reference (transformers, {dtype}{where})"
 
     def answer(self, question: str, images: list, *, think: bool = False, max_new_tokens: int = 32,
                on_text: Callable[[str], None] | None = None, stop_at_end: bool = True) -> Answer:

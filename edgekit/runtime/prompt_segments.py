@@ -23,6 +23,7 @@ class ImageEmbedding:
 
     embeds: np.ndarray  # float32 [rows * cols, hidden]
     grid: tuple[int, int]  # (rows, cols) of merged tokens = (grid_h / merge, grid_w / merge)
+    key: str | None = None  # what the embeddings are of (pixels + bundle seal): equal keys, equal embeddings
 
     def __post_init__(self):
         rows, cols = self.grid

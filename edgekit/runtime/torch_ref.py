@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from edgekit.errors import EdgekitError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -25,12 +28,13 @@ class ModelInputs:
     pixel_values: "torch.Tensor | None" = None  # [patches, C*T*P*P] float32
     image_grid_thw: "torch.Tensor | None" = None  # [images, 3] int64
 
-    def as_kwargs(self) -> dict:
+    def as_kwargs(self, device=None) -> dict:
+        """The model's keyword arguments, on `device` (None: where they are)."""
         kw = {"input_ids": self.input_ids, "attention_mask": self.attention_mask,
               "mm_token_type_ids": self.mm_token_type_ids}
         if self.pixel_values is not None:
             kw.update(pixel_values=self.pixel_values, image_grid_thw=self.image_grid_thw)
-        return kw
+        return kw if device is None else {k: v.to(device) for k, v in kw.items()}
 
 
 def user_message(question: str, n_images: int, think: bool) -> list[dict]:
@@ -40,22 +44,24 @@ def user_message(question: str, n_images: int, think: bool) -> list[dict]:
 
 
 class TorchReference:
-    """transformers' Qwen2_5_VLForConditionalGeneration in float32 on the CPU."""
+    """transformers' Qwen2_5_VLForConditionalGeneration in float32, on the CPU or `device` (results in host memory)."""
 
-    def __init__(self, checkpoint: str | Path, dtype: str = "float32"):
+    def __init__(self, checkpoint: str | Path, dtype: str = "float32", device: str = "cpu"):
         import torch
         from transformers import AutoImageProcessor, AutoTokenizer, Qwen2_5_VLForConditionalGeneration
 
         from transformers.utils import logging as hf_logging
 
+        from edgekit.devices import resolve_device
         from edgekit.model.checkpoint import open_checkpoint
 
+        self.device = resolve_device(device)
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
         self.checkpoint = open_checkpoint(checkpoint)  # validates before transformers sees it
         path = str(self.checkpoint.path)
         self.torch_dtype = getattr(torch, dtype)
-        self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=self.torch_dtype).eval()
+        self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=self.torch_dtype).eval().to(self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.image_processor = AutoImageProcessor.from_pretrained(path)
         ids = self.checkpoint.token_ids
@@ -104,16 +110,18 @@ class TorchReference:
         import torch
 
         with torch.no_grad():
-            return self.model(**inputs.as_kwargs()).logits[0].float()
+            return self.model(**inputs.as_kwargs(self.device)).logits[0].float().cpu()
 
     def image_embeddings(self, pixel_values, image_grid_thw):
         """The vision tower + merger output fed to the decoder, [tokens, out_hidden]."""
         import torch
 
         with torch.no_grad():
-            out = self.model.model.get_image_features(pixel_values=pixel_values.to(self.torch_dtype), image_grid_thw=image_grid_thw)
+            out = self.model.model.get_image_features(pixel_values=pixel_values.to(self.device, self.torch_dtype),
+                                                      image_grid_thw=image_grid_thw.to(self.device))
         feats = out.pooler_output if hasattr(out, "pooler_output") else out
-        return torch.cat(list(feats), dim=0).float() if isinstance(feats, (list, tuple)) else feats.float()
+        feats = torch.cat(list(feats), dim=0) if isinstance(feats, (list, tuple)) else feats
+        return feats.float().cpu()
 
     def continuation_logits(self, inputs: ModelInputs, continuation: list[int]):
         """Teacher forcing: logits [len(continuation) + 1, vocab] float32 predicting each continuation token, then the
@@ -149,7 +157,7 @@ class TorchReference:
 
         with torch.no_grad():
             out = self.model.generate(
-                **inputs.as_kwargs(), max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                **inputs.as_kwargs(self.device), max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                 eos_token_id=sorted(self.eos_ids), pad_token_id=sorted(self.eos_ids)[0],
                 min_new_tokens=0 if stop_at_end else max_new_tokens,
                 streamer=_Stream() if on_token else None,

@@ -8,34 +8,44 @@ import pytest
 N_QUESTIONS, NEW_TOKENS = 20, 8
 
 
-def _agreement(small_ckpt, tmp_path, vision_precision):
-    from edgekit.bundle.build import BuildConfig, build_bundle
-    from edgekit.runtime.bundle_pipeline import open_bundle
+def _questions():
     from edgekit.data.samples import load_samples
     from edgekit.data.selection import split
-    from edgekit.runtime.pipeline import ReferencePipeline
 
-    bundle = build_bundle(small_ckpt, tmp_path / vision_precision,
-                          BuildConfig(target="cpu", precision="fp16", vision_precision=vision_precision, gguf_type="f16"))
-    pipe, ref = open_bundle(bundle), ReferencePipeline(small_ckpt)
-    h, w = pipe.resize_to
-    first = whole = 0
-    samples = split(load_samples(["driving", "embodied"]), "eval")[:N_QUESTIONS]
-    for s in samples:
-        image = s.load_image().resize((w, h), resample=3)
-        a = ref.answer(s.question, [image], max_new_tokens=NEW_TOKENS).token_ids
-        b = pipe.answer(s.question, [image], max_new_tokens=NEW_TOKENS).token_ids
-        first += a[:1] == b[:1]
-        whole += a == b
-    pipe.close()
-    print(f"vision {vision_precision}: first answer token {first}/{len(samples)}, whole {NEW_TOKENS}-token answer {whole}/{len(samples)}")
-    return first / len(samples), whole / len(samples)
+    return split(load_samples(["driving", "embodied"]), "eval")[:N_QUESTIONS]
+
+
+def _answers(pipe, samples, size):
+    h, w = size
+    return [pipe.answer(s.question, [s.load_image().resize((w, h), resample=3)], max_new_tokens=NEW_TOKENS).token_ids
+            for s in samples]
+
+
+def _agreement(ref_answers, answers, label):
+    first = sum(a[:1] == b[:1] for a, b in zip(ref_answers, answers))
+    whole = sum(a == b for a, b in zip(ref_answers, answers))
+    n = len(ref_answers)
+    print(f"vision {label}: first answer token {first}/{n}, whole {NEW_TOKENS}-token answer {whole}/{n}")
+    return first / n, whole / n
 
 
 @pytest.mark.slow
 def test_int8_vision_f16_decoder_agrees_with_reference(small_ckpt, tmp_path):
-    first, whole = _agreement(small_ckpt, tmp_path, "int8")
-    base_first, base_whole = _agreement(small_ckpt, tmp_path, "fp32")
+    from edgekit.bundle.build import BuildConfig, build_bundle
+    from edgekit.runtime.bundle_pipeline import open_bundle
+    from edgekit.runtime.pipeline import ReferencePipeline
+
+    samples, answers, size = _questions(), {}, None
+    for vision in ("int8", "fp32"):
+        bundle = build_bundle(small_ckpt, tmp_path / vision, BuildConfig(target="cpu", precision="fp16",
+                                                                         vision_precision=vision, gguf_type="f16"))
+        pipe = open_bundle(bundle)
+        size = pipe.resize_to  # the same for both bundles (one plan)
+        answers[vision] = _answers(pipe, samples, size)
+        pipe.close()
+    ref = _answers(ReferencePipeline(small_ckpt), samples, size)  # once for both bundles
+    first, whole = _agreement(ref, answers["int8"], "int8")
+    base_first, base_whole = _agreement(ref, answers["fp32"], "fp32")
     # Random weights give near-flat next-token distributions, so INT8 noise flips later greedy tokens more
     # easily than a trained model would. Measured whole 8-token answers (QDQ graph, built-in calibration images):
     # every weight product INT8 with round-to-nearest codes (1 - cosine 7e-4) 7/10; patch embedding and merger in

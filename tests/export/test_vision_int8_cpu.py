@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import require
+from edgekit.runtime.ort_session import session_options  # exact u8·s8 products on CPUs without VNNI too
 
 
 def _without_output_rounding(model):
@@ -48,7 +49,7 @@ def test_integer_graph_equals_the_qdq_products(tiny_ckpt, tmp_path, width, heigh
     info = export_float(ck, width, height, 1, "fp32", tmp_path / "fp32.onnx")
     rng = np.random.default_rng()
     patches = info.grid_h * info.grid_w
-    dim = ort.InferenceSession(str(tmp_path / "fp32.onnx")).get_inputs()[0].shape[-1]
+    dim = ort.InferenceSession(str(tmp_path / "fp32.onnx"), session_options()).get_inputs()[0].shape[-1]
     batches = [rng.standard_normal((patches, dim)).astype(np.float32) for _ in range(3)]
     report = quantize_int8(tmp_path / "fp32.onnx", tmp_path / "qdq.onnx", batches, method="percentile",
                            float_parts=FLOAT_PARTS, gptq=True)
@@ -58,12 +59,15 @@ def test_integer_graph_equals_the_qdq_products(tiny_ckpt, tmp_path, width, heigh
     assert ops["MatMulIntegerToFloat"] == got["integer_matmuls"] and ops["DequantizeLinear"] == 0
     onnx.save(_without_output_rounding(onnx.load(str(tmp_path / "qdq.onnx"))), str(tmp_path / "qdq_float_out.onnx"))
     x = rng.standard_normal((patches, dim)).astype(np.float32)  # a fresh input, not a calibration batch
-    a, b, f = (ort.InferenceSession(str(tmp_path / f"{g}.onnx")).run(None, {INPUT: x})[0]
+    a, b, f = (ort.InferenceSession(str(tmp_path / f"{g}.onnx"), session_options()).run(None, {INPUT: x})[0]
                for g in ("int", "qdq_float_out", "fp32"))
     # Through many layers a last-bit difference can move an activation across an int8 rounding boundary, so the
-    # whole tower is the QDQ products up to such flips: far closer to them than either is to FP32.
-    to_qdq, qdq_to_fp32 = np.abs(a - b).max() / np.abs(b).max(), np.abs(b - f).max() / np.abs(f).max()
-    assert to_qdq < 0.25 * qdq_to_fp32, (to_qdq, qdq_to_fp32)  # measured 0.10x
+    # whole tower is the QDQ products up to such flips: far closer to them than either is to FP32. Compared in RMS:
+    # a flip moves a few values, which the maximum magnifies (its ratio reached 0.27-0.34 on some seeds and machines;
+    # the RMS ratio stayed under 0.09 over 14 seeds here, and is 1x or more for a wrong scale or product).
+    rms = lambda v: float(np.sqrt(np.mean(np.square(v, dtype=np.float64))))  # noqa: E731
+    to_qdq, qdq_to_fp32 = rms(a - b) / rms(b), rms(b - f) / rms(f)
+    assert to_qdq < 0.25 * qdq_to_fp32, (to_qdq, qdq_to_fp32)
 
 
 def _one_matmul_qdq(rng, m: int, k: int, n: int):
@@ -101,9 +105,9 @@ def test_one_rewritten_matmul_is_the_qdq_product(tmp_path, m, k, n):
     ops = [n.op_type for n in onnx.load(str(tmp_path / "int.onnx")).graph.node]
     assert ops == ["QuantizeLinear", "MatMulIntegerToFloat"]  # output pair and bias Add folded in
     x = (rng.standard_normal((m, k)) * 1.5).astype(np.float32)  # some values past the int8 range: clamped alike
-    got = ort.InferenceSession(str(tmp_path / "int.onnx")).run(None, {"x": x})[0]
+    got = ort.InferenceSession(str(tmp_path / "int.onnx"), session_options()).run(None, {"x": x})[0]
     onnx.save(_without_output_rounding(onnx.load(str(tmp_path / "qdq.onnx"))), str(tmp_path / "ref.onnx"))
-    ref = ort.InferenceSession(str(tmp_path / "ref.onnx")).run(None, {"x": x})[0]
+    ref = ort.InferenceSession(str(tmp_path / "ref.onnx"), session_options()).run(None, {"x": x})[0]
     # float64 from the codes, as the kernel's int32 sums make exact
     xq = np.clip(np.round(x / 0.02), -128, 127)
     model = onnx.load(str(tmp_path / "qdq.onnx"))

@@ -20,8 +20,9 @@ from edgekit.bench.metrics import relative_error
 from edgekit.kernels.attention import (KernelLibrary, build_library, check_close, decode_attention_reference,
                                        vit_window_attention_reference)
 from edgekit.errors import EdgekitError
+from edgekit.kernels.cases import (DECODE_CASES, REL_TOL, VIT_CASES, check_decode, check_vit, decode_case,
+                                   vit_case)
 
-REL_TOL = 5e-3
 KERNELS = Path(__file__).resolve().parents[2] / "edgekit" / "kernels"
 
 
@@ -78,47 +79,17 @@ def test_emulated_mma_follows_the_ptx_fragment_layout(emu, rng):
     assert err <= 1e-5 * np.abs(ref).max(), f"seed {seed}: mma emulation differs from A@B+C by {err:.3g}"
 
 
-def vision_rotary(grid_h: int, grid_w: int, head_dim: int = 80, theta: float = 10000.0):
-    """Qwen2.5-ViT's 2-D rotary table for one image (row-major patches): half the frequencies for rows, half for columns."""
-    dim = head_dim // 2
-    inv = 1.0 / theta ** (np.arange(0, dim, 2) / dim)  # [dim/2]
-    hh, ww = np.meshgrid(np.arange(grid_h), np.arange(grid_w), indexing="ij")
-    freqs = np.concatenate([hh.reshape(-1, 1) * inv, ww.reshape(-1, 1) * inv], axis=1)  # [T, dim]
-    emb = np.concatenate([freqs, freqs], axis=1)  # [T, head_dim]
-    return np.cos(emb).astype(np.float32), np.sin(emb).astype(np.float32)
-
-
-def _vit_case(rng, windows: list[int], heads: int, scale: float = 1.0, head_dim: int = 80):
-    T = sum(windows)
-    qkv = (rng.standard_normal((T, 3, heads, head_dim)) * scale).astype(np.float16)
-    side = int(np.ceil(np.sqrt(T)))
-    cos, sin = vision_rotary(side, side, head_dim)
-    cu = np.concatenate([[0], np.cumsum(windows)]).astype(np.int32)
-    return qkv, cos[:T], sin[:T], cu
-
-
-@pytest.mark.parametrize("windows,heads,head_dim", [
-    ([64] * 4 + [37, 1, 19], 3, 80),   # 112 px windows (64 patches), ragged tail, a single-token window; 313 tokens
-    ([64, 64, 41], 16, 80),            # MiMo-Embodied's 16 heads
-    ([333], 2, 80),                    # full attention over one image: several query and key tiles, ragged last tile
-    ([150, 150], 1, 80),               # full attention, two images in one call
-    ([64, 27], 2, 64),                 # the head_dim 64 instantiation
-])
+@pytest.mark.parametrize("windows,heads,head_dim", VIT_CASES)
 def test_vit_window_attention_matches_float64(emu, rng, windows, heads, head_dim):
     seed, g = rng
-    qkv, cos, sin, cu = _vit_case(g, windows, heads, scale=2.0, head_dim=head_dim)
-    out = emu.vit_window_attention(qkv, cos, sin, cu)
-    ref = vit_window_attention_reference(qkv, cos, sin, cu)
-    err = relative_error(out, ref)
+    err = check_vit(emu, g, windows, heads, head_dim, f"seed {seed}")
     print(f"vit windows={windows} heads={heads} head_dim={head_dim}: rel err {err:.2e}")
-    assert err < REL_TOL, f"seed {seed}: relative error {err:.3e}"
-    check_close(out, ref, atol=2e-2 * np.abs(ref).max(), rtol=2e-2, name=f"vit seed {seed}")
 
 
 def test_vit_reads_only_the_first_half_of_the_rotary_table(emu, rng):
     """The documented contract: cos/sin are cat(freqs, freqs), and the kernel reads columns [0, D/2) only."""
     seed, g = rng
-    qkv, cos, sin, cu = _vit_case(g, [64, 45], 2)
+    qkv, cos, sin, cu = vit_case(g, [64, 45], 2)
     ref = vit_window_attention_reference(qkv, cos, sin, cu)
     cos_nan, sin_nan = cos.copy(), sin.copy()
     cos_nan[:, 40:] = np.nan
@@ -130,7 +101,7 @@ def test_vit_reads_only_the_first_half_of_the_rotary_table(emu, rng):
 def test_vit_rejects_a_misaligned_buffer(emu, rng):
     """The kernel's 16-byte loads need aligned rows: a view 2 bytes into a buffer is an error code, not a fault."""
     _, g = rng
-    qkv, cos, sin, cu = _vit_case(g, [64, 3], 1)
+    qkv, cos, sin, cu = vit_case(g, [64, 3], 1)
     buf = np.zeros(qkv.size + 8, np.float16)
     shifted = buf[1:1 + qkv.size].reshape(qkv.shape)
     shifted[...] = qkv
@@ -141,7 +112,7 @@ def test_vit_rejects_a_misaligned_buffer(emu, rng):
 def test_checker_catches_an_off_by_one_window_offset(emu, rng):
     """Planted bug: the kernel gets window offsets shifted by one token; the comparison must fail, naming elements."""
     seed, g = rng
-    qkv, cos, sin, cu = _vit_case(g, [64, 64, 41], 2)
+    qkv, cos, sin, cu = vit_case(g, [64, 64, 41], 2)
     shifted = cu.copy()
     shifted[1] += 1
     out = emu.vit_window_attention(qkv, cos, sin, shifted)
@@ -151,63 +122,16 @@ def test_checker_catches_an_off_by_one_window_offset(emu, rng):
     assert relative_error(out, ref) > REL_TOL
 
 
-def mrope_table(positions: np.ndarray, head_dim: int = 128, theta: float = 1e6, sections=(16, 24, 24)):
-    """Qwen2.5-VL's M-RoPE cos/sin for one token per row of positions [B, 3] (t, h, w): frequency pairs
-    [0, 16) rotate with t, [16, 40) with h, [40, 64) with w; rotate_half layout cat(freqs, freqs)."""
-    inv = 1.0 / theta ** (np.arange(0, head_dim, 2) / head_dim)  # [64]
-    which = np.repeat(np.arange(3), sections)  # section of each frequency pair
-    freqs = positions[:, which].astype(np.float64) * inv  # [B, 64]
-    emb = np.concatenate([freqs, freqs], axis=1)
-    return np.cos(emb).astype(np.float32), np.sin(emb).astype(np.float32)
-
-
-def _decode_case(rng, lens: list[int], q_heads: int, kv_heads: int, capacity: int, int8: bool):
-    B, D = len(lens), 128
-    q = rng.standard_normal((B, q_heads, D)).astype(np.float16)
-    k = rng.standard_normal((B, kv_heads, D)).astype(np.float16)
-    v = rng.standard_normal((B, kv_heads, D)).astype(np.float16)
-    cos, sin = mrope_table(rng.integers(0, 4 * max(lens) + 8, size=(B, 3)))
-    keys = rng.standard_normal((B, kv_heads, capacity, D)) * 1.5
-    vals = rng.standard_normal((B, kv_heads, capacity, D))
-    if not int8:
-        return q, k, v, cos, sin, keys.astype(np.float16), vals.astype(np.float16), None, None
-    sk = np.abs(keys).max(-1) / 127
-    sv = np.abs(vals).max(-1) / 127
-    ck = np.clip(np.rint(keys / sk[..., None]), -127, 127).astype(np.int8)
-    cv = np.clip(np.rint(vals / sv[..., None]), -127, 127).astype(np.int8)
-    return q, k, v, cos, sin, ck, cv, sk.astype(np.float32), sv.astype(np.float32)
-
-
-@pytest.mark.parametrize("lens,q_heads,kv_heads,splits,int8", [
-    ([200, 57], 8, 2, 3, False),     # GQA 4:1 (MiMo's ratio), two sequences of different lengths
-    ([0], 4, 1, 4, False),           # first token: attention over itself alone; more splits than keys
-    ([333, 1], 8, 2, 5, True),       # INT8 KV with per-token-per-head scales
-    ([8191, 4099], 8, 2, 16, False), # long context (8192 with the new token), split-K, batch 2
-    ([8191], 8, 2, 16, True),        # long context, INT8 KV
-    ([1000], 32, 8, 4, True),        # MiMo's 32 query / 8 KV heads
-])
+@pytest.mark.parametrize("lens,q_heads,kv_heads,splits,int8", DECODE_CASES)
 def test_decode_attention_matches_float64(emu, rng, lens, q_heads, kv_heads, splits, int8):
     seed, g = rng
-    q, k, v, cos, sin, ck, cv, sk, sv = _decode_case(g, lens, q_heads, kv_heads, max(lens) + 8, int8)
-    ref = decode_attention_reference(q, k, v, cos, sin, ck, cv, np.array(lens), sk, sv)
-    out = emu.decode_attention(q, k, v, cos, sin, ck, cv, np.array(lens), splits, sk, sv)
-    err = relative_error(out, ref)
+    err = check_decode(emu, g, lens, q_heads, kv_heads, splits, int8, f"seed {seed}")
     print(f"decode lens={lens} heads={q_heads}/{kv_heads} splits={splits} int8={int8}: rel err {err:.2e}")
-    assert err < REL_TOL, f"seed {seed}: relative error {err:.3e}"
-    check_close(out, ref, atol=2e-2 * np.abs(ref).max(), rtol=2e-2, name=f"decode seed {seed}")
-    # the new token landed in the cache at seq_lens[b], rotated (and quantized for INT8)
-    from edgekit.kernels.attention import apply_rotary
-
-    for b, n in enumerate(lens):
-        want = apply_rotary(k[b].astype(np.float64), cos[b].astype(np.float64), sin[b].astype(np.float64))
-        got = ck[b, :, n].astype(np.float64) * (sk[b, :, n, None] if int8 else 1.0)
-        tol = (sk[b, :, n, None] * 0.51) if int8 else 2e-3 * np.abs(want).max()
-        assert np.all(np.abs(got - want) <= tol + 1e-6), f"seed {seed}: appended key differs"
 
 
 def test_decode_split_count_does_not_change_the_answer(emu, rng):
     seed, g = rng
-    case = _decode_case(g, [700], 8, 2, 708, False)
+    case = decode_case(g, [700], 8, 2, 708, False)
     outs = []
     for splits in (1, 2, 7):
         q, k, v, cos, sin, ck, cv, sk, sv = (x.copy() if x is not None else None for x in case)
@@ -220,7 +144,7 @@ def test_decode_checker_catches_a_stale_length(emu, rng):
     """Planted bug: the kernel is told the cache holds one token less than it does."""
     seed, g = rng
     for _ in range(50):  # a draw where dropping the last cached token is visible beyond the tolerance at all
-        q, k, v, cos, sin, ck, cv, sk, sv = _decode_case(g, [90], 4, 1, 96, False)
+        q, k, v, cos, sin, ck, cv, sk, sv = decode_case(g, [90], 4, 1, 96, False)
         ref = decode_attention_reference(q, k, v, cos, sin, ck, cv, np.array([90]))
         stale = decode_attention_reference(q, k, v, cos, sin, ck, cv, np.array([89]))
         atol = 5e-3 * np.abs(ref).max()
@@ -332,7 +256,7 @@ def test_torch_op_falls_back_to_the_reference_without_cuda(rng):
     from edgekit.kernels.attention import register_torch_ops
 
     seed, g = rng
-    qkv, cos, sin, cu = _vit_case(g, [64, 23, 1], 2)
+    qkv, cos, sin, cu = vit_case(g, [64, 23, 1], 2)
     register_torch_ops()
     args = (torch.from_numpy(qkv.astype(np.float32)), torch.from_numpy(cos), torch.from_numpy(sin), torch.from_numpy(cu))
     out = torch.ops.edgekit.vit_window_attention(*args)
@@ -348,7 +272,7 @@ def test_torch_decode_op_falls_back_to_the_reference_and_writes_the_cache(rng):
 
     seed, g = rng
     lens = [37, 0, 129]
-    q, k, v, cos, sin, ck, cv, _, _ = _decode_case(g, lens, 8, 2, max(lens) + 3, False)
+    q, k, v, cos, sin, ck, cv, _, _ = decode_case(g, lens, 8, 2, max(lens) + 3, False)
     ref = decode_attention_reference(q, k, v, cos, sin, ck, cv, np.array(lens))
     register_torch_ops()
     t = lambda a: torch.from_numpy(a.astype(np.float32))  # noqa: E731  (CPU: the fallback path)

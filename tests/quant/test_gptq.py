@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from edgekit.quant.grids import dequantize_weight, fit_and_quantize, get_grid
-from edgekit.quant.gptq import gptq_quantize
+from edgekit.quant.gptq import gptq_quantize, gptq_quantize_shared
 
 
 def _activations(n: int, d: int, gen: torch.Generator, outliers: int = 4) -> torch.Tensor:
@@ -51,6 +51,34 @@ def test_gptq_beats_rtn_on_output_error(grid, act_order):
     # every code is on the grid, and dequantization is what the grid computes
     g = get_grid(grid)
     assert qw.codes.min() >= g.qmin and qw.codes.max() <= g.qmax
+
+
+@pytest.mark.parametrize("grid,act_order", [("gguf:q4_k", False), ("nvidia:w4a16", True), ("int8:channel", False)])
+def test_linears_sharing_an_input_get_the_codes_of_one_call_each(grid, act_order):
+    """q/k/v (or gate/up) read one input: H is factorised once for them, and each gets exactly what it gets alone."""
+    gen = torch.Generator().manual_seed(torch.seed() % 2**31)
+    X = _activations(700, 512, gen)
+    X[:, 5] = 0  # a dead input
+    H = X.T @ X
+    Ws = [torch.randn(rows, 512, generator=gen) * 0.02 for rows in (37, 11, 64)]
+    shared = gptq_quantize_shared(Ws, H, grid, act_order=act_order)
+    for W, got in zip(Ws, shared):
+        alone = gptq_quantize(W, H, grid, act_order=act_order)
+        assert got.shape == alone.shape == tuple(W.shape) and got.grid == alone.grid
+        assert torch.equal(got.codes, alone.codes)
+        assert all(torch.equal(got.params[k], alone.params[k]) for k in alone.params)
+
+
+def test_a_hessian_that_is_not_positive_definite_is_one_clear_error():
+    from edgekit.errors import EdgekitError
+    from edgekit.quant.gptq import damped_inverse_cholesky
+
+    H = torch.eye(64)
+    H[3, 3] = -50.0  # damping (1% of the mean diagonal) cannot lift it
+    with pytest.raises(EdgekitError, match="not positive definite even in float64"):
+        damped_inverse_cholesky(H, 0.01)
+    U = damped_inverse_cholesky(torch.eye(64) * 4, 0.0)  # UᵀU = H⁻¹
+    assert U.dtype == torch.float32 and torch.allclose(U.T @ U, torch.eye(64) / 4)
 
 
 def test_dead_inputs_and_odd_rows():

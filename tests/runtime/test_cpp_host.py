@@ -74,11 +74,11 @@ def test_host_prompt_is_the_python_prompt(library, tiny_bundle_frames, test_seed
     try:
         for q in questions:
             for think in (0, 1):
-                for image in (0, 1):
+                for images in (0, 1, 3):
                     buf = ctypes.create_string_buffer(4096)
-                    assert lib.ek_prompt(session, q.encode(), think, image, buf, 4096, None) == 0, lib.ek_last_error()
-                    want = prompt_from_frames(record, q, think=bool(think), image=bool(image), marker="<__media__>")
-                    assert buf.value.decode() == want, (q, think, image)
+                    assert lib.ek_prompt(session, q.encode(), think, images, buf, 4096, None) == 0, lib.ek_last_error()
+                    want = prompt_from_frames(record, q, think=bool(think), images=images, marker="<__media__>")
+                    assert buf.value.decode() == want, (q, think, images)
     finally:
         lib.ek_close(session)
 
@@ -150,6 +150,32 @@ def test_host_answers_like_edgekit_run_bundle(host, small_bundles, tmp_path):
     # The ONNX vision graph (fp32) and the f16 mmproj compute the same tower in different precisions: on random
     # weights the greedy answers mostly agree; recorded, not required.
     print(f"C++ host = edgekit run --bundle --vision mmproj on 5/5; = the ONNX-vision path on {same_as_onnx}/5")
+
+
+@pytest.fixture(scope="module")
+def two_camera_bundle(tmp_path_factory, tiny_ckpt) -> Path:
+    from edgekit.bundle.build import BuildConfig, build_bundle
+
+    return build_bundle(tiny_ckpt, tmp_path_factory.mktemp("two-cam") / "b",
+                        BuildConfig(target="cpu", precision="int4", method="rtn", images=2))
+
+
+def test_host_asks_about_two_cameras_like_edgekit_run(host, two_camera_bundle, tmp_path):
+    """ek_ask_images through `edgekit-host ... --image IMAGE2`: the same tokens as the Python llama.cpp path with both
+    images, in order (swapping them changes the prompt, so the order is checked too)."""
+    (a, question), (b, _) = _questions(tmp_path)[:2]
+    args = [str(host / "edgekit-host"), str(two_camera_bundle), str(a), question, "--image", str(b), "--max-new-tokens",
+            "12", "--json", "--threads", "2"]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    cpp = json.loads(proc.stdout)
+    py = subprocess.run([EDGEKIT, "run", "--bundle", str(two_camera_bundle), "--vision", "mmproj", "--image", str(a),
+                         "--image", str(b), "--prompt", question, "--max-new-tokens", "12", "--threads", "2", "--json"],
+                        capture_output=True, text=True, timeout=300)
+    assert py.returncode == 0, py.stderr[-2000:]
+    assert cpp["token_ids"] == json.loads(py.stdout)["token_ids"] and cpp["prompt_tokens"] > 2 * 4
+    one = subprocess.run(args[:4] + args[6:], capture_output=True, text=True, timeout=300)  # one camera only
+    assert one.returncode == 0 and json.loads(one.stdout)["prompt_tokens"] < cpp["prompt_tokens"]
 
 
 def _refused(host: Path, bundle: Path, image: Path, *needles: str) -> None:

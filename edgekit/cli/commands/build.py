@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from edgekit.cli.app import app, console, err_console, progress
-from edgekit.cli.options import CALIBRATION_SAMPLES_HELP
+from edgekit.cli.options import CALIBRATION_SAMPLES_HELP, DEVICE_OPTION_DEFAULT
+from edgekit.devices import DEVICE_HELP
 
 
 def _stage_printer(bar, task):
@@ -48,11 +49,12 @@ def build_cmd(
                                                 "bundle-TARGET-PRECISION.")] = None,
     allow_nonfinite: Annotated[bool, typer.Option("--allow-nonfinite", help="Carry NaN/Inf weights through instead "
                                                   "of refusing the checkpoint.")] = False,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = DEVICE_OPTION_DEFAULT,
 ) -> None:
     """Build a bundle: plan, vision ONNX, quantized decoder, build-engines.sh, manifest. Resumes after a failure
     or an interrupt (rerun the same command); never deletes files it did not write."""
     from edgekit.bundle.build import BuildConfig, build_bundle
-    from edgekit.cli.options import CALIBRATION_SAMPLES_HELP, parse_resolution
+    from edgekit.cli.options import parse_resolution
 
     config = BuildConfig(target=target, precision=precision, method=method, backend=backend, samples=samples,
                          calib_n=calib_n, group_size=group_size, context=context, images=images,
@@ -63,7 +65,7 @@ def build_cmd(
     with progress(eta=True) as bar:
         task = bar.add_task("plan", total=None)
         path = build_bundle(model, out, config, on_stage=_stage_printer(bar, task), allow_nonfinite=allow_nonfinite,
-                            calib_cache=calib_cache, on_progress=lambda what, done, total: bar.update(
+                            calib_cache=calib_cache, device=device, on_progress=lambda what, done, total: bar.update(
                                 task, description=what, completed=done, total=total))
     console.print(f"bundle written: {path}")
 

@@ -91,6 +91,8 @@ def run_cmd(
     threads: Annotated[Optional[int], typer.Option(min=1, help="With --bundle: threads (default: the setting "
                                                    "`edgekit profile --tune` recorded, else every core).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the answer and token ids as JSON.")] = False,
+    device: Annotated[str, typer.Option(help="Where the reference (MODEL) runs: auto | cpu | cuda[:N]. A bundle runs "
+                                        "as it was built (--threads).")] = "auto",
 ) -> None:
     """Answer a question about images greedily (the reference pipeline, or a bundle with --bundle)."""
     from edgekit.data.images import load_image
@@ -106,7 +108,7 @@ def run_cmd(
     elif model is not None:
         from edgekit.runtime.pipeline import ReferencePipeline
 
-        pipe = ReferencePipeline(model)
+        pipe = ReferencePipeline(model, device=device)
     else:
         raise EdgekitError("give a checkpoint directory (MODEL) or --bundle DIR")
     stream = None if as_json else (lambda piece: console.print(piece, end="", highlight=False, markup=False))

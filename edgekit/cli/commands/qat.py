@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from edgekit.cli.app import app, console, progress
-from edgekit.cli.options import CALIBRATION_SAMPLES_HELP
+from edgekit.cli.options import CALIBRATION_SAMPLES_HELP, DEVICE_OPTION_DEFAULT
+from edgekit.devices import DEVICE_HELP
 
 
 @app.command("qat")
@@ -33,6 +34,7 @@ def qat_cmd(
     seed: Annotated[int, typer.Option(help="Sample selection and batch order seed.")] = 0,
     cache: Annotated[Path, typer.Option(help="Calibration cache of the PTQ init.")] = Path("calib"),
     out: Annotated[Path, typer.Option(help="QAT_DIR: a new or empty directory, or an unfinished run's to resume.")] = Path("qat"),
+    device: Annotated[str, typer.Option(help=DEVICE_HELP + " Under torchrun, rank r takes cuda:LOCAL_RANK.")] = DEVICE_OPTION_DEFAULT,
 ) -> None:
     """Fine-tune the quantized decoder with the quantizer in the loop: block-wise reconstruction layer by layer, then
     distillation of the scales on the full-precision model's logits. Writes QAT_DIR, which `edgekit build` and
@@ -51,7 +53,7 @@ def qat_cmd(
                 tasks[label] = bar.add_task(label, total=total)
             bar.update(tasks[label], completed=done, description=f"{label} loss {loss:.3e}")
 
-        record = run_qat(model, out, settings, cache, on_step=on_step, on_stage=lambda s: console.print(s))
+        record = run_qat(model, out, settings, cache, on_step=on_step, on_stage=lambda s: console.print(s), device=device)
     losses = record["losses"]
     if losses["distill_first"] and losses["distill_last"]:
         console.print(f"distillation KL {losses['distill_first'][0]:.4e} -> {losses['distill_last'][0]:.4e}")

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from edgekit.cli.app import app, console, progress
-from edgekit.cli.options import CALIBRATION_SAMPLES_HELP
+from edgekit.cli.options import CALIBRATION_SAMPLES_HELP, DEVICE_OPTION_DEFAULT
+from edgekit.devices import DEVICE_HELP
 from edgekit.quant.quantize import DEFAULT_CANDIDATES
 
 
@@ -33,6 +34,7 @@ def calibrate_cmd(
     format: Annotated[str, typer.Option("--format", help="Target grid: gguf:q4_k, gguf:q4_0, gguf:q8_0, nvidia:w4a16, int8:channel ...")] = "gguf:q4_k",
     out: Annotated[Path, typer.Option(help="Cache directory (resumable; keyed by checkpoint, samples and config).")] = Path("calib"),
     seed: Annotated[int, typer.Option(help="Sample selection seed.")] = 0,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = DEVICE_OPTION_DEFAULT,
 ) -> None:
     """Run the full-precision model layer by layer over samples and quantize each layer (resumable cache)."""
     from edgekit.quant.calibrate import QuantConfig, calibrate
@@ -42,7 +44,8 @@ def calibrate_cmd(
     with progress() as bar:
         step = _bar_progress(bar)
         result = calibrate(model, cfg, out, on_layer=lambda i, t, status: step("calibrate", f"{method} on {cfg.grid}: "
-                                                                               f"layer {i} {status}", i + 1, t))
+                                                                               f"layer {i} {status}", i + 1, t),
+                           device=device)
     worst = sorted(result.layer_errors.items(), key=lambda kv: -kv[1])[:5]
     console.print(f"calibrated {len(result.quantized)} linears on {result.record['sequences']} sequences "
                   f"({result.record['tokens']} tokens); cache {out}")
@@ -79,6 +82,7 @@ def quantize_cmd(
                                                  "directory for nvidia:w4a16 (W4A16_AWQ) and int8:channel (W8A8 SmoothQuant).")] = Path("decoder.gguf"),
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --out file that edgekit did not write "
                                         "(never the checkpoint, the cache or the samples).")] = False,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = DEVICE_OPTION_DEFAULT,
 ) -> None:
     """Calibrate and quantize the decoder; write a GGUF or a ModelOpt unified checkpoint (codes packed exactly, never
     re-rounded) and report fidelity (quantization.json beside the output)."""
@@ -92,7 +96,7 @@ def quantize_cmd(
                          edge_format=parse(edge_format), lm_head=parse(lm_head) if lm_head else None,
                          embeddings=parse(embeddings) if embeddings else None)
     with progress() as bar:
-        report = quantize(model, out, cfg, cache, _bar_progress(bar), force=force)
+        report = quantize(model, out, cfg, cache, _bar_progress(bar), force=force, device=device)
     mixed = report["mixed_precision"]
     if mixed:
         console.print(f"mixed precision: {mixed['average_bits']:.3f} bits/weight over the decoder linears; "

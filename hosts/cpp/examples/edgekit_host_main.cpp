@@ -1,6 +1,6 @@
-// edgekit-host BUNDLE IMAGE PROMPT [--think|--no-think] [--max-new-tokens N] [--threads N] [--json]
-// Answers one question about one image with a bundle, through the edgekit_host C API; prints the answer and
-// per-stage timings (stderr), or one JSON object with both (--json).
+// edgekit-host BUNDLE IMAGE PROMPT [--image IMAGE2 ...] [--think|--no-think] [--max-new-tokens N] [--threads N] [--json]
+// Answers one question about one image (or several cameras: IMAGE, then each --image, in order) with a bundle,
+// through the edgekit_host C API; prints the answer and per-stage timings (stderr), or one JSON object (--json).
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -67,15 +67,15 @@ std::string json_string(const std::string & raw) {
 }
 
 int usage(const char * msg) {
-    std::fprintf(stderr, "%s\nusage: edgekit-host BUNDLE IMAGE PROMPT [--think|--no-think] [--max-new-tokens N] "
-                         "[--threads N] [--json]\n", msg);
+    std::fprintf(stderr, "%s\nusage: edgekit-host BUNDLE IMAGE PROMPT [--image IMAGE2 ...] [--think|--no-think] "
+                         "[--max-new-tokens N] [--threads N] [--json]\n", msg);
     return 2;
 }
 
 }  // namespace
 
 int main(int argc, char ** argv) {
-    std::vector<std::string> positional;
+    std::vector<std::string> positional, more_images;
     ek_ask_options ask;
     ek_ask_options_default(&ask);
     ek_open_options open;
@@ -96,6 +96,7 @@ int main(int argc, char ** argv) {
         else if (a == "--json") as_json = true;
         else if (a == "--max-new-tokens") { if (!number(ask.max_new_tokens)) return usage("--max-new-tokens needs a whole number >= 1"); }
         else if (a == "--threads") { if (!number(open.n_threads)) return usage("--threads needs a whole number >= 1"); }
+        else if (a == "--image") { if (i + 1 >= argc) return usage("--image needs a file"); more_images.push_back(argv[++i]); }
         else if (a.rfind("--", 0) == 0) return usage(("unknown option " + a).c_str());
         else positional.push_back(a);
     }
@@ -107,19 +108,28 @@ int main(int argc, char ** argv) {
         std::fprintf(stderr, "edgekit-host: %s: %s\n", ek_status_name(status), ek_last_error());
         return 1;
     }
-    uint8_t * rgb = nullptr;
-    int32_t w = 0, h = 0;
-    status = ek_image_load(session, positional[1].c_str(), &rgb, &w, &h);
-    if (status != EK_OK) {
-        std::fprintf(stderr, "edgekit-host: %s\n", ek_last_error());
-        ek_close(session);
-        return 2;
+    std::vector<std::string> paths{positional[1]};
+    paths.insert(paths.end(), more_images.begin(), more_images.end());
+    std::vector<ek_image> images;
+    auto free_images = [&] { for (ek_image & im : images) ek_image_free(const_cast<uint8_t *>(im.rgb)); };
+    for (const std::string & path : paths) {
+        uint8_t * rgb = nullptr;
+        int32_t w = 0, h = 0;
+        status = ek_image_load(session, path.c_str(), &rgb, &w, &h);
+        if (status != EK_OK) {
+            std::fprintf(stderr, "edgekit-host: %s\n", ek_last_error());
+            free_images();
+            ek_close(session);
+            return 2;
+        }
+        images.push_back(ek_image{rgb, w, h});
     }
+    int32_t w = images[0].width, h = images[0].height;
     Collected out;
     out.stream = !as_json;
     ek_timings t{};
-    status = ek_ask(session, rgb, w, h, positional[2].c_str(), &ask, on_token, &out, &t);
-    ek_image_free(rgb);
+    status = ek_ask_images(session, images.data(), int32_t(images.size()), positional[2].c_str(), &ask, on_token, &out, &t);
+    free_images();
     ek_close(session);
     if (status != EK_OK) {
         std::fprintf(stderr, "\nedgekit-host: %s: %s\n", ek_status_name(status), ek_last_error());

@@ -83,6 +83,22 @@ EK_API ek_session * ek_open(const char * bundle_dir, const ek_open_options * opt
 EK_API ek_status ek_ask(ek_session * session, const uint8_t * rgb, int32_t width, int32_t height, const char * prompt,
                  const ek_ask_options * options, ek_token_callback on_token, void * user, ek_timings * timings);
 
+/* One RGB image: width*height*3 bytes, row-major. */
+typedef struct ek_image {
+    const uint8_t * rgb;
+    int32_t width;
+    int32_t height;
+} ek_image;
+
+#define EK_MAX_IMAGES 16
+
+/* ek_ask for several cameras: n_images images (0..EK_MAX_IMAGES), in this order in front of the question, as
+ * edgekit's Python pipelines put them. More than one needs a bundle whose chat template renders images in a row
+ * (its manifest's prompt.images_in_a_row; EK_ERR_UNSUPPORTED otherwise). */
+EK_API ek_status ek_ask_images(ek_session * session, const ek_image * images, int32_t n_images, const char * prompt,
+                               const ek_ask_options * options, ek_token_callback on_token, void * user,
+                               ek_timings * timings);
+
 /* Decode an image file (PNG or JPEG, in the host itself: libpng, libjpeg; no external program) into RGB bytes, with
  * its EXIF orientation applied and the same pixels as edgekit's Python loader; free with ek_image_free. A file that is
  * not a regular file, not PNG/JPEG, corrupt, or over 178,956,970 pixels is refused. session may be NULL. */
@@ -93,8 +109,8 @@ EK_API void ek_image_free(uint8_t * rgb);
 EK_API ek_status ek_resize_bicubic(const uint8_t * rgb, int32_t width, int32_t height, uint8_t * out, int32_t out_width,
                             int32_t out_height);
 
-/* The prompt text ek_ask gives libmtmd for a question (image placeholder as libmtmd's marker), NUL-terminated in
- * out when it fits; *needed (may be NULL) gets its length + 1. */
+/* The prompt text ek_ask gives libmtmd for a question about with_image images (0, 1, or more: one libmtmd marker
+ * per image), NUL-terminated in out when it fits; *needed (may be NULL) gets its length + 1. */
 EK_API ek_status ek_prompt(const ek_session * session, const char * question, int32_t think, int32_t with_image,
                            char * out, size_t out_size, size_t * needed);
 

@@ -222,6 +222,7 @@ Bundle & Bundle::operator=(Bundle && other) noexcept {
         image_placeholder = std::move(other.image_placeholder);
         no_think_suffix = std::move(other.no_think_suffix);
         suffix_turns_thinking_off = other.suffix_turns_thinking_off;
+        images_in_a_row = other.images_in_a_row;
         frames = std::move(other.frames);
         fds = std::move(other.fds);
         root_fd = other.root_fd;
@@ -285,6 +286,11 @@ Bundle open_manifest(const std::string & dir, bool verify) {
     const Json & switches = need(prompt, "suffix_turns_thinking_off", "prompt");
     if (switches.type != Json::Bool) throw Error(EK_ERR_MANIFEST, "edgekit.json: prompt.suffix_turns_thinking_off must be true or false");
     b.suffix_turns_thinking_off = switches.boolean;
+    if (prompt.has("images_in_a_row")) {  // absent in bundles built before several cameras were asked about
+        const Json & row = prompt.at("images_in_a_row");
+        if (row.type != Json::Bool) throw Error(EK_ERR_MANIFEST, "edgekit.json: prompt.images_in_a_row must be true or false");
+        b.images_in_a_row = row.boolean;
+    }
     const Json & frames = need(prompt, "frames", "prompt");
     for (const char * mode : {"think", "no_think"}) {
         const Json & by_images = need(frames, mode, "prompt.frames");

@@ -34,6 +34,7 @@ public:
     std::string image_placeholder;
     std::string no_think_suffix;
     bool suffix_turns_thinking_off = false;  // the template thinks not, for a question ending with the suffix
+    bool images_in_a_row = false;  // several images: the one-image frame with the placeholder repeated
     std::map<std::string, PromptFrame> frames;  // "think/0", "think/1", "no_think/0", "no_think/1"
     std::map<std::string, int> fds;  // artifact (relative path) -> the open descriptor it was verified through
     int root_fd = -1;

@@ -98,17 +98,24 @@ std::string rstrip(const std::string & s) {
 // The prompt text as edgekit.model.chat_frames.prompt_from_frames assembles it: ` /no_think` goes after the
 // question unless it already ends with it (which, with MiMo's template, also turns thinking off); the image
 // placeholder becomes libmtmd's marker, which libmtmd wraps in <|vision_start|> ... <|vision_end|> itself.
-std::string build_prompt(const ek::Bundle & b, const std::string & question, bool think, bool image) {
+std::string build_prompt(const ek::Bundle & b, const std::string & question, bool think, int32_t images) {
     std::string mark = b.no_think_suffix.substr(b.no_think_suffix.find_first_not_of(' '));
     std::string trimmed = rstrip(question);
     bool has_suffix = trimmed.size() >= mark.size() && trimmed.compare(trimmed.size() - mark.size(), mark.size(), mark) == 0;
     think = think && !(has_suffix && b.suffix_turns_thinking_off);
-    const ek::PromptFrame & f = b.frames.at(std::string(think ? "think" : "no_think") + "/" + (image ? "1" : "0"));
+    if (images < 0 || images > EK_MAX_IMAGES)
+        throw ek::Error(EK_ERR_ARGUMENT, "between 0 and " + std::to_string(EK_MAX_IMAGES) + " images per question");
+    if (images > 1 && !b.images_in_a_row)
+        throw ek::Error(EK_ERR_UNSUPPORTED, "this bundle's chat template does not render several images in a row; "
+                        "ask about one image");
+    const ek::PromptFrame & f = b.frames.at(std::string(think ? "think" : "no_think") + "/" + (images ? "1" : "0"));
     std::string before = f.before;
-    if (image) {
+    if (images) {
         size_t at = before.find(b.image_placeholder);
         if (at == std::string::npos) throw ek::Error(EK_ERR_MANIFEST, "prompt frame has no image placeholder");
-        before.replace(at, b.image_placeholder.size(), mtmd_default_marker());
+        std::string markers;
+        for (int32_t k = 0; k < images; ++k) markers += mtmd_default_marker();
+        before.replace(at, b.image_placeholder.size(), markers);
     }
     return before + question + (think || has_suffix ? "" : b.no_think_suffix) + f.after;
 }
@@ -127,34 +134,41 @@ void decode_token(ek_session * s, llama_token token, llama_pos pos) {
     if (rc != 0) throw ek::Error(EK_ERR_RUNTIME, "llama_decode failed (code " + std::to_string(rc) + "); the answer may exceed the context");
 }
 
-void ask(ek_session * s, const uint8_t * rgb, int32_t width, int32_t height, const char * prompt,
-         const ek_ask_options & opt, ek_token_callback on_token, void * user, ek_timings * timings) {
+void ask(ek_session * s, const ek_image * images, int32_t n_images, const char * prompt, const ek_ask_options & opt,
+         ek_token_callback on_token, void * user, ek_timings * timings) {
     const ek::Bundle & b = s->bundle;
     if (!prompt) throw ek::Error(EK_ERR_ARGUMENT, "prompt is NULL");
     std::string question(prompt);
     if (!valid_utf8(question)) throw ek::Error(EK_ERR_ARGUMENT, "prompt is not valid UTF-8");
-    bool image = rgb != nullptr;
-    if (image && (width < 1 || height < 1)) throw ek::Error(EK_ERR_ARGUMENT, "image width and height must be positive");
-    if (!image && (width || height)) throw ek::Error(EK_ERR_ARGUMENT, "width/height given without image bytes");
-    if (image && (width > 16384 || height > 16384 || std::max(width, height) > 200 * std::min(width, height)))
-        throw ek::Error(EK_ERR_ARGUMENT, "image " + std::to_string(width) + "x" + std::to_string(height) +
-                        " is too large or too elongated (sides up to 16384, aspect ratio up to 200)");
+    if (n_images < 0 || n_images > EK_MAX_IMAGES || (n_images && !images))
+        throw ek::Error(EK_ERR_ARGUMENT, "n_images must be 0.." + std::to_string(EK_MAX_IMAGES) + " with an images array");
+    for (int32_t k = 0; k < n_images; ++k) {
+        const ek_image & im = images[k];
+        std::string which = n_images > 1 ? "image " + std::to_string(k + 1) + " " : "image ";
+        if (!im.rgb || im.width < 1 || im.height < 1)
+            throw ek::Error(EK_ERR_ARGUMENT, which + "needs bytes and a positive width and height");
+        if (im.width > 16384 || im.height > 16384 || std::max(im.width, im.height) > 200 * std::min(im.width, im.height))
+            throw ek::Error(EK_ERR_ARGUMENT, which + std::to_string(im.width) + "x" + std::to_string(im.height) +
+                            " is too large or too elongated (sides up to 16384, aspect ratio up to 200)");
+    }
     int32_t max_new = opt.max_new_tokens > 0 ? opt.max_new_tokens : kDefaultMaxNewTokens;
 
     auto t0 = Clock::now();
-    std::vector<uint8_t> pixels;
-    if (image) pixels = ek::resize_bicubic(rgb, width, height, b.width, b.height);
-    std::string text = build_prompt(b, question, opt.think != 0, image);
+    std::string text = build_prompt(b, question, opt.think != 0, n_images);
+    std::vector<std::vector<uint8_t>> pixels;
+    for (int32_t k = 0; k < n_images; ++k)
+        pixels.push_back(ek::resize_bicubic(images[k].rgb, images[k].width, images[k].height, b.width, b.height));
     llama_memory_clear(llama_get_memory(s->ctx), true);
-    mtmd_bitmap * bitmap = image ? mtmd_bitmap_init(uint32_t(b.width), uint32_t(b.height), pixels.data()) : nullptr;
-    mtmd_input_chunks * chunks = mtmd_input_chunks_init();
     struct Cleanup {
-        mtmd_bitmap * bitmap; mtmd_input_chunks * chunks;
-        ~Cleanup() { if (bitmap) mtmd_bitmap_free(bitmap); mtmd_input_chunks_free(chunks); }
-    } cleanup{bitmap, chunks};
+        std::vector<mtmd_bitmap *> bitmaps; mtmd_input_chunks * chunks = nullptr;
+        ~Cleanup() { for (mtmd_bitmap * m : bitmaps) if (m) mtmd_bitmap_free(m); if (chunks) mtmd_input_chunks_free(chunks); }
+    } cleanup;
+    for (auto & px : pixels) cleanup.bitmaps.push_back(mtmd_bitmap_init(uint32_t(b.width), uint32_t(b.height), px.data()));
+    cleanup.chunks = mtmd_input_chunks_init();
+    mtmd_input_chunks * chunks = cleanup.chunks;
     mtmd_input_text input{text.c_str(), text.size(), false, true};
-    const mtmd_bitmap * bitmaps[1] = {bitmap};
-    int32_t rc = mtmd_tokenize(s->mtmd, chunks, &input, bitmaps, image ? 1 : 0);
+    std::vector<const mtmd_bitmap *> bitmaps(cleanup.bitmaps.begin(), cleanup.bitmaps.end());
+    int32_t rc = mtmd_tokenize(s->mtmd, chunks, &input, bitmaps.data(), bitmaps.size());
     if (rc != 0) throw ek::Error(EK_ERR_RUNTIME, "libmtmd could not tokenize the prompt (code " + std::to_string(rc) + ")");
     int32_t prompt_tokens = int32_t(mtmd_helper_get_n_tokens(chunks));
     if (prompt_tokens + max_new > int32_t(llama_n_ctx(s->ctx)))
@@ -287,15 +301,23 @@ ek_session * ek_open(const char * bundle_dir, const ek_open_options * options, e
     return s;
 }
 
-ek_status ek_ask(ek_session * session, const uint8_t * rgb, int32_t width, int32_t height, const char * prompt,
-                 const ek_ask_options * options, ek_token_callback on_token, void * user, ek_timings * timings) {
+ek_status ek_ask_images(ek_session * session, const ek_image * images, int32_t n_images, const char * prompt,
+                        const ek_ask_options * options, ek_token_callback on_token, void * user, ek_timings * timings) {
     ek_ask_options opt;
     ek_ask_options_default(&opt);
     if (options) opt = *options;
     return guarded([&] {
         if (!session) throw ek::Error(EK_ERR_ARGUMENT, "session is NULL");
-        ask(session, rgb, width, height, prompt, opt, on_token, user, timings);
+        ask(session, images, n_images, prompt, opt, on_token, user, timings);
     });
+}
+
+ek_status ek_ask(ek_session * session, const uint8_t * rgb, int32_t width, int32_t height, const char * prompt,
+                 const ek_ask_options * options, ek_token_callback on_token, void * user, ek_timings * timings) {
+    if (!rgb && (width || height))
+        return guarded([] { throw ek::Error(EK_ERR_ARGUMENT, "width/height given without image bytes"); });
+    ek_image one{rgb, width, height};
+    return ek_ask_images(session, &one, rgb ? 1 : 0, prompt, options, on_token, user, timings);
 }
 
 ek_status ek_image_load(ek_session * session, const char * path, uint8_t ** rgb, int32_t * width, int32_t * height) {
@@ -337,7 +359,7 @@ ek_status ek_prompt(const ek_session * session, const char * question, int32_t t
                     size_t out_size, size_t * needed) {
     return guarded([&] {
         if (!session || !question) throw ek::Error(EK_ERR_ARGUMENT, "NULL argument to ek_prompt");
-        std::string text = build_prompt(session->bundle, question, think != 0, with_image != 0);
+        std::string text = build_prompt(session->bundle, question, think != 0, with_image);
         if (needed) *needed = text.size() + 1;
         if (out && out_size > text.size()) std::memcpy(out, text.c_str(), text.size() + 1);
         else if (out && out_size) throw ek::Error(EK_ERR_ARGUMENT, "ek_prompt: out has " + std::to_string(out_size) +

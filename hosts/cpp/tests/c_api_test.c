@@ -62,6 +62,17 @@ int main(int argc, char ** argv) {
             CHECK(ek_ask(s, NULL, 0, 0, "Hello", &a, NULL, NULL, NULL) == EK_OK, "text-only question");
             CHECK(ek_ask(s, rgb, 37, 23, "\xff\xfe", &a, NULL, NULL, NULL) == EK_ERR_ARGUMENT, "invalid UTF-8 refused");
             CHECK(ek_ask(s, rgb, 0, 23, "q", &a, NULL, NULL, NULL) == EK_ERR_ARGUMENT, "zero width refused");
+            {  /* several cameras: two images of different sizes; bad counts and a missing image refused */
+                ek_image two[2] = {{rgb, 37, 23}, {rgb, 23, 37}};
+                ek_timings t2;
+                CHECK(ek_ask_images(s, two, 2, "What is ahead?", &a, NULL, NULL, &t2) == EK_OK &&
+                      t2.prompt_tokens > t.prompt_tokens, "ask about two images");
+                CHECK(ek_ask_images(s, two, EK_MAX_IMAGES + 1, "q", &a, NULL, NULL, NULL) == EK_ERR_ARGUMENT,
+                      "too many images refused");
+                CHECK(ek_ask_images(s, NULL, 1, "q", &a, NULL, NULL, NULL) == EK_ERR_ARGUMENT, "NULL images refused");
+                two[1].rgb = NULL;
+                CHECK(ek_ask_images(s, two, 2, "q", &a, NULL, NULL, NULL) == EK_ERR_ARGUMENT, "a missing image refused");
+            }
             st = ek_ask(s, rgb, 37, 23, "q", &a, stop_at_once, NULL, NULL);
             CHECK(st == EK_ERR_CANCELLED || st == EK_OK, "callback can stop generation");
             ek_close(s);

@@ -1,0 +1,23 @@
+"""The `edgekit` console script. Importing the CLI takes a second or more (torch, transformers, onnx); a Ctrl-C or
+SIGTERM in that time ends like one during a command — one line, 130 or 143 — never a traceback. The signal handlers
+go in before the import (they hold a signal back until an import has finished, see interrupts.py) and stay for the
+command, which installs them once more over these."""
+
+from __future__ import annotations
+
+import sys
+
+from edgekit.interrupts import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, install
+
+
+def main() -> None:
+    install()
+    try:
+        from edgekit.cli import main as run_cli
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted; nothing was written\n")
+        sys.exit(EXIT_INTERRUPTED)
+    except Terminated:
+        sys.stderr.write("terminated; nothing was written\n")
+        sys.exit(EXIT_TERMINATED)
+    run_cli()
