@@ -1,7 +1,8 @@
 """Where torch work runs (`--device auto|cpu|cuda[:N]`): parsed and checked once, for every command.
 
 CUDA is never required: `torch.cuda` is only asked whether a GPU is there (CPU-only torch answers no), and nothing
-CUDA-specific is imported at module load. Weights and hidden states live on the host; work moves to the device a
+CUDA-specific is imported at module load. Nor is torch itself: the CLI's command modules import DEVICE_HELP, and
+torch at their import cost every `edgekit` command 1.6 s before it could even print its help or an error. Weights and hidden states live on the host; work moves to the device a
 layer at a time (`to_device`) and results come back (`to_host`), so on the CPU both are no-ops and the CPU path is
 exactly the code that ran before devices existed.
 """
@@ -9,10 +10,12 @@ exactly the code that ran before devices existed.
 from __future__ import annotations
 
 import re
-
-import torch
+from typing import TYPE_CHECKING
 
 from edgekit.errors import EdgekitError
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICE_HELP = ("Where calibration, QAT and the torch reference run: auto (a CUDA GPU when there is one, else the CPU), "
                "cpu, cuda or cuda:N. Layers move to the GPU one at a time, so a 7B calibrates within a 24 GB card.")
@@ -21,6 +24,8 @@ _SPEC = re.compile(r"^(auto|cpu|cuda)(?::(\d+))?$")
 
 def resolve_device(spec: str | torch.device | None) -> torch.device:
     """'auto' | 'cpu' | 'cuda' | 'cuda:N' -> a torch.device that exists here; one-line EdgekitError otherwise."""
+    import torch
+
     if isinstance(spec, torch.device):
         spec = str(spec)
     text = (spec or "auto").strip().lower()
@@ -47,6 +52,8 @@ def describe(device: torch.device) -> str:
     """'cpu' or 'cuda:0 (NVIDIA H100 80GB HBM3)': what reports and logs record."""
     if device.type != "cuda":
         return device.type
+    import torch
+
     return f"{device} ({torch.cuda.get_device_name(device)})"
 
 

@@ -38,3 +38,13 @@ def test_usage_error_is_short_usage_message_exit_2(args, needle):
 def test_help_exits_0_and_lists_doctor():
     proc = run_cli("--help")
     assert proc.returncode == 0 and "doctor" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_the_cli_starts_without_the_heavy_libraries():
+    """Every `edgekit` command imports the CLI first: torch, transformers, ONNX, ONNX Runtime and llama.cpp are
+    imported by the commands that use them, never by the CLI itself (torch alone added 1.6 s to every command,
+    its --help and its one-line errors included)."""
+    heavy = ("torch", "transformers", "onnx", "onnxruntime", "llama_cpp", "gguf", "fastapi")
+    probe = f"import sys, edgekit.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", (out.stdout, out.stderr[-2000:])
