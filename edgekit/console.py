@@ -1,7 +1,7 @@
-"""The `edgekit` console script. Importing the CLI takes a second or more (torch, transformers, onnx); a Ctrl-C or
-SIGTERM in that time ends like one during a command — one line, 130 or 143 — never a traceback. The signal handlers
-go in before the import (they hold a signal back until an import has finished, see interrupts.py) and stay for the
-command, which installs them once more over these."""
+"""The `edgekit` console script. A Ctrl-C or SIGTERM while the CLI is still being imported ends like one
+during a command — one line, 130 or 143 — never a traceback (CI once sent one there, on a slow machine). The signal
+handlers go in before the import (they hold a signal back until an import has finished, see interrupts.py) and stay
+for the command, which installs them once more over these."""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
 """Where torch work runs (`--device auto|cpu|cuda[:N]`): parsed and checked once, for every command.
 
 CUDA is never required: `torch.cuda` is only asked whether a GPU is there (CPU-only torch answers no), and nothing
-CUDA-specific is imported at module load. Nor is torch itself: the CLI's command modules import DEVICE_HELP, and
-torch at their import cost every `edgekit` command 1.6 s before it could even print its help or an error. Weights and hidden states live on the host; work moves to the device a
-layer at a time (`to_device`) and results come back (`to_host`), so on the CPU both are no-ops and the CPU path is
-exactly the code that ran before devices existed.
+CUDA-specific is imported at module load. Nor is torch itself: the CLI's command modules import DEVICE_HELP, and torch
+at their import cost every `edgekit` command 1.6 s before it could even print its help or an error. Weights and
+hidden states live on the host; work moves to the device a layer at a time (`to_device`) and results come back
+(`to_host`), so on the CPU both are no-ops and the CPU path is exactly the code that ran before devices existed.
 """
 
 from __future__ import annotations

@@ -110,12 +110,14 @@ def collect_stats(layer, rope, hidden, seqs, keep_rows: int, seed: int) -> dict[
             x = args[0].reshape(-1, args[0].shape[-1]).to(torch.float32)  # [tokens, in]
             st = stats.get(group)
             if st is None:  # on the layer's device, like its inputs
-                st = stats[group] = GroupStats(torch.zeros(x.shape[1], x.shape[1], dtype=torch.float32, device=x.device),
-                                               torch.zeros(x.shape[1], dtype=torch.float64, device=x.device),
-                                               torch.zeros(x.shape[1], dtype=torch.float32, device=x.device))
+                n = x.shape[1]
+                st = stats[group] = GroupStats(torch.zeros(n, n, dtype=torch.float32, device=x.device),
+                                               torch.zeros(n, dtype=torch.float64, device=x.device),
+                                               torch.zeros(n, dtype=torch.float32, device=x.device))
             st.hessian.addmm_(x.T, x)  # float32, in place: at 11008 inputs 1.6x `H += x.T @ x`, 3.3x float64's
-            st.absmean += x.abs().sum(0, dtype=torch.float64)
-            st.absmax = torch.maximum(st.absmax, x.abs().amax(0))
+            ax = x.abs()
+            st.absmean += ax.sum(0, dtype=torch.float64)
+            st.absmax = torch.maximum(st.absmax, ax.amax(0))
             st.rows += x.shape[0]
             take = min(x.shape[0], max(1, keep_rows // max(1, len(seqs))))
             st.sample.append(x[torch.randperm(x.shape[0], generator=gen)[:take].to(x.device)])
