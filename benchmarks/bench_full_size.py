@@ -46,6 +46,8 @@ def steps(w: Path) -> dict[str, list[str]]:
         "profile-cpu-int4-rtn": [EDGEKIT, "profile", str(w / "cpu-int4-rtn"), "--runs", "3", "--gen-tokens", "32",
                                  "--json"],
         "cpu-int8-rtn": build("cpu-int8-rtn", "--target", "cpu", "--precision", "int8", "--method", "rtn"),
+        "run-cpu-int8-rtn": [EDGEKIT, "run", "--bundle", str(w / "cpu-int8-rtn"), "--image", str(IMAGE), "--prompt",
+                             PROMPT, "--max-new-tokens", "16", "--json"],
         "orin-int4-gguf": build("orin-int4-gguf", "--target", "orin-agx-64", "--precision", "int4", "--backend", "gguf",
                                 "--method", "rtn"),
         "orin-int4-tensorrt": build("orin-int4-tensorrt", "--target", "orin-agx-64", "--precision", "int4",

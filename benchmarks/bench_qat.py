@@ -55,7 +55,7 @@ print(json.dumps({"seconds": time.perf_counter() - t, "block_step_s": med(steps[
 def qat_gguf(ckpt: Path, work: Path, init: str, args) -> Path:
     from edgekit.qat.run import QATSettings, run_qat
     from edgekit.quant.formats import parse
-    from edgekit.quant.quantize import QuantizeConfig, quantize
+    from edgekit.bundle.quantize import QuantizeConfig, quantize
 
     out = work / f"edgekit-qat-from-{init}.gguf"
     if out.is_file():

@@ -47,7 +47,7 @@ DEFAULT_VARIANTS = "rtn,awq,gptq"
 
 def edgekit_gguf(ckpt: Path, work: Path, name: str, n: int) -> Path:
     from edgekit.quant.formats import parse
-    from edgekit.quant.quantize import QuantizeConfig, quantize
+    from edgekit.bundle.quantize import QuantizeConfig, quantize
 
     opts = {"n_samples": n, **VARIANTS[name]}
     if "lm_head" in opts:
@@ -91,7 +91,7 @@ def anchors(f32: Path, text: Path, work: Path) -> dict[str, Path]:
 def kl_by_part(ref: list[np.ndarray], path: Path, prompts, parts: dict[str, list[int]]) -> dict[str, float]:
     """Mean per-token KL over every position of the prompts in each part (streamed: one variant's logits at a time)."""
     from edgekit.bench.gguf_fidelity import gguf_logits
-    from edgekit.bench.metrics import token_kl
+    from edgekit.metrics import token_kl
 
     per_prompt = [token_kl(r, q) for r, q in zip(ref, gguf_logits(path, prompts))]
     return {part: float(np.concatenate([per_prompt[i] for i in idx]).mean()) for part, idx in parts.items()}

@@ -56,7 +56,7 @@ def main() -> None:
     import torch
 
     from edgekit.cli.options import parse_resolution
-    from edgekit.data.calibration_images import patch_batches, sample_images, split_calibration
+    from edgekit.export.calibration_images import patch_batches, sample_images, split_calibration
     from edgekit.export.vision_int8 import FLOAT_PARTS, quantize_int8
     from edgekit.export.vision_int8_cpu import write_integer_graph
     from edgekit.export.vision_onnx import export_float

@@ -206,7 +206,7 @@ def step_gptq(ctx) -> dict:
 
 
 def step_qat(ctx) -> dict:
-    from edgekit.bench.metrics import relative_error
+    from edgekit.metrics import relative_error
     from edgekit.qat.run import QATSettings, run_qat
     from edgekit.quant.formats import parse
     from edgekit.quant.trained import qat_result

@@ -37,6 +37,23 @@ def test_no_import_cycles_even_through_function_local_imports():
     assert ig.cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
+def test_no_cycles_between_packages():
+    """Packages form layers (data, model, quant, export, targets, bundle, runtime, bench, then the CLI): none reaches
+    back into one that reaches it. Metrics sit below every package that reports them."""
+    ig = _import_graph()
+    graph = ig.graph(PACKAGE)
+    packages = ig.collapse(graph)
+    assert ig.cycles(packages) == []
+    for low in ("edgekit.quant", "edgekit.export", "edgekit.model", "edgekit.data"):
+        assert not packages[low] & {"edgekit.bench", "edgekit.bundle", "edgekit.runtime", "edgekit.cli"}, low
+    assert "edgekit.metrics" in packages["edgekit.quant"] and packages["edgekit.metrics"] == set()
+    # a package's __main__ is a program above its package, as the console script is
+    assert "edgekit.qat.__main__" in packages and "edgekit.qat.__main__" not in packages["edgekit.qat"]
+    # the collapsed checker still finds a cycle through two packages' modules
+    assert ig.cycles(ig.collapse({"edgekit.a.x": {"edgekit.b.y"}, "edgekit.b.y": {"edgekit.a.z"},
+                                  "edgekit.a.z": set()})) == [["edgekit.a", "edgekit.b"]]
+
+
 def test_format_strings_are_parsed_in_one_place():
     offenders = []
     for f in _sources():

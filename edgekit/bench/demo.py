@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from edgekit.bench.metrics import kl_divergence, token_agreement
+from edgekit.metrics import kl_divergence, token_agreement
 
 
 @dataclass

@@ -73,7 +73,7 @@ def llama_cpp_quantize(src: Path, dst: Path, ftype: int, pure: bool = True) -> P
 
 
 def kl_table(reference: list[np.ndarray], others: dict[str, list[np.ndarray]]) -> dict[str, float]:
-    from edgekit.bench.metrics import mean_token_kl
+    from edgekit.metrics import mean_token_kl
 
     return {name: mean_token_kl(list(zip(reference, logits)))
             for name, logits in others.items()}

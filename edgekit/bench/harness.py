@@ -153,7 +153,7 @@ def frame_images(sample, spec: InputSpec, processor) -> tuple[list, str]:
 
 def _one_sample(sample, spec: InputSpec, group: list[Variant], workers, cfg: BenchConfig, *, baseline_name: str,
                 on_progress) -> list[Record]:
-    from edgekit.bench.metrics import rouge_l, token_kl
+    from edgekit.metrics import rouge_l, token_kl
     from edgekit.bench.scoring import ImageFrame, score_reply, words
 
     processor = _reference_processor(cfg.reference)

@@ -146,7 +146,7 @@ def run_profile(cfg: ProfileConfig, *, log: Callable[[str], None] = lambda s: No
     from edgekit.bench.roofline import gguf_bytes_per_token, read_bandwidth_fresh
     from edgekit.bench.tegrastats import TegraStats, summarize
     from edgekit.bundle.manifest import verify_bundle
-    from edgekit.runtime.settings import available_cores
+    from edgekit.cores import available_cores
     from edgekit.runtime.settings import lookup, record
 
     cfg.validate()

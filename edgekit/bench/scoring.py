@@ -13,7 +13,7 @@ the answer.
   short_answer      yes/no references: MME's rule (the answer is "yes"/"no", else the one of them its first four
                     characters hold; MME eval_tool/calculation.py); others: exact match after SQuAD's normalisation
                     (lower case, no punctuation, no articles, single spaces; number words as digits).
-  open_ended        ROUGE-L against the reference answer (edgekit.bench.metrics.rouge_l, beta 1.2 as pycocoevalcap).
+  open_ended        ROUGE-L against the reference answer (edgekit.metrics.rouge_l, beta 1.2 as pycocoevalcap).
   box_grounding     the first box, Qwen2.5-VL JSON `{"bbox_2d": [x1, y1, x2, y2]}` or a plain `[x1, y1, x2, y2]`,
                     mapped from the model's input image back to the original; IoU, and accuracy at IoU >= 0.5.
   point_grounding   every `{"point_2d": [x, y]}`, else every `(x, y)` / `[x, y]`, mapped back likewise; the fraction
@@ -28,7 +28,7 @@ import string
 from dataclasses import dataclass
 from typing import Sequence
 
-from edgekit.bench.metrics import box_iou, fraction_in_mask, point_in_box, point_in_polygon, rouge_l
+from edgekit.metrics import box_iou, fraction_in_mask, point_in_box, point_in_polygon, rouge_l
 from edgekit.data.samples import Sample, point_lists, reference_points
 from edgekit.errors import EdgekitError
 

@@ -39,7 +39,7 @@ class WorkerSpec:
 def _open(spec: WorkerSpec) -> tuple[object, str]:
     """The pipeline, and its thread settings in words."""
     from edgekit.runtime.bundle_pipeline import open_bundle
-    from edgekit.runtime.settings import available_cores
+    from edgekit.cores import available_cores
 
     if spec.kind == "reference":
         import torch

@@ -18,7 +18,7 @@ def vision_part(ck, out: Path, resolution: tuple[int, int], images: int, precisi
                 integer_kernels: bool = False) -> dict:
     """The vision tower as ONNX at one resolution; INT8 is calibrated on the samples' calib split, as a QDQ graph
     (TensorRT) or, with `integer_kernels` (CPU targets), that graph on ONNX Runtime's integer MatMuls."""
-    from edgekit.data.calibration_images import patch_batches
+    from edgekit.export.calibration_images import patch_batches
     from edgekit.export.vision_int8 import FLOAT_PARTS, quantize_int8
     from edgekit.export.vision_onnx import export_float
     from edgekit.model.processor import load_processor_config
@@ -53,7 +53,7 @@ def vision_calibration_images(samples: str) -> list[Path]:
     """VISION_CALIB_IMAGES calibration images; the default mix takes them in equal numbers from the real samples
     (when present) and the built-in ones, so that the built-in set's few images are not drowned by the real set's
     hundreds (an even pick over all of them would be nearly all real)."""
-    from edgekit.data.calibration_images import sample_images, split_calibration
+    from edgekit.export.calibration_images import sample_images, split_calibration
     from edgekit.data.calibration_mix import DEFAULT_SPEC, real_samples_files
     from edgekit.data.samples import BUILTIN_SETS
 

@@ -38,9 +38,11 @@ def _library():
     return lib
 
 
-def quantize_rows(x: np.ndarray, type_name: str, threads: int | None = None) -> np.ndarray:
+def quantize_rows(x: np.ndarray, type_name: str, threads: int | None = None,
+                  importance: np.ndarray | None = None) -> np.ndarray:
     """float32 [rows, n] -> the GGUF blocks of `type_name` ("Q4_K", ...; uint8 [rows * n / block * bytes]), llama.cpp's
-    RTN. Type ids and block sizes are the gguf package's (the format's own tables)."""
+    RTN, or its importance-weighted fit with `importance` [n] (an imatrix row, as llama-quantize passes it). Type ids
+    and block sizes are the gguf package's (the format's own tables)."""
     from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
     type_id = GGMLQuantizationType[type_name]
@@ -50,10 +52,16 @@ def quantize_rows(x: np.ndarray, type_name: str, threads: int | None = None) -> 
     if n % block:
         raise EdgekitError(f"{type_name}: rows of {n} values are not whole {block}-value blocks")
     row_bytes = n // block * size
+    imatrix = None
+    if importance is not None:
+        importance = np.ascontiguousarray(importance, dtype=np.float32)
+        if importance.shape != (n,):
+            raise EdgekitError(f"{type_name}: an importance of shape {importance.shape} for rows of {n} values")
+        imatrix = importance.ctypes.data
     out = np.empty(rows * row_bytes, np.uint8)
     lib = _library()
     if threads is None:
-        from edgekit.runtime.settings import available_cores
+        from edgekit.cores import available_cores
 
         threads = available_cores()
     parts = max(1, min(threads, rows // MIN_ROWS_PER_THREAD))
@@ -62,7 +70,7 @@ def quantize_rows(x: np.ndarray, type_name: str, threads: int | None = None) -> 
     def run(k: int) -> int:
         r0, r1 = int(bounds[k]), int(bounds[k + 1])
         # start is an element offset; ggml writes the rows at dst + start / n_per_row * row_bytes
-        return lib.ggml_quantize_chunk(int(type_id), x.ctypes.data, out.ctypes.data, r0 * n, r1 - r0, n, None)
+        return lib.ggml_quantize_chunk(int(type_id), x.ctypes.data, out.ctypes.data, r0 * n, r1 - r0, n, imatrix)
 
     with ThreadPoolExecutor(parts) as pool:
         written = sum(pool.map(run, range(parts)))

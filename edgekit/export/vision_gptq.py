@@ -74,7 +74,7 @@ def input_grams(model, layers, batches, input_name: str) -> dict[str, np.ndarray
     import onnxruntime as ort
     from onnx import helper
 
-    from edgekit.runtime.ort_session import session_options
+    from edgekit.ort_session import session_options
 
     m = onnx.ModelProto()
     m.CopyFrom(model)

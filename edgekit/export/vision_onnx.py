@@ -2,7 +2,7 @@
 checked by onnx.checker and measured against the torch tower and the FP32 graph.
 
 The graph contract (input/output names, shapes, metadata) is edgekit.model.vision_graph; INT8 is
-vision_int8.py; the calibration images come from edgekit.data.calibration_images.
+vision_int8.py; the calibration images come from edgekit.export.calibration_images.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from typing import Sequence
 
 import numpy as np
 
-from edgekit.bench.metrics import image_cosines, relative_max_error
-from edgekit.data.calibration_images import patch_batches, sample_images, split_calibration
 from edgekit.errors import EdgekitError
+from edgekit.export.calibration_images import patch_batches, sample_images, split_calibration
 from edgekit.export.vision_int8 import CALIBRATIONS, FLOAT_PARTS, quantize_int8
 from edgekit.interrupts import native_section
+from edgekit.metrics import image_cosines, relative_max_error
 from edgekit.model.vision_graph import FP32_BLOCKS_KEY, INPUT, OUTPUT, VisionGraphInfo, set_metadata
-from edgekit.runtime.onnx_vision import OnnxVision
+from edgekit.ort_session import load_session, session_options
 
 OPSET = 17
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -216,6 +216,10 @@ def _random_batch(info: VisionGraphInfo, seed: int = 0) -> np.ndarray:
     return rng.standard_normal((info.patches, info.patch_dim), dtype=np.float32)  # [P, patch_dim]
 
 
+def _session(path: Path):
+    return load_session(path, session_options(), path)
+
+
 def _fp32_parity(ckpt, fp32_path: Path, info: VisionGraphInfo) -> dict:
     """The FP32 graph against the torch module it was traced from, on seeded random patches."""
     import torch
@@ -225,14 +229,14 @@ def _fp32_parity(ckpt, fp32_path: Path, info: VisionGraphInfo) -> dict:
     x = _random_batch(info, seed=1)
     with torch.no_grad():
         ref = build_static_tower(ckpt, plan)(torch.from_numpy(x)).numpy()
-    out = OnnxVision(fp32_path).session.run(None, {INPUT: x})[0]
+    out = _session(fp32_path).run(None, {INPUT: x})[0]
     return {"max_rel_error": relative_max_error(out, ref),
             "min_cosine": float(image_cosines(out, ref, info.images).min())}
 
 
 def _fidelity(path: Path, fp32_path: Path, batches: Sequence[np.ndarray], info: VisionGraphInfo) -> dict:
     """Per-image cosine of `path`'s embeddings to the FP32 graph's, over every batch."""
-    low, ref = OnnxVision(path).session, OnnxVision(fp32_path).session
+    low, ref = _session(path), _session(fp32_path)
     cos, err = [], 0.0
     for x in batches:
         a, b = low.run(None, {INPUT: x})[0], ref.run(None, {INPUT: x})[0]

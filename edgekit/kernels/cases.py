@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.bench.metrics import relative_error
+from edgekit.metrics import relative_error
 from edgekit.kernels.attention import (apply_rotary, check_close, decode_attention_reference,
                                        vit_window_attention_reference)
 

@@ -1,13 +1,12 @@
-"""What `edgekit inspect` reports about a checkpoint, as plain data (no printing here)."""
+"""What `edgekit inspect` reports about a checkpoint, as plain data (no printing here); the weight bytes per format
+that it also prints come from the plan's sizes (edgekit.targets.sizes)."""
 
 from __future__ import annotations
 
 from edgekit.model.checkpoint import Checkpoint
-from edgekit.model.sizes import inspect_weight_bytes
 
 
 def describe(ck: Checkpoint) -> dict:
-    shapes = {name: info.shape for name, info in ck.tensors.items()}
     dtypes = sorted({info.dtype for info in ck.tensors.values()})
     ids = ck.token_ids
     return {
@@ -18,7 +17,6 @@ def describe(ck: Checkpoint) -> dict:
         "text": ck.text.as_dict(),
         "vision": ck.vision.as_dict(),
         "parameters": ck.parameter_counts(),
-        "weight_bytes": inspect_weight_bytes(shapes),
         "token_ids": {
             "image": ids.image, "video": ids.video, "vision_start": ids.vision_start, "vision_end": ids.vision_end,
             "bos": ids.bos, "eos": ids.eos,

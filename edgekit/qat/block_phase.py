@@ -54,7 +54,7 @@ def output_head(ck, hf_cfg) -> tuple[torch.nn.Module, torch.Tensor]:
 
 def run_block_phase(ck, hf_cfg, seqs, init, settings, work: Path, group, on_step=None) -> list[float | None]:
     """Train every layer in turn (resuming after the last finished one); returns the final loss of each layer run."""
-    from edgekit.bench.metrics import relative_error
+    from edgekit.metrics import relative_error
     from edgekit.qat.state import PROGRESS, load_tensors, save_tensors
     from edgekit.atomic import write_json
     from edgekit.quant.calib_cache import resume_point, save_hidden, save_layer

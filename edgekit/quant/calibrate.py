@@ -39,7 +39,7 @@ from edgekit.quant.calib_cache import (HIDDEN_FILE, CalibrationResult, cache_key
                                        result_from_files, resume_point, save_hidden, save_layer)
 from edgekit.quant.layers import calibration_sequences, decoder_layer, hf_config, layer0_inputs, rotary, run_layer
 
-CONFIG_VERSION = 4  # bump when an algorithm changes: invalidates cached calibrations
+CONFIG_VERSION = 5  # bump when an algorithm changes: invalidates cached calibrations
 METHODS = ("rtn", "gptq", "awq", "smoothquant")
 # Linear groups of a decoder layer: the linears in a group read the same input.
 GROUPS = {
@@ -136,7 +136,7 @@ def quantize_layer(layer, stats: dict[str, GroupStats], cfg: QuantConfig, prefix
     """Quantize every linear of one layer on its device; returns (quantized, folded norms, input scales, errors: in host
     memory; new state: on the layer's device)."""
     from edgekit.quant.awq import awq_quantize
-    from edgekit.bench.metrics import relative_error
+    from edgekit.metrics import relative_error
     from edgekit.quant.grids import dequantize_weight, fit_and_quantize
     from edgekit.quant.gptq import gptq_quantize_shared
     from edgekit.quant.smoothquant import w8a8_quantize

@@ -79,7 +79,7 @@ def kl_against_reference(ckpt_path: str | Path, results: dict[str, CalibrationRe
                          n_eval: int = 16, device: torch.device | str = "cpu") -> dict[str, dict[str, float]]:
     """{label: {"kl": mean KL(FP‖Q) per token, "top1": top-1 agreement}} on held-out samples."""
     from edgekit.model.checkpoint import open_checkpoint
-    from edgekit.bench.metrics import mean_token_kl, top1_agreement
+    from edgekit.metrics import mean_token_kl, top1_agreement
 
     ckpt_path = Path(ckpt_path)
     image_id = open_checkpoint(ckpt_path).token_ids.image

@@ -35,8 +35,8 @@ Every grid reduces its stored params to a per-sub-block `scale` and optional `of
 then `clamp(round((w - offset) / scale))`, the same for every format.
 
 K-quant fitting follows llama.cpp's reference quantizer (ggml-quants.c): make_qkx2_quants-style
-weighted scale/min search for Q4_K/Q5_K, make_qx_quants for Q6_K, then the 6-/8-bit quantization
-of the sub-block scales relative to an fp16 super-scale. It is vectorised over all blocks. With an
+weighted scale/min search for Q4_K/Q5_K, make_qx_quants for Q6_K (both in kquant_search, chunked), then the
+6-/8-bit quantization of the sub-block scales relative to an fp16 super-scale. With an
 importance per input column, Q4_K/Q5_K weight their search as llama.cpp does with an importance matrix
 (quantize_row_q4_K_impl: weight = importance · sqrt(σ² + x²), σ² = 2·mean x² of the super-block, the finer
 make_qkx3 step grid, and a weighted search for the super-scales of the 6-bit sub-scales, make_qp_quants).
@@ -53,6 +53,7 @@ from typing import Callable
 import torch
 
 from edgekit.errors import EdgekitError
+from edgekit.quant.kquant_search import nearest, qkx2_search, qx_search
 
 Params = dict[str, torch.Tensor]
 
@@ -63,11 +64,6 @@ _GROUP_MAX_EPS = 1e-15  # llama.cpp treats sub-blocks with max |x| below this as
 def _to_fp16(x: torch.Tensor) -> torch.Tensor:
     """fp32 -> fp16 the way the format stores it; clamp so huge scales saturate instead of inf."""
     return x.clamp(-_FP16_MAX, _FP16_MAX).to(torch.float16)
-
-
-def _nearest(x: torch.Tensor) -> torch.Tensor:
-    # ggml's nearest_int rounds half to even, like torch.round
-    return torch.round(x)
 
 
 # --------------------------------------------------------------------------------------------
@@ -130,7 +126,7 @@ class Grid:
         """Codes of w [out, k] with its columns' scale and offset ([out, k], from column_params)."""
         x = w.to(torch.float32) if offset is None else w.to(torch.float32) - offset
         safe = torch.where(s == 0, torch.ones_like(s), s)
-        q = _nearest(x / safe).clamp(self.qmin, self.qmax)
+        q = nearest(x / safe).clamp(self.qmin, self.qmax)
         q = torch.where(s == 0, torch.zeros_like(q), q)  # a zero scale represents only `offset`
         return q.to(torch.int16)
 
@@ -234,56 +230,11 @@ def _eff_scale(p: Params) -> tuple[torch.Tensor, None]:
 # K-quants (super-block of 256)
 
 
-def _qkx2_search(
-    x: torch.Tensor, nmax: int, rmin: float, rdelta: float, nstep: int, weights: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weighted scale/min search of make_qkx2_quants (make_qkx3_quants when `weights` are given), vectorised.
-
-    x: [S, 32] sub-blocks. Returns (scale [S], the_min [S]) with value ~ scale*L - the_min.
-    """
-    if weights is None:  # the reference's importance without an importance matrix
-        weights = torch.sqrt((x * x).sum(-1, keepdim=True) / x.shape[-1]) + x.abs()  # [S, 32]
-    lo = x.amin(-1, keepdim=True).clamp(max=0)  # [S, 1]
-    hi = x.amax(-1, keepdim=True)
-    flat = hi == lo
-    rng = torch.where(flat, torch.ones_like(hi), hi - lo)
-    sum_w = weights.sum(-1, keepdim=True)
-    sum_x = (weights * x).sum(-1, keepdim=True)
-
-    iscale = nmax / rng
-    scale = 1 / iscale
-    L = _nearest(iscale * (x - lo)).clamp(0, nmax)
-    best = (weights * (scale * L + lo - x).square()).sum(-1, keepdim=True)
-    best_min = lo.clone()
-    for step in range(nstep + 1):
-        iscale = (rmin + rdelta * step + nmax) / rng
-        L = _nearest(iscale * (x - lo)).clamp(0, nmax)  # [S, 32]
-        wl = weights * L
-        sum_l = wl.sum(-1, keepdim=True)
-        sum_l2 = (wl * L).sum(-1, keepdim=True)
-        sum_xl = (wl * x).sum(-1, keepdim=True)
-        D = sum_w * sum_l2 - sum_l * sum_l
-        safe_D = torch.where(D > 0, D, torch.ones_like(D))
-        this_scale = (sum_w * sum_xl - sum_x * sum_l) / safe_D
-        this_min = (sum_l2 * sum_x - sum_l * sum_xl) / safe_D
-        pos = this_min > 0  # the min must stay <= 0: refit the scale alone
-        safe_l2 = torch.where(sum_l2 > 0, sum_l2, torch.ones_like(sum_l2))
-        this_scale = torch.where(pos, sum_xl / safe_l2, this_scale)
-        this_min = torch.where(pos, torch.zeros_like(this_min), this_min)
-        err = (weights * (this_scale * L + this_min - x).square()).sum(-1, keepdim=True)
-        better = (D > 0) & (err < best)
-        best = torch.where(better, err, best)
-        scale = torch.where(better, this_scale, scale)
-        best_min = torch.where(better, this_min, best_min)
-    scale = torch.where(flat, torch.zeros_like(scale), scale)
-    return scale.squeeze(-1), (-best_min).squeeze(-1)
-
-
 def _quantize_subscales(v: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Sub-block values [..., g] >= 0 -> (fp16 super-scale [..., 1], integer codes [..., g])."""
     vmax = v.amax(-1, keepdim=True)
     inv = torch.where(vmax > 0, levels / torch.where(vmax > 0, vmax, torch.ones_like(vmax)), torch.zeros_like(vmax))
-    codes = _nearest(inv * v).clamp(0, levels)
+    codes = nearest(inv * v).clamp(0, levels)
     return _to_fp16(vmax / levels), codes.to(torch.uint8)
 
 
@@ -294,12 +245,12 @@ def _weighted_subscales(v: torch.Tensor, w: torch.Tensor, levels: int) -> tuple[
     best_inv, best_err = None, None
     for k in (0, -4, -3, -2, -1, 1, 2, 3, 4):  # 0 first: the plain choice wins ties
         inv = (levels + 0.1 * k) / safe_max
-        codes = _nearest(inv * v).clamp(0, levels)
+        codes = nearest(inv * v).clamp(0, levels)
         err = (w * (v - codes / inv).square()).sum(-1, keepdim=True)
         better = torch.ones_like(err, dtype=torch.bool) if best_err is None else err < best_err
         best_inv = inv if best_inv is None else torch.where(better, inv, best_inv)
         best_err = err if best_err is None else torch.where(better, err, best_err)
-    codes = _nearest(best_inv * v).clamp(0, levels)
+    codes = nearest(best_inv * v).clamp(0, levels)
     # the least-squares super-scale for these codes, as make_qp_quants returns it
     sum_lx, sum_l2 = (w * v * codes).sum(-1, keepdim=True), (w * codes * codes).sum(-1, keepdim=True)
     safe_l2 = torch.where(sum_l2 > 0, sum_l2, torch.ones_like(sum_l2))
@@ -311,7 +262,7 @@ def _fit_kquant_min(nmax: int, rmin: float, rdelta: float, nstep: int) -> Callab
     def fit(w: torch.Tensor) -> Params:
         out, n, block = w.shape
         x = w.reshape(out * n * 8, block // 8)  # [S, 32]
-        scale, the_min = _qkx2_search(x, nmax, rmin, rdelta, nstep)
+        scale, the_min = qkx2_search(x, nmax, rmin, rdelta, nstep)
         scale = scale.reshape(out, n, 8).clamp(min=0)  # a negative fitted scale is not storable
         the_min = the_min.reshape(out, n, 8)
         d, sc = _quantize_subscales(scale, 63)
@@ -327,7 +278,7 @@ def _fit_kquant_min_weighted(nmax: int) -> Callable[[torch.Tensor, torch.Tensor]
         sigma2 = 2 * w.square().mean(-1, keepdim=True)  # [out, n, 1] per super-block
         weights = importance.clamp(min=0).unsqueeze(0) * torch.sqrt(sigma2 + w.square())  # [out, n, block]
         x = w.reshape(out * n * 8, block // 8)  # [S, 32]
-        scale, the_min = _qkx2_search(x, nmax, -0.9, 0.05, 36, weights.reshape(x.shape))
+        scale, the_min = qkx2_search(x, nmax, -0.9, 0.05, 36, weights.reshape(x.shape))
         scale = scale.reshape(out, n, 8).clamp(min=0)
         the_min = the_min.reshape(out, n, 8)
         sub_w = weights.reshape(out, n, 8, block // 8).sum(-1)  # [out, n, 8]
@@ -344,42 +295,15 @@ def _eff_kquant_min(p: Params) -> tuple[torch.Tensor, torch.Tensor]:
     return scale, offset
 
 
-def _qx_search(x: torch.Tensor, nmax: int) -> torch.Tensor:
-    """make_qx_quants(rmse_type=1) vectorised: x [S, 16] -> signed scale [S]."""
-    imax = x.abs().argmax(-1, keepdim=True)
-    mx = torch.gather(x, -1, imax)  # [S, 1] signed value of largest magnitude
-    zero = mx.abs() < _GROUP_MAX_EPS
-    mx = torch.where(zero, torch.ones_like(mx), mx)
-    w = x * x
-
-    def sums(iscale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        L = _nearest(iscale * x).clamp(-nmax, nmax - 1)
-        wl = w * L
-        return (wl * x).sum(-1, keepdim=True), (wl * L).sum(-1, keepdim=True)
-
-    sumlx, suml2 = sums(-nmax / mx)
-    scale = torch.where(suml2 > 0, sumlx / torch.where(suml2 > 0, suml2, torch.ones_like(suml2)), torch.zeros_like(sumlx))
-    best = scale * sumlx
-    for step in range(-9, 10):
-        if step == 0:
-            continue
-        sumlx, suml2 = sums(-(nmax + 0.1 * step) / mx)
-        better = (suml2 > 0) & (sumlx * sumlx > best * suml2)
-        new = sumlx / torch.where(suml2 > 0, suml2, torch.ones_like(suml2))
-        scale = torch.where(better, new, scale)
-        best = torch.where(better, new * sumlx, best)
-    return torch.where(zero, torch.zeros_like(scale), scale).squeeze(-1)
-
-
 def _fit_q6_k(w: torch.Tensor) -> Params:
     out, n, block = w.shape
-    scales = _qx_search(w.reshape(out * n * 16, block // 16), 32).reshape(out, n, 16)
+    scales = qx_search(w.reshape(out * n * 16, block // 16), 32, _GROUP_MAX_EPS).reshape(out, n, 16)
     imax = scales.abs().argmax(-1, keepdim=True)
     smax = torch.gather(scales, -1, imax)  # [out, n, 1] signed scale of largest magnitude
     zero = smax.abs() < _GROUP_MAX_EPS
     safe = torch.where(zero, torch.ones_like(smax), smax)
     iscale = -128 / safe
-    sc = _nearest(iscale * scales).clamp(-128, 127)
+    sc = nearest(iscale * scales).clamp(-128, 127)
     sc = torch.where(zero, torch.zeros_like(sc), sc)
     d = torch.where(zero, torch.zeros_like(smax), 1 / iscale)
     return {"d": _to_fp16(d), "sc": sc.to(torch.int8)}

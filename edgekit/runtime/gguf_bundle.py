@@ -39,7 +39,8 @@ def bundle_prompt_assets(opened: OpenedBundle):
 def thread_settings(manifest: dict, n_threads: int | None):
     """Threads as asked, else as `edgekit profile --tune` measured them for this bundle here, else every core; the
     measured OpenMP wait policy is applied when llama.cpp has not loaded yet. Returns (settings, applied)."""
-    from edgekit.runtime.settings import ThreadSettings, apply_wait_policy, available_cores, check_threads, lookup
+    from edgekit.cores import available_cores
+    from edgekit.runtime.settings import ThreadSettings, apply_wait_policy, check_threads, lookup
 
     check_threads(n_threads)
 

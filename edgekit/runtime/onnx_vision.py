@@ -16,7 +16,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.model.vision_graph import INPUT, VisionGraphInfo
-from edgekit.runtime.ort_session import session_options
+from edgekit.ort_session import load_session, session_options
 
 
 class OnnxVision:
@@ -25,7 +25,6 @@ class OnnxVision:
         """path: the graph's file; model_bytes (a verified bundle's): the graph itself, hashed from these very bytes,
         with `path` naming it in messages only; external_data: the descriptor of its `.data` file (weights over 2 GB),
         mapped read-only and handed to ONNX Runtime as memory (the verified file, never a name)."""
-        import onnxruntime as ort
 
         path = Path(path)
         if model_bytes is None and not path.is_file():
@@ -44,11 +43,7 @@ class OnnxVision:
             buffer = np.frombuffer(self._data_map, dtype=np.uint8)
             opts.add_external_initializers_from_files_in_memory([data_file_name(path)], [buffer], [size])
         try:
-            self.session = ort.InferenceSession(str(path) if model_bytes is None else model_bytes, opts,
-                                                providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime's own Fail / InvalidGraph
-            raise EdgekitError(f"{path}: ONNX Runtime cannot load it as a graph ({str(e).splitlines()[0][:200]}); "
-                               "export it with `edgekit export-vision`") from None
+            self.session = load_session(path if model_bytes is None else model_bytes, opts, path)
         finally:
             if self._data_map is not None:
                 # ONNX Runtime copied the weights: drop the mapped pages (2.7 GB at 7B). Were they still read, they

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgekit.cache_dir import default_cache_dir
+from edgekit.cores import available_cores
 
 SCHEMA = "edgekit.runtime-settings/1"
 WAIT_POLICIES = ("active", "passive")
@@ -39,11 +40,6 @@ class ThreadSettings:
 
 def settings_path() -> Path:
     return Path(os.environ.get("EDGEKIT_RUNTIME_SETTINGS") or default_cache_dir() / "runtime-settings.json")
-
-
-def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity), which is what a thread count should not exceed."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def check_threads(threads: int | None, flag: str = "--threads") -> None:

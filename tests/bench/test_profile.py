@@ -55,7 +55,7 @@ def test_profile_cli_alone_and_under_load(tiny_bundle, tmp_path, monkeypatch):
 def test_tuning_is_recorded_and_used_by_open_bundle(tiny_bundle, tmp_path, monkeypatch):
     from edgekit.bench.profile import ProfileConfig, run_profile, tune_candidates
     from edgekit.runtime.bundle_pipeline import open_bundle
-    from edgekit.runtime.settings import available_cores
+    from edgekit.cores import available_cores
     from edgekit.runtime.settings import ThreadSettings, lookup
 
     monkeypatch.setenv("EDGEKIT_RUNTIME_SETTINGS", str(tmp_path / "settings.json"))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgekit.bench import metrics as M
+from edgekit import metrics as M
 from edgekit.bench import scoring as SC
 from edgekit.data.samples import Sample
 

@@ -12,7 +12,7 @@ from PIL import Image
 from conftest import require, seed_for
 from edgekit.bundle.build import BuildConfig, build_bundle
 from edgekit.model.checkpoint import open_checkpoint
-from edgekit.model.sizes import part_of
+from edgekit.targets.sizes import part_of
 from edgekit.model.processor import ImageProcessorConfig, preprocess_image
 from edgekit.targets import get_target
 from edgekit.targets.plan import make_plan, vision_tokens

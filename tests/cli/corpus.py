@@ -19,6 +19,9 @@ MANIFEST = "edgekit.json"
 EDGEKIT = str(Path(sys.executable).parent / "edgekit")
 SEED = int(os.environ.get("EDGEKIT_BAD_INPUT_SEED") or seed_for("bad-input corpus"))
 ASSET = Path(__file__).resolve().parents[2] / "edgekit" / "data" / "assets" / "driving_0_000.png"
+# CI's second pass over the C++ host's cases, on its AddressSanitizer build (.ci/run, `-m cpp_host`), sets this: the
+# Python halves of those cases (verify, run --bundle) ran unchanged in the first pass, so only the host runs again.
+HOST_CASES_ONLY = os.environ.get("EDGEKIT_HOST_CASES_ONLY") == "1"
 
 
 def rng_for(name: str) -> random.Random:
@@ -49,5 +52,7 @@ def edit_manifest(bundle: Path, edit, *, reseal: bool) -> None:
 
 def refused_everywhere(bundle: Path, *needles: str) -> None:
     """Neither verify nor run accepts the bundle, and both say why."""
+    if HOST_CASES_ONLY:
+        return
     one_line_error(cli("verify", bundle), 1, *needles)
     one_line_error(cli("run", "--bundle", bundle, "--image", ASSET, "--max-new-tokens", "2"), 2, *needles)

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from conftest import require
-from corpus import ASSET, MANIFEST, cli, edit_manifest, one_line_error, refused_everywhere, rng_for
+from corpus import ASSET, HOST_CASES_ONLY, MANIFEST, cli, edit_manifest, one_line_error, refused_everywhere, rng_for
 
 require("llama_cpp")
 
@@ -39,9 +39,10 @@ def host_refuses(host: Path, bundle: Path, *needles: str, image: Path = ASSET, t
 
 def refused_by_all(host: Path, bundle: Path, *needles: str, verify_code: int = 1) -> None:
     """verify (exit 1 for a seal or hash that fails, 2 for a manifest that cannot be read), run --bundle and the C++
-    host all refuse, naming the problem."""
-    one_line_error(cli("verify", bundle), verify_code, *needles)
-    one_line_error(cli("run", "--bundle", bundle, "--image", ASSET, "--max-new-tokens", "2"), 2, *needles)
+    host all refuse, naming the problem (the host alone on CI's AddressSanitizer pass: corpus.HOST_CASES_ONLY)."""
+    if not HOST_CASES_ONLY:
+        one_line_error(cli("verify", bundle), verify_code, *needles)
+        one_line_error(cli("run", "--bundle", bundle, "--image", ASSET, "--max-new-tokens", "2"), 2, *needles)
     host_refuses(host, bundle, *needles)
 
 
@@ -289,6 +290,8 @@ def _swapper(target: Path, a: Path, b: Path, stop: threading.Event, staging: Pat
 def test_swap_race_never_answers_from_an_unverified_file(copy, other_decoder, host, runner):
     """Files renamed over the decoder continuously while bundles open: every run either refuses (the hash it
     computed is not the manifest's) or answers exactly as the verified bundle does, never from the other file."""
+    if runner == "python" and HOST_CASES_ONLY:
+        pytest.skip("the Python runner ran in the suite's first pass; this pass reruns the host's cases")
     rel = copy / "decoder/decoder.gguf"
     good = copy.parent / "good.gguf"
     shutil.copyfile(rel, good)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from edgekit.bench import metrics as M
+from edgekit import metrics as M
 from edgekit.bench import scoring as SC
 from edgekit.data import samples as S
 from edgekit.data import selection as SEL

@@ -155,6 +155,28 @@ def test_odd_shapes_and_fallbacks(tmp_path, precision):
         np.testing.assert_array_equal(np.concatenate(parts), whole)
 
 
+@pytest.mark.parametrize("ggml_type", ["Q4_K", "Q5_K"])
+def test_llama_cpps_quantizer_takes_an_importance(ggml_type):
+    """With an imatrix row, llama.cpp's own fit lowers the importance-weighted error against its plain RTN (the
+    importance reaches it), threads change nothing, and an importance of the wrong length is one clear error."""
+    from edgekit.export.ggml_quantize import quantize_rows
+
+    gen = torch.Generator().manual_seed(torch.seed() % 2**31)
+    w = (torch.randn(19, 512, generator=gen) * (0.5 + torch.rand(1, 512, generator=gen))).numpy()
+    imp = (torch.rand(512, generator=gen) ** 6 + 1e-4).numpy()
+    kind = gguf.GGMLQuantizationType[ggml_type]
+
+    def weighted_error(blocks):
+        back = np.asarray(gguf.quants.dequantize(blocks, kind), np.float64).reshape(w.shape)
+        return float((((back - w) ** 2) * imp).sum())
+
+    plain, weighted = quantize_rows(w, ggml_type, threads=1), quantize_rows(w, ggml_type, threads=1, importance=imp)
+    assert weighted_error(weighted) < 0.97 * weighted_error(plain)
+    np.testing.assert_array_equal(quantize_rows(w, ggml_type, threads=3, importance=imp), weighted)
+    with pytest.raises(EdgekitError, match="importance of shape"):
+        quantize_rows(w, ggml_type, importance=imp[:256])
+
+
 def test_tensors_stream_one_at_a_time(tmp_path):
     """Peak traced memory stays near one tensor, however many tensors the file holds."""
     n, rows, cols = 12, 512, 1024  # 2 MiB per f32 tensor, 24 MiB in all

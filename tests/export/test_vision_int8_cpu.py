@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import require
-from edgekit.runtime.ort_session import session_options  # exact u8·s8 products on CPUs without VNNI too
+from edgekit.ort_session import session_options  # exact u8·s8 products on CPUs without VNNI too
 
 
 def _without_output_rounding(model):

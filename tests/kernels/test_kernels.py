@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekit.bench.metrics import relative_error
+from edgekit.metrics import relative_error
 from edgekit.kernels.attention import (KernelLibrary, build_library, check_close, decode_attention_reference,
                                        vit_window_attention_reference)
 from edgekit.errors import EdgekitError

@@ -76,7 +76,7 @@ def test_build_packs_the_trained_q4_k_codes_bit_for_bit(qat_q4k, tiny_ckpt, tmp_
 @pytest.mark.slow
 def test_quantize_packs_trained_q4_0_codes_and_refuses_another_format(tiny_ckpt, tmp_path):
     from edgekit.errors import EdgekitError
-    from edgekit.quant.quantize import QuantizeConfig, quantize
+    from edgekit.bundle.quantize import QuantizeConfig, quantize
     from edgekit.quant.formats import parse
 
     qat = run_qat(tiny_ckpt, tmp_path / "q40", "gguf:q4_0", "gptq")

@@ -67,7 +67,7 @@ def test_gguf_from_calibration_dequantizes_to_quantizer_output(tiny_ckpt, tmp_pa
 
 def test_awq_folds_scales_into_norms(tiny_ckpt, tmp_path, test_seed):
     """The folded norm and the codes of W·s together compute the original linear, within Q4_0's error."""
-    from edgekit.bench.metrics import relative_error
+    from edgekit.metrics import relative_error
     from edgekit.model.checkpoint import open_checkpoint
     from edgekit.quant.grids import dequantize_weight
 

@@ -24,8 +24,10 @@ def inspect_cmd(
     """Read config, safetensors headers and tokenizer (no tensor data) and print the model's dims and sizes."""
     from edgekit.model.checkpoint import open_checkpoint
     from edgekit.model.inspect import describe
+    from edgekit.targets.sizes import inspect_weight_bytes
 
-    info = describe(open_checkpoint(model, allow_pickle=allow_pickle))
+    ck = open_checkpoint(model, allow_pickle=allow_pickle)
+    info = describe(ck) | {"weight_bytes": inspect_weight_bytes({n: t.shape for n, t in ck.tensors.items()})}
     if as_json:
         print(json.dumps(info, indent=2, sort_keys=True))
         return

@@ -10,7 +10,7 @@ import typer
 from edgekit.cli.app import app, console, progress
 from edgekit.cli.options import CALIBRATION_SAMPLES_HELP, DEVICE_OPTION_DEFAULT
 from edgekit.devices import DEVICE_HELP
-from edgekit.quant.quantize import DEFAULT_CANDIDATES
+from edgekit.bundle.quantize import DEFAULT_CANDIDATES
 
 
 def _bar_progress(bar):
@@ -87,7 +87,7 @@ def quantize_cmd(
     """Calibrate and quantize the decoder; write a GGUF or a ModelOpt unified checkpoint (codes packed exactly, never
     re-rounded) and report fidelity (quantization.json beside the output)."""
     from edgekit.quant.formats import parse, quantize_format
-    from edgekit.quant.quantize import QuantizeConfig, candidate_formats, quantize
+    from edgekit.bundle.quantize import QuantizeConfig, candidate_formats, quantize
 
     cfg = QuantizeConfig(quantize_format(precision, format, group_size), method=method, samples=samples, n_samples=n,
                          damp=damp, act_order=act_order, weighted_fit=weighted_fit, alpha=alpha, evaluate=evaluate,

@@ -1,4 +1,4 @@
-"""edgekit.bench.metrics against independent computations (torch's own KL, numpy's norms, rasterised boxes)."""
+"""edgekit.metrics against independent computations (torch's own KL, numpy's norms, rasterised boxes)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from edgekit.bench import metrics as M
+from edgekit import metrics as M
 
 
 def test_kl_divergence_matches_torch(test_seed):
     import numpy as np
     import torch
 
-    from edgekit.bench.metrics import kl_divergence
+    from edgekit.metrics import kl_divergence
 
     rng = np.random.default_rng(test_seed)
     p, q = rng.normal(size=37) * 3, rng.normal(size=37) * 3

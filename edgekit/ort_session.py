@@ -9,6 +9,10 @@ nothing on CPUs with VNNI (onnxruntime_session_options_config_keys.h).
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from edgekit.errors import EdgekitError
+
 EXACT_INT8_ON_CPUS_WITHOUT_VNNI = ("session.x64quantprecision", "1")
 
 
@@ -22,3 +26,15 @@ def session_options(threads: int = 2, *, optimize: bool = True):
     if not optimize:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return opts
+
+
+def load_session(graph: str | Path | bytes, opts, label: str | Path):
+    """An ONNX Runtime CPU session over a graph file (or its verified bytes); a graph it refuses is one line."""
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(graph if isinstance(graph, bytes) else str(graph), opts,
+                                    providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime's own Fail / InvalidGraph
+        raise EdgekitError(f"{label}: ONNX Runtime cannot load it as a graph ({str(e).splitlines()[0][:200]}); "
+                           "export it with `edgekit export-vision`") from None
