@@ -36,12 +36,6 @@ def _best(fn, repeats: int) -> tuple[float, object]:
     return best, out
 
 
-def _ggml(w: np.ndarray, type_name: str, imp: np.ndarray | None, threads: int) -> np.ndarray:
-    from edgekit.export import ggml_quantize
-
-    return ggml_quantize.quantize_rows(w, type_name, threads=threads, importance=imp)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
@@ -50,7 +44,8 @@ def main() -> None:
 
     import gguf
 
-    from edgekit.quant.grids import dequantize_weight, fit_and_quantize
+    from edgekit.export.ggml_quantize import quantize_rows
+    from edgekit.quant.grids import QuantizedWeight, dequantize_weight, get_grid
 
     cores = torch.get_num_threads()
     gen = torch.Generator().manual_seed(0)
@@ -62,23 +57,17 @@ def main() -> None:
         imp_t = torch.rand(n, generator=gen) ** 4 + 1e-3
         w_np = w.numpy()
         for type_name, weighted in TYPES:
-            grid = f"gguf:{type_name.lower()}"
+            g = get_grid(f"gguf:{type_name.lower()}")
             imp = imp_t if weighted else None
-            if weighted:
-                from edgekit.quant.grids import QuantizedWeight, get_grid
 
-                g = get_grid(grid)
+            def ours():  # what fit_and_quantize does, with the importance GPTQ and AWQ pass
+                p = g.fit(w, imp)
+                return QuantizedWeight(g.name, tuple(w.shape), g.quantize(w, p, 0), p)
 
-                def ours():
-                    p = g.fit(w, imp)
-                    return QuantizedWeight(g.name, tuple(w.shape), g.quantize(w, p, 0), p)
-            else:
-                def ours():
-                    return fit_and_quantize(grid, w)
             t_ours, qw = _best(ours, args.repeats)
             imp_np = None if imp is None else imp.numpy()
-            t_one, ref = _best(lambda: _ggml(w_np, type_name, imp_np, 1), args.repeats)
-            t_all, _ = _best(lambda: _ggml(w_np, type_name, imp_np, cores), args.repeats)
+            t_one, ref = _best(lambda: quantize_rows(w_np, type_name, threads=1, importance=imp_np), args.repeats)
+            t_all, _ = _best(lambda: quantize_rows(w_np, type_name, threads=cores, importance=imp_np), args.repeats)
             back = np.asarray(gguf.quants.dequantize(ref, gguf.GGMLQuantizationType[type_name]), np.float32)
             col_w = np.ones(n, np.float32) if imp is None else imp_np
             err_ours = float((((dequantize_weight(qw).numpy() - w_np) ** 2) * col_w).sum())

@@ -5,9 +5,9 @@ tried at nstep+1 candidate step sizes) and make_qx_quants (Q6_K: a signed scale 
 candidates). Each candidate is a pass over every value, so the search dominates a K-quant fit.
 
 Sub-blocks are searched in chunks laid out value-major ([values per sub-block, CHUNK]): every operation then runs
-along contiguous memory that stays in cache across the candidates. This runs ~6x faster on large tensors than
-sub-block-major [S, 32] tensors, whose 32-wide reductions and cache misses per candidate dominated (12.8 M weights/s
-on one core here; ggml's own C quantizer 11). On a CPU every chunk is exactly CHUNK wide (the last one padded with
+along contiguous memory that stays in cache across the candidates. This runs 4-7x faster on large tensors than
+sub-block-major [S, 32] tensors, whose 32-wide reductions and cache misses per candidate dominated (Q4_K on MiMo's
+shapes: ~10 M weights/s on 2 cores here, ggml's own C quantizer 8.5-11 on one; benchmarks/bench_kquant_fit.py). On a CPU every chunk is exactly CHUNK wide (the last one padded with
 empty sub-blocks): torch sums a [32, w] tensor along its rows in an order that depends on w, but at one fixed width
 every column's sum is the same wherever it lies and however many threads run. So a sub-block's answer depends on
 its values alone (GPTQ fits a matrix 256 columns at a time and RTN all at once; with an identity Hessian they agree).
@@ -59,8 +59,8 @@ def _qkx2_chunk(x: torch.Tensor, w: torch.Tensor, nmax: int, rmin: float, rdelta
     """x, w [32, s]: one sub-block per column.
 
     As in the reference, every candidate step is laid over [min, max] with the best min found so far: a candidate
-    that improves moves the origin of the next ones (keeping the first min for all of them lost 2-6% of the error
-    llama.cpp's own Q4_K/Q5_K reach, benchmarks/bench_kquant_fit.py)."""
+    that improves moves the origin of the next ones (keeping the first min for all of them left 2-10% more squared
+    error than llama.cpp's own Q4_K/Q5_K, benchmarks/bench_kquant_fit.py)."""
     lo = x.amin(0).clamp_(max=0)  # [s]
     hi = x.amax(0)
     flat = hi == lo
