@@ -1,10 +1,12 @@
-"""K-quant fitting speed at MiMo-Embodied-7B's shapes: edgekit's grid search against llama.cpp's own quantizer.
+"""K-quant fitting speed at MiMo-Embodied-7B's shapes: edgekit's fits against llama.cpp's own quantizer.
 
 For each K type (Q4_K, Q5_K, Q6_K; Q4_K and Q5_K also importance-weighted, as GPTQ/AWQ fit them), on float32
 weights of the decoder's shapes (q_proj 4096 x 4096, gate_proj 11008 x 4096), side by side in one run:
-- edgekit: `fit_and_quantize` (edgekit.quant.grids: the scale search of edgekit.quant.kquant_search, then codes), on
-  every core torch is given;
-- llama.cpp: `ggml_quantize_chunk` from the installed libggml-base (edgekit.export.ggml_quantize), on one thread and
+- edgekit: `fit_and_quantize` as it runs on a CPU (edgekit.quant.grids: llama.cpp's quantizer on every core, its
+  block scales read back, then the codes);
+- edgekit's torch search (edgekit.quant.kquant_search: the path of an accelerator, or of an install without
+  llama-cpp-python), run here on every core torch is given;
+- llama.cpp: `ggml_quantize_chunk` from the installed libggml-base (edgekit.quant.ggml_quantize), on one thread and
   on every core (with the same importance where weighted).
 Each is the best of --repeats runs, in M weights/s. Also the weighted squared error of each result (edgekit's
 values; llama.cpp's bytes read back by the gguf package), so that speed is not bought with accuracy.
@@ -44,8 +46,18 @@ def main() -> None:
 
     import gguf
 
-    from edgekit.export.ggml_quantize import quantize_rows
+    from edgekit.quant import grids
+    from edgekit.quant.ggml_quantize import quantize_rows
     from edgekit.quant.grids import QuantizedWeight, dequantize_weight, get_grid
+
+    def searched_in_torch(fn):  # the fit an accelerator runs: grids without llama.cpp's library
+        def run():
+            loads, grids.llama_cpp_quantizer_loads = grids.llama_cpp_quantizer_loads, lambda: False
+            try:
+                return fn()
+            finally:
+                grids.llama_cpp_quantizer_loads = loads
+        return run
 
     cores = torch.get_num_threads()
     gen = torch.Generator().manual_seed(0)
@@ -65,21 +77,25 @@ def main() -> None:
                 return QuantizedWeight(g.name, tuple(w.shape), g.quantize(w, p, 0), p)
 
             t_ours, qw = _best(ours, args.repeats)
+            t_search, qw_search = _best(searched_in_torch(ours), args.repeats)
             imp_np = None if imp is None else imp.numpy()
             t_one, ref = _best(lambda: quantize_rows(w_np, type_name, threads=1, importance=imp_np), args.repeats)
             t_all, _ = _best(lambda: quantize_rows(w_np, type_name, threads=cores, importance=imp_np), args.repeats)
             back = np.asarray(gguf.quants.dequantize(ref, gguf.GGMLQuantizationType[type_name]), np.float32)
             col_w = np.ones(n, np.float32) if imp is None else imp_np
             err_ours = float((((dequantize_weight(qw).numpy() - w_np) ** 2) * col_w).sum())
+            err_search = float((((dequantize_weight(qw_search).numpy() - w_np) ** 2) * col_w).sum())
             err_ref = float((((back.reshape(out, n) - w_np) ** 2) * col_w).sum())
             m = w.numel() / 1e6
             rows.append({"shape": shape_name, "rows": out, "cols": n, "type": type_name, "importance": weighted,
-                         "edgekit_mw_s": m / t_ours, "ggml_1_thread_mw_s": m / t_one, "ggml_all_mw_s": m / t_all,
-                         "error_edgekit_over_ggml": err_ours / err_ref})
+                         "edgekit_mw_s": m / t_ours, "torch_search_mw_s": m / t_search,
+                         "ggml_1_thread_mw_s": m / t_one, "ggml_all_mw_s": m / t_all,
+                         "error_edgekit_over_ggml": err_ours / err_ref, "error_torch_search_over_ggml": err_search / err_ref})
             r = rows[-1]
             print(f"{shape_name:9s} {type_name}{' imatrix' if weighted else '        '}  edgekit {r['edgekit_mw_s']:6.1f}"
-                  f"  ggml 1 thread {r['ggml_1_thread_mw_s']:6.1f}  ggml {cores} threads {r['ggml_all_mw_s']:6.1f}"
-                  f"  M weights/s;  error edgekit/ggml {r['error_edgekit_over_ggml']:.4f}", flush=True)
+                  f"  torch search {r['torch_search_mw_s']:6.1f}  ggml 1 thread {r['ggml_1_thread_mw_s']:6.1f}  ggml {cores} threads {r['ggml_all_mw_s']:6.1f}"
+                  f"  M weights/s;  error edgekit/ggml {r['error_edgekit_over_ggml']:.4f}"
+                  f", torch search/ggml {r['error_torch_search_over_ggml']:.4f}", flush=True)
     result = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                           "torch_threads": cores}, "rows": rows}
     if args.json:

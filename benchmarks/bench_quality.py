@@ -5,12 +5,17 @@ KL(FP‖Q) against the f32 GGUF over the held-out set (edgekit/data/heldout: pro
 calibration source; text-only and image+text, the images' embeddings from the PyTorch vision tower):
 - edgekit Q4_K by RTN, AWQ and GPTQ (and the tuning variants asked for), calibrated on the default mix
   (data/calibration_mix.py: the real samples' calibration split when present, built-in samples, generic text);
+  with --fp4, edgekit NVFP4 and MXFP4 (llama.cpp's FP4 block types, 4.5 and 4.25 bits per weight) by RTN and GPTQ;
 - llama.cpp's anchors, made by its own programs (scripts/build_llama_tools.sh: llama-imatrix, llama-quantize
   built from the pinned source): Q4_K_M without an importance matrix, Q4_K_M with one, and pure Q4_K (every
   tensor Q4_K, the same file size as edgekit's Q4_K) with one. The importance matrix is computed on the same
-  calibration sequences as edgekit's, as text (llama-imatrix reads no images; image tokens are dropped).
+  calibration sequences as edgekit's, as text (llama-imatrix reads no images; image tokens are dropped). With
+  --fp4 also pure MXFP4 (llama-quantize MXFP4_MOE --pure: every matrix MXFP4). llama-quantize has no NVFP4 file
+  type in the pinned version ("invalid output file type 39"): llama.cpp's own NVFP4 is its `quantize_nvfp4`
+  (ggml_quantize_chunk), whose bytes edgekit's NVFP4 RTN is (tests/quant/test_fp4.py), so "edgekit nvfp4 rtn" is
+  that anchor's row.
 
-Regenerate:  python benchmarks/bench_quality.py --preset small
+Regenerate:  python benchmarks/bench_quality.py --preset small [--fp4]
              python benchmarks/bench_quality.py --preset medium
 """
 
@@ -41,20 +46,26 @@ VARIANTS = {
     "gptq n=128": {"method": "gptq", "n_samples": 128},
     "gptq built-in samples only": {"method": "gptq", "samples": "driving,embodied"},
     "gptq lm_head q6_k": {"method": "gptq", "lm_head": "gguf:q6_k"},
+    "nvfp4 rtn": {"method": "rtn", "format": "gguf:nvfp4"},
+    "nvfp4 gptq": {"method": "gptq", "format": "gguf:nvfp4"},
+    "mxfp4 rtn": {"method": "rtn", "format": "gguf:mxfp4"},
+    "mxfp4 gptq": {"method": "gptq", "format": "gguf:mxfp4"},
 }
 DEFAULT_VARIANTS = "rtn,awq,gptq"
+FP4_VARIANTS = "nvfp4 rtn,nvfp4 gptq,mxfp4 rtn,mxfp4 gptq"
 
 
 def edgekit_gguf(ckpt: Path, work: Path, name: str, n: int) -> Path:
     from edgekit.quant.formats import parse
     from edgekit.bundle.quantize import QuantizeConfig, quantize
 
-    opts = {"n_samples": n, **VARIANTS[name]}
-    if "lm_head" in opts:
-        opts["lm_head"] = parse(opts["lm_head"])
+    opts = {"n_samples": n, "format": "gguf:q4_k", **VARIANTS[name]}
+    for key in ("lm_head", "format"):
+        if key in opts:
+            opts[key] = parse(opts[key])
     out = work / f"edgekit-{name.replace(' ', '_').replace('=', '')}.gguf"
     if not out.is_file():
-        quantize(ckpt, out, QuantizeConfig(format=parse("gguf:q4_k"), evaluate=0, **opts), cache=work / "calib-cache")
+        quantize(ckpt, out, QuantizeConfig(evaluate=0, **opts), cache=work / "calib-cache")
     return out
 
 
@@ -73,14 +84,15 @@ def calibration_text(ckpt: Path, n: int, out: Path) -> Path:
     return out
 
 
-def anchors(f32: Path, text: Path, work: Path) -> dict[str, Path]:
+def anchors(f32: Path, text: Path, work: Path, fp4: bool = False) -> dict[str, Path]:
     imat = work / "imatrix.gguf"
     if not imat.is_file():
         llama_tools.imatrix(f32, text, imat)
     made = {}
+    fp4_anchors = (("llama.cpp pure MXFP4", "MXFP4_MOE", False, True),) if fp4 else ()
     for name, ftype, use_imatrix, pure in (("llama.cpp Q4_K_M, no imatrix", "Q4_K_M", False, False),
                                            ("llama.cpp Q4_K_M + imatrix", "Q4_K_M", True, False),
-                                           ("llama.cpp pure Q4_K + imatrix", "Q4_K_M", True, True)):
+                                           ("llama.cpp pure Q4_K + imatrix", "Q4_K_M", True, True), *fp4_anchors):
         out = work / ("llama-" + name.split(" ", 1)[1].replace(" ", "_").replace("+", "").replace(",", "") + ".gguf")
         if not out.is_file():
             llama_tools.quantize(f32, out, ftype, imat if use_imatrix else None, pure)
@@ -135,6 +147,7 @@ def main() -> None:
     ap.add_argument("--preset", default="small")
     ap.add_argument("--n", type=int, default=64, help="calibration sequences (edgekit and llama-imatrix alike)")
     ap.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma-separated, of: {', '.join(VARIANTS)}")
+    ap.add_argument("--fp4", action="store_true", help=f"also {FP4_VARIANTS} and llama.cpp's pure MXFP4")
     ap.add_argument("--work", type=Path, default=REPO / "out" / "bench_quality")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -143,8 +156,9 @@ def main() -> None:
     work = args.work / args.preset
     ckpt, f32 = checkpoint_and_reference(work, args.preset)
     t0 = time.perf_counter()
-    files = {f"edgekit {v}": edgekit_gguf(ckpt, work, v, args.n) for v in args.variants.split(",")}
-    files |= anchors(f32, calibration_text(ckpt, args.n, work / "calibration.txt"), work)
+    variants = args.variants.split(",") + (FP4_VARIANTS.split(",") if args.fp4 else [])
+    files = {f"edgekit {v}": edgekit_gguf(ckpt, work, v, args.n) for v in variants}
+    files |= anchors(f32, calibration_text(ckpt, args.n, work / "calibration.txt"), work, args.fp4)
     items = load_heldout()
     kl, positions = heldout_kl(ckpt, f32, files, items)
     parts = heldout_parts(items)

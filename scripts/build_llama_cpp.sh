@@ -8,10 +8,13 @@
 #   - pip caches the wheel it builds keyed by the sdist, not by CMAKE_ARGS, so a cached default build
 #     would come back silently: this script builds with --no-cache-dir into a repo-local cache keyed by
 #     everything that changes the binary (version, flags, CPU flags, compiler).
-# Usage: bash scripts/build_llama_cpp.sh [PYTHON]     (default: .venv/bin/python, else python3)
+# Usage: bash scripts/build_llama_cpp.sh [PYTHON] [--build-only]     (default: .venv/bin/python, else python3)
+#   --build-only: build the wheel into the cache (if it is not there) and stop, installing nothing: the install runs
+#   it beside pip filling the venv, which must not be written by two pips at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${1:-}
+BUILD_ONLY=${2:-}
 if [ -z "$PY" ]; then if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi; fi
 . scripts/llama_cpp_flags.sh  # VERSION, the flags, key
 dir=.cache/llama-cpp-wheels/$key
@@ -26,6 +29,7 @@ if [ -z "$wheel" ]; then
 else
   echo "llama-cpp-python $VERSION: reusing $wheel (same version, flags, CPU and compiler)"
 fi
+[ "$BUILD_ONLY" = "--build-only" ] && exit 0
 "$PY" -m pip install -q --no-deps --force-reinstall "$wheel"
 # Its runtime dependencies, at the pinned versions.
 "$PY" -m pip install -q -c .ci/constraints.txt numpy typing-extensions diskcache jinja2

@@ -1,10 +1,12 @@
-"""The package's shape: no import cycles, one format parser, small modules, tests mirroring the package, and a
-README "Layout" section that names what is there."""
+"""The package's shape: no import cycles, one format parser, small modules, tests mirroring the package, a
+README "Layout" section that names what is there, and the lint rules of pyproject.toml held everywhere."""
 
 from __future__ import annotations
 
 import importlib.util
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,3 +99,13 @@ def test_readme_layout_names_the_tree():
     modules = [f.relative_to(PACKAGE).as_posix() for f in _sources() if f.name != "__init__.py"]
     unnamed = [m for m in modules if Path(m).name not in layout]
     assert unnamed == [], f"README Layout misses modules: {unnamed}"
+
+
+def test_ruff_lint_is_clean():
+    """ruff with pyproject.toml's [tool.ruff.lint] rules over the package, tests, scripts and benchmarks."""
+    from conftest import require
+
+    require("ruff")
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--output-format", "concise",
+                           "edgekit", "tests", "scripts", "benchmarks"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]

@@ -55,7 +55,7 @@ def _unreadable(s: Sample) -> str | None:
     for p in paths:
         try:
             with Image.open(p) as im:
-                im.size  # the header is parsed on open; the size proves it names an image
+                _ = im.size  # the header is parsed on open; the size proves it names an image
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             return f"{p}: not a readable image ({e.__class__.__name__})"
     return None

@@ -138,7 +138,7 @@ def build_bundle(model: str | Path, out: str | Path, config: BuildConfig,
         refuse_overlap(Path(calib_cache), [model, *spec_paths(config.samples)], flag="--calib-cache")
     claim_out(out)  # absent, empty or an edgekit bundle: refused before any work otherwise
     target = get_target(config.target)
-    backend = config.backend or target.default_backend()
+    backend = config.backend or target.default_backend(config.precision)
     if backend not in target.backends:
         raise EdgekitError(f"target {target.name} has no {backend!r} backend; it supports {', '.join(target.backends)}")
     config = config.resolved(backend)

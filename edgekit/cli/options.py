@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from edgekit.errors import EdgekitError
+from edgekit.quant.formats import FORMATS, GGUF_FORMATS
 
 DEVICE_OPTION_DEFAULT = "auto"
 
@@ -17,3 +18,7 @@ def parse_resolution(text: str) -> tuple[int, int]:
     if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or min(int(p) for p in parts) <= 0:
         raise EdgekitError(f"--resolution {text!r}: expected WIDTHxHEIGHT in pixels, e.g. 448x448 or 1024x484")
     return int(parts[0]), int(parts[1])
+
+# The GGUF tensor types a decoder can be written in, as --precision / --gguf-type spell them (help text only:
+# edgekit.quant.formats.parse validates; the bare GGUF type is the gguf: format).
+GGUF_TYPES = tuple(FORMATS[name].type_name for name in GGUF_FORMATS)

@@ -168,10 +168,10 @@ QuantizeFn = Callable[[str, "object", str], np.ndarray]  # (source name, float32
 
 
 def rtn_block_bytes(source: str, w, type_name: str) -> np.ndarray:
-    """Default quantizer: round-to-nearest by llama.cpp's own quantizer (edgekit.export.ggml_quantize), on every
+    """Default quantizer: round-to-nearest by llama.cpp's own quantizer (edgekit.quant.ggml_quantize), on every
     core: the bytes `llama-quantize` writes for this type."""
     del source
-    from edgekit.export.ggml_quantize import quantize_rows
+    from edgekit.quant.ggml_quantize import quantize_rows
 
     by_ggml_type(type_name)  # a type edgekit writes
     return quantize_rows(w.detach().float().numpy(), type_name).reshape(w.shape[0], -1)

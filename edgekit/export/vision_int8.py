@@ -142,27 +142,12 @@ def _gptq_round(q, float_model, base_dir: Path, batches) -> dict:
     return gptq_round(q, weights, batches, INPUT)
 
 
-def quantize_int8(fp32_path: str | Path, out: str | Path, batches: Sequence[np.ndarray], *,
-                  method: str = "minmax", percentile: float = 99.999, float_parts: Sequence[str] = (),
-                  gptq: bool = False) -> dict:
-    """Static INT8 QDQ of an FP32 vision graph, calibrated on `batches` of patches; writes `out` atomically."""
-    import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+def _calibration(method: str, percentile: float):
+    """ONNX Runtime's calibration method and the options that go with it (activations symmetric: TensorRT)."""
+    from onnxruntime.quantization import CalibrationMethod
 
     if method not in CALIBRATIONS:
         raise EdgekitError(f"--calibration {method!r}: choose one of {', '.join(CALIBRATIONS)}")
-    if not batches:
-        raise EdgekitError("INT8 calibration needs at least one image; pass --samples with images")
-    from edgekit.export.onnx_files import EXTERNAL_DATA_BYTES, initializer_bytes, save_graph
-
-    model = onnx.load(str(fp32_path), load_external_data=False)  # the graph; its weights are read when GPTQ needs them
-    data = Path(fp32_path).with_name(Path(fp32_path).name + ".data")
-    large = data.is_file() or initializer_bytes(model) > EXTERNAL_DATA_BYTES  # ONNX Runtime writes external data too
-    weights, acts = weight_matmuls(model)
-    if not weights:  # fail before calibrating: a config that matches nothing would export float silently
-        raise EdgekitError(f"{fp32_path}: no weight MatMul found to quantize; is this an edgekit vision graph?")
-    exclude = acts + [n for part in float_parts for n in part_matmuls(model, part)]
-    quantized = [n for n in weights if n not in exclude]
     extra = {
         "ActivationSymmetric": True,  # TensorRT: int8 activations with zero point 0
         "WeightSymmetric": True,
@@ -173,18 +158,69 @@ def quantize_int8(fp32_path: str | Path, out: str | Path, batches: Sequence[np.n
     }
     calib = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
              "entropy": CalibrationMethod.Entropy}[method]
+    return calib, extra
+
+
+def _is_large(fp32_path: Path, model) -> bool:
+    """Whether the graph's weights live (or must live) in external data: ONNX Runtime writes it that way too."""
+    from edgekit.export.onnx_files import EXTERNAL_DATA_BYTES, initializer_bytes
+
+    return fp32_path.with_name(fp32_path.name + ".data").is_file() or initializer_bytes(model) > EXTERNAL_DATA_BYTES
+
+
+def calibrate_ranges(fp32_path: str | Path, batches: Sequence[np.ndarray], out: str | Path, *,
+                     method: str = "minmax", percentile: float = 99.999) -> Path:
+    """The activation ranges of an FP32 vision graph over `batches` (ONNX Runtime's calibration cache), written to
+    `out`: several `quantize_int8` calls on one graph and one calibration set (other float parts, GPTQ or not) then
+    calibrate once."""
+    import onnx
+
+    if not batches:
+        raise EdgekitError("INT8 calibration needs at least one image; pass --samples with images")
+    calib, extra = _calibration(method, percentile)
+    fp32_path, out = Path(fp32_path), Path(out)
+    large = _is_large(fp32_path, onnx.load(str(fp32_path), load_external_data=False))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".ranges-") as work, _quiet_onnxruntime_quantization():
+        from edgekit.atomic import write_bytes
+
+        write_bytes(out, calibrate_streamed(fp32_path, batches, calib, extra, Path(work), large).read_bytes())
+    return out
+
+
+def quantize_int8(fp32_path: str | Path, out: str | Path, batches: Sequence[np.ndarray], *,
+                  method: str = "minmax", percentile: float = 99.999, float_parts: Sequence[str] = (),
+                  gptq: bool = False, ranges: str | Path | None = None) -> dict:
+    """Static INT8 QDQ of an FP32 vision graph, calibrated on `batches` of patches; writes `out` atomically.
+    `ranges`: calibrate_ranges' file for this graph, batches and method (calibrated here when None)."""
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    calib, extra = _calibration(method, percentile)
+    if not batches:
+        raise EdgekitError("INT8 calibration needs at least one image; pass --samples with images")
+    from edgekit.export.onnx_files import save_graph
+
+    fp32_path = Path(fp32_path)
+    model = onnx.load(str(fp32_path), load_external_data=False)  # the graph; its weights are read when GPTQ needs them
+    large = _is_large(fp32_path, model)
+    weights, acts = weight_matmuls(model)
+    if not weights:  # fail before calibrating: a config that matches nothing would export float silently
+        raise EdgekitError(f"{fp32_path}: no weight MatMul found to quantize; is this an edgekit vision graph?")
+    exclude = acts + [n for part in float_parts for n in part_matmuls(model, part)]
+    quantized = [n for n in weights if n not in exclude]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".int8-") as work, _quiet_onnxruntime_quantization():
         tmp = Path(work)
-        cache = calibrate_streamed(Path(fp32_path), batches, calib, extra, tmp, large)
+        cache = Path(ranges) if ranges is not None else calibrate_streamed(fp32_path, batches, calib, extra, tmp, large)
         quantize_static(str(fp32_path), str(tmp / "qdq.onnx"), None, calibration_cache_path=str(cache),
                         quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul", "Gemm"],
                         nodes_to_quantize=quantized, per_channel=True, activation_type=QuantType.QInt8,
                         weight_type=QuantType.QInt8, calibrate_method=calib, use_external_data_format=large,
                         extra_options=extra)
         q = onnx.load(str(tmp / "qdq.onnx"))
-        rounded = _gptq_round(q, model, Path(fp32_path).parent, batches) if gptq else {}
+        rounded = _gptq_round(q, model, fp32_path.parent, batches) if gptq else {}
         props = {p.key: p.value for p in model.metadata_props}
         props["edgekit.precision"] = "int8"
         props["edgekit.calibration"] = method

@@ -39,7 +39,7 @@ from edgekit.quant.calib_cache import (HIDDEN_FILE, CalibrationResult, cache_key
                                        result_from_files, resume_point, save_hidden, save_layer)
 from edgekit.quant.layers import calibration_sequences, decoder_layer, hf_config, layer0_inputs, rotary, run_layer
 
-CONFIG_VERSION = 5  # bump when an algorithm changes: invalidates cached calibrations
+CONFIG_VERSION = 6  # bump when an algorithm changes: invalidates cached calibrations
 METHODS = ("rtn", "gptq", "awq", "smoothquant")
 # Linear groups of a decoder layer: the linears in a group read the same input.
 GROUPS = {

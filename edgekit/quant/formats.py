@@ -6,7 +6,7 @@ ModelOpt unified `quant_algo`, its group size, its bytes per matrix and which bu
 `parse` is the only function that reads a format from text; every other module takes a `Format`.
 
 Spellings `parse` accepts (case and surrounding spaces ignored):
-  gguf:f32 gguf:f16 gguf:bf16 gguf:q8_0 gguf:q4_0 gguf:q4_1 gguf:q4_k gguf:q5_k gguf:q6_k
+  gguf:f32 gguf:f16 gguf:bf16 gguf:q8_0 gguf:q4_0 gguf:q4_1 gguf:q4_k gguf:q5_k gguf:q6_k gguf:mxfp4 gguf:nvfp4
       (or the bare GGUF type, "q4_k", "F16", as llama.cpp spells it)
   nvidia:w4a16:g32 | :g64 | :g128  (nvidia:w4a16 = group 128): ModelOpt W4A16_AWQ, symmetric INT4
   int8:channel: per-output-channel symmetric INT8 (ModelOpt W8A8_SQ_PER_CHANNEL with SmoothQuant
@@ -136,7 +136,7 @@ def _w4a16(group: int) -> Format:
 
 
 # llama_ftype values from llama.h: ALL_F32 0, MOSTLY_F16 1, Q4_0 2, Q4_1 3, Q8_0 7, Q4_K_S 14, Q5_K_S 16,
-# Q6_K 18, BF16 32 (a file whose every matrix is one K-quant type is the _S variant).
+# Q6_K 18, BF16 32, MXFP4_MOE 38, NVFP4 39 (a file whose every matrix is one K-quant type is the _S variant).
 FORMATS: dict[str, Format] = {f.name: f for f in (
     _gguf("f32", 32, 1, 0, quantized=False),
     _gguf("f16", 16, 1, 1, quantized=False),
@@ -147,6 +147,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     _gguf("q4_k", 4, 256, 14),
     _gguf("q5_k", 5, 256, 16),
     _gguf("q6_k", 6, 256, 18),
+    _gguf("mxfp4", 4, 32, 38),
+    _gguf("nvfp4", 4, 64, 39),
     _w4a16(32), _w4a16(64), _w4a16(128),
     Format("int8:channel", "modelopt", True, 8, WHOLE_ROW, backends=("tensorrt",)),
 )}
@@ -197,15 +199,16 @@ def from_unified(quant_algo: str, group_size: int) -> Format:
 
 # ---- build precision -> decoder format: the one table ---------------------------------------------
 
-BUILD_PRECISIONS = ("fp32", "fp16", "int8", "w8a8", "int4")
+BUILD_PRECISIONS = ("fp32", "fp16", "int8", "w8a8", "int4", "nvfp4", "mxfp4")
 _GGUF_FOR_PRECISION = {"fp32": "gguf:f32", "fp16": "gguf:f16", "int8": "gguf:q8_0", "w8a8": "gguf:q8_0",
-                       "int4": "gguf:q4_k"}
+                       "int4": "gguf:q4_k", "nvfp4": "gguf:nvfp4", "mxfp4": "gguf:mxfp4"}
 
 
 def decoder_format(precision: str, backend: str, *, group_size: int = 128, gguf_type: str | None = None) -> Format | None:
     """The decoder's weight format for a build precision on a backend (None: the FP16 checkpoint as it is).
 
-    gguf: int4 -> Q4_K, int8/w8a8 -> Q8_0, fp16/fp32 -> F16/F32 (`gguf_type` overrides);
+    gguf: int4 -> Q4_K, int8/w8a8 -> Q8_0, nvfp4/mxfp4 -> llama.cpp's NVFP4/MXFP4, fp16/fp32 -> F16/F32
+    (`gguf_type` overrides);
     tensorrt: int4 -> W4A16 at `group_size`, w8a8 -> INT8 per channel with SmoothQuant, fp16 -> none.
     """
     if precision not in BUILD_PRECISIONS:
@@ -226,7 +229,19 @@ def decoder_format(precision: str, backend: str, *, group_size: int = 128, gguf_
                            "W8A8 SmoothQuant): use --precision w8a8, or int4")
     if precision == "w8a8":
         return FORMATS["int8:channel"]
+    if precision in ("nvfp4", "mxfp4"):
+        raise EdgekitError(f"--precision {precision} builds llama.cpp's {precision.upper()} (--backend gguf); a ModelOpt "
+                           "unified NVFP4 checkpoint for TensorRT Edge-LLM is not written yet")
     return parse(f"nvidia:w4a16:g{group_size}")
+
+
+def builds_on(precision: str, backend: str) -> bool:
+    """Whether a decoder at this build precision can be written for `backend`."""
+    try:
+        decoder_format(precision, backend)
+    except EdgekitError:
+        return False
+    return True
 
 
 # `edgekit quantize --precision`: the formats a standalone quantization defaults to (llama.cpp's 4-bit K-quant;

@@ -6,7 +6,7 @@ export never rounds twice. Weights are `W: float32 [out, in]`; blocks run along 
 Final API (method authors use only these names):
 
     get_grid(name) -> Grid
-        names: gguf:q8_0 gguf:q4_0 gguf:q4_1 gguf:q4_k gguf:q5_k gguf:q6_k
+        names: gguf:q8_0 gguf:q4_0 gguf:q4_1 gguf:q4_k gguf:q5_k gguf:q6_k gguf:mxfp4 gguf:nvfp4
                nvidia:w4a16 (= group 128), nvidia:w4a16:g32 / :g64 / :g128
                int8:channel (per-output-channel symmetric INT8; block 0 = "whole row")
     Grid.block, .bits, .symmetric, .qmin, .qmax, .sub (columns per scale inside a block)
@@ -32,16 +32,21 @@ Final API (method authors use only these names):
 
 Every grid reduces its stored params to a per-sub-block `scale` and optional `offset`
 ([out, n, g], g = block // sub), and a code q means `scale * q + offset`. Rounding to the grid is
-then `clamp(round((w - offset) / scale))`, the same for every format.
+then `clamp(round((w - offset) / scale))`, the same for every integer format. The FP4 grids (MXFP4,
+NVFP4) have `levels` instead: code q means `scale * levels[q]` (E2M1, edgekit.quant.fp4) and rounding
+picks the nearest level.
 
-K-quant fitting follows llama.cpp's reference quantizer (ggml-quants.c): make_qkx2_quants-style
-weighted scale/min search for Q4_K/Q5_K, make_qx_quants for Q6_K (both in kquant_search, chunked), then the
-6-/8-bit quantization of the sub-block scales relative to an fp16 super-scale. With an
-importance per input column, Q4_K/Q5_K weight their search as llama.cpp does with an importance matrix
-(quantize_row_q4_K_impl: weight = importance · sqrt(σ² + x²), σ² = 2·mean x² of the super-block, the finer
-make_qkx3 step grid, and a weighted search for the super-scales of the 6-bit sub-scales, make_qp_quants).
+K-quant fitting is llama.cpp's reference quantizer (ggml-quants.c). On a CPU it *is* that quantizer: the
+installed library's `ggml_quantize_chunk` (edgekit.quant.ggml_quantize, every core) writes the blocks and the fit
+keeps their scales (gguf_layout.stored_params); the codes then follow from the scales exactly as ggml's do. On an
+accelerator, or without llama-cpp-python, the same rules run vectorised in torch (kquant_search: make_qkx2_quants'
+scale/min search for Q4_K/Q5_K, make_qx_quants for Q6_K, then the 6-/8-bit quantization of the sub-block scales
+relative to an fp16 super-scale). With an importance per input column, Q4_K/Q5_K weight their search as llama.cpp
+does with an importance matrix (quantize_row_q4_K_impl: weight = importance · sqrt(σ² + x²), σ² = 2·mean x² of the
+super-block, the finer make_qkx3 step grid, and a weighted choice of the super-scales, make_qp_quants); Q6_K's fit
+ignores importance on both paths.
 
-Long module: the Grid contract and every format's fit/effective pair stay side by side (~360 lines), because
+Long module: the Grid contract and every format's fit/effective pair stay side by side (~400 lines), because
 a format's storage rule and its rounding must be read together to see that packing never re-rounds.
 """
 
@@ -53,6 +58,7 @@ from typing import Callable
 import torch
 
 from edgekit.errors import EdgekitError
+from edgekit.quant import fp4
 from edgekit.quant.kquant_search import nearest, qkx2_search, qx_search
 
 Params = dict[str, torch.Tensor]
@@ -85,6 +91,8 @@ class Grid:
     fit_blocks: Callable[[torch.Tensor], Params] = field(repr=False)
     # (w [out, n, block], importance [n, block]) -> stored params; None: the grid ignores importance
     fit_weighted: Callable[[torch.Tensor, torch.Tensor], Params] | None = field(default=None, repr=False)
+    # a code's value in units of its scale, code = index (FP4's E2M1 levels); None: the integer code itself
+    levels: tuple[float, ...] | None = None
 
     def block_for(self, in_features: int) -> int:
         return in_features if self.block == 0 else self.block
@@ -124,16 +132,17 @@ class Grid:
 
     def round_to(self, w: torch.Tensor, s: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:
         """Codes of w [out, k] with its columns' scale and offset ([out, k], from column_params)."""
+        if self.levels is not None:
+            return fp4.nearest_code(w.to(torch.float32), s)
         x = w.to(torch.float32) if offset is None else w.to(torch.float32) - offset
         safe = torch.where(s == 0, torch.ones_like(s), s)
         q = nearest(x / safe).clamp(self.qmin, self.qmax)
         q = torch.where(s == 0, torch.zeros_like(q), q)  # a zero scale represents only `offset`
         return q.to(torch.int16)
 
-    @staticmethod
-    def value_of(q: torch.Tensor, s: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:
+    def value_of(self, q: torch.Tensor, s: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:
         """What codes q [out, k] mean with their columns' scale and offset: float32, as the runtime computes it."""
-        y = s * q.to(torch.float32)
+        y = s * q.to(torch.float32) if self.levels is None else fp4.level_value(q, s)
         return y if offset is None else y + offset
 
     def quantize(self, w: torch.Tensor, p: Params, col: int) -> torch.Tensor:
@@ -289,6 +298,30 @@ def _fit_kquant_min_weighted(nmax: int) -> Callable[[torch.Tensor, torch.Tensor]
     return fit
 
 
+def _llama_cpp_fit(type_name: str, search: Callable[..., Params]) -> Callable[..., Params]:
+    """The fit of GGUF type `type_name` ("q4_k", "nvfp4"): llama.cpp's own quantizer on a CPU, `search` (the same
+    rule in torch) elsewhere. Called as search is: (w [out, n, block]) or (w, importance [n, block])."""
+    def fit(w: torch.Tensor, importance: torch.Tensor | None = None) -> Params:
+        if w.device.type != "cpu" or not llama_cpp_quantizer_loads():
+            return search(w) if importance is None else search(w, importance)
+        from edgekit.quant.ggml_quantize import quantize_rows
+        from edgekit.quant.gguf_layout import stored_params
+
+        out, n, block = w.shape
+        imp = None if importance is None else importance.reshape(n * block).numpy()
+        return stored_params(type_name, quantize_rows(w.reshape(out, n * block).numpy(), type_name.upper(),
+                                                      importance=imp), out)
+
+    return fit
+
+
+def llama_cpp_quantizer_loads() -> bool:
+    """Whether llama.cpp's quantizer library (from llama-cpp-python) is here to fit K-quants and FP4 with."""
+    from edgekit.quant.ggml_quantize import library_loads
+
+    return library_loads()
+
+
 def _eff_kquant_min(p: Params) -> tuple[torch.Tensor, torch.Tensor]:
     scale = p["d"].to(torch.float32) * p["sc"].to(torch.float32)  # [out, n, 8]
     offset = -(p["dmin"].to(torch.float32) * p["m"].to(torch.float32))
@@ -314,6 +347,15 @@ def _eff_q6_k(p: Params) -> tuple[torch.Tensor, None]:
 
 
 # --------------------------------------------------------------------------------------------
+# FP4: E2M1 levels under a power-of-two (MXFP4) or E4M3 (NVFP4) block scale, one byte "e" (edgekit.quant.fp4)
+
+
+def _fp4(name: str, type_name: str, block: int, sub: int, fit, scale) -> Grid:
+    return Grid(name, block, 4, True, 0, len(fp4.LEVELS) - 1, sub, lambda p: (scale(p["e"]), None),
+                _llama_cpp_fit(type_name, lambda w: {"e": fit(w)}), levels=fp4.LEVELS)
+
+
+# --------------------------------------------------------------------------------------------
 # registry
 
 
@@ -330,11 +372,15 @@ _MAKERS: dict[str, Callable[[], Grid]] = {
     "gguf:q8_0": lambda: _simple("gguf:q8_0", 32, 8, -128, 127, _fit_q8_0, _d_only),
     "gguf:q4_0": lambda: _simple("gguf:q4_0", 32, 4, -8, 7, _fit_q4_0, _d_only),
     "gguf:q4_1": lambda: _simple("gguf:q4_1", 32, 4, 0, 15, _fit_q4_1, _eff_q4_1, symmetric=False),
-    "gguf:q4_k": lambda: Grid("gguf:q4_k", 256, 4, False, 0, 15, 32, _eff_kquant_min, _fit_kquant_min(15, -1.0, 0.1, 20),
-                              _fit_kquant_min_weighted(15)),
-    "gguf:q5_k": lambda: Grid("gguf:q5_k", 256, 5, False, 0, 31, 32, _eff_kquant_min, _fit_kquant_min(31, -0.5, 0.1, 15),
-                              _fit_kquant_min_weighted(31)),
-    "gguf:q6_k": lambda: Grid("gguf:q6_k", 256, 6, True, -32, 31, 16, _eff_q6_k, _fit_q6_k),
+    "gguf:q4_k": lambda: Grid("gguf:q4_k", 256, 4, False, 0, 15, 32, _eff_kquant_min,
+                              _llama_cpp_fit("q4_k", _fit_kquant_min(15, -1.0, 0.1, 20)),
+                              _llama_cpp_fit("q4_k", _fit_kquant_min_weighted(15))),
+    "gguf:q5_k": lambda: Grid("gguf:q5_k", 256, 5, False, 0, 31, 32, _eff_kquant_min,
+                              _llama_cpp_fit("q5_k", _fit_kquant_min(31, -0.5, 0.1, 15)),
+                              _llama_cpp_fit("q5_k", _fit_kquant_min_weighted(31))),
+    "gguf:q6_k": lambda: Grid("gguf:q6_k", 256, 6, True, -32, 31, 16, _eff_q6_k, _llama_cpp_fit("q6_k", _fit_q6_k)),
+    "gguf:mxfp4": lambda: _fp4("gguf:mxfp4", "mxfp4", 32, 0, fp4.mxfp4_scale_bytes, fp4.e8m0_half),
+    "gguf:nvfp4": lambda: _fp4("gguf:nvfp4", "nvfp4", 64, 16, fp4.nvfp4_scale_bytes, fp4.ue4m3_half),
     "int8:channel": lambda: _simple("int8:channel", 0, 8, -128, 127, _fit_symmetric(127.0, False), _eff_scale),
     "nvidia:w4a16:g32": _w4a16(32),
     "nvidia:w4a16:g64": _w4a16(64),

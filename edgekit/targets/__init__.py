@@ -35,8 +35,12 @@ class Target:
     def is_nvidia(self) -> bool:
         return self.gpu_arch.startswith("sm_")
 
-    def default_backend(self) -> str:
-        return self.backends[0]
+    def default_backend(self, precision: str | None = None) -> str:
+        """The recipe's first backend, or its first that builds `precision` (nvfp4 on Thor: llama.cpp's GGUF)."""
+        from edgekit.quant.formats import builds_on
+
+        fits = [b for b in self.backends if precision is None or builds_on(precision, b)]
+        return (fits or self.backends)[0]
 
 
 def _parse(path: Path) -> Target:

@@ -119,7 +119,7 @@ def make_plan(text: TextDims, vision: VisionDims, shapes: dict[str, tuple[int, .
     if precision not in target.precisions and not (precision == "fp32" and target.family == "cpu"):
         raise EdgekitError(f"target {target.name} does not support precision {precision}; it supports {', '.join(target.precisions)}")
     resolution = tuple(resolution or target.camera_resolution)
-    backend = backend or target.default_backend()
+    backend = backend or target.default_backend(precision)
     decoder_fmt = decoder_format(precision, backend, group_size=group_size, gguf_type=gguf_type)
     vis_precision = vision_precision or vision_precision_for(precision, target.family)
     w = weight_bytes(shapes, precision, decoder_fmt, vis_precision)

@@ -116,7 +116,9 @@ def test_kill9_mid_build_then_resume_is_identical(cpu_bundle, tiny_ckpt, tmp_pat
         # killed after the final rename: the bundle is whole
         assert verify_bundle(out).ok
     elif killed:
-        with pytest.raises(Exception):
+        from edgekit.errors import EdgekitError
+
+        with pytest.raises(EdgekitError):
             verify_bundle(out)
     assert subprocess.run(cmd, capture_output=True).returncode == 0
     assert _tree(out) == _tree(cpu_bundle)
@@ -134,3 +136,23 @@ def test_orin_int4_gguf_bundle_and_engines_script(tiny_ckpt, tmp_path, capsys):
     # on this machine (no GPU) the script refuses to build engines, with a clear message and its own exit code
     proc = subprocess.run(["bash", str(out / "build-engines.sh")], capture_output=True, text=True)
     assert proc.returncode == 3 and "build-engines.sh" in proc.stderr
+
+
+def test_thor_nvfp4_builds_llama_cpps_fp4_and_records_it(tiny_ckpt, tmp_path):
+    """Thor's recipe lists nvfp4: the build picks the backend that writes it (llama.cpp's GGUF NVFP4; TensorRT has no
+    NVFP4 path here yet), every decoder matrix is NVFP4, and the manifest says so; TensorRT is refused in one line."""
+    import gguf
+
+    from edgekit.errors import EdgekitError
+    from edgekit.quant.formats import decoder_format
+
+    out = tmp_path / "thor"
+    assert main(["build", str(tiny_ckpt), "--target", "thor", "--precision", "nvfp4", "--method", "rtn",
+                 "--out", str(out)]) == 0
+    assert verify_bundle(out).ok
+    m = json.loads((out / MANIFEST).read_text())
+    assert m["target"]["backend"] == "gguf" and m["parts"]["decoder"]["precision"] == "nvfp4"
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(out / m["parts"]["decoder"]["path"])).tensors}
+    assert types["blk.0.ffn_down.weight"] == types["blk.0.attn_q.weight"] == "NVFP4"
+    with pytest.raises(EdgekitError, match="ModelOpt unified NVFP4"):
+        decoder_format("nvfp4", "tensorrt")

@@ -35,7 +35,7 @@ from edgekit.export.gguf import (  # noqa: E402
 from edgekit.export.mmproj import window_attention_pattern, write_mmproj_gguf  # noqa: E402
 from edgekit.model.checkpoint import open_checkpoint  # noqa: E402
 
-QUANT_TYPES = ("q8_0", "q4_0", "q4_1", "q4_k", "q5_k", "q6_k")
+QUANT_TYPES = ("q8_0", "q4_0", "q4_1", "q4_k", "q5_k", "q6_k", "mxfp4", "nvfp4")
 
 
 def _fields(path) -> dict:
@@ -85,7 +85,7 @@ def test_f32_tensors_are_the_checkpoint_tensors(tiny_ckpt, tiny_f32):
 
 def _llama_quantize(w: torch.Tensor, ggml_type: str) -> np.ndarray:
     """llama.cpp's quantizer on the whole tensor in one call on one thread (the reference for the threaded writer)."""
-    from edgekit.export.ggml_quantize import quantize_rows
+    from edgekit.quant.ggml_quantize import quantize_rows
 
     return quantize_rows(w.float().numpy(), ggml_type, threads=1)
 
@@ -128,7 +128,7 @@ def test_stored_values_are_exactly_what_was_meant(tiny_ckpt, tmp_path, precision
 @pytest.mark.parametrize("precision", QUANT_TYPES)
 def test_odd_shapes_and_fallbacks(tmp_path, precision):
     """Odd row counts, a row width that is no block multiple (stored F16 instead), zero and negative rows."""
-    block = {"q8_0": 32, "q4_0": 32, "q4_1": 32}.get(precision, 256)
+    block = {"q8_0": 32, "q4_0": 32, "q4_1": 32, "mxfp4": 32, "nvfp4": 64}.get(precision, 256)
     g = torch.Generator().manual_seed(len(precision) * 7 + block)
     a = torch.randn(7, 3 * block, generator=g)
     a[1] = 0.0  # an all-zero row
@@ -159,7 +159,7 @@ def test_odd_shapes_and_fallbacks(tmp_path, precision):
 def test_llama_cpps_quantizer_takes_an_importance(ggml_type):
     """With an imatrix row, llama.cpp's own fit lowers the importance-weighted error against its plain RTN (the
     importance reaches it), threads change nothing, and an importance of the wrong length is one clear error."""
-    from edgekit.export.ggml_quantize import quantize_rows
+    from edgekit.quant.ggml_quantize import quantize_rows
 
     gen = torch.Generator().manual_seed(torch.seed() % 2**31)
     w = (torch.randn(19, 512, generator=gen) * (0.5 + torch.rand(1, 512, generator=gen))).numpy()

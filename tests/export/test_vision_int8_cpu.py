@@ -39,7 +39,7 @@ def test_integer_graph_equals_the_qdq_products(tiny_ckpt, tmp_path, width, heigh
     import onnx
     import onnxruntime as ort
 
-    from edgekit.export.vision_int8 import FLOAT_PARTS, quantize_int8
+    from edgekit.export.vision_int8 import FLOAT_PARTS, calibrate_ranges, quantize_int8
     from edgekit.export.vision_int8_cpu import write_integer_graph
     from edgekit.export.vision_onnx import export_float
     from edgekit.model.checkpoint import open_checkpoint
@@ -53,6 +53,11 @@ def test_integer_graph_equals_the_qdq_products(tiny_ckpt, tmp_path, width, heigh
     batches = [rng.standard_normal((patches, dim)).astype(np.float32) for _ in range(3)]
     report = quantize_int8(tmp_path / "fp32.onnx", tmp_path / "qdq.onnx", batches, method="percentile",
                            float_parts=FLOAT_PARTS, gptq=True)
+    # ranges calibrated once and handed over give the graph that calibrating inside gives
+    ranges = calibrate_ranges(tmp_path / "fp32.onnx", batches, tmp_path / "ranges.json", method="percentile")
+    quantize_int8(tmp_path / "fp32.onnx", tmp_path / "qdq_ranges.onnx", batches, method="percentile",
+                  float_parts=FLOAT_PARTS, gptq=True, ranges=ranges)
+    assert (tmp_path / "qdq_ranges.onnx").read_bytes() == (tmp_path / "qdq.onnx").read_bytes()
     got = write_integer_graph(tmp_path / "qdq.onnx", tmp_path / "int.onnx")
     assert got["integer_matmuls"] == report["quantized_matmuls"] > 0
     ops = collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "int.onnx")).graph.node)

@@ -57,7 +57,7 @@ def test_fp16_and_int8_stay_close_to_fp32(small_ckpt, tmp_path):
     from onnx import numpy_helper
 
     from edgekit.export.calibration_images import patch_batches, sample_images, split_calibration
-    from edgekit.export.vision_int8 import FLOAT_PARTS, part_matmuls, quantize_int8, weight_matmuls
+    from edgekit.export.vision_int8 import FLOAT_PARTS, calibrate_ranges, part_matmuls, quantize_int8, weight_matmuls
     from edgekit.model.processor import load_processor_config
 
     ck = open_checkpoint(small_ckpt)
@@ -67,10 +67,12 @@ def test_fp16_and_int8_stay_close_to_fp32(small_ckpt, tmp_path):
     calib, held = split_calibration(sample_images(["driving", "embodied"]), 16, 8)
     proc = load_processor_config(small_ckpt)
     batches = patch_batches(calib, info, proc)
-    quantize_int8(fp32, tmp_path / "int8.onnx", batches, method="percentile")
-    quantize_int8(fp32, tmp_path / "int8_ends_float.onnx", batches, method="percentile", float_parts=FLOAT_PARTS)
+    ranges = calibrate_ranges(fp32, batches, tmp_path / "ranges.json", method="percentile")  # once for all three
+    quantize_int8(fp32, tmp_path / "int8.onnx", batches, method="percentile", ranges=ranges)
+    quantize_int8(fp32, tmp_path / "int8_ends_float.onnx", batches, method="percentile", float_parts=FLOAT_PARTS,
+                  ranges=ranges)
     report = quantize_int8(fp32, tmp_path / "int8_bundle.onnx", batches, method="percentile", float_parts=FLOAT_PARTS,
-                           gptq=True)
+                           gptq=True, ranges=ranges)
     from edgekit.export.vision_int8_cpu import write_integer_graph
 
     assert write_integer_graph(tmp_path / "int8_bundle.onnx", tmp_path / "int8_integer.onnx") == {

@@ -72,7 +72,9 @@ def test_chat_template_think_and_no_think(tiny_ckpt):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(tiny_ckpt))
-    msg = lambda text: [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+    def msg(text):
+        return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+
     think = tok.apply_chat_template(msg("Where is the cup?"), tokenize=False, add_generation_prompt=True)
     no_think = tok.apply_chat_template(msg("Where is the cup? /no_think"), tokenize=False, add_generation_prompt=True)
     assert think.endswith("<|im_start|>assistant\n")

@@ -78,7 +78,7 @@ def hf_messages(parts, think, system=None):
 def random_images(rng, n):
     sizes = [(1024, 484), (56, 56), (333, 517), (517, 333), (97, 29)]
     out = []
-    for i in range(n):
+    for _ in range(n):
         w, h = sizes[int(rng.integers(0, len(sizes)))]
         out.append(Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)))
     return out

@@ -35,7 +35,7 @@ def test_gguf_identity_matches_the_gguf_package():
         # general.file_type as llama.cpp names it (gguf.LlamaFileType mirrors llama.h's llama_ftype)
         ftype = {"F32": "ALL_F32", "F16": "MOSTLY_F16", "BF16": "MOSTLY_BF16", "Q8_0": "MOSTLY_Q8_0",
                  "Q4_0": "MOSTLY_Q4_0", "Q4_1": "MOSTLY_Q4_1", "Q4_K": "MOSTLY_Q4_K_S", "Q5_K": "MOSTLY_Q5_K_S",
-                 "Q6_K": "MOSTLY_Q6_K"}[fmt.ggml_type]
+                 "Q6_K": "MOSTLY_Q6_K", "MXFP4": "MOSTLY_MXFP4_MOE", "NVFP4": "MOSTLY_NVFP4"}[fmt.ggml_type]
         assert fmt.gguf_file_type == int(gguf.LlamaFileType[ftype]), name
         if fmt.quantized:
             assert fmt.group_size == block == get_grid(fmt).block_for(block)
@@ -50,7 +50,7 @@ def test_every_quantized_format_has_its_grid_and_the_grid_its_format():
         if fmt.container == "modelopt":
             assert grid.block == fmt.group_size
     with pytest.raises(EdgekitError, match="float format"):
-        F.parse("gguf:f16").grid_name
+        _ = F.parse("gguf:f16").grid_name
 
 
 def test_modelopt_identity_and_bytes():

@@ -8,8 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from edgekit.cli.app import app, console, err_console, progress
-from edgekit.cli.options import CALIBRATION_SAMPLES_HELP, DEVICE_OPTION_DEFAULT
+from edgekit.cli.options import CALIBRATION_SAMPLES_HELP, DEVICE_OPTION_DEFAULT, GGUF_TYPES
 from edgekit.devices import DEVICE_HELP
+from edgekit.quant.formats import BUILD_PRECISIONS
 
 
 def _stage_printer(bar, task):
@@ -27,7 +28,8 @@ def _stage_printer(bar, task):
 def build_cmd(
     model: Annotated[Path, typer.Argument(help="Checkpoint directory (Hugging Face layout).")],
     target: Annotated[str, typer.Option(help="Target name or alias (see `edgekit targets`).")] = "cpu",
-    precision: Annotated[str, typer.Option(help="fp16 | int8 | w8a8 | int4 (fp32 on cpu).")] = "int4",
+    precision: Annotated[str, typer.Option(help=" | ".join(BUILD_PRECISIONS) + " (the target's recipe says which it "
+                                           "takes: `edgekit targets`; nvfp4 and mxfp4 are llama.cpp's FP4 GGUF types).")] = "int4",
     method: Annotated[Optional[str], typer.Option(help="Quantizer for the decoder: rtn | gptq | awq | smoothquant. "
                                                   "Default: gptq on --samples for int4/int8 (smoothquant for w8a8 "
                                                   "on tensorrt); nothing to quantize at fp16/fp32.")] = None,
@@ -38,7 +40,7 @@ def build_cmd(
     context: Annotated[int, typer.Option(min=1, help="Context length the engines are planned for.")] = 4096,
     images: Annotated[int, typer.Option(min=1, max=16, help="Cameras per prompt (the vision graph is built for this many).")] = 1,
     resolution: Annotated[Optional[str], typer.Option(help="Camera resolution WIDTHxHEIGHT (default: the target's).")] = None,
-    gguf_type: Annotated[Optional[str], typer.Option(help="Override the decoder GGUF type (q4_0, q4_k, q5_k, q6_k, q8_0, f16).")] = None,
+    gguf_type: Annotated[Optional[str], typer.Option(help="Override the decoder GGUF type: " + ", ".join(GGUF_TYPES) + ".")] = None,
     vision_precision: Annotated[Optional[str], typer.Option(help="Vision tower ONNX: fp32 | fp16 | int8 (default: int8 "
                                                             "for int8/w8a8 builds, else fp16 on GPUs, fp32 on CPUs).")] = None,
     calib_cache: Annotated[Optional[Path], typer.Option(help="Where decoder calibrations are kept between builds, so a "

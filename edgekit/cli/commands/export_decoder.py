@@ -8,10 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from edgekit.cli.app import app, console, progress
+from edgekit.cli.options import GGUF_TYPES
 from edgekit.errors import EdgekitError
-
-# Help text only: edgekit.quant.formats.parse validates (the bare GGUF type is the gguf: format).
-DECODER_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q4_k", "q5_k", "q6_k")
 MMPROJ_TYPES = ("f32", "f16", "q8_0")
 
 
@@ -20,7 +18,7 @@ def export_decoder_cmd(
     model: Annotated[Path, typer.Argument(help="Checkpoint directory (Hugging Face layout).")],
     out: Annotated[Path, typer.Option("--out", help="Output decoder GGUF file.")],
     fmt: Annotated[str, typer.Option("--format", help="Output format: gguf (llama.cpp).")] = "gguf",
-    precision: Annotated[str, typer.Option(help="Weight type of the decoder's matrices: " + " | ".join(DECODER_TYPES)
+    precision: Annotated[str, typer.Option(help="Weight type of the decoder's matrices: " + " | ".join(GGUF_TYPES)
                                            + ". Quantized types use round-to-nearest on the format's grid.")] = "f16",
     mmproj: Annotated[Optional[Path], typer.Option("--mmproj", help="Also write the vision tower + merger as a "
                                                    "llama.cpp mmproj GGUF at this path.")] = None,

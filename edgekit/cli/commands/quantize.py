@@ -11,6 +11,7 @@ from edgekit.cli.app import app, console, progress
 from edgekit.cli.options import CALIBRATION_SAMPLES_HELP, DEVICE_OPTION_DEFAULT
 from edgekit.devices import DEVICE_HELP
 from edgekit.bundle.quantize import DEFAULT_CANDIDATES
+from edgekit.quant.formats import QUANTIZED_FORMATS
 
 
 def _bar_progress(bar):
@@ -58,7 +59,7 @@ def quantize_cmd(
     model: Annotated[Path, typer.Argument(help="Checkpoint directory.")],
     method: Annotated[str, typer.Option(help="rtn | gptq | awq | smoothquant (W8A8).")] = "gptq",
     precision: Annotated[str, typer.Option(help="int4 | int8.")] = "int4",
-    format: Annotated[str, typer.Option("--format", help="gguf:q4_k | gguf:q4_0 | gguf:q4_1 | gguf:q5_k | gguf:q6_k | gguf:q8_0 | nvidia:w4a16 | int8:channel (default from --precision).")] = "",
+    format: Annotated[str, typer.Option("--format", help=" | ".join(QUANTIZED_FORMATS) + " (nvidia:w4a16 = :g128; default from --precision).")] = "",
     group_size: Annotated[Optional[int], typer.Option(help="Group size for nvidia:w4a16 (32, 64, 128; default: the "
                                                            "format's, 128 for nvidia:w4a16).")] = None,
     samples: Annotated[str, typer.Option(help=CALIBRATION_SAMPLES_HELP)] = "default",

@@ -57,7 +57,7 @@ def serve_cmd(
         import prometheus_client  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as e:
-        raise EdgekitError(f"edgekit serve needs the serve extra ({e.name} is missing): pip install 'edgekit[serve]'")
+        raise EdgekitError(f"edgekit serve needs the serve extra ({e.name} is missing): pip install 'edgekit[serve]'") from None
     from edgekit.serve.server import run_server
 
     run_server(bundle, host=host, port=port, api_key_file=api_key_file, max_queue=max_queue, threads=threads,

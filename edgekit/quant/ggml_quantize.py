@@ -1,11 +1,11 @@
-"""Round-to-nearest GGUF blocks by llama.cpp's own quantizer, on every core.
+"""GGUF blocks by llama.cpp's own quantizer, on every core.
 
 `libggml-base.so` (installed by llama-cpp-python) exports `ggml_quantize_chunk(type, src, dst, start, nrows,
 n_per_row, imatrix)`: the reference quantizer `llama-quantize` itself runs. For an uncalibrated tensor edgekit
-writes exactly its bytes (an RTN GGUF is then byte-identical to llama.cpp's for the same type), about 9x faster per
-core than the grid search in torch (edgekit.quant.grids), and rows are split across threads (the foreign call
-releases the GIL; every row is quantized independently). Calibrated codes never come here: they are packed as they
-are (edgekit.export.gguf_blocks).
+writes exactly its bytes (an RTN GGUF is then byte-identical to llama.cpp's for the same type); the K-quant grids
+fit their block scales with it on a CPU (edgekit.quant.grids), 1.4-5.9x faster on two cores than the same search
+in torch on MiMo's shapes (benchmarks/bench_kquant_fit.py). Rows are split across threads (the foreign call releases the GIL; every row is quantized
+independently). Calibrated codes never come here: they are packed as they are (edgekit.export.gguf_blocks).
 """
 
 from __future__ import annotations
@@ -36,6 +36,15 @@ def _library():
     lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
                                         ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
     return lib
+
+
+def library_loads() -> bool:
+    """Whether the library above is installed and loads (edgekit without llama-cpp-python fits in torch)."""
+    try:
+        _library()
+    except EdgekitError:
+        return False
+    return True
 
 
 def quantize_rows(x: np.ndarray, type_name: str, threads: int | None = None,
