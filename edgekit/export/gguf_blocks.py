@@ -13,37 +13,27 @@ import torch
 
 from edgekit.quant.gguf_layout import (pack_mxfp4, pack_nvfp4, pack_q4_0, pack_q4_1, pack_q4_k, pack_q5_k, pack_q6_k,
                                       pack_q8_0)
+from edgekit.quant.formats import gguf_block, parse
 from edgekit.quant.grids import QuantizedWeight, get_grid
 
 
 def ggml_type(type_name: str) -> tuple[int, int]:
     """("q4_k", "f16", ...) -> (ggml_type id, bytes per block), from the gguf package's own tables."""
-    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+    from gguf import GGMLQuantizationType
 
-    kind = GGMLQuantizationType[type_name.upper()]
-    return int(kind), GGML_QUANT_SIZES[kind][1]
+    return int(GGMLQuantizationType[type_name.upper()]), gguf_block(type_name.upper())[1]
 
 
-_PACKERS = {
-    "gguf:q8_0": ("q8_0", pack_q8_0),
-    "gguf:q4_0": ("q4_0", pack_q4_0),
-    "gguf:q4_1": ("q4_1", pack_q4_1),
-    "gguf:q4_k": ("q4_k", pack_q4_k),
-    "gguf:q5_k": ("q5_k", pack_q5_k),
-    "gguf:q6_k": ("q6_k", pack_q6_k),
-    "gguf:mxfp4": ("mxfp4", pack_mxfp4),
-    "gguf:nvfp4": ("nvfp4", pack_nvfp4),
-}
+_PACKERS = {"gguf:q8_0": pack_q8_0, "gguf:q4_0": pack_q4_0, "gguf:q4_1": pack_q4_1, "gguf:q4_k": pack_q4_k,
+            "gguf:q5_k": pack_q5_k, "gguf:q6_k": pack_q6_k, "gguf:mxfp4": pack_mxfp4, "gguf:nvfp4": pack_nvfp4}
 
 
 def pack_blocks(qw: QuantizedWeight) -> tuple[int, np.ndarray]:
     """QuantizedWeight on a gguf:* grid -> (ggml type id, uint8 [out, row_bytes])."""
     if qw.grid not in _PACKERS:
         raise ValueError(f"grid {qw.grid} has no GGUF block layout; GGUF grids: {', '.join(_PACKERS)}")
-    get_grid(qw.grid)  # validates the name
-    type_name, pack = _PACKERS[qw.grid]
-    data = pack(qw)
-    type_id, block_bytes = ggml_type(type_name)
+    data = _PACKERS[qw.grid](qw)
+    type_id, block_bytes = ggml_type(parse(qw.grid).ggml_type)
     assert data.shape == (qw.shape[0], qw.shape[1] // get_grid(qw.grid).block * block_bytes)
     return type_id, np.ascontiguousarray(data)
 

@@ -72,7 +72,7 @@ class Format:
     def bits_per_weight(self) -> float:
         """Storage bits per weight of a matrix whose rows are whole groups, scales included."""
         if self.container == "gguf":
-            block, size = _gguf_block(self.ggml_type)
+            block, size = gguf_block(self.ggml_type)
             return size * 8 / block
         if self.group_size == WHOLE_ROW:
             return float(self.bits)  # one scale per row: negligible per weight
@@ -81,7 +81,7 @@ class Format:
     def fits_rows(self, columns: int) -> bool:
         """A row of `columns` splits into whole groups of this format."""
         if self.container == "gguf":
-            return columns % _gguf_block(self.ggml_type)[0] == 0
+            return columns % gguf_block(self.ggml_type)[0] == 0
         return self.group_size == WHOLE_ROW or columns % self.group_size == 0
 
     def gguf_storage(self, shape: tuple[int, ...]) -> "Format":
@@ -95,7 +95,7 @@ class Format:
         """Bytes one tensor of `shape` ([out, in], numpy order) takes in this format."""
         n = prod(shape)
         if self.container == "gguf":
-            block, size = _gguf_block(self.ggml_type)
+            block, size = gguf_block(self.ggml_type)
             return n // block * size
         if not self.quantized:
             return n * self.bits // 8
@@ -120,7 +120,7 @@ class Format:
         return self.name
 
 
-def _gguf_block(ggml_type: str) -> tuple[int, int]:
+def gguf_block(ggml_type: str) -> tuple[int, int]:
     """(weights per block, bytes per block) from the gguf package's own table."""
     from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
