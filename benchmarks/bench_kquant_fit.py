@@ -2,8 +2,9 @@
 
 For each K type (Q4_K, Q5_K, Q6_K; Q4_K and Q5_K also importance-weighted, as GPTQ/AWQ fit them), on float32
 weights of the decoder's shapes (q_proj 4096 x 4096, gate_proj 11008 x 4096), side by side in one run:
-- edgekit: `fit_and_quantize` as it runs on a CPU (edgekit.quant.grids: llama.cpp's quantizer on every core, its
-  block scales read back, then the codes);
+- edgekit as it runs on a CPU (edgekit.quant.grids: llama.cpp's quantizer on every core): round to nearest
+  (`fit_and_quantize`) reads block scales and codes back out of ggml's blocks; the importance-weighted fit (what GPTQ
+  and AWQ run) reads the scales back and computes the codes from them in torch;
 - edgekit's torch search (edgekit.quant.kquant_search: the path of an accelerator, or of an install without
   llama-cpp-python), run here on every core torch is given;
 - llama.cpp: `ggml_quantize_chunk` from the installed libggml-base (edgekit.quant.ggml_quantize), on one thread and
@@ -72,7 +73,9 @@ def main() -> None:
             g = get_grid(f"gguf:{type_name.lower()}")
             imp = imp_t if weighted else None
 
-            def ours():  # what fit_and_quantize does, with the importance GPTQ and AWQ pass
+            def ours():  # round to nearest; weighted: the fit GPTQ and AWQ run, and codes from it
+                if imp is None:
+                    return grids.fit_and_quantize(g, w)
                 p = g.fit(w, imp)
                 return QuantizedWeight(g.name, tuple(w.shape), g.quantize(w, p, 0), p)
 

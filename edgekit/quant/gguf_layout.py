@@ -144,3 +144,34 @@ def stored_params(type_name: str, blocks: np.ndarray, rows: int) -> dict[str, to
         return {"d": _f16_params(b, 208), "sc": sc}
     sc, m = _kquant_scales_back(b[..., 4:16])
     return {"d": _f16_params(b, 0), "dmin": _f16_params(b, 2), "sc": sc, "m": m}
+
+
+def _split_nibbles(qs: np.ndarray, axis: int) -> np.ndarray:
+    """Bytes -> (low, high) nibbles stacked on a new axis `axis` (the inverse of _nibbles)."""
+    return np.stack([qs & 0x0F, qs >> 4], axis=axis)
+
+
+def stored_codes(type_name: str, blocks: np.ndarray, rows: int) -> torch.Tensor:
+    """uint8 blocks of `rows` rows ("q4_k", "q5_k", "q6_k", "mxfp4", "nvfp4") -> the codes edgekit.quant.grids
+    stores, int16 [out, in]: the inverse of the packers above (so ggml's quantizer gives codes and params at once)."""
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    b = blocks.reshape(rows, -1, GGML_QUANT_SIZES[GGMLQuantizationType[type_name.upper()]][1])
+    out, n, _ = b.shape
+    if type_name == "mxfp4":
+        u, bias = _split_nibbles(b[..., 1:17], 2), 0  # [out, n, 2, 16]: cols 0-15, then 16-31
+    elif type_name == "nvfp4":
+        u, bias = _split_nibbles(b[..., 4:36].reshape(out, n, 4, 8), 3), 0  # [.., s, h, j] = col 16s + 8h + j
+    elif type_name == "q6_k":
+        low = _split_nibbles(b[..., 0:128].reshape(out, n, 2, 2, 32), 3).reshape(out, n, 2, 4, 32)  # [.., h, k, l]
+        shifts = np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 1, 1, 4, 1)
+        high = (b[..., 128:192].reshape(out, n, 2, 1, 32) >> shifts) & 3
+        u, bias = low | (high << 4), 32
+    else:  # q4_k, q5_k: byte l of chunk c = col 64c+l | col 64c+32+l << 4
+        qs = b[..., 48:176] if type_name == "q5_k" else b[..., 16:144]
+        u, bias = _split_nibbles(qs.reshape(out, n, 4, 32), 3), 0  # [.., c, half, l]
+        if type_name == "q5_k":
+            shifts = np.arange(8, dtype=np.uint8).reshape(1, 1, 8, 1)
+            high = (b[..., 16:48].reshape(out, n, 1, 32) >> shifts) & 1  # [.., s, l]: bit 4 of col 32s+l
+            u = u.reshape(out, n, 8, 32) | (high << 4)
+    return torch.from_numpy(u.reshape(out, -1).astype(np.int16) - bias)

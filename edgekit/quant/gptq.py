@@ -17,12 +17,16 @@ Linears that read the same input (q/k/v, gate/up) share H: it is factorised once
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from edgekit.errors import EdgekitError
 from edgekit.quant.grids import Grid, Params, QuantizedWeight, cat_params, get_grid
+
+
+PANEL = 32  # columns whose errors update each other one by one (see gptq_with_factor)
 
 
 def _slice_params(p: Params, b: int) -> Params:
@@ -107,38 +111,50 @@ def gptq_with_factor(W: torch.Tensor, f: HessianFactor, grid: Grid | str, *, blo
     static = f.act_order or g.block == 0 or params is not None
     n_blocks = n // B
     blocks: list[Params | None] = [None] * n_blocks
-    columns: dict[int, tuple] = {}  # block -> its (scale, offset) per column [out, B], expanded once
+    columns: dict[int, tuple] = {}  # block -> its (scale, offset) per column [B, out], expanded once
     if static:
         fitted = g.fit(W, importance) if params is None else params  # [out, n_blocks, ...]
         blocks = [_slice_params(fitted, b) for b in range(n_blocks)]
 
     W = W[:, f.perm]
-    codes = torch.zeros(out, n, dtype=torch.int16, device=W.device)
+    codes = torch.zeros(n, out, dtype=torch.int16, device=W.device)  # [in, out]: one contiguous row per column
     # Lazy batches: a block fitted on the way needs its whole block inside one batch (fitted on fully updated
     # columns); blocks fixed up front do not, so their batches stay block_size wide (a per-channel grid's block is the
     # whole row: one batch as wide as the matrix would make every column's update O(out x in)).
     step = block_size if static else -(-max(block_size, B) // B) * B
+    # Within a batch, each column's error updates only the columns of its own panel; a panel's errors reach the rest
+    # of the batch in one product when it ends (the same sums, in another order). The batch is held transposed, so a
+    # column is a contiguous row. Together 1.6-1.9x faster on MiMo-Embodied's down_proj and gate_proj here (Q4_K, 2
+    # cores): the per-column rank-1 update over the whole batch (~out x step/2 floats per column, strided) was the
+    # loop's memory traffic. A fitted block starts on a panel boundary (the panel divides B), so it is fitted on fully
+    # updated columns as before.
+    panel = PANEL if static else math.gcd(PANEL, B)
     for i1 in range(0, n, step):
         i2 = min(i1 + step, n)
-        W1 = W[:, i1:i2].clone()  # [out, k]
-        E1 = torch.zeros_like(W1)
-        for j in range(i2 - i1):
-            col = order[i1 + j]
-            b, within = divmod(col, B)
-            if blocks[b] is None:  # first column of a block (in order): fit on the updated weights
-                block_importance = None if importance is None else importance[col:col + B]
-                blocks[b] = g.fit(W1[:, j:j + B], block_importance)
-            if b not in columns:
-                columns[b] = g.column_params(blocks[b], 0, B)
-            s, o = (None if t is None else t[:, within:within + 1] for t in columns[b])
-            w = W1[:, j:j + 1]  # [out, 1]
-            q = g.round_to(w, s, o)
-            dq = g.value_of(q, s, o)
-            codes[:, col] = q[:, 0]
-            err = (w - dq) / U[i1 + j, i1 + j]  # [out, 1]
-            W1[:, j:] -= err @ U[i1 + j, i1 + j:i2].unsqueeze(0)
-            E1[:, j] = err[:, 0]
-        W[:, i2:] -= E1 @ U[i1:i2, i2:]
+        Wt = W[:, i1:i2].T.contiguous()  # [k, out]
+        Et = torch.zeros_like(Wt)
+        for p1 in range(0, i2 - i1, panel):
+            p2 = min(p1 + panel, i2 - i1)
+            for j in range(p1, p2):
+                col = order[i1 + j]
+                b, within = divmod(col, B)
+                if blocks[b] is None:  # first column of a block (in order): fit on the updated weights
+                    block_importance = None if importance is None else importance[col:col + B]
+                    blocks[b] = g.fit(Wt[j:j + B].T, block_importance)
+                if b not in columns:
+                    columns[b] = tuple(None if t is None else t.T.contiguous() for t in g.column_params(blocks[b], 0, B))
+                s, o = (None if t is None else t[within].unsqueeze(1) for t in columns[b])
+                w = Wt[j].unsqueeze(1)  # [out, 1]
+                q = g.round_to(w, s, o)
+                dq = g.value_of(q, s, o)
+                codes[col] = q[:, 0]
+                err = (w - dq)[:, 0] / U[i1 + j, i1 + j]  # [out]
+                Wt[j + 1:p2].addr_(U[i1 + j, i1 + j + 1:i1 + p2], err, alpha=-1)
+                Et[j] = err
+            if p2 < i2 - i1:
+                Wt[p2:].addmm_(U[i1 + p1:i1 + p2, i1 + p2:i2].T, Et[p1:p2], alpha=-1)
+        W[:, i2:].addmm_(Et.T, U[i1:i2, i2:], alpha=-1)
+    codes = codes.T.contiguous()
     return QuantizedWeight(g.name, (out, n), codes, cat_params(blocks))
 
 

@@ -38,7 +38,8 @@ picks the nearest level.
 
 K-quant fitting is llama.cpp's reference quantizer (ggml-quants.c). On a CPU it *is* that quantizer: the
 installed library's `ggml_quantize_chunk` (edgekit.quant.ggml_quantize, every core) writes the blocks and the fit
-keeps their scales (gguf_layout.stored_params); the codes then follow from the scales exactly as ggml's do. On an
+keeps their scales (gguf_layout.stored_params); the codes then follow from the scales exactly as ggml's do (round
+to nearest reads them out of the same blocks: Grid.fit_codes, gguf_layout.stored_codes). On an
 accelerator, or without llama-cpp-python, the same rules run vectorised in torch (kquant_search: make_qkx2_quants'
 scale/min search for Q4_K/Q5_K, make_qx_quants for Q6_K, then the 6-/8-bit quantization of the sub-block scales
 relative to an fp16 super-scale). With an importance per input column, Q4_K/Q5_K weight their search as llama.cpp
@@ -46,7 +47,7 @@ does with an importance matrix (quantize_row_q4_K_impl: weight = importance · s
 super-block, the finer make_qkx3 step grid, and a weighted choice of the super-scales, make_qp_quants); Q6_K's fit
 ignores importance on both paths.
 
-Long module: the Grid contract and every format's fit/effective pair stay side by side (~400 lines), because
+Long module: the Grid contract and every format's fit/effective pair stay side by side (~430 lines), because
 a format's storage rule and its rounding must be read together to see that packing never re-rounds.
 """
 
@@ -55,6 +56,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import torch
 
 from edgekit.errors import EdgekitError
@@ -93,6 +95,9 @@ class Grid:
     fit_weighted: Callable[[torch.Tensor, torch.Tensor], Params] | None = field(default=None, repr=False)
     # a code's value in units of its scale, code = index (FP4's E2M1 levels); None: the integer code itself
     levels: tuple[float, ...] | None = None
+    # w [out, in] -> (stored params, codes) in one pass, where a library writes both (llama.cpp's quantizer on a
+    # CPU); it returns None where it cannot run (fit_and_quantize then fits and rounds in torch)
+    fit_codes: Callable[[torch.Tensor], tuple[Params, torch.Tensor] | None] | None = field(default=None, repr=False)
 
     def block_for(self, in_features: int) -> int:
         return in_features if self.block == 0 else self.block
@@ -178,6 +183,9 @@ def fit_and_quantize(grid, w: torch.Tensor) -> QuantizedWeight:
         raise EdgekitError(f"grid {g.name}: expected a 2-D weight [out, in], got shape {tuple(w.shape)}")
     g.check_width(w.shape[1])
     w = w.to(torch.float32)
+    both = g.fit_codes(w) if g.fit_codes is not None else None
+    if both is not None:
+        return QuantizedWeight(g.name, (w.shape[0], w.shape[1]), both[1], both[0])
     p = g.fit(w)
     return QuantizedWeight(g.name, (w.shape[0], w.shape[1]), g.quantize(w, p, 0), p)
 
@@ -298,21 +306,42 @@ def _fit_kquant_min_weighted(nmax: int) -> Callable[[torch.Tensor, torch.Tensor]
     return fit
 
 
+def _ggml_blocks(type_name: str, w: torch.Tensor, importance: torch.Tensor | None) -> np.ndarray | None:
+    """llama.cpp's own quantizer's blocks of w [out, in] (every core), or None off a CPU or without the library."""
+    if w.device.type != "cpu" or not llama_cpp_quantizer_loads():
+        return None
+    from edgekit.quant.ggml_quantize import quantize_rows
+
+    imp = None if importance is None else importance.reshape(-1).numpy()
+    return quantize_rows(w.reshape(w.shape[0], -1).numpy(), type_name.upper(), importance=imp)
+
+
 def _llama_cpp_fit(type_name: str, search: Callable[..., Params]) -> Callable[..., Params]:
     """The fit of GGUF type `type_name` ("q4_k", "nvfp4"): llama.cpp's own quantizer on a CPU, `search` (the same
     rule in torch) elsewhere. Called as search is: (w [out, n, block]) or (w, importance [n, block])."""
     def fit(w: torch.Tensor, importance: torch.Tensor | None = None) -> Params:
-        if w.device.type != "cpu" or not llama_cpp_quantizer_loads():
-            return search(w) if importance is None else search(w, importance)
-        from edgekit.quant.ggml_quantize import quantize_rows
         from edgekit.quant.gguf_layout import stored_params
 
-        out, n, block = w.shape
-        imp = None if importance is None else importance.reshape(n * block).numpy()
-        return stored_params(type_name, quantize_rows(w.reshape(out, n * block).numpy(), type_name.upper(),
-                                                      importance=imp), out)
+        blocks = _ggml_blocks(type_name, w, importance)
+        if blocks is None:
+            return search(w) if importance is None else search(w, importance)
+        return stored_params(type_name, blocks, w.shape[0])
 
     return fit
+
+
+def _llama_cpp_codes(type_name: str) -> Callable[[torch.Tensor], tuple[Params, torch.Tensor] | None]:
+    """Grid.fit_codes of GGUF type `type_name`: params and codes both read out of llama.cpp's blocks, so round to
+    nearest is llama.cpp's bytes exactly, at ggml's rate (computing the codes in torch from the params halved it)."""
+    def fit_codes(w: torch.Tensor) -> tuple[Params, torch.Tensor] | None:
+        from edgekit.quant.gguf_layout import stored_codes, stored_params
+
+        blocks = _ggml_blocks(type_name, w, None)
+        if blocks is None:
+            return None
+        return stored_params(type_name, blocks, w.shape[0]), stored_codes(type_name, blocks, w.shape[0])
+
+    return fit_codes
 
 
 def llama_cpp_quantizer_loads() -> bool:
@@ -352,7 +381,8 @@ def _eff_q6_k(p: Params) -> tuple[torch.Tensor, None]:
 
 def _fp4(name: str, type_name: str, block: int, sub: int, fit, scale) -> Grid:
     return Grid(name, block, 4, True, 0, len(fp4.LEVELS) - 1, sub, lambda p: (scale(p["e"]), None),
-                _llama_cpp_fit(type_name, lambda w: {"e": fit(w)}), levels=fp4.LEVELS)
+                _llama_cpp_fit(type_name, lambda w: {"e": fit(w)}), levels=fp4.LEVELS,
+                fit_codes=_llama_cpp_codes(type_name))
 
 
 # --------------------------------------------------------------------------------------------
@@ -374,11 +404,12 @@ _MAKERS: dict[str, Callable[[], Grid]] = {
     "gguf:q4_1": lambda: _simple("gguf:q4_1", 32, 4, 0, 15, _fit_q4_1, _eff_q4_1, symmetric=False),
     "gguf:q4_k": lambda: Grid("gguf:q4_k", 256, 4, False, 0, 15, 32, _eff_kquant_min,
                               _llama_cpp_fit("q4_k", _fit_kquant_min(15, -1.0, 0.1, 20)),
-                              _llama_cpp_fit("q4_k", _fit_kquant_min_weighted(15))),
+                              _llama_cpp_fit("q4_k", _fit_kquant_min_weighted(15)), fit_codes=_llama_cpp_codes("q4_k")),
     "gguf:q5_k": lambda: Grid("gguf:q5_k", 256, 5, False, 0, 31, 32, _eff_kquant_min,
                               _llama_cpp_fit("q5_k", _fit_kquant_min(31, -0.5, 0.1, 15)),
-                              _llama_cpp_fit("q5_k", _fit_kquant_min_weighted(31))),
-    "gguf:q6_k": lambda: Grid("gguf:q6_k", 256, 6, True, -32, 31, 16, _eff_q6_k, _llama_cpp_fit("q6_k", _fit_q6_k)),
+                              _llama_cpp_fit("q5_k", _fit_kquant_min_weighted(31)), fit_codes=_llama_cpp_codes("q5_k")),
+    "gguf:q6_k": lambda: Grid("gguf:q6_k", 256, 6, True, -32, 31, 16, _eff_q6_k, _llama_cpp_fit("q6_k", _fit_q6_k),
+                              fit_codes=_llama_cpp_codes("q6_k")),
     "gguf:mxfp4": lambda: _fp4("gguf:mxfp4", "mxfp4", 32, 0, fp4.mxfp4_scale_bytes, fp4.e8m0_half),
     "gguf:nvfp4": lambda: _fp4("gguf:nvfp4", "nvfp4", 64, 16, fp4.nvfp4_scale_bytes, fp4.ue4m3_half),
     "int8:channel": lambda: _simple("int8:channel", 0, 8, -128, 127, _fit_symmetric(127.0, False), _eff_scale),

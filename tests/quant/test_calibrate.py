@@ -133,3 +133,21 @@ def test_resumed_calibration_clears_a_killed_runs_temporaries(tiny_ckpt, tmp_pat
                                                        "layer_0000.safetensors", "layer_0001.safetensors"]
     assert {p.name: p.stat().st_mtime_ns for p in entry.glob("layer_*.safetensors")} == stamps
     assert again.layer_errors == first.layer_errors
+
+
+@pytest.mark.parametrize("n,panel", [(7, 512), (513, 256), (1100, 512), (64, 64)])
+def test_upper_gram_panels_sum_to_the_full_xtx(n, panel):
+    """The statistics pass accumulates XᵀX on and above the diagonal, one row panel at a time, and mirrors it once:
+    the same matrix as X.T @ X over every sequence, exactly symmetric."""
+    from edgekit.quant.calibrate import add_gram_upper, mirror_upper
+
+    gen = torch.Generator().manual_seed(torch.seed() % 2**31)
+    H = torch.zeros(n, n)
+    want = torch.zeros(n, n, dtype=torch.float64)
+    for rows in (3, 50, 1):
+        x = torch.randn(rows, n, generator=gen)
+        add_gram_upper(H, x, panel=panel)
+        want += x.double().T @ x.double()
+    mirror_upper(H)
+    assert torch.equal(H, H.T)
+    assert torch.allclose(H.double(), want, rtol=1e-5, atol=1e-4 * float(want.abs().max()))

@@ -114,3 +114,32 @@ def test_fit_is_llama_cpps_own(monkeypatch, ggml_type, same_blocks, weighted):
     else:
         assert same(searched) >= same_blocks, same(searched)
         assert error(searched) <= 1.005 * error(theirs), (error(searched), error(theirs))
+
+
+@pytest.mark.parametrize("ggml_type", ["Q4_K", "Q5_K", "Q6_K", "MXFP4", "NVFP4"])
+def test_round_to_nearest_is_llama_cpps_bytes_exactly(ggml_type):
+    """On a CPU, round to nearest reads params *and* codes out of llama.cpp's own blocks (gguf_layout.stored_codes,
+    the packers' inverse): packed again they are ggml's bytes, every one, over odd row counts; the codes are on the
+    grid and the grid's values of them are the gguf package's dequantization."""
+    from conftest import require
+
+    gguf = require("gguf")
+    require("llama_cpp")
+    import numpy as np
+
+    from edgekit.export.gguf_blocks import pack_blocks
+    from edgekit.quant import grids
+    from edgekit.quant.ggml_quantize import quantize_rows
+
+    gen = torch.Generator().manual_seed(torch.seed() % 2**31)
+    rows = int(torch.randint(1, 90, (1,), generator=gen)) * 2 + 1
+    w = torch.randn(rows, 512, generator=gen) * torch.exp(torch.randn(1, 512, generator=gen))
+    w[:, :37] = 0  # an all-zero sub-block
+    qw = grids.fit_and_quantize(f"gguf:{ggml_type.lower()}", w)
+    theirs = quantize_rows(w.numpy(), ggml_type, threads=1)
+    assert np.array_equal(pack_blocks(qw)[1].reshape(-1), theirs.reshape(-1))
+    g = grids.get_grid(qw.grid)
+    assert int(qw.codes.min()) >= g.qmin and int(qw.codes.max()) <= g.qmax
+    kind = gguf.GGMLQuantizationType[ggml_type]
+    want = np.asarray(gguf.quants.dequantize(theirs.reshape(-1), kind), np.float32).reshape(w.shape)
+    assert np.array_equal(grids.dequantize_weight(qw).numpy(), want)
