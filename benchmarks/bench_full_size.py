@@ -192,7 +192,7 @@ def main() -> None:
         path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     if args.extras:
         prof = (done.get("profile-cpu-int4-rtn") or {}).get("json") or {}
-        threads = prof.get("threads") or os.cpu_count()
+        threads = int(str(prof.get("threads") or os.cpu_count()).split()[0])  # "2 thread(s), OMP_WAIT_POLICY=..."
         ours = (prof.get("alone", {}).get("decode_tokens_per_s") or {}).get("p50")
         ref = llama_bench(w / "cpu-int4-rtn" / "decoder" / "decoder.gguf", threads)
         results["decode"] = {"threads": threads, "edgekit_tokens_per_s": ours, "llama_bench_tokens_per_s": ref,
