@@ -116,14 +116,16 @@ def run(cmd: list[str], log: Path, outputs: Path | None) -> dict:
     return out
 
 
-def llama_bench(gguf: Path, threads: int, n: int = 32) -> float:
-    """llama.cpp's llama-bench decode tokens/s (no prompt, n tokens), the reference for edgekit's loop."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from llama_tools import tools_dir
+def decode_side_by_side(gguf: Path, threads: int, out: Path) -> dict:
+    """edgekit's decode loop against llama.cpp's llama-bench on the same GGUF, rounds alternated, a fresh process per
+    measurement (benchmarks/bench_decode_loop.py): medians of 3 rounds of 32 tokens."""
+    import statistics
 
-    out = subprocess.run([str(tools_dir() / "llama-bench"), "-m", str(gguf), "-p", "0", "-n", str(n), "-t",
-                          str(threads), "-r", "3", "-o", "json"], check=True, capture_output=True, text=True).stdout
-    return float(json.loads(out)[0]["avg_ts"])
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_decode_loop.py"), "--gguf", str(gguf), "--rounds",
+                    "3", "--tokens", "32", "--threads", str(threads), "--json", str(out)], check=True)
+    rounds = json.loads(out.read_text())["rounds"]
+    med = {name: statistics.median(r["tokens_per_s"] for r in rows) for name, rows in rounds.items()}
+    return {"edgekit_tokens_per_s": med["edgekit"], "llama_bench_tokens_per_s": med["llama-bench"]}
 
 
 def llama_alternative(w: Path, threads: int) -> dict:
@@ -153,7 +155,8 @@ def table(results: dict) -> str:
     if extra:
         rows += ["", f"Decode (Q4_K decoder, {extra['threads']} threads): edgekit {extra['edgekit_tokens_per_s']:.2f} "
                  f"tokens/s, llama-bench {extra['llama_bench_tokens_per_s']:.2f} tokens/s: "
-                 f"**{extra['ratio']:.3f}x**; {extra.get('roofline_fraction', 0):.0%} of the measured read roofline."]
+                 f"**{extra['ratio']:.3f}x** (alternated rounds, bench_decode_loop.py); `profile`'s decode: "
+                 f"{extra.get('roofline_fraction', 0):.0%} of the measured read roofline."]
     alt = results.get("llama_alternative")
     if alt:
         rows += ["", f"llama.cpp's own route from the f16 GGUF: llama-imatrix {alt['imatrix_seconds'] / 60:.1f} min + "
@@ -193,10 +196,11 @@ def main() -> None:
     if args.extras:
         prof = (done.get("profile-cpu-int4-rtn") or {}).get("json") or {}
         threads = int(str(prof.get("threads") or os.cpu_count()).split()[0])  # "2 thread(s), OMP_WAIT_POLICY=..."
-        ours = (prof.get("alone", {}).get("decode_tokens_per_s") or {}).get("p50")
-        ref = llama_bench(w / "cpu-int4-rtn" / "decoder" / "decoder.gguf", threads)
-        results["decode"] = {"threads": threads, "edgekit_tokens_per_s": ours, "llama_bench_tokens_per_s": ref,
-                             "ratio": (ours or 0) / ref, "roofline_fraction": prof.get("roofline", {}).get("fraction")}
+        pair = decode_side_by_side(w / "cpu-int4-rtn" / "decoder" / "decoder.gguf", threads,
+                                   RESULTS / "decode_loop_q4k.json")
+        results["decode"] = {"threads": threads, **pair,
+                             "ratio": pair["edgekit_tokens_per_s"] / pair["llama_bench_tokens_per_s"],
+                             "roofline_fraction": prof.get("roofline", {}).get("fraction")}
         results["llama_alternative"] = llama_alternative(w, threads)
         path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     (RESULTS / "table.md").write_text(table(results))

@@ -11,6 +11,8 @@
   (vocab 151,680) at 2, 4 and 8 decoder layers: phase 1 streams one layer at a time, so memory stays flat in depth.
 
 Regenerate:  python benchmarks/bench_qat.py --preset small --json benchmarks/results/qat/quality_small.json
+             python benchmarks/bench_qat.py --preset small --format gguf:nvfp4 \
+                 --json benchmarks/results/qat/quality_small_nvfp4.json
              python benchmarks/bench_qat.py --bench --preset small --out benchmarks/results/qat/bench_small
              python benchmarks/bench_qat.py --memory --json benchmarks/results/qat/memory_medium.json
 """
@@ -52,23 +54,29 @@ print(json.dumps({"seconds": time.perf_counter() - t, "block_step_s": med(steps[
 """ % PEAK_RSS
 
 
+def _tag(fmt: str) -> str:
+    """File and variant prefix of a decoder format: "" for the default Q4_K, "nvfp4 " for gguf:nvfp4."""
+    return "" if fmt == "gguf:q4_k" else fmt.split(":", 1)[1] + " "
+
+
 def qat_gguf(ckpt: Path, work: Path, init: str, args) -> Path:
     from edgekit.qat.run import QATSettings, run_qat
     from edgekit.quant.formats import parse
     from edgekit.bundle.quantize import QuantizeConfig, quantize
 
-    out = work / f"edgekit-qat-from-{init}.gguf"
+    tag = _tag(args.format).strip()
+    out = work / f"edgekit-qat-{tag + '-' if tag else ''}from-{init}.gguf"
     if out.is_file():
         return out
-    qat_dir = work / f"qat-{init}"
+    qat_dir = work / f"qat-{tag + '-' if tag else ''}{init}"
     if not (qat_dir / "edgekit-qat.json").is_file():
         t = time.perf_counter()
-        run_qat(ckpt, qat_dir, QATSettings(parse("gguf:q4_k"), init=init, n_samples=args.n, steps=args.steps,
+        run_qat(ckpt, qat_dir, QATSettings(parse(args.format), init=init, n_samples=args.n, steps=args.steps,
                                           block_epochs=args.block_epochs), work / "calib-cache",
                 on_step=lambda label, d, total, loss: print(f"  {label} {d}/{total} loss {loss:.3e}", flush=True)
                 if d == total else None)
         print(f"QAT from {init}: {time.perf_counter() - t:.0f} s", flush=True)
-    quantize(qat_dir, out, QuantizeConfig(format=parse("gguf:q4_k"), evaluate=0), cache=work / "calib-cache")
+    quantize(qat_dir, out, QuantizeConfig(format=parse(args.format), evaluate=0), cache=work / "calib-cache")
     return out
 
 
@@ -77,23 +85,25 @@ def quality(args) -> dict:
     from edgekit.data.heldout import load_heldout
     work = args.work / args.preset
     ckpt, f32 = checkpoint_and_reference(work, args.preset)
-    files = {"RTN": edgekit_gguf(ckpt, work, "rtn", args.n), "QAT from RTN": qat_gguf(ckpt, work, "rtn", args),
-             "GPTQ": edgekit_gguf(ckpt, work, "gptq", args.n), "QAT from GPTQ": qat_gguf(ckpt, work, "gptq", args)}
+    tag = _tag(args.format)
+    files = {"RTN": edgekit_gguf(ckpt, work, f"{tag}rtn", args.n), "QAT from RTN": qat_gguf(ckpt, work, "rtn", args),
+             "GPTQ": edgekit_gguf(ckpt, work, f"{tag}gptq", args.n), "QAT from GPTQ": qat_gguf(ckpt, work, "gptq", args)}
     items = load_heldout()
     kl, _ = heldout_kl(ckpt, f32, files, items)
     size = {name: path.stat().st_size for name, path in files.items()}
     print(f"\npreset {args.preset}; {len(items)} held-out prompts; calibration {args.n} sequences (real samples "
           f"{'present' if real_samples_files() else 'absent'}); QAT: {args.block_epochs} block epochs, {args.steps} "
           f"distillation steps; {platform.processor() or platform.machine()}, {os.cpu_count()} cores\n")
-    print("| Q4_K decoder | KL all | text | image+text | driving | embodied | vs its PTQ init | file size |")
+    print(f"| {args.format} decoder | KL all | text | image+text | driving | embodied | vs its PTQ init | file size |")
     print("|---|---|---|---|---|---|---|---|")
     for name in files:
         k, init = kl[name], name.split()[-1]
         print(f"| {name} | {k['all']:.4f} | {k['text']:.4f} | {k['image+text']:.4f} | {k['driving']:.4f} | "
               f"{k['embodied']:.4f} | {k['all'] / kl[init]['all']:.2f} | {size[name] / size['RTN']:.3f} |")
-    return {"preset": args.preset, "n": args.n, "steps": args.steps, "block_epochs": args.block_epochs, "kl": kl,
-            "bytes": size, "ratios": {"QAT from RTN / RTN": kl["QAT from RTN"]["all"] / kl["RTN"]["all"],
-                                      "QAT from GPTQ / GPTQ": kl["QAT from GPTQ"]["all"] / kl["GPTQ"]["all"]}}
+    return {"preset": args.preset, "format": args.format, "n": args.n, "steps": args.steps,
+            "block_epochs": args.block_epochs, "kl": kl, "bytes": size,
+            "ratios": {"QAT from RTN / RTN": kl["QAT from RTN"]["all"] / kl["RTN"]["all"],
+                       "QAT from GPTQ / GPTQ": kl["QAT from GPTQ"]["all"] / kl["GPTQ"]["all"]}}
 
 
 def bench_bundles(args) -> dict:
@@ -147,6 +157,8 @@ def main() -> None:
     ap.add_argument("--bench", action="store_true", help="edgekit bench of the four decoders' CPU bundles")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "qat" / "bench_small")
     ap.add_argument("--preset", default="small")
+    ap.add_argument("--format", default="gguf:q4_k", help="--quality's decoder format: gguf:q4_k, or FP4: gguf:nvfp4, "
+                    "gguf:mxfp4 (their scales are bytes: QAT trains the latent weights, phase 2 is skipped)")
     ap.add_argument("--n", type=int, default=64, help="calibration sequences (PTQ inits and QAT alike)")
     ap.add_argument("--steps", type=int, default=40, help="phase 2 steps")
     ap.add_argument("--block-epochs", type=int, default=2)

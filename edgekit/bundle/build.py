@@ -107,9 +107,11 @@ def _copy_tokenizer(source: Path, bundle: Path) -> list[str]:
     return out
 
 
-def _needs_samples(config: BuildConfig, vision_precision: str) -> bool:
-    """Calibration reads the samples: a calibrated decoder, W8A8 activation scales, or INT8 vision."""
-    return config.method != "rtn" or config.precision == "w8a8" or vision_precision == "int8"
+def _needs_samples(config: BuildConfig, vision_precision: str, backend: str) -> bool:
+    """Calibration reads the samples: a calibrated decoder, activation scales (W8A8, NVFP4), or INT8 vision."""
+    fmt = config.decoder_format(backend)
+    return (config.method != "rtn" or config.precision == "w8a8" or vision_precision == "int8"
+            or bool(fmt is not None and fmt.input_scale_range))
 
 
 def build_bundle(model: str | Path, out: str | Path, config: BuildConfig,
@@ -162,7 +164,7 @@ def build_bundle(model: str | Path, out: str | Path, config: BuildConfig,
     frames = chat_frames(ck.chat_template)  # renders it now (bounded): a broken template fails before any stage
     if backend == "tensorrt":  # fail before spending time
         unified_quant_config(config)
-    if _needs_samples(config, plan.vision_precision):
+    if _needs_samples(config, plan.vision_precision, backend):
         from edgekit.data.samples import load_samples
 
         load_samples(config.samples.split(","))  # a missing file or a malformed line fails here, not in a stage
@@ -324,7 +326,7 @@ def unified_quant_config(config: BuildConfig):
     fmt, m = config.decoder_format("tensorrt"), config.method or default_method(config.precision, "tensorrt")
     if fmt is None:
         return None
-    if fmt.quant_algo != W4A16_AWQ:  # int8:channel: W8A8 SmoothQuant
+    if fmt.name == "int8:channel":  # W8A8 SmoothQuant
         if m not in ("smoothquant", "rtn"):
             raise EdgekitError(f"--precision w8a8 is SmoothQuant: use --method smoothquant (or rtn for no smoothing), not {m}")
         return QuantConfig(method="smoothquant", grid=fmt.grid_name, alpha=0.5 if m == "smoothquant" else 0.0,
@@ -339,7 +341,7 @@ def _unified_identity(qcfg) -> dict:
     if qcfg is None:
         return {}
     fmt = qcfg.format
-    algo = fmt.unified_algo(activation_scales=qcfg.method == "smoothquant")
+    algo = fmt.unified_algo(activation_scales=qcfg.method == "smoothquant" or bool(fmt.input_scale_range))
     return {"quant_algo": algo, **({"group_size": fmt.group_size} if algo == W4A16_AWQ else {})}
 
 

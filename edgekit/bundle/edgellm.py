@@ -75,7 +75,7 @@ def check_int4_export(onnx_path: Path, unified_dir: Path) -> dict:
         if scale_init is None:
             raise EdgekitError(f"{onnx_path}: {node.name} has no scale initializer")
         got = numpy_helper.to_array(scale_init, base_dir=str(onnx_path.parent)).astype(np.float32).T  # [K/g, N] -> [N, K/g]
-        want = uc.unpack(name)[1].numpy()
+        want = uc.unpack(name)[1]["scale"].numpy()
         if got.shape != want.shape or not np.array_equal(got, want):
             raise EdgekitError(f"{onnx_path}: {name}: the plugin's scales differ from edgekit's")
     return {"int4_plugin_nodes": len(plugins), "quantized_linears": len(uc.linear_names())}
@@ -106,7 +106,8 @@ def check_int8_export(onnx_path: Path, unified_dir: Path) -> dict:
         node = weight_dq.get(name)
         if node is None:
             raise EdgekitError(f"{onnx_path}: no INT8 DequantizeLinear for {name} (exported unquantized?)")
-        codes, scale = uc.unpack(name)
+        codes, params = uc.unpack(name)
+        scale = params["scale"]
         if not np.array_equal(array(node.input[0]), codes.numpy()) or not np.array_equal(array(node.input[1]), scale.numpy()):
             raise EdgekitError(f"{onnx_path}: {name}: INT8 codes or scales differ from edgekit's")
     for node in act_q:
@@ -116,3 +117,88 @@ def check_int8_export(onnx_path: Path, unified_dir: Path) -> dict:
     if not act_q:
         raise EdgekitError(f"{onnx_path}: no activation QuantizeLinear: the export is weight-only, not W8A8")
     return {"int8_weight_dq": len(weight_dq), "activation_q": len(act_q), "quantized_linears": len(uc.linear_names())}
+
+
+FP4_ACTIVATION_QUANT = ("trt", "TRT_FP4DynamicQuantize")
+
+
+def check_nvfp4_export(onnx_path: Path, unified_dir: Path) -> dict:
+    """NVFP4: every quantized linear's weight is Edge-LLM's two DequantizeLinear nodes (FP8 block scales under the
+    FP32 tensor scale, then the FP4 weight in blocks of 16) over edgekit's exact bytes, and (W4A4) its activations are
+    quantized to FP4 with edgekit's input scale. Returns counts; raises on the first mismatch."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edgekit.export.modelopt_reader import open_unified
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    inits = {i.name: i for i in model.graph.initializer}
+    base = str(onnx_path.parent)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    weight_dq = {_hf_name(n.input[0]): n for n in model.graph.node if n.op_type == "DequantizeLinear"
+                 and n.input[0] in inits and inits[n.input[0]].data_type == onnx.TensorProto.FLOAT4E2M1}
+    act_q = [n for n in model.graph.node if (n.domain, n.op_type) == FP4_ACTIVATION_QUANT]
+    uc = open_unified(unified_dir)
+    for name in uc.linear_names():
+        node = weight_dq.get(name)
+        if node is None:
+            raise EdgekitError(f"{onnx_path}: no FP4 weight DequantizeLinear for {name} (exported unquantized?)")
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        scale_dq = producers.get(node.input[1])
+        if attrs.get("block_size") != 16 or scale_dq is None or scale_dq.op_type != "DequantizeLinear":
+            raise EdgekitError(f"{onnx_path}: {name}: not FP4 blocks of 16 under a dequantized FP8 scale")
+        want = {node.input[0]: uc.get(name), scale_dq.input[0]: uc.get(name + "_scale"),
+                scale_dq.input[1]: uc.get(name + "_scale_2")}
+        for init_name, tensor in want.items():
+            if init_name not in inits or _initializer_bytes(inits[init_name], base) != _tensor_bytes(tensor):
+                raise EdgekitError(f"{onnx_path}: {name}: {_hf_name(init_name)} differs from edgekit's bytes")
+    if not uc.layout.activation_scale and act_q:  # Edge-LLM 0.11 maps every *FP4* quant_algo to W4A4
+        raise EdgekitError(f"{onnx_path}: {len(act_q)} FP4 activation quantizers in a {uc.algo} export: Edge-LLM runs "
+                           "weight-only NVFP4 as W4A4 with its default input scale (1.0); write NVFP4 with calibrated "
+                           "input scales (edgekit build --precision nvfp4 --backend tensorrt does)")
+    if uc.layout.activation_scale:
+        if not act_q:
+            raise EdgekitError(f"{onnx_path}: no FP4 activation quantization: the export is weight-only, not W4A4")
+        scales = {float(uc.get(n[: -len("weight")] + "input_scale")) for n in uc.linear_names()}
+        for node in act_q:
+            got = float(numpy_helper.to_array(inits[node.input[1]], base_dir=base)) if node.input[1] in inits else None
+            if got not in scales:
+                raise EdgekitError(f"{onnx_path}: {node.name}: activation scale {got} is none of edgekit's input scales")
+    return {"fp4_weight_dq": len(weight_dq), "fp4_activation_q": len(act_q), "quantized_linears": len(uc.linear_names())}
+
+
+def _tensor_bytes(t) -> bytes:
+    """A torch tensor's bytes as stored (FP8, uint8, float32 alike)."""
+    import torch
+
+    return t.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes()
+
+
+def _initializer_bytes(init, base_dir: str) -> bytes:
+    """An ONNX initializer's raw bytes (FP4 packed two per byte, low nibble first), external data read in."""
+    import onnx
+    from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
+
+    t = onnx.TensorProto()
+    t.CopyFrom(init)
+    if uses_external_data(t):
+        load_external_data_for_tensor(t, base_dir)
+    return t.raw_data
+
+
+def check_export(onnx_path: Path, unified_dir: Path) -> str:
+    """Edge-LLM's ONNX of a unified checkpoint computes every quantized linear in edgekit's format with edgekit's
+    codes and scales (the check for a silent FP16 fallback); one line saying what was found."""
+    from edgekit.export.modelopt_reader import open_unified
+
+    algo = open_unified(unified_dir).algo
+    if algo == "W4A16_AWQ":
+        r = check_int4_export(onnx_path, unified_dir)
+        return f"{r['int4_plugin_nodes']} Int4GroupwiseGemmPluginV2 nodes, scales equal edgekit's"
+    if algo in ("NVFP4", "W4A16_NVFP4"):
+        r = check_nvfp4_export(onnx_path, unified_dir)
+        return (f"{r['fp4_weight_dq']} FP4 weight DequantizeLinear (codes and FP8/FP32 scales equal edgekit's), "
+                f"{r['fp4_activation_q']} FP4 activation quantizers with edgekit's input scales")
+    r = check_int8_export(onnx_path, unified_dir)
+    return (f"{r['int8_weight_dq']} INT8 weight DequantizeLinear (codes and scales equal edgekit's), "
+            f"{r['activation_q']} activation QuantizeLinear with edgekit's scales")

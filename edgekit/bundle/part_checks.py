@@ -56,15 +56,9 @@ def _check_edgellm_onnx(bundle: Path, part: dict) -> str:
         raise EdgekitError(f"{part['path']}: no llm/model.onnx")
     unified = bundle / "decoder" / "unified"
     if (unified / "hf_quant_config.json").is_file():
-        from edgekit.bundle.edgellm import check_int4_export, check_int8_export
-        from edgekit.export.modelopt_reader import open_unified
+        from edgekit.bundle.edgellm import check_export
 
-        if open_unified(unified).algo == "W4A16_AWQ":
-            r = check_int4_export(onnx_path, unified)
-            return f"{part['path']}: {r['int4_plugin_nodes']} Int4GroupwiseGemmPluginV2 nodes, scales equal edgekit's"
-        r = check_int8_export(onnx_path, unified)
-        return (f"{part['path']}: {r['int8_weight_dq']} INT8 weight DequantizeLinear (codes and scales equal edgekit's), "
-                f"{r['activation_q']} activation QuantizeLinear with edgekit's scales")
+        return f"{part['path']}: {check_export(onnx_path, unified)}"
     model = onnx.load(str(onnx_path), load_external_data=False)
     return f"{part['path']}: onnx loads, {len(model.graph.node)} nodes"
 

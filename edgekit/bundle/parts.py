@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgekit.quant.formats import W4A16_AWQ
-
 
 # INT8 vision, as measured best on the e2e agreement test (tests/bundle/test_int8_vision_e2e.py): percentile
 # ranges, GPTQ-rounded weights, patch embedding and merger in float.
@@ -69,7 +67,7 @@ def vision_calibration_images(samples: str) -> list[Path]:
 def tensorrt_decoder(ck, bundle: Path, qcfg, calib_dir: Path, work: Path, on_layer=None, device="cpu") -> list[str]:
     """decoder/unified (ModelOpt unified checkpoint, or the FP16 checkpoint) + Edge-LLM's ONNX when installed."""
     from edgekit.atomic import write_json
-    from edgekit.bundle.edgellm import check_int4_export, check_int8_export, find_exporter, run_export
+    from edgekit.bundle.edgellm import check_export, find_exporter, run_export
 
     unified = bundle / "decoder" / "unified"
     if qcfg is None:
@@ -90,7 +88,7 @@ def tensorrt_decoder(ck, bundle: Path, qcfg, calib_dir: Path, work: Path, on_lay
         shutil.rmtree(tmp, ignore_errors=True)
         onnx_path = run_export(exporter, unified, tmp, work / "edgellm_export.log")
         if qcfg is not None:  # a silent FP16 fallback fails the build here
-            (check_int4_export if qcfg.format.quant_algo == W4A16_AWQ else check_int8_export)(onnx_path, unified)
+            check_export(onnx_path, unified)
         shutil.rmtree(onnx_dir, ignore_errors=True)
         tmp.rename(onnx_dir)  # the whole directory appears at once
     return [str(p.relative_to(bundle)) for p in sorted((bundle / "decoder").rglob("*")) if p.is_file()]

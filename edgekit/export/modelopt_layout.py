@@ -14,17 +14,26 @@ W8A8_SQ_PER_CHANNEL:
   X.weight_scale  f32    [out]
   X.input_scale   f32    []    per-tensor activation scale (x_q = round(x / input_scale))
 W8A16 (ModelOpt "int8_wo"; TensorRT-LLM runs it, Edge-LLM 0.11 does not): as W8A8 without input_scale.
+NVFP4 (W4A4) and W4A16_NVFP4 (weights only; read from Edge-LLM's NVFP4LinearMethod / nvfp4_dequantize):
+  X.weight         uint8  [out, in/2]  byte (r, c) = code(r, 2c) | code(r, 2c+1) << 4, E2M1 nibbles (bit 3 the sign)
+  X.weight_scale   float8_e4m3fn [out, in/16]
+  X.weight_scale_2 f32    []    per tensor: value = e2m1(code) * weight_scale[:, c // 16] * weight_scale_2
+  X.input_scale    f32    []    NVFP4 only: the activation's per-tensor scale (amax / (6 * 448))
+Each algorithm is one Layout below: its tensors, their shapes and dtypes, packing and unpacking; the writer, the
+reader and verify ask it instead of comparing algorithm names.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 
-from edgekit.quant.formats import W4A16_AWQ as W4A16, W8A8_SQ as W8A8, W8A16  # ModelOpt quant_algo names
+from edgekit.quant import fp4
+from edgekit.quant.formats import NVFP4, W4A16_AWQ as W4A16, W4A16_NVFP4, W8A8_SQ as W8A8, W8A16  # quant_algo names
 
-ALGOS = (W4A16, W8A8, W8A16)
-CODE_RANGE = {W4A16: (-8, 7), W8A8: (-128, 127), W8A16: (-128, 127)}
-INT8_ALGOS = (W8A8, W8A16)
+Params = dict[str, torch.Tensor]
 
 
 def pack_int4(codes: torch.Tensor) -> torch.Tensor:
@@ -46,14 +55,114 @@ def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
     return out.to(torch.int8)
 
 
-def dequantize(algo: str, codes: torch.Tensor, weight_scale: torch.Tensor, group: int) -> torch.Tensor:
-    """Float32 weight [out, in] from codes and the stored scales."""
-    c = codes.to(torch.float32)
-    if algo == W4A16:
-        return c * weight_scale.to(torch.float32).repeat_interleave(group, dim=1)
-    if algo in INT8_ALGOS:
-        return c * weight_scale.to(torch.float32).reshape(-1, 1)
-    raise ValueError(f"unknown unified quant_algo {algo!r}")
+def pack_fp4(codes: torch.Tensor) -> torch.Tensor:
+    """E2M1 codes [out, in] (0..15: index into fp4.LEVELS, which is the nibble) -> uint8 [out, in/2], low nibble the
+    even column."""
+    c = codes.to(torch.int16)
+    return (c[:, 0::2] | (c[:, 1::2] << 4)).to(torch.uint8)
+
+
+def unpack_fp4(packed: torch.Tensor) -> torch.Tensor:
+    """uint8 [out, in/2] -> E2M1 codes int8 [out, in]."""
+    p = packed.view(torch.uint8).to(torch.int16)
+    out = torch.empty((p.shape[0], 2 * p.shape[1]), dtype=torch.int16)
+    out[:, 0::2], out[:, 1::2] = p & 0x0F, p >> 4
+    return out.to(torch.int8)
+
+
+Spec = dict[str, tuple[tuple[int, ...], torch.dtype]]  # tensor suffix ("weight", "weight_scale", ...) -> shape, dtype
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one quant_algo stores a linear [out, in] with groups of `group` columns."""
+    algo: str
+    codes: tuple[int, int]  # the range of its codes
+    activation_scale: bool  # an input_scale per linear
+    spec: Callable[[int, int, int], Spec]  # (out, in, group) -> the tensors beside input_scale
+    pack: Callable[[torch.Tensor, Params], dict[str, torch.Tensor]]  # (codes, grid params) -> tensors by suffix
+    unpack: Callable[[Callable[[str], torch.Tensor]], tuple[torch.Tensor, Params]]  # get(suffix) -> codes, params
+    dequantize: Callable[[torch.Tensor, Params, int], torch.Tensor]  # (codes, params, group) -> float32 [out, in]
+    zero_block_scales: bool = False  # an all-zero group may store scale 0 (NVFP4's E4M3 scales; integer scales: never)
+    fixed_group: int = 0  # the algorithm's own group size (NVFP4: 16); 0: hf_quant_config's group_size says
+
+    def nbytes(self, out: int, inp: int, group: int) -> dict[str, int]:
+        return {k: _numel(shape) * torch.empty((), dtype=dtype).element_size()
+                for k, (shape, dtype) in self.spec(out, inp, group).items()}
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _int4() -> Layout:
+    def pack(codes, p):
+        return {"weight": pack_int4(codes), "weight_scale": p["scale"].to(torch.float32).reshape(codes.shape[0], -1)}
+
+    def unpack(get):
+        return unpack_int4(_typed(get("weight"), torch.uint8)), {"scale": get("weight_scale").to(torch.float32)}
+
+    def dequantize(codes, p, group):
+        return codes.to(torch.float32) * p["scale"].to(torch.float32).repeat_interleave(group, dim=1)
+
+    return Layout(W4A16, (-8, 7), False, lambda o, i, g: {"weight": ((o // 2, i), torch.uint8),
+                                                          "weight_scale": ((o, i // g), torch.float32)},
+                  pack, unpack, dequantize)
+
+
+def _int8(algo: str) -> Layout:
+    def pack(codes, p):
+        return {"weight": codes.to(torch.int8), "weight_scale": p["scale"].to(torch.float32).reshape(-1)}
+
+    def unpack(get):
+        return _typed(get("weight"), torch.int8), {"scale": get("weight_scale").to(torch.float32)}
+
+    def dequantize(codes, p, group):
+        return codes.to(torch.float32) * p["scale"].to(torch.float32).reshape(-1, 1)
+
+    return Layout(algo, (-128, 127), algo == W8A8, lambda o, i, g: {"weight": ((o, i), torch.int8),
+                                                                     "weight_scale": ((o,), torch.float32)},
+                  pack, unpack, dequantize)
+
+
+def _nvfp4(algo: str) -> Layout:
+    def pack(codes, p):
+        glob = p["global"].reshape(-1)
+        if not bool((glob == glob[0]).all()):
+            raise ValueError("NVFP4: the per-tensor scale differs between blocks; the grid was fitted piecewise")
+        return {"weight": pack_fp4(codes), "weight_scale": p["scale"].reshape(codes.shape[0], -1).contiguous(),
+                "weight_scale_2": glob[0].to(torch.float32).clone()}
+
+    def unpack(get):
+        codes = unpack_fp4(_typed(get("weight"), torch.uint8))
+        scale = _typed(get("weight_scale"), torch.float8_e4m3fn)
+        out, n = scale.shape
+        glob = get("weight_scale_2").to(torch.float32).reshape(())
+        return codes, {"scale": scale.reshape(out, n, 1), "global": glob.expand(out, n, 1).contiguous()}
+
+    def dequantize(codes, p, group):
+        out, n = codes.shape[0], codes.shape[1] // group
+        s = (p["scale"].to(torch.float32) * p["global"] * 0.5).reshape(out, n, 1)  # the doubled levels' scale
+        return fp4.level_value(codes.reshape(out, n, group), s).reshape(codes.shape)
+
+    return Layout(algo, (0, len(fp4.LEVELS) - 1), algo == NVFP4,
+                  lambda o, i, g: {"weight": ((o, i // 2), torch.uint8), "weight_scale": ((o, i // g), torch.float8_e4m3fn),
+                                   "weight_scale_2": ((), torch.float32)},
+                  pack, unpack, dequantize, zero_block_scales=True, fixed_group=16)
+
+
+def _typed(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    if t.dtype != dtype:
+        raise ValueError(f"stored as {t.dtype}, the layout needs {dtype}")
+    return t
+
+
+LAYOUTS: dict[str, Layout] = {x.algo: x for x in (_int4(), _int8(W8A8), _int8(W8A16), _nvfp4(NVFP4),
+                                                   _nvfp4(W4A16_NVFP4))}
+ALGOS = tuple(LAYOUTS)
 
 
 def hf_quant_config(algo: str, group: int, exclude: list[str], producer_version: str) -> dict:
@@ -62,6 +171,8 @@ def hf_quant_config(algo: str, group: int, exclude: list[str], producer_version:
     if algo == W4A16:
         # Edge-LLM's INT4 kernel has no zero point: codes are symmetric around 0.
         q.update({"group_size": group, "has_zero_point": False, "pre_quant_scale": True})
+    elif algo in (NVFP4, W4A16_NVFP4):
+        q["group_size"] = group
     return {"producer": {"name": "edgekit", "version": producer_version}, "quantization": q}
 
 
@@ -70,7 +181,7 @@ def config_quantization_block(hf_quant: dict) -> dict:
     q = hf_quant["quantization"]
     block: dict = {"ignore": list(q["exclude_modules"]), "quant_algo": q["quant_algo"],
                    "producer": hf_quant["producer"], "quant_method": "modelopt"}
-    if q["quant_algo"] == W4A16:
+    if "group_size" in q:
         # ModelOpt writes no config_groups for W4A16_AWQ or W8A8; Edge-LLM reads group_size from here
         # when hf_quant_config.json is absent.
         block["group_size"] = q["group_size"]

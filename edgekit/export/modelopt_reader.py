@@ -42,21 +42,22 @@ class UnifiedCheckpoint:
         """Weight names of every quantized linear (those with a weight_scale)."""
         return sorted(n[: -len("_scale")] for n in self.where if n.endswith(".weight_scale"))
 
-    def unpack(self, weight_name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(codes int8 [out, in], scales float32 as stored) of one quantized linear."""
-        w, s = self.get(weight_name), self.get(weight_name + "_scale")
-        if self.algo == L.W4A16:
-            if w.dtype != torch.uint8:
-                raise EdgekitError(f"{weight_name}: W4A16 weight must be uint8 packed, found {w.dtype}")
-            return L.unpack_int4(w), s.to(torch.float32)
-        if w.dtype != torch.int8:
-            raise EdgekitError(f"{weight_name}: {self.algo} weight must be int8, found {w.dtype}")
-        return w, s.to(torch.float32)
+    @property
+    def layout(self) -> L.Layout:
+        return L.LAYOUTS[self.algo]
+
+    def unpack(self, weight_name: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(codes int8 [out, in], the grid's params as stored: {"scale": ...} and NVFP4's "global") of one linear."""
+        base = weight_name[: -len("weight")]
+        try:
+            return self.layout.unpack(lambda suffix: self.get(base + suffix))
+        except (ValueError, KeyError) as e:
+            raise EdgekitError(f"{weight_name}: {self.algo}: {e}") from None
 
     def dequantized(self, weight_name: str) -> torch.Tensor:
         """The float32 weight this linear computes with (pre_quant_scale, if stored, folded back in)."""
-        codes, scale = self.unpack(weight_name)
-        w = L.dequantize(self.algo, codes, scale, self.group)
+        codes, params = self.unpack(weight_name)
+        w = self.layout.dequantize(codes, params, self.group)
         pqs = weight_name[: -len("weight")] + "pre_quant_scale"
         if pqs in self.where:  # y = (x * pqs) @ W^T  ==  x @ (W * pqs)^T
             w = w * self.get(pqs).to(torch.float32).reshape(1, -1)
@@ -64,7 +65,7 @@ class UnifiedCheckpoint:
 
     def float_state(self) -> Iterator[tuple[str, torch.Tensor]]:
         """Every tensor as a float32 Hugging Face state dict entry (quantized linears dequantized); streams."""
-        skip_suffix = (".weight_scale", ".input_scale", ".pre_quant_scale")
+        skip_suffix = (".weight_scale", ".weight_scale_2", ".input_scale", ".pre_quant_scale")
         quantized = set(self.linear_names())
         for name in sorted(self.where):
             if name.endswith(skip_suffix):
@@ -105,6 +106,9 @@ def open_unified(path: str | Path) -> UnifiedCheckpoint:
         raise EdgekitError(f"{path}: config.json quantization_config disagrees with hf_quant_config.json")
     if algo == L.W4A16 and (hq.get("has_zero_point") or hq.get("group_size") not in (32, 64, 128)):
         raise EdgekitError(f"{path}: W4A16_AWQ must be symmetric with group 32/64/128 (Edge-LLM's INT4 kernel)")
+    fixed = L.LAYOUTS[algo].fixed_group
+    if fixed and hq.get("group_size", fixed) != fixed:
+        raise EdgekitError(f"{path}: {algo} has {fixed}-column groups, not {hq.get('group_size')}")
     index = path / "model.safetensors.index.json"
     files = _index_files(path, index) if index.is_file() else [path / "model.safetensors"]
     where = {}
@@ -113,7 +117,7 @@ def open_unified(path: str | Path) -> UnifiedCheckpoint:
             raise EdgekitError(f"{f}: shard missing")
         with safe_open(str(f), framework="pt") as h:
             where.update({k: f for k in h.keys()})
-    return UnifiedCheckpoint(path, config, algo, int(hq.get("group_size") or 0), where)
+    return UnifiedCheckpoint(path, config, algo, fixed or int(hq.get("group_size") or 0), where)
 
 
 def verify_unified_checkpoint(path: str | Path, expected_digest: dict | None = None) -> str:
@@ -130,7 +134,8 @@ def verify_unified_checkpoint(path: str | Path, expected_digest: dict | None = N
     if expected_digest is None and (uc.path / DIGEST_FILE).is_file():
         expected_digest = read_json_object(uc.path / DIGEST_FILE)
     recorded = (expected_digest or {}).get("linears", {})
-    lo, hi = L.CODE_RANGE[uc.algo]
+    layout = uc.layout
+    lo, hi = layout.codes
     expected_names = {f"model.layers.{i}.{n}.weight" for i in range(text.num_layers) for n in LINEARS}
     found = set(uc.linear_names())
     if found != expected_names:
@@ -139,25 +144,28 @@ def verify_unified_checkpoint(path: str | Path, expected_digest: dict | None = N
                            f"unexpected {extra[:3]} (an exporter would silently keep them in FP16)")
     for name in sorted(found):
         out, inp = shapes[name.split(".", 3)[3].rsplit(".", 1)[0]]
-        w, s = uc.get(name), uc.get(name + "_scale")
-        want_w = ((out // 2, inp), torch.uint8) if uc.algo == L.W4A16 else ((out, inp), torch.int8)
-        want_s = (out, inp // uc.group) if uc.algo == L.W4A16 else (out,)
-        if (tuple(w.shape), w.dtype) != want_w or tuple(s.shape) != want_s:
-            raise EdgekitError(f"{name}: weight {tuple(w.shape)} {w.dtype}, scale {tuple(s.shape)}; "
-                               f"layout needs {want_w[0]} {want_w[1]}, scale {want_s}")
-        codes, scale = uc.unpack(name)
-        if not torch.isfinite(scale).all() or not (scale > 0).all():
-            raise EdgekitError(f"{name}: weight_scale has zero, negative or non-finite values")
+        base = name[: -len("weight")]
+        for suffix, (shape, dtype) in layout.spec(out, inp, uc.group).items():
+            t = uc.get(base + suffix) if base + suffix in uc.where else None
+            if t is None or (tuple(t.shape), t.dtype) != (shape, dtype):
+                got = "missing" if t is None else f"{tuple(t.shape)} {t.dtype}"
+                raise EdgekitError(f"{base + suffix}: {got}; {uc.algo} needs {shape} {dtype}")
+        codes, params = uc.unpack(name)
+        for key, value in params.items():
+            v = value.to(torch.float32)
+            zero_ok = key == "scale" and layout.zero_block_scales
+            if not torch.isfinite(v).all() or (v < 0).any() or (not zero_ok and (v == 0).any()):
+                raise EdgekitError(f"{name}: stored {key} has zero, negative or non-finite values")
         if int(codes.min()) < lo or int(codes.max()) > hi:
-            raise EdgekitError(f"{name}: codes outside the symmetric range [{lo}, {hi}]")
-        if uc.algo == L.W8A8:
-            iscale = uc.where.get(name[: -len("weight")] + "input_scale")
-            if iscale is None or not float(uc.get(name[: -len("weight")] + "input_scale")) > 0:
-                raise EdgekitError(f"{name}: W8A8 linear without a positive input_scale")
+            raise EdgekitError(f"{name}: codes outside [{lo}, {hi}]")
+        if layout.activation_scale:
+            iscale = uc.where.get(base + "input_scale")
+            if iscale is None or not float(uc.get(base + "input_scale")) > 0:
+                raise EdgekitError(f"{name}: {uc.algo} linear without a positive input_scale")
         if recorded:
             if name not in recorded:
                 raise EdgekitError(f"{name}: not in {DIGEST_FILE}")
-            if digest(codes, scale) != recorded[name]:
+            if digest(codes, params) != recorded[name]:
                 raise EdgekitError(f"{name}: unpacked codes/scales differ from the quantizer's output")
     for name in uc.where:
         if (name.startswith("visual.") or name.startswith("lm_head.")) and name.endswith("_scale"):

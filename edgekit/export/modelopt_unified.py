@@ -2,7 +2,8 @@
 
 This is the input of TensorRT Edge-LLM (`tensorrt-edgellm-export`, the TensorRT path to Orin and
 Thor) and of TensorRT-LLM's PyTorch backend. The codes are edgekit's own (RTN, GPTQ or AWQ on the
-`nvidia:w4a16` format, SmoothQuant on `int8:channel`; edgekit.quant.formats names the quant_algo): they are packed as they are, never re-rounded.
+`nvidia:w4a16` or `nvidia:nvfp4` format, SmoothQuant on `int8:channel`; edgekit.quant.formats names the
+quant_algo): they are packed as they are, never re-rounded.
 Layout facts are in modelopt_layout.py.
 
 Tensors stream shard by shard: memory holds one shard (<= `shard_bytes`) plus one layer's codes.
@@ -29,33 +30,30 @@ DIGEST_FILE = "edgekit_quantizer.json"
 SHARD_BYTES = 2 << 30
 EXTRA_FILES = ("generation_config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json",
                "chat_template.jinja", "chat_template.json", "special_tokens_map.json", "vocab.json", "merges.txt")
-_DTYPE_BYTES = {"F32": 4, "F16": 2, "BF16": 2, "I8": 1, "U8": 1, "F64": 8, "I64": 8, "I32": 4, "I16": 2}
+_DTYPE_BYTES = {"F32": 4, "F16": 2, "BF16": 2, "I8": 1, "U8": 1, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "F8_E4M3": 1}
 
 
 @dataclass(frozen=True)
 class PlannedTensor:
     name: str  # name in the output
     source: str  # source tensor it derives from
-    role: str  # copy | folded | qweight | wscale | iscale
+    role: str  # copy | folded | input_scale | the quantized linear's tensor suffix (weight, weight_scale, ...)
     nbytes: int
 
 
 def plan_tensors(ck, calibrated, algo: str, group: int) -> list[PlannedTensor]:
     """Every output tensor with its size, in a fixed order (names sorted), without reading data."""
+    layout = L.LAYOUTS[algo]
     out = []
     for name in ck.tensor_names():
         shape, nbytes = ck.shape(name), _nbytes(ck, name)
         if name in calibrated.quantized:
             rows, cols = shape
             base = name[: -len("weight")]
-            if algo == L.W4A16:
-                out += [PlannedTensor(name, name, "qweight", rows // 2 * cols),
-                        PlannedTensor(base + "weight_scale", name, "wscale", rows * (cols // group) * 4)]
-            else:
-                out += [PlannedTensor(name, name, "qweight", rows * cols),
-                        PlannedTensor(base + "weight_scale", name, "wscale", rows * 4)]
-                if algo == L.W8A8:
-                    out.append(PlannedTensor(base + "input_scale", name, "iscale", 4))
+            out += [PlannedTensor(base + suffix, name, suffix, size)
+                    for suffix, size in layout.nbytes(rows, cols, group).items()]
+            if layout.activation_scale:
+                out.append(PlannedTensor(base + "input_scale", name, "input_scale", 4))
         elif name in calibrated.folded:
             out.append(PlannedTensor(name, name, "folded", nbytes // _DTYPE_BYTES[ck.dtype(name)] * 4))
         else:
@@ -86,45 +84,43 @@ def shard_names(n: int) -> list[str]:
     return ["model.safetensors"] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
 
 
-def _codes_and_scale(qw, algo: str, grid: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Quantizer output -> (int8 codes [out, in], float32 scales as stored)."""
+def _checked(qw, algo: str, grid: str):
+    """The quantizer's output for one linear, refused if it is not on the checkpoint's grid and code range."""
     if qw.grid != grid:  # one uniform algorithm per checkpoint (MIXED_PRECISION is not written yet)
         raise EdgekitError(f"linears calibrated on two grids ({grid}, {qw.grid}): a unified checkpoint holds one")
-    lo, hi = L.CODE_RANGE[algo]
-    codes = qw.codes
-    if int(codes.min()) < lo or int(codes.max()) > hi:
+    lo, hi = L.LAYOUTS[algo].codes
+    if int(qw.codes.min()) < lo or int(qw.codes.max()) > hi:
         raise EdgekitError(f"codes outside [{lo}, {hi}] for {algo}: the quantizer's grid {qw.grid} does not match")
-    scale = qw.params["scale"].to(torch.float32)
-    scale = scale.reshape(scale.shape[0], -1) if algo == L.W4A16 else scale.reshape(-1)
-    return codes.to(torch.int8), scale.contiguous()
+    return qw
 
 
-def digest(codes: torch.Tensor, scale: torch.Tensor) -> dict:
-    return {"codes_sha256": hashlib.sha256(codes.contiguous().numpy().tobytes()).hexdigest(),
-            "scale_sha256": hashlib.sha256(scale.to(torch.float32).contiguous().numpy().tobytes()).hexdigest()}
+def digest(codes: torch.Tensor, params: dict[str, torch.Tensor]) -> dict:
+    """sha256 of a linear's codes (int8) and of each stored param as float32 ("scale_sha256", ...)."""
+    out = {"codes_sha256": hashlib.sha256(codes.to(torch.int8).contiguous().numpy().tobytes()).hexdigest()}
+    for key in sorted(params):
+        value = params[key].to(torch.float32).reshape(codes.shape[0], -1) if params[key].dim() else params[key]
+        out[f"{key}_sha256"] = hashlib.sha256(value.to(torch.float32).contiguous().numpy().tobytes()).hexdigest()
+    return out
 
 
 def _tensors_of(ck, calibrated, algo: str, grid: str, shard_plan: list[PlannedTensor], digests: dict) -> Iterator[tuple[str, torch.Tensor]]:
-    cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    layout = L.LAYOUTS[algo]
+    cache: dict[str, dict[str, torch.Tensor]] = {}
     for p in shard_plan:
         if p.role == "copy":
             yield p.name, ck.get(p.source).contiguous()
         elif p.role == "folded":
             # float32: the exact fold the calibration's next layer saw (a few KB per layer)
             yield p.name, calibrated.folded[p.source].to(torch.float32).contiguous()
+        elif p.role == "input_scale":  # a 0-d tensor, as ModelOpt stores per-tensor scales
+            yield p.name, torch.tensor(float(calibrated.input_scales[_module(p.source)]), dtype=torch.float32)
         else:
             if p.source not in cache:
                 cache.clear()
-                codes, scale = _codes_and_scale(calibrated.quantized[p.source], algo, grid)
-                cache[p.source] = (codes, scale)
-                digests[p.source] = digest(codes, scale)
-            codes, scale = cache[p.source]
-            if p.role == "qweight":
-                yield p.name, (L.pack_int4(codes) if algo == L.W4A16 else codes)
-            elif p.role == "wscale":
-                yield p.name, scale
-            else:  # iscale: a 0-d tensor, as ModelOpt stores per-tensor scales
-                yield p.name, torch.tensor(float(calibrated.input_scales[_module(p.source)]), dtype=torch.float32)
+                qw = _checked(calibrated.quantized[p.source], algo, grid)
+                cache[p.source] = layout.pack(qw.codes, qw.params)
+                digests[p.source] = digest(qw.codes, qw.params)  # as the quantizer produced them
+            yield p.name, cache[p.source][p.role]
 
 
 def write_unified_checkpoint(ckpt_path: str | Path, out_dir: str | Path, calibrated, *,
@@ -148,8 +144,9 @@ def write_unified_checkpoint(ckpt_path: str | Path, out_dir: str | Path, calibra
     missing = [n for n in names if n not in ck.tensors]
     if missing:
         raise EdgekitError(f"calibration names {missing[:3]} are not in {ck.path}: calibrated on another checkpoint?")
-    if algo == L.W8A8 and not all(_module(n) in calibrated.input_scales for n in names):
-        raise EdgekitError("W8A8 needs a per-tensor input scale for every linear: calibrate with --method smoothquant")
+    if L.LAYOUTS[algo].activation_scale and not all(_module(n) in calibrated.input_scales for n in names):
+        raise EdgekitError(f"{algo} needs a per-tensor input scale for every linear: calibrate them (W8A8: --method "
+                           "smoothquant)")
     out_dir = Path(out_dir)
     exclude = sorted({_module_group(n) for n in ck.tensor_names() if n.endswith(".weight") and len(ck.shape(n)) == 2
                       and "embed_tokens" not in n and n not in names})

@@ -1,7 +1,7 @@
 """Phase 2: end-to-end distillation with only the quantization scales trainable.
 
 The codes phase 1 chose stay fixed; the float-stored params of every linear (Q4_K's fp16 d/dmin, W4A16's group
-scales, ...) train on KL(teacher‖student) over the logits of the calibration sequences. The layer-0 inputs (vision
+scales, ...; FP4 has none: its phase 2 is skipped) train on KL(teacher‖student) over the logits of the calibration sequences. The layer-0 inputs (vision
 embeddings included, the vision tower frozen) and the teacher's top-k distributions were computed once in phase 1,
 so the teacher never runs here. Memory: the codes (int8), the float scales and the output head, plus one layer's
 activations at a time in the backward pass (each layer is recomputed there).
@@ -47,7 +47,10 @@ def run_distill_phase(ck, hf_cfg, seqs, settings, work: Path, group, on_step=Non
     xs = [inputs[f"x::{j:06d}"] for j in range(n)]
     targets = [teacher[f"h::{j:06d}"] for j in range(n)]
     positions = [torch.from_numpy(s.positions) for s in seqs]
-    optimizer = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=settings.lr)
+    trainables = [p for p in student.parameters() if p.requires_grad]
+    # FP4 formats store their scales as bytes (E8M0, UE4M3), not floats: nothing trains here, the codes phase 1
+    # chose are exported as they are
+    optimizer = torch.optim.Adam(trainables, lr=settings.lr) if trainables else None
 
     def batch_for(step: int):
         idx = batch_indices(n, settings.batch, step, settings.seed, "distill")
@@ -57,7 +60,7 @@ def run_distill_phase(ck, hf_cfg, seqs, settings, work: Path, group, on_step=Non
 
     loop = Loop(settings.steps, settings.checkpoint_every, work / PROGRESS, {"phase": "distill"}, group,
                 (lambda d, t, v: on_step("distill", d, t, v)) if on_step else None)
-    losses = train(student, optimizer, loop, batch_for)
+    losses = train(student, optimizer, loop, batch_for) if optimizer is not None else []
     if group.is_writer:
         for i, layer in enumerate(student.layers):
             quantized = {f"model.layers.{i}.{name}.weight": fq.export() for name, fq in layer.linears().items()}

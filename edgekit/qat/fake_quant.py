@@ -7,9 +7,11 @@ is added as zero (`exact + (s - s.detach())`).
 
 Trainables of one linear:
   u  [out, in]  latent weight offset in units of the init's grid step: W = W0 + step · u (Adam's per-element step
-                is then a fraction of a grid step at any weight magnitude)
+                is then a fraction of a grid step at any weight magnitude; on FP4's E2M1 levels the step is the
+                scale, the levels' smallest gap)
   t  per float-stored param (trainable_keys): log-multiplier, param = init · exp(t), projected to the stored precision;
-                integer sub-scales keep the init's values (a 6-bit code moves in jumps no gradient sees)
+                integer sub-scales keep the init's values (a 6-bit code moves in jumps no gradient sees), and so do
+                FP4's scale bytes (E8M0, UE4M3): an FP4 linear trains its latent weights only
 """
 
 from __future__ import annotations
@@ -38,20 +40,29 @@ def project(grid: Grid, value: torch.Tensor, stored_dtype: torch.dtype) -> torch
 
 def _surrogate(grid: Grid, w: torch.Tensor | None, p: Params, codes: torch.Tensor) -> torch.Tensor:
     """Differentiable stand-in of dequantize(codes, p) (its value is discarded). The scales see the codes as
-    constants (d/ds = q, as when the codes are frozen); a latent weight `w` passes straight through wherever its
-    unclamped code is within the grid's range. (LSQ's scale gradient, the rounding residual, is ~0 on a grid-aligned init
-    and Adam would turn that noise into full-size steps.)"""
+    constants (d/ds = the code's value in scale units, as when the codes are frozen); a latent weight `w` passes
+    straight through wherever it is inside the grid's range (past it the code no longer follows the weight). (LSQ's
+    scale gradient, the rounding residual, is ~0 on a grid-aligned init and Adam would turn that noise into
+    full-size steps.)"""
     scale, offset = grid.effective(p)
     k = codes.shape[1]
     s = grid._columns(scale, 0, k)
-    o = grid._columns(offset, 0, k) if offset is not None else torch.zeros_like(s)
-    y = s * codes.to(torch.float32) + o
+    o = grid._columns(offset, 0, k) if offset is not None else None
+    y = grid.value_of(codes, s, o)  # s·q + o, or s·levels[q] (FP4)
     if w is not None:
-        s0, o0 = s.detach(), o.detach()
-        x = (w.detach() - o0) / torch.where(s0 == 0, torch.ones_like(s0), s0)
-        inside = (x >= grid.qmin - 0.5) & (x <= grid.qmax + 0.5)  # past the range the code no longer follows
+        s0 = s.detach()
+        x = (w.detach() - (0 if o is None else o.detach())) / torch.where(s0 == 0, torch.ones_like(s0), s0)
+        inside = _within_range(grid, x)
         y = y + torch.where(inside, w - w.detach(), torch.zeros_like(w))
     return y
+
+
+def _within_range(grid: Grid, x: torch.Tensor) -> torch.Tensor:
+    """x in units of the scale: where rounding it still follows it (up to half a step past the outermost value)."""
+    if grid.levels is None:
+        return (x >= grid.qmin - 0.5) & (x <= grid.qmax + 0.5)
+    top = sorted({abs(v) for v in grid.levels})
+    return x.abs() <= top[-1] + (top[-1] - top[-2]) / 2  # E2M1: 6 (doubled: 12) + half of its last gap
 
 
 class FakeQuantLinear(torch.nn.Module):
@@ -62,7 +73,7 @@ class FakeQuantLinear(torch.nn.Module):
         fixed and only the float params train (phase 2; no float copy of the weight is held)."""
         super().__init__()
         self.grid = get_grid(grid_name)
-        self.keys = trainable_keys(init.params)
+        self.keys = tuple(k for k in trainable_keys(init.params) if k not in self.grid.tensor_wide)
         self.shape = tuple(init.shape)
         self.stored_keys = tuple(init.params)
         for k, v in init.params.items():  # the init's params, stored precision: buffers, so they follow .to(device)

@@ -41,9 +41,6 @@ class QATSettings:
             raise EdgekitError(f"--format {self.format.name} is a float format: nothing to train")
         if self.init not in INITS:
             raise EdgekitError(f"--init {self.init!r}: choose one of {', '.join(INITS)}")
-        if self.format.grid.levels is not None:  # its straight-through surrogate assumes integer codes
-            raise EdgekitError(f"--format {self.format.name}: QAT trains integer grids (Q4_K, Q8_0, W4A16, INT8...); "
-                               "FP4's E2M1 levels are not supported yet")
         if self.format.name == "int8:channel" and self.init == "awq":
             raise EdgekitError("--init awq targets 4-bit formats; use rtn or gptq for int8:channel")
         for name, v in (("--steps", self.steps), ("--block-epochs", self.block_epochs)):

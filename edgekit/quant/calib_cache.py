@@ -27,7 +27,7 @@ import torch
 class CalibrationResult:
     quantized: Mapping  # linear name -> QuantizedWeight (codes of W·s where a smoothing scale s applies), read lazily
     folded: dict = field(default_factory=dict)  # norm weight name -> float32 tensor with 1/s folded in
-    input_scales: dict = field(default_factory=dict)  # linear name -> per-tensor INT8 activation scale (W8A8)
+    input_scales: dict = field(default_factory=dict)  # linear name -> per-tensor activation scale (W8A8, NVFP4)
     layer_errors: dict = field(default_factory=dict)  # linear name -> relative output error on calibration inputs
     record: dict = field(default_factory=dict)  # what was calibrated on: checkpoint and samples hashes, config
 

@@ -37,6 +37,7 @@ import torch
 from edgekit.errors import EdgekitError
 from edgekit.quant.calib_cache import (HIDDEN_FILE, CalibrationResult, cache_key, entry_lock, finished_layers,
                                        result_from_files, resume_point, save_hidden, save_layer)
+from edgekit.quant.formats import parse as parse_format
 from edgekit.quant.layers import calibration_sequences, decoder_layer, hf_config, layer0_inputs, rotary, run_layer
 
 CONFIG_VERSION = 7  # bump when an algorithm changes: invalidates cached calibrations
@@ -185,6 +186,11 @@ def quantize_layer(layer, stats: dict[str, GroupStats], cfg: QuantConfig, prefix
                 input_scales[prefix + n] = res.input_scale.cpu()
         else:
             qws = [fit_and_quantize(grid, W) for W in Ws]
+        input_range = parse_format(grid).input_scale_range
+        if input_range:  # NVFP4: the activations' per-tensor scale, from the same statistics pass
+            absmax = st.absmax if scale is None else st.absmax / scale.to(st.absmax)  # AWQ's fold divides x by s
+            for n in names:
+                input_scales[prefix + n] = (absmax.max() / input_range).reshape(()).cpu()
         if scale is not None:
             norm = FOLD_INTO[group]
             w_norm = layer.get_submodule(norm.rsplit(".", 1)[0]).weight.detach().float()
@@ -238,7 +244,8 @@ def calibrate(ckpt_path: str | Path, cfg: QuantConfig, cache_dir: str | Path,
         for group, names in GROUPS.items():
             for n in names:
                 get_grid(cfg.grid_for(i, group)).check_width(ck.shape(f"model.layers.{i}.{n}.weight")[1])
-    data_free = cfg.method == "rtn" and data_free_rtn  # no forward pass, whatever the model's size
+    # no forward pass, whatever the model's size (unless the format stores activation scales: NVFP4)
+    data_free = cfg.method == "rtn" and data_free_rtn and not cfg.format.input_scale_range
     if data_free:
         seqs, samples_hash = [], "none"
     else:

@@ -11,6 +11,8 @@ Spellings `parse` accepts (case and surrounding spaces ignored):
   nvidia:w4a16:g32 | :g64 | :g128  (nvidia:w4a16 = group 128): ModelOpt W4A16_AWQ, symmetric INT4
   int8:channel: per-output-channel symmetric INT8 (ModelOpt W8A8_SQ_PER_CHANNEL with SmoothQuant
       activation scales, W8A16 without)
+  nvidia:nvfp4: ModelOpt NVFP4: E2M1 codes, an E4M3 scale per 16 columns, an FP32 scale per tensor (W4A16_NVFP4
+      weight-only; NVFP4 with per-tensor activation scales)
 
 Byte counts are what the artifact holds (GGUF blocks from gguf's own size table; the unified
 checkpoint's float32 scales), so the pre-build plan, `edgekit inspect`, mixed precision and the
@@ -25,6 +27,10 @@ from math import prod
 from edgekit.errors import EdgekitError
 
 W4A16_AWQ, W8A8_SQ, W8A16 = "W4A16_AWQ", "W8A8_SQ_PER_CHANNEL", "W8A16"  # ModelOpt quant_algo values
+NVFP4, W4A16_NVFP4 = "NVFP4", "W4A16_NVFP4"
+# quant_algo of a unified checkpoint whose format depends on whether activation scales were calibrated:
+# (weights only, with a per-tensor input_scale per linear)
+_ACTIVATION_ALGOS = {"int8:channel": (W8A16, W8A8_SQ), "nvidia:nvfp4": (W4A16_NVFP4, NVFP4)}
 BACKENDS = ("gguf", "tensorrt")
 WHOLE_ROW = 0  # group size of per-output-channel formats
 
@@ -38,8 +44,12 @@ class Format:
     group_size: int  # columns sharing one set of scales (GGUF: the block; 0: the whole row)
     ggml_type: str | None = None  # GGUF tensor type name ("Q4_K"); None outside GGUF
     gguf_file_type: int | None = None  # general.file_type (llama_ftype) of a file in this format
-    quant_algo: str | None = None  # ModelOpt unified quant_algo; int8:channel depends on activation scales
+    quant_algo: str | None = None  # ModelOpt unified quant_algo; None: it depends on activation scales
     backends: tuple[str, ...] = ("gguf",)
+    scale_bits: int = 32  # unified checkpoint: bits of one group's scale (float32; NVFP4's E4M3: 8)
+    # NVFP4: a linear's input scale is its activations' amax / this (6 · 448, ModelOpt's rule); calibrating the format
+    # always records it (what TensorRT's W4A4 GEMM quantizes activations with). None: not the format's business
+    input_scale_range: float | None = None
 
     @property
     def grid_name(self) -> str:
@@ -63,10 +73,10 @@ class Format:
         """ModelOpt quant_algo of a unified checkpoint in this format."""
         if self.container != "modelopt":
             raise EdgekitError(f"format {self.name} has no ModelOpt unified form; use nvidia:w4a16[:gN] "
-                               "(W4A16_AWQ) or int8:channel (W8A8 SmoothQuant, or W8A16)")
+                               "(W4A16_AWQ), int8:channel (W8A8 SmoothQuant, or W8A16) or nvidia:nvfp4")
         if self.quant_algo is not None:
             return self.quant_algo
-        return W8A8_SQ if activation_scales else W8A16
+        return _ACTIVATION_ALGOS[self.name][1 if activation_scales else 0]
 
     @property
     def bits_per_weight(self) -> float:
@@ -76,7 +86,7 @@ class Format:
             return size * 8 / block
         if self.group_size == WHOLE_ROW:
             return float(self.bits)  # one scale per row: negligible per weight
-        return self.bits + 32 / self.group_size  # float32 scale per group in the unified checkpoint
+        return self.bits + self.scale_bits / self.group_size  # one scale per group in the unified checkpoint
 
     def fits_rows(self, columns: int) -> bool:
         """A row of `columns` splits into whole groups of this format."""
@@ -101,7 +111,7 @@ class Format:
             return n * self.bits // 8
         rows, cols = shape
         groups = 1 if self.group_size == WHOLE_ROW else cols // self.group_size
-        return n * self.bits // 8 + rows * groups * 4  # codes + float32 scales
+        return n * self.bits // 8 + rows * groups * self.scale_bits // 8  # codes + scales
 
     def with_group_size(self, group_size: int) -> "Format":
         """The same format at another group size (W4A16 only: its groups are 32, 64 or 128 columns)."""
@@ -151,6 +161,7 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     _gguf("nvfp4", 4, 64, 39),
     _w4a16(32), _w4a16(64), _w4a16(128),
     Format("int8:channel", "modelopt", True, 8, WHOLE_ROW, backends=("tensorrt",)),
+    Format("nvidia:nvfp4", "modelopt", True, 4, 16, backends=("tensorrt",), scale_bits=8, input_scale_range=6 * 448.0),
 )}
 ALIASES = {"nvidia:w4a16": "nvidia:w4a16:g128",
            **{f.ggml_type.lower(): f.name for f in FORMATS.values() if f.container == "gguf"}}
@@ -192,9 +203,11 @@ def from_unified(quant_algo: str, group_size: int) -> Format:
     """The Format a ModelOpt unified checkpoint's hf_quant_config.json describes."""
     if quant_algo == W4A16_AWQ:
         return parse(f"nvidia:w4a16:g{group_size}")
-    if quant_algo in (W8A8_SQ, W8A16):
-        return FORMATS["int8:channel"]
-    raise EdgekitError(f"quant_algo {quant_algo!r} is not one edgekit reads ({W4A16_AWQ}, {W8A8_SQ}, {W8A16})")
+    for name, algos in _ACTIVATION_ALGOS.items():
+        if quant_algo in algos:
+            return FORMATS[name]
+    known = [W4A16_AWQ, *(a for algos in _ACTIVATION_ALGOS.values() for a in algos)]
+    raise EdgekitError(f"quant_algo {quant_algo!r} is not one edgekit reads ({', '.join(known)})")
 
 
 # ---- build precision -> decoder format: the one table ---------------------------------------------
@@ -209,7 +222,8 @@ def decoder_format(precision: str, backend: str, *, group_size: int = 128, gguf_
 
     gguf: int4 -> Q4_K, int8/w8a8 -> Q8_0, nvfp4/mxfp4 -> llama.cpp's NVFP4/MXFP4, fp16/fp32 -> F16/F32
     (`gguf_type` overrides);
-    tensorrt: int4 -> W4A16 at `group_size`, w8a8 -> INT8 per channel with SmoothQuant, fp16 -> none.
+    tensorrt: int4 -> W4A16 at `group_size`, w8a8 -> INT8 per channel with SmoothQuant, nvfp4 -> ModelOpt NVFP4
+    (W4A4, calibrated input scales), fp16 -> none.
     """
     if precision not in BUILD_PRECISIONS:
         raise EdgekitError(f"--precision {precision!r}: choose one of {', '.join(BUILD_PRECISIONS)}")
@@ -229,9 +243,11 @@ def decoder_format(precision: str, backend: str, *, group_size: int = 128, gguf_
                            "W8A8 SmoothQuant): use --precision w8a8, or int4")
     if precision == "w8a8":
         return FORMATS["int8:channel"]
-    if precision in ("nvfp4", "mxfp4"):
-        raise EdgekitError(f"--precision {precision} builds llama.cpp's {precision.upper()} (--backend gguf); a ModelOpt "
-                           "unified NVFP4 checkpoint for TensorRT Edge-LLM is not written yet")
+    if precision == "nvfp4":
+        return FORMATS["nvidia:nvfp4"]
+    if precision == "mxfp4":
+        raise EdgekitError("--precision mxfp4 builds llama.cpp's MXFP4 (--backend gguf); TensorRT Edge-LLM runs NVFP4 "
+                           "(--precision nvfp4), not MXFP4 weights")
     return parse(f"nvidia:w4a16:g{group_size}")
 
 

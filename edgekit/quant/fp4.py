@@ -7,7 +7,10 @@ An E2M1 code is one of 16 values; llama.cpp keeps them doubled so that they are 
   halved as 2^(e-128); a block whose largest |x| is amax gets e = floor(log2 amax) - 2 + 127 (0 when amax is 0).
 - NVFP4: 16 values share an unsigned E4M3 scale (4 exponent bits, bias 7, 3 mantissa bits; subnormals below 2^-6
   in steps of 2^-9; byte 0x7F reads as 0), the one nearest amax/6 rounding half up, also stored halved; four such
-  sub-blocks make a 64-value block. (ModelOpt's NVFP4 adds an FP32 scale per tensor; llama.cpp's blocks have none.)
+  sub-blocks make a 64-value block.
+- ModelOpt's NVFP4 (TensorRT, Edge-LLM): 16 values share a signed-format E4M3 scale (torch.float8_e4m3fn, rounded
+  to nearest even: amax/(6·g)), times one FP32 scale g per tensor (weight_scale_2 = the tensor's amax/(6·448), so
+  every block scale fits E4M3's 448).
 A value is rounded to the code whose scaled level is nearest, ties to the lower code (ggml's best_index_mxfp4),
 which is also the smaller magnitude.
 """
@@ -18,6 +21,7 @@ import torch
 
 LEVELS = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, -0.0, -1.0, -2.0, -3.0, -4.0, -6.0, -8.0, -12.0)
 E2M1_MAX = 6.0  # E2M1's largest value (the largest level, 12, halved)
+E4M3_MAX = 448.0  # float8_e4m3fn's largest finite value
 _ROUND_ELEMENTS = 1 << 22  # values rounded per pass: [n, 16] float32 errors stay at 256 MiB
 
 
@@ -86,3 +90,14 @@ def level_value(code: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """Codes (indices into LEVELS) and their scale -> float32 values, as the runtime computes them."""
     levels = torch.tensor(LEVELS, dtype=torch.float32, device=code.device)
     return scale * levels[code.long()]
+
+
+def modelopt_tensor_scale(w: torch.Tensor) -> torch.Tensor:
+    """ModelOpt NVFP4's per-tensor scale of weights w: amax/(6·448), float32 0-d (1 for an all-zero tensor)."""
+    g = w.abs().amax().to(torch.float32) / (E2M1_MAX * E4M3_MAX)
+    return torch.where(g > 0, g, torch.ones_like(g))
+
+
+def modelopt_block_scale(block_amax: torch.Tensor, tensor_scale: torch.Tensor) -> torch.Tensor:
+    """ModelOpt NVFP4's block scales (float8_e4m3fn) of blocks whose largest |x| is block_amax, under tensor_scale."""
+    return (block_amax.to(torch.float32) / (E2M1_MAX * tensor_scale)).clamp(max=E4M3_MAX).to(torch.float8_e4m3fn)

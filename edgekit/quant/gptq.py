@@ -108,7 +108,7 @@ def gptq_with_factor(W: torch.Tensor, f: HessianFactor, grid: Grid | str, *, blo
     W = W.to(torch.float32).clone()  # [out, in]
     W[:, f.dead] = 0.0
     importance, order, U = f.importance, f.order, f.U
-    static = f.act_order or g.block == 0 or params is not None
+    static = f.act_order or g.block == 0 or params is not None or bool(g.tensor_wide)
     n_blocks = n // B
     blocks: list[Params | None] = [None] * n_blocks
     columns: dict[int, tuple] = {}  # block -> its (scale, offset) per column [B, out], expanded once

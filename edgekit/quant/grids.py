@@ -98,6 +98,9 @@ class Grid:
     # w [out, in] -> (stored params, codes) in one pass, where a library writes both (llama.cpp's quantizer on a
     # CPU); it returns None where it cannot run (fit_and_quantize then fits and rounds in torch)
     fit_codes: Callable[[torch.Tensor], tuple[Params, torch.Tensor] | None] | None = field(default=None, repr=False)
+    # params holding one value for the whole tensor (kept per block like the others): the fit must see the whole
+    # tensor (GPTQ fits such a grid up front) and training leaves them as fitted
+    tensor_wide: tuple[str, ...] = ()
 
     def block_for(self, in_features: int) -> int:
         return in_features if self.block == 0 else self.block
@@ -385,6 +388,17 @@ def _fp4(name: str, type_name: str, block: int, sub: int, fit, scale) -> Grid:
                 fit_codes=_llama_cpp_codes(type_name))
 
 
+def _fit_modelopt_nvfp4(w: torch.Tensor) -> Params:
+    out, n, _ = w.shape
+    g = fp4.modelopt_tensor_scale(w)
+    return {"scale": fp4.modelopt_block_scale(w.abs().amax(-1, keepdim=True), g),  # float8_e4m3fn [out, n, 1]
+            "global": g.reshape(1, 1, 1).expand(out, n, 1).contiguous()}
+
+
+def _eff_modelopt_nvfp4(p: Params) -> tuple[torch.Tensor, None]:
+    return p["scale"].to(torch.float32) * p["global"] * 0.5, None  # halved: LEVELS are E2M1 doubled
+
+
 # --------------------------------------------------------------------------------------------
 # registry
 
@@ -412,6 +426,8 @@ _MAKERS: dict[str, Callable[[], Grid]] = {
                               fit_codes=_llama_cpp_codes("q6_k")),
     "gguf:mxfp4": lambda: _fp4("gguf:mxfp4", "mxfp4", 32, 0, fp4.mxfp4_scale_bytes, fp4.e8m0_half),
     "gguf:nvfp4": lambda: _fp4("gguf:nvfp4", "nvfp4", 64, 16, fp4.nvfp4_scale_bytes, fp4.ue4m3_half),
+    "nvidia:nvfp4": lambda: Grid("nvidia:nvfp4", 16, 4, True, 0, len(fp4.LEVELS) - 1, 0, _eff_modelopt_nvfp4,
+                                 _fit_modelopt_nvfp4, levels=fp4.LEVELS, tensor_wide=("global",)),
     "int8:channel": lambda: _simple("int8:channel", 0, 8, -128, 127, _fit_symmetric(127.0, False), _eff_scale),
     "nvidia:w4a16:g32": _w4a16(32),
     "nvidia:w4a16:g64": _w4a16(64),

@@ -139,20 +139,22 @@ def test_orin_int4_gguf_bundle_and_engines_script(tiny_ckpt, tmp_path, capsys):
 
 
 def test_thor_nvfp4_builds_llama_cpps_fp4_and_records_it(tiny_ckpt, tmp_path):
-    """Thor's recipe lists nvfp4: the build picks the backend that writes it (llama.cpp's GGUF NVFP4; TensorRT has no
-    NVFP4 path here yet), every decoder matrix is NVFP4, and the manifest says so; TensorRT is refused in one line."""
+    """With --backend gguf, Thor's nvfp4 is llama.cpp's GGUF NVFP4: every decoder matrix is NVFP4 and the manifest
+    says so (the default backend, TensorRT, writes ModelOpt's NVFP4: tests/bundle/test_edgellm_export.py); MXFP4 has
+    no TensorRT path and is refused in one line."""
     import gguf
 
     from edgekit.errors import EdgekitError
     from edgekit.quant.formats import decoder_format
 
     out = tmp_path / "thor"
-    assert main(["build", str(tiny_ckpt), "--target", "thor", "--precision", "nvfp4", "--method", "rtn",
-                 "--out", str(out)]) == 0
+    assert main(["build", str(tiny_ckpt), "--target", "thor", "--precision", "nvfp4", "--backend", "gguf",
+                 "--method", "rtn", "--out", str(out)]) == 0
     assert verify_bundle(out).ok
     m = json.loads((out / MANIFEST).read_text())
     assert m["target"]["backend"] == "gguf" and m["parts"]["decoder"]["precision"] == "nvfp4"
     types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(out / m["parts"]["decoder"]["path"])).tensors}
     assert types["blk.0.ffn_down.weight"] == types["blk.0.attn_q.weight"] == "NVFP4"
-    with pytest.raises(EdgekitError, match="ModelOpt unified NVFP4"):
-        decoder_format("nvfp4", "tensorrt")
+    assert decoder_format("nvfp4", "tensorrt").name == "nvidia:nvfp4"
+    with pytest.raises(EdgekitError, match="runs NVFP4"):
+        decoder_format("mxfp4", "tensorrt")

@@ -95,3 +95,43 @@ def test_w8a8_smoothquant_bundle_exports_as_int8_qdq(tiny_ckpt, exporter, tmp_pa
     again = tmp_path / "again"
     assert main([*build, "--out", str(again)]) == 0
     assert (again / MANIFEST).read_bytes() == (out / MANIFEST).read_bytes()  # lists every artifact's sha256
+
+
+def test_thor_nvfp4_bundle_is_modelopt_nvfp4_and_edge_llm_keeps_its_bytes(tiny_ckpt, exporter, tmp_path):
+    """Thor's default backend builds --precision nvfp4 as a ModelOpt NVFP4 (W4A4) unified checkpoint: E2M1 codes,
+    E4M3 scales per 16 columns, an FP32 scale per tensor and a calibrated input scale per linear (round to nearest
+    still reads the samples for those); Edge-LLM's exporter dequantizes edgekit's exact bytes and quantizes the
+    activations with edgekit's input scales; verify passes and the manifest records NVFP4."""
+    from edgekit.bundle.edgellm import check_nvfp4_export
+    from edgekit.export.modelopt_reader import open_unified
+
+    out = tmp_path / "nvfp4"
+    assert main(["build", str(tiny_ckpt), "--target", "thor", "--precision", "nvfp4", "--method", "rtn",
+                 "--calib-n", "4", "--vision-precision", "fp16", "--out", str(out)]) == 0
+    report = verify_bundle(out)
+    assert report.ok, report.errors
+    m = json.loads((out / MANIFEST).read_text())
+    assert m["target"]["backend"] == "tensorrt" and m["parts"]["decoder"]["quant_algo"] == "NVFP4"
+    unified = out / "decoder" / "unified"
+    counts = check_nvfp4_export(out / "decoder" / "edgellm_onnx" / "llm" / "model.onnx", unified)
+    assert counts["fp4_weight_dq"] == counts["quantized_linears"] == 14 and counts["fp4_activation_q"] >= 4 * 2
+    uc = open_unified(unified)
+    scales = [float(uc.get(n[: -len("weight")] + "input_scale")) for n in uc.linear_names()]
+    assert len(set(scales)) > 2 and all(s > 0 for s in scales)  # calibrated, per linear group
+
+    # weight-only NVFP4 is what Edge-LLM would silently run as W4A4 with input scale 1: the check refuses it
+    import shutil
+
+    from edgekit.bundle.edgellm import run_export
+    from edgekit.quant.calibrate import QuantConfig, calibrate
+    from edgekit.export.modelopt_unified import write_unified_checkpoint
+
+    res = calibrate(tiny_ckpt, QuantConfig(method="rtn", grid="nvidia:nvfp4", n_samples=4), tmp_path / "cache")
+    res.input_scales.clear()
+    weight_only = tmp_path / "w4a16-nvfp4"
+    write_unified_checkpoint(tiny_ckpt, weight_only, res)
+    assert open_unified(weight_only).algo == "W4A16_NVFP4"
+    onnx_path = run_export(exporter, weight_only, tmp_path / "onnx", tmp_path / "export.log")
+    with pytest.raises(EdgekitError, match="runs weight-only NVFP4 as W4A4"):
+        check_nvfp4_export(onnx_path, weight_only)
+    shutil.rmtree(tmp_path / "onnx")

@@ -52,6 +52,24 @@ def _load_unified_into(model, unified):
             state[_hf_name(name)].copy_(t)
 
 
+def _assert_unified_gives_fake_quant_logits(tiny_ckpt, result, unified, length: int) -> None:
+    """transformers with the unified checkpoint's dequantized weights gives the fake-quantized model's logits, within
+    1e-3 of their range, and the comparison can tell quantized from float weights."""
+    from edgekit.quant.evaluate import apply_result, load_reference
+
+    ids = torch.randint(0, 1000, (1, length), generator=torch.Generator().manual_seed(_seed()))
+    fp = load_reference(tiny_ckpt)
+    ref_fp = _logits(fp, ids)
+    apply_result(fp, result)
+    fake = _logits(fp, ids)
+    model = load_reference(tiny_ckpt)
+    _load_unified_into(model, unified)
+    got = _logits(model, ids)
+    tol = 1e-3 * fake.abs().max()
+    assert (got - fake).abs().max() <= tol
+    assert (ref_fp - fake).abs().max() > tol
+
+
 @pytest.fixture(scope="module")
 def awq_result(tiny_ckpt, tmp_path_factory):
     return calibrate(tiny_ckpt, QuantConfig(method="awq", grid="nvidia:w4a16", n_samples=4, seed=_seed() % 1000),
@@ -59,8 +77,6 @@ def awq_result(tiny_ckpt, tmp_path_factory):
 
 
 def test_w4a16_unified_round_trips_and_matches_fake_quant_logits(tiny_ckpt, awq_result, tmp_path):
-    from edgekit.quant.evaluate import apply_result, load_reference
-
     out = tmp_path / "unified"
     summary = write_unified_checkpoint(tiny_ckpt, out, awq_result, shard_bytes=3 << 20)  # force several shards
     assert summary["shards"] > 1 and (out / "model.safetensors.index.json").is_file()
@@ -75,18 +91,7 @@ def test_w4a16_unified_round_trips_and_matches_fake_quant_logits(tiny_ckpt, awq_
     assert uc.get(name).dtype == torch.uint8 and uc.get(name).shape == (512 // 2, 1024)
     assert uc.get(name + "_scale").dtype == torch.float32 and uc.get(name + "_scale").shape == (512, 1024 // 128)
     assert uc.get("lm_head.weight").dtype == torch.bfloat16  # excluded modules are copied as they are
-
-    ids = torch.randint(0, 1000, (1, 41), generator=torch.Generator().manual_seed(_seed()))
-    fp = load_reference(tiny_ckpt)
-    ref_fp = _logits(fp, ids)
-    apply_result(fp, awq_result)
-    fake = _logits(fp, ids)
-    model = load_reference(tiny_ckpt)
-    _load_unified_into(model, out)
-    got = _logits(model, ids)
-    tol = 1e-3 * fake.abs().max()
-    assert (got - fake).abs().max() <= tol
-    assert (ref_fp - fake).abs().max() > tol  # the comparison can tell quantized from float weights
+    _assert_unified_gives_fake_quant_logits(tiny_ckpt, awq_result, out, 41)
 
 
 def test_w8a8_smoothquant_unified(tiny_ckpt, tmp_path):
@@ -187,3 +192,64 @@ def test_w8a16_gptq_unified(tiny_ckpt, tmp_path):
     assert not any(n.endswith("input_scale") for n in uc.where)
     name = "model.layers.0.mlp.up_proj.weight"
     assert torch.equal(uc.dequantized(name), dequantize_weight(res.quantized[name]))
+
+
+def _e2m1_reference(packed: torch.Tensor, weight_scale: torch.Tensor, weight_scale_2: torch.Tensor) -> torch.Tensor:
+    """NVFP4 dequantization as TensorRT Edge-LLM's nvfp4_dequantize documents it, written out independently: two E2M1
+    nibbles per byte (low = even column; bit 3 the sign, bits 0-2 index 0, .5, 1, 1.5, 2, 3, 4, 6), times the FP8 block
+    scale of its 16 columns, times the per-tensor FP32 scale."""
+    mags = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
+    p = packed.to(torch.int64)
+    nib = torch.stack([p & 0xF, p >> 4], dim=-1).reshape(p.shape[0], -1)
+    values = torch.where(nib >= 8, -mags[nib & 7], mags[nib & 7])
+    block = weight_scale.to(torch.float32).repeat_interleave(16, dim=1)
+    return values * block * weight_scale_2.to(torch.float32)
+
+
+@pytest.fixture(scope="module")
+def nvfp4_result(tiny_ckpt, tmp_path_factory):
+    return calibrate(tiny_ckpt, QuantConfig(method="gptq", grid="nvidia:nvfp4", n_samples=4, seed=_seed() % 1000),
+                     tmp_path_factory.mktemp("cache"))
+
+
+def test_nvfp4_unified_is_modelopts_layout_and_matches_fake_quant_logits(tiny_ckpt, nvfp4_result, tmp_path):
+    """GPTQ onto ModelOpt's NVFP4 grid (E2M1 codes, E4M3 scales per 16 columns, one FP32 scale per tensor) records each
+    linear's activation scale too, so the unified checkpoint is NVFP4 (W4A4): the tensors are the layout Edge-LLM
+    reads (an independent decoder of its documented rule gives edgekit's values), verify proves the packing, and
+    transformers with the dequantized weights gives the fake-quantized model's logits."""
+    from edgekit.quant.grids import dequantize_weight
+
+    out = tmp_path / "unified"
+    write_unified_checkpoint(tiny_ckpt, out, nvfp4_result, shard_bytes=3 << 20)
+    summary = verify_unified_checkpoint(out)
+    assert summary.startswith("NVFP4,") and "match the quantizer" in summary
+    hq = json.loads((out / "hf_quant_config.json").read_text())["quantization"]
+    assert hq["quant_algo"] == "NVFP4" and hq["group_size"] == 16
+    assert json.loads((out / "config.json").read_text())["quantization_config"]["quant_algo"] == "NVFP4"
+    uc = open_unified(out)
+    for name, qw in nvfp4_result.quantized.items():
+        w, s, s2 = uc.get(name), uc.get(name + "_scale"), uc.get(name + "_scale_2")
+        rows, cols = qw.shape
+        assert (w.dtype, tuple(w.shape)) == (torch.uint8, (rows, cols // 2))
+        assert (s.dtype, tuple(s.shape)) == (torch.float8_e4m3fn, (rows, cols // 16))
+        assert (s2.dtype, s2.dim()) == (torch.float32, 0) and float(s2) > 0
+        iscale = uc.get(name[: -len("weight")] + "input_scale")  # the activations' amax / (6 * 448)
+        assert iscale.dim() == 0 and float(iscale) == float(nvfp4_result.input_scales[name[: -len(".weight")]]) > 0
+        want = dequantize_weight(qw)
+        assert torch.equal(uc.dequantized(name), want)
+        assert torch.allclose(_e2m1_reference(w, s, s2), want, rtol=2 ** -22, atol=0)  # one float rounding apart
+    _assert_unified_gives_fake_quant_logits(tiny_ckpt, nvfp4_result, out, 37)
+
+    bad = tmp_path / "flipped"
+    shutil.copytree(out, bad)
+    name = "model.layers.0.self_attn.k_proj.weight"
+    shard = bad / open_unified(bad).where[name].name
+
+    def flip(t):
+        t = t.clone()
+        t[3, 5] ^= 0x01
+        return t
+
+    _rewrite(shard, name, flip)
+    with pytest.raises(EdgekitError, match="differ from the quantizer"):
+        verify_unified_checkpoint(bad)

@@ -9,7 +9,7 @@ from edgekit.qat.fake_quant import FakeQuantLinear
 from edgekit.quant.grids import dequantize_weight, fit_and_quantize, get_grid
 
 GRIDS = ["gguf:q4_k", "gguf:q4_0", "gguf:q5_k", "gguf:q8_0", "gguf:q4_1", "nvidia:w4a16:g32", "nvidia:w4a16:g128",
-         "int8:channel"]
+         "int8:channel", "gguf:nvfp4", "gguf:mxfp4", "nvidia:nvfp4"]
 
 
 def _weight(rows: int, blocks: int, block: int) -> torch.Tensor:
@@ -38,15 +38,21 @@ def test_the_trained_value_is_exactly_what_the_export_dequantizes_to(grid_name, 
         assert v.dtype == init.params[k].dtype and v.shape == init.params[k].shape
         if not v.is_floating_point():
             assert torch.equal(v, init.params[k])  # integer sub-scales stay the init's
-    assert not torch.equal(y, dequantize_weight(init))
+    if fq.keys or fq.train_weight:
+        assert not torch.equal(y, dequantize_weight(init))
+    else:  # FP4 with its codes fixed: its scales are bytes (E8M0, UE4M3), nothing in it trains
+        assert grid.levels is not None and torch.equal(y, dequantize_weight(init))
     if grid_name == "gguf:q4_k":
         assert set(fq.t) == {"d", "dmin"}  # the fp16 super-scales; the 6-bit sub-scales are integers
     assert qw.codes.min() >= grid.qmin and qw.codes.max() <= grid.qmax
-    if grid_name.startswith("nvidia"):  # TensorRT casts the scales to fp16: they must survive that
+    if grid_name == "nvidia:nvfp4":  # E4M3 block scales train; the per-tensor scale stays one value, the init's
+        assert set(fq.t) == {"scale"} and qw.params["scale"].dtype == torch.float8_e4m3fn
+        assert torch.equal(qw.params["global"], init.params["global"])
+    if grid_name.startswith("nvidia:w4a16"):  # TensorRT casts the scales to fp16: they must survive that
         assert torch.equal(qw.params["scale"].half().float(), qw.params["scale"]) and (qw.params["scale"] > 0).all()
 
 
-@pytest.mark.parametrize("grid_name", ["gguf:q4_k", "gguf:q4_0", "nvidia:w4a16:g128"])
+@pytest.mark.parametrize("grid_name", ["gguf:q4_k", "gguf:q4_0", "nvidia:w4a16:g128", "gguf:nvfp4", "gguf:mxfp4"])
 def test_gradients_reach_latent_weights_and_scales(grid_name):
     grid = get_grid(grid_name)
     w = _weight(16, 1, grid.block_for(256) if grid.block else 256)
@@ -81,3 +87,17 @@ def test_training_only_the_scales_reduces_a_linears_output_error(grid_name, bloc
         opt.step()
     with torch.no_grad():
         assert float(err()) < most * before
+
+
+@pytest.mark.parametrize("grid_name", ["gguf:nvfp4", "gguf:mxfp4"])
+def test_fp4_latent_weights_follow_their_level_and_stop_past_the_range(grid_name):
+    """On E2M1's levels the straight-through gradient passes inside the range (up to half the last gap past ±6 in
+    scale units; llama.cpp's doubled levels: ±12 + 2) and stops outside it, where the code is pinned to the end."""
+    grid = get_grid(grid_name)
+    w = _weight(8, 1, grid.block)
+    fq = FakeQuantLinear(grid_name, fit_and_quantize(grid, w), w)
+    with torch.no_grad():
+        fq.u[0, 5] = 1e4  # far past the largest level of its block
+    fq.weight().sum().backward()
+    assert fq.u.grad[0, 5] == 0
+    assert (fq.u.grad[1:] != 0).float().mean() > 0.9  # the rest follow their levels

@@ -91,6 +91,28 @@ def test_quantize_packs_trained_q4_0_codes_and_refuses_another_format(tiny_ckpt,
 
 
 @pytest.mark.slow
+def test_qat_on_nvfp4_packs_the_trained_codes_bit_for_bit(tiny_ckpt, tmp_path):
+    """FP4 trains its latent weights on E2M1's levels (its scales are bytes: phase 2 has nothing to train and is
+    skipped), and the GGUF holds what training computed, read back by the gguf package's NVFP4 dequantizer."""
+    from edgekit.model.checkpoint import open_checkpoint
+    from edgekit.quant.grids import dequantize_weight, fit_and_quantize
+
+    qat = run_qat(tiny_ckpt, tmp_path / "nvfp4", "gguf:nvfp4", "rtn")
+    out = tmp_path / "d.gguf"
+    assert main(["quantize", str(qat), "--format", "gguf:nvfp4", "--evaluate", "0", "--cache", str(tmp_path / "c"),
+                 "--out", str(out)]) == 0
+    got = _gguf_linears(out, qat, "gguf:nvfp4")
+    want = trained_weights(qat)
+    assert set(got) == set(want) and len(want) == 7 * 2
+    ck = open_checkpoint(tiny_ckpt)
+    moved = 0
+    for name, w in want.items():
+        np.testing.assert_array_equal(got[name], w.numpy(), err_msg=name)
+        moved += not torch.equal(w, dequantize_weight(fit_and_quantize("gguf:nvfp4", ck.get(name).float())))
+    assert moved == len(want)  # training moved codes in every linear
+
+
+@pytest.mark.slow
 def test_unified_w4a16_holds_the_trained_codes_bit_for_bit(tiny_ckpt, tmp_path):
     from edgekit.export.modelopt_reader import open_unified
 

@@ -151,3 +151,43 @@ def test_upper_gram_panels_sum_to_the_full_xtx(n, panel):
     mirror_upper(H)
     assert torch.equal(H, H.T)
     assert torch.allclose(H.double(), want, rtol=1e-5, atol=1e-4 * float(want.abs().max()))
+
+
+@pytest.mark.parametrize("method", ["gptq", "awq"])
+def test_nvfp4_input_scales_are_the_activation_amax_the_folded_layer_sees(tiny_ckpt, method, test_seed):
+    """ModelOpt NVFP4 stores each linear's activation scale, amax / (6 * 448), from full-precision statistics (as
+    ModelOpt calibrates): after AWQ's scales are folded into the norms before q/k/v and gate/up, those inputs are
+    x / s, and the scale must be theirs. Checked against the float layer with the folds applied (the norms divided by
+    s, the linears' columns multiplied by s: the same function), its inputs hooked."""
+    from edgekit.model.checkpoint import open_checkpoint
+    from edgekit.quant.calibrate import AWQ_TOKENS, FOLD_INTO, GROUPS, collect_stats, quantize_layer
+    from edgekit.quant.layers import calibration_sequences, decoder_layer, hf_config, rotary, run_layer
+
+    seqs, _ = calibration_sequences(tiny_ckpt, "driving,embodied", 3, seed=test_seed % 1000, resize_to=(224, 224))
+    ck, cfg = open_checkpoint(tiny_ckpt), hf_config(tiny_ckpt)
+    gen = torch.Generator().manual_seed(test_seed)
+    hidden = [torch.randn(1, len(s.input_ids), ck.text.hidden, generator=gen) for s in seqs]
+    layer, rope = decoder_layer(ck, cfg, 0), rotary(cfg)
+    stats = collect_stats(layer, rope, hidden, seqs, AWQ_TOKENS, 0)
+    _, folded, input_scales, _, _ = quantize_layer(layer, stats, QuantConfig(method=method, grid="nvidia:nvfp4"), "", 0)
+    assert bool(folded) == (method == "awq")
+    with torch.no_grad():
+        for group, norm in FOLD_INTO.items():
+            if norm in folded:
+                norm_w = layer.get_submodule(norm.rsplit(".", 1)[0]).weight
+                s = norm_w.float() / folded[norm]
+                norm_w.copy_(folded[norm])
+                for n in GROUPS[group]:
+                    layer.get_submodule(n).weight.mul_(s.reshape(1, -1))
+    seen: dict[str, float] = {}
+
+    def hook(group):
+        return lambda module, args: seen.__setitem__(group, max(seen.get(group, 0.0), float(args[0].abs().max())))
+
+    hooks = [layer.get_submodule(names[0]).register_forward_pre_hook(hook(g)) for g, names in GROUPS.items()]
+    run_layer(layer, rope, hidden, seqs)
+    for h in hooks:
+        h.remove()
+    for group, names in GROUPS.items():
+        for n in names:
+            assert float(input_scales[n]) == pytest.approx(seen[group] / (6 * 448), rel=1e-4), (group, n)
