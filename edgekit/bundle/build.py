@@ -109,9 +109,8 @@ def _copy_tokenizer(source: Path, bundle: Path) -> list[str]:
 
 def _needs_samples(config: BuildConfig, vision_precision: str, backend: str) -> bool:
     """Calibration reads the samples: a calibrated decoder, activation scales (W8A8, NVFP4), or INT8 vision."""
-    fmt = config.decoder_format(backend)
-    return (config.method != "rtn" or config.precision == "w8a8" or vision_precision == "int8"
-            or bool(fmt is not None and fmt.input_scale_range))
+    scales = config.precision == "w8a8" or bool(getattr(config.decoder_format(backend), "input_scale_range", None))
+    return config.method != "rtn" or vision_precision == "int8" or scales
 
 
 def build_bundle(model: str | Path, out: str | Path, config: BuildConfig,

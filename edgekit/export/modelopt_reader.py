@@ -51,7 +51,7 @@ class UnifiedCheckpoint:
         base = weight_name[: -len("weight")]
         try:
             return self.layout.unpack(lambda suffix: self.get(base + suffix))
-        except (ValueError, KeyError) as e:
+        except (ValueError, KeyError, RuntimeError) as e:  # a tensor of the wrong dtype or shape
             raise EdgekitError(f"{weight_name}: {self.algo}: {e}") from None
 
     def dequantized(self, weight_name: str) -> torch.Tensor:

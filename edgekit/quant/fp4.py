@@ -101,3 +101,15 @@ def modelopt_tensor_scale(w: torch.Tensor) -> torch.Tensor:
 def modelopt_block_scale(block_amax: torch.Tensor, tensor_scale: torch.Tensor) -> torch.Tensor:
     """ModelOpt NVFP4's block scales (float8_e4m3fn) of blocks whose largest |x| is block_amax, under tensor_scale."""
     return (block_amax.to(torch.float32) / (E2M1_MAX * tensor_scale)).clamp(max=E4M3_MAX).to(torch.float8_e4m3fn)
+
+
+def modelopt_activation_qdq(x: torch.Tensor, input_scale: torch.Tensor, block: int = 16) -> torch.Tensor:
+    """NVFP4 W4A4's activations as TensorRT computes them (TRT_FP4DynamicQuantize, then the two dequantizations):
+    every `block` values along the last dimension share an E4M3 scale of amax/(6·input_scale) times input_scale, and
+    each value becomes the nearest E2M1 level under it. float32 math (the engine dequantizes with an fp16 copy of
+    input_scale: an ULP of the scale apart)."""
+    shape = x.shape
+    xb = x.to(torch.float32).reshape(-1, shape[-1] // block, block)
+    g = input_scale.to(torch.float32).reshape(())
+    half = modelopt_block_scale(xb.abs().amax(-1, keepdim=True), g).to(torch.float32) * g * 0.5  # LEVELS are doubled
+    return level_value(nearest_code(xb, half), half).reshape(shape).to(x.dtype)

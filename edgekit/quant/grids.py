@@ -47,7 +47,7 @@ does with an importance matrix (quantize_row_q4_K_impl: weight = importance · s
 super-block, the finer make_qkx3 step grid, and a weighted choice of the super-scales, make_qp_quants); Q6_K's fit
 ignores importance on both paths.
 
-Long module: the Grid contract and every format's fit/effective pair stay side by side (~430 lines), because
+Long module: the Grid contract and every format's fit/effective pair stay side by side (~450 lines), because
 a format's storage rule and its rounding must be read together to see that packing never re-rounds.
 """
 

@@ -53,14 +53,16 @@ def _load_unified_into(model, unified):
 
 
 def _assert_unified_gives_fake_quant_logits(tiny_ckpt, result, unified, length: int) -> None:
-    """transformers with the unified checkpoint's dequantized weights gives the fake-quantized model's logits, within
-    1e-3 of their range, and the comparison can tell quantized from float weights."""
+    """transformers with the unified checkpoint's dequantized weights gives the fake-quantized weights' logits, within
+    1e-3 of their range, and the comparison can tell quantized from float weights (activations as they are: a W4A4
+    result's activation fake quantization is not part of the checkpoint's weights)."""
     from edgekit.quant.evaluate import apply_result, load_reference
 
     ids = torch.randint(0, 1000, (1, length), generator=torch.Generator().manual_seed(_seed()))
     fp = load_reference(tiny_ckpt)
     ref_fp = _logits(fp, ids)
-    apply_result(fp, result)
+    for handle in apply_result(fp, result):
+        handle.remove()
     fake = _logits(fp, ids)
     model = load_reference(tiny_ckpt)
     _load_unified_into(model, unified)

@@ -71,3 +71,24 @@ def test_fit_and_codes_are_llama_cpps_on_both_paths(monkeypatch, name, ggml_type
         back = gguf.quants.dequantize(ours.reshape(-1), kind).reshape(w.shape)
         np.testing.assert_array_equal(back, grids.dequantize_weight(qw).numpy(), err_msg=path)
     assert (grids.dequantize_weight(qw)[1] == 0).all()
+
+
+def test_modelopt_activation_qdq_is_tensorrts_dynamic_fp4_blocks():
+    """NVFP4 W4A4's activation fake quantization against the rule written out independently (TensorRT's
+    TRT_FP4DynamicQuantize as Edge-LLM documents it): per 16 values, an E4M3 scale of amax/(6 g) times g, then the
+    nearest E2M1 level by its midpoints; an all-zero block stays zero."""
+    from edgekit.quant.fp4 import modelopt_activation_qdq
+
+    gen = torch.Generator().manual_seed(torch.seed() % 2**31)
+    x = torch.randn(3, 5, 64, generator=gen) * torch.exp(torch.randn(1, 1, 64, generator=gen))
+    x[1, 2, 16:32] = 0
+    g = x.abs().amax() / (6 * 448)
+    got = modelopt_activation_qdq(x, g)
+    xb = x.reshape(-1, 4, 16)
+    s = (xb.abs().amax(-1, keepdim=True) / 6 / g).clamp(max=448).to(torch.float8_e4m3fn).float() * g
+    safe = torch.where(s == 0, torch.ones_like(s), s)
+    mags = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
+    idx = torch.searchsorted(torch.tensor([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0]), (xb / safe).abs().contiguous())
+    want = (torch.sign(xb) * mags[idx] * s).reshape(x.shape)
+    assert torch.equal(got, want)
+    assert torch.equal(got[1, 2, 16:32], torch.zeros(16))

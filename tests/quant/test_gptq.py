@@ -143,7 +143,9 @@ def _textbook_gptq(W, H, grid, params, damp=0.01):
 @pytest.mark.parametrize("grid,rows,cols", [("nvidia:w4a16", 45, 384), ("gguf:q4_k", 29, 512), ("int8:channel", 17, 200)])
 def test_batched_panelled_loop_is_the_textbook_algorithm(grid, rows, cols):
     """The column loop's lazy batches, 32-column panels and transposed layout only reorder GPTQ's sums: with the block
-    parameters fixed, its codes are the textbook loop's (float32 against float64: a rare tie may round the other way)."""
+    parameters fixed, its codes are the textbook loop's. float32 against float64, a near-tie may round the other way
+    and carry on along its row (over 40 seeds: >= 99.9% of codes, >= 94% of rows identical; with the panels' flush
+    left out, <= 78% of codes and no row)."""
     gen = torch.Generator().manual_seed(torch.seed() % 2**31)
     X = _activations(900, cols, gen)
     W = torch.randn(rows, cols, generator=gen) * 0.02
@@ -151,4 +153,5 @@ def test_batched_panelled_loop_is_the_textbook_algorithm(grid, rows, cols):
     params = get_grid(grid).fit(W)
     got = gptq_quantize(W, H, grid, params=params)
     want = _textbook_gptq(W, H, grid, params)
-    assert (got.codes == want).float().mean() > 0.999
+    same = got.codes == want
+    assert same.float().mean() >= 0.99 and same.all(1).float().mean() >= 0.8
