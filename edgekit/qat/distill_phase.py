@@ -1,7 +1,8 @@
 """Phase 2: end-to-end distillation with only the quantization scales trainable.
 
 The codes phase 1 chose stay fixed; the float-stored params of every linear (Q4_K's fp16 d/dmin, W4A16's group
-scales, ...; FP4 has none: its phase 2 is skipped) train on KL(teacher‖student) over the logits of the calibration sequences. The layer-0 inputs (vision
+scales, ...; FP4 in GGUF has none, so its phase 2 is skipped) train on KL(teacher‖student) over the logits of the
+calibration sequences. The layer-0 inputs (vision
 embeddings included, the vision tower frozen) and the teacher's top-k distributions were computed once in phase 1,
 so the teacher never runs here. Memory: the codes (int8), the float scales and the output head, plus one layer's
 activations at a time in the backward pass (each layer is recomputed there).

@@ -29,7 +29,8 @@ def build_cmd(
     model: Annotated[Path, typer.Argument(help="Checkpoint directory (Hugging Face layout).")],
     target: Annotated[str, typer.Option(help="Target name or alias (see `edgekit targets`).")] = "cpu",
     precision: Annotated[str, typer.Option(help=" | ".join(BUILD_PRECISIONS) + " (the target's recipe says which it "
-                                           "takes: `edgekit targets`; nvfp4 and mxfp4 are llama.cpp's FP4 GGUF types).")] = "int4",
+                                           "takes: `edgekit targets`; nvfp4: ModelOpt NVFP4 (W4A4) on tensorrt, llama.cpp's NVFP4 on gguf; mxfp4: "
+                                           "llama.cpp's MXFP4, gguf only).")] = "int4",
     method: Annotated[Optional[str], typer.Option(help="Quantizer for the decoder: rtn | gptq | awq | smoothquant. "
                                                   "Default: gptq on --samples for int4/int8 (smoothquant for w8a8 "
                                                   "on tensorrt); nothing to quantize at fp16/fp32.")] = None,
