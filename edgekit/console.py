@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import sys
 
-from edgekit.interrupts import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, install
+from edgekit.interrupts import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, deliver_deferred, install
 
 
 def main() -> None:
     install()
     try:
         from edgekit.cli import main as run_cli
+
+        deliver_deferred()  # a signal that arrived during that import ends the program here, never lost
     except KeyboardInterrupt:
         sys.stderr.write("interrupted; nothing was written\n")
         sys.exit(EXIT_INTERRUPTED)

@@ -9,7 +9,9 @@ inside protobuf's extension). An exception raised there unwinds through C frames
 So the handler raises only where that cannot happen:
   - inside `native_section()` (code that runs such native work wraps it), the signal is recorded and raised when
     the section ends, at a point where only Python frames are below;
-  - during an import, the signal is sent again a moment later (a timer thread), until the import has finished.
+  - during an import, the signal is sent again a moment later (a timer thread), until the import has finished;
+    `deliver_deferred()` raises it at once where the caller knows no import runs (a loaded machine can otherwise
+    finish the program before the timer thread gets a turn, and the signal is lost).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class Terminated(BaseException):
 
 
 _pending: list[int] = []  # signals that arrived inside a native section, oldest first
+_deferred: list[int] = []  # signals that arrived during an import, to be sent again
 _depth = 0  # nesting of native sections
 
 
@@ -50,11 +53,27 @@ def _handler(signum, frame) -> None:
         _pending.append(signum)
         return
     if _importing(frame):
-        timer = threading.Timer(RETRY_S, os.kill, (os.getpid(), signum))
+        if signum not in _deferred:
+            _deferred.append(signum)
+        timer = threading.Timer(RETRY_S, _send_again, (signum,))
         timer.daemon = True
         timer.start()
         return
+    _deferred.clear()
     raise _exception_for(signum)
+
+
+def _send_again(signum: int) -> None:
+    if signum in _deferred:  # not yet delivered by deliver_deferred()
+        os.kill(os.getpid(), signum)
+
+
+def deliver_deferred() -> None:
+    """Raise the first signal an import held back, if one is still waiting (call where no import is running)."""
+    if _deferred:
+        signum = _deferred[0]
+        _deferred.clear()
+        raise _exception_for(signum)
 
 
 def install() -> Callable[[], None]:

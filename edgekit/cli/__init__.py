@@ -11,7 +11,8 @@ import typer
 from edgekit.cli.app import STATE, app, err_console
 from edgekit.cli.commands import load_all
 from edgekit.errors import EdgekitError
-from edgekit.interrupts import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, install as install_signal_handlers
+from edgekit.interrupts import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, deliver_deferred
+from edgekit.interrupts import install as install_signal_handlers
 
 load_all()
 
@@ -26,7 +27,7 @@ ClickExit, ClickAbort = typer.Exit, typer.Abort
 
 
 # Commands whose finished work survives an interruption (build stages, calibration layers, QAT steps).
-RESUMABLE = ("build", "calibrate", "quantize", "qat")
+RESUMABLE = ("build", "calibrate", "quantize", "qat", "train-toy")
 RESUME_HINT = "finished stages are kept: rerun the same command to resume"
 
 
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         restore = install_signal_handlers()
     try:
         rv = app(args=args, prog_name="edgekit", standalone_mode=False)
+        deliver_deferred()  # a signal held back by a command's last lazy import is not lost at exit
         # Non-standalone typer returns (not raises) an exit code, 130 on Ctrl-C; commands themselves return None.
         code = rv if isinstance(rv, int) else 0
         if code == EXIT_INTERRUPTED:

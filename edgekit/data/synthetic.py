@@ -25,11 +25,12 @@ from edgekit.data.synthetic_embodied import embodied_scene
 # ---------------------------------------------------------------- sample sets
 
 
-def scene_rng(domain: str, seed: int, index: int) -> random.Random:
+def scene_rng(domain: str, seed: int | str, index: int) -> random.Random:
     return random.Random(f"edgekit-synthetic/{domain}/{seed}/{index}")  # str seeds hash with SHA-512: stable across runs
 
 
-def make_scene(domain: str, seed: int, index: int) -> Scene:
+def make_scene(domain: str, seed: int | str, index: int) -> Scene:
+    """Scene `index` of `domain` under `seed` (an integer, or a namespace string such as edgekit.train's)."""
     rng = scene_rng(domain, seed, index)
     return driving_scene(rng) if domain == "driving" else embodied_scene(rng)
 

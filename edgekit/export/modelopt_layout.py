@@ -85,6 +85,9 @@ class Layout:
     dequantize: Callable[[torch.Tensor, Params, int], torch.Tensor]  # (codes, params, group) -> float32 [out, in]
     zero_block_scales: bool = False  # an all-zero group may store scale 0 (NVFP4's E4M3 scales; integer scales: never)
     fixed_group: int = 0  # the algorithm's own group size (NVFP4: 16); 0: hf_quant_config's group_size says
+    group_in_config: bool = False  # hf_quant_config.json carries group_size
+    config_fields: tuple[tuple[str, object], ...] = ()  # more fields of hf_quant_config.json's "quantization"
+    exported_as: str = "int8_qdq"  # what Edge-LLM's exporter makes of each linear (edgekit.bundle.edgellm checks it)
 
     def nbytes(self, out: int, inp: int, group: int) -> dict[str, int]:
         return {k: _numel(shape) * torch.empty((), dtype=dtype).element_size()
@@ -110,7 +113,9 @@ def _int4() -> Layout:
 
     return Layout(W4A16, (-8, 7), False, lambda o, i, g: {"weight": ((o // 2, i), torch.uint8),
                                                           "weight_scale": ((o, i // g), torch.float32)},
-                  pack, unpack, dequantize)
+                  pack, unpack, dequantize, group_in_config=True, exported_as="int4_plugin",
+                  # Edge-LLM's INT4 kernel has no zero point: codes are symmetric around 0.
+                  config_fields=(("has_zero_point", False), ("pre_quant_scale", True)))
 
 
 def _int8(algo: str) -> Layout:
@@ -151,7 +156,8 @@ def _nvfp4(algo: str) -> Layout:
     return Layout(algo, (0, len(fp4.LEVELS) - 1), algo == NVFP4,
                   lambda o, i, g: {"weight": ((o, i // 2), torch.uint8), "weight_scale": ((o, i // g), torch.float8_e4m3fn),
                                    "weight_scale_2": ((), torch.float32)},
-                  pack, unpack, dequantize, zero_block_scales=True, fixed_group=16)
+                  pack, unpack, dequantize, zero_block_scales=True, fixed_group=16, group_in_config=True,
+                  exported_as="fp4_qdq")
 
 
 def _typed(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -168,11 +174,10 @@ ALGOS = tuple(LAYOUTS)
 def hf_quant_config(algo: str, group: int, exclude: list[str], producer_version: str) -> dict:
     """hf_quant_config.json as ModelOpt writes it for one uniform algorithm."""
     q: dict = {"quant_algo": algo, "kv_cache_quant_algo": None, "exclude_modules": sorted(exclude)}
-    if algo == W4A16:
-        # Edge-LLM's INT4 kernel has no zero point: codes are symmetric around 0.
-        q.update({"group_size": group, "has_zero_point": False, "pre_quant_scale": True})
-    elif algo in (NVFP4, W4A16_NVFP4):
+    layout = LAYOUTS[algo]
+    if layout.group_in_config:
         q["group_size"] = group
+    q.update(dict(layout.config_fields))
     return {"producer": {"name": "edgekit", "version": producer_version}, "quantization": q}
 
 

@@ -131,7 +131,7 @@ def write_unified_checkpoint(ckpt_path: str | Path, out_dir: str | Path, calibra
     from safetensors.torch import save_file
 
     from edgekit import __version__
-    from edgekit.atomic import atomic_path, write_bytes, write_json
+    from edgekit.atomic import atomic_path, plain_mode, write_bytes, write_json
     from edgekit.model.checkpoint import open_checkpoint
 
     ck = open_checkpoint(ckpt_path)
@@ -161,6 +161,7 @@ def write_unified_checkpoint(ckpt_path: str | Path, out_dir: str | Path, calibra
         tensors = dict(_tensors_of(ck, calibrated, algo, grid, part, digests))
         with atomic_path(out_dir / fname) as tmp:
             save_file(tensors, str(tmp), metadata={"format": "pt"})
+            plain_mode(tmp)  # safetensors writes the file anew, 0600
         weight_map.update({t: fname for t in tensors})
         del tensors
         ck.close()  # pages read through the memory maps would otherwise stay resident

@@ -193,9 +193,11 @@ def _write_weights(out: Path, shapes: dict[str, tuple[int, ...]], p: Preset, see
 
 
 def make_tiny(out_dir: str | Path, preset: str = "tiny", seed: int = 0, *, on_tensor=None,
-              plant_vision_peak: int | None = None) -> Path:
+              plant_vision_peak: int | None = None, plant_outliers: bool = True, max_pixels: int | None = None) -> Path:
     """Write a complete random-weight checkpoint to `out_dir` (created; must be empty or absent).
-    plant_vision_peak: a vision block whose output carries activations of PLANTED_PEAK (beyond FP16)."""
+    plant_vision_peak: a vision block whose output carries activations of PLANTED_PEAK (beyond FP16).
+    plant_outliers=False: no massive-activation channels (an init to train from: training grows its own).
+    max_pixels: the image processor's pixel budget instead of the preset's."""
     if preset not in PRESETS:
         raise EdgekitError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
     p = PRESETS[preset]
@@ -222,7 +224,7 @@ def make_tiny(out_dir: str | Path, preset: str = "tiny", seed: int = 0, *, on_te
 
     import random
 
-    outliers = sorted(random.Random(seed).sample(range(p.text_hidden), p.outlier_channels))
+    outliers = sorted(random.Random(seed).sample(range(p.text_hidden), p.outlier_channels)) if plant_outliers else []
     _write_weights(tmp, shapes, p, seed, outliers, on_tensor, plant_vision_peak)
     _write_tokenizer_files(tmp, tok, token_ids)
     _write_json(tmp / "config.json", config)
@@ -238,7 +240,7 @@ def make_tiny(out_dir: str | Path, preset: str = "tiny", seed: int = 0, *, on_te
         "do_resize": True, "do_rescale": True, "do_normalize": True, "do_convert_rgb": True,
         "rescale_factor": 1 / 255,
         "image_mean": IMAGE_MEAN, "image_std": IMAGE_STD,
-        "min_pixels": 3136, "max_pixels": p.max_pixels,
+        "min_pixels": 3136, "max_pixels": max_pixels or p.max_pixels,
         "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2,
     })
     _write_json(tmp / "edgekit_fixture.json", {

@@ -16,6 +16,8 @@ Trainables of one linear:
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from edgekit.quant.formats import W4A16_AWQ, parse
@@ -61,8 +63,14 @@ def _within_range(grid: Grid, x: torch.Tensor) -> torch.Tensor:
     """x in units of the scale: where rounding it still follows it (up to half a step past the outermost value)."""
     if grid.levels is None:
         return (x >= grid.qmin - 0.5) & (x <= grid.qmax + 0.5)
-    top = sorted({abs(v) for v in grid.levels})
-    return x.abs() <= top[-1] + (top[-1] - top[-2]) / 2  # E2M1: 6 (doubled: 12) + half of its last gap
+    return x.abs() <= _levels_reach(grid.levels)
+
+
+@functools.lru_cache(maxsize=None)
+def _levels_reach(levels: tuple[float, ...]) -> float:
+    """The largest |value| that still rounds to the outermost level: E2M1's 6 (doubled: 12) + half its last gap."""
+    top = sorted({abs(v) for v in levels})
+    return top[-1] + (top[-1] - top[-2]) / 2
 
 
 class FakeQuantLinear(torch.nn.Module):

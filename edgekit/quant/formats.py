@@ -50,6 +50,7 @@ class Format:
     # NVFP4: a linear's input scale is its activations' amax / this (6 · 448, ModelOpt's rule); calibrating the format
     # always records it (what TensorRT's W4A4 GEMM quantizes activations with). None: not the format's business
     input_scale_range: float | None = None
+    tensor_scale_bytes: int = 0  # unified checkpoint: bytes of per-tensor weight scales (NVFP4's FP32 weight_scale_2)
 
     @property
     def grid_name(self) -> str:
@@ -111,7 +112,7 @@ class Format:
             return n * self.bits // 8
         rows, cols = shape
         groups = 1 if self.group_size == WHOLE_ROW else cols // self.group_size
-        return n * self.bits // 8 + rows * groups * self.scale_bits // 8  # codes + scales
+        return n * self.bits // 8 + rows * groups * self.scale_bits // 8 + self.tensor_scale_bytes  # codes + scales
 
     def with_group_size(self, group_size: int) -> "Format":
         """The same format at another group size (W4A16 only: its groups are 32, 64 or 128 columns)."""
@@ -161,7 +162,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     _gguf("nvfp4", 4, 64, 39),
     _w4a16(32), _w4a16(64), _w4a16(128),
     Format("int8:channel", "modelopt", True, 8, WHOLE_ROW, backends=("tensorrt",)),
-    Format("nvidia:nvfp4", "modelopt", True, 4, 16, backends=("tensorrt",), scale_bits=8, input_scale_range=6 * 448.0),
+    Format("nvidia:nvfp4", "modelopt", True, 4, 16, backends=("tensorrt",), scale_bits=8, input_scale_range=6 * 448.0,
+           tensor_scale_bytes=4),
 )}
 ALIASES = {"nvidia:w4a16": "nvidia:w4a16:g128",
            **{f.ggml_type.lower(): f.name for f in FORMATS.values() if f.container == "gguf"}}

@@ -94,3 +94,18 @@ def test_gguf_storage_rule_is_the_writers(tiny_ckpt):
     assert F.parse("gguf:q4_k").gguf_storage((5,)).name == "gguf:f32"
     assert F.parse("gguf:q4_k").gguf_storage((4, 100)).name == "gguf:f16"  # rows not whole 256-blocks
     assert np.isclose(F.parse("gguf:q6_k").bits_per_weight, 6.5625)
+
+
+def test_modelopt_nbytes_is_the_layouts_tensors():
+    """A unified format's bytes per linear are what its Layout writes beside the input scale (NVFP4: packed
+    nibbles, E4M3 block scales and the FP32 per-tensor scale)."""
+    from edgekit.export.modelopt_layout import LAYOUTS
+
+    for fmt in F.FORMATS.values():
+        if fmt.container != "modelopt":
+            continue
+        for algo in {fmt.unified_algo(False), fmt.unified_algo(True)}:
+            layout = LAYOUTS[algo]
+            group = layout.fixed_group or (fmt.group_size if fmt.group_size else 1)
+            shape = (48, 256)
+            assert fmt.nbytes(shape) == sum(layout.nbytes(*shape, group).values()), (fmt.name, algo)
