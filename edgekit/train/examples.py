@@ -19,6 +19,7 @@ from edgekit.bench.scoring import ImageFrame
 from edgekit.data.samples import Sample, format_answer_for_teacher_forcing
 from edgekit.data.scene import TASK_ORDER
 from edgekit.data.synthetic import make_scene
+from edgekit.train.recipe import Recipe
 
 DOMAINS = ("driving", "embodied")
 
@@ -52,7 +53,7 @@ def scene_sample(namespace: str, domain: str, index: int, task: str) -> SceneSam
     return SceneSample(sample, scene.image)
 
 
-def seen_answer(sample: Sample, frame: ImageFrame, choice_reply: str = "letter_and_text") -> str:
+def seen_answer(sample: Sample, frame: ImageFrame, choice_reply: str = Recipe.choice_reply) -> str:
     """The reply the model is trained to give: the reference answer as edgekit formats it for teacher forcing,
     with boxes and points in the seen image's pixels; a multiple-choice answer as `choice_reply` says (recipe.py)."""
     if sample.task == "multiple_choice" and choice_reply == "option_text":
