@@ -17,6 +17,7 @@ calibration source; text-only and image+text, the images' embeddings from the Py
 
 Regenerate:  python benchmarks/bench_quality.py --preset small [--fp4]
              python benchmarks/bench_quality.py --preset medium
+             python benchmarks/bench_quality.py --checkpoint CKPT   (any checkpoint, e.g. one from edgekit train-toy)
 """
 
 from __future__ import annotations
@@ -109,14 +110,18 @@ def kl_by_part(ref: list[np.ndarray], path: Path, prompts, parts: dict[str, list
     return {part: float(np.concatenate([per_prompt[i] for i in idx]).mean()) for part, idx in parts.items()}
 
 
-def checkpoint_and_reference(work: Path, preset: str) -> tuple[Path, Path]:
-    """The generated checkpoint of a preset under `work` and its decoder as an f32 GGUF (made once, kept)."""
+def checkpoint_and_reference(work: Path, preset: str, given: Path | None = None) -> tuple[Path, Path]:
+    """The checkpoint (`given`, else the preset's generated one under `work`) and its decoder as an f32 GGUF under
+    `work` (made once, kept)."""
     from edgekit.export.gguf import write_decoder_gguf
+    from edgekit.model.checkpoint import open_checkpoint
     from edgekit.model.fixtures import make_tiny
 
     work.mkdir(parents=True, exist_ok=True)
-    ckpt, f32 = work / "checkpoint", work / "f32.gguf"
-    if not (ckpt / "config.json").is_file():
+    ckpt, f32 = given or work / "checkpoint", work / "f32.gguf"
+    if given is not None:
+        open_checkpoint(given)  # one line if it is not a checkpoint, before anything is made from it
+    elif not (ckpt / "config.json").is_file():
         make_tiny(ckpt, preset)
     if not f32.is_file():
         write_decoder_gguf(ckpt, f32, "gguf:f32")
@@ -145,6 +150,8 @@ def heldout_kl(ckpt: Path, f32: Path, files: dict[str, Path], items) -> tuple[di
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="small")
+    ap.add_argument("--checkpoint", type=Path, help="measure this checkpoint (e.g. a trained one) instead of the "
+                    "preset's random-weight one; results under --work/<folder name>")
     ap.add_argument("--n", type=int, default=64, help="calibration sequences (edgekit and llama-imatrix alike)")
     ap.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma-separated, of: {', '.join(VARIANTS)}")
     ap.add_argument("--fp4", action="store_true", help=f"also {FP4_VARIANTS} and llama.cpp's pure MXFP4")
@@ -153,8 +160,8 @@ def main() -> None:
     args = ap.parse_args()
     from edgekit.data.calibration_mix import real_samples_files
     from edgekit.data.heldout import load_heldout
-    work = args.work / args.preset
-    ckpt, f32 = checkpoint_and_reference(work, args.preset)
+    work = args.work / (args.checkpoint.resolve().name if args.checkpoint else args.preset)
+    ckpt, f32 = checkpoint_and_reference(work, args.preset, args.checkpoint)
     t0 = time.perf_counter()
     variants = args.variants.split(",") + (FP4_VARIANTS.split(",") if args.fp4 else [])
     files = {f"edgekit {v}": edgekit_gguf(ckpt, work, v, args.n) for v in variants}
@@ -165,7 +172,8 @@ def main() -> None:
     size = {name: path.stat().st_size for name, path in files.items()}
     base = "edgekit rtn" if "edgekit rtn" in kl else next(iter(kl))
     anchor = "llama.cpp pure Q4_K + imatrix"
-    print(f"\npreset {args.preset}; {len(items)} held-out prompts ({len(parts['text'])} text, {len(parts['image+text'])} "
+    measured = f"checkpoint {args.checkpoint}" if args.checkpoint else f"preset {args.preset}"
+    print(f"\n{measured}; {len(items)} held-out prompts ({len(parts['text'])} text, {len(parts['image+text'])} "
           f"image+text, {positions} positions); calibration {args.n} sequences, real samples "
           f"{'present' if real_samples_files() else 'absent'}; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores; {time.perf_counter() - t0:.0f} s\n")
@@ -177,7 +185,7 @@ def main() -> None:
               f"{k['embodied']:.4f} | {k['all'] / kl[base]['all']:.2f} | {k['all'] / kl[anchor]['all']:.2f} | "
               f"{size[name] / size[base]:.2f} |")
     if args.json:
-        args.json.write_text(json.dumps({"preset": args.preset, "n": args.n, "kl": kl, "bytes": size}, indent=1,
+        args.json.write_text(json.dumps({"preset": args.preset, "checkpoint": str(args.checkpoint or ""), "n": args.n, "kl": kl, "bytes": size}, indent=1,
                                         sort_keys=True))
 
 

@@ -130,12 +130,12 @@ def main() -> None:
 
     from edgekit.atomic import write_json, write_text
     from edgekit.data.synthetic import write_sample_set
-    from edgekit.train.heldout_eval import evaluate_heldout, heldout_answer_loss
+    from edgekit.train.heldout_eval import evaluate_heldout_with_control, heldout_answer_loss
 
     ckpt = args.work / "checkpoint"
     record = train(ckpt, args.preset, args.minutes, args.seed)
-    record["heldout"] = evaluate_heldout(ckpt, args.seed, args.per_task)["tasks"]
-    record["heldout_mismatched"] = evaluate_heldout(ckpt, args.seed, args.per_task, mismatched=True)["tasks"]
+    report, control = evaluate_heldout_with_control(ckpt, args.seed, args.per_task)
+    record["heldout"], record["heldout_mismatched"] = report["tasks"], control["tasks"]
     loss = heldout_answer_loss(ckpt, args.seed, max(4, args.per_task // 3))
     init_loss = heldout_answer_loss(ckpt / ".train" / "init", args.seed, max(4, args.per_task // 3))
     samples = args.work / "heldout-samples"

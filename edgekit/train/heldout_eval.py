@@ -25,16 +25,36 @@ def evaluate_heldout(checkpoint: str | Path, seed: int, per_task: int, tasks: tu
 
     mismatched: each question asked about another held-out scene of its domain (the next one in the list), the control
     that says how much of a score the question alone earns (the answers' prior) rather than what the model sees."""
+    ref, processor = _load(checkpoint)
+    examples = heldout_samples(seed, per_task, tasks)
+    return _score(ref, processor, examples, mismatched, on_sample) | {"seed": seed, "per_task_per_domain": per_task}
+
+
+def evaluate_heldout_with_control(checkpoint: str | Path, seed: int, per_task: int,
+                                  tasks: tuple[str, ...] = TASK_ORDER, *,
+                                  on_sample: Callable[[], None] | None = None) -> tuple[dict, dict]:
+    """(evaluate_heldout's report, its mismatched-image control), the checkpoint loaded and the scenes drawn once."""
+    ref, processor = _load(checkpoint)
+    examples = heldout_samples(seed, per_task, tasks)
+    common = {"seed": seed, "per_task_per_domain": per_task}
+    return (_score(ref, processor, examples, False, on_sample) | common,
+            _score(ref, processor, examples, True, on_sample) | common)
+
+
+def _load(checkpoint: str | Path):
     from edgekit.model.processor import load_processor_config
     from edgekit.runtime.torch_ref import TorchReference
+
+    return TorchReference(checkpoint), load_processor_config(checkpoint)
+
+
+def _score(ref, processor, examples: list, mismatched: bool, on_sample: Callable[[], None] | None) -> dict:
     from edgekit.train.batch import seen_frame
 
-    ref = TorchReference(checkpoint)
-    processor = load_processor_config(checkpoint)
+    tasks = tuple(dict.fromkeys(ex.sample.task for ex in examples))
     scores: dict[str, dict[str, list[float]]] = {t: {d: [] for d in DOMAINS} for t in tasks}
     chance: dict[str, list[float]] = {t: [] for t in tasks}
     replies = []
-    examples = heldout_samples(seed, per_task, tasks)
     images = _other_scenes(examples) if mismatched else [ex.image for ex in examples]
     for ex, image in zip(examples, images):
         s = ex.sample
@@ -54,8 +74,7 @@ def evaluate_heldout(checkpoint: str | Path, seed: int, per_task: int, tasks: tu
         if chance[task]:
             row["chance"] = sum(chance[task]) / len(chance[task])
         out[task] = row
-    return {"tasks": out, "replies": replies, "seed": seed, "per_task_per_domain": per_task,
-            "mismatched": mismatched}
+    return {"tasks": out, "replies": replies, "mismatched": mismatched}
 
 
 def _other_scenes(examples: list) -> list:
@@ -76,12 +95,9 @@ def heldout_answer_loss(checkpoint: str | Path, seed: int, per_task: int, tasks:
     where greedy answers are still wrong."""
     import torch
 
-    from edgekit.model.processor import load_processor_config
-    from edgekit.runtime.torch_ref import TorchReference
     from edgekit.train.batch import answer_loss, collate, teacher_forced
 
-    ref = TorchReference(checkpoint)
-    processor = load_processor_config(checkpoint)
+    ref, processor = _load(checkpoint)
     pad = ref.checkpoint.token_ids.eos
     losses: dict[str, list[float]] = {t: [] for t in tasks}
     with torch.no_grad():

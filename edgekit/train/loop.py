@@ -52,6 +52,20 @@ def _start_or_resume(work: Path, recipe: Recipe) -> tuple[int, float]:
     return 0, 0.0
 
 
+def train_step(model, optimizer, items: list, pad_id: int, clip: float) -> float:
+    """One optimiser step on teacher-forced items [(ModelInputs, n_prompt)]: the batch's answer loss before it."""
+    import torch
+
+    from edgekit.train.batch import answer_loss, collate
+
+    loss = answer_loss(model, collate(items, pad_id))
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
 def train_toy(out: str | Path, recipe: Recipe, *, steps: int | None = None, minutes: float | None = None,
               threads: int | None = None, save_every_s: float = 60.0,
               on_step: Callable[[int, float, float], None] | None = None) -> TrainResult:
@@ -63,7 +77,7 @@ def train_toy(out: str | Path, recipe: Recipe, *, steps: int | None = None, minu
     from edgekit.model.processor import load_processor_config
     from edgekit.outputs import claim_dir
     from edgekit.runtime.torch_ref import TorchReference
-    from edgekit.train.batch import answer_loss, collate, teacher_forced
+    from edgekit.train.batch import teacher_forced
 
     if steps is None and minutes is None:
         raise EdgekitError("train-toy needs --steps or --minutes (or both)")
@@ -96,12 +110,7 @@ def train_toy(out: str | Path, recipe: Recipe, *, steps: int | None = None, minu
         first = step * recipe.batch
         items = [teacher_forced(ref, processor, training_sample(recipe.seed, first + k, weights), recipe.choice_reply)
                  for k in range(recipe.batch)]
-        loss = answer_loss(model, collate(items, pad))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step, last_loss = step + 1, float(loss.detach())
+        step, last_loss = step + 1, train_step(model, optimizer, items, pad, recipe.clip)
         seconds += time.monotonic() - t0
         if on_step:
             on_step(step, last_loss, seconds)

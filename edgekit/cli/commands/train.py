@@ -40,7 +40,7 @@ def train_toy_cmd(
     from edgekit.data.scene import TASK_ORDER
     from edgekit.train.examples import DOMAINS
     from edgekit.train.checkpoint_out import TRAINING_FILE
-    from edgekit.train.heldout_eval import evaluate_heldout
+    from edgekit.train.heldout_eval import evaluate_heldout_with_control
     from edgekit.train.loop import train_toy
     from edgekit.train.recipe import default_recipe
 
@@ -61,8 +61,7 @@ def train_toy_cmd(
         return
     with progress() as bar:
         task = bar.add_task("held-out scenes, then mismatched", total=2 * eval_per_task * len(TASK_ORDER) * len(DOMAINS))
-        report = evaluate_heldout(out, seed, eval_per_task, on_sample=lambda: bar.advance(task))
-        control = evaluate_heldout(out, seed, eval_per_task, mismatched=True, on_sample=lambda: bar.advance(task))
+        report, control = evaluate_heldout_with_control(out, seed, eval_per_task, on_sample=lambda: bar.advance(task))
     record_path = out / TRAINING_FILE
     record = json.loads(record_path.read_text(encoding="utf-8"))
     write_json(record_path, record | {"heldout": report["tasks"], "heldout_mismatched": control["tasks"]})
