@@ -185,8 +185,8 @@ def main() -> None:
               f"{k['embodied']:.4f} | {k['all'] / kl[base]['all']:.2f} | {k['all'] / kl[anchor]['all']:.2f} | "
               f"{size[name] / size[base]:.2f} |")
     if args.json:
-        args.json.write_text(json.dumps({"preset": args.preset, "checkpoint": str(args.checkpoint or ""), "n": args.n, "kl": kl, "bytes": size}, indent=1,
-                                        sort_keys=True))
+        record = {"preset": args.preset, "checkpoint": str(args.checkpoint or ""), "n": args.n, "kl": kl, "bytes": size}
+        args.json.write_text(json.dumps(record, indent=1, sort_keys=True))
 
 
 if __name__ == "__main__":

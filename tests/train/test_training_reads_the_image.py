@@ -7,8 +7,8 @@ reaching the vision tower's gradients, if a batch's images are paired with the w
 shifted off the answer. (The generated scenes' questions are about objects a few pixels across among many; 55
 minutes have not taught the tiny preset those yet: README "A trained checkpoint".)
 
-Also measured with an 8-colour version of this probe: at the tiny recipe's peak learning rate 2e-3 its accuracy swung between 0.13
-and 0.65 over 300 steps with loss spikes; at 5e-4 it was 0.90 at step 100 and stayed there.
+Also measured with an 8-colour version of this probe: at the tiny recipe's peak learning rate 2e-3 its accuracy
+swung between 0.13 and 0.65 over 300 steps with loss spikes; at 5e-4 it was 0.90 at step 100 and stayed there.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def test_a_colour_probe_is_learned_from_the_pixels_through_the_training_path(tmp
     from edgekit.runtime.torch_ref import TorchReference
     from edgekit.train.batch import teacher_forced
     from edgekit.train.loop import BETAS, train_step
-    from edgekit.train.recipe import TRAIN_MAX_PIXELS
+    from edgekit.train.recipe import TRAIN_MAX_PIXELS, Recipe, lr_at
 
     init = tmp_path / "init"
     make_tiny(init, "tiny", seed=3, plant_outliers=False, max_pixels=TRAIN_MAX_PIXELS)
@@ -64,10 +64,11 @@ def test_a_colour_probe_is_learned_from_the_pixels_through_the_training_path(tmp
     processor = load_processor_config(init)
     model = ref.model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, betas=BETAS, weight_decay=0.0)
+    schedule = Recipe("tiny", lr=LR, warmup=WARMUP)  # train-toy's warm-up and decay, at the probe's peak
     rng = random.Random(11)
     for step in range(STEPS):
         for group in optimizer.param_groups:
-            group["lr"] = LR * min(1.0, (step + 1) / WARMUP)
+            group["lr"] = lr_at(schedule, step)
         items = [teacher_forced(ref, processor, _probe(rng)[0], "option_text") for _ in range(BATCH)]
         loss = train_step(model, optimizer, items, ref.checkpoint.token_ids.eos, clip=1.0)
     model.eval()
