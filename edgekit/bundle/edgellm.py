@@ -167,6 +167,77 @@ def check_nvfp4_export(onnx_path: Path, unified_dir: Path) -> dict:
     return {"fp4_weight_dq": len(weight_dq), "fp4_activation_q": len(act_q), "quantized_linears": len(uc.linear_names())}
 
 
+def check_fp8_export(onnx_path: Path, unified_dir: Path) -> dict:
+    """FP8: every quantized linear's MatMul multiplies an E4M3 DequantizeLinear of edgekit's exact weight bytes (with
+    edgekit's weight scale: Edge-LLM stores it as float16, and edgekit's is a float16 value, so it must be equal) by
+    activations that went through QuantizeLinear/DequantizeLinear at the float16 of edgekit's input scale for that
+    linear (followed through the graph, so a quantizer wired to another linear's scale is caught). Returns counts;
+    raises on the first mismatch."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from edgekit.export.modelopt_reader import open_unified
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    inits = {i.name: i for i in model.graph.initializer}
+    base = str(onnx_path.parent)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    weight_dq = {_hf_name(n.input[0]): n for n in model.graph.node if n.op_type == "DequantizeLinear"
+                 and n.input[0] in inits and inits[n.input[0]].data_type == onnx.TensorProto.FLOAT8E4M3FN}
+    scalar = lambda name: float(numpy_helper.to_array(inits[name], base_dir=base)) if name in inits else None  # noqa: E731
+    uc = open_unified(unified_dir)
+    quantizers = set()
+    for name in uc.linear_names():
+        node = weight_dq.get(name)
+        if node is None:
+            raise EdgekitError(f"{onnx_path}: no FP8 weight DequantizeLinear for {name} (exported unquantized?)")
+        if _initializer_bytes(inits[node.input[0]], base) != _tensor_bytes(uc.get(name)):
+            raise EdgekitError(f"{onnx_path}: {name}: the FP8 weight differs from edgekit's bytes")
+        if scalar(node.input[1]) != float(uc.get(name + "_scale")):
+            raise EdgekitError(f"{onnx_path}: {name}: the weight scale differs from edgekit's")
+        act_dq, act_q = _activation_qdq(node, consumers, producers)
+        if act_q is None:
+            raise EdgekitError(f"{onnx_path}: {name}: its activations are not quantized: the export is not FP8 W8A8")
+        want = float(np.float16(float(uc.get(name[: -len("weight")] + "input_scale"))))
+        if scalar(act_q.input[1]) != want or scalar(act_dq.input[1]) != want:
+            raise EdgekitError(f"{onnx_path}: {name}: activation scale is not edgekit's input scale for it")
+        quantizers.add(act_q.name)
+    return {"fp8_weight_dq": len(weight_dq), "activation_q": len(quantizers),
+            "quantized_linears": len(uc.linear_names())}
+
+
+_PASS_THROUGH = ("Transpose", "Cast", "Reshape", "Identity")  # ops between a (de)quantizer and its MatMul
+
+
+def _activation_qdq(weight_dq, consumers: dict, producers: dict) -> tuple:
+    """The activation DequantizeLinear and QuantizeLinear feeding the MatMul that consumes a weight DequantizeLinear
+    ((None, None) where there are none)."""
+    out = weight_dq.output[0]
+    while True:
+        users = consumers.get(out, [])
+        if len(users) != 1:
+            return None, None
+        if users[0].op_type in ("MatMul", "Gemm"):
+            matmul = users[0]
+            break
+        if users[0].op_type not in _PASS_THROUGH:
+            return None, None
+        out = users[0].output[0]
+    x = next((i for i in matmul.input if i != out), None)
+    node = producers.get(x)
+    while node is not None and node.op_type in _PASS_THROUGH:
+        node = producers.get(node.input[0])
+    if node is None or node.op_type != "DequantizeLinear":
+        return None, None
+    q = producers.get(node.input[0])
+    return (node, q) if q is not None and q.op_type == "QuantizeLinear" else (None, None)
+
+
 def _tensor_bytes(t) -> bytes:
     """A torch tensor's bytes as stored (FP8, uint8, float32 alike)."""
     import torch
@@ -200,6 +271,10 @@ def check_export(onnx_path: Path, unified_dir: Path) -> str:
         r = check_nvfp4_export(onnx_path, unified_dir)
         return (f"{r['fp4_weight_dq']} FP4 weight DequantizeLinear (codes and FP8/FP32 scales equal edgekit's), "
                 f"{r['fp4_activation_q']} FP4 activation quantizers with edgekit's input scales")
+    if exported_as == "fp8_qdq":
+        r = check_fp8_export(onnx_path, unified_dir)
+        return (f"{r['fp8_weight_dq']} FP8 weight DequantizeLinear (bytes and scales equal edgekit's), "
+                f"{r['activation_q']} FP8 activation QuantizeLinear with edgekit's input scales")
     r = check_int8_export(onnx_path, unified_dir)
     return (f"{r['int8_weight_dq']} INT8 weight DequantizeLinear (codes and scales equal edgekit's), "
             f"{r['activation_q']} activation QuantizeLinear with edgekit's scales")

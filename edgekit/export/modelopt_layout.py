@@ -19,6 +19,10 @@ NVFP4 (W4A4) and W4A16_NVFP4 (weights only; read from Edge-LLM's NVFP4LinearMeth
   X.weight_scale   float8_e4m3fn [out, in/16]
   X.weight_scale_2 f32    []    per tensor: value = e2m1(code) * weight_scale[:, c // 16] * weight_scale_2
   X.input_scale    f32    []    NVFP4 only: the activation's per-tensor scale (amax / (6 * 448))
+FP8 (W8A8; read from Edge-LLM's FP8Linear, which casts both scales to float16 before its DequantizeLinear):
+  X.weight         float8_e4m3fn [out, in]  value = e4m3(weight) * weight_scale
+  X.weight_scale   f32    []    per tensor
+  X.input_scale    f32    []    the activation's per-tensor scale (amax / 448)
 Each algorithm is one Layout below: its tensors, their shapes and dtypes, packing and unpacking; the writer, the
 reader and verify ask it instead of comparing algorithm names.
 """
@@ -30,8 +34,8 @@ from typing import Callable
 
 import torch
 
-from edgekit.quant import fp4
-from edgekit.quant.formats import NVFP4, W4A16_AWQ as W4A16, W4A16_NVFP4, W8A8_SQ as W8A8, W8A16  # quant_algo names
+from edgekit.quant import fp4, fp8
+from edgekit.quant.formats import FP8, NVFP4, W4A16_AWQ as W4A16, W4A16_NVFP4, W8A8_SQ as W8A8, W8A16  # quant_algo names
 
 Params = dict[str, torch.Tensor]
 
@@ -83,6 +87,7 @@ class Layout:
     pack: Callable[[torch.Tensor, Params], dict[str, torch.Tensor]]  # (codes, grid params) -> tensors by suffix
     unpack: Callable[[Callable[[str], torch.Tensor]], tuple[torch.Tensor, Params]]  # get(suffix) -> codes, params
     dequantize: Callable[[torch.Tensor, Params, int], torch.Tensor]  # (codes, params, group) -> float32 [out, in]
+    invalid_codes: tuple[int, ...] = ()  # codes inside `codes` that stand for no number (E4M3's NaN bytes)
     zero_block_scales: bool = False  # an all-zero group may store scale 0 (NVFP4's E4M3 scales; integer scales: never)
     fixed_group: int = 0  # the algorithm's own group size (NVFP4: 16); 0: hf_quant_config's group_size says
     group_in_config: bool = False  # hf_quant_config.json carries group_size
@@ -160,6 +165,27 @@ def _nvfp4(algo: str) -> Layout:
                   exported_as="fp4_qdq")
 
 
+def _fp8() -> Layout:
+    def pack(codes, p):
+        scale = p["scale"].reshape(-1)
+        if not bool((scale == scale[0]).all()):
+            raise ValueError("FP8: the per-tensor scale differs between rows; the grid was fitted piecewise")
+        return {"weight": codes.to(torch.uint8).view(torch.float8_e4m3fn),
+                "weight_scale": scale[0].to(torch.float32).clone()}
+
+    def unpack(get):
+        codes = _typed(get("weight"), torch.float8_e4m3fn).view(torch.uint8).to(torch.int16)
+        scale = get("weight_scale").to(torch.float32).reshape(())
+        return codes, {"scale": scale.expand(codes.shape[0], 1, 1).contiguous()}
+
+    def dequantize(codes, p, group):
+        return fp8.level_value(codes, p["scale"].to(torch.float32).reshape(-1, 1))
+
+    return Layout(FP8, (0, 255), True, lambda o, i, g: {"weight": ((o, i), torch.float8_e4m3fn),
+                                                        "weight_scale": ((), torch.float32)},
+                  pack, unpack, dequantize, invalid_codes=(0x7F, 0xFF), exported_as="fp8_qdq")
+
+
 def _typed(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if t.dtype != dtype:
         raise ValueError(f"stored as {t.dtype}, the layout needs {dtype}")
@@ -167,7 +193,7 @@ def _typed(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 LAYOUTS: dict[str, Layout] = {x.algo: x for x in (_int4(), _int8(W8A8), _int8(W8A16), _nvfp4(NVFP4),
-                                                   _nvfp4(W4A16_NVFP4))}
+                                                   _nvfp4(W4A16_NVFP4), _fp8())}
 ALGOS = tuple(LAYOUTS)
 
 

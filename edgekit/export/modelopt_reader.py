@@ -47,7 +47,8 @@ class UnifiedCheckpoint:
         return L.LAYOUTS[self.algo]
 
     def unpack(self, weight_name: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(codes int8 [out, in], the grid's params as stored: {"scale": ...} and NVFP4's "global") of one linear."""
+        """(codes [out, in] (int8; FP8's bytes int16), the grid's params as stored: {"scale": ...} and NVFP4's "global")
+        of one linear."""
         base = weight_name[: -len("weight")]
         try:
             return self.layout.unpack(lambda suffix: self.get(base + suffix))
@@ -158,6 +159,8 @@ def verify_unified_checkpoint(path: str | Path, expected_digest: dict | None = N
                 raise EdgekitError(f"{name}: stored {key} has zero, negative or non-finite values")
         if int(codes.min()) < lo or int(codes.max()) > hi:
             raise EdgekitError(f"{name}: codes outside [{lo}, {hi}]")
+        if layout.invalid_codes and torch.isin(codes, torch.tensor(layout.invalid_codes, dtype=codes.dtype)).any():
+            raise EdgekitError(f"{name}: codes that stand for no number ({uc.algo}: NaN)")
         if layout.activation_scale:
             iscale = uc.where.get(base + "input_scale")
             if iscale is None or not float(uc.get(base + "input_scale")) > 0:

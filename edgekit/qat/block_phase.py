@@ -84,6 +84,8 @@ def run_block_phase(ck, hf_cfg, seqs, init, settings, work: Path, group, on_step
         target = run_layer(decoder_layer(ck, hf_cfg, i).to(device), rope, fp, seqs)  # host memory
         prefix = f"model.layers.{i}."
         folded = {k: v for k, v in init.folded.items() if k.startswith(prefix)}
+        # activation scales (FP8, NVFP4) stay the init's: measured on full-precision activations, as PTQ's are
+        input_scales = {k: v for k, v in init.input_scales.items() if k.startswith(prefix)}
         student = BlockStudent(quantized_layer(ck, hf_cfg, i, init.quantized, folded, latent), rope, group.world).to(device)
         optimizer = layer_optimizer(student, settings.block_lr, settings.scale_lr)
         steps = settings.block_epochs * -(-n // settings.batch)
@@ -110,7 +112,7 @@ def run_block_phase(ck, hf_cfg, seqs, init, settings, work: Path, group, on_step
             if i == n_layers - 1:
                 save_tensors(work / "teacher.safetensors", {f"h::{j:06d}": h for j, h in enumerate(target)})
             write_json(work / LOSSES_FILE, recorded)  # before the layer file: a finished layer always has its loss
-            save_layer(work / f"layer_{i:04d}.safetensors", quantized, folded, {}, errors)
+            save_layer(work / f"layer_{i:04d}.safetensors", quantized, folded, input_scales, errors)
             save_hidden(work, i, target + q_next)
         group.barrier()
         fp, q = target, q_next

@@ -36,11 +36,11 @@ def run_distill_phase(ck, hf_cfg, seqs, settings, work: Path, group, on_step=Non
     finals = layer_files(work, n_layers, True)
     if all(f.is_file() for f in finals):
         return []
-    layers, folded_all, errors_all = [], {}, {}
+    layers, folded_all, scales_all, errors_all = [], {}, {}, {}
     for i, f in enumerate(layer_files(work, n_layers, False)):
-        quantized, folded, _, errors = load_layer(f)
+        quantized, folded, input_scales, errors = load_layer(f)
         layers.append(quantized_layer(ck, hf_cfg, i, quantized, folded, "none"))
-        folded_all[i], errors_all[i] = folded, errors
+        folded_all[i], scales_all[i], errors_all[i] = folded, input_scales, errors
         ck.close()
     norm, lm_head = output_head(ck, hf_cfg)
     student = DistillStudent(layers, norm, lm_head, rotary(hf_cfg), group.world).to(group.device)
@@ -65,6 +65,6 @@ def run_distill_phase(ck, hf_cfg, seqs, settings, work: Path, group, on_step=Non
     if group.is_writer:
         for i, layer in enumerate(student.layers):
             quantized = {f"model.layers.{i}.{name}.weight": fq.export() for name, fq in layer.linears().items()}
-            save_layer(finals[i], quantized, folded_all[i], {}, errors_all[i])
+            save_layer(finals[i], quantized, folded_all[i], scales_all[i], errors_all[i])
     group.barrier()
     return losses

@@ -8,15 +8,13 @@ is added as zero (`exact + (s - s.detach())`).
 Trainables of one linear:
   u  [out, in]  latent weight offset in units of the init's grid step: W = W0 + step · u (Adam's per-element step
                 is then a fraction of a grid step at any weight magnitude; on FP4's E2M1 levels the step is the
-                scale, the levels' smallest gap)
+                scale, the levels' smallest gap; on FP8's E4M3 the gap at the init's code)
   t  per float-stored param (trainable_keys): log-multiplier, param = init · exp(t), projected to the stored precision;
                 integer sub-scales keep the init's values (a 6-bit code moves in jumps no gradient sees), and so do
                 FP4's scale bytes (E8M0, UE4M3): an FP4 linear trains its latent weights only
 """
 
 from __future__ import annotations
-
-import functools
 
 import torch
 
@@ -61,16 +59,9 @@ def _surrogate(grid: Grid, w: torch.Tensor | None, p: Params, codes: torch.Tenso
 
 def _within_range(grid: Grid, x: torch.Tensor) -> torch.Tensor:
     """x in units of the scale: where rounding it still follows it (up to half a step past the outermost value)."""
-    if grid.levels is None:
+    if grid.values is None:
         return (x >= grid.qmin - 0.5) & (x <= grid.qmax + 0.5)
-    return x.abs() <= _levels_reach(grid.levels)
-
-
-@functools.lru_cache(maxsize=None)
-def _levels_reach(levels: tuple[float, ...]) -> float:
-    """The largest |value| that still rounds to the outermost level: E2M1's 6 (doubled: 12) + half its last gap."""
-    top = sorted({abs(v) for v in levels})
-    return top[-1] + (top[-1] - top[-2]) / 2
+    return x.abs() <= grid.values.reach
 
 
 class FakeQuantLinear(torch.nn.Module):
@@ -91,10 +82,14 @@ class FakeQuantLinear(torch.nn.Module):
         if self.train_weight:
             scale, _ = self.grid.effective(init.params)
             self.register_buffer("w0", w0.detach().to(torch.float32).clone())
-            self.register_buffer("step", self.grid._columns(scale.abs(), 0, self.shape[1]).clone())
+            step = self.grid._columns(scale.abs(), 0, self.shape[1])
+            if self.grid.values is not None:  # a float grid's gaps are its members' (value_sets.ValueSet.unit)
+                step = step * self.grid.values.unit(init.codes.to(step.device))
+            self.register_buffer("step", step.clone())
             self.u = torch.nn.Parameter(torch.zeros_like(self.w0))
         else:
-            self.register_buffer("codes", init.codes.to(torch.int8).clone())  # every grid's codes fit 8 bits
+            # every grid's codes fit a byte: signed integers int8, FP8's E4M3 bytes uint8
+            self.register_buffer("codes", init.codes.to(torch.uint8 if self.grid.qmin >= 0 else torch.int8).clone())
 
     @property
     def stored(self) -> Params:

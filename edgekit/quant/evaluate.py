@@ -35,11 +35,9 @@ def load_reference(ckpt_path: Path):
 
 def apply_result(model, result: CalibrationResult) -> list:
     """Replace weights by their quantized versions in place (on the model's device); returns hook handles (the
-    activations' fake quantization where the result has input scales: W8A8's INT8, NVFP4's E2M1 blocks)."""
+    activations' fake quantization where the result has input scales, the format's: INT8, E2M1 blocks, E4M3)."""
     from edgekit.quant.formats import parse as parse_format
-    from edgekit.quant.fp4 import modelopt_activation_qdq
     from edgekit.quant.grids import dequantize_weight
-    from edgekit.quant.smoothquant import fake_quant_activation
 
     state = model.state_dict()
     with torch.no_grad():
@@ -51,9 +49,8 @@ def apply_result(model, result: CalibrationResult) -> list:
     for name, scale in result.input_scales.items():
         module = model.get_submodule(_hf_name(name))
         fmt = parse_format(result.quantized[name + ".weight"].grid)
-        qdq = modelopt_activation_qdq if fmt.input_scale_range else fake_quant_activation  # NVFP4's, or W8A8's INT8
         handles.append(module.register_forward_pre_hook(
-            lambda m, args, s=scale, qdq=qdq: (qdq(args[0], s.to(args[0].device)),)))
+            lambda m, args, s=scale, fmt=fmt: (fmt.activation_qdq(args[0], s.to(args[0].device)),)))
     return handles
 
 

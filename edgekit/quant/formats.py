@@ -13,6 +13,7 @@ Spellings `parse` accepts (case and surrounding spaces ignored):
       activation scales, W8A16 without)
   nvidia:nvfp4: ModelOpt NVFP4: E2M1 codes, an E4M3 scale per 16 columns, an FP32 scale per tensor (W4A16_NVFP4
       weight-only; NVFP4 with per-tensor activation scales)
+  nvidia:fp8: ModelOpt FP8: E4M3 weights under one scale per tensor, E4M3 activations under a calibrated one (W8A8)
 
 Byte counts are what the artifact holds (GGUF blocks from gguf's own size table; the unified
 checkpoint's float32 scales), so the pre-build plan, `edgekit inspect`, mixed precision and the
@@ -27,11 +28,15 @@ from math import prod
 from edgekit.errors import EdgekitError
 
 W4A16_AWQ, W8A8_SQ, W8A16 = "W4A16_AWQ", "W8A8_SQ_PER_CHANNEL", "W8A16"  # ModelOpt quant_algo values
-NVFP4, W4A16_NVFP4 = "NVFP4", "W4A16_NVFP4"
+NVFP4, W4A16_NVFP4, FP8 = "NVFP4", "W4A16_NVFP4", "FP8"
 # quant_algo of a unified checkpoint whose format depends on whether activation scales were calibrated:
 # (weights only, with a per-tensor input_scale per linear)
 _ACTIVATION_ALGOS = {"int8:channel": (W8A16, W8A8_SQ), "nvidia:nvfp4": (W4A16_NVFP4, NVFP4)}
 BACKENDS = ("gguf", "tensorrt")
+# activation value set -> the fake quantization the runtime's matches (module, function): (x, input_scale) -> x
+_ACTIVATION_QDQ = {"int8": ("edgekit.quant.smoothquant", "fake_quant_activation"),  # W8A8 SmoothQuant
+                   "e2m1": ("edgekit.quant.fp4", "modelopt_activation_qdq"),  # NVFP4: blocks of 16 under E4M3 scales
+                   "e4m3": ("edgekit.quant.fp8", "activation_qdq")}
 WHOLE_ROW = 0  # group size of per-output-channel formats
 
 
@@ -51,6 +56,7 @@ class Format:
     # always records it (what TensorRT's W4A4 GEMM quantizes activations with). None: not the format's business
     input_scale_range: float | None = None
     tensor_scale_bytes: int = 0  # unified checkpoint: bytes of per-tensor weight scales (NVFP4's FP32 weight_scale_2)
+    activations: str = "int8"  # how the runtime quantizes activations under an input scale (_ACTIVATION_QDQ)
 
     @property
     def grid_name(self) -> str:
@@ -124,6 +130,14 @@ class Format:
             raise EdgekitError(f"--group-size {group_size}: nvidia:w4a16 groups are 32, 64 or 128 columns")
         return FORMATS[f"nvidia:w4a16:g{group_size}"]
 
+    def activation_qdq(self, x, input_scale):
+        """x fake-quantized as the runtime quantizes this format's activations under their per-tensor scale: NVFP4's
+        E2M1 blocks, FP8's E4M3, INT8 for W8A8 (SmoothQuant on int8:channel)."""
+        from importlib import import_module
+
+        module, function = _ACTIVATION_QDQ[self.activations]
+        return getattr(import_module(module), function)(x, input_scale)
+
     def runs_on(self, backend: str) -> bool:
         return backend in self.backends
 
@@ -163,7 +177,9 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     _w4a16(32), _w4a16(64), _w4a16(128),
     Format("int8:channel", "modelopt", True, 8, WHOLE_ROW, backends=("tensorrt",)),
     Format("nvidia:nvfp4", "modelopt", True, 4, 16, backends=("tensorrt",), scale_bits=8, input_scale_range=6 * 448.0,
-           tensor_scale_bytes=4),
+           tensor_scale_bytes=4, activations="e2m1"),
+    Format("nvidia:fp8", "modelopt", True, 8, WHOLE_ROW, quant_algo=FP8, backends=("tensorrt",), scale_bits=0,
+           input_scale_range=448.0, tensor_scale_bytes=4, activations="e4m3"),
 )}
 ALIASES = {"nvidia:w4a16": "nvidia:w4a16:g128",
            **{f.ggml_type.lower(): f.name for f in FORMATS.values() if f.container == "gguf"}}
@@ -205,16 +221,19 @@ def from_unified(quant_algo: str, group_size: int) -> Format:
     """The Format a ModelOpt unified checkpoint's hf_quant_config.json describes."""
     if quant_algo == W4A16_AWQ:
         return parse(f"nvidia:w4a16:g{group_size}")
+    for fmt in FORMATS.values():
+        if fmt.quant_algo is not None and fmt.quant_algo == quant_algo:
+            return fmt
     for name, algos in _ACTIVATION_ALGOS.items():
         if quant_algo in algos:
             return FORMATS[name]
-    known = [W4A16_AWQ, *(a for algos in _ACTIVATION_ALGOS.values() for a in algos)]
+    known = [W4A16_AWQ, FP8, *(a for algos in _ACTIVATION_ALGOS.values() for a in algos)]
     raise EdgekitError(f"quant_algo {quant_algo!r} is not one edgekit reads ({', '.join(known)})")
 
 
 # ---- build precision -> decoder format: the one table ---------------------------------------------
 
-BUILD_PRECISIONS = ("fp32", "fp16", "int8", "w8a8", "int4", "nvfp4", "mxfp4")
+BUILD_PRECISIONS = ("fp32", "fp16", "int8", "w8a8", "int4", "fp8", "nvfp4", "mxfp4")
 _GGUF_FOR_PRECISION = {"fp32": "gguf:f32", "fp16": "gguf:f16", "int8": "gguf:q8_0", "w8a8": "gguf:q8_0",
                        "int4": "gguf:q4_k", "nvfp4": "gguf:nvfp4", "mxfp4": "gguf:mxfp4"}
 
@@ -225,11 +244,14 @@ def decoder_format(precision: str, backend: str, *, group_size: int = 128, gguf_
     gguf: int4 -> Q4_K, int8/w8a8 -> Q8_0, nvfp4/mxfp4 -> llama.cpp's NVFP4/MXFP4, fp16/fp32 -> F16/F32
     (`gguf_type` overrides);
     tensorrt: int4 -> W4A16 at `group_size`, w8a8 -> INT8 per channel with SmoothQuant, nvfp4 -> ModelOpt NVFP4
-    (W4A4, calibrated input scales), fp16 -> none.
+    (W4A4, calibrated input scales), fp8 -> ModelOpt FP8 (W8A8 E4M3, per-tensor scales), fp16 -> none.
     """
     if precision not in BUILD_PRECISIONS:
         raise EdgekitError(f"--precision {precision!r}: choose one of {', '.join(BUILD_PRECISIONS)}")
     if backend == "gguf":
+        if precision == "fp8" and not gguf_type:
+            raise EdgekitError("--precision fp8 is ModelOpt's FP8 for TensorRT (--backend tensorrt): llama.cpp has no "
+                               "FP8 weight type (for a GGUF at 8 bits use --precision int8: Q8_0)")
         if not gguf_type:
             return FORMATS[_GGUF_FOR_PRECISION[precision]]
         fmt = FORMATS.get(ALIASES.get(str(gguf_type).strip().lower(), ""))
@@ -247,6 +269,8 @@ def decoder_format(precision: str, backend: str, *, group_size: int = 128, gguf_
         return FORMATS["int8:channel"]
     if precision == "nvfp4":
         return FORMATS["nvidia:nvfp4"]
+    if precision == "fp8":
+        return FORMATS["nvidia:fp8"]
     if precision == "mxfp4":
         raise EdgekitError("--precision mxfp4 builds llama.cpp's MXFP4 (--backend gguf); TensorRT Edge-LLM runs NVFP4 "
                            "(--precision nvfp4), not MXFP4 weights")

@@ -9,6 +9,7 @@ Final API (method authors use only these names):
         names: gguf:q8_0 gguf:q4_0 gguf:q4_1 gguf:q4_k gguf:q5_k gguf:q6_k gguf:mxfp4 gguf:nvfp4
                nvidia:w4a16 (= group 128), nvidia:w4a16:g32 / :g64 / :g128
                int8:channel (per-output-channel symmetric INT8; block 0 = "whole row")
+               nvidia:nvfp4, nvidia:fp8 (ModelOpt's E2M1 / E4M3 with their scales)
     Grid.block, .bits, .symmetric, .qmin, .qmax, .sub (columns per scale inside a block)
     Grid.block_for(in_features) -> int        the block length actually used (resolves block 0)
     Grid.fit(w: [out, n*block], importance=None) -> Params
@@ -32,9 +33,9 @@ Final API (method authors use only these names):
 
 Every grid reduces its stored params to a per-sub-block `scale` and optional `offset`
 ([out, n, g], g = block // sub), and a code q means `scale * q + offset`. Rounding to the grid is
-then `clamp(round((w - offset) / scale))`, the same for every integer format. The FP4 grids (MXFP4,
-NVFP4) have `levels` instead: code q means `scale * levels[q]` (E2M1, edgekit.quant.fp4) and rounding
-picks the nearest level.
+then `clamp(round((w - offset) / scale))`, the same for every integer format. The float grids (MXFP4,
+NVFP4, FP8) have a value set instead (edgekit.quant.value_sets: E2M1, E4M3): code q means `scale * value(q)` and
+rounding picks the nearest member.
 
 K-quant fitting is llama.cpp's reference quantizer (ggml-quants.c). On a CPU it *is* that quantizer: the
 installed library's `ggml_quantize_chunk` (edgekit.quant.ggml_quantize, every core) writes the blocks and the fit
@@ -60,8 +61,9 @@ import numpy as np
 import torch
 
 from edgekit.errors import EdgekitError
-from edgekit.quant import fp4
+from edgekit.quant import fp4, fp8
 from edgekit.quant.kquant_search import nearest, qkx2_search, qx_search
+from edgekit.quant.value_sets import E2M1, E4M3, ValueSet
 
 Params = dict[str, torch.Tensor]
 
@@ -93,8 +95,8 @@ class Grid:
     fit_blocks: Callable[[torch.Tensor], Params] = field(repr=False)
     # (w [out, n, block], importance [n, block]) -> stored params; None: the grid ignores importance
     fit_weighted: Callable[[torch.Tensor, torch.Tensor], Params] | None = field(default=None, repr=False)
-    # a code's value in units of its scale, code = index (FP4's E2M1 levels); None: the integer code itself
-    levels: tuple[float, ...] | None = None
+    # what a code stands for in units of its scale, for float formats (E2M1, E4M3); None: the integer code itself
+    values: ValueSet | None = None
     # w [out, in] -> (stored params, codes) in one pass, where a library writes both (llama.cpp's quantizer on a
     # CPU); it returns None where it cannot run (fit_and_quantize then fits and rounds in torch)
     fit_codes: Callable[[torch.Tensor], tuple[Params, torch.Tensor] | None] | None = field(default=None, repr=False)
@@ -140,8 +142,8 @@ class Grid:
 
     def round_to(self, w: torch.Tensor, s: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:
         """Codes of w [out, k] with its columns' scale and offset ([out, k], from column_params)."""
-        if self.levels is not None:
-            return fp4.nearest_code(w.to(torch.float32), s)
+        if self.values is not None:
+            return self.values.nearest_code(w.to(torch.float32), s)
         x = w.to(torch.float32) if offset is None else w.to(torch.float32) - offset
         safe = torch.where(s == 0, torch.ones_like(s), s)
         q = nearest(x / safe).clamp(self.qmin, self.qmax)
@@ -150,7 +152,7 @@ class Grid:
 
     def value_of(self, q: torch.Tensor, s: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:
         """What codes q [out, k] mean with their columns' scale and offset: float32, as the runtime computes it."""
-        y = s * q.to(torch.float32) if self.levels is None else fp4.level_value(q, s)
+        y = s * q.to(torch.float32) if self.values is None else self.values.value(q, s)
         return y if offset is None else y + offset
 
     def quantize(self, w: torch.Tensor, p: Params, col: int) -> torch.Tensor:
@@ -384,7 +386,7 @@ def _eff_q6_k(p: Params) -> tuple[torch.Tensor, None]:
 
 def _fp4(name: str, type_name: str, block: int, sub: int, fit, scale) -> Grid:
     return Grid(name, block, 4, True, 0, len(fp4.LEVELS) - 1, sub, lambda p: (scale(p["e"]), None),
-                _llama_cpp_fit(type_name, lambda w: {"e": fit(w)}), levels=fp4.LEVELS,
+                _llama_cpp_fit(type_name, lambda w: {"e": fit(w)}), values=E2M1,
                 fit_codes=_llama_cpp_codes(type_name))
 
 
@@ -397,6 +399,11 @@ def _fit_modelopt_nvfp4(w: torch.Tensor) -> Params:
 
 def _eff_modelopt_nvfp4(p: Params) -> tuple[torch.Tensor, None]:
     return p["scale"].to(torch.float32) * p["global"] * 0.5, None  # halved: LEVELS are E2M1 doubled
+
+
+def _fit_modelopt_fp8(w: torch.Tensor) -> Params:
+    out, n, _ = w.shape
+    return {"scale": fp8.tensor_scale(w).reshape(1, 1, 1).expand(out, n, 1).contiguous()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -427,7 +434,10 @@ _MAKERS: dict[str, Callable[[], Grid]] = {
     "gguf:mxfp4": lambda: _fp4("gguf:mxfp4", "mxfp4", 32, 0, fp4.mxfp4_scale_bytes, fp4.e8m0_half),
     "gguf:nvfp4": lambda: _fp4("gguf:nvfp4", "nvfp4", 64, 16, fp4.nvfp4_scale_bytes, fp4.ue4m3_half),
     "nvidia:nvfp4": lambda: Grid("nvidia:nvfp4", 16, 4, True, 0, len(fp4.LEVELS) - 1, 0, _eff_modelopt_nvfp4,
-                                 _fit_modelopt_nvfp4, levels=fp4.LEVELS, tensor_wide=("global",)),
+                                 _fit_modelopt_nvfp4, values=E2M1, tensor_wide=("global",)),
+    # FP8 E4M3 codes are the float8 byte (0..255; 0x7F/0xFF, NaN, never produced) under one scale per tensor
+    "nvidia:fp8": lambda: Grid("nvidia:fp8", 0, 8, True, 0, 255, 0, _eff_scale, _fit_modelopt_fp8, values=E4M3,
+                               tensor_wide=("scale",)),
     "int8:channel": lambda: _simple("int8:channel", 0, 8, -128, 127, _fit_symmetric(127.0, False), _eff_scale),
     "nvidia:w4a16:g32": _w4a16(32),
     "nvidia:w4a16:g64": _w4a16(64),

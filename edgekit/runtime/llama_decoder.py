@@ -29,7 +29,7 @@ from edgekit.runtime.prompt_segments import (
 
 
 _LOG_SILENCER = None
-KV_CACHE_TYPES = {"f32": 0, "f16": 1, "q8_0": 8}  # ggml_type ids
+KV_CACHE_TYPES = ("f32", "f16", "q8_0")  # ggml types llama.cpp's KV cache takes here
 
 
 def silence_llama_logs(lib):
@@ -84,7 +84,9 @@ class LlamaDecoder(Closing):
         if kv_cache not in KV_CACHE_TYPES:
             raise EdgekitError(f"kv_cache={kv_cache!r}: choose one of {', '.join(KV_CACHE_TYPES)}")
         # f16 is llama.cpp's default; parity tests use f32 so that only the weights differ from PyTorch.
-        cparams.type_k = cparams.type_v = KV_CACHE_TYPES[kv_cache]
+        from gguf import GGMLQuantizationType
+
+        cparams.type_k = cparams.type_v = int(GGMLQuantizationType[kv_cache.upper()])  # the gguf package's id
         if kv_cache == "f32":
             cparams.flash_attn_type = 0  # DISABLED: the CPU flash-attention kernel rounds Q to f16
         self._ctx = lib.llama_init_from_model(self._model, cparams)

@@ -97,6 +97,18 @@ def test_w8a8_smoothquant_bundle_exports_as_int8_qdq(tiny_ckpt, exporter, tmp_pa
     assert (again / MANIFEST).read_bytes() == (out / MANIFEST).read_bytes()  # lists every artifact's sha256
 
 
+def _verified_thor_bundle(ckpt: Path, out: Path, precision: str, quant_algo: str) -> Path:
+    """A Thor bundle at `precision` on the default (TensorRT) backend, round to nearest: it verifies and its manifest
+    records the decoder's quant_algo."""
+    assert main(["build", str(ckpt), "--target", "thor", "--precision", precision, "--method", "rtn",
+                 "--calib-n", "4", "--vision-precision", "fp16", "--out", str(out)]) == 0
+    report = verify_bundle(out)
+    assert report.ok, report.errors
+    m = json.loads((out / MANIFEST).read_text())
+    assert m["target"]["backend"] == "tensorrt" and m["parts"]["decoder"]["quant_algo"] == quant_algo
+    return out
+
+
 def test_thor_nvfp4_bundle_is_modelopt_nvfp4_and_edge_llm_keeps_its_bytes(tiny_ckpt, exporter, tmp_path):
     """Thor's default backend builds --precision nvfp4 as a ModelOpt NVFP4 (W4A4) unified checkpoint: E2M1 codes,
     E4M3 scales per 16 columns, an FP32 scale per tensor and a calibrated input scale per linear (round to nearest
@@ -105,13 +117,7 @@ def test_thor_nvfp4_bundle_is_modelopt_nvfp4_and_edge_llm_keeps_its_bytes(tiny_c
     from edgekit.bundle.edgellm import check_nvfp4_export
     from edgekit.export.modelopt_reader import open_unified
 
-    out = tmp_path / "nvfp4"
-    assert main(["build", str(tiny_ckpt), "--target", "thor", "--precision", "nvfp4", "--method", "rtn",
-                 "--calib-n", "4", "--vision-precision", "fp16", "--out", str(out)]) == 0
-    report = verify_bundle(out)
-    assert report.ok, report.errors
-    m = json.loads((out / MANIFEST).read_text())
-    assert m["target"]["backend"] == "tensorrt" and m["parts"]["decoder"]["quant_algo"] == "NVFP4"
+    out = _verified_thor_bundle(tiny_ckpt, tmp_path / "nvfp4", "nvfp4", "NVFP4")
     unified = out / "decoder" / "unified"
     counts = check_nvfp4_export(out / "decoder" / "edgellm_onnx" / "llm" / "model.onnx", unified)
     assert counts["fp4_weight_dq"] == counts["quantized_linears"] == 14 and counts["fp4_activation_q"] >= 4 * 2
@@ -135,3 +141,33 @@ def test_thor_nvfp4_bundle_is_modelopt_nvfp4_and_edge_llm_keeps_its_bytes(tiny_c
     with pytest.raises(EdgekitError, match="runs weight-only NVFP4 as W4A4"):
         check_nvfp4_export(onnx_path, weight_only)
     shutil.rmtree(tmp_path / "onnx")
+
+
+def test_fp8_bundle_is_modelopt_fp8_and_edge_llm_keeps_its_bytes(tiny_ckpt, exporter, tmp_path):
+    """--precision fp8 on the TensorRT backend (Thor here; x86-cuda too) is a ModelOpt FP8 (W8A8) unified checkpoint:
+    Edge-LLM's exporter dequantizes edgekit's exact E4M3 bytes with edgekit's weight scale and quantizes every
+    linear's activations to E4M3 with edgekit's calibrated input scale; verify passes and the manifest records FP8.
+    A bundle whose ONNX quantizes with another activation scale is refused."""
+    import onnx
+
+    from edgekit.bundle.edgellm import check_fp8_export
+    from edgekit.export.modelopt_reader import open_unified
+
+    out = _verified_thor_bundle(tiny_ckpt, tmp_path / "fp8", "fp8", "FP8")
+    unified, onnx_path = out / "decoder" / "unified", out / "decoder" / "edgellm_onnx" / "llm" / "model.onnx"
+    counts = check_fp8_export(onnx_path, unified)
+    assert counts["fp8_weight_dq"] == counts["quantized_linears"] == 14 and counts["activation_q"] >= 4 * 2
+    uc = open_unified(unified)
+    scales = [float(uc.get(n[: -len("weight")] + "input_scale")) for n in uc.linear_names()]
+    assert len(set(scales)) > 2 and all(s > 0 for s in scales)  # calibrated, per linear group
+
+    # the down projection's activations quantized with the o projection's scale: a graph whose every byte is
+    # edgekit's but one reference moved
+    down, o_proj = "model.layers.1.mlp.down_proj.input_scale", "model.layers.1.self_attn.o_proj.input_scale"
+    assert float(uc.get(down)) != float(uc.get(o_proj))
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    node = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[1].endswith(down))
+    node.input[1] = node.input[1].replace(down, o_proj)
+    onnx.save(model, str(onnx_path))
+    with pytest.raises(EdgekitError, match="activation scale is not edgekit's"):
+        check_fp8_export(onnx_path, unified)

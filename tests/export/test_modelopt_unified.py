@@ -255,3 +255,62 @@ def test_nvfp4_unified_is_modelopts_layout_and_matches_fake_quant_logits(tiny_ck
     _rewrite(shard, name, flip)
     with pytest.raises(EdgekitError, match="differ from the quantizer"):
         verify_unified_checkpoint(bad)
+
+
+def _e4m3_reference(byte: int) -> float:
+    """An E4M3 byte's value from the OCP FP8 rule, written out independently of torch: sign, 4 exponent bits (bias 7),
+    3 mantissa bits, subnormals at exponent 0; 0x7F/0xFF are NaN."""
+    sign = -1.0 if byte & 0x80 else 1.0
+    e, m = (byte >> 3) & 0xF, byte & 0x7
+    if e == 0xF and m == 0x7:
+        return float("nan")
+    return sign * (m / 8 * 2.0 ** -6 if e == 0 else (1 + m / 8) * 2.0 ** (e - 7))
+
+
+def test_fp8_unified_is_modelopts_layout_and_matches_fake_quant_logits(tiny_ckpt, tmp_path):
+    """GPTQ onto ModelOpt's FP8 grid (E4M3 weights under one scale per tensor) records each linear's activation scale
+    (amax / 448), so the checkpoint is FP8 (W8A8): float8_e4m3fn weights whose bytes are edgekit's codes, a 0-d FP32
+    weight scale that is a float16 value (Edge-LLM casts it to float16) at or above amax / 448, every value equal to
+    the OCP E4M3 rule's times the scale; verify proves the packing, refuses a NaN byte, and transformers with the
+    dequantized weights gives the fake-quantized model's logits."""
+    from edgekit.model.checkpoint import open_checkpoint
+    from edgekit.quant.grids import dequantize_weight
+
+    source = open_checkpoint(tiny_ckpt)
+    res = calibrate(tiny_ckpt, QuantConfig(method="gptq", grid="nvidia:fp8", n_samples=4, seed=_seed() % 1000),
+                    tmp_path / "cache")
+    out = tmp_path / "unified"
+    write_unified_checkpoint(tiny_ckpt, out, res, shard_bytes=3 << 20)
+    summary = verify_unified_checkpoint(out)
+    assert summary.startswith("FP8,") and "match the quantizer" in summary
+    hq = json.loads((out / "hf_quant_config.json").read_text())["quantization"]
+    assert hq["quant_algo"] == "FP8" and "group_size" not in hq
+    uc = open_unified(out)
+    table = torch.tensor([_e4m3_reference(b) for b in range(256)])
+    for name, qw in res.quantized.items():
+        w, s = uc.get(name), uc.get(name + "_scale")
+        assert (w.dtype, tuple(w.shape)) == (torch.float8_e4m3fn, qw.shape)
+        assert (s.dtype, s.dim()) == (torch.float32, 0) and float(s) == float(s.to(torch.float16)) > 0
+        amax = float(source.get(name).float().abs().max())
+        assert float(s.to(torch.float16).to(torch.float32)) * 448 >= amax > float(torch.nextafter(
+            s.to(torch.float16), torch.tensor(0.0, dtype=torch.float16)).float()) * 448  # the smallest such float16
+        iscale = uc.get(name[: -len("weight")] + "input_scale")
+        assert iscale.dim() == 0 and float(iscale) == float(res.input_scales[name[: -len(".weight")]]) > 0
+        assert torch.equal(w.view(torch.uint8).to(torch.int16), qw.codes)
+        want = dequantize_weight(qw)
+        assert torch.equal(uc.dequantized(name), want)
+        assert torch.equal(table[w.view(torch.uint8).long()] * s, want)
+    _assert_unified_gives_fake_quant_logits(tiny_ckpt, res, out, 41)
+
+    bad = tmp_path / "nan"
+    shutil.copytree(out, bad)
+    name = "model.layers.1.mlp.up_proj.weight"
+
+    def to_nan(t):
+        t = t.view(torch.uint8).clone()
+        t[2, 7] = 0x7F
+        return t.view(torch.float8_e4m3fn)
+
+    _rewrite(bad / open_unified(bad).where[name].name, name, to_nan)
+    with pytest.raises(EdgekitError, match="stand for no number"):
+        verify_unified_checkpoint(bad)

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from edgekit.qat.fake_quant import FakeQuantLinear
+from edgekit.quant.formats import QUANTIZED_FORMATS
 from edgekit.quant.grids import dequantize_weight, fit_and_quantize, get_grid
 
-GRIDS = ["gguf:q4_k", "gguf:q4_0", "gguf:q5_k", "gguf:q8_0", "gguf:q4_1", "nvidia:w4a16:g32", "nvidia:w4a16:g128",
-         "int8:channel", "gguf:nvfp4", "gguf:mxfp4", "nvidia:nvfp4"]
+GRIDS = list(QUANTIZED_FORMATS)  # every format in the registry: a new one is tested here without a line added
 
 
 def _weight(rows: int, blocks: int, block: int) -> torch.Tensor:
@@ -40,19 +40,23 @@ def test_the_trained_value_is_exactly_what_the_export_dequantizes_to(grid_name, 
             assert torch.equal(v, init.params[k])  # integer sub-scales stay the init's
     if fq.keys or fq.train_weight:
         assert not torch.equal(y, dequantize_weight(init))
-    else:  # FP4 with its codes fixed: its scales are bytes (E8M0, UE4M3), nothing in it trains
-        assert grid.levels is not None and torch.equal(y, dequantize_weight(init))
+    else:  # FP4/FP8 with codes fixed: their scales are bytes (E8M0, UE4M3) or per tensor, nothing in them trains
+        assert grid.values is not None and torch.equal(y, dequantize_weight(init))
     if grid_name == "gguf:q4_k":
         assert set(fq.t) == {"d", "dmin"}  # the fp16 super-scales; the 6-bit sub-scales are integers
     assert qw.codes.min() >= grid.qmin and qw.codes.max() <= grid.qmax
     if grid_name == "nvidia:nvfp4":  # E4M3 block scales train; the per-tensor scale stays one value, the init's
         assert set(fq.t) == {"scale"} and qw.params["scale"].dtype == torch.float8_e4m3fn
         assert torch.equal(qw.params["global"], init.params["global"])
+    if grid_name == "nvidia:fp8":  # E4M3 codes move; the per-tensor scale stays the init's (a float16 value)
+        assert not fq.keys and torch.equal(qw.params["scale"], init.params["scale"])
+        assert not torch.isin(qw.codes, torch.tensor([0x7F, 0xFF], dtype=qw.codes.dtype)).any()  # never NaN
     if grid_name.startswith("nvidia:w4a16"):  # TensorRT casts the scales to fp16: they must survive that
         assert torch.equal(qw.params["scale"].half().float(), qw.params["scale"]) and (qw.params["scale"] > 0).all()
 
 
-@pytest.mark.parametrize("grid_name", ["gguf:q4_k", "gguf:q4_0", "nvidia:w4a16:g128", "gguf:nvfp4", "gguf:mxfp4"])
+@pytest.mark.parametrize("grid_name", ["gguf:q4_k", "gguf:q4_0", "nvidia:w4a16:g128", "gguf:nvfp4", "gguf:mxfp4",
+                                       "nvidia:fp8"])
 def test_gradients_reach_latent_weights_and_scales(grid_name):
     grid = get_grid(grid_name)
     w = _weight(16, 1, grid.block_for(256) if grid.block else 256)

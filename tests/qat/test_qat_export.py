@@ -127,6 +127,28 @@ def test_unified_w4a16_holds_the_trained_codes_bit_for_bit(tiny_ckpt, tmp_path):
         assert torch.equal(uc.dequantized(name), w), name
 
 
+@pytest.mark.slow
+def test_qat_on_fp8_keeps_the_inits_input_scales_and_packs_the_trained_codes(tiny_ckpt, tmp_path):
+    """FP8 (W8A8) trains its E4M3 codes (the per-tensor scale stays the init's); the unified checkpoint holds what
+    training computed and the input scales the PTQ init measured on full-precision activations (an FP8 checkpoint
+    without them is refused: Edge-LLM would quantize activations with scale 1)."""
+    from edgekit.export.modelopt_reader import open_unified
+    from edgekit.quant.calibrate import QuantConfig, calibrate
+
+    qat = run_qat(tiny_ckpt, tmp_path / "fp8", "nvidia:fp8", "gptq")
+    out = tmp_path / "unified"
+    assert main(["quantize", str(qat), "--format", "nvidia:fp8", "--evaluate", "0", "--cache", str(tmp_path / "c"),
+                 "--out", str(out)]) == 0
+    uc = open_unified(out)
+    want = trained_weights(qat)
+    assert uc.algo == "FP8" and set(uc.linear_names()) == set(want) and len(want) == 7 * 2
+    init = calibrate(tiny_ckpt, QuantConfig(method="gptq", grid="nvidia:fp8", n_samples=6), tmp_path / "calib")
+    for name, w in want.items():
+        assert torch.equal(uc.dequantized(name), w), name
+        module = name[: -len(".weight")]
+        assert float(uc.get(module + ".input_scale")) == float(init.input_scales[module]) > 0
+
+
 def test_bad_requests_fail_with_one_line(tiny_ckpt, qat_q4k, tmp_path, capfd):
     from edgekit.model.checkpoint import sha256_file
 

@@ -153,9 +153,9 @@ def test_upper_gram_panels_sum_to_the_full_xtx(n, panel):
     assert torch.allclose(H.double(), want, rtol=1e-5, atol=1e-4 * float(want.abs().max()))
 
 
-@pytest.mark.parametrize("method", ["gptq", "awq"])
-def test_nvfp4_input_scales_are_the_activation_amax_the_folded_layer_sees(tiny_ckpt, method, test_seed):
-    """ModelOpt NVFP4 stores each linear's activation scale, amax / (6 * 448), from full-precision statistics (as
+@pytest.mark.parametrize("method,grid", [("gptq", "nvidia:nvfp4"), ("awq", "nvidia:nvfp4"), ("gptq", "nvidia:fp8")])
+def test_input_scales_are_the_activation_amax_the_folded_layer_sees(tiny_ckpt, method, grid, test_seed):
+    """ModelOpt NVFP4 stores each linear's activation scale, amax / (6 * 448), FP8 amax / 448, from full-precision statistics (as
     ModelOpt calibrates): after AWQ's scales are folded into the norms before q/k/v and gate/up, those inputs are
     x / s, and the scale must be theirs. Checked against the float layer with the folds applied (the norms divided by
     s, the linears' columns multiplied by s: the same function), its inputs hooked."""
@@ -169,7 +169,7 @@ def test_nvfp4_input_scales_are_the_activation_amax_the_folded_layer_sees(tiny_c
     hidden = [torch.randn(1, len(s.input_ids), ck.text.hidden, generator=gen) for s in seqs]
     layer, rope = decoder_layer(ck, cfg, 0), rotary(cfg)
     stats = collect_stats(layer, rope, hidden, seqs, AWQ_TOKENS, 0)
-    _, folded, input_scales, _, _ = quantize_layer(layer, stats, QuantConfig(method=method, grid="nvidia:nvfp4"), "", 0)
+    _, folded, input_scales, _, _ = quantize_layer(layer, stats, QuantConfig(method=method, grid=grid), "", 0)
     assert bool(folded) == (method == "awq")
     with torch.no_grad():
         for group, norm in FOLD_INTO.items():
@@ -190,4 +190,5 @@ def test_nvfp4_input_scales_are_the_activation_amax_the_folded_layer_sees(tiny_c
         h.remove()
     for group, names in GROUPS.items():
         for n in names:
-            assert float(input_scales[n]) == pytest.approx(seen[group] / (6 * 448), rel=1e-4), (group, n)
+            want = seen[group] / (6 * 448 if grid == "nvidia:nvfp4" else 448)
+            assert float(input_scales[n]) == pytest.approx(want, rel=1e-4), (group, n)

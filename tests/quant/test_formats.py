@@ -61,6 +61,8 @@ def test_modelopt_identity_and_bytes():
     i8 = F.parse("int8:channel")
     assert i8.unified_algo(activation_scales=True) == F.W8A8_SQ and i8.unified_algo() == F.W8A16
     assert i8.nbytes((8, 96)) == 8 * 96 + 8 * 4
+    fp8 = F.parse("nvidia:fp8")  # one byte per weight, one FP32 scale per tensor
+    assert fp8.nbytes((8, 96)) == 8 * 96 + 4 and fp8.bits_per_weight == 8 and F.from_unified(F.FP8, 0) is fp8
     with pytest.raises(EdgekitError, match="no ModelOpt unified form"):
         F.parse("gguf:q4_k").unified_algo()
     with pytest.raises(EdgekitError, match="fixed group size"):
@@ -78,6 +80,9 @@ def test_build_precision_table():
         d("int8", "tensorrt")
     with pytest.raises(EdgekitError, match="--gguf-type"):
         d("int4", "gguf", gguf_type="nvidia:w4a16")
+    assert d("fp8", "tensorrt").unified_algo() == F.FP8 == d("fp8", "tensorrt").unified_algo(activation_scales=True)
+    with pytest.raises(EdgekitError, match="no FP8 weight type"):
+        d("fp8", "gguf")
 
 
 def test_gguf_storage_rule_is_the_writers(tiny_ckpt):

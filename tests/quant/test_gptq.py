@@ -23,7 +23,7 @@ def _out_err(X, W, Q):
 
 
 @pytest.mark.parametrize("grid", ["gguf:q4_0", "gguf:q4_k", "gguf:q6_k", "gguf:mxfp4", "gguf:nvfp4", "nvidia:w4a16",
-                                  "int8:channel"])
+                                  "int8:channel", "nvidia:fp8"])
 def test_identity_hessian_equals_rtn(grid):
     gen = torch.Generator().manual_seed(torch.seed() % 2**31)
     W = torch.randn(37, 512, generator=gen) * 0.02
@@ -35,7 +35,8 @@ def test_identity_hessian_equals_rtn(grid):
 
 @pytest.mark.parametrize("grid,act_order", [("gguf:q4_0", False), ("gguf:q4_k", False), ("nvidia:w4a16", False),
                                             ("nvidia:w4a16", True), ("gguf:q4_k", True), ("gguf:nvfp4", False),
-                                            ("gguf:nvfp4", True), ("gguf:mxfp4", True)])
+                                            ("gguf:nvfp4", True), ("gguf:mxfp4", True),
+                                            ("nvidia:fp8", True)])
 def test_gptq_beats_rtn_on_output_error(grid, act_order):
     gen = torch.Generator().manual_seed(torch.seed() % 2**31)
     d, out = 512, 96

@@ -30,7 +30,7 @@ def build_cmd(
     target: Annotated[str, typer.Option(help="Target name or alias (see `edgekit targets`).")] = "cpu",
     precision: Annotated[str, typer.Option(help=" | ".join(BUILD_PRECISIONS) + " (the target's recipe says which it "
                                            "takes: `edgekit targets`; nvfp4: ModelOpt NVFP4 (W4A4) on tensorrt, llama.cpp's NVFP4 on gguf; mxfp4: "
-                                           "llama.cpp's MXFP4, gguf only).")] = "int4",
+                                           "llama.cpp's MXFP4, gguf only; fp8: ModelOpt FP8 (W8A8 E4M3), tensorrt only).")] = "int4",
     method: Annotated[Optional[str], typer.Option(help="Quantizer for the decoder: rtn | gptq | awq | smoothquant. "
                                                   "Default: gptq on --samples for int4/int8 (smoothquant for w8a8 "
                                                   "on tensorrt); nothing to quantize at fp16/fp32.")] = None,

@@ -11,7 +11,7 @@ from edgekit.cli.app import app, console, progress
 from edgekit.cli.options import CALIBRATION_SAMPLES_HELP, DEVICE_OPTION_DEFAULT
 from edgekit.devices import DEVICE_HELP
 from edgekit.bundle.quantize import DEFAULT_CANDIDATES
-from edgekit.quant.formats import QUANTIZED_FORMATS
+from edgekit.quant.formats import FORMATS, QUANTIZED_FORMATS
 
 
 def _bar_progress(bar):
@@ -32,7 +32,7 @@ def calibrate_cmd(
     samples: Annotated[str, typer.Option(help=CALIBRATION_SAMPLES_HELP)] = "default",
     n: Annotated[int, typer.Option("--n", help="Calibration samples (split 'calib').")] = 128,
     method: Annotated[str, typer.Option(help="rtn | gptq | awq | smoothquant.")] = "gptq",
-    format: Annotated[str, typer.Option("--format", help="Target grid: gguf:q4_k, gguf:q4_0, gguf:q8_0, nvidia:w4a16, int8:channel ...")] = "gguf:q4_k",
+    format: Annotated[str, typer.Option("--format", help="Target grid: " + " | ".join(QUANTIZED_FORMATS) + ".")] = "gguf:q4_k",
     out: Annotated[Path, typer.Option(help="Cache directory (resumable; keyed by checkpoint, samples and config).")] = Path("calib"),
     seed: Annotated[int, typer.Option(help="Sample selection seed.")] = 0,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = DEVICE_OPTION_DEFAULT,
@@ -80,7 +80,8 @@ def quantize_cmd(
     lm_head: Annotated[str, typer.Option(help="GGUF type for lm_head (e.g. q8_0, q6_k, f16); default: the decoder's.")] = "",
     embeddings: Annotated[str, typer.Option(help="GGUF type for the token embeddings; default: the decoder's.")] = "",
     out: Annotated[Path, typer.Option(help="Output: a .gguf decoder for gguf:* formats; a ModelOpt unified checkpoint "
-                                                 "directory for nvidia:w4a16 (W4A16_AWQ) and int8:channel (W8A8 SmoothQuant).")] = Path("decoder.gguf"),
+                                                 "directory for the ModelOpt formats (" + ", ".join(n for n in QUANTIZED_FORMATS if FORMATS[n].container == "modelopt")
+                                                 + ").")] = Path("decoder.gguf"),
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --out file that edgekit did not write "
                                         "(never the checkpoint, the cache or the samples).")] = False,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = DEVICE_OPTION_DEFAULT,

@@ -1,0 +1,127 @@
+"""Quality of the TensorRT formats (ModelOpt unified checkpoints) on the held-out set, side by side in one run.
+
+TensorRT does not run here and Edge-LLM's ONNX needs its TensorRT plugins, so the runtime these decoders are measured
+in is transformers with each format's exact arithmetic: every quantized linear's weight is what its unified
+checkpoint dequantizes to (tests/export/test_modelopt_unified.py pins that bit for bit), and where the format
+quantizes activations (W8A8 INT8, FP8, NVFP4 W4A4) the linear's input goes through the same quantization under the
+calibrated input scale (edgekit.quant.formats.Format.activation_qdq; float32 math, where TensorRT computes in
+float16). The measure is bench_quality's: mean per-token KL(FP‖Q) against the full-precision model over every
+position of the held-out prompts (edgekit/data/heldout: text-only and image+text, unlike every calibration source),
+and top-1 agreement. Every decoder is calibrated on the same sequences (the default mix, --n of them).
+
+Regenerate:  python benchmarks/bench_unified_quality.py --preset small --json benchmarks/results/quality/unified_small.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_quality import heldout_parts  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+# row -> (method, format, activations quantized); the build precision each is: w8a8 (tensorrt), fp8, nvfp4, int4
+# (tensorrt). The weights-only rows split a W8A8/W4A4 format's loss between its weights and its activations.
+VARIANTS = {
+    "int8:channel smoothquant (W8A8)": ("smoothquant", "int8:channel", True),
+    "nvidia:fp8 rtn (FP8)": ("rtn", "nvidia:fp8", True),
+    "nvidia:fp8 gptq (FP8)": ("gptq", "nvidia:fp8", True),
+    "nvidia:fp8 gptq (weights only)": ("gptq", "nvidia:fp8", False),
+    "nvidia:fp8 awq (FP8)": ("awq", "nvidia:fp8", True),
+    "nvidia:w4a16 rtn (W4A16_AWQ g128)": ("rtn", "nvidia:w4a16", False),
+    "nvidia:w4a16 awq (W4A16_AWQ g128)": ("awq", "nvidia:w4a16", False),
+    "nvidia:w4a16 gptq (W4A16_AWQ g128)": ("gptq", "nvidia:w4a16", False),
+    "nvidia:nvfp4 rtn (NVFP4 W4A4)": ("rtn", "nvidia:nvfp4", True),
+    "nvidia:nvfp4 gptq (NVFP4 W4A4)": ("gptq", "nvidia:nvfp4", True),
+    "nvidia:nvfp4 gptq (weights only: W4A16_NVFP4)": ("gptq", "nvidia:nvfp4", False),
+    "nvidia:nvfp4 awq (NVFP4 W4A4)": ("awq", "nvidia:nvfp4", True),
+}
+
+
+def heldout_sequences(ckpt: Path, items) -> list:
+    """The held-out items as teacher-forced chat sequences (images at their own size)."""
+    from edgekit.model.checkpoint import open_checkpoint
+    from edgekit.model.prompt import PromptAssets
+    from edgekit.quant.layers import chat_sequence
+
+    assets = PromptAssets.from_checkpoint(open_checkpoint(ckpt))
+    return [chat_sequence(assets, assets.tokenizer, it.prompt, [it.image] if it.image else [], it.continuation, None)
+            for it in items]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--checkpoint", type=Path, help="measure this checkpoint instead of the preset's generated one")
+    ap.add_argument("--n", type=int, default=64, help="calibration sequences")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of: {', '.join(VARIANTS)}")
+    ap.add_argument("--work", type=Path, default=REPO / "out" / "bench_unified_quality")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+
+    import torch
+
+    from edgekit.data.heldout import load_heldout
+    from edgekit.metrics import token_kl
+    from edgekit.model.checkpoint import open_checkpoint
+    from edgekit.model.fixtures import make_tiny
+    from edgekit.quant.calibrate import QuantConfig, calibrate
+    from edgekit.quant.evaluate import apply_result, load_reference, sequence_logits
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    work = args.work / (args.checkpoint.resolve().name if args.checkpoint else args.preset)
+    work.mkdir(parents=True, exist_ok=True)
+    ckpt = args.checkpoint or work / "checkpoint"
+    if args.checkpoint is None and not (ckpt / "config.json").is_file():
+        make_tiny(ckpt, args.preset)
+    t0 = time.perf_counter()
+    items = load_heldout()
+    parts = heldout_parts(items)
+    seqs = heldout_sequences(ckpt, items)
+    image_id = open_checkpoint(ckpt).token_ids.image
+    model = load_reference(ckpt)
+    reference = [x.numpy() for x in sequence_logits(model, seqs, image_id)]
+    fp_state = {k: v.clone() for k, v in model.state_dict().items()}
+    rows: dict[str, dict] = {}
+    for name in args.variants.split(","):
+        method, fmt, activations = VARIANTS[name]
+        result = calibrate(ckpt, QuantConfig(method=method, grid=fmt, n_samples=args.n), work / "calibration")
+        if not activations:
+            result.input_scales.clear()  # no activation quantizers: the weights' share of the loss alone
+        handles = apply_result(model, result)
+        logits = [x.numpy() for x in sequence_logits(model, seqs, image_id)]
+        for h in handles:
+            h.remove()
+        model.load_state_dict(fp_state)
+        kl = [token_kl(r, q) for r, q in zip(reference, logits)]
+        top1 = [r.argmax(-1) == q.argmax(-1) for r, q in zip(reference, logits)]
+        rows[name] = {"kl": {part: float(np.concatenate([kl[i] for i in idx]).mean()) for part, idx in parts.items()},
+                      "top1": float(np.concatenate(top1).mean()), "activations_quantized": bool(result.input_scales)}
+        print(f"{name}: KL {rows[name]['kl']['all']:.5f}", flush=True)
+    positions = sum(len(s.input_ids) for s in seqs)
+    measured = f"checkpoint {args.checkpoint}" if args.checkpoint else f"preset {args.preset}"
+    print(f"\n{measured}; {len(items)} held-out prompts ({len(parts['text'])} text, {len(parts['image+text'])} "
+          f"image+text, {positions} positions); calibration {args.n} sequences; "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; {time.perf_counter() - t0:.0f} s\n")
+    print("| decoder | activations | KL all | text | image+text | top-1 |")
+    print("|---|---|---|---|---|---|")
+    for name, r in rows.items():
+        k = r["kl"]
+        print(f"| {name} | {'quantized' if r['activations_quantized'] else 'float'} | {k['all']:.4f} | {k['text']:.4f} "
+              f"| {k['image+text']:.4f} | {r['top1']:.1%} |")
+    if args.json:
+        record = {"preset": args.preset, "checkpoint": str(args.checkpoint or ""), "n": args.n, "rows": rows,
+                  "positions": positions}
+        args.json.write_text(json.dumps(record, indent=1, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
