@@ -28,21 +28,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_quality import heldout_parts  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-# row -> (method, format, activations quantized); the build precision each is: w8a8 (tensorrt), fp8, nvfp4, int4
-# (tensorrt). The weights-only rows split a W8A8/W4A4 format's loss between its weights and its activations.
+# row -> (QuantConfig fields, activations quantized); the build precision each is: w8a8 (tensorrt), fp8, nvfp4, int4
+# (tensorrt). The weights-only rows split a W8A8/W4A4 format's loss between its weights and its activations;
+# smoothquant onto FP8/NVFP4 is SmoothQuant's migration (alpha 0.5) and then GPTQ.
 VARIANTS = {
-    "int8:channel smoothquant (W8A8)": ("smoothquant", "int8:channel", True),
-    "nvidia:fp8 rtn (FP8)": ("rtn", "nvidia:fp8", True),
-    "nvidia:fp8 gptq (FP8)": ("gptq", "nvidia:fp8", True),
-    "nvidia:fp8 gptq (weights only)": ("gptq", "nvidia:fp8", False),
-    "nvidia:fp8 awq (FP8)": ("awq", "nvidia:fp8", True),
-    "nvidia:w4a16 rtn (W4A16_AWQ g128)": ("rtn", "nvidia:w4a16", False),
-    "nvidia:w4a16 awq (W4A16_AWQ g128)": ("awq", "nvidia:w4a16", False),
-    "nvidia:w4a16 gptq (W4A16_AWQ g128)": ("gptq", "nvidia:w4a16", False),
-    "nvidia:nvfp4 rtn (NVFP4 W4A4)": ("rtn", "nvidia:nvfp4", True),
-    "nvidia:nvfp4 gptq (NVFP4 W4A4)": ("gptq", "nvidia:nvfp4", True),
-    "nvidia:nvfp4 gptq (weights only: W4A16_NVFP4)": ("gptq", "nvidia:nvfp4", False),
-    "nvidia:nvfp4 awq (NVFP4 W4A4)": ("awq", "nvidia:nvfp4", True),
+    "int8:channel smoothquant (W8A8)": ({"method": "smoothquant", "grid": "int8:channel"}, True),
+    "nvidia:fp8 rtn (FP8)": ({"method": "rtn", "grid": "nvidia:fp8"}, True),
+    "nvidia:fp8 gptq (FP8)": ({"method": "gptq", "grid": "nvidia:fp8"}, True),
+    "nvidia:fp8 smoothquant (FP8; the build's default)": ({"method": "smoothquant", "grid": "nvidia:fp8"}, True),
+    "nvidia:fp8 gptq (weights only)": ({"method": "gptq", "grid": "nvidia:fp8"}, False),
+    "nvidia:fp8 awq (FP8)": ({"method": "awq", "grid": "nvidia:fp8"}, True),
+    "nvidia:w4a16 rtn (W4A16_AWQ g128)": ({"method": "rtn", "grid": "nvidia:w4a16"}, False),
+    "nvidia:w4a16 awq (W4A16_AWQ g128)": ({"method": "awq", "grid": "nvidia:w4a16"}, False),
+    "nvidia:w4a16 gptq (W4A16_AWQ g128)": ({"method": "gptq", "grid": "nvidia:w4a16"}, False),
+    "nvidia:nvfp4 rtn (NVFP4 W4A4)": ({"method": "rtn", "grid": "nvidia:nvfp4"}, True),
+    "nvidia:nvfp4 gptq (NVFP4 W4A4)": ({"method": "gptq", "grid": "nvidia:nvfp4"}, True),
+    "nvidia:nvfp4 smoothquant (NVFP4; the build's default)": ({"method": "smoothquant", "grid": "nvidia:nvfp4"}, True),
+    "nvidia:nvfp4 gptq (weights only: W4A16_NVFP4)": ({"method": "gptq", "grid": "nvidia:nvfp4"}, False),
+    "nvidia:nvfp4 awq (NVFP4 W4A4)": ({"method": "awq", "grid": "nvidia:nvfp4"}, True),
 }
 
 
@@ -92,8 +95,8 @@ def main() -> None:
     fp_state = {k: v.clone() for k, v in model.state_dict().items()}
     rows: dict[str, dict] = {}
     for name in args.variants.split(","):
-        method, fmt, activations = VARIANTS[name]
-        result = calibrate(ckpt, QuantConfig(method=method, grid=fmt, n_samples=args.n), work / "calibration")
+        fields, activations = VARIANTS[name]
+        result = calibrate(ckpt, QuantConfig(**fields, n_samples=args.n), work / "calibration")
         if not activations:
             result.input_scales.clear()  # no activation quantizers: the weights' share of the loss alone
         handles = apply_result(model, result)

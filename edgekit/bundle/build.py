@@ -18,7 +18,7 @@ from typing import Callable
 
 from edgekit.bundle.manifest import MAX_IMAGES, MAX_SIDE
 from edgekit.errors import EdgekitError
-from edgekit.quant.formats import BACKENDS, BUILD_PRECISIONS, W4A16_AWQ, Format, decoder_format
+from edgekit.quant.formats import BACKENDS, BUILD_PRECISIONS, W4A16_AWQ, Format, builds_on, decoder_format
 
 CONFIG_VERSION = 1
 TOKENIZER_FILES = ("config.json", "generation_config.json", "preprocessor_config.json", "tokenizer.json",
@@ -87,13 +87,12 @@ class BuildConfig:
 
 
 def default_method(precision: str, backend: str) -> str:
-    """Calibrated by default: GPTQ on the default calibration mix is edgekit's best decoder quantizer at equal size
-    (README, "Quality"); W8A8 on TensorRT is SmoothQuant by definition; float builds quantize nothing."""
+    """GPTQ on the default calibration mix (README, "Quality"); SmoothQuant's migration first where TensorRT quantizes
+    activations too (W8A8 by definition; FP8, NVFP4: README, "The TensorRT formats side by side"); float: nothing."""
     if precision in ("fp16", "fp32"):
         return "rtn"
-    if precision == "w8a8" and backend == "tensorrt":
-        return "smoothquant"
-    return "gptq"
+    fmt = decoder_format(precision, backend) if builds_on(precision, backend) else None
+    return "smoothquant" if backend == "tensorrt" and fmt is not None and fmt.quantizes_activations else "gptq"
 
 
 def _copy_tokenizer(source: Path, bundle: Path) -> list[str]:
@@ -330,8 +329,9 @@ def unified_quant_config(config: BuildConfig):
             raise EdgekitError(f"--precision w8a8 is SmoothQuant: use --method smoothquant (or rtn for no smoothing), not {m}")
         return QuantConfig(method="smoothquant", grid=fmt.grid_name, alpha=0.5 if m == "smoothquant" else 0.0,
                            samples=config.samples, n_samples=config.calib_n, seed=config.seed)
-    if m == "smoothquant":
-        raise EdgekitError("--method smoothquant makes W8A8: use --precision w8a8")
+    if m == "smoothquant" and not fmt.quantizes_activations:
+        raise EdgekitError(f"--method smoothquant is for formats whose activations TensorRT quantizes (--precision "
+                           f"w8a8, fp8, nvfp4), not {fmt.name}")
     return QuantConfig(method=m, grid=fmt.grid_name, samples=config.samples, n_samples=config.calib_n, seed=config.seed)
 
 

@@ -65,7 +65,10 @@ class QuantConfig:
     damp: float = 0.01
     act_order: bool = False
     weighted_fit: bool = True  # GPTQ: block scales searched with the inputs' importance (grids.py)
-    alpha: float = 0.5  # SmoothQuant migration strength; 0 = naive W8A8 (no smoothing)
+    # SmoothQuant's migration strength (s = max|X|^alpha / max|W|^(1-alpha) per input channel, folded into the norm
+    # before q/k/v and gate/up); 0: none. The weights then: INT8 per channel by RTN (W8A8, as the paper), GPTQ onto
+    # FP8 / NVFP4 (whose activations TensorRT quantizes under a per-tensor scale too)
+    alpha: float = 0.5
     resize_to: tuple[int, int] = (224, 224)  # calibration images (h, w), multiples of patch*merge
     seed: int = 0
     # Mixed precision: (group key "model.layers.{i}.{group}", grid) pairs that replace `grid` for one linear
@@ -163,7 +166,7 @@ def quantize_layer(layer, stats: dict[str, GroupStats], cfg: QuantConfig, prefix
     from edgekit.metrics import relative_error
     from edgekit.quant.grids import dequantize_weight, fit_and_quantize
     from edgekit.quant.gptq import gptq_quantize_shared
-    from edgekit.quant.smoothquant import w8a8_quantize
+    from edgekit.quant.smoothquant import smooth_scales, w8a8_quantize
 
     quantized, folded, input_scales, errors, new_state = {}, {}, {}, {}, {}
     for group, names in GROUPS.items():
@@ -172,9 +175,14 @@ def quantize_layer(layer, stats: dict[str, GroupStats], cfg: QuantConfig, prefix
         X = torch.cat(st.sample)  # [rows, in]
         X_err = X[::max(1, len(X) // ERROR_ROWS)]  # every sequence's rows, evenly
         grid = cfg.grid_for(index, group)
-        scale = None
-        if cfg.method == "gptq":
-            qws = gptq_quantize_shared(Ws, st.hessian, grid, damp=cfg.damp, act_order=cfg.act_order,
+        scale, to_quantize, hessian = None, Ws, st.hessian
+        smooth_then_gptq = cfg.method == "smoothquant" and grid != "int8:channel"  # FP8, NVFP4
+        if smooth_then_gptq and cfg.alpha > 0 and group in FOLD_INTO:
+            scale = smooth_scales(st.absmax, Ws, cfg.alpha)  # x' = x / s, W' = W · s: the same product
+            to_quantize = [W * scale for W in Ws]
+            hessian = st.hessian / scale.reshape(-1, 1) / scale.reshape(1, -1)  # Σ x'ᵀx'
+        if cfg.method == "gptq" or smooth_then_gptq:
+            qws = gptq_quantize_shared(to_quantize, hessian, grid, damp=cfg.damp, act_order=cfg.act_order,
                                        weighted_fit=cfg.weighted_fit)
         elif cfg.method == "awq":
             res = awq_quantize(Ws, X, grid, n_grid=10 if group in FOLD_INTO else 1)  # no fold target: s = 1
@@ -185,10 +193,10 @@ def quantize_layer(layer, stats: dict[str, GroupStats], cfg: QuantConfig, prefix
             for n in names:
                 input_scales[prefix + n] = res.input_scale.cpu()
         else:
-            qws = [fit_and_quantize(grid, W) for W in Ws]
+            qws = [fit_and_quantize(grid, W) for W in to_quantize]
         input_range = parse_format(grid).input_scale_range
         if input_range:  # NVFP4: the activations' per-tensor scale, from the same statistics pass
-            absmax = st.absmax if scale is None else st.absmax / scale.to(st.absmax)  # AWQ's fold divides x by s
+            absmax = st.absmax if scale is None else st.absmax / scale.to(st.absmax)  # a fold (AWQ, smoothing): x / s
             for n in names:
                 input_scales[prefix + n] = (absmax.max() / input_range).reshape(()).cpu()
         if scale is not None:
@@ -222,11 +230,14 @@ def calibrate(ckpt_path: str | Path, cfg: QuantConfig, cache_dir: str | Path,
     device = resolve_device(device)
     if cfg.method not in METHODS:
         raise EdgekitError(f"--method {cfg.method!r}: choose one of {', '.join(METHODS)}")
-    if cfg.method == "smoothquant" and cfg.grid != "int8:channel":
-        raise EdgekitError("smoothquant produces W8A8: use --precision int8 (grid int8:channel)")
+    if cfg.method == "smoothquant" and not cfg.format.quantizes_activations:
+        raise EdgekitError(f"smoothquant migrates activation range into the weights, for formats whose activations "
+                           f"are quantized: int8:channel (W8A8), nvidia:fp8, nvidia:nvfp4; not {cfg.grid}")
+    if not 0 <= cfg.alpha <= 1:
+        raise EdgekitError(f"--alpha {cfg.alpha}: SmoothQuant's migration strength is in [0, 1]")
     ckpt_path = Path(ckpt_path)
     if is_qat_dir(ckpt_path):  # trained codes: packed as they are, whatever weight method was asked for
-        if cfg.method == "smoothquant":
+        if cfg.method == "smoothquant" and cfg.grid == "int8:channel":
             raise EdgekitError(f"{ckpt_path}: a QAT checkpoint has weights only, no SmoothQuant activation scales")
         return qat_result(ckpt_path, cfg.grid, cfg.grid_overrides)
     from edgekit.outputs import refuse_overlap, spec_paths

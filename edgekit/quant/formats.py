@@ -56,7 +56,8 @@ class Format:
     # always records it (what TensorRT's W4A4 GEMM quantizes activations with). None: not the format's business
     input_scale_range: float | None = None
     tensor_scale_bytes: int = 0  # unified checkpoint: bytes of per-tensor weight scales (NVFP4's FP32 weight_scale_2)
-    activations: str = "int8"  # how the runtime quantizes activations under an input scale (_ACTIVATION_QDQ)
+    # how the runtime quantizes activations under a calibrated per-tensor scale (_ACTIVATION_QDQ); None: it does not
+    activations: str | None = None
 
     @property
     def grid_name(self) -> str:
@@ -130,11 +131,19 @@ class Format:
             raise EdgekitError(f"--group-size {group_size}: nvidia:w4a16 groups are 32, 64 or 128 columns")
         return FORMATS[f"nvidia:w4a16:g{group_size}"]
 
+    @property
+    def quantizes_activations(self) -> bool:
+        """Whether a runtime can quantize this format's activations under a calibrated per-tensor scale (W8A8 INT8,
+        FP8, NVFP4): where SmoothQuant's migration applies."""
+        return self.activations is not None
+
     def activation_qdq(self, x, input_scale):
         """x fake-quantized as the runtime quantizes this format's activations under their per-tensor scale: NVFP4's
         E2M1 blocks, FP8's E4M3, INT8 for W8A8 (SmoothQuant on int8:channel)."""
         from importlib import import_module
 
+        if self.activations is None:
+            raise EdgekitError(f"{self.name}: its runtime does not quantize activations")
         module, function = _ACTIVATION_QDQ[self.activations]
         return getattr(import_module(module), function)(x, input_scale)
 
@@ -175,7 +184,7 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     _gguf("mxfp4", 4, 32, 38),
     _gguf("nvfp4", 4, 64, 39),
     _w4a16(32), _w4a16(64), _w4a16(128),
-    Format("int8:channel", "modelopt", True, 8, WHOLE_ROW, backends=("tensorrt",)),
+    Format("int8:channel", "modelopt", True, 8, WHOLE_ROW, backends=("tensorrt",), activations="int8"),
     Format("nvidia:nvfp4", "modelopt", True, 4, 16, backends=("tensorrt",), scale_bits=8, input_scale_range=6 * 448.0,
            tensor_scale_bytes=4, activations="e2m1"),
     Format("nvidia:fp8", "modelopt", True, 8, WHOLE_ROW, quant_algo=FP8, backends=("tensorrt",), scale_bits=0,

@@ -97,10 +97,10 @@ def test_w8a8_smoothquant_bundle_exports_as_int8_qdq(tiny_ckpt, exporter, tmp_pa
     assert (again / MANIFEST).read_bytes() == (out / MANIFEST).read_bytes()  # lists every artifact's sha256
 
 
-def _verified_thor_bundle(ckpt: Path, out: Path, precision: str, quant_algo: str) -> Path:
-    """A Thor bundle at `precision` on the default (TensorRT) backend, round to nearest: it verifies and its manifest
-    records the decoder's quant_algo."""
-    assert main(["build", str(ckpt), "--target", "thor", "--precision", precision, "--method", "rtn",
+def _verified_thor_bundle(ckpt: Path, out: Path, precision: str, quant_algo: str, method: tuple = ("--method", "rtn")) -> Path:
+    """A Thor bundle at `precision` on the default (TensorRT) backend (round to nearest unless `method` says): it
+    verifies and its manifest records the decoder's quant_algo."""
+    assert main(["build", str(ckpt), "--target", "thor", "--precision", precision, *method,
                  "--calib-n", "4", "--vision-precision", "fp16", "--out", str(out)]) == 0
     report = verify_bundle(out)
     assert report.ok, report.errors
@@ -144,7 +144,8 @@ def test_thor_nvfp4_bundle_is_modelopt_nvfp4_and_edge_llm_keeps_its_bytes(tiny_c
 
 
 def test_fp8_bundle_is_modelopt_fp8_and_edge_llm_keeps_its_bytes(tiny_ckpt, exporter, tmp_path):
-    """--precision fp8 on the TensorRT backend (Thor here; x86-cuda too) is a ModelOpt FP8 (W8A8) unified checkpoint:
+    """--precision fp8 on the TensorRT backend (Thor here; x86-cuda too), by default SmoothQuant's migration (folded
+    into the norms) then GPTQ, is a ModelOpt FP8 (W8A8) unified checkpoint:
     Edge-LLM's exporter dequantizes edgekit's exact E4M3 bytes with edgekit's weight scale and quantizes every
     linear's activations to E4M3 with edgekit's calibrated input scale; verify passes and the manifest records FP8.
     A bundle whose ONNX quantizes with another activation scale is refused."""
@@ -153,7 +154,9 @@ def test_fp8_bundle_is_modelopt_fp8_and_edge_llm_keeps_its_bytes(tiny_ckpt, expo
     from edgekit.bundle.edgellm import check_fp8_export
     from edgekit.export.modelopt_reader import open_unified
 
-    out = _verified_thor_bundle(tiny_ckpt, tmp_path / "fp8", "fp8", "FP8")
+    out = _verified_thor_bundle(tiny_ckpt, tmp_path / "fp8", "fp8", "FP8", method=())  # the default: smoothquant
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["parts"]["decoder"]["method"] == "smoothquant"
     unified, onnx_path = out / "decoder" / "unified", out / "decoder" / "edgellm_onnx" / "llm" / "model.onnx"
     counts = check_fp8_export(onnx_path, unified)
     assert counts["fp8_weight_dq"] == counts["quantized_linears"] == 14 and counts["activation_q"] >= 4 * 2

@@ -169,6 +169,21 @@ def test_tensorrt_build_refuses_what_edge_llm_cannot_run(small_ckpt, tmp_path):
     assert not (tmp_path / "b").exists()  # refused before any work
 
 
+def test_smoothquant_is_the_tensorrt_default_where_activations_are_quantized():
+    """W8A8, FP8 and NVFP4 on TensorRT quantize activations: their builds smooth first by default (then RTN per channel
+    for W8A8, GPTQ for FP8/NVFP4); weight-only builds stay GPTQ, and smoothquant onto them is refused in one line."""
+    from edgekit.bundle.build import BuildConfig, default_method, unified_quant_config
+
+    assert [default_method(p, "tensorrt") for p in ("w8a8", "fp8", "nvfp4", "int4", "fp16")] == \
+        ["smoothquant", "smoothquant", "smoothquant", "gptq", "rtn"]
+    assert default_method("nvfp4", "gguf") == default_method("int4", "gguf") == "gptq"
+    for precision in ("fp8", "nvfp4"):
+        q = unified_quant_config(BuildConfig(target="thor", precision=precision, backend="tensorrt"))
+        assert (q.method, q.alpha, q.format.quantizes_activations) == ("smoothquant", 0.5, True)
+    with pytest.raises(EdgekitError, match="whose activations TensorRT quantizes"):
+        unified_quant_config(BuildConfig(target="thor", precision="int4", method="smoothquant", backend="tensorrt"))
+
+
 def test_quantize_cli_writes_unified_checkpoint(tiny_ckpt, tmp_path, capsys):
     from edgekit.cli import main
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from edgekit.errors import EdgekitError
 from edgekit.quant.calibrate import QuantConfig, calibrate
 
 
@@ -92,7 +93,7 @@ def test_awq_folds_scales_into_norms(tiny_ckpt, tmp_path, test_seed):
 def test_refuses_grid_that_does_not_fit(tiny_ckpt, tmp_path):
     from edgekit.errors import EdgekitError
 
-    with pytest.raises(EdgekitError, match="smoothquant produces W8A8"):
+    with pytest.raises(EdgekitError, match="whose activations are quantized"):
         calibrate(tiny_ckpt, QuantConfig(method="smoothquant", grid="gguf:q4_k"), tmp_path)
 
 
@@ -153,11 +154,14 @@ def test_upper_gram_panels_sum_to_the_full_xtx(n, panel):
     assert torch.allclose(H.double(), want, rtol=1e-5, atol=1e-4 * float(want.abs().max()))
 
 
-@pytest.mark.parametrize("method,grid", [("gptq", "nvidia:nvfp4"), ("awq", "nvidia:nvfp4"), ("gptq", "nvidia:fp8")])
-def test_input_scales_are_the_activation_amax_the_folded_layer_sees(tiny_ckpt, method, grid, test_seed):
-    """ModelOpt NVFP4 stores each linear's activation scale, amax / (6 * 448), FP8 amax / 448, from full-precision statistics (as
-    ModelOpt calibrates): after AWQ's scales are folded into the norms before q/k/v and gate/up, those inputs are
-    x / s, and the scale must be theirs. Checked against the float layer with the folds applied (the norms divided by
+@pytest.mark.parametrize("method,grid,alpha", [("gptq", "nvidia:nvfp4", 0.5), ("awq", "nvidia:nvfp4", 0.5),
+                                              ("gptq", "nvidia:fp8", 0.5), ("smoothquant", "nvidia:fp8", 0.5),
+                                              ("smoothquant", "nvidia:nvfp4", 0.8)])
+def test_input_scales_are_the_activation_amax_the_folded_layer_sees(tiny_ckpt, method, grid, alpha, test_seed):
+    """ModelOpt NVFP4 stores each linear's activation scale, amax / (6 * 448), FP8 amax / 448, from full-precision
+    statistics (as ModelOpt calibrates): after AWQ's or SmoothQuant's (`smooth`) scales are folded into the norms
+    before q/k/v and gate/up (smoothquant on FP8/NVFP4: the migration, then GPTQ), those inputs are x / s, and the
+    scale must be theirs. Checked against the float layer with the folds applied (the norms divided by
     s, the linears' columns multiplied by s: the same function), its inputs hooked."""
     from edgekit.model.checkpoint import open_checkpoint
     from edgekit.quant.calibrate import AWQ_TOKENS, FOLD_INTO, GROUPS, collect_stats, quantize_layer
@@ -169,8 +173,8 @@ def test_input_scales_are_the_activation_amax_the_folded_layer_sees(tiny_ckpt, m
     hidden = [torch.randn(1, len(s.input_ids), ck.text.hidden, generator=gen) for s in seqs]
     layer, rope = decoder_layer(ck, cfg, 0), rotary(cfg)
     stats = collect_stats(layer, rope, hidden, seqs, AWQ_TOKENS, 0)
-    _, folded, input_scales, _, _ = quantize_layer(layer, stats, QuantConfig(method=method, grid=grid), "", 0)
-    assert bool(folded) == (method == "awq")
+    _, folded, input_scales, _, _ = quantize_layer(layer, stats, QuantConfig(method=method, grid=grid, alpha=alpha), "", 0)
+    assert bool(folded) == (method in ("awq", "smoothquant"))
     with torch.no_grad():
         for group, norm in FOLD_INTO.items():
             if norm in folded:
@@ -192,3 +196,14 @@ def test_input_scales_are_the_activation_amax_the_folded_layer_sees(tiny_ckpt, m
         for n in names:
             want = seen[group] / (6 * 448 if grid == "nvidia:nvfp4" else 448)
             assert float(input_scales[n]) == pytest.approx(want, rel=1e-4), (group, n)
+
+
+def test_smoothing_is_refused_where_activations_are_not_quantized(tiny_ckpt, tmp_path):
+    """SmoothQuant migrates activation range into the weights: only onto formats whose activations are quantized
+    (W8A8 INT8, FP8, NVFP4), with a strength in [0, 1]."""
+    for cfg, match in ((QuantConfig(method="smoothquant", grid="gguf:q4_k"), "whose activations"),
+                       (QuantConfig(method="smoothquant", grid="nvidia:w4a16"), "whose activations"),
+                       (QuantConfig(method="smoothquant", grid="nvidia:nvfp4", alpha=1.5), "--alpha")):
+        with pytest.raises(EdgekitError, match=match):
+            calibrate(tiny_ckpt, cfg, tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()

@@ -32,8 +32,10 @@ def build_cmd(
                                            "takes: `edgekit targets`; nvfp4: ModelOpt NVFP4 (W4A4) on tensorrt, llama.cpp's NVFP4 on gguf; mxfp4: "
                                            "llama.cpp's MXFP4, gguf only; fp8: ModelOpt FP8 (W8A8 E4M3), tensorrt only).")] = "int4",
     method: Annotated[Optional[str], typer.Option(help="Quantizer for the decoder: rtn | gptq | awq | smoothquant. "
-                                                  "Default: gptq on --samples for int4/int8 (smoothquant for w8a8 "
-                                                  "on tensorrt); nothing to quantize at fp16/fp32.")] = None,
+                                                  "Default: gptq on --samples; on tensorrt, where the activations are "
+                                                  "quantized too (w8a8, fp8, nvfp4), smoothquant (SmoothQuant's "
+                                                  "migration, then RTN per channel for w8a8, GPTQ for fp8/nvfp4); "
+                                                  "nothing to quantize at fp16/fp32.")] = None,
     backend: Annotated[Optional[str], typer.Option(help="tensorrt (ModelOpt unified checkpoint for Edge-LLM) | gguf (llama.cpp). Default: the target's first.")] = None,
     samples: Annotated[str, typer.Option(help=CALIBRATION_SAMPLES_HELP)] = "default",
     calib_n: Annotated[int, typer.Option("--calib-n", min=1, help="Calibration samples to use.")] = 64,

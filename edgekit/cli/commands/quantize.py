@@ -69,7 +69,8 @@ def quantize_cmd(
     weighted_fit: Annotated[bool, typer.Option("--weighted-fit/--plain-fit", help="GPTQ on Q4_K/Q5_K: search each "
                                                "block's scales weighted by its inputs' importance (llama.cpp's "
                                                "importance-matrix rule) or by the weights alone.")] = True,
-    alpha: Annotated[float, typer.Option(help="SmoothQuant migration strength (0 = naive W8A8).")] = 0.5,
+    alpha: Annotated[float, typer.Option(help="SmoothQuant migration strength, 0 to 1 (0: none; --method smoothquant on "
+                                             "int8:channel, nvidia:fp8, nvidia:nvfp4).")] = 0.5,
     evaluate: Annotated[int, typer.Option(help="Held-out samples for KL(FP||Q) against the full-precision model (0: skip).")] = 8,
     cache: Annotated[Path, typer.Option(help="Calibration cache directory.")] = Path("calib"),
     budget_bits: Annotated[Optional[float], typer.Option(help="GGUF mixed precision: average bits per decoder weight "
