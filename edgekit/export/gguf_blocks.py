@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from edgekit.quant.gguf_layout import (pack_mxfp4, pack_nvfp4, pack_q4_0, pack_q4_1, pack_q4_k, pack_q5_k, pack_q6_k,
-                                      pack_q8_0)
+from edgekit.quant.gguf_layout import (pack_mxfp4, pack_nvfp4, pack_q4_0, pack_q4_1, pack_q4_k, pack_q5_0, pack_q5_k,
+                                      pack_q6_k, pack_q8_0)
 from edgekit.quant.formats import gguf_block, parse
 from edgekit.quant.grids import QuantizedWeight, get_grid
 
@@ -24,7 +24,8 @@ def ggml_type(type_name: str) -> tuple[int, int]:
     return int(GGMLQuantizationType[type_name.upper()]), gguf_block(type_name.upper())[1]
 
 
-_PACKERS = {"gguf:q8_0": pack_q8_0, "gguf:q4_0": pack_q4_0, "gguf:q4_1": pack_q4_1, "gguf:q4_k": pack_q4_k,
+_PACKERS = {"gguf:q8_0": pack_q8_0, "gguf:q4_0": pack_q4_0, "gguf:q4_1": pack_q4_1, "gguf:q5_0": pack_q5_0,
+            "gguf:q4_k": pack_q4_k,
             "gguf:q5_k": pack_q5_k, "gguf:q6_k": pack_q6_k, "gguf:mxfp4": pack_mxfp4, "gguf:nvfp4": pack_nvfp4}
 
 

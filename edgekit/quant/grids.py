@@ -6,7 +6,7 @@ export never rounds twice. Weights are `W: float32 [out, in]`; blocks run along 
 Final API (method authors use only these names):
 
     get_grid(name) -> Grid
-        names: gguf:q8_0 gguf:q4_0 gguf:q4_1 gguf:q4_k gguf:q5_k gguf:q6_k gguf:mxfp4 gguf:nvfp4
+        names: gguf:q8_0 gguf:q4_0 gguf:q4_1 gguf:q5_0 gguf:q4_k gguf:q5_k gguf:q6_k gguf:mxfp4 gguf:nvfp4
                nvidia:w4a16 (= group 128), nvidia:w4a16:g32 / :g64 / :g128
                int8:channel (per-output-channel symmetric INT8; block 0 = "whole row")
                nvidia:nvfp4, nvidia:fp8 (ModelOpt's E2M1 / E4M3 with their scales)
@@ -213,6 +213,12 @@ def _fit_q4_0(w: torch.Tensor) -> Params:
     imax = w.abs().argmax(dim=-1, keepdim=True)
     d = torch.gather(w, -1, imax) / -8  # [out, n, 1], may be negative
     return {"d": _to_fp16(d)}
+
+
+def _fit_q5_0(w: torch.Tensor) -> Params:
+    # as Q4_0 on 32 levels: the signed value of largest magnitude maps to -16 (quantize_row_q5_0_ref)
+    imax = w.abs().argmax(dim=-1, keepdim=True)
+    return {"d": _to_fp16(torch.gather(w, -1, imax) / -16)}
 
 
 def _d_only(p: Params) -> tuple[torch.Tensor, None]:
@@ -423,6 +429,7 @@ _MAKERS: dict[str, Callable[[], Grid]] = {
     "gguf:q8_0": lambda: _simple("gguf:q8_0", 32, 8, -128, 127, _fit_q8_0, _d_only),
     "gguf:q4_0": lambda: _simple("gguf:q4_0", 32, 4, -8, 7, _fit_q4_0, _d_only),
     "gguf:q4_1": lambda: _simple("gguf:q4_1", 32, 4, 0, 15, _fit_q4_1, _eff_q4_1, symmetric=False),
+    "gguf:q5_0": lambda: _simple("gguf:q5_0", 32, 5, -16, 15, _fit_q5_0, _d_only),
     "gguf:q4_k": lambda: Grid("gguf:q4_k", 256, 4, False, 0, 15, 32, _eff_kquant_min,
                               _llama_cpp_fit("q4_k", _fit_kquant_min(15, -1.0, 0.1, 20)),
                               _llama_cpp_fit("q4_k", _fit_kquant_min_weighted(15)), fit_codes=_llama_cpp_codes("q4_k")),

@@ -21,6 +21,7 @@ import torch
 gguf = require("gguf")
 
 from edgekit.errors import EdgekitError  # noqa: E402
+from edgekit.quant import formats as F  # noqa: E402
 from edgekit.export.gguf import (  # noqa: E402
     TensorPlan,
     decoder_tensor_plan,
@@ -35,7 +36,8 @@ from edgekit.export.gguf import (  # noqa: E402
 from edgekit.export.mmproj import window_attention_pattern, write_mmproj_gguf  # noqa: E402
 from edgekit.model.checkpoint import open_checkpoint  # noqa: E402
 
-QUANT_TYPES = ("q8_0", "q4_0", "q4_1", "q4_k", "q5_k", "q6_k", "mxfp4", "nvfp4")
+# every quantized GGUF type in the registry: a new format is tested here without a line added
+QUANT_TYPES = tuple(F.FORMATS[n].type_name for n in F.GGUF_FORMATS if F.FORMATS[n].quantized)
 
 
 def _fields(path) -> dict:
@@ -128,7 +130,7 @@ def test_stored_values_are_exactly_what_was_meant(tiny_ckpt, tmp_path, precision
 @pytest.mark.parametrize("precision", QUANT_TYPES)
 def test_odd_shapes_and_fallbacks(tmp_path, precision):
     """Odd row counts, a row width that is no block multiple (stored F16 instead), zero and negative rows."""
-    block = {"q8_0": 32, "q4_0": 32, "q4_1": 32, "mxfp4": 32, "nvfp4": 64}.get(precision, 256)
+    block = F.parse(precision).group_size
     g = torch.Generator().manual_seed(len(precision) * 7 + block)
     a = torch.randn(7, 3 * block, generator=g)
     a[1] = 0.0  # an all-zero row
