@@ -9,7 +9,15 @@ float16). The measure is bench_quality's: mean per-token KL(FP‖Q) against the 
 position of the held-out prompts (edgekit/data/heldout: text-only and image+text, unlike every calibration source),
 and top-1 agreement. Every decoder is calibrated on the same sequences (the default mix, --n of them).
 
+With --qat FORMAT, also `edgekit qat --init rtn` on that format at its defaults (from GPTQ, phase 1 moves no FP4 code
+and the E4M3 block scales move less than one step: README), twice: trained with the activations quantized as the
+runtime quantizes them (the default) and with them float (--float-activations), each measured the
+same way (its trained codes, its init's input scales).
+
 Regenerate:  python benchmarks/bench_unified_quality.py --preset small --json benchmarks/results/quality/unified_small.json
+             python benchmarks/bench_unified_quality.py --preset small --qat nvidia:nvfp4 \
+                 --variants "nvidia:nvfp4 rtn (NVFP4 W4A4),nvidia:nvfp4 gptq (NVFP4 W4A4)" \
+                 --json benchmarks/results/quality/unified_small_qat_nvfp4.json
 """
 
 from __future__ import annotations
@@ -60,12 +68,26 @@ def heldout_sequences(ckpt: Path, items) -> list:
             for it in items]
 
 
+def qat_dir(ckpt: Path, work: Path, fmt: str, float_activations: bool) -> Path:
+    """`edgekit qat --init rtn` on `fmt` at its defaults (made once, kept under `work`)."""
+    from edgekit.qat.run import QATSettings, run_qat
+    from edgekit.quant.formats import parse
+    from edgekit.quant.trained import is_qat_dir
+
+    out = work / f"qat-rtn-{fmt.replace(':', '_')}-{'float' if float_activations else 'quantized'}"
+    if not is_qat_dir(out):
+        run_qat(ckpt, out, QATSettings(parse(fmt), init="rtn", float_activations=float_activations),
+                work / "calibration")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="small")
     ap.add_argument("--checkpoint", type=Path, help="measure this checkpoint instead of the preset's generated one")
     ap.add_argument("--n", type=int, default=64, help="calibration sequences")
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of: {', '.join(VARIANTS)}")
+    ap.add_argument("--qat", default="", help="also QAT from RTN on this format, activations quantized and float")
     ap.add_argument("--work", type=Path, default=REPO / "out" / "bench_unified_quality")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -94,9 +116,12 @@ def main() -> None:
     reference = [x.numpy() for x in sequence_logits(model, seqs, image_id)]
     fp_state = {k: v.clone() for k, v in model.state_dict().items()}
     rows: dict[str, dict] = {}
-    for name in args.variants.split(","):
-        fields, activations = VARIANTS[name]
-        result = calibrate(ckpt, QuantConfig(**fields, n_samples=args.n), work / "calibration")
+    runs = [(name, *VARIANTS[name], ckpt) for name in args.variants.split(",")]
+    for float_activations in (False, True) if args.qat else ():
+        label = f"{args.qat} QAT from rtn ({'float' if float_activations else 'quantized'} activations in training)"
+        runs.append((label, {"method": "rtn", "grid": args.qat}, True, qat_dir(ckpt, work, args.qat, float_activations)))
+    for name, fields, activations, source in runs:
+        result = calibrate(source, QuantConfig(**fields, n_samples=args.n), work / "calibration")
         if not activations:
             result.input_scales.clear()  # no activation quantizers: the weights' share of the loss alone
         handles = apply_result(model, result)

@@ -16,11 +16,15 @@ from edgekit.qat.student import LINEARS, BlockStudent, QuantizedLayer
 from edgekit.qat.trainer import Loop, batch_indices, train
 
 
-def quantized_layer(ck, hf_cfg, i: int, quantized, folded: dict, latent: str) -> QuantizedLayer:
+def quantized_layer(ck, hf_cfg, i: int, quantized, folded: dict, latent: str,
+                    input_scales: dict | None = None) -> QuantizedLayer:
     """Layer i with FakeQuantLinears from (codes, params) `quantized`, norms with any folded scales.
     latent: "original" (W0 = the checkpoint's weight; RTN init), "dequantized" (W0 = the init's grid values;
-    GPTQ/AWQ codes are not the rounding of W), "none" (codes fixed: phase 2)."""
+    GPTQ/AWQ codes are not the rounding of W), "none" (codes fixed: phase 2).
+    input_scales (linear name -> scale): the linears whose activations the runtime quantizes (FP8, NVFP4, W8A8) see
+    them quantized as it does, with a straight-through gradient; None: float activations."""
     from edgekit.qat.fake_quant import FakeQuantLinear
+    from edgekit.quant.formats import parse as parse_format
     from edgekit.quant.grids import dequantize_weight
     from edgekit.quant.layers import decoder_layer
 
@@ -32,7 +36,17 @@ def quantized_layer(ck, hf_cfg, i: int, quantized, folded: dict, latent: str) ->
         w0 = {"original": lambda: layer.get_submodule(n).weight.detach(), "dequantized": lambda: dequantize_weight(qw),
               "none": lambda: None}[latent]()
         linears[n] = FakeQuantLinear(qw.grid, qw, w0)
+        scale = (input_scales or {}).get(prefix + n)
+        if scale is not None:
+            fmt = parse_format(qw.grid)
+            layer.get_submodule(n).register_forward_pre_hook(
+                lambda m, args, s=scale, fmt=fmt: (_straight_through(args[0], fmt.activation_qdq(args[0], s.to(args[0].device))),))
     return QuantizedLayer(layer, linears)
+
+
+def _straight_through(x: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
+    """The quantized value forward, the identity's gradient backward."""
+    return x + (quantized - x).detach()
 
 
 def layer_optimizer(student: torch.nn.Module, weight_lr: float, scale_lr: float) -> torch.optim.Optimizer:
@@ -86,7 +100,9 @@ def run_block_phase(ck, hf_cfg, seqs, init, settings, work: Path, group, on_step
         folded = {k: v for k, v in init.folded.items() if k.startswith(prefix)}
         # activation scales (FP8, NVFP4) stay the init's: measured on full-precision activations, as PTQ's are
         input_scales = {k: v for k, v in init.input_scales.items() if k.startswith(prefix)}
-        student = BlockStudent(quantized_layer(ck, hf_cfg, i, init.quantized, folded, latent), rope, group.world).to(device)
+        qlayer = quantized_layer(ck, hf_cfg, i, init.quantized, folded, latent,
+                                 None if settings.float_activations else input_scales)
+        student = BlockStudent(qlayer, rope, group.world).to(device)
         optimizer = layer_optimizer(student, settings.block_lr, settings.scale_lr)
         steps = settings.block_epochs * -(-n // settings.batch)
 

@@ -39,7 +39,8 @@ def run_distill_phase(ck, hf_cfg, seqs, settings, work: Path, group, on_step=Non
     layers, folded_all, scales_all, errors_all = [], {}, {}, {}
     for i, f in enumerate(layer_files(work, n_layers, False)):
         quantized, folded, input_scales, errors = load_layer(f)
-        layers.append(quantized_layer(ck, hf_cfg, i, quantized, folded, "none"))
+        layers.append(quantized_layer(ck, hf_cfg, i, quantized, folded, "none",
+                                      None if settings.float_activations else input_scales))
         folded_all[i], scales_all[i], errors_all[i] = folded, input_scales, errors
         ck.close()
     norm, lm_head = output_head(ck, hf_cfg)

@@ -35,6 +35,9 @@ class QATSettings:
     batch: int = 4  # sequences per step (split across ranks)
     checkpoint_every: int = 10
     seed: int = 0
+    # train with float activations even where the runtime quantizes them (FP8, NVFP4 W4A4); off: both phases
+    # see the activations quantized under the init's input scales, with a straight-through gradient
+    float_activations: bool = False
 
     def check(self) -> None:
         if not self.format.quantized:

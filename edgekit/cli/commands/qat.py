@@ -10,13 +10,14 @@ import typer
 from edgekit.cli.app import app, console, progress
 from edgekit.cli.options import CALIBRATION_SAMPLES_HELP, DEVICE_OPTION_DEFAULT
 from edgekit.devices import DEVICE_HELP
+from edgekit.quant.formats import QUANTIZED_FORMATS
 
 
 @app.command("qat")
 def qat_cmd(
     model: Annotated[Path, typer.Argument(help="Full-precision checkpoint directory.")],
     format: Annotated[str, typer.Option("--format", help="The format to train for (its own grid and scale storage): "
-                                        "gguf:q4_k | gguf:q4_0 | gguf:q5_k | gguf:q8_0 | nvidia:w4a16[:gN] | ...")] = "gguf:q4_k",
+                                        + " | ".join(QUANTIZED_FORMATS) + ".")] = "gguf:q4_k",
     init: Annotated[str, typer.Option(help="PTQ result to start from: rtn | awq | gptq.")] = "gptq",
     samples: Annotated[str, typer.Option(help=CALIBRATION_SAMPLES_HELP)] = "default",
     n: Annotated[int, typer.Option("--n", "--calib-n", help="Calibration sequences (split 'calib'); they train both "
@@ -32,6 +33,9 @@ def qat_cmd(
     batch: Annotated[int, typer.Option(help="Sequences per step (split across torchrun processes).")] = 4,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (a killed run resumes there).")] = 10,
     seed: Annotated[int, typer.Option(help="Sample selection and batch order seed.")] = 0,
+    float_activations: Annotated[bool, typer.Option("--float-activations", help="Train with float activations even "
+                                                    "where the runtime quantizes them (nvidia:fp8, nvidia:nvfp4); "
+                                                    "default: trained quantized, as they run.")] = False,
     cache: Annotated[Path, typer.Option(help="Calibration cache of the PTQ init.")] = Path("calib"),
     out: Annotated[Path, typer.Option(help="QAT_DIR: a new or empty directory, or an unfinished run's to resume.")] = Path("qat"),
     device: Annotated[str, typer.Option(help=DEVICE_HELP + " Under torchrun, rank r takes cuda:LOCAL_RANK.")] = DEVICE_OPTION_DEFAULT,
@@ -44,7 +48,7 @@ def qat_cmd(
 
     settings = QATSettings(parse(format), init=init, samples=samples, n_samples=n, steps=steps, lr=lr,
                            block_epochs=block_epochs, block_lr=block_lr, scale_lr=scale_lr, batch=batch,
-                           checkpoint_every=checkpoint_every, seed=seed)
+                           checkpoint_every=checkpoint_every, seed=seed, float_activations=float_activations)
     with progress(eta=True) as bar:
         tasks: dict[str, int] = {}
 
