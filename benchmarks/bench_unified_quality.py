@@ -57,17 +57,6 @@ VARIANTS = {
 }
 
 
-def heldout_sequences(ckpt: Path, items) -> list:
-    """The held-out items as teacher-forced chat sequences (images at their own size)."""
-    from edgekit.model.checkpoint import open_checkpoint
-    from edgekit.model.prompt import PromptAssets
-    from edgekit.quant.layers import chat_sequence
-
-    assets = PromptAssets.from_checkpoint(open_checkpoint(ckpt))
-    return [chat_sequence(assets, assets.tokenizer, it.prompt, [it.image] if it.image else [], it.continuation, None)
-            for it in items]
-
-
 def qat_dir(ckpt: Path, work: Path, fmt: str, float_activations: bool) -> Path:
     """`edgekit qat --init rtn` on `fmt` at its defaults (made once, kept under `work`)."""
     from edgekit.qat.run import QATSettings, run_qat
@@ -94,6 +83,7 @@ def main() -> None:
 
     import torch
 
+    from edgekit.bench.gguf_fidelity import heldout_chat_sequences
     from edgekit.data.heldout import load_heldout
     from edgekit.metrics import token_kl
     from edgekit.model.checkpoint import open_checkpoint
@@ -110,8 +100,8 @@ def main() -> None:
     t0 = time.perf_counter()
     items = load_heldout()
     parts = heldout_parts(items)
-    seqs = heldout_sequences(ckpt, items)
-    image_id = open_checkpoint(ckpt).token_ids.image
+    ck = open_checkpoint(ckpt)
+    seqs, image_id = heldout_chat_sequences(ck, items), ck.token_ids.image
     model = load_reference(ckpt)
     reference = [x.numpy() for x in sequence_logits(model, seqs, image_id)]
     fp_state = {k: v.clone() for k, v in model.state_dict().items()}

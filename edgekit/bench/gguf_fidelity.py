@@ -28,18 +28,26 @@ def heldout_set_prompts(ckpt_path: Path, items) -> list[tuple[list[int], list]]:
     """[(input_ids, [ImageEmbedding] or [])] for held-out items (edgekit.data.heldout), teacher-forced with their
     partial answers; images at their own size (odd sizes give odd grids)."""
     from edgekit.model.checkpoint import open_checkpoint
-    from edgekit.model.prompt import PromptAssets
-    from edgekit.quant.layers import chat_sequence, hf_config, layer0_inputs
+    from edgekit.quant.layers import hf_config, layer0_inputs
 
     ck = open_checkpoint(ckpt_path)
-    assets = PromptAssets.from_checkpoint(ck)
-    tok = assets.tokenizer
-    seqs = [chat_sequence(assets, tok, it.prompt, [it.image] if it.image else [], it.continuation, None) for it in items]
+    seqs = heldout_chat_sequences(ck, items)
     with_image = [s for s in seqs if len(s.grid_thw)]
     hidden = iter(layer0_inputs(ck, with_image, hf_config(ckpt_path)) if with_image else [])  # the vision tower once
     prompts = [(s.input_ids.tolist(), [_image_embedding(ck, s, next(hidden))] if len(s.grid_thw) else []) for s in seqs]
     ck.close()
     return prompts
+
+
+def heldout_chat_sequences(ck, items) -> list:
+    """Held-out items (edgekit.data.heldout) as teacher-forced chat sequences (CalibSeq), thinking off, images at
+    their own size."""
+    from edgekit.model.prompt import PromptAssets
+    from edgekit.quant.layers import chat_sequence
+
+    assets = PromptAssets.from_checkpoint(ck)
+    return [chat_sequence(assets, assets.tokenizer, it.prompt, [it.image] if it.image else [], it.continuation, None)
+            for it in items]
 
 
 def _image_embedding(ck, s, h: torch.Tensor):

@@ -81,6 +81,16 @@ def check_int4_export(onnx_path: Path, unified_dir: Path) -> dict:
     return {"int4_plugin_nodes": len(plugins), "quantized_linears": len(uc.linear_names())}
 
 
+def _graph(onnx_path: Path) -> tuple:
+    """(the ONNX model without its external data, initializers by name, the folder external data is read from, the
+    node producing each value)."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    return (model, {i.name: i for i in model.graph.initializer}, str(onnx_path.parent),
+            {o: n for n in model.graph.node for o in n.output})
+
+
 def _hf_name(onnx_name: str) -> str:
     """Edge-LLM names initializers after its module path: '_model.' + the checkpoint's tensor name."""
     return onnx_name.removeprefix("_model.")
@@ -90,14 +100,11 @@ def check_int8_export(onnx_path: Path, unified_dir: Path) -> dict:
     """W8A8: every quantized linear's weight is an INT8 DequantizeLinear of edgekit's exact codes and scales,
     and every activation QuantizeLinear uses edgekit's input scale. Returns counts; raises on the first mismatch."""
     import numpy as np
-    import onnx
     from onnx import numpy_helper
 
     from edgekit.export.modelopt_reader import open_unified
 
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    inits = {i.name: i for i in model.graph.initializer}
-    base = str(onnx_path.parent)
+    model, inits, base, _ = _graph(onnx_path)
     array = lambda name: numpy_helper.to_array(inits[name], base_dir=base)  # noqa: E731
     weight_dq = {_hf_name(n.input[0]): n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits}
     act_q = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
@@ -131,10 +138,7 @@ def check_nvfp4_export(onnx_path: Path, unified_dir: Path) -> dict:
 
     from edgekit.export.modelopt_reader import open_unified
 
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    inits = {i.name: i for i in model.graph.initializer}
-    base = str(onnx_path.parent)
-    producers = {o: n for n in model.graph.node for o in n.output}
+    model, inits, base, producers = _graph(onnx_path)
     weight_dq = {_hf_name(n.input[0]): n for n in model.graph.node if n.op_type == "DequantizeLinear"
                  and n.input[0] in inits and inits[n.input[0]].data_type == onnx.TensorProto.FLOAT4E2M1}
     act_q = [n for n in model.graph.node if (n.domain, n.op_type) == FP4_ACTIVATION_QUANT]
@@ -179,10 +183,7 @@ def check_fp8_export(onnx_path: Path, unified_dir: Path) -> dict:
 
     from edgekit.export.modelopt_reader import open_unified
 
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    inits = {i.name: i for i in model.graph.initializer}
-    base = str(onnx_path.parent)
-    producers = {o: n for n in model.graph.node for o in n.output}
+    model, inits, base, producers = _graph(onnx_path)
     consumers: dict[str, list] = {}
     for n in model.graph.node:
         for i in n.input:

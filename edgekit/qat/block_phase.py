@@ -38,15 +38,18 @@ def quantized_layer(ck, hf_cfg, i: int, quantized, folded: dict, latent: str,
         linears[n] = FakeQuantLinear(qw.grid, qw, w0)
         scale = (input_scales or {}).get(prefix + n)
         if scale is not None:
-            fmt = parse_format(qw.grid)
-            layer.get_submodule(n).register_forward_pre_hook(
-                lambda m, args, s=scale, fmt=fmt: (_straight_through(args[0], fmt.activation_qdq(args[0], s.to(args[0].device))),))
+            _quantize_inputs(layer.get_submodule(n), parse_format(qw.grid), scale)
     return QuantizedLayer(layer, linears)
 
 
-def _straight_through(x: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
-    """The quantized value forward, the identity's gradient backward."""
-    return x + (quantized - x).detach()
+def _quantize_inputs(linear: torch.nn.Module, fmt, scale: torch.Tensor) -> None:
+    """The linear's input quantized as `fmt`'s runtime does under `scale` on the way forward; the identity's gradient
+    on the way back (straight through)."""
+    def hook(module, args):
+        x = args[0]
+        return (x + (fmt.activation_qdq(x, scale.to(x.device)) - x).detach(),)
+
+    linear.register_forward_pre_hook(hook)
 
 
 def layer_optimizer(student: torch.nn.Module, weight_lr: float, scale_lr: float) -> torch.optim.Optimizer:

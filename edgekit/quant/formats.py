@@ -232,12 +232,13 @@ def from_unified(quant_algo: str, group_size: int) -> Format:
     if quant_algo == W4A16_AWQ:
         return parse(f"nvidia:w4a16:g{group_size}")
     for fmt in FORMATS.values():
-        if fmt.quant_algo is not None and fmt.quant_algo == quant_algo:
+        if fmt.quant_algo == quant_algo:
             return fmt
     for name, algos in _ACTIVATION_ALGOS.items():
         if quant_algo in algos:
             return FORMATS[name]
-    known = [W4A16_AWQ, FP8, *(a for algos in _ACTIVATION_ALGOS.values() for a in algos)]
+    known = dict.fromkeys([*(f.quant_algo for f in FORMATS.values() if f.quant_algo),
+                           *(a for algos in _ACTIVATION_ALGOS.values() for a in algos)])
     raise EdgekitError(f"quant_algo {quant_algo!r} is not one edgekit reads ({', '.join(known)})")
 
 

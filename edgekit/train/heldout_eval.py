@@ -25,20 +25,24 @@ def evaluate_heldout(checkpoint: str | Path, seed: int, per_task: int, tasks: tu
 
     mismatched: each question asked about another held-out scene of its domain (the next one in the list), the control
     that says how much of a score the question alone earns (the answers' prior) rather than what the model sees."""
-    ref, processor = _load(checkpoint)
-    examples = heldout_samples(seed, per_task, tasks)
-    return _score(ref, processor, examples, mismatched, on_sample) | {"seed": seed, "per_task_per_domain": per_task}
+    return _evaluate(checkpoint, seed, per_task, tasks, (mismatched,), on_sample)[0]
 
 
 def evaluate_heldout_with_control(checkpoint: str | Path, seed: int, per_task: int,
                                   tasks: tuple[str, ...] = TASK_ORDER, *,
                                   on_sample: Callable[[], None] | None = None) -> tuple[dict, dict]:
     """(evaluate_heldout's report, its mismatched-image control), the checkpoint loaded and the scenes drawn once."""
+    report, control = _evaluate(checkpoint, seed, per_task, tasks, (False, True), on_sample)
+    return report, control
+
+
+def _evaluate(checkpoint, seed: int, per_task: int, tasks: tuple[str, ...], passes: tuple[bool, ...],
+              on_sample: Callable[[], None] | None) -> list[dict]:
+    """One report per pass (mismatched or not) over the same held-out scenes, from one load of the checkpoint."""
     ref, processor = _load(checkpoint)
     examples = heldout_samples(seed, per_task, tasks)
     common = {"seed": seed, "per_task_per_domain": per_task}
-    return (_score(ref, processor, examples, False, on_sample) | common,
-            _score(ref, processor, examples, True, on_sample) | common)
+    return [_score(ref, processor, examples, mismatched, on_sample) | common for mismatched in passes]
 
 
 def _load(checkpoint: str | Path):
