@@ -4,8 +4,7 @@ Stages (each cached by a content key, see stages.py, so a rerun after a failure 
   plan       memory fit and roofline; refuses a build that cannot fit (no files)
   tokenizer  config, tokenizer, chat template and processor settings -> tokenizer/
   vision     the vision tower as static-shape ONNX at the target's camera resolution -> vision/
-  decoder    gguf backend: decoder GGUF (+ mmproj GGUF); tensorrt backend: ModelOpt unified
-             checkpoint (+ Edge-LLM's decoder ONNX when its exporter is installed) -> decoder/
+  decoder    gguf: decoder GGUF (+ mmproj GGUF); tensorrt: ModelOpt unified checkpoint (+ Edge-LLM's ONNX) -> decoder/
   engines    build-engines.sh for the device
   manifest   edgekit.json, written last: a bundle without it never verifies
 """
@@ -18,13 +17,14 @@ from typing import Callable
 
 from edgekit.bundle.manifest import MAX_IMAGES, MAX_SIDE
 from edgekit.errors import EdgekitError
-from edgekit.quant.formats import BACKENDS, BUILD_PRECISIONS, W4A16_AWQ, Format, builds_on, decoder_format
+from edgekit.quant.formats import BACKENDS, Format, parse
+from edgekit.quant.precisions import BUILD_PRECISIONS, builds_on, decoder_format
 
 CONFIG_VERSION = 1
 TOKENIZER_FILES = ("config.json", "generation_config.json", "preprocessor_config.json", "tokenizer.json",
                    "tokenizer_config.json", "chat_template.jinja")
 METHODS = ("rtn", "gptq", "awq", "smoothquant")
-GROUP_SIZES = (32, 64, 128)
+GROUP_SIZES = tuple(parse("nvidia:w4a16").group_variants)  # W4A16's groups
 VISION_PRECISIONS = ("fp32", "fp16", "int8")
 MAX_CONTEXT = 1 << 20
 VISION_DATA = "vision/vision.onnx.data"  # the vision graph's weights, when over 2 GB (edgekit.export.onnx_files)
@@ -341,7 +341,7 @@ def _unified_identity(qcfg) -> dict:
         return {}
     fmt = qcfg.format
     algo = fmt.unified_algo(activation_scales=qcfg.method == "smoothquant" or bool(fmt.input_scale_range))
-    return {"quant_algo": algo, **({"group_size": fmt.group_size} if algo == W4A16_AWQ else {})}
+    return {"quant_algo": algo, **({"group_size": fmt.group_size} if len(fmt.group_variants) > 1 else {})}
 
 
 def _calibration_record(record: Path) -> dict | None:

@@ -261,10 +261,9 @@ def _initializer_bytes(init, base_dir: str) -> bytes:
 def check_export(onnx_path: Path, unified_dir: Path) -> str:
     """Edge-LLM's ONNX of a unified checkpoint computes every quantized linear in edgekit's format with edgekit's
     codes and scales (the check for a silent FP16 fallback); one line saying what was found."""
-    from edgekit.export.modelopt_layout import LAYOUTS
     from edgekit.export.modelopt_reader import open_unified
 
-    exported_as = LAYOUTS[open_unified(unified_dir).algo].exported_as
+    exported_as = open_unified(unified_dir).layout.exported_as
     if exported_as == "int4_plugin":
         r = check_int4_export(onnx_path, unified_dir)
         return f"{r['int4_plugin_nodes']} Int4GroupwiseGemmPluginV2 nodes, scales equal edgekit's"

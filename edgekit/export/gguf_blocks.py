@@ -1,7 +1,7 @@
 """GGUF block packing: QuantizedWeight (integer codes + stored params) -> ggml block bytes.
 
-Packers only re-lay integers and already-rounded params out as ggml stores them (the layouts are
-edgekit.quant.gguf_layout's); they never look at float weights, so nothing is rounded twice.
+Packers only re-lay integers and already-rounded params out as ggml stores them (each GGUF format names its
+packer in edgekit.quant.gguf_layout); they never look at float weights, so nothing is rounded twice.
 Output is `uint8 [out, n_blocks * type_size]`, one row of blocks per weight row, which is
 the byte shape gguf-py's writer and `gguf.quants.dequantize` take.
 """
@@ -11,10 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from edgekit.quant.gguf_layout import (pack_mxfp4, pack_nvfp4, pack_q4_0, pack_q4_1, pack_q4_k, pack_q5_0, pack_q5_k,
-                                      pack_q6_k, pack_q8_0)
 from edgekit.quant.formats import gguf_block, parse
-from edgekit.quant.grids import QuantizedWeight, get_grid
+from edgekit.quant.grids import QuantizedWeight
 
 
 def ggml_type(type_name: str) -> tuple[int, int]:
@@ -24,18 +22,12 @@ def ggml_type(type_name: str) -> tuple[int, int]:
     return int(GGMLQuantizationType[type_name.upper()]), gguf_block(type_name.upper())[1]
 
 
-_PACKERS = {"gguf:q8_0": pack_q8_0, "gguf:q4_0": pack_q4_0, "gguf:q4_1": pack_q4_1, "gguf:q5_0": pack_q5_0,
-            "gguf:q4_k": pack_q4_k,
-            "gguf:q5_k": pack_q5_k, "gguf:q6_k": pack_q6_k, "gguf:mxfp4": pack_mxfp4, "gguf:nvfp4": pack_nvfp4}
-
-
 def pack_blocks(qw: QuantizedWeight) -> tuple[int, np.ndarray]:
-    """QuantizedWeight on a gguf:* grid -> (ggml type id, uint8 [out, row_bytes])."""
-    if qw.grid not in _PACKERS:
-        raise ValueError(f"grid {qw.grid} has no GGUF block layout; GGUF grids: {', '.join(_PACKERS)}")
-    data = _PACKERS[qw.grid](qw)
-    type_id, block_bytes = ggml_type(parse(qw.grid).ggml_type)
-    assert data.shape == (qw.shape[0], qw.shape[1] // get_grid(qw.grid).block * block_bytes)
+    """QuantizedWeight on a gguf:* grid -> (ggml type id, uint8 [out, row_bytes]), by its format's packer."""
+    fmt = parse(qw.grid)
+    data = fmt.pack_gguf(qw)
+    type_id, block_bytes = ggml_type(fmt.ggml_type)
+    assert data.shape == (qw.shape[0], qw.shape[1] // fmt.grid.block * block_bytes)
     return type_id, np.ascontiguousarray(data)
 
 

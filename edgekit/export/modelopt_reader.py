@@ -17,7 +17,8 @@ import torch
 
 from edgekit.errors import EdgekitError
 from edgekit.json_files import read_json_object
-from edgekit.export import modelopt_layout as L
+from edgekit.quant import modelopt_layout as L
+from edgekit.quant.formats import parse, unified_layouts
 from edgekit.export.modelopt_unified import DIGEST_FILE, digest
 
 LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
@@ -44,7 +45,7 @@ class UnifiedCheckpoint:
 
     @property
     def layout(self) -> L.Layout:
-        return L.LAYOUTS[self.algo]
+        return unified_layouts()[self.algo]
 
     def unpack(self, weight_name: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(codes [out, in] (int8; FP8's bytes int16), the grid's params as stored: {"scale": ...} and NVFP4's "global")
@@ -99,15 +100,15 @@ def open_unified(path: str | Path) -> UnifiedCheckpoint:
     hq = read_json_object(path / "hf_quant_config.json").get("quantization", {})
     if not isinstance(hq, dict):
         raise EdgekitError(f"{path / 'hf_quant_config.json'}: 'quantization' must be an object")
-    algo = hq.get("quant_algo")
-    if algo not in L.ALGOS:
-        raise EdgekitError(f"{path}: quant_algo {algo!r} is not one edgekit reads ({', '.join(L.ALGOS)})")
+    algo, layouts = hq.get("quant_algo"), unified_layouts()
+    if algo not in layouts:
+        raise EdgekitError(f"{path}: quant_algo {algo!r} is not one edgekit reads ({', '.join(layouts)})")
     qc = config.get("quantization_config") or {}
     if qc.get("quant_method") != "modelopt" or qc.get("quant_algo") != algo:
         raise EdgekitError(f"{path}: config.json quantization_config disagrees with hf_quant_config.json")
-    if algo == L.W4A16 and (hq.get("has_zero_point") or hq.get("group_size") not in (32, 64, 128)):
+    if algo == L.W4A16 and (hq.get("has_zero_point") or hq.get("group_size") not in parse("nvidia:w4a16").group_variants):
         raise EdgekitError(f"{path}: W4A16_AWQ must be symmetric with group 32/64/128 (Edge-LLM's INT4 kernel)")
-    fixed = L.LAYOUTS[algo].fixed_group
+    fixed = layouts[algo].fixed_group
     if fixed and hq.get("group_size", fixed) != fixed:
         raise EdgekitError(f"{path}: {algo} has {fixed}-column groups, not {hq.get('group_size')}")
     index = path / "model.safetensors.index.json"

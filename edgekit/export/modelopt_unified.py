@@ -4,7 +4,7 @@ This is the input of TensorRT Edge-LLM (`tensorrt-edgellm-export`, the TensorRT 
 Thor) and of TensorRT-LLM's PyTorch backend. The codes are edgekit's own (RTN, GPTQ or AWQ on the
 `nvidia:w4a16` or `nvidia:nvfp4` format, SmoothQuant on `int8:channel`; edgekit.quant.formats names the
 quant_algo): they are packed as they are, never re-rounded.
-Layout facts are in modelopt_layout.py.
+Layout facts are in edgekit/quant/modelopt_layout.py.
 
 Tensors stream shard by shard: memory holds one shard (<= `shard_bytes`) plus one layer's codes.
 Names keep the source checkpoint's Hub layout (`model.layers.*`, `visual.*`, `lm_head`), which
@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 import torch
 
 from edgekit.errors import EdgekitError
-from edgekit.export import modelopt_layout as L
+from edgekit.quant import modelopt_layout as L
 from edgekit.quant.formats import parse as parse_format
 
 DIGEST_FILE = "edgekit_quantizer.json"
@@ -41,9 +41,8 @@ class PlannedTensor:
     nbytes: int
 
 
-def plan_tensors(ck, calibrated, algo: str, group: int) -> list[PlannedTensor]:
+def plan_tensors(ck, calibrated, layout: L.Layout, group: int) -> list[PlannedTensor]:
     """Every output tensor with its size, in a fixed order (names sorted), without reading data."""
-    layout = L.LAYOUTS[algo]
     out = []
     for name in ck.tensor_names():
         shape, nbytes = ck.shape(name), _nbytes(ck, name)
@@ -84,13 +83,13 @@ def shard_names(n: int) -> list[str]:
     return ["model.safetensors"] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
 
 
-def _checked(qw, algo: str, grid: str):
+def _checked(qw, layout: L.Layout, grid: str):
     """The quantizer's output for one linear, refused if it is not on the checkpoint's grid and code range."""
     if qw.grid != grid:  # one uniform algorithm per checkpoint (MIXED_PRECISION is not written yet)
         raise EdgekitError(f"linears calibrated on two grids ({grid}, {qw.grid}): a unified checkpoint holds one")
-    lo, hi = L.LAYOUTS[algo].codes
+    lo, hi = layout.codes
     if int(qw.codes.min()) < lo or int(qw.codes.max()) > hi:
-        raise EdgekitError(f"codes outside [{lo}, {hi}] for {algo}: the quantizer's grid {qw.grid} does not match")
+        raise EdgekitError(f"codes outside [{lo}, {hi}] for {layout.algo}: the quantizer's grid {qw.grid} does not match")
     return qw
 
 
@@ -103,8 +102,7 @@ def digest(codes: torch.Tensor, params: dict[str, torch.Tensor]) -> dict:
     return out
 
 
-def _tensors_of(ck, calibrated, algo: str, grid: str, shard_plan: list[PlannedTensor], digests: dict) -> Iterator[tuple[str, torch.Tensor]]:
-    layout = L.LAYOUTS[algo]
+def _tensors_of(ck, calibrated, layout: L.Layout, grid: str, shard_plan: list[PlannedTensor], digests: dict) -> Iterator[tuple[str, torch.Tensor]]:
     cache: dict[str, dict[str, torch.Tensor]] = {}
     for p in shard_plan:
         if p.role == "copy":
@@ -117,7 +115,7 @@ def _tensors_of(ck, calibrated, algo: str, grid: str, shard_plan: list[PlannedTe
         else:
             if p.source not in cache:
                 cache.clear()
-                qw = _checked(calibrated.quantized[p.source], algo, grid)
+                qw = _checked(calibrated.quantized[p.source], layout, grid)
                 cache[p.source] = layout.pack(qw.codes, qw.params)
                 digests[p.source] = digest(qw.codes, qw.params)  # as the quantizer produced them
             yield p.name, cache[p.source][p.role]
@@ -139,26 +137,27 @@ def write_unified_checkpoint(ckpt_path: str | Path, out_dir: str | Path, calibra
         raise EdgekitError("calibration produced no quantized linears: nothing to write as a unified checkpoint")
     grid = calibrated.quantized[sorted(calibrated.quantized)[0]].grid
     fmt = parse_format(grid)
-    algo, group = fmt.unified_algo(bool(calibrated.input_scales)), fmt.group_size
+    layout, group = fmt.unified_layout(bool(calibrated.input_scales)), fmt.group_size
+    algo = layout.algo
     names = set(calibrated.quantized)
     missing = [n for n in names if n not in ck.tensors]
     if missing:
         raise EdgekitError(f"calibration names {missing[:3]} are not in {ck.path}: calibrated on another checkpoint?")
-    if L.LAYOUTS[algo].activation_scale and not all(_module(n) in calibrated.input_scales for n in names):
+    if layout.activation_scale and not all(_module(n) in calibrated.input_scales for n in names):
         raise EdgekitError(f"{algo} needs a per-tensor input scale for every linear: calibrate them (W8A8: --method "
                            "smoothquant)")
     out_dir = Path(out_dir)
     exclude = sorted({_module_group(n) for n in ck.tensor_names() if n.endswith(".weight") and len(ck.shape(n)) == 2
                       and "embed_tokens" not in n and n not in names})
-    quant_cfg = L.hf_quant_config(algo, group, exclude, __version__)
+    quant_cfg = L.hf_quant_config(layout, group, exclude, __version__)
 
-    plan = plan_tensors(ck, calibrated, algo, group)
+    plan = plan_tensors(ck, calibrated, layout, group)
     shards = shard(plan, shard_bytes)
     files = shard_names(len(shards))
     digests: dict[str, dict] = {}
     weight_map = {}
     for i, (fname, part) in enumerate(zip(files, shards)):
-        tensors = dict(_tensors_of(ck, calibrated, algo, grid, part, digests))
+        tensors = dict(_tensors_of(ck, calibrated, layout, grid, part, digests))
         with atomic_path(out_dir / fname) as tmp:
             save_file(tensors, str(tmp), metadata={"format": "pt"})
             plain_mode(tmp)  # safetensors writes the file anew, 0600

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import torch
 
-from edgekit.quant.formats import W4A16_AWQ, parse
 from edgekit.quant.grids import Grid, Params, QuantizedWeight, get_grid
 
 
@@ -33,7 +32,7 @@ def project(grid: Grid, value: torch.Tensor, stored_dtype: torch.dtype) -> torch
     v = value.detach()
     if stored_dtype == torch.float16:
         return v.clamp(-65504.0, 65504.0).to(torch.float16)
-    if parse(grid.name).quant_algo == W4A16_AWQ:  # fp16-representable, positive (TensorRT casts scales to fp16)
+    if grid.float16_scales:  # fp16-representable, positive (TensorRT casts scales to fp16)
         v = v.abs().clamp(6.2e-5, 65504.0).to(torch.float16).to(torch.float32)
     return v.to(stored_dtype)
 

@@ -6,10 +6,8 @@ export never rounds twice. Weights are `W: float32 [out, in]`; blocks run along 
 Final API (method authors use only these names):
 
     get_grid(name) -> Grid
-        names: gguf:q8_0 gguf:q4_0 gguf:q4_1 gguf:q5_0 gguf:q4_k gguf:q5_k gguf:q6_k gguf:mxfp4 gguf:nvfp4
-               nvidia:w4a16 (= group 128), nvidia:w4a16:g32 / :g64 / :g128
-               int8:channel (per-output-channel symmetric INT8; block 0 = "whole row")
-               nvidia:nvfp4, nvidia:fp8 (ModelOpt's E2M1 / E4M3 with their scales)
+        name: any quantized format of edgekit.quant.formats (gguf:q4_k, nvidia:w4a16:g64, int8:channel, ...);
+              the format names its grid's maker (the functions at the end of this module) and passes its name
     Grid.block, .bits, .symmetric, .qmin, .qmax, .sub (columns per scale inside a block)
     Grid.block_for(in_features) -> int        the block length actually used (resolves block 0)
     Grid.fit(w: [out, n*block], importance=None) -> Params
@@ -54,7 +52,7 @@ a format's storage rule and its rounding must be read together to see that packi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -103,6 +101,8 @@ class Grid:
     # params holding one value for the whole tensor (kept per block like the others): the fit must see the whole
     # tensor (GPTQ fits such a grid up front) and training leaves them as fitted
     tensor_wide: tuple[str, ...] = ()
+    # scales stored as float16-representable values (a runtime casts them to fp16, so what is fitted is what runs)
+    float16_scales: bool = False
 
     def block_for(self, in_features: int) -> int:
         return in_features if self.block == 0 else self.block
@@ -413,53 +413,70 @@ def _fit_modelopt_fp8(w: torch.Tensor) -> Params:
 
 
 # --------------------------------------------------------------------------------------------
-# registry
+# makers: each format (edgekit.quant.formats) names its grid's maker here and passes its own name
 
 
 def _simple(name: str, block: int, bits: int, qmin: int, qmax: int, fit, eff, symmetric=True) -> Grid:
     return Grid(name, block, bits, symmetric, qmin, qmax, 0, eff, fit)
 
 
-def _w4a16(group: int) -> Callable[[], Grid]:
-    return lambda: _simple(f"nvidia:w4a16:g{group}", group, 4, -8, 7, _fit_symmetric(7.0, True), _eff_scale)
+def q8_0(name: str) -> Grid:
+    return _simple(name, 32, 8, -128, 127, _fit_q8_0, _d_only)
 
 
-# Grid names are the names of the quantized formats (edgekit.quant.formats, which parses user text).
-_MAKERS: dict[str, Callable[[], Grid]] = {
-    "gguf:q8_0": lambda: _simple("gguf:q8_0", 32, 8, -128, 127, _fit_q8_0, _d_only),
-    "gguf:q4_0": lambda: _simple("gguf:q4_0", 32, 4, -8, 7, _fit_q4_0, _d_only),
-    "gguf:q4_1": lambda: _simple("gguf:q4_1", 32, 4, 0, 15, _fit_q4_1, _eff_q4_1, symmetric=False),
-    "gguf:q5_0": lambda: _simple("gguf:q5_0", 32, 5, -16, 15, _fit_q5_0, _d_only),
-    "gguf:q4_k": lambda: Grid("gguf:q4_k", 256, 4, False, 0, 15, 32, _eff_kquant_min,
-                              _llama_cpp_fit("q4_k", _fit_kquant_min(15, -1.0, 0.1, 20)),
-                              _llama_cpp_fit("q4_k", _fit_kquant_min_weighted(15)), fit_codes=_llama_cpp_codes("q4_k")),
-    "gguf:q5_k": lambda: Grid("gguf:q5_k", 256, 5, False, 0, 31, 32, _eff_kquant_min,
-                              _llama_cpp_fit("q5_k", _fit_kquant_min(31, -0.5, 0.1, 15)),
-                              _llama_cpp_fit("q5_k", _fit_kquant_min_weighted(31)), fit_codes=_llama_cpp_codes("q5_k")),
-    "gguf:q6_k": lambda: Grid("gguf:q6_k", 256, 6, True, -32, 31, 16, _eff_q6_k, _llama_cpp_fit("q6_k", _fit_q6_k),
-                              fit_codes=_llama_cpp_codes("q6_k")),
-    "gguf:mxfp4": lambda: _fp4("gguf:mxfp4", "mxfp4", 32, 0, fp4.mxfp4_scale_bytes, fp4.e8m0_half),
-    "gguf:nvfp4": lambda: _fp4("gguf:nvfp4", "nvfp4", 64, 16, fp4.nvfp4_scale_bytes, fp4.ue4m3_half),
-    "nvidia:nvfp4": lambda: Grid("nvidia:nvfp4", 16, 4, True, 0, len(fp4.LEVELS) - 1, 0, _eff_modelopt_nvfp4,
-                                 _fit_modelopt_nvfp4, values=E2M1, tensor_wide=("global",)),
-    # FP8 E4M3 codes are the float8 byte (0..255; 0x7F/0xFF, NaN, never produced) under one scale per tensor
-    "nvidia:fp8": lambda: Grid("nvidia:fp8", 0, 8, True, 0, 255, 0, _eff_scale, _fit_modelopt_fp8, values=E4M3,
-                               tensor_wide=("scale",)),
-    "int8:channel": lambda: _simple("int8:channel", 0, 8, -128, 127, _fit_symmetric(127.0, False), _eff_scale),
-    "nvidia:w4a16:g32": _w4a16(32),
-    "nvidia:w4a16:g64": _w4a16(64),
-    "nvidia:w4a16:g128": _w4a16(128),
-    "nvidia:w4a16": _w4a16(128),  # ModelOpt's default group
-}
-GRID_NAMES = tuple(_MAKERS)
-_CACHE: dict[str, Grid] = {}
+def q4_0(name: str) -> Grid:
+    return _simple(name, 32, 4, -8, 7, _fit_q4_0, _d_only)
+
+
+def q4_1(name: str) -> Grid:
+    return _simple(name, 32, 4, 0, 15, _fit_q4_1, _eff_q4_1, symmetric=False)
+
+
+def q5_0(name: str) -> Grid:
+    return _simple(name, 32, 5, -16, 15, _fit_q5_0, _d_only)
+
+
+def kquant_min(name: str, type_name: str, nmax: int, rmin: float, nstep: int) -> Grid:
+    """Q4_K (nmax 15) / Q5_K (31): 8 sub-blocks of 32 with a 6-bit scale and min each, under fp16 d and dmin."""
+    return Grid(name, 256, nmax.bit_length(), False, 0, nmax, 32, _eff_kquant_min,
+                _llama_cpp_fit(type_name, _fit_kquant_min(nmax, rmin, 0.1, nstep)),
+                _llama_cpp_fit(type_name, _fit_kquant_min_weighted(nmax)), fit_codes=_llama_cpp_codes(type_name))
+
+
+def q6_k(name: str) -> Grid:
+    return Grid(name, 256, 6, True, -32, 31, 16, _eff_q6_k, _llama_cpp_fit("q6_k", _fit_q6_k),
+                fit_codes=_llama_cpp_codes("q6_k"))
+
+
+def mxfp4(name: str) -> Grid:
+    return _fp4(name, "mxfp4", 32, 0, fp4.mxfp4_scale_bytes, fp4.e8m0_half)
+
+
+def nvfp4(name: str) -> Grid:
+    return _fp4(name, "nvfp4", 64, 16, fp4.nvfp4_scale_bytes, fp4.ue4m3_half)
+
+
+def modelopt_nvfp4(name: str) -> Grid:
+    return Grid(name, 16, 4, True, 0, len(fp4.LEVELS) - 1, 0, _eff_modelopt_nvfp4, _fit_modelopt_nvfp4, values=E2M1,
+                tensor_wide=("global",))
+
+
+def modelopt_fp8(name: str) -> Grid:
+    # E4M3 codes are the float8 byte (0..255; 0x7F/0xFF, NaN, never produced) under one scale per tensor
+    return Grid(name, 0, 8, True, 0, 255, 0, _eff_scale, _fit_modelopt_fp8, values=E4M3, tensor_wide=("scale",))
+
+
+def int8_channel(name: str) -> Grid:
+    return _simple(name, 0, 8, -128, 127, _fit_symmetric(127.0, False), _eff_scale)
+
+
+def w4a16(name: str, group: int) -> Grid:
+    """ModelOpt's symmetric INT4 with one fp16-representable scale per `group` columns (TensorRT casts it to fp16)."""
+    return replace(_simple(name, group, 4, -8, 7, _fit_symmetric(7.0, True), _eff_scale), float16_scales=True)
 
 
 def get_grid(name) -> Grid:
-    """The grid of a quantized format: a Format (edgekit.quant.formats, which parses user text) or its grid name."""
-    grid_name = getattr(name, "grid_name", name)
-    if grid_name not in _MAKERS:
-        raise EdgekitError(f"unknown weight grid {grid_name!r}; known: {', '.join(GRID_NAMES)}")
-    if grid_name not in _CACHE:
-        _CACHE[grid_name] = _MAKERS[grid_name]()
-    return _CACHE[grid_name]
+    """The grid of a quantized format: a Format or its name (edgekit.quant.formats keeps which grid each format has)."""
+    from edgekit.quant.formats import parse
+
+    return parse(name).grid

@@ -37,7 +37,7 @@ class Target:
 
     def default_backend(self, precision: str | None = None) -> str:
         """The recipe's first backend, or its first that builds `precision` (nvfp4 on Thor: llama.cpp's GGUF)."""
-        from edgekit.quant.formats import builds_on
+        from edgekit.quant.precisions import builds_on
 
         fits = [b for b in self.backends if precision is None or builds_on(precision, b)]
         return (fits or self.backends)[0]

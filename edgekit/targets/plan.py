@@ -8,7 +8,7 @@ Pure arithmetic over config.json dims and a target's data sheet numbers (no weig
   the headline bound is right after the prompt, a second one at the full context); vision encoder
   time >= FLOPs / peak tensor throughput; prefill time >= max(FLOPs / peak, weight bytes / bandwidth).
 
-Formats are the build's (edgekit.quant.formats.decoder_format: the precision on the backend, at the
+Formats are the build's (edgekit.quant.precisions.decoder_format: the precision on the backend, at the
 build's group size or GGUF type), and bytes are what the bundle's files hold (edgekit.targets.sizes);
 the vision tower is INT8 for int8/w8a8 builds and FP16 (FP32 on CPUs) otherwise, unless the build says.
 Visual tokens per image come from the processor's own resize (min/max pixels included).
@@ -23,7 +23,8 @@ from pathlib import Path
 from edgekit.errors import EdgekitError
 from edgekit.model.config import TextDims, VisionDims
 from edgekit.targets.sizes import part_of, weight_bytes_by_part
-from edgekit.quant.formats import BUILD_PRECISIONS, Format, decoder_format, vision_format
+from edgekit.quant.formats import Format
+from edgekit.quant.precisions import BUILD_PRECISIONS, decoder_format, vision_format
 from edgekit.targets import Target
 
 GB = 1e9

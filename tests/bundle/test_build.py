@@ -145,7 +145,7 @@ def test_thor_nvfp4_builds_llama_cpps_fp4_and_records_it(tiny_ckpt, tmp_path):
     import gguf
 
     from edgekit.errors import EdgekitError
-    from edgekit.quant.formats import decoder_format
+    from edgekit.quant.precisions import decoder_format
 
     out = tmp_path / "thor"
     assert main(["build", str(tiny_ckpt), "--target", "thor", "--precision", "nvfp4", "--backend", "gguf",

@@ -12,7 +12,7 @@ import torch
 from conftest import seed_for
 
 from edgekit.errors import EdgekitError
-from edgekit.export import modelopt_layout as L
+from edgekit.quant import modelopt_layout as L
 from edgekit.export.modelopt_reader import open_unified, verify_unified_checkpoint
 from edgekit.export.modelopt_unified import write_unified_checkpoint
 from edgekit.quant.calibrate import QuantConfig, calibrate

@@ -10,7 +10,7 @@ import typer
 from edgekit.cli.app import app, console, err_console, progress
 from edgekit.cli.options import CALIBRATION_SAMPLES_HELP, DEVICE_OPTION_DEFAULT, GGUF_TYPES
 from edgekit.devices import DEVICE_HELP
-from edgekit.quant.formats import BUILD_PRECISIONS
+from edgekit.quant.precisions import BUILD_PRECISIONS
 
 
 def _stage_printer(bar, task):

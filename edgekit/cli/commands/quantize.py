@@ -39,7 +39,7 @@ def calibrate_cmd(
 ) -> None:
     """Run the full-precision model layer by layer over samples and quantize each layer (resumable cache)."""
     from edgekit.quant.calibrate import QuantConfig, calibrate
-    from edgekit.quant.formats import quantize_format
+    from edgekit.quant.precisions import quantize_format
 
     cfg = QuantConfig(method=method, grid=quantize_format("", format).grid_name, samples=samples, n_samples=n, seed=seed)
     with progress() as bar:
@@ -89,7 +89,8 @@ def quantize_cmd(
 ) -> None:
     """Calibrate and quantize the decoder; write a GGUF or a ModelOpt unified checkpoint (codes packed exactly, never
     re-rounded) and report fidelity (quantization.json beside the output)."""
-    from edgekit.quant.formats import parse, quantize_format
+    from edgekit.quant.formats import parse
+    from edgekit.quant.precisions import quantize_format
     from edgekit.bundle.quantize import QuantizeConfig, candidate_formats, quantize
 
     cfg = QuantizeConfig(quantize_format(precision, format, group_size), method=method, samples=samples, n_samples=n,

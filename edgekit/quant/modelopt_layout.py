@@ -24,7 +24,8 @@ FP8 (W8A8; read from Edge-LLM's FP8Linear, which casts both scales to float16 be
   X.weight_scale   f32    []    per tensor
   X.input_scale    f32    []    the activation's per-tensor scale (amax / 448)
 Each algorithm is one Layout below: its tensors, their shapes and dtypes, packing and unpacking; the writer, the
-reader and verify ask it instead of comparing algorithm names.
+reader and verify ask it instead of comparing algorithm names. The formats (edgekit.quant.formats) name the layouts
+they are stored in; `edgekit.quant.formats.unified_layout(algo)` finds one by the name a checkpoint gives.
 """
 
 from __future__ import annotations
@@ -35,7 +36,10 @@ from typing import Callable
 import torch
 
 from edgekit.quant import fp4, fp8
-from edgekit.quant.formats import FP8, NVFP4, W4A16_AWQ as W4A16, W4A16_NVFP4, W8A8_SQ as W8A8, W8A16  # quant_algo names
+
+# ModelOpt's quant_algo values (hf_quant_config.json)
+W4A16, W8A8, W8A16 = "W4A16_AWQ", "W8A8_SQ_PER_CHANNEL", "W8A16"
+NVFP4, W4A16_NVFP4, FP8 = "NVFP4", "W4A16_NVFP4", "FP8"
 
 Params = dict[str, torch.Tensor]
 
@@ -192,15 +196,15 @@ def _typed(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return t
 
 
-LAYOUTS: dict[str, Layout] = {x.algo: x for x in (_int4(), _int8(W8A8), _int8(W8A16), _nvfp4(NVFP4),
-                                                   _nvfp4(W4A16_NVFP4), _fp8())}
-ALGOS = tuple(LAYOUTS)
+INT4_AWQ = _int4()
+INT8_WEIGHT_ONLY, INT8_SMOOTHQUANT = _int8(W8A16), _int8(W8A8)
+NVFP4_WEIGHT_ONLY, NVFP4_W4A4 = _nvfp4(W4A16_NVFP4), _nvfp4(NVFP4)
+FP8_W8A8 = _fp8()
 
 
-def hf_quant_config(algo: str, group: int, exclude: list[str], producer_version: str) -> dict:
+def hf_quant_config(layout: Layout, group: int, exclude: list[str], producer_version: str) -> dict:
     """hf_quant_config.json as ModelOpt writes it for one uniform algorithm."""
-    q: dict = {"quant_algo": algo, "kv_cache_quant_algo": None, "exclude_modules": sorted(exclude)}
-    layout = LAYOUTS[algo]
+    q: dict = {"quant_algo": layout.algo, "kv_cache_quant_algo": None, "exclude_modules": sorted(exclude)}
     if layout.group_in_config:
         q["group_size"] = group
     q.update(dict(layout.config_fields))
