@@ -11,88 +11,15 @@ Stages (each cached by a content key, see stages.py, so a rerun after a failure 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from edgekit.bundle.manifest import MAX_IMAGES, MAX_SIDE
+from edgekit.bundle.build_config import BuildConfig, ResolvedBuild, resolve
 from edgekit.errors import EdgekitError
-from edgekit.quant.formats import BACKENDS, Format, parse
-from edgekit.quant.precisions import BUILD_PRECISIONS, builds_on, decoder_format
 
-CONFIG_VERSION = 1
 TOKENIZER_FILES = ("config.json", "generation_config.json", "preprocessor_config.json", "tokenizer.json",
                    "tokenizer_config.json", "chat_template.jinja")
-METHODS = ("rtn", "gptq", "awq", "smoothquant")
-GROUP_SIZES = tuple(parse("nvidia:w4a16").group_variants)  # W4A16's groups
-VISION_PRECISIONS = ("fp32", "fp16", "int8")
-MAX_CONTEXT = 1 << 20
 VISION_DATA = "vision/vision.onnx.data"  # the vision graph's weights, when over 2 GB (edgekit.export.onnx_files)
-
-
-@dataclass(frozen=True)
-class BuildConfig:
-    target: str
-    precision: str = "int4"
-    method: str | None = None  # None: the precision's best (default_method); resolved before anything is recorded
-    backend: str | None = None  # None: the target's first backend
-    samples: str = "default"  # data/calibration_mix.py
-    calib_n: int = 64
-    group_size: int = 128
-    context: int = 4096
-    images: int = 1
-    resolution: tuple[int, int] | None = None  # (width, height); None: the target's camera
-    vision_precision: str | None = None  # None: from the build precision (plan.vision_precision_for)
-    gguf_type: str | None = None  # override the GGUF type for the decoder (e.g. q4_0)
-    seed: int = 0
-    version: int = CONFIG_VERSION
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    def resolved(self, backend: str) -> "BuildConfig":
-        """This config with the method the build will use filled in (what the manifest and stage keys record)."""
-        return replace(self, method=self.method or default_method(self.precision, backend))
-
-    def decoder_format(self, backend: str) -> Format | None:
-        """The decoder's format on `backend` (None: the unquantized checkpoint)."""
-        return decoder_format(self.precision, backend, group_size=self.group_size, gguf_type=self.gguf_type)
-
-    def validate(self) -> None:
-        """Every option's type and range, before the first stage runs (one line naming the option)."""
-        def whole(name: str, value, lo: int, hi: int) -> None:
-            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-                raise EdgekitError(f"--{name.replace('_', '-')} {value!r}: must be a whole number from {lo} to {hi}")
-
-        if self.precision not in BUILD_PRECISIONS:
-            raise EdgekitError(f"--precision {self.precision!r}: choose one of {', '.join(BUILD_PRECISIONS)}")
-        if self.method is not None and self.method not in METHODS:
-            raise EdgekitError(f"--method {self.method!r}: choose one of {', '.join(METHODS)}")
-        if self.backend is not None and self.backend not in BACKENDS:
-            raise EdgekitError(f"--backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
-        if self.gguf_type is not None:
-            decoder_format(self.precision, "gguf", gguf_type=self.gguf_type)  # one line naming the choices
-        if self.vision_precision is not None and self.vision_precision not in VISION_PRECISIONS:
-            raise EdgekitError(f"--vision-precision {self.vision_precision!r}: choose one of {', '.join(VISION_PRECISIONS)}")
-        if self.group_size not in GROUP_SIZES:
-            raise EdgekitError(f"--group-size {self.group_size!r}: choose one of {', '.join(map(str, GROUP_SIZES))}")
-        whole("context", self.context, 1, MAX_CONTEXT)
-        whole("images", self.images, 1, MAX_IMAGES)
-        whole("calib_n", self.calib_n, 1, 1 << 16)
-        whole("seed", self.seed, 0, 2**32 - 1)
-        if self.resolution is not None:
-            w, h = self.resolution
-            whole("resolution width", w, 1, MAX_SIDE)
-            whole("resolution height", h, 1, MAX_SIDE)
-
-
-def default_method(precision: str, backend: str) -> str:
-    """GPTQ on the default calibration mix (README, "Quality"); SmoothQuant's migration first where TensorRT quantizes
-    activations too (W8A8 by definition; FP8, NVFP4: README, "The TensorRT formats side by side"); float: nothing."""
-    if precision in ("fp16", "fp32"):
-        return "rtn"
-    fmt = decoder_format(precision, backend) if builds_on(precision, backend) else None
-    return "smoothquant" if backend == "tensorrt" and fmt is not None and fmt.quantizes_activations else "gptq"
 
 
 def _copy_tokenizer(source: Path, bundle: Path) -> list[str]:
@@ -104,12 +31,6 @@ def _copy_tokenizer(source: Path, bundle: Path) -> list[str]:
             write_bytes(bundle / "tokenizer" / name, (source / name).read_bytes())
             out.append(f"tokenizer/{name}")
     return out
-
-
-def _needs_samples(config: BuildConfig, vision_precision: str, backend: str) -> bool:
-    """Calibration reads the samples: a calibrated decoder, activation scales (W8A8, NVFP4), or INT8 vision."""
-    scales = config.precision == "w8a8" or bool(getattr(config.decoder_format(backend), "input_scale_range", None))
-    return config.method != "rtn" or vision_precision == "int8" or scales
 
 
 def build_bundle(model: str | Path, out: str | Path, config: BuildConfig,
@@ -131,17 +52,13 @@ def build_bundle(model: str | Path, out: str | Path, config: BuildConfig,
     from edgekit.targets import get_target
 
     model, out = Path(model), Path(out)
-    config.validate()
+    build = resolve(config, get_target(config.target))  # one line on the first option that does not build
+    config, backend, target = build.config, build.backend, build.target
     torch_device = resolve_device(device)  # `--device cuda` without one: refused before any work
     refuse_overlap(out, [model, *spec_paths(config.samples)])  # never into the checkpoint or the samples
     if calib_cache is not None:
         refuse_overlap(Path(calib_cache), [model, *spec_paths(config.samples)], flag="--calib-cache")
     claim_out(out)  # absent, empty or an edgekit bundle: refused before any work otherwise
-    target = get_target(config.target)
-    backend = config.backend or target.default_backend(config.precision)
-    if backend not in target.backends:
-        raise EdgekitError(f"target {target.name} has no {backend!r} backend; it supports {', '.join(target.backends)}")
-    config = config.resolved(backend)
     ck = open_checkpoint(model, allow_nonfinite=allow_nonfinite)
     if config.context > ck.text.max_position:
         raise EdgekitError(f"--context {config.context}: the model's max_position_embeddings is {ck.text.max_position}")
@@ -152,7 +69,7 @@ def build_bundle(model: str | Path, out: str | Path, config: BuildConfig,
     # Fail before spending time: the plan refuses what cannot fit or is unsupported.
     plan = make_plan(ck.text, ck.vision, shapes, target, config.precision, config.context, config.images, config.resolution,
                      backend=backend, group_size=config.group_size, gguf_type=config.gguf_type,
-                     vision_precision=config.vision_precision, processor=load_processor_config(ck.path))
+                     vision_precision=build.vision_precision, processor=load_processor_config(ck.path))
     refuse_if_unfit(plan)
     if not ck.chat_template:
         raise EdgekitError(f"{ck.path}: no chat template (chat_template.jinja, chat_template.json or tokenizer_config.json "
@@ -160,17 +77,14 @@ def build_bundle(model: str | Path, out: str | Path, config: BuildConfig,
     from edgekit.model.chat_frames import chat_frames
 
     frames = chat_frames(ck.chat_template)  # renders it now (bounded): a broken template fails before any stage
-    if backend == "tensorrt":  # fail before spending time
-        unified_quant_config(config)
-    if _needs_samples(config, plan.vision_precision, backend):
+    if build.needs_samples:
         from edgekit.data.samples import load_samples
 
         load_samples(config.samples.split(","))  # a missing file or a malformed line fails here, not in a stage
 
     runner = StageRunner(out, on_stage)
     try:
-        return _run_stages(runner, ck, config, target, backend, plan, Path(calib_cache or default_calib_cache()),
-                           frames, on_progress or (lambda what, done, total: None), torch_device)
+        return _run_stages(runner, ck, build, plan, Path(calib_cache or default_calib_cache()), frames, on_progress or (lambda what, done, total: None), torch_device)
     finally:
         runner.close()
         ck.close()
@@ -182,7 +96,7 @@ def default_calib_cache() -> Path:
     return default_cache_dir() / "calibration"
 
 
-def _run_stages(runner, ck, config: BuildConfig, target, backend: str, plan, calib_dir: Path, frames: dict | None,
+def _run_stages(runner, ck, build: ResolvedBuild, plan, calib_dir: Path, frames: dict | None,
                 progress: Callable[[str, int, int], None], device) -> Path:
     from edgekit.atomic import write_json, write_text
     from edgekit.bundle.parts import edgellm_identity, tensorrt_decoder, vision_part
@@ -190,7 +104,8 @@ def _run_stages(runner, ck, config: BuildConfig, target, backend: str, plan, cal
     from edgekit.model.vision_graph import read_fp32_blocks
     from edgekit.quant.trained import method_label, trained_from
 
-    vision_precision = plan.vision_precision  # the build's override, or the precision's default
+    config, backend, target, fmt = build.config, build.backend, build.target, build.decoder
+    vision_precision = build.vision_precision  # the build's override, or the precision's default
     integer_kernels = not target.is_nvidia  # INT8 vision: ONNX Runtime's integer kernels on CPUs, QDQ for TensorRT
     resolution = tuple(plan.resolution)
     source_key = ck.content_hash
@@ -206,7 +121,6 @@ def _run_stages(runner, ck, config: BuildConfig, target, backend: str, plan, cal
     k_vis = runner.run("vision", {**base, "vision_precision": vision_precision, "resolution": resolution}, vision_stage)
 
     decoder_parts: dict[str, dict] = {}
-    fmt = config.decoder_format(backend)
     if backend == "gguf":
 
         def decoder_stage(bundle: Path) -> list[str]:
@@ -215,12 +129,10 @@ def _run_stages(runner, ck, config: BuildConfig, target, backend: str, plan, cal
             from edgekit.quant.trained import is_qat_dir
 
             calibrated, outputs = None, ["decoder/decoder.gguf", "decoder/mmproj.gguf"]
-            if (config.method != "rtn" or is_qat_dir(ck.path)) and fmt.quantized:
-                from edgekit.quant.calibrate import QuantConfig, calibrate
+            if build.calibration is not None and (config.method != "rtn" or is_qat_dir(ck.path)):
+                from edgekit.quant.calibrate import calibrate
 
-                qcfg = QuantConfig(method=config.method, grid=fmt.grid_name, samples=config.samples,
-                                   n_samples=config.calib_n, seed=config.seed)
-                calibrated = calibrate(ck.path, qcfg, calib_dir, on_layer=_layer_progress(progress, config.method),
+                calibrated = calibrate(ck.path, build.calibration, calib_dir, on_layer=_layer_progress(progress, config.method),
                                        device=device)
                 write_json(bundle / "decoder" / "calibration.json", calibrated.record)
                 outputs.append("decoder/calibration.json")
@@ -235,7 +147,7 @@ def _run_stages(runner, ck, config: BuildConfig, target, backend: str, plan, cal
         decoder_parts["mmproj"] = {"format": "mmproj-gguf", "path": "decoder/mmproj.gguf", "precision": "f16"}
 
     if backend == "tensorrt":
-        qcfg = unified_quant_config(config)
+        qcfg = build.calibration
 
         def decoder_stage(bundle: Path) -> list[str]:
             return tensorrt_decoder(ck, bundle, qcfg, calib_dir, runner.work,
@@ -245,7 +157,7 @@ def _run_stages(runner, ck, config: BuildConfig, target, backend: str, plan, cal
                                        "edgellm": edgellm_identity()}, decoder_stage)
         decoder_parts["decoder"] = {"format": "modelopt-unified" if qcfg else "hf-checkpoint", "path": "decoder/unified",
                                     "precision": config.precision, "method": method_label(ck.path, qcfg.method) if qcfg else "none",
-                                    **_unified_identity(qcfg)}
+                                    **build.unified_identity}
         if (runner.bundle / "decoder" / "edgellm_onnx").is_dir():
             decoder_parts["decoder_onnx"] = {"format": "edgellm-onnx-dir", "path": "decoder/edgellm_onnx",
                                              "exporter": f"tensorrt-edgellm-export --skip-visual ({edgellm_identity()})"}
@@ -315,33 +227,6 @@ def _counter(progress: Callable[[str, int, int], None], what: str, total: int):
         done[0] += 1
         progress(what, done[0], max(total, done[0]))
     return step
-
-
-def unified_quant_config(config: BuildConfig):
-    """The calibration behind a unified checkpoint for a build (None: the unquantized FP16 checkpoint)."""
-    from edgekit.quant.calibrate import QuantConfig
-
-    fmt, m = config.decoder_format("tensorrt"), config.method or default_method(config.precision, "tensorrt")
-    if fmt is None:
-        return None
-    if fmt.name == "int8:channel":  # W8A8 SmoothQuant
-        if m not in ("smoothquant", "rtn"):
-            raise EdgekitError(f"--precision w8a8 is SmoothQuant: use --method smoothquant (or rtn for no smoothing), not {m}")
-        return QuantConfig(method="smoothquant", grid=fmt.grid_name, alpha=0.5 if m == "smoothquant" else 0.0,
-                           samples=config.samples, n_samples=config.calib_n, seed=config.seed)
-    if m == "smoothquant" and not fmt.quantizes_activations:
-        raise EdgekitError(f"--method smoothquant is for formats whose activations TensorRT quantizes (--precision "
-                           f"w8a8, fp8, nvfp4), not {fmt.name}")
-    return QuantConfig(method=m, grid=fmt.grid_name, samples=config.samples, n_samples=config.calib_n, seed=config.seed)
-
-
-def _unified_identity(qcfg) -> dict:
-    """quant_algo (and group size) of the unified checkpoint a calibration config produces, from its Format."""
-    if qcfg is None:
-        return {}
-    fmt = qcfg.format
-    algo = fmt.unified_algo(activation_scales=qcfg.method == "smoothquant" or bool(fmt.input_scale_range))
-    return {"quant_algo": algo, **({"group_size": fmt.group_size} if len(fmt.group_variants) > 1 else {})}
 
 
 def _calibration_record(record: Path) -> dict | None:

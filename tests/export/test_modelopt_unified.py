@@ -172,7 +172,11 @@ def test_tensorrt_build_refuses_what_edge_llm_cannot_run(small_ckpt, tmp_path):
 def test_smoothquant_is_the_tensorrt_default_where_activations_are_quantized():
     """W8A8, FP8 and NVFP4 on TensorRT quantize activations: their builds smooth first by default (then RTN per channel
     for W8A8, GPTQ for FP8/NVFP4); weight-only builds stay GPTQ, and smoothquant onto them is refused in one line."""
-    from edgekit.bundle.build import BuildConfig, default_method, unified_quant_config
+    from edgekit.bundle.build_config import BuildConfig, decoder_calibration, default_method, resolve
+    from edgekit.targets import get_target
+
+    def unified_quant_config(config):
+        return decoder_calibration(config, "tensorrt")
 
     assert [default_method(p, "tensorrt") for p in ("w8a8", "fp8", "nvfp4", "int4", "fp16")] == \
         ["smoothquant", "smoothquant", "smoothquant", "gptq", "rtn"]
@@ -182,6 +186,17 @@ def test_smoothquant_is_the_tensorrt_default_where_activations_are_quantized():
         assert (q.method, q.alpha, q.format.quantizes_activations) == ("smoothquant", 0.5, True)
     with pytest.raises(EdgekitError, match="whose activations TensorRT quantizes"):
         unified_quant_config(BuildConfig(target="thor", precision="int4", method="smoothquant", backend="tensorrt"))
+    # the build decides all of it once, before any stage: method, format, calibration, the unified identity
+    build = resolve(BuildConfig(target="thor", precision="nvfp4", backend="tensorrt"), get_target("thor"))
+    assert (build.config.method, build.decoder.name, build.calibration.method) == ("smoothquant", "nvidia:nvfp4",
+                                                                                   "smoothquant")
+    assert build.unified_identity == {"quant_algo": "NVFP4"} and build.needs_samples
+    w4 = resolve(BuildConfig(target="thor", precision="int4", backend="tensorrt", group_size=64), get_target("thor"))
+    assert w4.unified_identity == {"quant_algo": "W4A16_AWQ", "group_size": 64} and w4.config.method == "gptq"
+    f16 = resolve(BuildConfig(target="thor", precision="fp16", backend="tensorrt"), get_target("thor"))
+    assert f16.decoder is None and f16.calibration is None and not f16.needs_samples and f16.unified_identity == {}
+    with pytest.raises(EdgekitError, match="no 'gguf' backend"):
+        resolve(BuildConfig(target="drive-thor", precision="int4", backend="gguf"), get_target("drive-thor"))
 
 
 def test_quantize_cli_writes_unified_checkpoint(tiny_ckpt, tmp_path, capsys):
