@@ -49,7 +49,8 @@ def main() -> None:
     import torch
 
     from edgekit.model.checkpoint import open_checkpoint
-    from edgekit.quant.calibrate import AWQ_TOKENS, QuantConfig, collect_stats, quantize_layer
+    from edgekit.quant.calibrate import AWQ_TOKENS, QuantConfig, quantize_layer
+    from edgekit.quant.layer_stats import collect_stats
     from edgekit.quant.layers import calibration_sequences, decoder_layer, hf_config, layer0_inputs, rotary, run_layer
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -91,7 +91,8 @@ def measure_sensitivity(ckpt_path: str | Path, formats: list[Format], samples: s
     """One streamed pass of the full-precision model (a layer at a time on `device`): every group's error at every
     candidate grid."""
     from edgekit.model.checkpoint import open_checkpoint
-    from edgekit.quant.calibrate import AWQ_TOKENS, GROUPS, collect_stats
+    from edgekit.quant.calibrate import AWQ_TOKENS
+    from edgekit.quant.layer_stats import GROUPS, collect_stats
     from edgekit.quant.layers import calibration_sequences, decoder_layer, hf_config, layer0_inputs, rotary, run_layer
 
     formats = [parse(f) for f in formats]
@@ -125,7 +126,7 @@ def measure_sensitivity(ckpt_path: str | Path, formats: list[Format], samples: s
 
 def linear_type_overrides(choice: dict[str, str]) -> dict[str, Format]:
     """Group choices (group key -> format name) -> Format per linear weight name (for write_decoder_gguf)."""
-    from edgekit.quant.calibrate import GROUPS
+    from edgekit.quant.layer_stats import GROUPS
 
     out = {}
     for key, name in choice.items():

@@ -140,7 +140,7 @@ def test_resumed_calibration_clears_a_killed_runs_temporaries(tiny_ckpt, tmp_pat
 def test_upper_gram_panels_sum_to_the_full_xtx(n, panel):
     """The statistics pass accumulates XᵀX on and above the diagonal, one row panel at a time, and mirrors it once:
     the same matrix as X.T @ X over every sequence, exactly symmetric."""
-    from edgekit.quant.calibrate import add_gram_upper, mirror_upper
+    from edgekit.quant.layer_stats import add_gram_upper, mirror_upper
 
     gen = torch.Generator().manual_seed(torch.seed() % 2**31)
     H = torch.zeros(n, n)
@@ -164,7 +164,8 @@ def test_input_scales_are_the_activation_amax_the_folded_layer_sees(tiny_ckpt, m
     scale must be theirs. Checked against the float layer with the folds applied (the norms divided by
     s, the linears' columns multiplied by s: the same function), its inputs hooked."""
     from edgekit.model.checkpoint import open_checkpoint
-    from edgekit.quant.calibrate import AWQ_TOKENS, FOLD_INTO, GROUPS, collect_stats, quantize_layer
+    from edgekit.quant.calibrate import AWQ_TOKENS, FOLD_INTO, quantize_layer
+    from edgekit.quant.layer_stats import GROUPS, collect_stats
     from edgekit.quant.layers import calibration_sequences, decoder_layer, hf_config, rotary, run_layer
 
     seqs, _ = calibration_sequences(tiny_ckpt, "driving,embodied", 3, seed=test_seed % 1000, resize_to=(224, 224))
