@@ -68,6 +68,9 @@ class Format:
     tensor_scale_bytes: int = 0  # unified checkpoint: bytes of per-tensor weight scales (NVFP4's FP32 weight_scale_2)
     # (x, input_scale) -> x fake-quantized as the runtime quantizes activations; None: it does not quantize them
     activation_quantizer: Ref | None = field(default=None, repr=False)
+    # the tensor-core arithmetic of its GEMMs (the plan's compute peak): fp16 where the weights are dequantized to the
+    # activations' type; int8 (W8A8), fp8, fp4 (NVFP4 W4A4) where both operands are quantized
+    compute: str = "fp16"
 
     @property
     def grid_name(self) -> str:
@@ -229,15 +232,16 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     # per-output-channel symmetric INT8: W8A16 weights only, W8A8 with SmoothQuant's calibrated input scales
     Format("int8:channel", "modelopt", True, 8, WHOLE_ROW, backends=("tensorrt",), precisions=("w8a8",),
            grid_maker=_grid("int8_channel"), layouts=_layouts("INT8_WEIGHT_ONLY", "INT8_SMOOTHQUANT"),
-           activation_quantizer=Ref("smoothquant", "fake_quant_activation")),
+           activation_quantizer=Ref("smoothquant", "fake_quant_activation"), compute="int8"),
     # E2M1 codes, an E4M3 scale per 16 columns, an FP32 scale per tensor; activations in E2M1 blocks of 16 (W4A4)
     Format("nvidia:nvfp4", "modelopt", True, 4, 16, backends=("tensorrt",), precisions=("nvfp4",),
            grid_maker=_grid("modelopt_nvfp4"), layouts=_layouts("NVFP4_WEIGHT_ONLY", "NVFP4_W4A4"), scale_bits=8,
-           input_scale_range=6 * 448.0, tensor_scale_bytes=4, activation_quantizer=Ref("fp4", "modelopt_activation_qdq")),
+           input_scale_range=6 * 448.0, tensor_scale_bytes=4, activation_quantizer=Ref("fp4", "modelopt_activation_qdq"),
+           compute="fp4"),
     # E4M3 weights under one scale per tensor, E4M3 activations under a calibrated one (W8A8)
     Format("nvidia:fp8", "modelopt", True, 8, WHOLE_ROW, backends=("tensorrt",), precisions=("fp8",),
            grid_maker=_grid("modelopt_fp8"), layouts=_layouts("FP8_W8A8"), scale_bits=0, input_scale_range=448.0,
-           tensor_scale_bytes=4, activation_quantizer=Ref("fp8", "activation_qdq")),
+           tensor_scale_bytes=4, activation_quantizer=Ref("fp8", "activation_qdq"), compute="fp8"),
 )}
 ALIASES = {"nvidia:w4a16": "nvidia:w4a16:g128",
            **{f.ggml_type.lower(): f.name for f in FORMATS.values() if f.container == "gguf"}}

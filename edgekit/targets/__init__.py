@@ -28,6 +28,8 @@ class Target:
     backends: tuple[str, ...]
     camera_resolution: tuple[int, int]  # (width, height) in pixels
     max_visual_tokens: int
+    fp8_tensor_tflops: float = 0.0  # dense; 0: no FP8 tensor cores
+    fp4_tensor_tflops: float = 0.0  # dense; 0: no FP4 tensor cores (Blackwell has them)
     aliases: tuple[str, ...] = ()
     sources: dict = field(default_factory=dict)
 
@@ -42,6 +44,13 @@ class Target:
         fits = [b for b in self.backends if precision is None or builds_on(precision, b)]
         return (fits or self.backends)[0]
 
+    def tensor_peak_tflops(self, compute: str) -> float:
+        """Dense tensor-core peak in the arithmetic a GEMM runs in (edgekit.quant.formats: Format.compute); FP16's where
+        the recipe gives no number for it."""
+        peak = {"fp16": self.fp16_tensor_tflops, "int8": self.int8_tensor_tops, "fp8": self.fp8_tensor_tflops,
+                "fp4": self.fp4_tensor_tflops}[compute]
+        return peak or self.fp16_tensor_tflops
+
 
 def _parse(path: Path) -> Target:
     try:
@@ -55,6 +64,7 @@ def _parse(path: Path) -> Target:
         name=raw["name"], description=raw["description"], gpu_arch=raw["gpu_arch"], family=raw.get("family", ""),
         memory_gb=float(raw["memory_gb"]), memory_bandwidth_gbs=float(raw["memory_bandwidth_gbs"]),
         fp16_tensor_tflops=float(raw["fp16_tensor_tflops"]), int8_tensor_tops=float(raw.get("int8_tensor_tops", 0.0)),
+        fp8_tensor_tflops=float(raw.get("fp8_tensor_tflops", 0.0)), fp4_tensor_tflops=float(raw.get("fp4_tensor_tflops", 0.0)),
         reserved_gb=float(raw["reserved_gb"]), precisions=tuple(raw["precisions"]), backends=tuple(raw["backends"]),
         camera_resolution=tuple(int(x) for x in raw["camera_resolution"]), max_visual_tokens=int(raw["max_visual_tokens"]),
         aliases=tuple(raw.get("aliases", ())), sources=dict(raw.get("sources", {})),

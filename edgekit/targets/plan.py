@@ -6,7 +6,8 @@ Pure arithmetic over config.json dims and a target's data sheet numbers (no weig
 - roofline bounds: decode tokens/s <= bandwidth / bytes read per decoded token (every decoder
   linear weight, lm_head and the KV cache of the tokens so far are read once per token at batch 1;
   the headline bound is right after the prompt, a second one at the full context); vision encoder
-  time >= FLOPs / peak tensor throughput; prefill time >= max(FLOPs / peak, weight bytes / bandwidth).
+  time >= FLOPs / peak tensor throughput; prefill time >= max(FLOPs / peak, weight bytes / bandwidth), the decoder's
+  peak in the arithmetic its format's GEMMs run in (INT8 for W8A8, FP8, FP4 for NVFP4 W4A4; FP16 otherwise).
 
 Formats are the build's (edgekit.quant.precisions.decoder_format: the precision on the backend, at the
 build's group size or GGUF type), and bytes are what the bundle's files hold (edgekit.targets.sizes);
@@ -138,7 +139,9 @@ def make_plan(text: TextDims, vision: VisionDims, shapes: dict[str, tuple[int, .
     peak = target.fp16_tensor_tflops * 1e12
     vision_ms = 1e3 * images * vision_flops(vision, patches) / peak
     decoder_params = sum(prod(s) for n, s in shapes.items() if part_of(n) in ("decoder", "lm_head") and len(s) == 2)
-    prefill_ms = 1e3 * max(2.0 * decoder_params * prompt_tokens / peak, (w["decoder"] + w["lm_head"]) / (target.memory_bandwidth_gbs * GB))
+    gemm_peak = target.tensor_peak_tflops(decoder_fmt.compute if decoder_fmt else "fp16") * 1e12  # W8A8, FP8, FP4
+    prefill_ms = 1e3 * max(2.0 * decoder_params * prompt_tokens / gemm_peak,
+                           (w["decoder"] + w["lm_head"]) / (target.memory_bandwidth_gbs * GB))
     notes = []
     if images * tokens > target.max_visual_tokens:
         notes.append(f"{images * tokens} visual tokens exceed the target's cap of {target.max_visual_tokens}; lower the resolution or cameras")

@@ -46,6 +46,42 @@ def test_every_target_has_sources_and_sane_numbers():
         get_target("pdp-11")
 
 
+def test_low_precision_targets_have_the_tensor_cores_and_their_peaks():
+    """A target lists fp8 only with FP8 tensor cores (Ada/Hopper sm_89+) and nvfp4 on TensorRT only with FP4 ones
+    (Blackwell, sm_100+), each with its dense peak and that number's source: the plan's prefill bound uses them."""
+    from edgekit.quant.precisions import decoder_format
+
+    for t in all_targets().values():
+        arch = int(t.gpu_arch.removeprefix("sm_")) if t.is_nvidia else 0
+        if "fp8" in t.precisions:
+            assert arch >= 89 and t.fp8_tensor_tflops > t.fp16_tensor_tflops and t.sources.get("fp8_tensor_tflops"), t.name
+        if "nvfp4" in t.precisions and "tensorrt" in t.backends:
+            assert arch >= 100 and t.fp4_tensor_tflops > t.fp8_tensor_tflops and t.sources.get("fp4_tensor_tflops"), t.name
+        for precision in t.precisions:
+            for backend in t.backends:
+                try:
+                    fmt = decoder_format(precision, backend)
+                except EdgekitError:
+                    continue
+                compute = fmt.compute if fmt else "fp16"
+                assert compute == "fp16" or getattr(t, {"int8": "int8_tensor_tops"}.get(compute, f"{compute}_tensor_tflops")) > 0
+
+
+def test_prefill_bound_uses_the_formats_arithmetic(mimo_config):
+    """W4A16 multiplies in FP16 (weights dequantized); FP8 and NVFP4 W4A4 in FP8 / FP4: their compute bounds are the
+    FP16 one's FLOPs over those peaks, and the bound is the larger of compute and weight bytes over bandwidth."""
+    from edgekit.targets.plan import config_dims, make_plan
+
+    text, vision, shapes, proc = config_dims(mimo_config)
+    thor = get_target("thor")
+    plans = {p: make_plan(text, vision, shapes, thor, p, backend="tensorrt", processor=proc) for p in ("int4", "fp8", "nvfp4")}
+    flops_ms = plans["int4"].prefill_ms_bound * thor.fp16_tensor_tflops  # int4 on Thor is compute-bound
+    for p, peak in (("fp8", thor.fp8_tensor_tflops), ("nvfp4", thor.fp4_tensor_tflops)):
+        bytes_ms = 1e3 * (plans[p].weights_gb["decoder"] + plans[p].weights_gb["lm_head"]) / thor.memory_bandwidth_gbs
+        assert plans[p].prefill_ms_bound == pytest.approx(max(flops_ms / peak, bytes_ms), rel=1e-6), p
+    assert plans["nvfp4"].prefill_ms_bound < plans["fp8"].prefill_ms_bound < plans["int4"].prefill_ms_bound
+
+
 def test_mimo_int4_on_agx_orin_matches_published_range(mimo_config, capsys):
     assert main(["plan", str(mimo_config), "--target", "orin-agx-64", "--precision", "int4", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
