@@ -9,7 +9,7 @@ it names. The pieces live in torch modules and load on first use, so reading thi
 `parse` is the only function that reads a format from text; every other module takes a `Format`.
 
 Spellings `parse` accepts (case and surrounding spaces ignored):
-  gguf:f32 gguf:f16 gguf:bf16 gguf:q8_0 gguf:q4_0 gguf:q4_1 gguf:q5_0 gguf:q4_k gguf:q5_k gguf:q6_k gguf:mxfp4 gguf:nvfp4
+  gguf:f32 gguf:f16 gguf:bf16 gguf:q8_0 gguf:q4_0 gguf:q4_1 gguf:q5_0 gguf:q5_1 gguf:q4_k gguf:q5_k gguf:q6_k gguf:mxfp4 gguf:nvfp4
       (or the bare GGUF type, "q4_k", "F16", as llama.cpp spells it)
   nvidia:w4a16:g32 | :g64 | :g128  (nvidia:w4a16 = group 128): ModelOpt W4A16_AWQ, symmetric INT4
   int8:channel: per-output-channel symmetric INT8 (ModelOpt W8A8_SQ_PER_CHANNEL with SmoothQuant
@@ -213,7 +213,7 @@ def _w4a16(group: int, precisions: tuple[str, ...] = ()) -> Format:
                   grid_maker=_grid("w4a16", group), layouts=_layouts("INT4_AWQ"))
 
 
-# llama_ftype values from llama.h: ALL_F32 0, MOSTLY_F16 1, Q4_0 2, Q4_1 3, Q8_0 7, Q5_0 8, Q4_K_S 14, Q5_K_S 16,
+# llama_ftype values from llama.h: ALL_F32 0, MOSTLY_F16 1, Q4_0 2, Q4_1 3, Q8_0 7, Q5_0 8, Q5_1 9, Q4_K_S 14, Q5_K_S 16,
 # Q6_K 18, BF16 32, MXFP4_MOE 38, NVFP4 39 (a file whose every matrix is one K-quant type is the _S variant).
 FORMATS: dict[str, Format] = {f.name: f for f in (
     _gguf("f32", 32, 1, 0, ("fp32",)),
@@ -223,6 +223,7 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     _gguf("q4_0", 4, 32, 2, grid=_grid("q4_0")),
     _gguf("q4_1", 4, 32, 3, grid=_grid("q4_1")),
     _gguf("q5_0", 5, 32, 8, grid=_grid("q5_0")),
+    _gguf("q5_1", 5, 32, 9, grid=_grid("q5_1")),
     _gguf("q4_k", 4, 256, 14, ("int4",), _grid("kquant_min", "q4_k", 15, -1.0, 20)),
     _gguf("q5_k", 5, 256, 16, grid=_grid("kquant_min", "q5_k", 31, -0.5, 15)),
     _gguf("q6_k", 6, 256, 18, grid=_grid("q6_k")),

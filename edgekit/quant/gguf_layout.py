@@ -11,6 +11,7 @@ Block layouts (little-endian, QK_K = 256):
   Q4_0  d:f16 qs:u8[16]  (q+8; low nibbles cols 0-15, high 16-31)   18 / 32
   Q4_1  d:f16 m:f16 qs:u8[16]                              20 / 32
   Q5_0  d:f16 qh:u32 (bit j = bit 4 of col j) qs:u8[16]  (q+16; low 4 bits as Q4_0)     22 / 32
+  Q5_1  d:f16 m:f16 qh:u32 qs:u8[16]  (q in 0..31, as Q5_0's without the +16)             24 / 32
   Q4_K  d:f16 dmin:f16 scales:u8[12] (8 x 6-bit scale + 8 x 6-bit min) qs:u8[128]   144 / 256
   Q5_K  d dmin scales[12] qh:u8[32] (bit s of qh[l] = bit 4 of col 32s+l) qs[128]  176 / 256
   Q6_K  ql:u8[128] qh:u8[64] scales:i8[16] d:f16           210 / 256
@@ -53,12 +54,23 @@ def pack_q4_0(qw) -> np.ndarray:
     return np.concatenate([_f16_bytes(qw.params["d"]), qs], axis=-1).reshape(u.shape[0], -1)
 
 
+def _fifth_bits(u: np.ndarray) -> np.ndarray:
+    """5-bit codes [out, n, 32] -> qh uint8 [out, n, 4]: bit 4 of column j is bit j of a little-endian u32."""
+    high = ((u >> 4) & 1).astype(np.uint32) << np.arange(32, dtype=np.uint32)
+    return np.ascontiguousarray(high.sum(-1, dtype=np.uint32).astype("<u4")).view(np.uint8).reshape(*u.shape[:2], 4)
+
+
 def pack_q5_0(qw) -> np.ndarray:
     u = _codes(qw, 16, -16, 15, 32)  # [out, n, 32], 0..31
     qs = _nibbles(u[..., :16], u[..., 16:])
-    high = ((u >> 4) & 1).astype(np.uint32) << np.arange(32, dtype=np.uint32)  # bit 4 of column j -> bit j
-    qh = np.ascontiguousarray(high.sum(-1, dtype=np.uint32).astype("<u4")).view(np.uint8).reshape(*u.shape[:2], 4)
-    return np.concatenate([_f16_bytes(qw.params["d"]), qh, qs], axis=-1).reshape(u.shape[0], -1)
+    return np.concatenate([_f16_bytes(qw.params["d"]), _fifth_bits(u), qs], axis=-1).reshape(u.shape[0], -1)
+
+
+def pack_q5_1(qw) -> np.ndarray:
+    u = _codes(qw, 0, 0, 31, 32)
+    qs = _nibbles(u[..., :16], u[..., 16:])
+    parts = [_f16_bytes(qw.params["d"]), _f16_bytes(qw.params["m"]), _fifth_bits(u), qs]
+    return np.concatenate(parts, axis=-1).reshape(u.shape[0], -1)
 
 
 def pack_q4_1(qw) -> np.ndarray:

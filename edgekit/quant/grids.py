@@ -225,13 +225,17 @@ def _d_only(p: Params) -> tuple[torch.Tensor, None]:
     return p["d"].to(torch.float32), None
 
 
-def _fit_q4_1(w: torch.Tensor) -> Params:
-    lo = w.amin(dim=-1, keepdim=True)  # [out, n, 1]
-    hi = w.amax(dim=-1, keepdim=True)
-    return {"d": _to_fp16((hi - lo) / 15), "m": _to_fp16(lo)}
+def _fit_with_min(nmax: int) -> Callable[[torch.Tensor], Params]:
+    """Q4_1 (nmax 15) / Q5_1 (31): the block's min and (max - min) / nmax, both fp16 (quantize_row_q4_1_ref)."""
+    def fit(w: torch.Tensor) -> Params:
+        lo = w.amin(dim=-1, keepdim=True)  # [out, n, 1]
+        hi = w.amax(dim=-1, keepdim=True)
+        return {"d": _to_fp16((hi - lo) / nmax), "m": _to_fp16(lo)}
+
+    return fit
 
 
-def _eff_q4_1(p: Params) -> tuple[torch.Tensor, torch.Tensor]:
+def _eff_with_min(p: Params) -> tuple[torch.Tensor, torch.Tensor]:
     return p["d"].to(torch.float32), p["m"].to(torch.float32)  # value = d*q + m
 
 
@@ -429,7 +433,11 @@ def q4_0(name: str) -> Grid:
 
 
 def q4_1(name: str) -> Grid:
-    return _simple(name, 32, 4, 0, 15, _fit_q4_1, _eff_q4_1, symmetric=False)
+    return _simple(name, 32, 4, 0, 15, _fit_with_min(15), _eff_with_min, symmetric=False)
+
+
+def q5_1(name: str) -> Grid:
+    return _simple(name, 32, 5, 0, 31, _fit_with_min(31), _eff_with_min, symmetric=False)
 
 
 def q5_0(name: str) -> Grid:

@@ -36,7 +36,7 @@ def test_gguf_identity_matches_the_gguf_package():
         assert F.by_ggml_type(fmt.ggml_type) is fmt
         # general.file_type as llama.cpp names it (gguf.LlamaFileType mirrors llama.h's llama_ftype)
         ftype = {"F32": "ALL_F32", "F16": "MOSTLY_F16", "BF16": "MOSTLY_BF16", "Q8_0": "MOSTLY_Q8_0",
-                 "Q4_0": "MOSTLY_Q4_0", "Q4_1": "MOSTLY_Q4_1", "Q5_0": "MOSTLY_Q5_0", "Q4_K": "MOSTLY_Q4_K_S", "Q5_K": "MOSTLY_Q5_K_S",
+                 "Q4_0": "MOSTLY_Q4_0", "Q4_1": "MOSTLY_Q4_1", "Q5_0": "MOSTLY_Q5_0", "Q5_1": "MOSTLY_Q5_1", "Q4_K": "MOSTLY_Q4_K_S", "Q5_K": "MOSTLY_Q5_K_S",
                  "Q6_K": "MOSTLY_Q6_K", "MXFP4": "MOSTLY_MXFP4_MOE", "NVFP4": "MOSTLY_NVFP4"}[fmt.ggml_type]
         assert fmt.gguf_file_type == int(gguf.LlamaFileType[ftype]), name
         if fmt.quantized:

@@ -1,11 +1,12 @@
-"""FP4 decoders (GGUF MXFP4 and NVFP4), and Q5_0, in llama.cpp: the file computes the fake-quantized torch model.
+"""FP4 decoders (GGUF MXFP4 and NVFP4), Q5_0 and Q5_1, in llama.cpp: the file computes the fake-quantized torch model.
 
 The whole small decoder, written in each type, runs in llama.cpp and its logits are compared with transformers running
 the same checkpoint with every such matrix replaced by the file's own values (the gguf package's dequantizer; edgekit's
 FP4 grids are llama.cpp's blocks bit for bit: tests/export, tests/quant). llama.cpp multiplies these weights by
 Q8_0-quantized activations, so the two differ by that rounding: the bar is 5% of max |logit| and 15% of what the
 quantization itself moves the logits by. Measured on the small preset: NVFP4 2.6% against 40%, MXFP4 1.9% against 49%,
-Q5_0 (the type added to show what a new GGUF format touches) 2.4% against 21%. (Against edgekit's torch RTN of the
+Q5_0 and Q5_1 (the types added to show what a new GGUF format touches, before and after formats became one object
+each) 2.4% against 21% and 2.4% against 17%. (Against edgekit's torch RTN of the
 legacy types instead of the file, Q5_0 was 4.7%: that RTN rounds with the float16 scale, llama.cpp's quantizer with
 the unrounded one, and 0.13% of the weights land on another code.)
 """
@@ -33,7 +34,7 @@ def reference(small_ckpt):
     return ref, prompt, ref.logits(prompt).numpy(), {k: v.clone() for k, v in ref.model.state_dict().items()}
 
 
-@pytest.mark.parametrize("fmt", ["nvfp4", "mxfp4", "q5_0"])
+@pytest.mark.parametrize("fmt", ["nvfp4", "mxfp4", "q5_0", "q5_1"])
 def test_fp4_gguf_runs_in_llama_cpp_as_the_fake_quantized_model(small_ckpt, reference, tmp_path, fmt):
     from edgekit.export.gguf import decoder_tensor_plan, write_decoder_gguf
     from edgekit.quant.evaluate import _hf_name
