@@ -97,9 +97,9 @@ def decoder_calibration(config: BuildConfig, backend: str):
         if m not in ("smoothquant", "rtn"):
             raise EdgekitError(f"--precision w8a8 is SmoothQuant: use --method smoothquant (or rtn for no smoothing), not {m}")
         return QuantConfig(method="smoothquant", alpha=0.5 if m == "smoothquant" else 0.0, **common)
-    if backend == "tensorrt" and m == "smoothquant" and not fmt.quantizes_activations:
+    if m == "smoothquant" and not fmt.quantizes_activations:
         raise EdgekitError(f"--method smoothquant is for formats whose activations TensorRT quantizes (--precision "
-                           f"w8a8, fp8, nvfp4), not {fmt.name}")
+                           f"w8a8, fp8, nvfp4 on --backend tensorrt), not {fmt.name}")
     return QuantConfig(method=m, **common)
 
 

@@ -195,6 +195,8 @@ def test_smoothquant_is_the_tensorrt_default_where_activations_are_quantized():
     assert w4.unified_identity == {"quant_algo": "W4A16_AWQ", "group_size": 64} and w4.config.method == "gptq"
     f16 = resolve(BuildConfig(target="thor", precision="fp16", backend="tensorrt"), get_target("thor"))
     assert f16.decoder is None and f16.calibration is None and not f16.needs_samples and f16.unified_identity == {}
+    with pytest.raises(EdgekitError, match="whose activations TensorRT quantizes"):  # before any stage, not in one
+        resolve(BuildConfig(target="cpu", precision="int4", method="smoothquant"), get_target("cpu"))
     with pytest.raises(EdgekitError, match="no 'gguf' backend"):
         resolve(BuildConfig(target="drive-thor", precision="int4", backend="gguf"), get_target("drive-thor"))
 
