@@ -73,7 +73,8 @@ def edgekit_gguf(ckpt: Path, work: Path, name: str, n: int) -> Path:
 def calibration_text(ckpt: Path, n: int, out: Path) -> Path:
     """The default calibration sequences as plain text (image placeholder tokens dropped), for llama-imatrix."""
     from edgekit.model.checkpoint import open_checkpoint
-    from edgekit.model.prompt import PromptAssets, load_tokenizer
+    from edgekit.model.prompt_assets import PromptAssets
+    from edgekit.model.tokenizer_file import load_tokenizer
     from edgekit.quant.layers import calibration_sequences
 
     ck = open_checkpoint(ckpt)

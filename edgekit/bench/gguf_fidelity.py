@@ -42,7 +42,7 @@ def heldout_set_prompts(ckpt_path: Path, items) -> list[tuple[list[int], list]]:
 def heldout_chat_sequences(ck, items) -> list:
     """Held-out items (edgekit.data.heldout) as teacher-forced chat sequences (CalibSeq), thinking off, images at
     their own size."""
-    from edgekit.model.prompt import PromptAssets
+    from edgekit.model.prompt_assets import PromptAssets
     from edgekit.quant.layers import chat_sequence
 
     assets = PromptAssets.from_checkpoint(ck)

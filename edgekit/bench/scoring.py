@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from edgekit.metrics import box_iou, fraction_in_mask, point_in_box, point_in_polygon, rouge_l
-from edgekit.data.samples import Sample, point_lists, reference_points
+from edgekit.data.reference_answers import reference_points
+from edgekit.data.samples import Sample, point_lists
 from edgekit.errors import EdgekitError
 
 THINK_END = "</think>"

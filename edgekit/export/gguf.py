@@ -177,19 +177,6 @@ def rtn_block_bytes(source: str, w, type_name: str) -> np.ndarray:
     return quantize_rows(w.detach().float().numpy(), type_name).reshape(w.shape[0], -1)
 
 
-def grid_rtn_block_bytes(source: str, w, type_name: str) -> np.ndarray:
-    """Round-to-nearest on edgekit's own grid search (edgekit.quant.grids), packed without re-rounding: the RTN
-    the calibration methods start from (slower; a slightly different scale search than ggml's)."""
-    del source
-    from edgekit.export.gguf_blocks import pack_blocks
-    from edgekit.quant.grids import fit_and_quantize
-
-    type_id, data = pack_blocks(fit_and_quantize(by_ggml_type(type_name), w))
-    if type_id != int(ggml_type(type_name)):
-        raise AssertionError(f"packer wrote ggml type {type_id} for {type_name}")
-    return data
-
-
 CHUNK_BYTES = 16 << 20  # float32 rows per chunk; quantizer temporaries are a small multiple of this
 
 

@@ -98,9 +98,11 @@ def main() -> int:
         cu = torch.arange(0, t + 1, window, device=dev, dtype=torch.int32)
         if int(cu[-1]) != t:
             cu = torch.cat([cu, torch.tensor([t], device=dev, dtype=torch.int32)])
-        fused = lambda: _check(lib.lib.edgekit_vit_window_attention(  # noqa: E731
-            qkv.data_ptr(), cos.data_ptr(), sin.data_ptr(), cu.data_ptr(), cu.numel() - 1, window, H, D,
-            out.data_ptr(), stream), "edgekit_vit_window_attention")
+        def fused():
+            _check(lib.lib.edgekit_vit_window_attention(
+                qkv.data_ptr(), cos.data_ptr(), sin.data_ptr(), cu.data_ptr(), cu.numel() - 1, window, H, D,
+                out.data_ptr(), stream), "edgekit_vit_window_attention")
+
         nw = -(-t // window)
         pad = lambda x: F.pad(x, (0, 0, 0, nw * window - t)).reshape(H, nw, window, D).transpose(0, 1)  # noqa: E731
         qw, kw, vw = pad(q), pad(k), pad(v)
@@ -127,10 +129,12 @@ def main() -> int:
             sk, sv = torch.rand(1, DEC_KVH, C + 1, device=dev), torch.rand(1, DEC_KVH, C + 1, device=dev)
         else:
             ck, cv, sk, sv = ck16, cv16, None, None
-        fused_d = lambda: _check(lib.lib.edgekit_decode_attention(  # noqa: E731
-            qn.data_ptr(), kn.data_ptr(), vn.data_ptr(), c2.data_ptr(), s2.data_ptr(), ck.data_ptr(), cv.data_ptr(),
-            sk.data_ptr() if int8 else None, sv.data_ptr() if int8 else None, int(int8), lens.data_ptr(), 1,
-            DEC_QH, DEC_KVH, C + 1, splits, ws.data_ptr(), o.data_ptr(), stream), "edgekit_decode_attention")
+        def fused_d():
+            _check(lib.lib.edgekit_decode_attention(
+                qn.data_ptr(), kn.data_ptr(), vn.data_ptr(), c2.data_ptr(), s2.data_ptr(), ck.data_ptr(), cv.data_ptr(),
+                sk.data_ptr() if int8 else None, sv.data_ptr() if int8 else None, int(int8), lens.data_ptr(), 1,
+                DEC_QH, DEC_KVH, C + 1, splits, ws.data_ptr(), o.data_ptr(), stream), "edgekit_decode_attention")
+
         nbytes = (C + 1) * DEC_KVH * DEC_D * 2 * (1 + 4 / DEC_D if int8 else 2)
         report(f"decode, one layer, context {C}, {'INT8' if int8 else 'FP16'} KV, {splits} splits", _time_ms(fused_d),
                nbytes, 4 * (C + 1) * DEC_QH * DEC_D, ms_sdpa)

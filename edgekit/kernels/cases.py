@@ -9,8 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgekit.metrics import relative_error
-from edgekit.kernels.attention import (apply_rotary, check_close, decode_attention_reference,
-                                       vit_window_attention_reference)
+from edgekit.kernels.reference import apply_rotary, check_close, decode_attention_reference, vit_window_attention_reference
 
 REL_TOL = 5e-3
 

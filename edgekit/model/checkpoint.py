@@ -59,7 +59,7 @@ def expected_shapes(text: TextDims, vision: VisionDims) -> dict[str, tuple[int, 
         shapes["lm_head.weight"] = (t.vocab, t.hidden)
     for i in range(t.num_layers):
         p = f"model.layers.{i}."
-        shapes.update({
+        shapes |= {
             p + "self_attn.q_proj.weight": (q, t.hidden), p + "self_attn.q_proj.bias": (q,),
             p + "self_attn.k_proj.weight": (kv, t.hidden), p + "self_attn.k_proj.bias": (kv,),
             p + "self_attn.v_proj.weight": (kv, t.hidden), p + "self_attn.v_proj.bias": (kv,),
@@ -69,24 +69,24 @@ def expected_shapes(text: TextDims, vision: VisionDims) -> dict[str, tuple[int, 
             p + "mlp.down_proj.weight": (t.hidden, t.intermediate),
             p + "input_layernorm.weight": (t.hidden,),
             p + "post_attention_layernorm.weight": (t.hidden,),
-        })
+        }
     h, m = v.hidden, v.hidden * v.merge * v.merge
     shapes["visual.patch_embed.proj.weight"] = (h, v.in_chans, v.temporal_patch, v.patch, v.patch)
     for i in range(v.depth):
         p = f"visual.blocks.{i}."
-        shapes.update({
+        shapes |= {
             p + "norm1.weight": (h,), p + "norm2.weight": (h,),
             p + "attn.qkv.weight": (3 * h, h), p + "attn.qkv.bias": (3 * h,),
             p + "attn.proj.weight": (h, h), p + "attn.proj.bias": (h,),
             p + "mlp.gate_proj.weight": (v.intermediate, h), p + "mlp.gate_proj.bias": (v.intermediate,),
             p + "mlp.up_proj.weight": (v.intermediate, h), p + "mlp.up_proj.bias": (v.intermediate,),
             p + "mlp.down_proj.weight": (h, v.intermediate), p + "mlp.down_proj.bias": (h,),
-        })
-    shapes.update({
+        }
+    shapes |= {
         "visual.merger.ln_q.weight": (h,),
         "visual.merger.mlp.0.weight": (m, m), "visual.merger.mlp.0.bias": (m,),
         "visual.merger.mlp.2.weight": (v.out_hidden, m), "visual.merger.mlp.2.bias": (v.out_hidden,),
-    })
+    }
     return shapes
 
 

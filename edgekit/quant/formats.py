@@ -8,15 +8,8 @@ precisions (`--precision`) it is the decoder's format for. Adding a format is on
 it names. The pieces live in torch modules and load on first use, so reading this table imports nothing heavy.
 `parse` is the only function that reads a format from text; every other module takes a `Format`.
 
-Spellings `parse` accepts (case and surrounding spaces ignored):
-  gguf:f32 gguf:f16 gguf:bf16 gguf:q8_0 gguf:q4_0 gguf:q4_1 gguf:q5_0 gguf:q5_1 gguf:q4_k gguf:q5_k gguf:q6_k gguf:mxfp4 gguf:nvfp4
-      (or the bare GGUF type, "q4_k", "F16", as llama.cpp spells it)
-  nvidia:w4a16:g32 | :g64 | :g128  (nvidia:w4a16 = group 128): ModelOpt W4A16_AWQ, symmetric INT4
-  int8:channel: per-output-channel symmetric INT8 (ModelOpt W8A8_SQ_PER_CHANNEL with SmoothQuant
-      activation scales, W8A16 without)
-  nvidia:nvfp4: ModelOpt NVFP4: E2M1 codes, an E4M3 scale per 16 columns, an FP32 scale per tensor (W4A16_NVFP4
-      weight-only; NVFP4 with per-tensor activation scales)
-  nvidia:fp8: ModelOpt FP8: E4M3 weights under one scale per tensor, E4M3 activations under a calibrated one (W8A8)
+Spellings `parse` accepts: every name in FORMATS (the comments there say what each is), case and surrounding spaces
+ignored; a bare GGUF type as llama.cpp spells it ("q4_k", "F16"); nvidia:w4a16 for group 128.
 
 Byte counts are what the artifact holds (GGUF blocks from gguf's own size table; the unified
 checkpoint's float32 scales), so the pre-build plan, `edgekit inspect`, mixed precision and the
@@ -203,14 +196,14 @@ def _layouts(*names: str) -> tuple[Ref, ...]:
 def _gguf(type_name: str, bits: int, group: int, file_type: int, precisions: tuple[str, ...] = (),
           grid: Ref | None = None) -> Format:
     """A GGUF type: a float one without a grid, a quantized one with its grid and its packer, pack_<type>."""
+    parts = {"grid_maker": grid, "gguf_packer": Ref("gguf_layout", f"pack_{type_name}") if grid is not None else None}
     return Format(f"gguf:{type_name}", "gguf", grid is not None, bits, group, type_name.upper(), file_type,
-                  precisions=precisions, grid_maker=grid,
-                  gguf_packer=Ref("gguf_layout", f"pack_{type_name}") if grid is not None else None)
+                  precisions=precisions, **parts)
 
 
 def _w4a16(group: int, precisions: tuple[str, ...] = ()) -> Format:
-    return Format(f"nvidia:w4a16:g{group}", "modelopt", True, 4, group, backends=("tensorrt",), precisions=precisions,
-                  grid_maker=_grid("w4a16", group), layouts=_layouts("INT4_AWQ"))
+    parts = {"precisions": precisions, "grid_maker": _grid("w4a16", group), "layouts": _layouts("INT4_AWQ")}
+    return Format(f"nvidia:w4a16:g{group}", "modelopt", True, 4, group, backends=("tensorrt",), **parts)
 
 
 # llama_ftype values from llama.h: ALL_F32 0, MOSTLY_F16 1, Q4_0 2, Q4_1 3, Q8_0 7, Q5_0 8, Q5_1 9, Q4_K_S 14, Q5_K_S 16,
@@ -229,7 +222,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     _gguf("q6_k", 6, 256, 18, grid=_grid("q6_k")),
     _gguf("mxfp4", 4, 32, 38, ("mxfp4",), _grid("mxfp4")),
     _gguf("nvfp4", 4, 64, 39, ("nvfp4",), _grid("nvfp4")),
-    _w4a16(32), _w4a16(64), _w4a16(128, ("int4",)),  # --group-size picks the others
+    # ModelOpt W4A16_AWQ: symmetric INT4 codes, one fp16-representable scale per group (--group-size picks it)
+    _w4a16(32), _w4a16(64), _w4a16(128, ("int4",)),
     # per-output-channel symmetric INT8: W8A16 weights only, W8A8 with SmoothQuant's calibrated input scales
     Format("int8:channel", "modelopt", True, 8, WHOLE_ROW, backends=("tensorrt",), precisions=("w8a8",),
            grid_maker=_grid("int8_channel"), layouts=_layouts("INT8_WEIGHT_ONLY", "INT8_SMOOTHQUANT"),

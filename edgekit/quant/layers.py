@@ -31,9 +31,9 @@ def calibration_sequences(ckpt_path: Path, spec: str, n: int, seed: int, resize_
     """Teacher-forced sequences from samples; returns them and a hash of exactly what was used.
     spec "default" (calibration only) is the documented mix of data/calibration_mix.py."""
     from edgekit.data.calibration_mix import DEFAULT_SPEC
-    from edgekit.data.samples import format_answer_for_teacher_forcing
+    from edgekit.data.reference_answers import format_answer_for_teacher_forcing
     from edgekit.model.checkpoint import open_checkpoint
-    from edgekit.model.prompt import PromptAssets
+    from edgekit.model.prompt_assets import PromptAssets
 
     ck = open_checkpoint(ckpt_path)
     assets = PromptAssets.from_checkpoint(ck)

@@ -24,7 +24,7 @@ def open_gguf_bundle(bundle: Path) -> OpenedBundle:
 
 def bundle_prompt_assets(opened: OpenedBundle):
     """PromptAssets from the bundle's tokenizer folder, each file read through its verified descriptor."""
-    from edgekit.model.prompt import PromptAssets
+    from edgekit.model.prompt_assets import PromptAssets
     from edgekit.model.tokenizer_file import MAX_TOKENIZER_BYTES
 
     folder = opened.manifest["tokenizer_dir"]

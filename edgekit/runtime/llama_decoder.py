@@ -20,31 +20,13 @@ import numpy as np
 from edgekit.closing import Closing
 from edgekit.errors import EdgekitError
 from edgekit.runtime.llama_batch import Batch
+from edgekit.runtime.llama_setup import context_params, silence_llama_logs
 from edgekit.runtime.prompt_segments import (
     ImageEmbedding,
     prompt_positions,
     section_major,
     split_prompt,
 )
-
-
-_LOG_SILENCER = None
-KV_CACHE_TYPES = ("f32", "f16", "q8_0")  # ggml types llama.cpp's KV cache takes here
-
-
-def silence_llama_logs(lib):
-    """llama.cpp logs every load to stderr; keep errors only. Returns the callback (also for libmtmd)."""
-    global _LOG_SILENCER
-    if _LOG_SILENCER is None:
-        def _log(level, text, user_data):
-            if level == 4 and text:  # GGML_LOG_LEVEL_ERROR
-                import sys
-
-                sys.stderr.write(text.decode("utf-8", "replace"))
-
-        _LOG_SILENCER = lib.llama_log_callback(_log)
-        lib.llama_log_set(_LOG_SILENCER, ctypes.c_void_p(0))
-    return _LOG_SILENCER
 
 
 class LlamaDecoder(Closing):
@@ -67,28 +49,13 @@ class LlamaDecoder(Closing):
             raise EdgekitError(f"{path}: GGUF file not found; write it with `edgekit export-decoder --format gguf`")
         source, path = path, Path(label) if label is not None else path
         self._lib = lib
+        cparams = context_params(lib, n_ctx=n_ctx, n_seq=n_seq, n_batch=n_batch, n_threads=n_threads, kv_cache=kv_cache)
         silence_llama_logs(lib)
         lib.llama_backend_init()
         mparams = lib.llama_model_default_params()
         self._model = lib.llama_model_load_from_file(str(source).encode(), mparams)
         if not self._model:
             raise EdgekitError(f"{path}: llama.cpp could not load this GGUF (see the error above)")
-        cparams = lib.llama_context_default_params()
-        cparams.n_ctx = n_ctx * n_seq
-        cparams.n_seq_max = n_seq
-        cparams.kv_unified = n_seq > 1  # one pool: sequences that share a prefix share its cells (llama_memory_seq_cp)
-        cparams.n_batch = n_batch
-        cparams.n_ubatch = n_batch
-        cparams.n_threads = n_threads
-        cparams.n_threads_batch = n_threads
-        if kv_cache not in KV_CACHE_TYPES:
-            raise EdgekitError(f"kv_cache={kv_cache!r}: choose one of {', '.join(KV_CACHE_TYPES)}")
-        # f16 is llama.cpp's default; parity tests use f32 so that only the weights differ from PyTorch.
-        from gguf import GGMLQuantizationType
-
-        cparams.type_k = cparams.type_v = int(GGMLQuantizationType[kv_cache.upper()])  # the gguf package's id
-        if kv_cache == "f32":
-            cparams.flash_attn_type = 0  # DISABLED: the CPU flash-attention kernel rounds Q to f16
         self._ctx = lib.llama_init_from_model(self._model, cparams)
         if not self._ctx:
             lib.llama_model_free(self._model)
@@ -162,8 +129,9 @@ class LlamaDecoder(Closing):
             chunk = np.asarray(ids[s:s + self.n_batch], dtype=np.int32)  # [k]
             want = np.full(len(chunk), int(all_logits), np.int8)
             want[-1] = 1
-            logits += self._decode(Batch(self._lib, tokens=chunk, pos=pos[s:s + len(chunk)], want_logits=want,
-                                          seqs=np.full(len(chunk), seq, np.int32)), read=read)
+            seqs = np.full(len(chunk), seq, np.int32)
+            batch = Batch(self._lib, tokens=chunk, pos=pos[s : s + len(chunk)], want_logits=want, seqs=seqs)
+            logits += self._decode(batch, read=read)
         return logits if all_logits else logits[-1:]
 
     def _feed_image(self, image: ImageEmbedding, pos3: np.ndarray, all_logits: bool,
@@ -178,8 +146,9 @@ class LlamaDecoder(Closing):
             e = min(n, s + self.n_batch)
             want = np.full(e - s, int(all_logits), np.int8)
             want[-1] = 1
-            logits += self._decode(Batch(self._lib, embeds=image.embeds[s:e], pos=section_major(pos3[:, s:e]),
-                                          want_logits=want, seqs=np.full(e - s, seq, np.int32)), read=read)
+            seqs = np.full(e - s, seq, np.int32)
+            batch = Batch(self._lib, embeds=image.embeds[s:e], pos=section_major(pos3[:, s:e]), want_logits=want, seqs=seqs)
+            logits += self._decode(batch, read=read)
         return logits if all_logits else logits[-1:]
 
     def prefill(self, input_ids: Sequence[int], images: Sequence[ImageEmbedding] = (), *,

@@ -17,7 +17,8 @@ import numpy as np
 
 from edgekit.closing import Closing
 from edgekit.errors import EdgekitError
-from edgekit.runtime.llama_decoder import LlamaDecoder, silence_llama_logs
+from edgekit.runtime.llama_decoder import LlamaDecoder
+from edgekit.runtime.llama_setup import silence_llama_logs
 from edgekit.runtime.prompt_segments import ImageEmbedding
 
 CHUNK_IMAGE = 1  # MTMD_INPUT_CHUNK_TYPE_IMAGE

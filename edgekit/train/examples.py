@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.bench.scoring import ImageFrame
-from edgekit.data.samples import Sample, format_answer_for_teacher_forcing
+from edgekit.data.reference_answers import format_answer_for_teacher_forcing
+from edgekit.data.samples import Sample
 from edgekit.data.scene import TASK_ORDER
 from edgekit.data.synthetic import make_scene
 from edgekit.train.recipe import Recipe

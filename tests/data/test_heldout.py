@@ -12,7 +12,8 @@ from PIL import Image
 
 from edgekit.data.calibration_mix import load_passages, real_samples_files
 from edgekit.data.heldout import load_heldout
-from edgekit.data.samples import BUILTIN_SETS, format_answer_for_teacher_forcing, load_samples
+from edgekit.data.reference_answers import format_answer_for_teacher_forcing
+from edgekit.data.samples import BUILTIN_SETS, load_samples
 from edgekit.errors import EdgekitError
 
 SHINGLE = 5  # words: a shared 5-word run is a shared template or phrase

@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw
 
 from edgekit import metrics as M
 from edgekit.bench import scoring as SC
+from edgekit.data import reference_answers as R
 from edgekit.data import samples as S
 from edgekit.data import selection as SEL
 from edgekit.data import scene as scene_parts
@@ -48,7 +49,7 @@ def test_shared_teacher_forcing_answers_score_full_marks(shared_samples):
     got = [s for s in S.load_samples(shared_samples) if s.answer is not None]
     per_task: dict[str, list[float]] = {}
     for s in got:
-        per_task.setdefault(s.task, []).append(SC.score_reply(s, S.format_answer_for_teacher_forcing(s), think=False)["score"])
+        per_task.setdefault(s.task, []).append(SC.score_reply(s, R.format_answer_for_teacher_forcing(s), think=False)["score"])
     for task in ("multiple_choice", "short_answer", "open_ended", "box_grounding"):
         assert min(per_task[task]) == 1.0, task
     # one interior point per reference polygon, scored against the rasterized mask: edge pixels may differ
@@ -150,7 +151,7 @@ def test_synthetic_splits_are_disjoint_and_tasks_balanced():
     tasks = Counter((s.domain, s.task) for s in got)
     assert len(tasks) == 10 and max(tasks.values()) - min(tasks.values()) <= 1
     for s in got:  # the shipped answers score full marks against themselves, and decode
-        assert SC.score_reply(s, S.format_answer_for_teacher_forcing(s), think=False)["score"] == 1.0, s.id
+        assert SC.score_reply(s, R.format_answer_for_teacher_forcing(s), think=False)["score"] == 1.0, s.id
 
 
 # ---------------------------------------------------------------- loader errors
@@ -280,7 +281,7 @@ def test_polygon_interior_point_and_containment_match_rasterization():
         img = Image.new("L", (101, 83), 0)
         ImageDraw.Draw(img).polygon(poly, fill=255)
         raster = np.asarray(img) > 0
-        x, y = S.interior_point(poly)
+        x, y = R.interior_point(poly)
         assert M.point_in_polygon((x, y), poly)
         for _ in range(60):
             px, py = rng.randrange(101), rng.randrange(83)
@@ -292,15 +293,15 @@ def test_polygon_interior_point_and_containment_match_rasterization():
 def test_reference_answers_for_teacher_forcing():
     mc = S.Sample(id="m", domain="driving", task="multiple_choice", image=Path("/x.png"), question="q", answer="B",
                   choices=("Slow down", "Keep driving", "Stop the car"), answer_text="Keep driving")
-    assert S.format_answer_for_teacher_forcing(mc) == "B. Keep driving"
+    assert R.format_answer_for_teacher_forcing(mc) == "B. Keep driving"
     rng = _rng("box-format")
     x1, y1 = rng.randint(0, 200), rng.randint(0, 100)
     box = (x1, y1, x1 + rng.randint(20, 90), y1 + rng.randint(20, 90))
     bs = S.Sample(id="b", domain="driving", task="box_grounding", image=Path("/x.png"), question="q", answer=list(box), box=box)
-    assert SC.parse_box(S.format_answer_for_teacher_forcing(bs)) == tuple(float(v) for v in box)
+    assert SC.parse_box(R.format_answer_for_teacher_forcing(bs)) == tuple(float(v) for v in box)
     ps = S.Sample(id="p", domain="embodied", task="point_grounding", image=Path("/x.png"), question="q", answer=[7, 8], point=(7, 8), box=(0, 0, 10, 10))
-    assert S.format_answer_for_teacher_forcing(ps) == '{"point_2d": [7, 8]}'
-    assert SC.parse_points(S.format_answer_for_teacher_forcing(ps)) == [(7.0, 8.0)]
+    assert R.format_answer_for_teacher_forcing(ps) == '{"point_2d": [7, 8]}'
+    assert SC.parse_points(R.format_answer_for_teacher_forcing(ps)) == [(7.0, 8.0)]
 
 
 def test_point_only_reference_scores_by_distance(tmp_path):
@@ -314,7 +315,7 @@ def test_point_only_reference_scores_by_distance(tmp_path):
     radius = 0.05 * (w * w + h * h) ** 0.5
     near, far = (px + 0.9 * radius, py), (px, py + 1.1 * radius)
     assert SC.point_score(s, [near, far]) == 0.5
-    assert S.format_answer_for_teacher_forcing(s) == json.dumps({"point_2d": [px, py]})
+    assert R.format_answer_for_teacher_forcing(s) == json.dumps({"point_2d": [px, py]})
 
 
 # ---------------------------------------------------------------- CLI

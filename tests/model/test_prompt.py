@@ -212,7 +212,7 @@ def test_missing_tokenizer_file(tmp_path):
 @pytest.fixture(scope="module")
 def assets(ckpt):
     from edgekit.model.checkpoint import open_checkpoint
-    from edgekit.model.prompt import PromptAssets
+    from edgekit.model.prompt_assets import PromptAssets
 
     return PromptAssets.from_checkpoint(open_checkpoint(ckpt))
 

@@ -180,8 +180,10 @@ def test_mmproj_serving_answers_like_run_vision_mmproj(tiny_bundle, tmp_path):
 
 def test_local_image_under_the_allowed_folder_and_the_embedding_cache(server, image_dir):
     client = server.client()
-    hits = lambda: float(next(ln.split()[-1] for ln in server.request("GET", "/metrics")[1].decode().splitlines()  # noqa: E731
-                              if ln.startswith("edgekit_image_cache_hits ")))
+    def hits() -> float:
+        lines = server.request("GET", "/metrics")[1].decode().splitlines()
+        return float(next(ln.split()[-1] for ln in lines if ln.startswith("edgekit_image_cache_hits ")))
+
     before = hits()
     a = client.chat.completions.create(model="mimo", messages=user(PROMPT, str(image_dir / "cam.png")), max_tokens=8)
     b = client.chat.completions.create(model="mimo", messages=user(PROMPT, data_url(IMAGE)), max_tokens=8)
