@@ -36,13 +36,21 @@ def build_all(ckpt: Path, workdir: Path, names: list[str], reuse: bool) -> dict[
 
     out = {}
     for name in names:
-        if reuse and (workdir / f"bundle-{name}" / "edgekit.json").is_file() and verify_bundle(workdir / f"bundle-{name}", deep=False).ok:
+        if (
+            reuse
+            and (workdir / f"bundle-{name}" / "edgekit.json").is_file()
+            and verify_bundle(workdir / f"bundle-{name}", deep=False).ok
+        ):
             out[name] = workdir / f"bundle-{name}"
             print(f"reusing {out[name]}", flush=True)
             continue
         t = time.perf_counter()
-        out[name] = build_bundle(ckpt, workdir / f"bundle-{name}", BuildConfig(target="cpu", **BUNDLES[name]),
-                                 calib_cache=workdir / "calibration")
+        out[name] = build_bundle(
+            ckpt,
+            workdir / f"bundle-{name}",
+            BuildConfig(target="cpu", **BUNDLES[name]),
+            calib_cache=workdir / "calibration",
+        )
         print(f"built {name} in {time.perf_counter() - t:.0f} s", flush=True)
     return out
 
@@ -52,8 +60,9 @@ def bench(ckpt: Path, bundles: dict[str, Path], samples: str, n: int | None, tok
     from edgekit.bench.outputs import write_report
 
     t = time.perf_counter()
-    cfg = BenchConfig(variants=tuple(str(p) for p in bundles.values()), reference=ckpt, samples=samples, n=n,
-                      max_new_tokens=tokens)
+    cfg = BenchConfig(
+        variants=tuple(str(p) for p in bundles.values()), reference=ckpt, samples=samples, n=n, max_new_tokens=tokens
+    )
     report = run_bench(cfg, log=lambda s: print(s, flush=True))
     write_report(report, out)
     print(f"bench on {samples}: {report['samples']['n']} samples, {time.perf_counter() - t:.0f} s -> {out}", flush=True)
@@ -66,8 +75,11 @@ def _ci(entry: dict, fmt: str) -> str:
 
 
 def readme_table(report: dict) -> str:
-    lines = ["| variant | decoder + vision | KL driving | KL embodied | top-1 driving | top-1 embodied | same answer "
-             "| e2e p50 s (× ref) | peak RSS MB |", "|" + "---|" * 9]
+    lines = [
+        "| variant | decoder + vision | KL driving | KL embodied | top-1 driving | top-1 embodied | same answer "
+        "| e2e p50 s (× ref) | peak RSS MB |",
+        "|" + "---|" * 9,
+    ]
     for r in report["rows"]:
         lat = r["latency"]
         e2e = f"{lat['e2e_s']['p50']:.2f} ({lat['e2e_p50_ratio_to_reference']:.2f})"
@@ -75,10 +87,12 @@ def readme_table(report: dict) -> str:
             lines.append(f"| reference | {r['precision']} | 0 | 0 | 1 | 1 | 1 | {e2e} | {r['peak_rss_mb']:.0f} |")
             continue
         f = r["fidelity"]
-        lines.append(f"| {r['name'].removeprefix('bundle-')} | {r['precision']} | {_ci(f['driving']['kl'], '.2e')} | "
-                     f"{_ci(f['embodied']['kl'], '.2e')} | {_ci(f['driving']['top1'], '.2f')} | "
-                     f"{_ci(f['embodied']['top1'], '.2f')} | {f['all']['whole_answer']['mean']:.2f} | {e2e} | "
-                     f"{r['peak_rss_mb']:.0f} |")
+        lines.append(
+            f"| {r['name'].removeprefix('bundle-')} | {r['precision']} | {_ci(f['driving']['kl'], '.2e')} | "
+            f"{_ci(f['embodied']['kl'], '.2e')} | {_ci(f['driving']['top1'], '.2f')} | "
+            f"{_ci(f['embodied']['top1'], '.2f')} | {f['all']['whole_answer']['mean']:.2f} | {e2e} | "
+            f"{r['peak_rss_mb']:.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -110,11 +124,21 @@ def main() -> None:
     text = []
     for name, report in reports.items():
         m = report["machine"]
-        text += [f"**{name} samples** ({report['samples']['n']} eval samples; {m['cpu']}, {m['cores']} cores; "
-                 f"`{command}`):", "", readme_table(report), ""]
+        text += [
+            f"**{name} samples** ({report['samples']['n']} eval samples; {m['cpu']}, {m['cores']} cores; `{command}`):",
+            "",
+            readme_table(report),
+            "",
+        ]
     (args.out / "README-table.md").write_text("\n".join(text))
-    (args.out / "summary.json").write_text(json.dumps({k: {"rows": v["rows"], "machine": v["machine"], "samples": v["samples"]}
-                                                       for k, v in reports.items()}, indent=2, sort_keys=True) + "\n")
+    (args.out / "summary.json").write_text(
+        json.dumps(
+            {k: {"rows": v["rows"], "machine": v["machine"], "samples": v["samples"]} for k, v in reports.items()},
+            indent=2,
+            sort_keys=True,
+        )
+        + "\n"
+    )
     print("\n".join(text))
 
 

@@ -42,15 +42,20 @@ def main() -> None:
         make_tiny(ckpt, args.preset)
     cache = work / "calib-cache"
     rows = {}
-    for name, method, out in (("rtn (old default)", "rtn", "rtn"), ("gptq (new default), cold cache", None, "gptq"),
-                              ("gptq (new default), warm cache", None, "gptq-rebuild")):
+    for name, method, out in (
+        ("rtn (old default)", "rtn", "rtn"),
+        ("gptq (new default), cold cache", None, "gptq"),
+        ("gptq (new default), warm cache", None, "gptq-rebuild"),
+    ):
         cfg = BuildConfig(target="cpu", precision="int4", method=method)
         bundle, seconds = timed(lambda: build_bundle(ckpt, work / out, cfg, calib_cache=cache))
         rows[name] = {"bundle": bundle, "seconds": seconds}
     f32 = write_decoder_gguf(ckpt, work / "f32.gguf", "gguf:f32")
     prompts = heldout_prompts(ckpt, "driving,embodied", args.eval)
     ref = gguf_logits(f32, prompts)
-    kl = kl_table(ref, {name: gguf_logits(r["bundle"] / "decoder" / "decoder.gguf", prompts) for name, r in rows.items()})
+    kl = kl_table(
+        ref, {name: gguf_logits(r["bundle"] / "decoder" / "decoder.gguf", prompts) for name, r in rows.items()}
+    )
     base = kl["rtn (old default)"]
     print(f"preset {args.preset}, cpu int4, {args.eval} held-out samples, {os.cpu_count()} cores; work {work}")
     print(f"{'build':34s} {'seconds':>8s} {'KL(FP||Q)':>10s} {'vs rtn':>7s}")

@@ -17,13 +17,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_gguf import PEAK_RSS, make_checkpoint, run_child  # noqa: E402
 
-CHILD = r"""
+CHILD = (
+    r"""
 import json, sys, time
 from edgekit.quant.calibrate import QuantConfig, calibrate
 t = time.perf_counter()
 calibrate(sys.argv[1], QuantConfig(method=sys.argv[2], grid="gguf:q4_k", n_samples=int(sys.argv[3])), sys.argv[4])
 print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss_mb": %s}))
-""" % PEAK_RSS
+"""
+    % PEAK_RSS
+)
 
 
 def main() -> None:
@@ -41,8 +44,17 @@ def main() -> None:
         ckpt = make_checkpoint(work, args.preset, layers)
         r = run_child(CHILD, str(ckpt), args.method, str(args.n), str(work / f"cache-{layers}"))
         rows.append({"layers": layers, **r, "seconds_per_layer": r["seconds"] / layers})
-        print(f"{layers:>3} layers: {r['seconds']:7.1f} s ({r['seconds'] / layers:.1f} s/layer), peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
-    report = {"command": " ".join(sys.argv), "preset": args.preset, "method": args.method, "samples": args.n, "rows": rows}
+        print(
+            f"{layers:>3} layers: {r['seconds']:7.1f} s ({r['seconds'] / layers:.1f} s/layer), peak RSS {r['peak_rss_mb']:.0f} MB",
+            flush=True,
+        )
+    report = {
+        "command": " ".join(sys.argv),
+        "preset": args.preset,
+        "method": args.method,
+        "samples": args.n,
+        "rows": rows,
+    }
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
 

@@ -62,12 +62,13 @@ def main() -> None:
 
     ck = open_checkpoint(args.model)
     cfg = QuantConfig(method="gptq", grid="gguf:q4_k", n_samples=args.n)
-    (seqs, _), t_seqs = _timed(lambda: calibration_sequences(args.model, cfg.samples, cfg.n_samples, cfg.seed,
-                                                             cfg.resize_to))
+    (seqs, _), t_seqs = _timed(
+        lambda: calibration_sequences(args.model, cfg.samples, cfg.n_samples, cfg.seed, cfg.resize_to)
+    )
     lengths = [len(s.input_ids) for s in seqs]
     with_images = [s for s in seqs if len(s.grid_thw)]
     hf_cfg = hf_config(args.model)
-    _, t_vision_some = _timed(lambda: layer0_inputs(ck, with_images[:args.vision_images], hf_cfg))
+    _, t_vision_some = _timed(lambda: layer0_inputs(ck, with_images[: args.vision_images], hf_cfg))
     t_vision = t_vision_some / max(1, min(args.vision_images, len(with_images))) * len(with_images)
     gen = torch.Generator().manual_seed(0)
     hidden = [torch.randn(1, L, ck.text.hidden, generator=gen) * 0.05 for L in lengths]
@@ -83,15 +84,27 @@ def main() -> None:
     flops = layer_flops(ck.text, lengths)
     per_layer = t_load + t_stats + t_gptq + t_forward
     total = t_seqs + t_vision + ck.text.num_layers * per_layer
-    row = {"threads": torch.get_num_threads(), "sequences": len(seqs), "tokens": sum(lengths),
-           "images": len(with_images), "gemm_gflops_fp32": round(rate, 1),
-           "layer_forward_gflop": round(flops / 1e9, 1),
-           "seconds": {"sequences": round(t_seqs, 1), "vision_all_images": round(t_vision, 1),
-                       "layer_load": round(t_load, 1), "stats_pass": round(t_stats, 1), "gptq_7_linears": round(t_gptq, 1),
-                       "quantized_pass": round(t_forward, 1), "per_layer": round(per_layer, 1)},
-           "quantized_pass_share_of_gemm_rate": round(flops / t_forward / 1e9 / rate, 3),
-           "stats_pass_share_of_gemm_rate": round(flops / t_stats / 1e9 / rate, 3),
-           "estimated_calibration_minutes": round(total / 60, 1), "layers": ck.text.num_layers}
+    row = {
+        "threads": torch.get_num_threads(),
+        "sequences": len(seqs),
+        "tokens": sum(lengths),
+        "images": len(with_images),
+        "gemm_gflops_fp32": round(rate, 1),
+        "layer_forward_gflop": round(flops / 1e9, 1),
+        "seconds": {
+            "sequences": round(t_seqs, 1),
+            "vision_all_images": round(t_vision, 1),
+            "layer_load": round(t_load, 1),
+            "stats_pass": round(t_stats, 1),
+            "gptq_7_linears": round(t_gptq, 1),
+            "quantized_pass": round(t_forward, 1),
+            "per_layer": round(per_layer, 1),
+        },
+        "quantized_pass_share_of_gemm_rate": round(flops / t_forward / 1e9 / rate, 3),
+        "stats_pass_share_of_gemm_rate": round(flops / t_stats / 1e9 / rate, 3),
+        "estimated_calibration_minutes": round(total / 60, 1),
+        "layers": ck.text.num_layers,
+    }
     print(json.dumps(row, indent=1))
     if args.json:
         args.json.write_text(json.dumps(row, indent=1) + "\n")

@@ -55,14 +55,42 @@ def main() -> None:
             make_tiny(ckpt, args.preset)
         bundle = args.workdir / "bundle-cpu-int4"
         if not (bundle / "edgekit.json").is_file():
-            build_bundle(ckpt, bundle, BuildConfig(target="cpu", precision="int4"), calib_cache=args.workdir / "calibration")
+            build_bundle(
+                ckpt, bundle, BuildConfig(target="cpu", precision="int4"), calib_cache=args.workdir / "calibration"
+            )
     common = ["--max-new-tokens", str(args.tokens), "--threads", str(args.threads), "--json"]
     programs = {
-        "C++ host (edgekit-host)": [str(args.host_build / "edgekit-host"), str(bundle), str(args.image), args.question, *common],
-        "edgekit run --bundle --vision mmproj": [EDGEKIT, "run", "--bundle", str(bundle), "--vision", "mmproj", "--image",
-                                                 str(args.image), "--prompt", args.question, *common],
-        "edgekit run --bundle (ONNX vision)": [EDGEKIT, "run", "--bundle", str(bundle), "--image", str(args.image),
-                                               "--prompt", args.question, *common],
+        "C++ host (edgekit-host)": [
+            str(args.host_build / "edgekit-host"),
+            str(bundle),
+            str(args.image),
+            args.question,
+            *common,
+        ],
+        "edgekit run --bundle --vision mmproj": [
+            EDGEKIT,
+            "run",
+            "--bundle",
+            str(bundle),
+            "--vision",
+            "mmproj",
+            "--image",
+            str(args.image),
+            "--prompt",
+            args.question,
+            *common,
+        ],
+        "edgekit run --bundle (ONNX vision)": [
+            EDGEKIT,
+            "run",
+            "--bundle",
+            str(bundle),
+            "--image",
+            str(args.image),
+            "--prompt",
+            args.question,
+            *common,
+        ],
     }
     answer_s: dict[str, list[float]] = {k: [] for k in programs}
     wall_s: dict[str, list[float]] = {k: [] for k in programs}
@@ -80,7 +108,9 @@ def main() -> None:
     print("|---|---|---|---|")
     for name in programs:
         a, w = statistics.median(answer_s[name]), statistics.median(wall_s[name])
-        print(f"| {name} | {a:.3f} ({a / a0:.2f}) | {w:.2f} ({w / w0:.2f}) | {'yes' if ids[name] == ids[base] else 'no'} |")
+        print(
+            f"| {name} | {a:.3f} ({a / a0:.2f}) | {w:.2f} ({w / w0:.2f}) | {'yes' if ids[name] == ids[base] else 'no'} |"
+        )
 
 
 if __name__ == "__main__":

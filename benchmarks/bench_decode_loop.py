@@ -71,13 +71,21 @@ def python_loop(gguf: str, variant: str, n_tokens: int, threads: int) -> dict:
     tokens = run()
     wall = time.perf_counter() - t
     dec.close()
-    return {"tokens_per_s": n_tokens / wall, "ms_per_token": 1e3 * wall / n_tokens,
-            "ms_in_llama_decode": 1e3 * inside[0] / n_tokens, "tokens": tokens}
+    return {
+        "tokens_per_s": n_tokens / wall,
+        "ms_per_token": 1e3 * wall / n_tokens,
+        "ms_in_llama_decode": 1e3 * inside[0] / n_tokens,
+        "tokens": tokens,
+    }
 
 
 def llama_bench(tool: Path, gguf: str, n_tokens: int, threads: int) -> dict:
-    out = subprocess.run([str(tool), "-m", gguf, "-p", "0", "-n", str(n_tokens), "-t", str(threads), "-r", "1",
-                          "-o", "json"], check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [str(tool), "-m", gguf, "-p", "0", "-n", str(n_tokens), "-t", str(threads), "-r", "1", "-o", "json"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     tps = float(json.loads(out.stdout)[0]["avg_ts"])
     return {"tokens_per_s": tps, "ms_per_token": 1e3 / tps}
 
@@ -105,8 +113,13 @@ def main() -> None:
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     gguf = str(args.gguf or build_gguf(args.workdir, args.preset))
-    tools = subprocess.run(["bash", str(REPO / "scripts" / "build_llama_tools.sh")], check=True, capture_output=True,
-                           text=True).stdout.strip().splitlines()[-1]
+    tools = (
+        subprocess.run(
+            ["bash", str(REPO / "scripts" / "build_llama_tools.sh")], check=True, capture_output=True, text=True
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     bench_tool = Path(tools) / "llama-bench"
 
     rows: dict[str, list[dict]] = {"llama-bench": [], "edgekit": [], "copied": []}
@@ -115,8 +128,21 @@ def main() -> None:
             if name == "llama-bench":
                 m = llama_bench(bench_tool, gguf, args.tokens, args.threads)
             else:
-                out = subprocess.run([sys.executable, "-c", LOOP_CHILD, str(Path(__file__).parent), gguf, name,
-                                      str(args.tokens), str(args.threads)], check=True, capture_output=True, text=True)
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        "-c",
+                        LOOP_CHILD,
+                        str(Path(__file__).parent),
+                        gguf,
+                        name,
+                        str(args.tokens),
+                        str(args.threads),
+                    ],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
                 m = json.loads(out.stdout.strip().splitlines()[-1])
             rows[name].append(m)
             print(f"round {r + 1}: {name:12s} {m['tokens_per_s']:7.1f} tokens/s", flush=True)
@@ -126,10 +152,15 @@ def main() -> None:
         return statistics.median(m[key] for m in rows[name])
 
     ref = med("llama-bench", "tokens_per_s")
-    labels = {"llama-bench": "llama-bench tg (C++, no logits read)", "edgekit": "edgekit `generate` (argmax in place)",
-              "copied": "earlier loop (logits copied, numpy argmax)"}
-    print(f"\n{Path(gguf).name}, {args.tokens} tokens, {args.threads} threads, median of {args.rounds} alternated rounds; "
-          f"same tokens from both Python loops: {'yes' if same else 'NO'}")
+    labels = {
+        "llama-bench": "llama-bench tg (C++, no logits read)",
+        "edgekit": "edgekit `generate` (argmax in place)",
+        "copied": "earlier loop (logits copied, numpy argmax)",
+    }
+    print(
+        f"\n{Path(gguf).name}, {args.tokens} tokens, {args.threads} threads, median of {args.rounds} alternated rounds; "
+        f"same tokens from both Python loops: {'yes' if same else 'NO'}"
+    )
     print("| loop | tokens/s | ratio to llama-bench | ms/token | in llama_decode | outside |")
     print("|---|---|---|---|---|---|")
     for name, label in labels.items():
@@ -140,8 +171,9 @@ def main() -> None:
             inside = med(name, "ms_in_llama_decode")
             print(f"| {label} | {tps:.1f} | {tps / ref:.3f} | {ms:.2f} | {inside:.2f} | {ms - inside:.3f} |")
     if args.json:
-        args.json.write_text(json.dumps({"gguf": gguf, "threads": args.threads, "rounds": rows, "same_tokens": same},
-                                        indent=1))
+        args.json.write_text(
+            json.dumps({"gguf": gguf, "threads": args.threads, "rounds": rows, "same_tokens": same}, indent=1)
+        )
 
 
 if __name__ == "__main__":

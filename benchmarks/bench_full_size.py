@@ -41,17 +41,57 @@ def steps(w: Path) -> dict[str, list[str]]:
     return {
         "make": [EDGEKIT, "make-tiny", str(ck), "--preset", "full"],
         "cpu-int4-rtn": build("cpu-int4-rtn", "--target", "cpu", "--precision", "int4", "--method", "rtn"),
-        "run-cpu-int4-rtn": [EDGEKIT, "run", "--bundle", str(w / "cpu-int4-rtn"), "--image", str(IMAGE), "--prompt",
-                             PROMPT, "--max-new-tokens", "16", "--json"],
-        "profile-cpu-int4-rtn": [EDGEKIT, "profile", str(w / "cpu-int4-rtn"), "--runs", "3", "--gen-tokens", "32",
-                                 "--json"],
+        "run-cpu-int4-rtn": [
+            EDGEKIT,
+            "run",
+            "--bundle",
+            str(w / "cpu-int4-rtn"),
+            "--image",
+            str(IMAGE),
+            "--prompt",
+            PROMPT,
+            "--max-new-tokens",
+            "16",
+            "--json",
+        ],
+        "profile-cpu-int4-rtn": [
+            EDGEKIT,
+            "profile",
+            str(w / "cpu-int4-rtn"),
+            "--runs",
+            "3",
+            "--gen-tokens",
+            "32",
+            "--json",
+        ],
         "cpu-int8-rtn": build("cpu-int8-rtn", "--target", "cpu", "--precision", "int8", "--method", "rtn"),
-        "run-cpu-int8-rtn": [EDGEKIT, "run", "--bundle", str(w / "cpu-int8-rtn"), "--image", str(IMAGE), "--prompt",
-                             PROMPT, "--max-new-tokens", "16", "--json"],
-        "orin-int4-gguf": build("orin-int4-gguf", "--target", "orin-agx-64", "--precision", "int4", "--backend", "gguf",
-                                "--method", "rtn"),
-        "orin-int4-tensorrt": build("orin-int4-tensorrt", "--target", "orin-agx-64", "--precision", "int4",
-                                    "--backend", "tensorrt", "--method", "rtn"),
+        "run-cpu-int8-rtn": [
+            EDGEKIT,
+            "run",
+            "--bundle",
+            str(w / "cpu-int8-rtn"),
+            "--image",
+            str(IMAGE),
+            "--prompt",
+            PROMPT,
+            "--max-new-tokens",
+            "16",
+            "--json",
+        ],
+        "orin-int4-gguf": build(
+            "orin-int4-gguf", "--target", "orin-agx-64", "--precision", "int4", "--backend", "gguf", "--method", "rtn"
+        ),
+        "orin-int4-tensorrt": build(
+            "orin-int4-tensorrt",
+            "--target",
+            "orin-agx-64",
+            "--precision",
+            "int4",
+            "--backend",
+            "tensorrt",
+            "--method",
+            "rtn",
+        ),
         "cpu-int4-gptq": build("cpu-int4-gptq", "--target", "cpu", "--precision", "int4"),
         "llama-f16": [EDGEKIT, "export-decoder", str(ck), "--precision", "f16", "--out", str(w / "llama" / "f16.gguf")],
     }
@@ -104,9 +144,13 @@ def run(cmd: list[str], log: Path, outputs: Path | None) -> dict:
         rss = PeakRss(proc.pid)
         stdout, _ = proc.communicate()
     peak = rss.stop()
-    out = {"command": " ".join(Path(c).name if c == EDGEKIT else c for c in cmd), "seconds": round(time.perf_counter() - t0, 1),
-           "peak_rss_gb": round(peak / 1e9, 2), "exit": proc.returncode,
-           "bytes_written_gb": round(du(outputs) / 1e9, 2) if outputs else None}
+    out = {
+        "command": " ".join(Path(c).name if c == EDGEKIT else c for c in cmd),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "peak_rss_gb": round(peak / 1e9, 2),
+        "exit": proc.returncode,
+        "bytes_written_gb": round(du(outputs) / 1e9, 2) if outputs else None,
+    }
     if proc.returncode:
         out["error"] = log.read_text(errors="replace").strip().splitlines()[-1:][0][-500:] if log.stat().st_size else ""
     try:
@@ -121,8 +165,23 @@ def decode_side_by_side(gguf: Path, threads: int, out: Path) -> dict:
     measurement (benchmarks/bench_decode_loop.py): medians of 3 rounds of 32 tokens."""
     import statistics
 
-    subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_decode_loop.py"), "--gguf", str(gguf), "--rounds",
-                    "3", "--tokens", "32", "--threads", str(threads), "--json", str(out)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "bench_decode_loop.py"),
+            "--gguf",
+            str(gguf),
+            "--rounds",
+            "3",
+            "--tokens",
+            "32",
+            "--threads",
+            str(threads),
+            "--json",
+            str(out),
+        ],
+        check=True,
+    )
     rounds = json.loads(out.read_text())["rounds"]
     med = {name: statistics.median(r["tokens_per_s"] for r in rows) for name, rows in rounds.items()}
     return {"edgekit_tokens_per_s": med["edgekit"], "llama_bench_tokens_per_s": med["llama-bench"]}
@@ -150,17 +209,25 @@ def table(results: dict) -> str:
     for name, r in results.get("steps", {}).items():
         mins = f"{r['seconds'] / 60:.1f} min" + ("" if r["exit"] == 0 else f" (exit {r['exit']}: {r.get('error', '')})")
         written = f"{r['bytes_written_gb']:.2f} GB" if r.get("bytes_written_gb") else ""
-        rows.append(f"| {name} | `{r['command'].split(' --calib-cache')[0]}` | {mins} | {r['peak_rss_gb']:.1f} GB | {written} |")
+        rows.append(
+            f"| {name} | `{r['command'].split(' --calib-cache')[0]}` | {mins} | {r['peak_rss_gb']:.1f} GB | {written} |"
+        )
     extra = results.get("decode")
     if extra:
-        rows += ["", f"Decode (Q4_K decoder, {extra['threads']} threads): edgekit {extra['edgekit_tokens_per_s']:.2f} "
-                 f"tokens/s, llama-bench {extra['llama_bench_tokens_per_s']:.2f} tokens/s: "
-                 f"**{extra['ratio']:.3f}x** (alternated rounds, bench_decode_loop.py); `profile`'s decode: "
-                 f"{extra.get('roofline_fraction', 0):.0%} of the measured read roofline."]
+        rows += [
+            "",
+            f"Decode (Q4_K decoder, {extra['threads']} threads): edgekit {extra['edgekit_tokens_per_s']:.2f} "
+            f"tokens/s, llama-bench {extra['llama_bench_tokens_per_s']:.2f} tokens/s: "
+            f"**{extra['ratio']:.3f}x** (alternated rounds, bench_decode_loop.py); `profile`'s decode: "
+            f"{extra.get('roofline_fraction', 0):.0%} of the measured read roofline.",
+        ]
     alt = results.get("llama_alternative")
     if alt:
-        rows += ["", f"llama.cpp's own route from the f16 GGUF: llama-imatrix {alt['imatrix_seconds'] / 60:.1f} min + "
-                 f"llama-quantize Q4_K_M {alt['quantize_seconds'] / 60:.1f} min."]
+        rows += [
+            "",
+            f"llama.cpp's own route from the f16 GGUF: llama-imatrix {alt['imatrix_seconds'] / 60:.1f} min + "
+            f"llama-quantize Q4_K_M {alt['quantize_seconds'] / 60:.1f} min.",
+        ]
     return "\n".join(rows) + "\n"
 
 
@@ -177,8 +244,11 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "steps.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
-    results["machine"] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                          "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1)}
+    results["machine"] = {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1),
+    }
     all_steps = steps(w)
     chosen = args.steps.split(",") if args.steps else list(all_steps)
     redo = set(filter(None, args.redo.split(",")))
@@ -189,18 +259,26 @@ def main() -> None:
             continue
         out_dir = {"make": w / "full", "llama-f16": w / "llama" / "f16.gguf"}.get(name, w / name)
         print(f"{name}: {' '.join(all_steps[name][1:3])} ...", flush=True)
-        done[name] = run(all_steps[name], w / f"{name}.log", out_dir if not name.startswith(("run-", "profile-")) else None)
-        print(f"{name}: exit {done[name]['exit']}, {done[name]['seconds']:.0f} s, peak {done[name]['peak_rss_gb']} GB",
-              flush=True)
+        done[name] = run(
+            all_steps[name], w / f"{name}.log", out_dir if not name.startswith(("run-", "profile-")) else None
+        )
+        print(
+            f"{name}: exit {done[name]['exit']}, {done[name]['seconds']:.0f} s, peak {done[name]['peak_rss_gb']} GB",
+            flush=True,
+        )
         path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     if args.extras:
         prof = (done.get("profile-cpu-int4-rtn") or {}).get("json") or {}
         threads = int(str(prof.get("threads") or os.cpu_count()).split()[0])  # "2 thread(s), OMP_WAIT_POLICY=..."
-        pair = decode_side_by_side(w / "cpu-int4-rtn" / "decoder" / "decoder.gguf", threads,
-                                   RESULTS / "decode_loop_q4k.json")
-        results["decode"] = {"threads": threads, **pair,
-                             "ratio": pair["edgekit_tokens_per_s"] / pair["llama_bench_tokens_per_s"],
-                             "roofline_fraction": prof.get("roofline", {}).get("fraction")}
+        pair = decode_side_by_side(
+            w / "cpu-int4-rtn" / "decoder" / "decoder.gguf", threads, RESULTS / "decode_loop_q4k.json"
+        )
+        results["decode"] = {
+            "threads": threads,
+            **pair,
+            "ratio": pair["edgekit_tokens_per_s"] / pair["llama_bench_tokens_per_s"],
+            "roofline_fraction": prof.get("roofline", {}).get("fraction"),
+        }
         results["llama_alternative"] = llama_alternative(w, threads)
         path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     (RESULTS / "table.md").write_text(table(results))

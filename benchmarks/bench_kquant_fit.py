@@ -58,6 +58,7 @@ def main() -> None:
                 return fn()
             finally:
                 grids.llama_cpp_quantizer_loads = loads
+
         return run
 
     cores = torch.get_num_threads()
@@ -90,17 +91,33 @@ def main() -> None:
             err_search = float((((dequantize_weight(qw_search).numpy() - w_np) ** 2) * col_w).sum())
             err_ref = float((((back.reshape(out, n) - w_np) ** 2) * col_w).sum())
             m = w.numel() / 1e6
-            rows.append({"shape": shape_name, "rows": out, "cols": n, "type": type_name, "importance": weighted,
-                         "edgekit_mw_s": m / t_ours, "torch_search_mw_s": m / t_search,
-                         "ggml_1_thread_mw_s": m / t_one, "ggml_all_mw_s": m / t_all,
-                         "error_edgekit_over_ggml": err_ours / err_ref, "error_torch_search_over_ggml": err_search / err_ref})
+            rows.append(
+                {
+                    "shape": shape_name,
+                    "rows": out,
+                    "cols": n,
+                    "type": type_name,
+                    "importance": weighted,
+                    "edgekit_mw_s": m / t_ours,
+                    "torch_search_mw_s": m / t_search,
+                    "ggml_1_thread_mw_s": m / t_one,
+                    "ggml_all_mw_s": m / t_all,
+                    "error_edgekit_over_ggml": err_ours / err_ref,
+                    "error_torch_search_over_ggml": err_search / err_ref,
+                }
+            )
             r = rows[-1]
-            print(f"{shape_name:9s} {type_name}{' imatrix' if weighted else '        '}  edgekit {r['edgekit_mw_s']:6.1f}"
-                  f"  torch search {r['torch_search_mw_s']:6.1f}  ggml 1 thread {r['ggml_1_thread_mw_s']:6.1f}  ggml {cores} threads {r['ggml_all_mw_s']:6.1f}"
-                  f"  M weights/s;  error edgekit/ggml {r['error_edgekit_over_ggml']:.4f}"
-                  f", torch search/ggml {r['error_torch_search_over_ggml']:.4f}", flush=True)
-    result = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                          "torch_threads": cores}, "rows": rows}
+            print(
+                f"{shape_name:9s} {type_name}{' imatrix' if weighted else '        '}  edgekit {r['edgekit_mw_s']:6.1f}"
+                f"  torch search {r['torch_search_mw_s']:6.1f}  ggml 1 thread {r['ggml_1_thread_mw_s']:6.1f}  ggml {cores} threads {r['ggml_all_mw_s']:6.1f}"
+                f"  M weights/s;  error edgekit/ggml {r['error_edgekit_over_ggml']:.4f}"
+                f", torch search/ggml {r['error_torch_search_over_ggml']:.4f}",
+                flush=True,
+            )
+    result = {
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch_threads": cores},
+        "rows": rows,
+    }
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

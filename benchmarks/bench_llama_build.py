@@ -86,11 +86,26 @@ def parse_candidate(spec: str, workdir: Path) -> tuple[str, Path, bool]:
 
 def run_decode(site: Path, gguf: Path, extra: bool, args) -> dict:
     env = {**os.environ, "PYTHONPATH": str(site)}
-    proc = subprocess.run([sys.executable, "-c", DECODE_CHILD, str(gguf), str(args.prompt), str(args.tokens),
-                           str(args.threads), "1" if extra else "0"], capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            DECODE_CHILD,
+            str(gguf),
+            str(args.prompt),
+            str(args.tokens),
+            str(args.threads),
+            "1" if extra else "0",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     if proc.returncode != 0:
-        return {"error": f"exit {proc.returncode}" + (" (killed by a signal)" if proc.returncode < 0 else ""),
-                "stderr": proc.stderr[-500:]}
+        return {
+            "error": f"exit {proc.returncode}" + (" (killed by a signal)" if proc.returncode < 0 else ""),
+            "stderr": proc.stderr[-500:],
+        }
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["llama_cpp"].startswith(str(site)), out["llama_cpp"]  # the candidate's build, not the venv's
     return out
@@ -98,7 +113,9 @@ def run_decode(site: Path, gguf: Path, extra: bool, args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--candidate", action="append", required=True, help="NAME=WHEEL[+noextra]; the first is the baseline")
+    ap.add_argument(
+        "--candidate", action="append", required=True, help="NAME=WHEEL[+noextra]; the first is the baseline"
+    )
     ap.add_argument("--preset", default="medium")
     ap.add_argument("--precisions", default="q4_k,q8_0,f16")
     ap.add_argument("--rounds", type=int, default=3)
@@ -128,8 +145,11 @@ def main() -> None:
                 out = run_decode(site, gguf, extra, args)
                 runs.setdefault((name, p), []).append(out)
                 info.setdefault(name, out.get("system_info", out.get("error", "")))
-                print(f"round {r + 1} {name:<45} {p:>5}: "
-                      + (f"{out['tokens_per_s']:.1f} tok/s" if "tokens_per_s" in out else out["error"]), flush=True)
+                print(
+                    f"round {r + 1} {name:<45} {p:>5}: "
+                    + (f"{out['tokens_per_s']:.1f} tok/s" if "tokens_per_s" in out else out["error"]),
+                    flush=True,
+                )
 
     def median(name, p):
         vals = [o["tokens_per_s"] for o in runs[(name, p)] if "tokens_per_s" in o]
@@ -141,20 +161,30 @@ def main() -> None:
         row = {"candidate": name, "system_info": info[name]}
         for p in ggufs:
             m, b = median(name, p), median(base, p)
-            row[p] = {"tokens_per_s": m, "ratio_to_first": (m / b) if m and b else None,
-                      "runs": [o.get("tokens_per_s", o.get("error")) for o in runs[(name, p)]]}
+            row[p] = {
+                "tokens_per_s": m,
+                "ratio_to_first": (m / b) if m and b else None,
+                "runs": [o.get("tokens_per_s", o.get("error")) for o in runs[(name, p)]],
+            }
         rows.append(row)
     print("\n| build | " + " | ".join(f"{p} tok/s (ratio)" for p in ggufs) + " |")
     print("|---|" + "---|" * len(ggufs))
     for row in rows:
-        cells = [f"{row[p]['tokens_per_s']:.1f} ({row[p]['ratio_to_first']:.2f})" if row[p]["tokens_per_s"] else "crashed"
-                 for p in ggufs]
+        cells = [
+            f"{row[p]['tokens_per_s']:.1f} ({row[p]['ratio_to_first']:.2f})" if row[p]["tokens_per_s"] else "crashed"
+            for p in ggufs
+        ]
         print(f"| {row['candidate']} | " + " | ".join(cells) + " |")
     for row in rows:
         print(f"{row['candidate']}: {row['system_info'].strip()}")
     if args.json:
-        report = {"rows": rows, "preset": args.preset, "threads": args.threads, "rounds": args.rounds,
-                  "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}
+        report = {
+            "rows": rows,
+            "preset": args.preset,
+            "threads": args.threads,
+            "rounds": args.rounds,
+            "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        }
         args.json.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
 
 

@@ -33,7 +33,8 @@ from bench_quality import checkpoint_and_reference, edgekit_gguf, heldout_kl  # 
 
 REPO = Path(__file__).resolve().parents[1]
 
-MEMORY_CHILD = r"""
+MEMORY_CHILD = (
+    r"""
 import json, sys, time
 from edgekit.qat.run import QATSettings, run_qat
 from edgekit.quant.formats import parse
@@ -51,7 +52,9 @@ run_qat(sys.argv[1], sys.argv[2], QATSettings(parse("gguf:q4_k"), init="rtn", n_
 med = lambda xs: sorted(xs)[len(xs) // 2] if xs else None
 print(json.dumps({"seconds": time.perf_counter() - t, "block_step_s": med(steps["block"]),
                   "distill_step_s": med(steps["distill"]), "peak_rss_mb": %s}))
-""" % PEAK_RSS
+"""
+    % PEAK_RSS
+)
 
 
 def _tag(fmt: str) -> str:
@@ -71,10 +74,17 @@ def qat_gguf(ckpt: Path, work: Path, init: str, args) -> Path:
     qat_dir = work / f"qat-{tag + '-' if tag else ''}{init}"
     if not (qat_dir / "edgekit-qat.json").is_file():
         t = time.perf_counter()
-        run_qat(ckpt, qat_dir, QATSettings(parse(args.format), init=init, n_samples=args.n, steps=args.steps,
-                                          block_epochs=args.block_epochs), work / "calib-cache",
-                on_step=lambda label, d, total, loss: print(f"  {label} {d}/{total} loss {loss:.3e}", flush=True)
-                if d == total else None)
+        run_qat(
+            ckpt,
+            qat_dir,
+            QATSettings(
+                parse(args.format), init=init, n_samples=args.n, steps=args.steps, block_epochs=args.block_epochs
+            ),
+            work / "calib-cache",
+            on_step=lambda label, d, total, loss: (
+                print(f"  {label} {d}/{total} loss {loss:.3e}", flush=True) if d == total else None
+            ),
+        )
         print(f"QAT from {init}: {time.perf_counter() - t:.0f} s", flush=True)
     quantize(qat_dir, out, QuantizeConfig(format=parse(args.format), evaluate=0), cache=work / "calib-cache")
     return out
@@ -83,27 +93,45 @@ def qat_gguf(ckpt: Path, work: Path, init: str, args) -> Path:
 def quality(args) -> dict:
     from edgekit.data.calibration_mix import real_samples_files
     from edgekit.data.heldout import load_heldout
+
     work = args.work / args.preset
     ckpt, f32 = checkpoint_and_reference(work, args.preset)
     tag = _tag(args.format)
-    files = {"RTN": edgekit_gguf(ckpt, work, f"{tag}rtn", args.n), "QAT from RTN": qat_gguf(ckpt, work, "rtn", args),
-             "GPTQ": edgekit_gguf(ckpt, work, f"{tag}gptq", args.n), "QAT from GPTQ": qat_gguf(ckpt, work, "gptq", args)}
+    files = {
+        "RTN": edgekit_gguf(ckpt, work, f"{tag}rtn", args.n),
+        "QAT from RTN": qat_gguf(ckpt, work, "rtn", args),
+        "GPTQ": edgekit_gguf(ckpt, work, f"{tag}gptq", args.n),
+        "QAT from GPTQ": qat_gguf(ckpt, work, "gptq", args),
+    }
     items = load_heldout()
     kl, _ = heldout_kl(ckpt, f32, files, items)
     size = {name: path.stat().st_size for name, path in files.items()}
-    print(f"\npreset {args.preset}; {len(items)} held-out prompts; calibration {args.n} sequences (real samples "
-          f"{'present' if real_samples_files() else 'absent'}); QAT: {args.block_epochs} block epochs, {args.steps} "
-          f"distillation steps; {platform.processor() or platform.machine()}, {os.cpu_count()} cores\n")
+    print(
+        f"\npreset {args.preset}; {len(items)} held-out prompts; calibration {args.n} sequences (real samples "
+        f"{'present' if real_samples_files() else 'absent'}); QAT: {args.block_epochs} block epochs, {args.steps} "
+        f"distillation steps; {platform.processor() or platform.machine()}, {os.cpu_count()} cores\n"
+    )
     print(f"| {args.format} decoder | KL all | text | image+text | driving | embodied | vs its PTQ init | file size |")
     print("|---|---|---|---|---|---|---|---|")
     for name in files:
         k, init = kl[name], name.split()[-1]
-        print(f"| {name} | {k['all']:.4f} | {k['text']:.4f} | {k['image+text']:.4f} | {k['driving']:.4f} | "
-              f"{k['embodied']:.4f} | {k['all'] / kl[init]['all']:.2f} | {size[name] / size['RTN']:.3f} |")
-    return {"preset": args.preset, "format": args.format, "n": args.n, "steps": args.steps,
-            "block_epochs": args.block_epochs, "kl": kl, "bytes": size,
-            "ratios": {"QAT from RTN / RTN": kl["QAT from RTN"]["all"] / kl["RTN"]["all"],
-                       "QAT from GPTQ / GPTQ": kl["QAT from GPTQ"]["all"] / kl["GPTQ"]["all"]}}
+        print(
+            f"| {name} | {k['all']:.4f} | {k['text']:.4f} | {k['image+text']:.4f} | {k['driving']:.4f} | "
+            f"{k['embodied']:.4f} | {k['all'] / kl[init]['all']:.2f} | {size[name] / size['RTN']:.3f} |"
+        )
+    return {
+        "preset": args.preset,
+        "format": args.format,
+        "n": args.n,
+        "steps": args.steps,
+        "block_epochs": args.block_epochs,
+        "kl": kl,
+        "bytes": size,
+        "ratios": {
+            "QAT from RTN / RTN": kl["QAT from RTN"]["all"] / kl["RTN"]["all"],
+            "QAT from GPTQ / GPTQ": kl["QAT from GPTQ"]["all"] / kl["GPTQ"]["all"],
+        },
+    }
 
 
 def bench_bundles(args) -> dict:
@@ -113,14 +141,22 @@ def bench_bundles(args) -> dict:
 
     work = args.work / args.preset
     ckpt = work / "checkpoint"
-    sources = {"int4-rtn": (ckpt, "rtn"), "int4-qat-from-rtn": (work / "qat-rtn", "rtn"),
-               "int4-gptq": (ckpt, "gptq"), "int4-qat-from-gptq": (work / "qat-gptq", "gptq")}
+    sources = {
+        "int4-rtn": (ckpt, "rtn"),
+        "int4-qat-from-rtn": (work / "qat-rtn", "rtn"),
+        "int4-gptq": (ckpt, "gptq"),
+        "int4-qat-from-gptq": (work / "qat-gptq", "gptq"),
+    }
     bundles = {}
     for name, (model, method) in sources.items():
         out = work / f"bundle-{name}"
         if not (out / "edgekit.json").is_file():  # a QAT dir gives its trained codes whatever the method says
-            build_bundle(model, out, BuildConfig(target="cpu", precision="int4", method=method, calib_n=args.n),
-                         calib_cache=work / "calib-cache")
+            build_bundle(
+                model,
+                out,
+                BuildConfig(target="cpu", precision="int4", method=method, calib_n=args.n),
+                calib_cache=work / "calib-cache",
+            )
         bundles[name] = out
     reports = {}
     if (SHARED / "driving.jsonl").is_file():
@@ -146,8 +182,11 @@ def memory(args) -> dict:
             shutil.rmtree(out)
         r = run_child(MEMORY_CHILD, str(ckpt), str(out), str(work / f"cache-{layers}"), str(args.n), "4")
         rows.append({"layers": layers, **r})
-        print(f"{layers:>2} layers: {r['seconds']:7.1f} s, phase 1 {r['block_step_s']:.2f} s/step, phase 2 "
-              f"{r['distill_step_s']:.2f} s/step, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+        print(
+            f"{layers:>2} layers: {r['seconds']:7.1f} s, phase 1 {r['block_step_s']:.2f} s/step, phase 2 "
+            f"{r['distill_step_s']:.2f} s/step, peak RSS {r['peak_rss_mb']:.0f} MB",
+            flush=True,
+        )
     return {"preset": "medium", "n": args.n, "rows": rows}
 
 
@@ -157,8 +196,12 @@ def main() -> None:
     ap.add_argument("--bench", action="store_true", help="edgekit bench of the four decoders' CPU bundles")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "qat" / "bench_small")
     ap.add_argument("--preset", default="small")
-    ap.add_argument("--format", default="gguf:q4_k", help="--quality's decoder format: gguf:q4_k, or FP4: gguf:nvfp4, "
-                    "gguf:mxfp4 (their scales are bytes: QAT trains the latent weights, phase 2 is skipped)")
+    ap.add_argument(
+        "--format",
+        default="gguf:q4_k",
+        help="--quality's decoder format: gguf:q4_k, or FP4: gguf:nvfp4, "
+        "gguf:mxfp4 (their scales are bytes: QAT trains the latent weights, phase 2 is skipped)",
+    )
     ap.add_argument("--n", type=int, default=64, help="calibration sequences (PTQ inits and QAT alike)")
     ap.add_argument("--steps", type=int, default=40, help="phase 2 steps")
     ap.add_argument("--block-epochs", type=int, default=2)

@@ -92,9 +92,12 @@ def anchors(f32: Path, text: Path, work: Path, fp4: bool = False) -> dict[str, P
         llama_tools.imatrix(f32, text, imat)
     made = {}
     fp4_anchors = (("llama.cpp pure MXFP4", "MXFP4_MOE", False, True),) if fp4 else ()
-    for name, ftype, use_imatrix, pure in (("llama.cpp Q4_K_M, no imatrix", "Q4_K_M", False, False),
-                                           ("llama.cpp Q4_K_M + imatrix", "Q4_K_M", True, False),
-                                           ("llama.cpp pure Q4_K + imatrix", "Q4_K_M", True, True), *fp4_anchors):
+    for name, ftype, use_imatrix, pure in (
+        ("llama.cpp Q4_K_M, no imatrix", "Q4_K_M", False, False),
+        ("llama.cpp Q4_K_M + imatrix", "Q4_K_M", True, False),
+        ("llama.cpp pure Q4_K + imatrix", "Q4_K_M", True, True),
+        *fp4_anchors,
+    ):
         out = work / ("llama-" + name.split(" ", 1)[1].replace(" ", "_").replace("+", "").replace(",", "") + ".gguf")
         if not out.is_file():
             llama_tools.quantize(f32, out, ftype, imat if use_imatrix else None, pure)
@@ -131,10 +134,13 @@ def checkpoint_and_reference(work: Path, preset: str, given: Path | None = None)
 
 def heldout_parts(items) -> dict[str, list[int]]:
     """Indices of the held-out items in each reported part: all, text, image+text, driving, embodied."""
-    return {"all": list(range(len(items))), "text": [i for i, it in enumerate(items) if it.image is None],
-            "image+text": [i for i, it in enumerate(items) if it.image is not None],
-            "driving": [i for i, it in enumerate(items) if it.domain == "driving"],
-            "embodied": [i for i, it in enumerate(items) if it.domain == "embodied"]}
+    return {
+        "all": list(range(len(items))),
+        "text": [i for i, it in enumerate(items) if it.image is None],
+        "image+text": [i for i, it in enumerate(items) if it.image is not None],
+        "driving": [i for i, it in enumerate(items) if it.domain == "driving"],
+        "embodied": [i for i, it in enumerate(items) if it.domain == "embodied"],
+    }
 
 
 def heldout_kl(ckpt: Path, f32: Path, files: dict[str, Path], items) -> tuple[dict[str, dict[str, float]], int]:
@@ -151,8 +157,12 @@ def heldout_kl(ckpt: Path, f32: Path, files: dict[str, Path], items) -> tuple[di
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="small")
-    ap.add_argument("--checkpoint", type=Path, help="measure this checkpoint (e.g. a trained one) instead of the "
-                    "preset's random-weight one; results under --work/<folder name>")
+    ap.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="measure this checkpoint (e.g. a trained one) instead of the "
+        "preset's random-weight one; results under --work/<folder name>",
+    )
     ap.add_argument("--n", type=int, default=64, help="calibration sequences (edgekit and llama-imatrix alike)")
     ap.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma-separated, of: {', '.join(VARIANTS)}")
     ap.add_argument("--fp4", action="store_true", help=f"also {FP4_VARIANTS} and llama.cpp's pure MXFP4")
@@ -161,6 +171,7 @@ def main() -> None:
     args = ap.parse_args()
     from edgekit.data.calibration_mix import real_samples_files
     from edgekit.data.heldout import load_heldout
+
     work = args.work / (args.checkpoint.resolve().name if args.checkpoint else args.preset)
     ckpt, f32 = checkpoint_and_reference(work, args.preset, args.checkpoint)
     t0 = time.perf_counter()
@@ -174,17 +185,23 @@ def main() -> None:
     base = "edgekit rtn" if "edgekit rtn" in kl else next(iter(kl))
     anchor = "llama.cpp pure Q4_K + imatrix"
     measured = f"checkpoint {args.checkpoint}" if args.checkpoint else f"preset {args.preset}"
-    print(f"\n{measured}; {len(items)} held-out prompts ({len(parts['text'])} text, {len(parts['image+text'])} "
-          f"image+text, {positions} positions); calibration {args.n} sequences, real samples "
-          f"{'present' if real_samples_files() else 'absent'}; {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores; {time.perf_counter() - t0:.0f} s\n")
-    print("| decoder | KL all | text | image+text | driving | embodied | vs edgekit RTN | vs imatrix Q4_K | file size |")
+    print(
+        f"\n{measured}; {len(items)} held-out prompts ({len(parts['text'])} text, {len(parts['image+text'])} "
+        f"image+text, {positions} positions); calibration {args.n} sequences, real samples "
+        f"{'present' if real_samples_files() else 'absent'}; {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores; {time.perf_counter() - t0:.0f} s\n"
+    )
+    print(
+        "| decoder | KL all | text | image+text | driving | embodied | vs edgekit RTN | vs imatrix Q4_K | file size |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for name in files:
         k = kl[name]
-        print(f"| {name} | {k['all']:.4f} | {k['text']:.4f} | {k['image+text']:.4f} | {k['driving']:.4f} | "
-              f"{k['embodied']:.4f} | {k['all'] / kl[base]['all']:.2f} | {k['all'] / kl[anchor]['all']:.2f} | "
-              f"{size[name] / size[base]:.2f} |")
+        print(
+            f"| {name} | {k['all']:.4f} | {k['text']:.4f} | {k['image+text']:.4f} | {k['driving']:.4f} | "
+            f"{k['embodied']:.4f} | {k['all'] / kl[base]['all']:.2f} | {k['all'] / kl[anchor]['all']:.2f} | "
+            f"{size[name] / size[base]:.2f} |"
+        )
     if args.json:
         record = {"preset": args.preset, "checkpoint": str(args.checkpoint or ""), "n": args.n, "kl": kl, "bytes": size}
         args.json.write_text(json.dumps(record, indent=1, sort_keys=True))

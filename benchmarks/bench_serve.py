@@ -63,9 +63,27 @@ def wait_ready(port: int, proc: subprocess.Popen, path: str, timeout: float = 30
 def load(port: int, model: str, n: int, clients: int, max_tokens: int) -> dict:
     import http.client
 
-    body = json.dumps({"model": model, "max_tokens": max_tokens, "temperature": 0, "messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(IMAGE.read_bytes()).decode()}},
-        {"type": "text", "text": QUESTION}]}]}).encode()
+    body = json.dumps(
+        {
+            "model": model,
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "image_url",
+                            "image_url": {
+                                "url": "data:image/png;base64," + base64.b64encode(IMAGE.read_bytes()).decode()
+                            },
+                        },
+                        {"type": "text", "text": QUESTION},
+                    ],
+                }
+            ],
+        }
+    ).encode()
     results: list[tuple[float, int, str, int]] = []
     lock, todo = threading.Lock(), list(range(n))
 
@@ -102,12 +120,20 @@ def load(port: int, model: str, n: int, clients: int, max_tokens: int) -> dict:
     ok = [r for r in results if r[1] == 200]
     first = ok[0][2] if ok else None
     lat = np.array([r[0] for r in ok]) if ok else np.array([np.nan])
-    return {"requests": n, "answered": len(ok), "errors": n - len(ok), "different_answers": sum(r[2] != first for r in ok),
-            "p50_s": round(float(np.percentile(lat, 50)), 3), "p99_s": round(float(np.percentile(lat, 99)), 3),
-            "mean_s": round(float(lat.mean()), 3),
-            "requests_per_s": round(len(ok) / wall, 3), "tokens_per_s": round(sum(r[3] for r in ok) / wall, 2),
-            "wall_s": round(wall, 1), "cached_prompt_tokens_mean": round(float(np.mean([r[4] for r in ok])), 1) if ok else 0,
-            "answer": first}
+    return {
+        "requests": n,
+        "answered": len(ok),
+        "errors": n - len(ok),
+        "different_answers": sum(r[2] != first for r in ok),
+        "p50_s": round(float(np.percentile(lat, 50)), 3),
+        "p99_s": round(float(np.percentile(lat, 99)), 3),
+        "mean_s": round(float(lat.mean()), 3),
+        "requests_per_s": round(len(ok) / wall, 3),
+        "tokens_per_s": round(sum(r[3] for r in ok) / wall, 2),
+        "wall_s": round(wall, 1),
+        "cached_prompt_tokens_mean": round(float(np.mean([r[4] for r in ok])), 1) if ok else 0,
+        "answer": first,
+    }
 
 
 def main() -> None:
@@ -120,18 +146,39 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--parallel", default="0,1,8", help="comma-separated slot counts, each run on both servers "
-                    "(0: the servers' defaults)")
+    ap.add_argument(
+        "--parallel",
+        default="0,1,8",
+        help="comma-separated slot counts, each run on both servers (0: the servers' defaults)",
+    )
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="edgekit-bench-serve-"))
     bundle = args.bundle
     if bundle is None:
-        subprocess.run([EDGEKIT, "make-tiny", str(work / "ckpt"), "--preset", args.preset], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [EDGEKIT, "make-tiny", str(work / "ckpt"), "--preset", args.preset], check=True, capture_output=True
+        )
         bundle = work / "bundle"
-        subprocess.run([EDGEKIT, "build", str(work / "ckpt"), "--target", "cpu", "--precision", "int4", "--method", "rtn",
-                        "--out", str(bundle), "--calib-cache", str(work / "cache")], check=True, capture_output=True)
+        subprocess.run(
+            [
+                EDGEKIT,
+                "build",
+                str(work / "ckpt"),
+                "--target",
+                "cpu",
+                "--precision",
+                "int4",
+                "--method",
+                "rtn",
+                "--out",
+                str(bundle),
+                "--calib-cache",
+                str(work / "cache"),
+            ],
+            check=True,
+            capture_output=True,
+        )
     server = tools_dir() / "llama-server"
     rows = {}
     for parallel in [int(x) for x in args.parallel.split(",")]:
@@ -139,16 +186,46 @@ def main() -> None:
             port = free_port()
             slots = ["--parallel" if kind == "edgekit serve" else "-np", str(parallel)]
             name = f"{kind} {' '.join(slots)}" if parallel else f"{kind} (defaults)"
-            flags = [] if not parallel else slots if kind == "edgekit serve" else \
-                [*slots, "-c", str(4096 * parallel), "--kv-unified"]
+            flags = (
+                []
+                if not parallel
+                else slots
+                if kind == "edgekit serve"
+                else [*slots, "-c", str(4096 * parallel), "--kv-unified"]
+            )
             log = open(work / f"{kind.replace(' ', '-')}-{parallel}.log", "wb")
             if kind == "edgekit serve":
-                cmd = [EDGEKIT, "serve", str(bundle), "--port", str(port), "--threads", str(args.threads),
-                       "--model-name", "mimo", "--max-queue", str(args.requests), *flags]
+                cmd = [
+                    EDGEKIT,
+                    "serve",
+                    str(bundle),
+                    "--port",
+                    str(port),
+                    "--threads",
+                    str(args.threads),
+                    "--model-name",
+                    "mimo",
+                    "--max-queue",
+                    str(args.requests),
+                    *flags,
+                ]
             else:
-                cmd = [str(server), "-m", str(bundle / "decoder" / "decoder.gguf"), "--mmproj",
-                       str(bundle / "decoder" / "mmproj.gguf"), "--jinja", "--host", "127.0.0.1", "--port", str(port),
-                       "-t", str(args.threads), *(flags or ["-c", "4096"]), "--no-webui"]
+                cmd = [
+                    str(server),
+                    "-m",
+                    str(bundle / "decoder" / "decoder.gguf"),
+                    "--mmproj",
+                    str(bundle / "decoder" / "mmproj.gguf"),
+                    "--jinja",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "-t",
+                    str(args.threads),
+                    *(flags or ["-c", "4096"]),
+                    "--no-webui",
+                ]
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
             try:
                 wait_ready(port, proc, "/health")
@@ -158,15 +235,27 @@ def main() -> None:
                 proc.terminate()
                 proc.wait(timeout=120)
             print(name, json.dumps(rows[name]))
-    best = {kind: min(r["p50_s"] for n, r in rows.items() if n.startswith(kind)) for kind in ("edgekit", "llama-server")}
-    report = {"bundle": str(bundle), "requests": args.requests, "clients": args.clients, "max_tokens": args.max_tokens,
-              "threads": args.threads, "rows": rows,
-              "best_p50_ratio_edgekit_over_llama_server": round(best["edgekit"] / best["llama-server"], 3)}
-    print("\n| server | p50 s | mean s | p99 s | requests/s | tokens/s | cached prompt tokens | errors | different answers |"
-          "\n|---|---|---|---|---|---|---|---|---|")
+    best = {
+        kind: min(r["p50_s"] for n, r in rows.items() if n.startswith(kind)) for kind in ("edgekit", "llama-server")
+    }
+    report = {
+        "bundle": str(bundle),
+        "requests": args.requests,
+        "clients": args.clients,
+        "max_tokens": args.max_tokens,
+        "threads": args.threads,
+        "rows": rows,
+        "best_p50_ratio_edgekit_over_llama_server": round(best["edgekit"] / best["llama-server"], 3),
+    }
+    print(
+        "\n| server | p50 s | mean s | p99 s | requests/s | tokens/s | cached prompt tokens | errors | different answers |"
+        "\n|---|---|---|---|---|---|---|---|---|"
+    )
     for name, r in rows.items():
-        print(f"| {name} | {r['p50_s']} | {r['mean_s']} | {r['p99_s']} | {r['requests_per_s']} | {r['tokens_per_s']} | "
-              f"{r['cached_prompt_tokens_mean']} | {r['errors']} | {r['different_answers']} |")
+        print(
+            f"| {name} | {r['p50_s']} | {r['mean_s']} | {r['p99_s']} | {r['requests_per_s']} | {r['tokens_per_s']} | "
+            f"{r['cached_prompt_tokens_mean']} | {r['errors']} | {r['different_answers']} |"
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=1) + "\n")

@@ -49,17 +49,24 @@ def build(ckpt: Path, workdir: Path, names: list[str], qat: bool) -> dict[str, P
     out = {}
     for name in names:
         t = time.perf_counter()
-        out[name] = build_bundle(ckpt, workdir / f"bundle-{name}", BuildConfig(target="cpu", resolution=RESOLUTION, **BUNDLES[name]),
-                                 calib_cache=workdir / "calibration")
+        out[name] = build_bundle(
+            ckpt,
+            workdir / f"bundle-{name}",
+            BuildConfig(target="cpu", resolution=RESOLUTION, **BUNDLES[name]),
+            calib_cache=workdir / "calibration",
+        )
         print(f"built {name} in {time.perf_counter() - t:.0f} s", flush=True)
     for init in QAT_INITS if qat else ():
         t = time.perf_counter()
         qat_dir = workdir / f"qat-{init}"
         if not (qat_dir / QAT_MANIFEST).is_file():  # a rerun reuses a finished QAT run
             run_qat(ckpt, qat_dir, QATSettings(parse("gguf:q4_k"), init=init), workdir / "calibration")
-        out[f"int4-qat-{init}"] = build_bundle(qat_dir, workdir / f"bundle-int4-qat-{init}",
-                                               BuildConfig(target="cpu", precision="int4", resolution=RESOLUTION),
-                                               calib_cache=workdir / "calibration")
+        out[f"int4-qat-{init}"] = build_bundle(
+            qat_dir,
+            workdir / f"bundle-int4-qat-{init}",
+            BuildConfig(target="cpu", precision="int4", resolution=RESOLUTION),
+            calib_cache=workdir / "calibration",
+        )
         print(f"QAT from {init} + build in {time.perf_counter() - t:.0f} s", flush=True)
     return out
 
@@ -70,21 +77,28 @@ def _ci(e: dict) -> str:
 
 def heldout_table(record: dict, loss: dict, init_loss: dict) -> str:
     tasks, control = record["heldout"], record["heldout_mismatched"]
-    lines = ["| task | metric | all [95% CI] | driving | embodied | mismatched image | chance | "
-             "answer loss (init) nats/token |", "|" + "---|" * 8]
+    lines = [
+        "| task | metric | all [95% CI] | driving | embodied | mismatched image | chance | "
+        "answer loss (init) nats/token |",
+        "|" + "---|" * 8,
+    ]
     for task, row in tasks.items():
         chance = f"{row['chance']:.2f}" if "chance" in row else ""
-        lines.append(f"| {task} | {row['metric']} | {_ci(row['all'])} | {row['driving']['mean']:.2f} | "
-                     f"{row['embodied']['mean']:.2f} | {_ci(control[task]['all'])} | {chance} | "
-                     f"{loss[task]['mean']:.2f} ({init_loss[task]['mean']:.2f}) |")
+        lines.append(
+            f"| {task} | {row['metric']} | {_ci(row['all'])} | {row['driving']['mean']:.2f} | "
+            f"{row['embodied']['mean']:.2f} | {_ci(control[task]['all'])} | {chance} | "
+            f"{loss[task]['mean']:.2f} ({init_loss[task]['mean']:.2f}) |"
+        )
     return "\n".join(lines)
 
 
 def variant_table(report: dict) -> str:
     from edgekit.data.scene import TASK_ORDER
 
-    lines = ["| variant | " + " | ".join(TASK_ORDER) + " | all Δ vs FP [95% CI] | e2e p50 s | peak RSS MB |",
-             "|" + "---|" * (len(TASK_ORDER) + 4)]
+    lines = [
+        "| variant | " + " | ".join(TASK_ORDER) + " | all Δ vs FP [95% CI] | e2e p50 s | peak RSS MB |",
+        "|" + "---|" * (len(TASK_ORDER) + 4),
+    ]
     for r in report["rows"]:
         acc = r["accuracy"]
         cells = []
@@ -94,8 +108,11 @@ def variant_table(report: dict) -> str:
             cells.append(f"{sum(v['mean'] * v['n'] for v in vals) / n:.2f}" if n else "")
         delta = acc["all"].get("delta")
         d = f"{delta['mean']:+.3f} [{delta['ci95'][0]:+.3f}, {delta['ci95'][1]:+.3f}]" if delta else "0"
-        lines.append(f"| {r['name'].removeprefix('bundle-')} | " + " | ".join(cells) +
-                     f" | {d} | {r['latency']['e2e_s']['p50']:.2f} | {r['peak_rss_mb']:.0f} |")
+        lines.append(
+            f"| {r['name'].removeprefix('bundle-')} | "
+            + " | ".join(cells)
+            + f" | {d} | {r['latency']['e2e_s']['p50']:.2f} | {r['peak_rss_mb']:.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -108,8 +125,12 @@ def qat_recovery(report: dict) -> dict:
         q, base = rows.get(f"int4-qat-{init}"), rows.get(f"int4-{init}")
         if q and base:
             drop = ref - base["mean"]
-            out[init] = {"fp": ref, "ptq": base["mean"], "qat": q["mean"],
-                         "recovered": (q["mean"] - base["mean"]) / drop if drop > 0 else None}
+            out[init] = {
+                "fp": ref,
+                "ptq": base["mean"],
+                "qat": q["mean"],
+                "recovered": (q["mean"] - base["mean"]) / drop if drop > 0 else None,
+            }
     return out
 
 
@@ -142,24 +163,46 @@ def main() -> None:
     if not (samples / "driving.jsonl").is_file():
         write_sample_set(samples, args.samples_n, args.samples_seed)
     bundles = build(ckpt, args.work, args.variants.split(","), args.qat)
-    bench_report = bench(ckpt, bundles, f"{samples / 'driving.jsonl'},{samples / 'embodied.jsonl'}", None,
-                         args.max_new_tokens, args.out / "bench")
+    bench_report = bench(
+        ckpt,
+        bundles,
+        f"{samples / 'driving.jsonl'},{samples / 'embodied.jsonl'}",
+        None,
+        args.max_new_tokens,
+        args.out / "bench",
+    )
     command = " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
     m = bench_report["machine"]
-    text = [f"Trained: {args.preset}, {record['steps']} steps ({record['examples']} examples), "
-            f"{record['training_seconds'] / 60:.1f} min on {m['cpu']}, {record['threads']} threads; `{command}`", "",
-            f"**Full precision on held-out scenes** ({args.per_task} per task and domain):", "",
-            heldout_table(record, loss, init_loss), "",
-            f"**Bundles on {bench_report['samples']['n']} held-out samples** (seed {args.samples_seed}; task score "
-            "by the bench's rules, overall paired difference to full precision):", "", variant_table(bench_report), ""]
+    text = [
+        f"Trained: {args.preset}, {record['steps']} steps ({record['examples']} examples), "
+        f"{record['training_seconds'] / 60:.1f} min on {m['cpu']}, {record['threads']} threads; `{command}`",
+        "",
+        f"**Full precision on held-out scenes** ({args.per_task} per task and domain):",
+        "",
+        heldout_table(record, loss, init_loss),
+        "",
+        f"**Bundles on {bench_report['samples']['n']} held-out samples** (seed {args.samples_seed}; task score "
+        "by the bench's rules, overall paired difference to full precision):",
+        "",
+        variant_table(bench_report),
+        "",
+    ]
     recovery = qat_recovery(bench_report)
     for init, r in recovery.items():
         rec = "n/a (no drop to win back)" if r["recovered"] is None else f"{r['recovered']:.2f}"
         text.append(f"QAT from {init}: FP {r['fp']:.3f}, {init} {r['ptq']:.3f}, QAT {r['qat']:.3f}: recovered {rec}")
     write_text(args.out / "README-table.md", "\n".join(text) + "\n")
-    write_json(args.out / "summary.json", {"training": record, "answer_loss": loss, "init_answer_loss": init_loss,
-                                           "rows": bench_report["rows"], "qat_recovery": recovery,
-                                           "machine": bench_report["machine"]})
+    write_json(
+        args.out / "summary.json",
+        {
+            "training": record,
+            "answer_loss": loss,
+            "init_answer_loss": init_loss,
+            "rows": bench_report["rows"],
+            "qat_recovery": recovery,
+            "machine": bench_report["machine"],
+        },
+    )
     print("\n".join(text))
 
 

@@ -65,8 +65,9 @@ def qat_dir(ckpt: Path, work: Path, fmt: str, float_activations: bool) -> Path:
 
     out = work / f"qat-rtn-{fmt.replace(':', '_')}-{'float' if float_activations else 'quantized'}"
     if not is_qat_dir(out):
-        run_qat(ckpt, out, QATSettings(parse(fmt), init="rtn", float_activations=float_activations),
-                work / "calibration")
+        run_qat(
+            ckpt, out, QATSettings(parse(fmt), init="rtn", float_activations=float_activations), work / "calibration"
+        )
     return out
 
 
@@ -109,7 +110,9 @@ def main() -> None:
     runs = [(name, *VARIANTS[name], ckpt) for name in args.variants.split(",")]
     for float_activations in (False, True) if args.qat else ():
         label = f"{args.qat} QAT from rtn ({'float' if float_activations else 'quantized'} activations in training)"
-        runs.append((label, {"method": "rtn", "grid": args.qat}, True, qat_dir(ckpt, work, args.qat, float_activations)))
+        runs.append(
+            (label, {"method": "rtn", "grid": args.qat}, True, qat_dir(ckpt, work, args.qat, float_activations))
+        )
     for name, fields, activations, source in runs:
         result = calibrate(source, QuantConfig(**fields, n_samples=args.n), work / "calibration")
         if not activations:
@@ -121,23 +124,35 @@ def main() -> None:
         model.load_state_dict(fp_state)
         kl = [token_kl(r, q) for r, q in zip(reference, logits)]
         top1 = [r.argmax(-1) == q.argmax(-1) for r, q in zip(reference, logits)]
-        rows[name] = {"kl": {part: float(np.concatenate([kl[i] for i in idx]).mean()) for part, idx in parts.items()},
-                      "top1": float(np.concatenate(top1).mean()), "activations_quantized": bool(result.input_scales)}
+        rows[name] = {
+            "kl": {part: float(np.concatenate([kl[i] for i in idx]).mean()) for part, idx in parts.items()},
+            "top1": float(np.concatenate(top1).mean()),
+            "activations_quantized": bool(result.input_scales),
+        }
         print(f"{name}: KL {rows[name]['kl']['all']:.5f}", flush=True)
     positions = sum(len(s.input_ids) for s in seqs)
     measured = f"checkpoint {args.checkpoint}" if args.checkpoint else f"preset {args.preset}"
-    print(f"\n{measured}; {len(items)} held-out prompts ({len(parts['text'])} text, {len(parts['image+text'])} "
-          f"image+text, {positions} positions); calibration {args.n} sequences; "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; {time.perf_counter() - t0:.0f} s\n")
+    print(
+        f"\n{measured}; {len(items)} held-out prompts ({len(parts['text'])} text, {len(parts['image+text'])} "
+        f"image+text, {positions} positions); calibration {args.n} sequences; "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; {time.perf_counter() - t0:.0f} s\n"
+    )
     print("| decoder | activations | KL all | text | image+text | top-1 |")
     print("|---|---|---|---|---|---|")
     for name, r in rows.items():
         k = r["kl"]
-        print(f"| {name} | {'quantized' if r['activations_quantized'] else 'float'} | {k['all']:.4f} | {k['text']:.4f} "
-              f"| {k['image+text']:.4f} | {r['top1']:.1%} |")
+        print(
+            f"| {name} | {'quantized' if r['activations_quantized'] else 'float'} | {k['all']:.4f} | {k['text']:.4f} "
+            f"| {k['image+text']:.4f} | {r['top1']:.1%} |"
+        )
     if args.json:
-        record = {"preset": args.preset, "checkpoint": str(args.checkpoint or ""), "n": args.n, "rows": rows,
-                  "positions": positions}
+        record = {
+            "preset": args.preset,
+            "checkpoint": str(args.checkpoint or ""),
+            "n": args.n,
+            "rows": rows,
+            "positions": positions,
+        }
         args.json.write_text(json.dumps(record, indent=1, sort_keys=True))
 
 

@@ -48,8 +48,15 @@ def ort_dynamic_int8(fp32: Path, out: Path, float_parts) -> None:
     model = onnx.load(str(fp32))
     _, acts = weight_matmuls(model)
     exclude = acts + [n for part in float_parts for n in part_matmuls(model, part)]
-    quantize_dynamic(str(fp32), str(out), op_types_to_quantize=["MatMul"], nodes_to_exclude=exclude, per_channel=True,
-                     weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True})
+    quantize_dynamic(
+        str(fp32),
+        str(out),
+        op_types_to_quantize=["MatMul"],
+        nodes_to_exclude=exclude,
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        extra_options={"MatMulConstBOnly": True},
+    )
 
 
 def main() -> None:
@@ -82,8 +89,14 @@ def main() -> None:
     export_float(ck, width, height, 1, "fp16", work / "fp16.onnx")
     proc = load_processor_config(ckpt)
     calib, held = split_calibration(sample_images(["default"]), 16, args.held)
-    quantize_int8(work / "fp32.onnx", work / "int8_qdq.onnx", patch_batches(calib, info, proc), method="percentile",
-                  float_parts=FLOAT_PARTS, gptq=True)
+    quantize_int8(
+        work / "fp32.onnx",
+        work / "int8_qdq.onnx",
+        patch_batches(calib, info, proc),
+        method="percentile",
+        float_parts=FLOAT_PARTS,
+        gptq=True,
+    )
     write_integer_graph(work / "int8_qdq.onnx", work / "int8_integer.onnx")
     ort_dynamic_int8(work / "fp32.onnx", work / "int8_ort_dynamic.onnx", FLOAT_PARTS)
     held_batches = patch_batches(held, info, proc)
@@ -98,8 +111,10 @@ def main() -> None:
 
     graphs = ("fp32", "fp16", "int8_qdq", "int8_integer", "int8_ort_dynamic")
     runtimes = {name: OnnxVision(work / f"{name}.onnx") for name in graphs}
-    runs = {"pytorch_eager_fp32": eager,
-            **{f"ort_{n}": (lambda rt=rt: rt.encode(patches, grid)) for n, rt in runtimes.items()}}
+    runs = {
+        "pytorch_eager_fp32": eager,
+        **{f"ort_{n}": (lambda rt=rt: rt.encode(patches, grid)) for n, rt in runtimes.items()},
+    }
     samples: dict[str, list[float]] = {k: [] for k in runs}
     for fn in runs.values():
         fn()  # warm-up
@@ -110,22 +125,37 @@ def main() -> None:
     reference = [runtimes["fp32"].encode(b, grid) for b in held_batches]
     error = {}
     for name in graphs[1:]:
-        d = [1 - float((a * r).sum() / (np.linalg.norm(a) * np.linalg.norm(r)))
-             for a, r in ((runtimes[name].encode(b, grid), r) for b, r in zip(held_batches, reference))]
+        d = [
+            1 - float((a * r).sum() / (np.linalg.norm(a) * np.linalg.norm(r)))
+            for a, r in ((runtimes[name].encode(b, grid), r) for b, r in zip(held_batches, reference))
+        ]
         error[f"ort_{name}"] = {"mean": float(np.mean(d)), "worst": float(np.max(d))}
     base, ort32 = rows["pytorch_eager_fp32"], rows["ort_fp32"]
-    print(f"{args.preset}, {args.resolution}, {info.tokens} tokens, median of {args.repeat} alternated rounds; "
-          f"1 - cosine to ORT FP32 on {len(held_batches)} held-out images")
+    print(
+        f"{args.preset}, {args.resolution}, {info.tokens} tokens, median of {args.repeat} alternated rounds; "
+        f"1 - cosine to ORT FP32 on {len(held_batches)} held-out images"
+    )
     for k, v in rows.items():
         e = error.get(k)
         acc = f"  1-cos {e['mean']:.1e} (worst {e['worst']:.1e})" if e else ""
         print(f"{k:>22}: {v * 1e3:8.1f} ms  ({base / v:.2f}x vs eager, {ort32 / v:.2f}x vs ORT FP32){acc}")
     if args.json:
-        args.json.write_text(json.dumps({"command": " ".join(sys.argv), "preset": args.preset, "resolution": args.resolution,
-                                         "tokens": info.tokens, "seconds": rows, "one_minus_cosine": error,
-                                         "speedup_vs_eager": {k: base / v for k, v in rows.items()},
-                                         "speedup_vs_ort_fp32": {k: ort32 / v for k, v in rows.items()}},
-                                        indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "command": " ".join(sys.argv),
+                    "preset": args.preset,
+                    "resolution": args.resolution,
+                    "tokens": info.tokens,
+                    "seconds": rows,
+                    "one_minus_cosine": error,
+                    "speedup_vs_eager": {k: base / v for k, v in rows.items()},
+                    "speedup_vs_ort_fp32": {k: ort32 / v for k, v in rows.items()},
+                },
+                indent=2,
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -12,16 +12,36 @@ REPO = Path(__file__).resolve().parents[1]
 
 def tools_dir() -> Path:
     """The folder holding llama-bench, llama-imatrix, llama-quantize, llama-perplexity (built once, ~6 minutes)."""
-    out = subprocess.run(["bash", str(REPO / "scripts" / "build_llama_tools.sh")], check=True, capture_output=True,
-                         text=True).stdout
+    out = subprocess.run(
+        ["bash", str(REPO / "scripts" / "build_llama_tools.sh")], check=True, capture_output=True, text=True
+    ).stdout
     return Path(out.strip().splitlines()[-1])
 
 
 def imatrix(model: Path, text: Path, out: Path, ctx: int = 256, threads: int | None = None) -> Path:
     """llama-imatrix over a text file in chunks of `ctx` tokens -> the importance matrix file."""
-    subprocess.run([str(tools_dir() / "llama-imatrix"), "-m", str(model), "-f", str(text), "-o", str(out), "-c", str(ctx),
-                    "-t", str(threads or os.cpu_count()), "--no-ppl", "--parse-special", "--no-escape",
-                    "--process-output"], check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            str(tools_dir() / "llama-imatrix"),
+            "-m",
+            str(model),
+            "-f",
+            str(text),
+            "-o",
+            str(out),
+            "-c",
+            str(ctx),
+            "-t",
+            str(threads or os.cpu_count()),
+            "--no-ppl",
+            "--parse-special",
+            "--no-escape",
+            "--process-output",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return out
 
 

@@ -17,8 +17,10 @@ from edgekit.errors import EdgekitError
 if TYPE_CHECKING:
     import torch
 
-DEVICE_HELP = ("Where calibration, QAT and the torch reference run: auto (a CUDA GPU when there is one, else the CPU), "
-               "cpu, cuda or cuda:N. Layers move to the GPU one at a time, so a 7B calibrates within a 24 GB card.")
+DEVICE_HELP = (
+    "Where calibration, QAT and the torch reference run: auto (a CUDA GPU when there is one, else the CPU), "
+    "cpu, cuda or cuda:N. Layers move to the GPU one at a time, so a 7B calibrates within a 24 GB card."
+)
 _SPEC = re.compile(r"^(auto|cpu|cuda)(?::(\d+))?$")
 
 
@@ -39,8 +41,10 @@ def resolve_device(spec: str | torch.device | None) -> torch.device:
     if kind == "auto":
         return torch.device("cuda", 0) if available else torch.device("cpu")
     if not available:
-        raise EdgekitError(f"--device {text}: no CUDA GPU here (torch {torch.__version__}, CUDA "
-                           f"{torch.version.cuda or 'not built in'}); use --device cpu or auto")
+        raise EdgekitError(
+            f"--device {text}: no CUDA GPU here (torch {torch.__version__}, CUDA "
+            f"{torch.version.cuda or 'not built in'}); use --device cpu or auto"
+        )
     n = torch.cuda.device_count()
     i = int(index or 0)
     if i >= n:

@@ -25,7 +25,7 @@ from edgekit.errors import EdgekitError
 
 MAX_DEPTH = 64
 MAX_BYTES = 64 << 20  # a 151k-token tokenizer.json is ~11 MB
-MAX_SAFE_INTEGER = 2 ** 53  # beyond it a JSON number has no exact IEEE double, so no canonical form
+MAX_SAFE_INTEGER = 2**53  # beyond it a JSON number has no exact IEEE double, so no canonical form
 
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
 
@@ -93,8 +93,10 @@ def parse_json(data: bytes | str, where: str, *, max_depth: int = MAX_DEPTH):
     try:
         obj = json.loads(text, object_pairs_hook=_unique_object)
     except _Duplicate as e:
-        raise EdgekitError(f"{where}: duplicate key {str(e.args[0])!r} in one JSON object; a key may appear once "
-                           "(readers would disagree on which value counts)") from None
+        raise EdgekitError(
+            f"{where}: duplicate key {str(e.args[0])!r} in one JSON object; a key may appear once "
+            "(readers would disagree on which value counts)"
+        ) from None
     except json.JSONDecodeError as e:
         raise EdgekitError(f"{where}: not valid JSON ({e})") from None
     except (ValueError, RecursionError) as e:  # e.g. an integer of more than 4300 digits
@@ -124,6 +126,7 @@ def read_json_object(path: str | Path, *, optional: bool = False) -> dict:
 
 
 # ---- RFC 8785 canonical form ------------------------------------------------------------------------------
+
 
 def es_number(x: float | int) -> str:
     """A number as ECMAScript's Number.prototype.toString prints the IEEE double (RFC 8785 section 3.2.2.3)."""

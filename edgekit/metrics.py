@@ -26,6 +26,7 @@ def _f64(x) -> np.ndarray:
 
 # ---- distributions -------------------------------------------------------------------------------
 
+
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=-1, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
@@ -61,6 +62,7 @@ def token_agreement(a: Sequence[int], b: Sequence[int]) -> float:
 
 # ---- tensors -------------------------------------------------------------------------------------
 
+
 def relative_error(approx, reference) -> float:
     """‖approx − reference‖ / ‖reference‖ (Frobenius)."""
     ref = _f64(reference)
@@ -85,6 +87,7 @@ def image_cosines(out, ref, images: int) -> np.ndarray:
 
 
 # ---- geometry (grounding scores) -----------------------------------------------------------------
+
 
 def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     """Intersection over union of two (x1, y1, x2, y2) boxes."""
@@ -121,6 +124,7 @@ def fraction_in_mask(points: Sequence[tuple[float, float]], mask) -> float:
 
 # ---- text ----------------------------------------------------------------------------------------
 
+
 def _lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
     """Length of the longest common subsequence (dynamic programming, one row at a time)."""
     if len(a) < len(b):
@@ -142,4 +146,4 @@ def rouge_l(candidate: Sequence[str], reference: Sequence[str], beta: float = 1.
     if lcs == 0:
         return 0.0
     precision, recall = lcs / len(candidate), lcs / len(reference)
-    return (1 + beta ** 2) * precision * recall / (recall + beta ** 2 * precision)
+    return (1 + beta**2) * precision * recall / (recall + beta**2 * precision)

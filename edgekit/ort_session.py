@@ -33,8 +33,11 @@ def load_session(graph: str | Path | bytes, opts, label: str | Path):
     import onnxruntime as ort
 
     try:
-        return ort.InferenceSession(graph if isinstance(graph, bytes) else str(graph), opts,
-                                    providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(
+            graph if isinstance(graph, bytes) else str(graph), opts, providers=["CPUExecutionProvider"]
+        )
     except Exception as e:  # onnxruntime's own Fail / InvalidGraph
-        raise EdgekitError(f"{label}: ONNX Runtime cannot load it as a graph ({str(e).splitlines()[0][:200]}); "
-                           "export it with `edgekit export-vision`") from None
+        raise EdgekitError(
+            f"{label}: ONNX Runtime cannot load it as a graph ({str(e).splitlines()[0][:200]}); "
+            "export it with `edgekit export-vision`"
+        ) from None

@@ -49,12 +49,20 @@ def refuse_overlap(out: Path, inputs: Iterable[Path | None], *, flag: str = "--o
         hit = ids.get(_identity(p))
         if hit is not None:
             where = "is" if p == Path(os.path.abspath(out)) else "is inside"
-            raise EdgekitError(f"{flag} {out}: {where} the input {hit}; edgekit never writes over or into what it "
-                               "reads: choose an --out elsewhere")
+            raise EdgekitError(
+                f"{flag} {out}: {where} the input {hit}; edgekit never writes over or into what it "
+                "reads: choose an --out elsewhere"
+            )
 
 
-def claim_file(out: Path, inputs: Iterable[Path | None], *, force: bool, ours: Callable[[Path], bool] | None = None,
-               flag: str = "--out") -> None:
+def claim_file(
+    out: Path,
+    inputs: Iterable[Path | None],
+    *,
+    force: bool,
+    ours: Callable[[Path], bool] | None = None,
+    flag: str = "--out",
+) -> None:
     """A file output: not an input or inside one; absent, or edgekit's own earlier output, or --force."""
     out = Path(out)
     refuse_overlap(out, inputs, flag=flag)
@@ -66,8 +74,9 @@ def claim_file(out: Path, inputs: Iterable[Path | None], *, force: bool, ours: C
         raise EdgekitError(f"{flag} {out}: exists and is not an earlier output of this command; {FORCE_HINT}")
 
 
-def claim_dir(out: Path, inputs: Iterable[Path | None], *, ours: Callable[[str], bool], flag: str = "--out",
-              what: str = "output") -> None:
+def claim_dir(
+    out: Path, inputs: Iterable[Path | None], *, ours: Callable[[str], bool], flag: str = "--out", what: str = "output"
+) -> None:
     """A folder output: not an input or inside one; absent, empty, or holding only names `ours(name)` accepts."""
     out = Path(out)
     refuse_overlap(out, inputs, flag=flag)
@@ -78,8 +87,10 @@ def claim_dir(out: Path, inputs: Iterable[Path | None], *, ours: Callable[[str],
     foreign = sorted(p.name for p in out.iterdir() if not ours(p.name))
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        raise EdgekitError(f"{flag} {out}: holds {shown}, not an earlier {what}; give a new or empty directory "
-                           "(edgekit never overwrites files it did not write)")
+        raise EdgekitError(
+            f"{flag} {out}: holds {shown}, not an earlier {what}; give a new or empty directory "
+            "(edgekit never overwrites files it did not write)"
+        )
 
 
 def _safely(check: Callable[[Path], bool], path: Path) -> bool:
@@ -117,6 +128,7 @@ def starts_with(prefix: bytes) -> Callable[[Path], bool]:
     def check(path: Path) -> bool:
         with open(path, "rb") as f:
             return f.read(len(prefix)) == prefix
+
     return check
 
 
@@ -128,9 +140,11 @@ def spec_paths(spec: str | Iterable[str]) -> list[Path]:
 
 def is_json_with_schema(prefix: str) -> Callable[[Path], bool]:
     """A small JSON file whose "schema" starts with prefix (edgekit's own reports)."""
+
     def check(path: Path) -> bool:
         from edgekit.json_files import read_json
 
         obj = read_json(path, max_bytes=64 << 20)
         return isinstance(obj, dict) and str(obj.get("schema", "")).startswith(prefix)
+
     return check

@@ -113,7 +113,9 @@ def open_dir_nofollow(path: str | Path) -> int:
     except FileNotFoundError:
         raise EdgekitError(f"{path}: directory not found") from None
     except OSError as e:
-        raise EdgekitError(f"{path}: not a directory edgekit can open without following a link ({e.strerror})") from None
+        raise EdgekitError(
+            f"{path}: not a directory edgekit can open without following a link ({e.strerror})"
+        ) from None
 
 
 def open_beneath(root_fd: int, rel: str, *, label: str) -> int:
@@ -126,8 +128,9 @@ def open_beneath(root_fd: int, rel: str, *, label: str) -> int:
             try:
                 nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=current)
             except OSError as e:
-                raise EdgekitError(f"{label}: folder '{part}' cannot be entered without following a link "
-                                   f"({e.strerror})") from None
+                raise EdgekitError(
+                    f"{label}: folder '{part}' cannot be entered without following a link ({e.strerror})"
+                ) from None
             if current != root_fd:
                 os.close(current)
             current = nxt

@@ -49,8 +49,9 @@ def _edgekit(*args: str, timeout: int) -> float:
     """Run the edgekit CLI from this checkout; returns wall seconds, raises with the output's tail on failure."""
     env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "edgekit.cli", *args], capture_output=True, text=True, env=env,
-                       timeout=timeout)
+    r = subprocess.run(
+        [sys.executable, "-m", "edgekit.cli", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
     if r.returncode != 0:
         raise RuntimeError(f"edgekit {' '.join(args[:2])}: exit {r.returncode}: " + (r.stderr or r.stdout)[-400:])
     return time.perf_counter() - t0
@@ -67,18 +68,26 @@ def _checkpoint(ctx, preset: str) -> Path:
 
 # ---- steps -----------------------------------------------------------------------------------------
 
+
 def step_env(ctx) -> dict:
     import torch
 
-    info = {"torch": torch.__version__, "torch_cuda": torch.version.cuda, "nvcc": _tool("nvcc"),
-            "compute_sanitizer": _tool("compute-sanitizer")}
+    info = {
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "nvcc": _tool("nvcc"),
+        "compute_sanitizer": _tool("compute-sanitizer"),
+    }
     if ctx.dry_run or ctx.rehearse:
         return info
     if not torch.cuda.is_available():
         raise RuntimeError(f"torch {torch.__version__} sees no CUDA GPU")
     cap = torch.cuda.get_device_capability()
-    info.update(gpu=torch.cuda.get_device_name(), sm=f"{cap[0]}{cap[1]}",
-                memory_gib=round(torch.cuda.get_device_properties(0).total_memory / 2 ** 30, 1))
+    info.update(
+        gpu=torch.cuda.get_device_name(),
+        sm=f"{cap[0]}{cap[1]}",
+        memory_gib=round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1),
+    )
     ctx.arch = f"{cap[0]}{cap[1]}"
     return info
 
@@ -112,10 +121,12 @@ def step_kernels(ctx) -> dict:
     errors = {}
     for windows, heads, head_dim in VIT_CASES:
         errors[f"vit {len(windows)} windows, {sum(windows)} tokens, {heads}x{head_dim}"] = check_vit(
-            lib, rng, windows, heads, head_dim, f"seed {seed}")
+            lib, rng, windows, heads, head_dim, f"seed {seed}"
+        )
     for lens, hq, hkv, splits, int8 in DECODE_CASES:
         errors[f"decode lens {lens}, {hq}/{hkv} heads, {splits} splits, {'INT8' if int8 else 'f16'}"] = check_decode(
-            lib, rng, lens, hq, hkv, splits, int8, f"seed {seed}")
+            lib, rng, lens, hq, hkv, splits, int8, f"seed {seed}"
+        )
     return {"seed": seed, "bar": REL_TOL, "worst_rel_err": max(errors.values()), "rel_err": errors}
 
 
@@ -143,8 +154,13 @@ def step_sanitizer(ctx) -> dict:
         raise Skip("needs a GPU")
     path, _ = _library(ctx)
     env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    r = subprocess.run([tool, "--tool", "memcheck", "--error-exitcode", "9", sys.executable, __file__,
-                        "--sanitizer-child", str(path)], capture_output=True, text=True, env=env, timeout=300)
+    r = subprocess.run(
+        [tool, "--tool", "memcheck", "--error-exitcode", "9", sys.executable, __file__, "--sanitizer-child", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     summary = next((ln.strip() for ln in reversed(r.stdout.splitlines()) if "ERROR SUMMARY" in ln), "no summary")
     if r.returncode != 0:
         raise RuntimeError(f"memcheck exit {r.returncode}: {summary}; " + r.stdout[-400:])
@@ -160,8 +176,9 @@ def step_bench(ctx) -> dict:
     path, _ = _library(ctx)
     out = ctx.work / "bench_kernels.json"
     env = dict(os.environ, EDGEKIT_KERNELS_LIB=str(path))
-    r = subprocess.run([sys.executable, str(script), "--json", str(out)], capture_output=True, text=True, env=env,
-                       timeout=300)
+    r = subprocess.run(
+        [sys.executable, str(script), "--json", str(out)], capture_output=True, text=True, env=env, timeout=300
+    )
     if r.returncode != 0:
         raise RuntimeError(f"bench_kernels.py exit {r.returncode}: " + (r.stderr or r.stdout)[-400:])
     print(r.stdout)
@@ -199,9 +216,14 @@ def step_gptq(ctx) -> dict:
             results[label] = calibrate(ckpt, cfg, ctx.work / f"calib-{preset}-{label}", device=device)
             seconds[label] = round(time.perf_counter() - t0, 1)
         kl = kl_against_reference(ckpt, results, cfg, n_eval=ctx.n_eval, device=ctx.gpu)
-        out[preset] = {"identical_codes": _codes_agreement(results["cpu"], results["gpu"]), "seconds": seconds,
-                       "kl_cpu": kl["cpu"]["kl"], "kl_gpu": kl["gpu"]["kl"], "top1_cpu": kl["cpu"]["top1"],
-                       "top1_gpu": kl["gpu"]["top1"]}
+        out[preset] = {
+            "identical_codes": _codes_agreement(results["cpu"], results["gpu"]),
+            "seconds": seconds,
+            "kl_cpu": kl["cpu"]["kl"],
+            "kl_gpu": kl["gpu"]["kl"],
+            "top1_cpu": kl["cpu"]["top1"],
+            "top1_gpu": kl["gpu"]["top1"],
+        }
     return out
 
 
@@ -223,10 +245,17 @@ def step_qat(ctx) -> dict:
         records[label] = run_qat(ckpt, out, settings, ctx.work / f"qat-cache-{label}", device=device)
         trained[label] = qat_result(out, fmt.grid_name, ())
     loss = {d: r["losses"]["distill_first"][0] for d, r in records.items()}
-    scale_err = max(relative_error(trained["gpu"].quantized[n].params[k], p)
-                    for n, q in trained["cpu"].quantized.items() for k, p in q.params.items())
-    return {"distill_loss": loss, "loss_rel_diff": abs(loss["cpu"] - loss["gpu"]) / max(abs(loss["cpu"]), 1e-30),
-            "identical_codes": _codes_agreement(trained["cpu"], trained["gpu"]), "worst_scale_rel_diff": scale_err}
+    scale_err = max(
+        relative_error(trained["gpu"].quantized[n].params[k], p)
+        for n, q in trained["cpu"].quantized.items()
+        for k, p in q.params.items()
+    )
+    return {
+        "distill_loss": loss,
+        "loss_rel_diff": abs(loss["cpu"] - loss["gpu"]) / max(abs(loss["cpu"]), 1e-30),
+        "identical_codes": _codes_agreement(trained["cpu"], trained["gpu"]),
+        "worst_scale_rel_diff": scale_err,
+    }
 
 
 def step_build(ctx) -> dict:
@@ -241,14 +270,34 @@ def step_build(ctx) -> dict:
     for label, device in (("gpu", ctx.gpu), ("cpu", "cpu")):
         bundle = ctx.work / f"bundle-{preset}-{label}"
         shutil.rmtree(bundle, ignore_errors=True)
-        out[f"seconds_{label}"] = round(_edgekit("build", str(ckpt), "--target", target, "--device", device,
-                                                 "--out", str(bundle), "--calib-cache",
-                                                 str(ctx.work / f"build-cache-{label}"), timeout=420), 1)
+        out[f"seconds_{label}"] = round(
+            _edgekit(
+                "build",
+                str(ckpt),
+                "--target",
+                target,
+                "--device",
+                device,
+                "--out",
+                str(bundle),
+                "--calib-cache",
+                str(ctx.work / f"build-cache-{label}"),
+                timeout=420,
+            ),
+            1,
+        )
     return out
 
 
-STEP_FNS = {"env": step_env, "kernels": step_kernels, "sanitizer": step_sanitizer, "bench": step_bench,
-            "gptq": step_gptq, "qat": step_qat, "build": step_build}
+STEP_FNS = {
+    "env": step_env,
+    "kernels": step_kernels,
+    "sanitizer": step_sanitizer,
+    "bench": step_bench,
+    "gptq": step_gptq,
+    "qat": step_qat,
+    "build": step_build,
+}
 
 
 class Context:
@@ -263,8 +312,9 @@ class Context:
 def summary_table(results: dict) -> str:
     lines = ["| step | status | seconds | result |", "|---|---|---|---|"]
     for name, r in results.items():
-        detail = r.get("error") or json.dumps({k: v for k, v in r.items() if k not in ("status", "seconds", "rows",
-                                                                                     "rel_err")}, default=str)
+        detail = r.get("error") or json.dumps(
+            {k: v for k, v in r.items() if k not in ("status", "seconds", "rows", "rel_err")}, default=str
+        )
         lines.append(f"| {name} | {r['status']} | {r.get('seconds', '')} | {detail[:300]} |")
     return "\n".join(lines)
 
@@ -272,8 +322,11 @@ def summary_table(results: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dry-run", action="store_true", help="resolve every step's inputs; touch no GPU")
-    ap.add_argument("--rehearse", action="store_true", help="run the gptq, qat and build steps on the CPU (tiny preset), "
-                    "'cpu' standing in for the GPU")
+    ap.add_argument(
+        "--rehearse",
+        action="store_true",
+        help="run the gptq, qat and build steps on the CPU (tiny preset), 'cpu' standing in for the GPU",
+    )
     ap.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}")
     ap.add_argument("--work", type=Path, default=Path("/tmp/edgekit-gpu-check"), help="scratch folder")
     ap.add_argument("--out", type=Path, default=None, help="folder for summary.json and summary.md")
@@ -295,7 +348,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in steps:
         t0 = time.perf_counter()
         try:
-            r = {"status": "DRY-RUN" if args.dry_run else "REHEARSED" if args.rehearse else "PASS", **STEP_FNS[name](ctx)}
+            r = {
+                "status": "DRY-RUN" if args.dry_run else "REHEARSED" if args.rehearse else "PASS",
+                **STEP_FNS[name](ctx),
+            }
         except Skip as e:
             r = {"status": "SKIP", "error": str(e)}
         except Exception as e:  # one failing step must not hide the others' results

@@ -66,6 +66,7 @@ def collapse(g: dict[str, set[str]]) -> dict[str, set[str]]:
     """Module graph -> package graph (edgekit.quant.gptq -> edgekit.quant); top-level modules stay themselves, and
     so does a package's __main__: a program run with `python -m` (like the console script, edgekit.console), which
     its package never imports, so it sits above every package rather than inside its own."""
+
     def pkg(m: str) -> str:
         return m if m.endswith(".__main__") else ".".join(m.split(".")[:2])
 

@@ -64,7 +64,9 @@ def car_park(rng):
             x = 12 + 42 * i
             d.rectangle([x, y, x + 36, y + 70], outline=(240, 240, 240), width=2)
             if not (row == 1 and i == 4):
-                d.rounded_rectangle([x + 6, y + 8, x + 30, y + 62], 6, fill=tuple(int(c) for c in rng.integers(30, 230, 3)))
+                d.rounded_rectangle(
+                    [x + 6, y + 8, x + 30, y + 62], 6, fill=tuple(int(c) for c in rng.integers(30, 230, 3))
+                )
     d.rectangle([254, 120, 274, 150], fill=(40, 160, 60))
     return noisy(im, rng, 5)
 
@@ -127,9 +129,16 @@ def laundry_floor(rng):
     return noisy(im.filter(ImageFilter.GaussianBlur(0.6)), rng, 4)
 
 
-DRAW = {"night_road": night_road, "rain_junction": rain_junction, "car_park": car_park, "tunnel_exit": tunnel_exit,
-        "breakfast_table": breakfast_table, "warehouse_shelf": warehouse_shelf, "tool_drawer": tool_drawer,
-        "laundry_floor": laundry_floor}
+DRAW = {
+    "night_road": night_road,
+    "rain_junction": rain_junction,
+    "car_park": car_park,
+    "tunnel_exit": tunnel_exit,
+    "breakfast_table": breakfast_table,
+    "warehouse_shelf": warehouse_shelf,
+    "tool_drawer": tool_drawer,
+    "laundry_floor": laundry_floor,
+}
 
 
 def main() -> None:

@@ -154,11 +154,14 @@ def tiny_bundle(tmp_path_factory, tiny_ckpt) -> Path:
 @pytest.fixture(scope="session")
 def small_bundles(tmp_path_factory, small_ckpt) -> dict[str, Path]:
     """CPU bundles of the small checkpoint, built once per run: INT4 (RTN Q4_K) and FP16."""
-    return {"int4": _bundle(tmp_path_factory, small_ckpt, "small-int4", precision="int4", method="rtn"),
-            "fp16": _bundle(tmp_path_factory, small_ckpt, "small-fp16", precision="fp16")}
+    return {
+        "int4": _bundle(tmp_path_factory, small_ckpt, "small-int4", precision="int4", method="rtn"),
+        "fp16": _bundle(tmp_path_factory, small_ckpt, "small-fp16", precision="fp16"),
+    }
 
 
 # ---- the bad-input corpus (tests/cli) and the C++ host ---------------------------------------------------------
+
 
 @pytest.fixture()
 def ckpt(tiny_ckpt, tmp_path) -> Path:
@@ -175,8 +178,22 @@ def bundle(tiny_ckpt, tmp_path_factory) -> Path:
     import sys
 
     out = tmp_path_factory.mktemp("bundle") / "b"
-    proc = subprocess.run([str(Path(sys.executable).parent / "edgekit"), "build", str(tiny_ckpt), "--target", "cpu",
-                           "--precision", "int4", "--out", str(out)], capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "edgekit"),
+            "build",
+            str(tiny_ckpt),
+            "--target",
+            "cpu",
+            "--precision",
+            "int4",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return out
 
@@ -222,7 +239,8 @@ def host(tmp_path_factory) -> Path:
     if shutil.which("cmake") is None:
         pytest.fail("cmake is needed to build hosts/cpp (apt-get install cmake)", pytrace=False)
     build = tmp_path_factory.mktemp("host") / "build"
-    proc = subprocess.run(["bash", str(REPO / "scripts" / "build_cpp_host.sh"), str(build)], capture_output=True,
-                          text=True, timeout=900)
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts" / "build_cpp_host.sh"), str(build)], capture_output=True, text=True, timeout=900
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return build

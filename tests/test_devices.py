@@ -20,6 +20,7 @@ from edgekit.errors import EdgekitError
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "cli"))
 from corpus import cli, one_line_error  # noqa: E402
+
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on machines without a GPU")
 
 
@@ -42,13 +43,16 @@ def test_device_forms_are_parsed_and_checked(monkeypatch):
 
 
 @no_gpu
-@pytest.mark.parametrize("command", [
-    ["quantize", "{ckpt}", "--method", "rtn", "--evaluate", "0", "--out", "{out}/d.gguf", "--cache", "{out}/c"],
-    ["calibrate", "{ckpt}", "--method", "gptq", "--out", "{out}/c"],
-    ["build", "{ckpt}", "--target", "cpu", "--out", "{out}/b"],
-    ["qat", "{ckpt}", "--out", "{out}/q", "--cache", "{out}/c"],
-    ["run", "{ckpt}", "--prompt", "hi"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["quantize", "{ckpt}", "--method", "rtn", "--evaluate", "0", "--out", "{out}/d.gguf", "--cache", "{out}/c"],
+        ["calibrate", "{ckpt}", "--method", "gptq", "--out", "{out}/c"],
+        ["build", "{ckpt}", "--target", "cpu", "--out", "{out}/b"],
+        ["qat", "{ckpt}", "--out", "{out}/q", "--cache", "{out}/c"],
+        ["run", "{ckpt}", "--prompt", "hi"],
+    ],
+)
 def test_device_cuda_without_a_gpu_is_one_line_and_writes_nothing(tiny_ckpt, tmp_path, command):
     out = tmp_path / "out"
     out.mkdir()
@@ -64,8 +68,22 @@ def test_quantize_on_device_cpu_is_byte_identical_to_the_default(tiny_ckpt, tmp_
     for name, extra in (("default", []), ("cpu", ["--device", "cpu"])):
         d = tmp_path / name
         d.mkdir()
-        proc = cli("quantize", tiny_ckpt, "--method", "gptq", "--n", "3", "--evaluate", "2", "--out", d / "d.gguf",
-                   "--cache", d / "cache", *extra, timeout=600)
+        proc = cli(
+            "quantize",
+            tiny_ckpt,
+            "--method",
+            "gptq",
+            "--n",
+            "3",
+            "--evaluate",
+            "2",
+            "--out",
+            d / "d.gguf",
+            "--cache",
+            d / "cache",
+            *extra,
+            timeout=600,
+        )
         assert proc.returncode == 0, proc.stderr.decode()[-2000:]
         outs.append(d)
     assert (outs[0] / "d.gguf").read_bytes() == (outs[1] / "d.gguf").read_bytes()
@@ -75,15 +93,30 @@ def test_quantize_on_device_cpu_is_byte_identical_to_the_default(tiny_ckpt, tmp_
 
 def test_gpu_check_script_parses_and_its_dry_run_touches_no_gpu(tmp_path):
     assert subprocess.run(["bash", "-n", str(REPO / "scripts" / "gpu_check.sh")]).returncode == 0
-    proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh"), "--dry-run", "--work", str(tmp_path / "w"),
-                           "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, PYTHON=sys.executable))
+    proc = subprocess.run(
+        [
+            "bash",
+            str(REPO / "scripts" / "gpu_check.sh"),
+            "--dry-run",
+            "--work",
+            str(tmp_path / "w"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, PYTHON=sys.executable),
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert list(summary) == ["env", "kernels", "sanitizer", "bench", "gptq", "qat", "build"]
     assert {r["status"] for r in summary.values()} <= {"DRY-RUN", "SKIP"}, summary
-    bad = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_check.py"), "--steps", "kernels,bogus"],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "gpu_check.py"), "--steps", "kernels,bogus"],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "unknown step(s) ['bogus']" in bad.stderr
 
 
@@ -92,9 +125,26 @@ def test_gpu_check_rehearsal_runs_its_own_code_on_the_cpu(tmp_path):
     """The gptq and qat steps end to end with 'cpu' standing in for the GPU: the script's comparisons then see
     identical results (so its first GPU run fails only for the GPU's reasons). The build step is two `edgekit build`
     commands differing in --device: its dry run resolves them (a rehearsal would cost two Edge-LLM exports in CI)."""
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_check.py"), "--rehearse", "--steps",
-                           "gptq,qat", "--n-samples", "4", "--n-eval", "2", "--work", str(tmp_path / "w"),
-                           "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=1200)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "gpu_check.py"),
+            "--rehearse",
+            "--steps",
+            "gptq,qat",
+            "--n-samples",
+            "4",
+            "--n-eval",
+            "2",
+            "--work",
+            str(tmp_path / "w"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert list(summary) == ["env", "gptq", "qat"], summary

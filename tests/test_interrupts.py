@@ -63,12 +63,14 @@ def test_signal_during_an_import_is_delivered_once_the_import_is_done(handlers, 
         "os.kill(os.getpid(), signal.SIGTERM)\n"
         "for _ in range(100000):\n"
         "    pass\n"
-        "COMPLETED = True\n")
+        "COMPLETED = True\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     import sys
     import time
 
     with pytest.raises(Terminated):
         import edgekit_slow_import_probe  # noqa: F401
+
         time.sleep(5)  # the signal comes back within RETRY_S; sleep is interrupted by it
     assert sys.modules["edgekit_slow_import_probe"].COMPLETED

@@ -14,8 +14,10 @@ PACKAGE = REPO / "edgekit"
 MAX_LINES = 350
 # Reading a weight format from text anywhere but edgekit/quant/formats.py: prefix tests, splitting a name at its
 # colon, rebuilding a name from pieces, or a precision -> type table.
-FORMAT_PARSING = re.compile(r"""startswith\(\s*["'](gguf|nvidia|int8):|\.split\(\s*["']:["']\s*\)\[1\]|"""
-                            r"""f["'](gguf|nvidia):\{|removeprefix\(\s*["'](gguf|nvidia)|GGUF_TYPE\s*=""")
+FORMAT_PARSING = re.compile(
+    r"""startswith\(\s*["'](gguf|nvidia|int8):|\.split\(\s*["']:["']\s*\)\[1\]|"""
+    r"""f["'](gguf|nvidia):\{|removeprefix\(\s*["'](gguf|nvidia)|GGUF_TYPE\s*="""
+)
 
 
 def _sources() -> list[Path]:
@@ -52,8 +54,9 @@ def test_no_cycles_between_packages():
     # a package's __main__ is a program above its package, as the console script is
     assert "edgekit.qat.__main__" in packages and "edgekit.qat.__main__" not in packages["edgekit.qat"]
     # the collapsed checker still finds a cycle through two packages' modules
-    assert ig.cycles(ig.collapse({"edgekit.a.x": {"edgekit.b.y"}, "edgekit.b.y": {"edgekit.a.z"},
-                                  "edgekit.a.z": set()})) == [["edgekit.a", "edgekit.b"]]
+    assert ig.cycles(
+        ig.collapse({"edgekit.a.x": {"edgekit.b.y"}, "edgekit.b.y": {"edgekit.a.z"}, "edgekit.a.z": set()})
+    ) == [["edgekit.a", "edgekit.b"]]
 
 
 def test_format_strings_are_parsed_in_one_place():
@@ -106,6 +109,37 @@ def test_ruff_lint_is_clean():
     from conftest import require
 
     require("ruff")
-    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--output-format", "concise",
-                           "edgekit", "tests", "scripts", "benchmarks"], cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ruff",
+            "check",
+            "--no-cache",
+            "--output-format",
+            "concise",
+            "edgekit",
+            "tests",
+            "scripts",
+            "benchmarks",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]
+
+
+def test_ruff_format_is_applied():
+    """`ruff format --check` (pyproject.toml's [tool.ruff]) over the package, tests, scripts and benchmarks: the code is
+    as the formatter writes it."""
+    from conftest import require
+
+    require("ruff")
+    proc = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--check", "--no-cache", "edgekit", "tests", "scripts", "benchmarks"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, "run `ruff format edgekit tests scripts benchmarks`:\n" + proc.stdout[-3000:]

@@ -17,8 +17,9 @@ def test_kl_divergence_matches_torch(test_seed):
 
     rng = np.random.default_rng(test_seed)
     p, q = rng.normal(size=37) * 3, rng.normal(size=37) * 3
-    ref = torch.nn.functional.kl_div(torch.log_softmax(torch.tensor(q), 0), torch.log_softmax(torch.tensor(p), 0),
-                                     log_target=True, reduction="sum")
+    ref = torch.nn.functional.kl_div(
+        torch.log_softmax(torch.tensor(q), 0), torch.log_softmax(torch.tensor(p), 0), log_target=True, reduction="sum"
+    )
     assert abs(kl_divergence(p, q) - float(ref)) < 1e-9
     assert kl_divergence(p, p) == 0.0
 
@@ -49,6 +50,6 @@ def test_box_iou_equals_rasterised_overlap(test_seed):
     for _ in range(50):
         a, b = (np.sort(rng.integers(0, 40, size=(2, 2)), axis=0).T.reshape(-1)[[0, 2, 1, 3]] for _ in range(2))
         ga, gb = np.zeros((40, 40), bool), np.zeros((40, 40), bool)
-        ga[a[1]:a[3], a[0]:a[2]], gb[b[1]:b[3], b[0]:b[2]] = True, True
+        ga[a[1] : a[3], a[0] : a[2]], gb[b[1] : b[3], b[0] : b[2]] = True, True
         union = (ga | gb).sum()
         assert M.box_iou(a, b) == pytest.approx((ga & gb).sum() / union if union else 0.0, abs=1e-12)

@@ -14,9 +14,15 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGE_DATA = ("edgekit/targets/recipes/*.toml", "edgekit/kernels/*.cu", "edgekit/kernels/*.cuh",
-                "edgekit/kernels/*.h", "edgekit/kernels/CMakeLists.txt", "edgekit/kernels/cmake/*.cmake",
-                "edgekit/kernels/emu/*")
+PACKAGE_DATA = (
+    "edgekit/targets/recipes/*.toml",
+    "edgekit/kernels/*.cu",
+    "edgekit/kernels/*.cuh",
+    "edgekit/kernels/*.h",
+    "edgekit/kernels/CMakeLists.txt",
+    "edgekit/kernels/cmake/*.cmake",
+    "edgekit/kernels/emu/*",
+)
 
 
 def _project_files() -> list[str]:
@@ -34,8 +40,12 @@ def wheel(tmp_path_factory) -> Path:
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, src / rel)
     out = tmp_path_factory.mktemp("wheel")
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
-                           str(out), str(src)], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), str(src)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (whl,) = out.glob("edgekit-*.whl")
     return whl
@@ -47,8 +57,11 @@ def test_wheel_lists_every_target_and_cuda_source(wheel):
         expected = {str(p.relative_to(REPO)) for p in REPO.glob(pattern)}
         assert expected, pattern
         assert expected <= names, f"missing from the wheel: {sorted(expected - names)}"
-    assert {"edgekit/kernels/vit_window_attention.cu", "edgekit/kernels/decode_attention.cu",
-            "edgekit/targets/recipes/orin-agx-64.toml"} <= names
+    assert {
+        "edgekit/kernels/vit_window_attention.cu",
+        "edgekit/kernels/decode_attention.cu",
+        "edgekit/targets/recipes/orin-agx-64.toml",
+    } <= names
     assert not any(n.startswith(("recipes/", "kernels/", "tests/")) for n in names)
 
 
@@ -59,11 +72,21 @@ def wheel_venv(wheel, tmp_path_factory) -> Path:
     venv = tmp_path_factory.mktemp("venv") / "v"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     py = venv / "bin" / "python"
-    site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               capture_output=True, text=True, check=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
     (site / "borrowed-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    proc = subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-deps", str(wheel)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-deps", str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return venv
 
@@ -74,15 +97,31 @@ def _run(venv: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_installed_wheel_runs_targets_plan_doctor_without_the_source_tree(wheel_venv, tiny_ckpt, tmp_path):
     py = wheel_venv / "bin" / "python"
-    where = subprocess.run([str(py), "-c", "import edgekit.targets as t, edgekit.kernels.attention as k; "
-                            "print(t.TARGETS_DIR); print(k.KERNELS_DIR)"], capture_output=True, text=True, cwd=tmp_path)
+    where = subprocess.run(
+        [
+            str(py),
+            "-c",
+            "import edgekit.targets as t, edgekit.kernels.attention as k; print(t.TARGETS_DIR); print(k.KERNELS_DIR)",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     targets_dir, kernels_dir = (Path(p) for p in where.stdout.split())
     assert wheel_venv in targets_dir.parents and wheel_venv in kernels_dir.parents, where.stdout + where.stderr
     assert (kernels_dir / "vit_window_attention.cu").is_file()
-    data = subprocess.run([str(py), "-c", "from edgekit.data.heldout import load_heldout; "
-                           "from edgekit.data.calibration_mix import load_passages; "
-                           "print(sum(i.image is not None and i.image.is_file() for i in load_heldout()), len(load_passages()))"],
-                          capture_output=True, text=True, cwd=tmp_path)
+    data = subprocess.run(
+        [
+            str(py),
+            "-c",
+            "from edgekit.data.heldout import load_heldout; "
+            "from edgekit.data.calibration_mix import load_passages; "
+            "print(sum(i.image is not None and i.image.is_file() for i in load_heldout()), len(load_passages()))",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert data.stdout.split() == ["8", "12"], data.stdout + data.stderr  # the held-out set and generic text ship
 
     proc = _run(wheel_venv, "targets", "--json", cwd=tmp_path)

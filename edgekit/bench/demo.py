@@ -30,8 +30,9 @@ class DemoRow:
     bundle_s: float
 
 
-def run_demo(workdir: Path, *, preset: str = "tiny", max_new_tokens: int = 16,
-             log: Callable[[str], None] = print) -> tuple[dict, list[DemoRow]]:
+def run_demo(
+    workdir: Path, *, preset: str = "tiny", max_new_tokens: int = 16, log: Callable[[str], None] = print
+) -> tuple[dict, list[DemoRow]]:
     import time
 
     from edgekit.bundle.build import BuildConfig, build_bundle
@@ -52,10 +53,16 @@ def run_demo(workdir: Path, *, preset: str = "tiny", max_new_tokens: int = 16,
     ck = open_checkpoint(ckpt)
     target = get_target("cpu")
     plan = make_plan(ck.text, ck.vision, {n: i.shape for n, i in ck.tensors.items()}, target, "int4")
-    log(f"plan: {plan.total_gb:.3f} GB of {plan.memory_gb:g} GB; decode bound {plan.decode_tokens_per_s_bound:.0f} tokens/s")
+    log(
+        f"plan: {plan.total_gb:.3f} GB of {plan.memory_gb:g} GB; decode bound {plan.decode_tokens_per_s_bound:.0f} tokens/s"
+    )
     bundle = workdir / "bundle-cpu-int4"
-    build_bundle(ckpt, bundle, BuildConfig(target="cpu", precision="int4"),
-                 on_stage=lambda name, status: status != "running" and log(f"  build: {name} {status}"))
+    build_bundle(
+        ckpt,
+        bundle,
+        BuildConfig(target="cpu", precision="int4"),
+        on_stage=lambda name, status: status != "running" and log(f"  build: {name} {status}"),
+    )
     pipe = open_bundle(bundle)
     ref = ReferencePipeline(ckpt)
     h, w = pipe.resize_to
@@ -70,9 +77,23 @@ def run_demo(workdir: Path, *, preset: str = "tiny", max_new_tokens: int = 16,
         t1 = time.perf_counter()
         b = pipe.answer(sample.question, [image], max_new_tokens=max_new_tokens)
         t2 = time.perf_counter()
-        kl = kl_divergence(_reference_next_logits(ref, sample.question, image), _bundle_next_logits(pipe, sample.question, image))
-        rows.append(DemoRow(sample.id, domain, sample.question, r.text, b.text, r.token_ids == b.token_ids,
-                            token_agreement(r.token_ids, b.token_ids), kl, t1 - t0, t2 - t1))
+        kl = kl_divergence(
+            _reference_next_logits(ref, sample.question, image), _bundle_next_logits(pipe, sample.question, image)
+        )
+        rows.append(
+            DemoRow(
+                sample.id,
+                domain,
+                sample.question,
+                r.text,
+                b.text,
+                r.token_ids == b.token_ids,
+                token_agreement(r.token_ids, b.token_ids),
+                kl,
+                t1 - t0,
+                t2 - t1,
+            )
+        )
     pipe.close()
     return {"plan": plan.as_dict(), "bundle": str(bundle), "checkpoint": str(ckpt)}, rows
 
@@ -90,4 +111,6 @@ def _bundle_next_logits(pipe, question: str, image) -> np.ndarray:
     merge = pipe.assets.spatial_merge_size
     _, gh, gw = (int(x) for x in inputs.image_grid_thw[0])
     emb = pipe.vision.encode(inputs.pixel_values, inputs.image_grid_thw)
-    return pipe.decoder.prefill(inputs.input_ids.tolist(), [ImageEmbedding(np.ascontiguousarray(emb), (gh // merge, gw // merge))])[-1]
+    return pipe.decoder.prefill(
+        inputs.input_ids.tolist(), [ImageEmbedding(np.ascontiguousarray(emb), (gh // merge, gw // merge))]
+    )[-1]

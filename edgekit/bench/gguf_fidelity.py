@@ -46,8 +46,10 @@ def heldout_chat_sequences(ck, items) -> list:
     from edgekit.quant.layers import chat_sequence
 
     assets = PromptAssets.from_checkpoint(ck)
-    return [chat_sequence(assets, assets.tokenizer, it.prompt, [it.image] if it.image else [], it.continuation, None)
-            for it in items]
+    return [
+        chat_sequence(assets, assets.tokenizer, it.prompt, [it.image] if it.image else [], it.continuation, None)
+        for it in items
+    ]
 
 
 def _image_embedding(ck, s, h: torch.Tensor):
@@ -83,5 +85,4 @@ def llama_cpp_quantize(src: Path, dst: Path, ftype: int, pure: bool = True) -> P
 def kl_table(reference: list[np.ndarray], others: dict[str, list[np.ndarray]]) -> dict[str, float]:
     from edgekit.metrics import mean_token_kl
 
-    return {name: mean_token_kl(list(zip(reference, logits)))
-            for name, logits in others.items()}
+    return {name: mean_token_kl(list(zip(reference, logits))) for name, logits in others.items()}

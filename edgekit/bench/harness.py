@@ -44,7 +44,9 @@ class BenchConfig:
     threads: int | None = None  # None: a bundle's measured setting here (edgekit profile --tune), else every core
     reference_dtype: str = "float32"
     skip_bad: bool = False
-    allow_different_source: bool = False  # a bundle built from other weights than --reference (fidelity then means little)
+    allow_different_source: bool = (
+        False  # a bundle built from other weights than --reference (fidelity then means little)
+    )
     warmup: int = 1
     version: int = 1
 
@@ -86,8 +88,13 @@ class Record:
     extra: dict = field(default_factory=dict)
 
 
-def run_bench(cfg: BenchConfig, *, on_progress: Callable[[str], None] | None = None,
-              on_start: Callable[[int], None] | None = None, log: Callable[[str], None] = lambda s: None) -> dict:
+def run_bench(
+    cfg: BenchConfig,
+    *,
+    on_progress: Callable[[str], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+    log: Callable[[str], None] = lambda s: None,
+) -> dict:
     from edgekit.bench.report import build_report
     from edgekit.bench.sample_set import select_samples
     from edgekit.bench.variants import check_memory, reference_variant, resolve_variants
@@ -95,8 +102,9 @@ def run_bench(cfg: BenchConfig, *, on_progress: Callable[[str], None] | None = N
 
     cfg.validate()
     selection = select_samples(cfg.samples, split_name=cfg.split, n=cfg.n, seed=cfg.seed, skip_bad=cfg.skip_bad)
-    variants = resolve_variants(list(cfg.variants), cfg.reference, dtype=cfg.reference_dtype,
-                                allow_different_source=cfg.allow_different_source)
+    variants = resolve_variants(
+        list(cfg.variants), cfg.reference, dtype=cfg.reference_dtype, allow_different_source=cfg.allow_different_source
+    )
     baseline = reference_variant(cfg.reference, dtype=cfg.reference_dtype, inputs=variants[0].inputs, name=BASELINE)
     memory = check_memory(variants, baseline.weight_bytes)
     groups = sorted({v.inputs for v in variants}, key=lambda s: (s.resolution or (0, 0), s.cameras))
@@ -112,21 +120,42 @@ def run_bench(cfg: BenchConfig, *, on_progress: Callable[[str], None] | None = N
         for _ in range(cfg.warmup):
             for v in [baseline] + variants:
                 images, _ = frame_images(first, v.inputs, _reference_processor(cfg.reference))
-                workers[v.name].call("answer", question=first.question, images=images, think=cfg.think,
-                                     max_new_tokens=min(4, cfg.max_new_tokens))
+                workers[v.name].call(
+                    "answer",
+                    question=first.question,
+                    images=images,
+                    think=cfg.think,
+                    max_new_tokens=min(4, cfg.max_new_tokens),
+                )
         records: list[Record] = []
         t_run = time.perf_counter()
         for sample in selection.samples:
             for spec in groups:
-                records += _one_sample(sample, spec, [v for v in variants if v.inputs == spec], workers, cfg,
-                                       baseline_name=BASELINE, on_progress=on_progress)
+                records += _one_sample(
+                    sample,
+                    spec,
+                    [v for v in variants if v.inputs == spec],
+                    workers,
+                    cfg,
+                    baseline_name=BASELINE,
+                    on_progress=on_progress,
+                )
         run_s = time.perf_counter() - t_run
         memory_by_worker = {name: {**w.info, **w.call("rss")} for name, w in workers.items()}
     finally:
         for w in workers.values():
             w.close()
-    return build_report(cfg=asdict(cfg), variants=variants, baseline=baseline, records=records, selection=selection,
-                        memory=memory_by_worker, memory_check=memory, run_s=run_s, schema=SCHEMA)
+    return build_report(
+        cfg=asdict(cfg),
+        variants=variants,
+        baseline=baseline,
+        records=records,
+        selection=selection,
+        memory=memory_by_worker,
+        memory_check=memory,
+        run_s=run_s,
+        schema=SCHEMA,
+    )
 
 
 @lru_cache(maxsize=4)
@@ -151,8 +180,9 @@ def frame_images(sample, spec: InputSpec, processor) -> tuple[list, str]:
     return out, "all" if several else "front"
 
 
-def _one_sample(sample, spec: InputSpec, group: list[Variant], workers, cfg: BenchConfig, *, baseline_name: str,
-                on_progress) -> list[Record]:
+def _one_sample(
+    sample, spec: InputSpec, group: list[Variant], workers, cfg: BenchConfig, *, baseline_name: str, on_progress
+) -> list[Record]:
     from edgekit.metrics import rouge_l, token_kl
     from edgekit.bench.scoring import ImageFrame, score_reply, words
 
@@ -163,18 +193,32 @@ def _one_sample(sample, spec: InputSpec, group: list[Variant], workers, cfg: Ben
 
     base, base_s = _timed(workers[baseline_name], "answer", **ask, max_new_tokens=cfg.max_new_tokens)
     ref_logits = workers[baseline_name].call("teacher", **ask, answer_ids=base["token_ids"])  # [A+1, vocab]
-    out = [_record(sample, baseline_name, base, base_s, cameras, spec, score_reply(sample, base["text"], think=cfg.think, frame=frame))]
+    out = [
+        _record(
+            sample,
+            baseline_name,
+            base,
+            base_s,
+            cameras,
+            spec,
+            score_reply(sample, base["text"], think=cfg.think, frame=frame),
+        )
+    ]
     if on_progress:
         on_progress(f"{sample.id} · {baseline_name}")
     for v in group:
         ans, wall = _timed(workers[v.name], "answer", **ask, max_new_tokens=cfg.max_new_tokens)
         if ans["prompt_ids"] != base["prompt_ids"]:
-            raise EdgekitError(f"{v.name}: its prompt for sample {sample.id!r} differs from the reference's "
-                               f"({len(ans['prompt_ids'])} vs {len(base['prompt_ids'])} tokens); the bundle and the "
-                               "reference must come from the same checkpoint and processor settings")
+            raise EdgekitError(
+                f"{v.name}: its prompt for sample {sample.id!r} differs from the reference's "
+                f"({len(ans['prompt_ids'])} vs {len(base['prompt_ids'])} tokens); the bundle and the "
+                "reference must come from the same checkpoint and processor settings"
+            )
         logits = workers[v.name].call("teacher", **ask, answer_ids=base["token_ids"])
         kl = token_kl(ref_logits, logits)  # [A+1]
-        rec = _record(sample, v.name, ans, wall, cameras, spec, score_reply(sample, ans["text"], think=cfg.think, frame=frame))
+        rec = _record(
+            sample, v.name, ans, wall, cameras, spec, score_reply(sample, ans["text"], think=cfg.think, frame=frame)
+        )
         rec.kl_sum, rec.kl_tokens = float(kl.sum()), int(kl.size)
         rec.top1_hits = int((np.argmax(ref_logits, -1) == np.argmax(logits, -1)).sum())
         rec.first_token_same = ans["token_ids"][:1] == base["token_ids"][:1]
@@ -194,6 +238,16 @@ def _timed(worker, op: str, **payload) -> tuple[dict, float]:
 
 
 def _record(sample, variant: str, ans: dict, wall: float, cameras: str, spec: InputSpec, scores: dict) -> Record:
-    return Record(sample=sample.id, domain=sample.domain, task=sample.task, variant=variant, text=ans["text"],
-                  tokens=len(ans["token_ids"]), scores=scores, timings=ans["timings"],
-                  harness_s=max(0.0, wall - ans["timings"]["total"]), cameras=cameras, inputs=spec.describe())
+    return Record(
+        sample=sample.id,
+        domain=sample.domain,
+        task=sample.task,
+        variant=variant,
+        text=ans["text"],
+        tokens=len(ans["token_ids"]),
+        scores=scores,
+        timings=ans["timings"],
+        harness_s=max(0.0, wall - ans["timings"]["total"]),
+        cameras=cameras,
+        inputs=spec.describe(),
+    )

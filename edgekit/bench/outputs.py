@@ -32,8 +32,10 @@ def check_out_dir(out: Path, inputs=()) -> None:
     stray = sorted(present - report_files())
     ours = (out / REPORT_JSON).is_file() and _is_report(out / REPORT_JSON)
     if stray or not ours:
-        raise EdgekitError(f"--out {out}: holds {', '.join(stray[:3]) or 'files'} that are not an edgekit report; "
-                           "give a new or empty directory (an earlier report there is replaced)")
+        raise EdgekitError(
+            f"--out {out}: holds {', '.join(stray[:3]) or 'files'} that are not an edgekit report; "
+            "give a new or empty directory (an earlier report there is replaced)"
+        )
 
 
 def _is_report(path: Path) -> bool:

@@ -1,8 +1,8 @@
 """The benchmark's pictures, drawn from report.json alone (matplotlib, Agg: no display needed).
 
-  accuracy_vs_latency.png  task score and KL(FP‖variant) against end-to-end p50 latency, reference marked
-  latency_stages.png       p50 seconds per stage (preprocess, vision, prefill, decode), one bar per row
-  task_deltas.png          score difference to the reference per domain x task, with paired 95% intervals
+accuracy_vs_latency.png  task score and KL(FP‖variant) against end-to-end p50 latency, reference marked
+latency_stages.png       p50 seconds per stage (preprocess, vision, prefill, decode), one bar per row
+task_deltas.png          score difference to the reference per domain x task, with paired 95% intervals
 """
 
 from __future__ import annotations
@@ -45,18 +45,31 @@ def accuracy_vs_latency(report: dict) -> bytes:
         x = row["latency"]["e2e_s"]["p50"]
         acc = row["accuracy"]["all"]
         lo, hi = acc["ci95"]
-        style = dict(marker="*", markersize=16, color="black") if row["role"] == "baseline" else dict(marker="o", markersize=8)
-        ax_score.errorbar([x], [acc["mean"]], yerr=[[acc["mean"] - lo], [hi - acc["mean"]]], capsize=4, label=row["name"], **style)
+        style = (
+            dict(marker="*", markersize=16, color="black")
+            if row["role"] == "baseline"
+            else dict(marker="o", markersize=8)
+        )
+        ax_score.errorbar(
+            [x], [acc["mean"]], yerr=[[acc["mean"] - lo], [hi - acc["mean"]]], capsize=4, label=row["name"], **style
+        )
         kl = 0.0 if row["role"] == "baseline" else row["fidelity"]["all"]["kl"]["mean"]
         ax_kl.plot([x], [kl], linestyle="none", label=row["name"], **style)
-    ax_score.set(xlabel="end-to-end latency, p50 (s)", ylabel="task score (all samples, 95% CI)",
-                 title="accuracy vs latency")
-    positive = [r["fidelity"]["all"]["kl"]["mean"] for r in report["rows"] if r["role"] == "variant"
-                and (r["fidelity"]["all"]["kl"]["mean"] or 0) > 0]
+    ax_score.set(
+        xlabel="end-to-end latency, p50 (s)", ylabel="task score (all samples, 95% CI)", title="accuracy vs latency"
+    )
+    positive = [
+        r["fidelity"]["all"]["kl"]["mean"]
+        for r in report["rows"]
+        if r["role"] == "variant" and (r["fidelity"]["all"]["kl"]["mean"] or 0) > 0
+    ]
     if positive:
         ax_kl.set_yscale("symlog", linthresh=min(positive) / 2)
-    ax_kl.set(xlabel="end-to-end latency, p50 (s)", ylabel="mean per-token KL(FP‖variant), nats",
-              title="fidelity vs latency (reference = 0)")
+    ax_kl.set(
+        xlabel="end-to-end latency, p50 (s)",
+        ylabel="mean per-token KL(FP‖variant), nats",
+        title="fidelity vs latency (reference = 0)",
+    )
     for ax in (ax_score, ax_kl):
         ax.grid(alpha=0.3)
     ax_kl.legend(fontsize=8, loc="best")

@@ -26,8 +26,10 @@ from edgekit.errors import EdgekitError
 from edgekit.runtime.settings import WAIT_POLICIES, ThreadSettings
 
 SCHEMA = "edgekit.profile/1"
-_WORDS = ("vehicle lane pedestrian crossing signal left right ahead brake slow merge truck cyclist parked "
-          "robot gripper table cup shelf drawer handle place pick reach open close behind front near far").split()
+_WORDS = (
+    "vehicle lane pedestrian crossing signal left right ahead brake slow merge truck cyclist parked "
+    "robot gripper table cup shelf drawer handle place pick reach open close behind front near far"
+).split()
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ def synthetic_inputs(bundle: Path, manifest: dict, cfg: ProfileConfig) -> tuple[
     words: list[str] = []
     while len(tokenizer.encode(" ".join(words)).ids) < cfg.prompt_tokens:
         words.append(str(rng.choice(_WORDS)))
-    ids = tokenizer.encode(" ".join(words)).ids[:cfg.prompt_tokens]
+    ids = tokenizer.encode(" ".join(words)).ids[: cfg.prompt_tokens]
     question = tokenizer.decode(ids)
     w, h = cfg.image_size or tuple(manifest["parts"]["vision"]["resolution"])
     cameras = int(manifest["parts"]["vision"].get("images", 1))
@@ -98,17 +100,28 @@ def _runs(worker, question: str, images: list, cfg: ProfileConfig, n: int, phase
     out = []
     for i in range(n):
         t0 = time.monotonic()
-        a = worker.call("answer", question=question, images=images, think=False, max_new_tokens=cfg.gen_tokens,
-                        stop_at_end=False)
-        out.append({"phase": phase, "run": i, "t0": t0, "t1": time.monotonic(), "tokens": len(a["token_ids"]),
-                    "prompt_tokens": len(a["prompt_ids"]), **{f"{k}_s": v for k, v in a["timings"].items()}})
+        a = worker.call(
+            "answer", question=question, images=images, think=False, max_new_tokens=cfg.gen_tokens, stop_at_end=False
+        )
+        out.append(
+            {
+                "phase": phase,
+                "run": i,
+                "t0": t0,
+                "t1": time.monotonic(),
+                "tokens": len(a["token_ids"]),
+                "prompt_tokens": len(a["prompt_ids"]),
+                **{f"{k}_s": v for k, v in a["timings"].items()},
+            }
+        )
         if on_run:
             on_run(phase)
     return out
 
 
-def _measure(bundle: Path, settings: ThreadSettings | None, question, images, cfg, n: int, phase: str, on_run,
-             load: int = 0) -> tuple[list[dict], dict]:
+def _measure(
+    bundle: Path, settings: ThreadSettings | None, question, images, cfg, n: int, phase: str, on_run, load: int = 0
+) -> tuple[list[dict], dict]:
     """Runs in a fresh worker (the wait policy only applies before llama.cpp loads), after warm-up."""
     from edgekit.bench.worker import Worker, spec_for
 
@@ -129,7 +142,9 @@ def stage_summary(runs: list[dict]) -> dict:
     out = {k: percentiles([r[k] for r in runs]) for k in ("preprocess_s", "vision_s", "prefill_s", "decode_s")}
     out["ttft_s"] = percentiles([r["preprocess_s"] + r["vision_s"] + r["prefill_s"] for r in runs])
     out["e2e_s"] = percentiles([r["total_s"] for r in runs])  # named as in `edgekit bench`
-    out["decode_tokens_per_s"] = percentiles([(r["tokens"] - 1) / r["decode_s"] for r in runs if r["tokens"] > 1 and r["decode_s"] > 0])
+    out["decode_tokens_per_s"] = percentiles(
+        [(r["tokens"] - 1) / r["decode_s"] for r in runs if r["tokens"] > 1 and r["decode_s"] > 0]
+    )
     p50 = out["e2e_s"]["p50"]
     out["jitter_p99_over_p50"] = out["e2e_s"]["p99"] / p50 if p50 else None
     return out
@@ -140,8 +155,13 @@ def tune_candidates(cores: int) -> list[ThreadSettings]:
     return [ThreadSettings(t, w) for t in counts for w in (None, *WAIT_POLICIES)]
 
 
-def run_profile(cfg: ProfileConfig, *, log: Callable[[str], None] = lambda s: None,
-                on_start: Callable[[int], None] | None = None, on_run: Callable[[str], None] | None = None) -> dict:
+def run_profile(
+    cfg: ProfileConfig,
+    *,
+    log: Callable[[str], None] = lambda s: None,
+    on_start: Callable[[int], None] | None = None,
+    on_run: Callable[[str], None] | None = None,
+) -> dict:
     from edgekit.bench.report import machine_info
     from edgekit.bench.roofline import gguf_bytes_per_token, read_bandwidth_fresh
     from edgekit.bench.tegrastats import TegraStats, summarize
@@ -167,8 +187,17 @@ def run_profile(cfg: ProfileConfig, *, log: Callable[[str], None] = lambda s: No
         trials = []
         for c in candidates:
             log(f"tuning: {c.describe()}")
-            runs, _ = _measure(cfg.bundle, c, question, images, cfg, cfg.tune_runs, f"tune {c.describe()}", on_run,
-                               load=cfg.background_load)
+            runs, _ = _measure(
+                cfg.bundle,
+                c,
+                question,
+                images,
+                cfg,
+                cfg.tune_runs,
+                f"tune {c.describe()}",
+                on_run,
+                load=cfg.background_load,
+            )
             e2e = stage_summary(runs)["e2e_s"]
             trials.append({**asdict(c), "e2e_p50_s": e2e["p50"], "e2e_p99_s": e2e["p99"]})
         best = min(trials, key=lambda t: (t["e2e_p50_s"], t["e2e_p99_s"]))
@@ -181,37 +210,70 @@ def run_profile(cfg: ProfileConfig, *, log: Callable[[str], None] = lambda s: No
     bandwidth = read_bandwidth_fresh(settings.threads if settings else cores)
     with TegraStats() as tegra:
         alone, info = _measure(cfg.bundle, settings, question, images, cfg, cfg.runs, "alone", on_run)
-        power = summarize(tegra.between(alone[0]["t0"], alone[-1]["t1"]), seconds=alone[-1]["t1"] - alone[0]["t0"],
-                          tokens=sum(r["tokens"] for r in alone)) if tegra.available else None
+        power = (
+            summarize(
+                tegra.between(alone[0]["t0"], alone[-1]["t1"]),
+                seconds=alone[-1]["t1"] - alone[0]["t0"],
+                tokens=sum(r["tokens"] for r in alone),
+            )
+            if tegra.available
+            else None
+        )
     loaded = None
     if cfg.background_load:
-        loaded, _ = _measure(cfg.bundle, settings, question, images, cfg, cfg.runs, f"load {cfg.background_load}",
-                             on_run, load=cfg.background_load)
+        loaded, _ = _measure(
+            cfg.bundle,
+            settings,
+            question,
+            images,
+            cfg,
+            cfg.runs,
+            f"load {cfg.background_load}",
+            on_run,
+            load=cfg.background_load,
+        )
     summary = stage_summary(alone)
     positions = alone[0]["prompt_tokens"] + cfg.gen_tokens // 2
     bpt = gguf_bytes_per_token(cfg.bundle / manifest["parts"]["decoder"]["path"], positions)
     roof = bandwidth / bpt
     out = {
-        "schema": SCHEMA, "machine": machine_info(), "config": {**asdict(cfg), "bundle": str(cfg.bundle)},
-        "bundle": {"path": str(cfg.bundle), "precision": manifest["parts"]["decoder"].get("precision"),
-                   "vision": manifest["parts"]["vision"].get("precision"), "seal": seal},
-        "threads": info.get("threads"), "prompt_tokens": alone[0]["prompt_tokens"], "alone": summary,
-        "roofline": {"read_bandwidth_gb_s": bandwidth / 1e9, "bytes_per_token_mb": bpt / 1e6, "mean_position": positions,
-                     "tokens_per_s_bound": roof,
-                     "fraction": (summary["decode_tokens_per_s"]["p50"] or 0) / roof,
-                     "plan_tokens_per_s_bound": manifest.get("plan", {}).get("decode_tokens_per_s_bound"),
-                     "how": "bitwise-OR reduction over 1 GiB on the decoder's thread count, best of 5, fresh process; "
-                            "bytes = every GGUF tensor once (one embedding row) + f16 KV at the mean position"},
-        "tegrastats": power if power is not None else "tegrastats not found: no power, clock or RAM readings "
-                                                      "(not a Jetson, or not on PATH)",
-        "tuning": tuning, "runs": alone + (loaded or []),
+        "schema": SCHEMA,
+        "machine": machine_info(),
+        "config": {**asdict(cfg), "bundle": str(cfg.bundle)},
+        "bundle": {
+            "path": str(cfg.bundle),
+            "precision": manifest["parts"]["decoder"].get("precision"),
+            "vision": manifest["parts"]["vision"].get("precision"),
+            "seal": seal,
+        },
+        "threads": info.get("threads"),
+        "prompt_tokens": alone[0]["prompt_tokens"],
+        "alone": summary,
+        "roofline": {
+            "read_bandwidth_gb_s": bandwidth / 1e9,
+            "bytes_per_token_mb": bpt / 1e6,
+            "mean_position": positions,
+            "tokens_per_s_bound": roof,
+            "fraction": (summary["decode_tokens_per_s"]["p50"] or 0) / roof,
+            "plan_tokens_per_s_bound": manifest.get("plan", {}).get("decode_tokens_per_s_bound"),
+            "how": "bitwise-OR reduction over 1 GiB on the decoder's thread count, best of 5, fresh process; "
+            "bytes = every GGUF tensor once (one embedding row) + f16 KV at the mean position",
+        },
+        "tegrastats": power
+        if power is not None
+        else "tegrastats not found: no power, clock or RAM readings (not a Jetson, or not on PATH)",
+        "tuning": tuning,
+        "runs": alone + (loaded or []),
     }
     if loaded:
         under = stage_summary(loaded)
-        out["under_load"] = {"processes": cfg.background_load, **under,
-                             "slowdown_e2e_p50": under["e2e_s"]["p50"] / summary["e2e_s"]["p50"],
-                             "decode_tokens_per_s_ratio": (under["decode_tokens_per_s"]["p50"] or 0)
-                             / (summary["decode_tokens_per_s"]["p50"] or 1)}
+        out["under_load"] = {
+            "processes": cfg.background_load,
+            **under,
+            "slowdown_e2e_p50": under["e2e_s"]["p50"] / summary["e2e_s"]["p50"],
+            "decode_tokens_per_s_ratio": (under["decode_tokens_per_s"]["p50"] or 0)
+            / (summary["decode_tokens_per_s"]["p50"] or 1),
+        }
     return out
 
 

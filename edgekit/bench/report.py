@@ -25,8 +25,9 @@ from edgekit.bench.stats import bootstrap_mean, bootstrap_paired_difference, boo
 ALL = "all"
 
 
-def build_report(*, cfg: dict, variants, baseline, records, selection, memory: dict, memory_check: dict,
-                 run_s: float, schema: str) -> dict:
+def build_report(
+    *, cfg: dict, variants, baseline, records, selection, memory: dict, memory_check: dict, run_s: float, schema: str
+) -> dict:
     from edgekit import __version__
 
     by_row = defaultdict(list)
@@ -47,9 +48,13 @@ def build_report(*, cfg: dict, variants, baseline, records, selection, memory: d
         "edgekit": __version__,
         "machine": machine_info(),
         "config": {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in cfg.items()},
-        "samples": {"n": len(selection.samples), "files": [str(f) for f in selection.files],
-                    "by_domain_task": dict(sorted(counts.items())), "skipped_bad": len(selection.skipped),
-                    "skipped": selection.skipped[:100]},
+        "samples": {
+            "n": len(selection.samples),
+            "files": [str(f) for f in selection.files],
+            "by_domain_task": dict(sorted(counts.items())),
+            "skipped_bad": len(selection.skipped),
+            "skipped": selection.skipped[:100],
+        },
         "rows": rows,
         "ranking_by_kl": [r["name"] for r in ranked],
         "memory_check": memory_check,
@@ -69,8 +74,13 @@ def machine_info() -> dict:
                 break
     except OSError:
         pass
-    return {"cpu": model, "cores": os.cpu_count(), "ram_gb": round(psutil.virtual_memory().total / 1e9, 1),
-            "python": platform.python_version(), "system": f"{platform.system()} {platform.release()}"}
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "ram_gb": round(psutil.virtual_memory().total / 1e9, 1),
+        "python": platform.python_version(),
+        "system": f"{platform.system()} {platform.release()}",
+    }
 
 
 def _cells(records) -> dict[str, list]:
@@ -91,13 +101,18 @@ def accuracy(records, base_by_key: dict) -> dict:
     out = {}
     for cell, recs in _cells(records).items():
         task = cell.split("/")[-1]
-        entry = {"metric": PRIMARY_METRIC.get(task, "score"), **bootstrap_mean([r.scores["score"] for r in recs], seed=_seed(cell))}
+        entry = {
+            "metric": PRIMARY_METRIC.get(task, "score"),
+            **bootstrap_mean([r.scores["score"] for r in recs], seed=_seed(cell)),
+        }
         if task == "box_grounding":
             entry["iou"] = bootstrap_mean([r.scores["iou"] for r in recs], seed=_seed(cell + "iou"))
         if base_by_key:
             base = [base_by_key[(r.sample, r.inputs)].scores["score"] for r in recs]
             entry["reference_mean"] = sum(base) / len(base)
-            entry["delta"] = bootstrap_paired_difference([r.scores["score"] for r in recs], base, seed=_seed(cell + "d"))
+            entry["delta"] = bootstrap_paired_difference(
+                [r.scores["score"] for r in recs], base, seed=_seed(cell + "d")
+            )
         out[cell] = entry
     return out
 
@@ -138,10 +153,21 @@ def _row(v, role: str, records, base_by_key: dict, memory: dict) -> dict:
     cameras = defaultdict(int)
     for r in records:
         cameras[r.cameras] += 1
-    row = {"name": v.name, "role": role, "kind": v.kind, "path": str(v.path), "precision": v.precision,
-           "backend": mem.get("backend"), "threads": mem.get("threads"), "inputs": v.inputs.describe(), "cameras": dict(cameras),
-           "load_s": mem.get("load_s"), "peak_rss_mb": mem.get("peak_rss_mb"),
-           "accuracy": accuracy(records, base_by_key), "latency": latency(records)}
+    row = {
+        "name": v.name,
+        "role": role,
+        "kind": v.kind,
+        "path": str(v.path),
+        "precision": v.precision,
+        "backend": mem.get("backend"),
+        "threads": mem.get("threads"),
+        "inputs": v.inputs.describe(),
+        "cameras": dict(cameras),
+        "load_s": mem.get("load_s"),
+        "peak_rss_mb": mem.get("peak_rss_mb"),
+        "accuracy": accuracy(records, base_by_key),
+        "latency": latency(records),
+    }
     if role == "variant":
         row["fidelity"] = fidelity(records)
     return row

@@ -24,6 +24,7 @@ def read_bandwidth(threads: int, n_bytes: int = BANDWIDTH_BYTES, repeats: int = 
     x = np.ones(n_bytes // 8, dtype=np.uint64)
     chunks = np.array_split(x, threads)
     with ThreadPoolExecutor(threads) as pool:
+
         def one_pass() -> float:
             t = time.perf_counter()
             list(pool.map(np.bitwise_or.reduce, chunks))
@@ -58,6 +59,7 @@ def gguf_bytes_per_token(gguf_path: Path, positions: int) -> int:
             total += int(t.n_bytes)
     arch = reader.fields["general.architecture"].contents()
     field = {k.split(".", 1)[1]: v.contents() for k, v in reader.fields.items() if k.startswith(f"{arch}.")}
-    kv_dim = field["attention.head_count_kv"] * field.get("attention.key_length",
-                                                            field["embedding_length"] // field["attention.head_count"])
+    kv_dim = field["attention.head_count_kv"] * field.get(
+        "attention.key_length", field["embedding_length"] // field["attention.head_count"]
+    )
     return total + 2 * field["block_count"] * kv_dim * positions * 2  # K and V, 2 bytes each

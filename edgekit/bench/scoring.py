@@ -36,8 +36,13 @@ from edgekit.errors import EdgekitError
 THINK_END = "</think>"
 _NUM = r"-?\d+(?:\.\d+)?"
 # The task's headline number in reports and plots; box grounding also reports its mean IoU.
-PRIMARY_METRIC = {"multiple_choice": "accuracy", "short_answer": "accuracy", "open_ended": "rouge_l",
-                  "box_grounding": "acc@0.5", "point_grounding": "in_mask"}
+PRIMARY_METRIC = {
+    "multiple_choice": "accuracy",
+    "short_answer": "accuracy",
+    "open_ended": "rouge_l",
+    "box_grounding": "acc@0.5",
+    "point_grounding": "in_mask",
+}
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,9 @@ def final_answer(reply: str, *, think: bool) -> str:
 def score_reply(sample: Sample, reply: str, *, think: bool, frame: ImageFrame | None = None) -> dict[str, float]:
     """Scores of one reply in [0, 1]: {'score': the task's headline number, plus any secondary ones}."""
     if sample.answer is None and sample.box is None and sample.point is None:
-        raise EdgekitError(f"{sample.where}: sample {sample.id!r} has no reference answer; it can be used for calibration only")
+        raise EdgekitError(
+            f"{sample.where}: sample {sample.id!r} has no reference answer; it can be used for calibration only"
+        )
     answer = final_answer(reply, think=think)
     task = sample.task
     if task == "multiple_choice":
@@ -123,8 +130,12 @@ def _unique_option_text(answer: str, choices: Sequence[str]) -> str | None:
 
 # ---- short and open answers ----------------------------------------------------------------------
 
-_NUMBER_WORDS = {w: str(i) for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty".split())}
+_NUMBER_WORDS = {
+    w: str(i)
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty".split()
+    )
+}
 
 
 def normalize(text: str) -> str:
@@ -160,6 +171,7 @@ def short_answer_match(answer: str, reference: str) -> float:
 
 
 # ---- grounding -----------------------------------------------------------------------------------
+
 
 def parse_box(text: str) -> tuple[float, float, float, float] | None:
     """The first box in an answer: {"bbox_2d": [x1, y1, x2, y2]} or any [x1, y1, x2, y2] / (x1, y1, x2, y2)."""

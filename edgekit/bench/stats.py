@@ -37,8 +37,9 @@ def bootstrap_mean(values: Sequence[float], *, seed: int = 0, resamples: int = B
     return {"mean": float(v.mean()), "ci95": _interval(means), "n": int(v.size)}
 
 
-def bootstrap_paired_difference(a: Sequence[float], b: Sequence[float], *, seed: int = 0,
-                                resamples: int = BOOTSTRAP_RESAMPLES) -> dict:
+def bootstrap_paired_difference(
+    a: Sequence[float], b: Sequence[float], *, seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES
+) -> dict:
     """Mean of a − b over paired samples, with its paired bootstrap interval."""
     x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if x.shape != y.shape:
@@ -46,8 +47,9 @@ def bootstrap_paired_difference(a: Sequence[float], b: Sequence[float], *, seed:
     return bootstrap_mean(x - y, seed=seed, resamples=resamples)
 
 
-def bootstrap_ratio(numerators: Sequence[float], denominators: Sequence[float], *, seed: int = 0,
-                    resamples: int = BOOTSTRAP_RESAMPLES) -> dict:
+def bootstrap_ratio(
+    numerators: Sequence[float], denominators: Sequence[float], *, seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES
+) -> dict:
     """sum(num) / sum(den) over samples (e.g. KL summed over a sample's tokens / its token count), resampling
     whole samples."""
     num, den = np.asarray(numerators, dtype=np.float64), np.asarray(denominators, dtype=np.float64)

@@ -72,6 +72,7 @@ def parse_line(line: str, t: float = 0.0) -> TegraSample:
 
 def summarize(samples: list[TegraSample], *, seconds: float, tokens: int) -> dict:
     """Means over the run, and energy per generated token from the input rail (power x time)."""
+
     def mean(values):
         values = [v for v in values if v is not None]
         return sum(values) / len(values) if values else None
@@ -111,8 +112,12 @@ class TegraStats:
 
     def __enter__(self) -> "TegraStats":
         if self.command:
-            self._proc = subprocess.Popen([self.command, "--interval", str(self.interval_ms)], stdout=subprocess.PIPE,
-                                          stderr=subprocess.DEVNULL, text=True)
+            self._proc = subprocess.Popen(
+                [self.command, "--interval", str(self.interval_ms)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
             self._reader = threading.Thread(target=self._read, daemon=True)
             self._reader.start()
         return self

@@ -66,34 +66,47 @@ def bundle_variant(path: Path, reference: Path, name: str, *, allow_different_so
     m = report.manifest
     decoder, vision = m["parts"].get("decoder", {}), m["parts"].get("vision", {})
     if decoder.get("format") != "gguf" or vision.get("format") != "onnx":
-        raise EdgekitError(f"{path}: its decoder is {decoder.get('format')!r}; `edgekit bench` runs bundles whose "
-                           "decoder is GGUF (llama.cpp) and vision ONNX here (build with --backend gguf)")
+        raise EdgekitError(
+            f"{path}: its decoder is {decoder.get('format')!r}; `edgekit bench` runs bundles whose "
+            "decoder is GGUF (llama.cpp) and vision ONNX here (build with --backend gguf)"
+        )
     ck = open_checkpoint(reference)
     text = m["model"].get("text", {})
     ours = {"hidden": ck.text.hidden, "num_layers": ck.text.num_layers, "vocab": ck.text.vocab}
     theirs = {k: text.get(k) for k in ours}
     if ours != theirs:
-        raise EdgekitError(f"{path}: built from a model with {theirs}, but the reference {reference} has {ours}; "
-                           "benchmark a bundle against the checkpoint it was built from")
+        raise EdgekitError(
+            f"{path}: built from a model with {theirs}, but the reference {reference} has {ours}; "
+            "benchmark a bundle against the checkpoint it was built from"
+        )
     tokenizer = path / m["tokenizer_dir"] / "tokenizer.json"
     if _sha256(tokenizer) != _sha256(Path(ck.tokenizer_json)):
-        raise EdgekitError(f"{path}: its tokenizer differs from the reference's ({ck.tokenizer_json}); "
-                           "benchmark a bundle against the checkpoint it was built from")
+        raise EdgekitError(
+            f"{path}: its tokenizer differs from the reference's ({ck.tokenizer_json}); "
+            "benchmark a bundle against the checkpoint it was built from"
+        )
     source = m.get("source") if isinstance(m.get("source"), dict) else {}
     built_from = {source.get("content_hash"), source.get("trained_from")} - {None}
     if not allow_different_source and ck.content_hash not in built_from:
-        raise EdgekitError(f"{path}: was built from other weights than the reference {reference} (the manifest's "
-                           "source.content_hash differs); benchmark a bundle against the checkpoint it was built from, "
-                           "or pass --allow-different-source")
+        raise EdgekitError(
+            f"{path}: was built from other weights than the reference {reference} (the manifest's "
+            "source.content_hash differs); benchmark a bundle against the checkpoint it was built from, "
+            "or pass --allow-different-source"
+        )
     w, h = vision["resolution"]
     inputs = InputSpec((int(w), int(h)), int(vision.get("images", 1)))
-    size = sum(e["size"] for rel, e in m["artifacts"].items() if rel.endswith((".gguf", ".onnx")) and "mmproj" not in rel)
+    size = sum(
+        e["size"] for rel, e in m["artifacts"].items() if rel.endswith((".gguf", ".onnx")) and "mmproj" not in rel
+    )
     method = f" {decoder['method']}" if decoder.get("method") not in (None, "none") else ""
-    return Variant(name, "bundle", path, inputs, f"{decoder.get('precision')}{method} + {vision.get('precision')} vision", size)
+    return Variant(
+        name, "bundle", path, inputs, f"{decoder.get('precision')}{method} + {vision.get('precision')} vision", size
+    )
 
 
-def resolve_variants(specs: list[str], reference: Path, *, dtype: str,
-                     allow_different_source: bool = False) -> list[Variant]:
+def resolve_variants(
+    specs: list[str], reference: Path, *, dtype: str, allow_different_source: bool = False
+) -> list[Variant]:
     """Variants in command-line order, with unique names; a reference variant sees what the first bundle sees."""
     if not specs:
         raise EdgekitError("give at least one VARIANT: a bundle directory, or 'reference'")
@@ -104,15 +117,21 @@ def resolve_variants(specs: list[str], reference: Path, *, dtype: str,
         if spec == REFERENCE_WORD or (path.exists() and path.resolve() == reference.resolve()):
             continue
         if not path.is_dir():
-            raise EdgekitError(f"{spec}: no such bundle directory (a VARIANT is a bundle directory or '{REFERENCE_WORD}')")
-        bundles[spec] = bundle_variant(path, reference, _unique(path.resolve().name, names),
-                                       allow_different_source=allow_different_source)
+            raise EdgekitError(
+                f"{spec}: no such bundle directory (a VARIANT is a bundle directory or '{REFERENCE_WORD}')"
+            )
+        bundles[spec] = bundle_variant(
+            path, reference, _unique(path.resolve().name, names), allow_different_source=allow_different_source
+        )
     first = next(iter(bundles.values()), None)
     inputs = first.inputs if first else InputSpec(None, 1)
     out = []
     for spec in specs:
-        out.append(bundles[spec] if spec in bundles
-                   else reference_variant(reference, dtype=dtype, inputs=inputs, name=_unique("reference (as variant)", names)))
+        out.append(
+            bundles[spec]
+            if spec in bundles
+            else reference_variant(reference, dtype=dtype, inputs=inputs, name=_unique("reference (as variant)", names))
+        )
     return out
 
 
@@ -131,7 +150,9 @@ def check_memory(variants: list[Variant], reference_bytes: int) -> dict:
     need = (reference_bytes + sum(v.weight_bytes for v in variants)) / 1e9 + WORKER_OVERHEAD_GB * (len(variants) + 1)
     available = psutil.virtual_memory().available / 1e9
     if need > available:
-        raise EdgekitError(f"the reference and {len(variants)} variant(s) need about {need:.1f} GB loaded together, "
-                           f"but {available:.1f} GB is available; benchmark fewer variants per run, or use "
-                           "--reference-dtype bfloat16")
+        raise EdgekitError(
+            f"the reference and {len(variants)} variant(s) need about {need:.1f} GB loaded together, "
+            f"but {available:.1f} GB is available; benchmark fewer variants per run, or use "
+            "--reference-dtype bfloat16"
+        )
     return {"estimated_gb": round(need, 2), "available_gb": round(available, 2)}

@@ -80,7 +80,9 @@ def _serve(conn, spec: WorkerSpec) -> None:
     try:
         t0 = time.perf_counter()
         pipe, threads = _open(spec)
-        conn.send((True, {"load_s": time.perf_counter() - t0, "backend": pipe.backend, "threads": threads, **_memory()}))
+        conn.send(
+            (True, {"load_s": time.perf_counter() - t0, "backend": pipe.backend, "threads": threads, **_memory()})
+        )
     except BaseException as e:  # noqa: BLE001 - everything goes back to the parent as one message
         conn.send((False, _describe(e)))
         return
@@ -99,8 +101,13 @@ def _serve(conn, spec: WorkerSpec) -> None:
 def _handle(pipe, op: str, p: dict):
     if op == "answer":
         t0 = time.perf_counter()
-        a = pipe.answer(p["question"], p["images"], think=p["think"], max_new_tokens=p["max_new_tokens"],
-                        stop_at_end=p.get("stop_at_end", True))
+        a = pipe.answer(
+            p["question"],
+            p["images"],
+            think=p["think"],
+            max_new_tokens=p["max_new_tokens"],
+            stop_at_end=p.get("stop_at_end", True),
+        )
         return {**asdict(a), "worker_s": time.perf_counter() - t0}
     if op == "teacher":
         return pipe.teacher_logits(p["question"], p["images"], think=p["think"], answer_ids=p["answer_ids"])
@@ -157,5 +164,7 @@ class Worker:
         self._conn.close()
 
 
-def spec_for(kind: str, path: Path, *, threads: int | None, dtype: str = "float32", env: dict | None = None) -> WorkerSpec:
+def spec_for(
+    kind: str, path: Path, *, threads: int | None, dtype: str = "float32", env: dict | None = None
+) -> WorkerSpec:
     return WorkerSpec(kind, str(path), threads, dtype, tuple(sorted((env or {}).items())))

@@ -17,8 +17,14 @@ from typing import Callable
 from edgekit.bundle.build_config import BuildConfig, ResolvedBuild, resolve
 from edgekit.errors import EdgekitError
 
-TOKENIZER_FILES = ("config.json", "generation_config.json", "preprocessor_config.json", "tokenizer.json",
-                   "tokenizer_config.json", "chat_template.jinja")
+TOKENIZER_FILES = (
+    "config.json",
+    "generation_config.json",
+    "preprocessor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+)
 VISION_DATA = "vision/vision.onnx.data"  # the vision graph's weights, when over 2 GB (edgekit.export.onnx_files)
 
 
@@ -33,10 +39,17 @@ def _copy_tokenizer(source: Path, bundle: Path) -> list[str]:
     return out
 
 
-def build_bundle(model: str | Path, out: str | Path, config: BuildConfig,
-                 on_stage: Callable[[str, str], None] | None = None, *, allow_nonfinite: bool = False,
-                 on_progress: Callable[[str, int, int], None] | None = None,
-                 calib_cache: str | Path | None = None, device: str = "cpu") -> Path:
+def build_bundle(
+    model: str | Path,
+    out: str | Path,
+    config: BuildConfig,
+    on_stage: Callable[[str, str], None] | None = None,
+    *,
+    allow_nonfinite: bool = False,
+    on_progress: Callable[[str, int, int], None] | None = None,
+    calib_cache: str | Path | None = None,
+    device: str = "cpu",
+) -> Path:
     """Build (or resume building) a bundle for `config.target` from checkpoint `model` into `out`.
 
     `calib_cache`: where decoder calibrations are kept between builds (default: default_cache_dir()/calibration),
@@ -63,17 +76,33 @@ def build_bundle(model: str | Path, out: str | Path, config: BuildConfig,
     if config.context > ck.text.max_position:
         raise EdgekitError(f"--context {config.context}: the model's max_position_embeddings is {ck.text.max_position}")
     if config.resolution is not None and min(config.resolution) < ck.vision.patch * ck.vision.merge:
-        raise EdgekitError(f"--resolution {config.resolution[0]}x{config.resolution[1]}: each side must be at least "
-                           f"{ck.vision.patch * ck.vision.merge} px (one merged patch)")
+        raise EdgekitError(
+            f"--resolution {config.resolution[0]}x{config.resolution[1]}: each side must be at least "
+            f"{ck.vision.patch * ck.vision.merge} px (one merged patch)"
+        )
     shapes = {n: i.shape for n, i in ck.tensors.items()}
     # Fail before spending time: the plan refuses what cannot fit or is unsupported.
-    plan = make_plan(ck.text, ck.vision, shapes, target, config.precision, config.context, config.images, config.resolution,
-                     backend=backend, group_size=config.group_size, gguf_type=config.gguf_type,
-                     vision_precision=build.vision_precision, processor=load_processor_config(ck.path))
+    plan = make_plan(
+        ck.text,
+        ck.vision,
+        shapes,
+        target,
+        config.precision,
+        config.context,
+        config.images,
+        config.resolution,
+        backend=backend,
+        group_size=config.group_size,
+        gguf_type=config.gguf_type,
+        vision_precision=build.vision_precision,
+        processor=load_processor_config(ck.path),
+    )
     refuse_if_unfit(plan)
     if not ck.chat_template:
-        raise EdgekitError(f"{ck.path}: no chat template (chat_template.jinja, chat_template.json or tokenizer_config.json "
-                           "'chat_template'); copy it from the source checkpoint")
+        raise EdgekitError(
+            f"{ck.path}: no chat template (chat_template.jinja, chat_template.json or tokenizer_config.json "
+            "'chat_template'); copy it from the source checkpoint"
+        )
     from edgekit.model.chat_frames import chat_frames
 
     frames = chat_frames(ck.chat_template)  # renders it now (bounded): a broken template fails before any stage
@@ -84,7 +113,16 @@ def build_bundle(model: str | Path, out: str | Path, config: BuildConfig,
 
     runner = StageRunner(out, on_stage)
     try:
-        return _run_stages(runner, ck, build, plan, Path(calib_cache or default_calib_cache()), frames, on_progress or (lambda what, done, total: None), torch_device)
+        return _run_stages(
+            runner,
+            ck,
+            build,
+            plan,
+            Path(calib_cache or default_calib_cache()),
+            frames,
+            on_progress or (lambda what, done, total: None),
+            torch_device,
+        )
     finally:
         runner.close()
         ck.close()
@@ -96,8 +134,16 @@ def default_calib_cache() -> Path:
     return default_cache_dir() / "calibration"
 
 
-def _run_stages(runner, ck, build: ResolvedBuild, plan, calib_dir: Path, frames: dict | None,
-                progress: Callable[[str, int, int], None], device) -> Path:
+def _run_stages(
+    runner,
+    ck,
+    build: ResolvedBuild,
+    plan,
+    calib_dir: Path,
+    frames: dict | None,
+    progress: Callable[[str, int, int], None],
+    device,
+) -> Path:
     from edgekit.atomic import write_json, write_text
     from edgekit.bundle.parts import edgellm_identity, tensorrt_decoder, vision_part
     from edgekit.bundle.manifest import MANIFEST, SCHEMA, artifact_table, seal_manifest, tool_versions, verify_bundle
@@ -114,8 +160,16 @@ def _run_stages(runner, ck, build: ResolvedBuild, plan, calib_dir: Path, frames:
     k_tok = runner.run("tokenizer", {"source": source_key}, lambda b: _copy_tokenizer(ck.path, b))
 
     def vision_stage(bundle: Path) -> list[str]:
-        vision_part(ck, bundle / "vision" / "vision.onnx", resolution, config.images, vision_precision,
-                    config.samples, runner.work, integer_kernels=integer_kernels)
+        vision_part(
+            ck,
+            bundle / "vision" / "vision.onnx",
+            resolution,
+            config.images,
+            vision_precision,
+            config.samples,
+            runner.work,
+            integer_kernels=integer_kernels,
+        )
         return ["vision/vision.onnx"] + ([VISION_DATA] if (bundle / VISION_DATA).is_file() else [])
 
     k_vis = runner.run("vision", {**base, "vision_precision": vision_precision, "resolution": resolution}, vision_stage)
@@ -132,35 +186,64 @@ def _run_stages(runner, ck, build: ResolvedBuild, plan, calib_dir: Path, frames:
             if build.calibration is not None and (config.method != "rtn" or is_qat_dir(ck.path)):
                 from edgekit.quant.calibrate import calibrate
 
-                calibrated = calibrate(ck.path, build.calibration, calib_dir, on_layer=_layer_progress(progress, config.method),
-                                       device=device)
+                calibrated = calibrate(
+                    ck.path,
+                    build.calibration,
+                    calib_dir,
+                    on_layer=_layer_progress(progress, config.method),
+                    device=device,
+                )
                 write_json(bundle / "decoder" / "calibration.json", calibrated.record)
                 outputs.append("decoder/calibration.json")
-            write_decoder_gguf(ck.path, bundle / "decoder" / "decoder.gguf", fmt, calibrated=calibrated,
-                               on_tensor=_counter(progress, "decoder tensors", len(ck.tensors)))
+            write_decoder_gguf(
+                ck.path,
+                bundle / "decoder" / "decoder.gguf",
+                fmt,
+                calibrated=calibrated,
+                on_tensor=_counter(progress, "decoder tensors", len(ck.tensors)),
+            )
             write_mmproj_gguf(ck.path, bundle / "decoder" / "mmproj.gguf", "gguf:f16")
             return outputs
 
         k_dec = runner.run("decoder", {**base, "gguf_type": fmt.type_name}, decoder_stage)
-        decoder_parts["decoder"] = {"format": "gguf", "path": "decoder/decoder.gguf", "precision": fmt.type_name,
-                                    "method": method_label(ck.path, config.method) if fmt.quantized else "none"}
+        decoder_parts["decoder"] = {
+            "format": "gguf",
+            "path": "decoder/decoder.gguf",
+            "precision": fmt.type_name,
+            "method": method_label(ck.path, config.method) if fmt.quantized else "none",
+        }
         decoder_parts["mmproj"] = {"format": "mmproj-gguf", "path": "decoder/mmproj.gguf", "precision": "f16"}
 
     if backend == "tensorrt":
         qcfg = build.calibration
 
         def decoder_stage(bundle: Path) -> list[str]:
-            return tensorrt_decoder(ck, bundle, qcfg, calib_dir, runner.work,
-                                    on_layer=_layer_progress(progress, qcfg.method if qcfg else ""), device=device)
+            return tensorrt_decoder(
+                ck,
+                bundle,
+                qcfg,
+                calib_dir,
+                runner.work,
+                on_layer=_layer_progress(progress, qcfg.method if qcfg else ""),
+                device=device,
+            )
 
-        k_dec = runner.run("decoder", {**base, "unified": qcfg.key() if qcfg else None,
-                                       "edgellm": edgellm_identity()}, decoder_stage)
-        decoder_parts["decoder"] = {"format": "modelopt-unified" if qcfg else "hf-checkpoint", "path": "decoder/unified",
-                                    "precision": config.precision, "method": method_label(ck.path, qcfg.method) if qcfg else "none",
-                                    **build.unified_identity}
+        k_dec = runner.run(
+            "decoder", {**base, "unified": qcfg.key() if qcfg else None, "edgellm": edgellm_identity()}, decoder_stage
+        )
+        decoder_parts["decoder"] = {
+            "format": "modelopt-unified" if qcfg else "hf-checkpoint",
+            "path": "decoder/unified",
+            "precision": config.precision,
+            "method": method_label(ck.path, qcfg.method) if qcfg else "none",
+            **build.unified_identity,
+        }
         if (runner.bundle / "decoder" / "edgellm_onnx").is_dir():
-            decoder_parts["decoder_onnx"] = {"format": "edgellm-onnx-dir", "path": "decoder/edgellm_onnx",
-                                             "exporter": f"tensorrt-edgellm-export --skip-visual ({edgellm_identity()})"}
+            decoder_parts["decoder_onnx"] = {
+                "format": "edgellm-onnx-dir",
+                "path": "decoder/edgellm_onnx",
+                "exporter": f"tensorrt-edgellm-export --skip-visual ({edgellm_identity()})",
+            }
 
     def engines_stage(bundle: Path) -> list[str]:
         from edgekit.bundle.engines_script import engines_script
@@ -179,22 +262,41 @@ def _run_stages(runner, ck, build: ResolvedBuild, plan, calib_dir: Path, frames:
         "target": {"name": target.name, "gpu_arch": target.gpu_arch, "backend": backend},
         "build": config.as_dict(),
         "source": {"content_hash": source_key, "files": ck.file_hashes(), **trained_from(ck.path)},
-        "model": {"text": ck.text.as_dict(), "vision": ck.vision.as_dict(), "mrope_section": list(ck.text.mrope_section),
-                  "token_ids": {"image": ids.image, "video": ids.video, "vision_start": ids.vision_start,
-                                "vision_end": ids.vision_end, "bos": ids.bos, "eos": ids.eos},
-                  "special_tokens": dict(sorted(ck.special_tokens.items()))},
+        "model": {
+            "text": ck.text.as_dict(),
+            "vision": ck.vision.as_dict(),
+            "mrope_section": list(ck.text.mrope_section),
+            "token_ids": {
+                "image": ids.image,
+                "video": ids.video,
+                "vision_start": ids.vision_start,
+                "vision_end": ids.vision_end,
+                "bos": ids.bos,
+                "eos": ids.eos,
+            },
+            "special_tokens": dict(sorted(ck.special_tokens.items())),
+        },
         "preprocessing": {**ck.preprocessor_config, "resolution": list(resolution), "images": config.images},
         "prompt": frames,  # the chat template as text frames, for hosts without Jinja
         "context": config.context,
         "tokenizer_dir": "tokenizer",
-        "parts": {"vision": {"format": "onnx", "path": "vision/vision.onnx", "precision": vision_precision,
-                             "resolution": list(resolution), "images": config.images,
-                             **({"external_data": VISION_DATA} if (runner.bundle / VISION_DATA).is_file() else {}),
-                             **({"fp32_blocks": read_fp32_blocks(runner.bundle / "vision/vision.onnx")}
-                                if vision_precision == "fp16" else {}),
-                             **({"int8_graph": "integer" if integer_kernels else "qdq"}
-                                if vision_precision == "int8" else {})},
-                  **decoder_parts},
+        "parts": {
+            "vision": {
+                "format": "onnx",
+                "path": "vision/vision.onnx",
+                "precision": vision_precision,
+                "resolution": list(resolution),
+                "images": config.images,
+                **({"external_data": VISION_DATA} if (runner.bundle / VISION_DATA).is_file() else {}),
+                **(
+                    {"fp32_blocks": read_fp32_blocks(runner.bundle / "vision/vision.onnx")}
+                    if vision_precision == "fp16"
+                    else {}
+                ),
+                **({"int8_graph": "integer" if integer_kernels else "qdq"} if vision_precision == "int8" else {}),
+            },
+            **decoder_parts,
+        },
         "calibration": _calibration_record(runner.bundle / "decoder" / "calibration.json"),
         "plan": plan.as_dict(),
         "artifacts": artifact_table(runner.bundle),
@@ -204,14 +306,17 @@ def _run_stages(runner, ck, build: ResolvedBuild, plan, calib_dir: Path, frames:
     try:
         sealed = seal_manifest(manifest)
     except ValueError as e:  # no canonical form: NaN or a huge integer, e.g. from preprocessor_config.json
-        raise EdgekitError(f"{ck.path}: the bundle manifest cannot be sealed ({e}); check preprocessor_config.json "
-                           "for NaN, infinities or integers beyond 2^53") from None
+        raise EdgekitError(
+            f"{ck.path}: the bundle manifest cannot be sealed ({e}); check preprocessor_config.json "
+            "for NaN, infinities or integers beyond 2^53"
+        ) from None
     write_json(runner.bundle / MANIFEST, sealed)
     # The previous bundle at --out is replaced only by one that verifies (hashes, seal, every part loads).
     report = verify_bundle(runner.bundle, deep=True)
     if not report.ok:
-        raise EdgekitError(f"the new bundle does not verify, so {runner.out} was left as it was: {report.errors[0]}",
-                           exit_code=1)
+        raise EdgekitError(
+            f"the new bundle does not verify, so {runner.out} was left as it was: {report.errors[0]}", exit_code=1
+        )
     return runner.finish()
 
 
@@ -226,6 +331,7 @@ def _counter(progress: Callable[[str, int, int], None], what: str, total: int):
     def step(_item) -> None:
         done[0] += 1
         progress(what, done[0], max(total, done[0]))
+
     return step
 
 

@@ -48,6 +48,7 @@ class BuildConfig:
 
     def validate(self) -> None:
         """Every option's type and range, before the first stage runs (one line naming the option)."""
+
         def whole(name: str, value, lo: int, hi: int) -> None:
             if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
                 raise EdgekitError(f"--{name.replace('_', '-')} {value!r}: must be a whole number from {lo} to {hi}")
@@ -61,7 +62,9 @@ class BuildConfig:
         if self.gguf_type is not None:
             decoder_format(self.precision, "gguf", gguf_type=self.gguf_type)  # one line naming the choices
         if self.vision_precision is not None and self.vision_precision not in VISION_PRECISIONS:
-            raise EdgekitError(f"--vision-precision {self.vision_precision!r}: choose one of {', '.join(VISION_PRECISIONS)}")
+            raise EdgekitError(
+                f"--vision-precision {self.vision_precision!r}: choose one of {', '.join(VISION_PRECISIONS)}"
+            )
         if self.group_size not in GROUP_SIZES:
             raise EdgekitError(f"--group-size {self.group_size!r}: choose one of {', '.join(map(str, GROUP_SIZES))}")
         whole("context", self.context, 1, MAX_CONTEXT)
@@ -95,17 +98,22 @@ def decoder_calibration(config: BuildConfig, backend: str):
     common = {"grid": fmt.grid_name, "samples": config.samples, "n_samples": config.calib_n, "seed": config.seed}
     if backend == "tensorrt" and fmt.name == "int8:channel":  # W8A8 SmoothQuant
         if m not in ("smoothquant", "rtn"):
-            raise EdgekitError(f"--precision w8a8 is SmoothQuant: use --method smoothquant (or rtn for no smoothing), not {m}")
+            raise EdgekitError(
+                f"--precision w8a8 is SmoothQuant: use --method smoothquant (or rtn for no smoothing), not {m}"
+            )
         return QuantConfig(method="smoothquant", alpha=0.5 if m == "smoothquant" else 0.0, **common)
     if m == "smoothquant" and not fmt.quantizes_activations:
-        raise EdgekitError(f"--method smoothquant is for formats whose activations TensorRT quantizes (--precision "
-                           f"w8a8, fp8, nvfp4 on --backend tensorrt), not {fmt.name}")
+        raise EdgekitError(
+            f"--method smoothquant is for formats whose activations TensorRT quantizes (--precision "
+            f"w8a8, fp8, nvfp4 on --backend tensorrt), not {fmt.name}"
+        )
     return QuantConfig(method=m, **common)
 
 
 @dataclass(frozen=True)
 class ResolvedBuild:
     """A config on its target, decided once: every stage, the plan and the manifest read this."""
+
     config: BuildConfig  # with the method filled in (what the manifest and the stage keys record)
     target: object  # edgekit.targets.Target
     backend: str
@@ -137,5 +145,12 @@ def resolve(config: BuildConfig, target) -> ResolvedBuild:
     decoder, calibration = config.decoder_format(backend), decoder_calibration(config, backend)
     vision = config.vision_precision or vision_precision_for(config.precision, target.family)
     scales = decoder is not None and (decoder.input_scale_range is not None or config.precision == "w8a8")
-    return ResolvedBuild(config, target, backend, decoder, calibration, vision,
-                         needs_samples=config.method != "rtn" or vision == "int8" or scales)
+    return ResolvedBuild(
+        config,
+        target,
+        backend,
+        decoder,
+        calibration,
+        vision,
+        needs_samples=config.method != "rtn" or vision == "int8" or scales,
+    )

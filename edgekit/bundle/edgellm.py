@@ -74,7 +74,9 @@ def check_int4_export(onnx_path: Path, unified_dir: Path) -> dict:
         scale_init = inits.get(node.input[2])
         if scale_init is None:
             raise EdgekitError(f"{onnx_path}: {node.name} has no scale initializer")
-        got = numpy_helper.to_array(scale_init, base_dir=str(onnx_path.parent)).astype(np.float32).T  # [K/g, N] -> [N, K/g]
+        got = (
+            numpy_helper.to_array(scale_init, base_dir=str(onnx_path.parent)).astype(np.float32).T
+        )  # [K/g, N] -> [N, K/g]
         want = uc.unpack(name)[1]["scale"].numpy()
         if got.shape != want.shape or not np.array_equal(got, want):
             raise EdgekitError(f"{onnx_path}: {name}: the plugin's scales differ from edgekit's")
@@ -87,8 +89,12 @@ def _graph(onnx_path: Path) -> tuple:
     import onnx
 
     model = onnx.load(str(onnx_path), load_external_data=False)
-    return (model, {i.name: i for i in model.graph.initializer}, str(onnx_path.parent),
-            {o: n for n in model.graph.node for o in n.output})
+    return (
+        model,
+        {i.name: i for i in model.graph.initializer},
+        str(onnx_path.parent),
+        {o: n for n in model.graph.node for o in n.output},
+    )
 
 
 def _hf_name(onnx_name: str) -> str:
@@ -106,7 +112,9 @@ def check_int8_export(onnx_path: Path, unified_dir: Path) -> dict:
 
     model, inits, base, _ = _graph(onnx_path)
     array = lambda name: numpy_helper.to_array(inits[name], base_dir=base)  # noqa: E731
-    weight_dq = {_hf_name(n.input[0]): n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+    weight_dq = {
+        _hf_name(n.input[0]): n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+    }
     act_q = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
     uc = open_unified(unified_dir)
     for name in uc.linear_names():
@@ -115,7 +123,9 @@ def check_int8_export(onnx_path: Path, unified_dir: Path) -> dict:
             raise EdgekitError(f"{onnx_path}: no INT8 DequantizeLinear for {name} (exported unquantized?)")
         codes, params = uc.unpack(name)
         scale = params["scale"]
-        if not np.array_equal(array(node.input[0]), codes.numpy()) or not np.array_equal(array(node.input[1]), scale.numpy()):
+        if not np.array_equal(array(node.input[0]), codes.numpy()) or not np.array_equal(
+            array(node.input[1]), scale.numpy()
+        ):
             raise EdgekitError(f"{onnx_path}: {name}: INT8 codes or scales differ from edgekit's")
     for node in act_q:
         module = _hf_name(node.input[1]).removesuffix(".input_scale")
@@ -139,8 +149,13 @@ def check_nvfp4_export(onnx_path: Path, unified_dir: Path) -> dict:
     from edgekit.export.modelopt_reader import open_unified
 
     model, inits, base, producers = _graph(onnx_path)
-    weight_dq = {_hf_name(n.input[0]): n for n in model.graph.node if n.op_type == "DequantizeLinear"
-                 and n.input[0] in inits and inits[n.input[0]].data_type == onnx.TensorProto.FLOAT4E2M1}
+    weight_dq = {
+        _hf_name(n.input[0]): n
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear"
+        and n.input[0] in inits
+        and inits[n.input[0]].data_type == onnx.TensorProto.FLOAT4E2M1
+    }
     act_q = [n for n in model.graph.node if (n.domain, n.op_type) == FP4_ACTIVATION_QUANT]
     uc = open_unified(unified_dir)
     for name in uc.linear_names():
@@ -151,15 +166,20 @@ def check_nvfp4_export(onnx_path: Path, unified_dir: Path) -> dict:
         scale_dq = producers.get(node.input[1])
         if attrs.get("block_size") != 16 or scale_dq is None or scale_dq.op_type != "DequantizeLinear":
             raise EdgekitError(f"{onnx_path}: {name}: not FP4 blocks of 16 under a dequantized FP8 scale")
-        want = {node.input[0]: uc.get(name), scale_dq.input[0]: uc.get(name + "_scale"),
-                scale_dq.input[1]: uc.get(name + "_scale_2")}
+        want = {
+            node.input[0]: uc.get(name),
+            scale_dq.input[0]: uc.get(name + "_scale"),
+            scale_dq.input[1]: uc.get(name + "_scale_2"),
+        }
         for init_name, tensor in want.items():
             if init_name not in inits or _initializer_bytes(inits[init_name], base) != _tensor_bytes(tensor):
                 raise EdgekitError(f"{onnx_path}: {name}: {_hf_name(init_name)} differs from edgekit's bytes")
     if not uc.layout.activation_scale and act_q:  # Edge-LLM 0.11 maps every *FP4* quant_algo to W4A4
-        raise EdgekitError(f"{onnx_path}: {len(act_q)} FP4 activation quantizers in a {uc.algo} export: Edge-LLM runs "
-                           "weight-only NVFP4 as W4A4 with its default input scale (1.0); write NVFP4 with calibrated "
-                           "input scales (edgekit build --precision nvfp4 --backend tensorrt does)")
+        raise EdgekitError(
+            f"{onnx_path}: {len(act_q)} FP4 activation quantizers in a {uc.algo} export: Edge-LLM runs "
+            "weight-only NVFP4 as W4A4 with its default input scale (1.0); write NVFP4 with calibrated "
+            "input scales (edgekit build --precision nvfp4 --backend tensorrt does)"
+        )
     if uc.layout.activation_scale:
         if not act_q:
             raise EdgekitError(f"{onnx_path}: no FP4 activation quantization: the export is weight-only, not W4A4")
@@ -167,8 +187,14 @@ def check_nvfp4_export(onnx_path: Path, unified_dir: Path) -> dict:
         for node in act_q:
             got = float(numpy_helper.to_array(inits[node.input[1]], base_dir=base)) if node.input[1] in inits else None
             if got not in scales:
-                raise EdgekitError(f"{onnx_path}: {node.name}: activation scale {got} is none of edgekit's input scales")
-    return {"fp4_weight_dq": len(weight_dq), "fp4_activation_q": len(act_q), "quantized_linears": len(uc.linear_names())}
+                raise EdgekitError(
+                    f"{onnx_path}: {node.name}: activation scale {got} is none of edgekit's input scales"
+                )
+    return {
+        "fp4_weight_dq": len(weight_dq),
+        "fp4_activation_q": len(act_q),
+        "quantized_linears": len(uc.linear_names()),
+    }
 
 
 def check_fp8_export(onnx_path: Path, unified_dir: Path) -> dict:
@@ -188,8 +214,13 @@ def check_fp8_export(onnx_path: Path, unified_dir: Path) -> dict:
     for n in model.graph.node:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
-    weight_dq = {_hf_name(n.input[0]): n for n in model.graph.node if n.op_type == "DequantizeLinear"
-                 and n.input[0] in inits and inits[n.input[0]].data_type == onnx.TensorProto.FLOAT8E4M3FN}
+    weight_dq = {
+        _hf_name(n.input[0]): n
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear"
+        and n.input[0] in inits
+        and inits[n.input[0]].data_type == onnx.TensorProto.FLOAT8E4M3FN
+    }
     scalar = lambda name: float(numpy_helper.to_array(inits[name], base_dir=base)) if name in inits else None  # noqa: E731
     uc = open_unified(unified_dir)
     quantizers = set()
@@ -208,8 +239,11 @@ def check_fp8_export(onnx_path: Path, unified_dir: Path) -> dict:
         if scalar(act_q.input[1]) != want or scalar(act_dq.input[1]) != want:
             raise EdgekitError(f"{onnx_path}: {name}: activation scale is not edgekit's input scale for it")
         quantizers.add(act_q.name)
-    return {"fp8_weight_dq": len(weight_dq), "activation_q": len(quantizers),
-            "quantized_linears": len(uc.linear_names())}
+    return {
+        "fp8_weight_dq": len(weight_dq),
+        "activation_q": len(quantizers),
+        "quantized_linears": len(uc.linear_names()),
+    }
 
 
 _PASS_THROUGH = ("Transpose", "Cast", "Reshape", "Identity")  # ops between a (de)quantizer and its MatMul
@@ -269,12 +303,18 @@ def check_export(onnx_path: Path, unified_dir: Path) -> str:
         return f"{r['int4_plugin_nodes']} Int4GroupwiseGemmPluginV2 nodes, scales equal edgekit's"
     if exported_as == "fp4_qdq":
         r = check_nvfp4_export(onnx_path, unified_dir)
-        return (f"{r['fp4_weight_dq']} FP4 weight DequantizeLinear (codes and FP8/FP32 scales equal edgekit's), "
-                f"{r['fp4_activation_q']} FP4 activation quantizers with edgekit's input scales")
+        return (
+            f"{r['fp4_weight_dq']} FP4 weight DequantizeLinear (codes and FP8/FP32 scales equal edgekit's), "
+            f"{r['fp4_activation_q']} FP4 activation quantizers with edgekit's input scales"
+        )
     if exported_as == "fp8_qdq":
         r = check_fp8_export(onnx_path, unified_dir)
-        return (f"{r['fp8_weight_dq']} FP8 weight DequantizeLinear (bytes and scales equal edgekit's), "
-                f"{r['activation_q']} FP8 activation QuantizeLinear with edgekit's input scales")
+        return (
+            f"{r['fp8_weight_dq']} FP8 weight DequantizeLinear (bytes and scales equal edgekit's), "
+            f"{r['activation_q']} FP8 activation QuantizeLinear with edgekit's input scales"
+        )
     r = check_int8_export(onnx_path, unified_dir)
-    return (f"{r['int8_weight_dq']} INT8 weight DequantizeLinear (codes and scales equal edgekit's), "
-            f"{r['activation_q']} activation QuantizeLinear with edgekit's scales")
+    return (
+        f"{r['int8_weight_dq']} INT8 weight DequantizeLinear (codes and scales equal edgekit's), "
+        f"{r['activation_q']} activation QuantizeLinear with edgekit's scales"
+    )

@@ -84,9 +84,13 @@ echo "engines in $ENGINES"
 
 def engines_script(target, backend: str, config, plan) -> str:
     sm = target.gpu_arch.removeprefix("sm_") if target.is_nvidia else ""
-    text = HEADER.format(target=target.name, gpu_arch=target.gpu_arch, backend=backend, precision=config.precision, sm=sm)
+    text = HEADER.format(
+        target=target.name, gpu_arch=target.gpu_arch, backend=backend, precision=config.precision, sm=sm
+    )
     if not target.is_nvidia:
-        text = text.replace('if [ "${EDGEKIT_SKIP_ARCH_CHECK:-0}" != "1" ]; then', 'if false; then  # CPU target: no GPU to check')
+        text = text.replace(
+            'if [ "${EDGEKIT_SKIP_ARCH_CHECK:-0}" != "1" ]; then', "if false; then  # CPU target: no GPU to check"
+        )
         return text + _gguf(config, plan) + FOOTER
     int8 = plan.vision_precision == "int8"
     # Explicit quantization: QDQ nodes carry the scales; --int8 lets TensorRT pick INT8 kernels for them.

@@ -57,8 +57,10 @@ def walk_bundle(bundle: Path) -> tuple[list[str], list[str]]:
             rel = (Path(root) / name).relative_to(top).as_posix()
             mode = os.lstat(name, dir_fd=root_fd).st_mode
             if stat.S_ISLNK(mode):
-                problems.append(f"{rel}: is a symbolic link (to {os.readlink(name, dir_fd=root_fd)}); "
-                                "a sealed bundle holds no links")
+                problems.append(
+                    f"{rel}: is a symbolic link (to {os.readlink(name, dir_fd=root_fd)}); "
+                    "a sealed bundle holds no links"
+                )
             elif stat.S_ISREG(mode):
                 if rel != MANIFEST:
                     files.append(rel)
@@ -156,8 +158,10 @@ def _parse_manifest(data: bytes, where: Path) -> dict:
     if not isinstance(manifest, dict):
         raise EdgekitError(f"{where}: corrupt manifest (not a JSON object)")
     if manifest.get("schema") in OLDER_SCHEMAS:
-        raise EdgekitError(f"{where}: schema {manifest['schema']} was written by an older edgekit (its seal is "
-                           "weaker); rebuild the bundle")
+        raise EdgekitError(
+            f"{where}: schema {manifest['schema']} was written by an older edgekit (its seal is "
+            "weaker); rebuild the bundle"
+        )
     if manifest.get("schema") != SCHEMA:
         raise EdgekitError(f"{where}: unknown schema {str(manifest.get('schema'))[:80]!r}; this edgekit reads {SCHEMA}")
     for key in ("artifacts", "parts", "model", "target"):
@@ -172,8 +176,9 @@ def _read_manifest_at(bundle: Path, root_fd: int) -> dict:
         fd = open_beneath(root_fd, MANIFEST, label=str(path))
     except EdgekitError as e:
         if "file not found" in e.message:
-            raise EdgekitError(f"{path}: missing; this is not a complete bundle (a build that was interrupted never "
-                               "writes it)") from None
+            raise EdgekitError(
+                f"{path}: missing; this is not a complete bundle (a build that was interrupted never writes it)"
+            ) from None
         raise
     try:
         return _parse_manifest(read_fd(fd, max_bytes=MAX_MANIFEST_BYTES, label=str(path)), path)
@@ -202,8 +207,11 @@ def structure_errors(manifest: dict) -> list[str]:
         err = relpath_error(rel, "artifacts")
         if err:
             errors.append(err)
-        elif (not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str)
-              or not _whole(entry.get("size"), 0, 1 << 50)):
+        elif (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("sha256"), str)
+            or not _whole(entry.get("size"), 0, 1 << 50)
+        ):
             errors.append(f"artifacts: entry for {rel!r} needs a sha256 string and a whole size in bytes")
 
     def listed(rel: str, directory: bool) -> bool:
@@ -234,8 +242,9 @@ def structure_errors(manifest: dict) -> list[str]:
         max_position = 1 << 24
     context = manifest.get("context")
     if not _whole(context, 1, max_position):
-        errors.append(f"context: {context!r} must be a whole number from 1 to the model's max_position "
-                      f"({max_position})")
+        errors.append(
+            f"context: {context!r} must be a whole number from 1 to the model's max_position ({max_position})"
+        )
     pre = manifest.get("preprocessing")
     res = pre.get("resolution") if isinstance(pre, dict) else None
     if not (isinstance(res, list) and len(res) == 2 and all(_whole(x, 1, MAX_SIDE) for x in res)):

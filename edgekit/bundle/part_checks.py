@@ -19,8 +19,9 @@ def check_part(opened, part: dict) -> str:
         from edgekit.export.onnx_files import check_graph_bytes
 
         data = part.get("external_data")
-        nodes = check_graph_bytes(opened.read(rel, max_bytes=2 << 30), Path(rel).name,
-                                  os.fstat(opened.fd(data)).st_size if data else None)
+        nodes = check_graph_bytes(
+            opened.read(rel, max_bytes=2 << 30), Path(rel).name, os.fstat(opened.fd(data)).st_size if data else None
+        )
         return f"{rel}: onnx.checker (full) ok, {nodes} nodes, no Loop/If" + (f", weights in {data}" if data else "")
     if fmt in ("gguf", "mmproj-gguf"):
         from gguf import GGUFReader
@@ -61,4 +62,3 @@ def _check_edgellm_onnx(bundle: Path, part: dict) -> str:
         return f"{part['path']}: {check_export(onnx_path, unified)}"
     model = onnx.load(str(onnx_path), load_external_data=False)
     return f"{part['path']}: onnx loads, {len(model.graph.node)} nodes"
-

@@ -12,8 +12,16 @@ VISION_CALIBRATION = "percentile"
 VISION_CALIB_IMAGES = 16
 
 
-def vision_part(ck, out: Path, resolution: tuple[int, int], images: int, precision: str, samples: str, work: Path,
-                integer_kernels: bool = False) -> dict:
+def vision_part(
+    ck,
+    out: Path,
+    resolution: tuple[int, int],
+    images: int,
+    precision: str,
+    samples: str,
+    work: Path,
+    integer_kernels: bool = False,
+) -> dict:
     """The vision tower as ONNX at one resolution; INT8 is calibrated on the samples' calib split, as a QDQ graph
     (TensorRT) or, with `integer_kernels` (CPU targets), that graph on ONNX Runtime's integer MatMuls."""
     from edgekit.export.calibration_images import patch_batches

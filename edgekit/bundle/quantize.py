@@ -47,7 +47,9 @@ class QuantizeConfig:
         """Refuse combinations before any calibration work."""
         fmt = self.format
         if fmt.container != "gguf" and out.suffix == ".gguf":
-            raise EdgekitError(f"{fmt.name} is written as a ModelOpt unified checkpoint directory: give --out DIR, not {out}")
+            raise EdgekitError(
+                f"{fmt.name} is written as a ModelOpt unified checkpoint directory: give --out DIR, not {out}"
+            )
         if (self.mixed or self.lm_head or self.embeddings) and fmt.container != "gguf":
             raise EdgekitError("--budget-bits, --edge-layers, --lm-head and --embeddings apply to GGUF formats")
 
@@ -62,14 +64,23 @@ def candidate_formats(text: str) -> tuple[Format, ...]:
 def calibration_config(cfg: QuantizeConfig, overrides: tuple = ()):
     from edgekit.quant.calibrate import QuantConfig
 
-    return QuantConfig(method=cfg.method, grid=cfg.format.grid_name, samples=cfg.samples, n_samples=cfg.n_samples,
-                       damp=cfg.damp, act_order=cfg.act_order, weighted_fit=cfg.weighted_fit, alpha=cfg.alpha,
-                       seed=cfg.seed,
-                       grid_overrides=tuple(overrides))
+    return QuantConfig(
+        method=cfg.method,
+        grid=cfg.format.grid_name,
+        samples=cfg.samples,
+        n_samples=cfg.n_samples,
+        damp=cfg.damp,
+        act_order=cfg.act_order,
+        weighted_fit=cfg.weighted_fit,
+        alpha=cfg.alpha,
+        seed=cfg.seed,
+        grid_overrides=tuple(overrides),
+    )
 
 
-def mixed_overrides(model: Path, cfg: QuantizeConfig, progress: Progress | None = None,
-                    device=None) -> tuple[tuple, dict]:
+def mixed_overrides(
+    model: Path, cfg: QuantizeConfig, progress: Progress | None = None, device=None
+) -> tuple[tuple, dict]:
     """Measure sensitivity and choose a format per linear group: (QuantConfig.grid_overrides, report)."""
     from edgekit.model.checkpoint import open_checkpoint
     from edgekit.quant.mixed import average_bits, choose_grids, fixed_edge_layers, measure_sensitivity
@@ -77,14 +88,24 @@ def mixed_overrides(model: Path, cfg: QuantizeConfig, progress: Progress | None 
     edge_fmt = cfg.edge_format or parse("gguf:q8_0")
     formats = sorted({cfg.format, edge_fmt, *cfg.candidates}, key=lambda f: f.name)
     edge = fixed_edge_layers(open_checkpoint(model).text.num_layers, cfg.edge_layers)
-    groups = measure_sensitivity(model, formats, cfg.samples, min(cfg.n_samples, 16),
-                                 on_layer=(lambda i, t: progress("sensitivity", "sensitivity", i + 1, t)) if progress else None,
-                                 device=device)
+    groups = measure_sensitivity(
+        model,
+        formats,
+        cfg.samples,
+        min(cfg.n_samples, 16),
+        on_layer=(lambda i, t: progress("sensitivity", "sensitivity", i + 1, t)) if progress else None,
+        device=device,
+    )
     choice = choose_grids(groups, cfg.budget_bits, cfg.format.name, edge, edge_fmt.name if cfg.edge_layers else None)
     counts = {g: sum(1 for v in choice.values() if v == g) for g in sorted(set(choice.values()))}
-    report = {"budget_bits": cfg.budget_bits, "average_bits": average_bits(groups, choice), "edge_layers": cfg.edge_layers,
-              "formats_per_group": counts, "choice": dict(sorted(choice.items())),
-              "sensitivity": {g.key: g.error for g in groups}}
+    report = {
+        "budget_bits": cfg.budget_bits,
+        "average_bits": average_bits(groups, choice),
+        "edge_layers": cfg.edge_layers,
+        "formats_per_group": counts,
+        "choice": dict(sorted(choice.items())),
+        "sensitivity": {g.key: g.error for g in groups},
+    }
     return tuple(sorted((k, v) for k, v in choice.items() if v != cfg.format.name)), report
 
 
@@ -102,15 +123,34 @@ def claim_outputs(model: Path, out: Path, cfg: QuantizeConfig, cache: Path, *, f
         claim_file(out, inputs, force=force, ours=is_edgekit_gguf)
         claim_file(report, inputs, force=force, ours=is_json_with_schema(REPORT_SCHEMA))
         return report
-    fixed = {"config.json", "hf_quant_config.json", "model.safetensors", "model.safetensors.index.json", DIGEST_FILE,
-             "quantization.json", *EXTRA_FILES}
-    claim_dir(out, inputs, what="unified checkpoint",
-              ours=lambda name: name in fixed or (name.startswith("model-") and name.endswith(".safetensors")))
+    fixed = {
+        "config.json",
+        "hf_quant_config.json",
+        "model.safetensors",
+        "model.safetensors.index.json",
+        DIGEST_FILE,
+        "quantization.json",
+        *EXTRA_FILES,
+    }
+    claim_dir(
+        out,
+        inputs,
+        what="unified checkpoint",
+        ours=lambda name: name in fixed or (name.startswith("model-") and name.endswith(".safetensors")),
+    )
     return out / "quantization.json"
 
 
-def quantize(model: str | Path, out: str | Path, cfg: QuantizeConfig, cache: str | Path,
-             progress: Progress | None = None, *, force: bool = False, device: str = "cpu") -> dict:
+def quantize(
+    model: str | Path,
+    out: str | Path,
+    cfg: QuantizeConfig,
+    cache: str | Path,
+    progress: Progress | None = None,
+    *,
+    force: bool = False,
+    device: str = "cpu",
+) -> dict:
     """Calibrate, (evaluate,) write `out`; returns the report (also written as JSON beside the output). force: replace
     an existing output file that edgekit did not write (never an input). device: where the torch work runs."""
     from edgekit.atomic import write_json
@@ -124,20 +164,35 @@ def quantize(model: str | Path, out: str | Path, cfg: QuantizeConfig, cache: str
     report_path = claim_outputs(model, out, cfg, Path(cache), force=force)
     overrides, mixed_report = mixed_overrides(model, cfg, progress, device) if cfg.mixed else ((), None)
     qcfg = calibration_config(cfg, overrides)
-    result = calibrate(model, qcfg, cache,
-                       on_layer=(lambda i, t, status: progress("calibrate", f"{cfg.method} on {cfg.format.name}: layer {i} "
-                                                               f"{status}", i + 1, t)) if progress else None,
-                       device=device)
+    result = calibrate(
+        model,
+        qcfg,
+        cache,
+        on_layer=(
+            lambda i, t, status: progress(
+                "calibrate", f"{cfg.method} on {cfg.format.name}: layer {i} {status}", i + 1, t
+            )
+        )
+        if progress
+        else None,
+        device=device,
+    )
     errors = result.layer_errors
-    report = {"schema": REPORT_SCHEMA, "method": cfg.method, "grid": cfg.format.name, "calibration": result.record,
-              "mixed_precision": mixed_report,
-              "layer_errors": dict(sorted(errors.items())),
-              "worst_layers": dict(sorted(errors.items(), key=lambda kv: -kv[1])[:8])}
+    report = {
+        "schema": REPORT_SCHEMA,
+        "method": cfg.method,
+        "grid": cfg.format.name,
+        "calibration": result.record,
+        "mixed_precision": mixed_report,
+        "layer_errors": dict(sorted(errors.items())),
+        "worst_layers": dict(sorted(errors.items(), key=lambda kv: -kv[1])[:8]),
+    }
     if cfg.evaluate:
         from edgekit.quant.evaluate import kl_against_reference
 
-        report["fidelity"] = kl_against_reference(model, {cfg.method: result}, qcfg, n_eval=cfg.evaluate,
-                                                  device=device)[cfg.method]
+        report["fidelity"] = kl_against_reference(
+            model, {cfg.method: result}, qcfg, n_eval=cfg.evaluate, device=device
+        )[cfg.method]
     if cfg.format.container == "gguf":
         from edgekit.export.gguf import write_decoder_gguf
         from edgekit.quant.mixed import linear_type_overrides

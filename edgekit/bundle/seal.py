@@ -71,10 +71,16 @@ def check_seal(manifest: dict) -> list[str]:
     except (TypeError, ValueError):
         sealed = {}
     current = {tuple(path): digest for path, digest in now["fields"]}
-    errors = [f"manifest field {json_pointer(list(p))} was edited after the build (it differs from the seal)"
-              for p in sorted(set(sealed) & set(current)) if sealed[p] != current[p]]
-    errors += [f"manifest field {json_pointer(list(p))} was added after the build"
-               for p in sorted(set(current) - set(sealed))]
-    errors += [f"manifest field {json_pointer(list(p))} was removed after the build"
-               for p in sorted(set(sealed) - set(current))]
+    errors = [
+        f"manifest field {json_pointer(list(p))} was edited after the build (it differs from the seal)"
+        for p in sorted(set(sealed) & set(current))
+        if sealed[p] != current[p]
+    ]
+    errors += [
+        f"manifest field {json_pointer(list(p))} was added after the build" for p in sorted(set(current) - set(sealed))
+    ]
+    errors += [
+        f"manifest field {json_pointer(list(p))} was removed after the build"
+        for p in sorted(set(sealed) - set(current))
+    ]
     return errors or ["manifest seal: it does not match the manifest (the seal itself was edited)"]

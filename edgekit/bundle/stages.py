@@ -65,12 +65,15 @@ def claim_out(out: Path) -> None:
     if not out.is_dir():
         raise EdgekitError(f"--out {out}: exists and is not a directory; choose another --out")
     if os.path.ismount(out):
-        raise EdgekitError(f"--out {out}: is a mount point; a build replaces its --out by renaming, "
-                           "so give a directory inside it")
+        raise EdgekitError(
+            f"--out {out}: is a mount point; a build replaces its --out by renaming, so give a directory inside it"
+        )
     foreign = entries_not_from_a_bundle(out)
     if foreign:
-        raise EdgekitError(f"--out {out}: exists and is not an edgekit bundle (it holds {_few(foreign)}); "
-                           "choose another --out or empty it: edgekit never deletes files it did not write")
+        raise EdgekitError(
+            f"--out {out}: exists and is not an edgekit bundle (it holds {_few(foreign)}); "
+            "choose another --out or empty it: edgekit never deletes files it did not write"
+        )
 
 
 def stage_key(inputs: dict) -> str:
@@ -109,8 +112,11 @@ class StageRunner:
         except OSError as e:
             os.close(fd)
             if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise EdgekitError(f"--out {self.out}: another edgekit build is writing it right now ({work} is "
-                                   "locked); wait for it to finish or choose another --out", exit_code=1) from None
+                raise EdgekitError(
+                    f"--out {self.out}: another edgekit build is writing it right now ({work} is "
+                    "locked); wait for it to finish or choose another --out",
+                    exit_code=1,
+                ) from None
             raise
         if os.fstat(fd).st_ino != os.stat(work).st_ino:  # the other build finished and removed it meanwhile
             os.close(fd)
@@ -120,8 +126,10 @@ class StageRunner:
             return fd
         if any(work.iterdir()):
             os.close(fd)
-            raise EdgekitError(f"{work}: exists and was not made by edgekit build (it holds {_few(sorted(p.name for p in work.iterdir()))}); "
-                               "move it away and rerun")
+            raise EdgekitError(
+                f"{work}: exists and was not made by edgekit build (it holds {_few(sorted(p.name for p in work.iterdir()))}); "
+                "move it away and rerun"
+            )
         try:
             owner.write_text(OWNER_TEXT)
         except OSError as e:
@@ -162,7 +170,9 @@ class StageRunner:
             marker_path.unlink()
         self.on_stage(name, "running")
         outputs = produce(self.bundle)
-        write_json(marker_path, {"key": key, "outputs": {rel: sha256_file(self.bundle / rel) for rel in sorted(outputs)}})
+        write_json(
+            marker_path, {"key": key, "outputs": {rel: sha256_file(self.bundle / rel) for rel in sorted(outputs)}}
+        )
         self.ran.append(name)
         self.on_stage(name, "done")
         return key

@@ -81,8 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         from edgekit.atomic import write_error
 
         where = Path(e.filename) if e.filename is not None else Path("a file")
-        message = (write_error(where, e).message if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
-                   else f"{where}: {e.strerror or e}")
+        message = (
+            write_error(where, e).message
+            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+            else f"{where}: {e.strerror or e}"
+        )
         err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         code = 2
     except ClickAbort:

@@ -7,9 +7,11 @@ from edgekit.quant.formats import FORMATS, GGUF_FORMATS
 
 DEVICE_OPTION_DEFAULT = "auto"
 
-CALIBRATION_SAMPLES_HELP = ("Calibration samples: default (the real samples' calibration split when present, the "
-                            "built-in samples and generic text; docs/samples.md), built-in names (driving,embodied), "
-                            "JSONL files or folders, comma-separated.")
+CALIBRATION_SAMPLES_HELP = (
+    "Calibration samples: default (the real samples' calibration split when present, the "
+    "built-in samples and generic text; docs/samples.md), built-in names (driving,embodied), "
+    "JSONL files or folders, comma-separated."
+)
 
 
 def parse_resolution(text: str) -> tuple[int, int]:
@@ -18,6 +20,7 @@ def parse_resolution(text: str) -> tuple[int, int]:
     if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or min(int(p) for p in parts) <= 0:
         raise EdgekitError(f"--resolution {text!r}: expected WIDTHxHEIGHT in pixels, e.g. 448x448 or 1024x484")
     return int(parts[0]), int(parts[1])
+
 
 # The GGUF tensor types a decoder can be written in, as --precision / --gguf-type spell them (help text only:
 # edgekit.quant.formats.parse validates; the bare GGUF type is the gguf: format).

@@ -61,7 +61,9 @@ class Sample:
             with Image.open(self.image) as im:
                 return im.size
         except (OSError, SyntaxError, ValueError) as e:
-            raise EdgekitError(f"{self.where}: {self.image}: not a readable image ({e}); fix or remove that line") from None
+            raise EdgekitError(
+                f"{self.where}: {self.image}: not a readable image ({e}); fix or remove that line"
+            ) from None
 
     def load_image(self):
         """Decode the (first) image now: RGB PIL image, or EdgekitError naming the sample and file."""
@@ -135,7 +137,9 @@ def resolve_spec(spec: str | Path | Sequence[str | Path]) -> list[Path]:
         elif p.is_file():
             files.append(p)
         else:
-            raise EdgekitError(f"{part}: no such sample file or directory, and not a built-in set (built-in: {', '.join(BUILTIN_SETS)})")
+            raise EdgekitError(
+                f"{part}: no such sample file or directory, and not a built-in set (built-in: {', '.join(BUILTIN_SETS)})"
+            )
     return files
 
 
@@ -186,24 +190,34 @@ def validate_record(r: dict, base: Path) -> list[str]:
         out.append(f"bad split {r['split']!r} (expected calib or eval, or leave it out)")
     if "answer" not in r and r["task"] != "calibration_only":
         out.append("missing required field 'answer' (use null for calibration-only prompts)")
-    if "choices" in r and not (isinstance(r["choices"], list) and r["choices"] and all(isinstance(c, str) for c in r["choices"])):
+    if "choices" in r and not (
+        isinstance(r["choices"], list) and r["choices"] and all(isinstance(c, str) for c in r["choices"])
+    ):
         out.append(f"field 'choices' must be a non-empty list of strings, got {_short(r['choices'])}")
     if "answer_text" in r and r["answer_text"] is not None and not isinstance(r["answer_text"], str):
         out.append("field 'answer_text' must be a string")
     if "box" in r and not _is_numbers(r["box"], 4):
         out.append(f"field 'box' must be 4 numbers [x1, y1, x2, y2], got {_short(r['box'])}")
     elif "box" in r and not _is_box(r["box"]):
-        out.append(f"field 'box' has x1 > x2 or y1 > y2 (corners must be top-left then bottom-right), got {_short(r['box'])}")
+        out.append(
+            f"field 'box' has x1 > x2 or y1 > y2 (corners must be top-left then bottom-right), got {_short(r['box'])}"
+        )
     if "point" in r and not _is_numbers(r["point"], 2):
         out.append(f"field 'point' must be 2 numbers [x, y], got {_short(r['point'])}")
-    if "images" in r and not (isinstance(r["images"], list) and r["images"] and all(isinstance(p, str) and p for p in r["images"])):
+    if "images" in r and not (
+        isinstance(r["images"], list) and r["images"] and all(isinstance(p, str) and p for p in r["images"])
+    ):
         out.append("field 'images' must be a non-empty list of image paths")
     if "mask" in r and not (isinstance(r["mask"], str) and r["mask"]):
         out.append("field 'mask' must be an image path")
     if out:
         return out
     out += _validate_answer(r)
-    for key, rel in [("image", r["image"])] + [("images", p) for p in r.get("images", [])] + ([("mask", r["mask"])] if "mask" in r else []):
+    for key, rel in (
+        [("image", r["image"])]
+        + [("images", p) for p in r.get("images", [])]
+        + ([("mask", r["mask"])] if "mask" in r else [])
+    ):
         if not (base / rel).is_file():
             out.append(f"{key} file not found: {base / rel}")
     return out
@@ -261,8 +275,11 @@ def _to_sample(r: dict, path: Path, lineno: int) -> Sample:
 
 
 def _is_numbers(v, n: int) -> bool:
-    return isinstance(v, list) and len(v) == n and all(
-        isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+    return (
+        isinstance(v, list)
+        and len(v) == n
+        and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+    )
 
 
 def _is_box(v) -> bool:
@@ -276,7 +293,11 @@ def point_lists(answer) -> list[list[tuple[float, float]]] | None:
         return [[tuple(answer)]]
     if isinstance(answer, list) and answer and all(_is_numbers(p, 2) for p in answer):
         return [[tuple(p) for p in answer]]
-    if isinstance(answer, list) and answer and all(isinstance(g, list) and g and all(_is_numbers(p, 2) for p in g) for g in answer):
+    if (
+        isinstance(answer, list)
+        and answer
+        and all(isinstance(g, list) and g and all(_is_numbers(p, 2) for p in g) for g in answer)
+    ):
         return [[tuple(p) for p in g] for g in answer]
     return None
 

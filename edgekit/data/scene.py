@@ -13,14 +13,26 @@ SOURCE = "edgekit_synthetic"
 
 # Object colours are exact RGB values used by nothing else in a scene (tests rely on it).
 VEHICLE_COLORS = {
-    "red": (196, 28, 36), "blue": (32, 72, 188), "white": (236, 236, 232), "black": (22, 22, 26),
-    "yellow": (232, 196, 24), "green": (28, 128, 60), "orange": (228, 112, 20), "silver": (168, 172, 178),
+    "red": (196, 28, 36),
+    "blue": (32, 72, 188),
+    "white": (236, 236, 232),
+    "black": (22, 22, 26),
+    "yellow": (232, 196, 24),
+    "green": (28, 128, 60),
+    "orange": (228, 112, 20),
+    "silver": (168, 172, 178),
 }
 CLOTHING_COLORS = {"purple": (120, 40, 150), "cyan": (20, 170, 190), "pink": (226, 90, 150), "brown": (110, 70, 40)}
 LAMP_COLORS = {"red": (250, 40, 40), "yellow": (250, 210, 30), "green": (40, 230, 90)}
 OBJECT_COLORS = {
-    "red": (200, 30, 40), "green": (40, 160, 70), "blue": (40, 80, 200), "yellow": (230, 200, 30),
-    "orange": (235, 120, 30), "purple": (130, 50, 160), "pink": (230, 100, 160), "cyan": (30, 180, 200),
+    "red": (200, 30, 40),
+    "green": (40, 160, 70),
+    "blue": (40, 80, 200),
+    "yellow": (230, 200, 30),
+    "orange": (235, 120, 30),
+    "purple": (130, 50, 160),
+    "pink": (230, 100, 160),
+    "cyan": (30, 180, 200),
 }
 CONTAINER_COLORS = {"grey": (120, 124, 130), "white": (238, 238, 236), "black": (34, 34, 38), "brown": (100, 66, 36)}
 TABLE = (156, 116, 74)
@@ -80,7 +92,9 @@ class Painter:
         md = ImageDraw.Draw(mask)
         md.fontmode = "1"
         for op, xy, style in parts:
-            self._apply(md, op, xy, {k: (255 if k in ("fill", "outline") and v is not None else v) for k, v in style.items()})
+            self._apply(
+                md, op, xy, {k: (255 if k in ("fill", "outline") and v is not None else v) for k, v in style.items()}
+            )
         return mask
 
     def _apply(self, d, op, xy, style):
@@ -101,7 +115,12 @@ class Painter:
         if box[0] < 1 or box[1] < 1 or box[2] > w - 2 or box[3] > h - 2:
             return None
         for t in self.taken:
-            if box[0] <= t[2] + margin and t[0] <= box[2] + margin and box[1] <= t[3] + margin and t[1] <= box[3] + margin:
+            if (
+                box[0] <= t[2] + margin
+                and t[0] <= box[2] + margin
+                and box[1] <= t[3] + margin
+                and t[1] <= box[3] + margin
+            ):
                 return None
         for op, xy, style in parts:
             self._apply(self.draw, op, xy, style)
@@ -127,7 +146,9 @@ def multiple_choice(rng: random.Random, question: str, correct: str, wrong: list
     rng.shuffle(options)
     letter = _letters(len(options))[options.index(correct)]
     listed = " ".join(f"{L}. {o}" for L, o in zip(_letters(len(options)), options))
-    return Question("multiple_choice", f"{question} {listed} Answer with the option's letter.", letter, options, correct)
+    return Question(
+        "multiple_choice", f"{question} {listed} Answer with the option's letter.", letter, options, correct
+    )
 
 
 BOX_ASK = 'Output its bounding box as JSON {"bbox_2d": [x1, y1, x2, y2]} in pixel coordinates.'

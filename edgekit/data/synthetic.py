@@ -26,7 +26,9 @@ from edgekit.data.synthetic_embodied import embodied_scene
 
 
 def scene_rng(domain: str, seed: int | str, index: int) -> random.Random:
-    return random.Random(f"edgekit-synthetic/{domain}/{seed}/{index}")  # str seeds hash with SHA-512: stable across runs
+    return random.Random(
+        f"edgekit-synthetic/{domain}/{seed}/{index}"
+    )  # str seeds hash with SHA-512: stable across runs
 
 
 def make_scene(domain: str, seed: int | str, index: int) -> Scene:
@@ -72,7 +74,9 @@ def sample_records(domain: str, seed: int, n: int) -> list[tuple[dict, bytes]]:
     return out
 
 
-def write_sample_set(out: str | Path, n: int, seed: int = 0, domains: tuple[str, ...] = ("driving", "embodied")) -> list[Path]:
+def write_sample_set(
+    out: str | Path, n: int, seed: int = 0, domains: tuple[str, ...] = ("driving", "embodied")
+) -> list[Path]:
     """Write <domain>.jsonl plus PNGs into `out` (flat, so package data globs pick them up)."""
     import re
 

@@ -5,9 +5,21 @@ from __future__ import annotations
 import math
 import random
 
-from edgekit.data.scene import (BOX_ASK, CLOTHING_COLORS, DRIVING_SIZE, LAMP_COLORS, POINT_ASK, SKIN, VEHICLE_COLORS,
-                                Painter, Question, Scene, Thing, lerp, multiple_choice)
-
+from edgekit.data.scene import (
+    BOX_ASK,
+    CLOTHING_COLORS,
+    DRIVING_SIZE,
+    LAMP_COLORS,
+    POINT_ASK,
+    SKIN,
+    VEHICLE_COLORS,
+    Painter,
+    Question,
+    Scene,
+    Thing,
+    lerp,
+    multiple_choice,
+)
 
 
 def driving_scene(rng: random.Random) -> Scene:
@@ -28,8 +40,12 @@ def driving_scene(rng: random.Random) -> Scene:
         return lerp(horizon, H - 1, t)
 
     # sidewalks, then road, then markings: scenery that objects are drawn over
-    p.draw.polygon([(vx - top_half - 6, horizon), (vx - top_half, horizon), (left_b, H), (left_b - 120, H)], fill=(150, 150, 146))
-    p.draw.polygon([(vx + top_half, horizon), (vx + top_half + 6, horizon), (right_b + 120, H), (right_b, H)], fill=(150, 150, 146))
+    p.draw.polygon(
+        [(vx - top_half - 6, horizon), (vx - top_half, horizon), (left_b, H), (left_b - 120, H)], fill=(150, 150, 146)
+    )
+    p.draw.polygon(
+        [(vx + top_half, horizon), (vx + top_half + 6, horizon), (right_b + 120, H), (right_b, H)], fill=(150, 150, 146)
+    )
     p.draw.polygon([(vx - top_half, horizon), (vx + top_half, horizon), (right_b, H), (left_b, H)], fill=(72, 72, 78))
     for i in range(n_lanes + 1):
         frac = i / n_lanes
@@ -53,8 +69,14 @@ def driving_scene(rng: random.Random) -> Scene:
         for _ in range(20):  # rejection sampling for a free spot
             lane = rng.randrange(n_lanes)
             t = rng.uniform(0.2, 0.75)
-            v = _vehicle(p, cname, rng.choice(["car", "car", "truck"]), road_x((lane + 0.5) / n_lanes, t), y_at(t),
-                         (road_x(1, t) - road_x(0, t)) / n_lanes)
+            v = _vehicle(
+                p,
+                cname,
+                rng.choice(["car", "car", "truck"]),
+                road_x((lane + 0.5) / n_lanes, t),
+                y_at(t),
+                (road_x(1, t) - road_x(0, t)) / n_lanes,
+            )
             if v:
                 things.append(Thing(v.kind, v.name, v.color, v.box, v.point, {**v.attrs, "lane": lane}))
                 break
@@ -67,7 +89,11 @@ def driving_scene(rng: random.Random) -> Scene:
             if ped:
                 things.append(Thing(ped.kind, ped.name, ped.color, ped.box, ped.point, {"side": side}))
                 break
-    facts = {"lanes": n_lanes, "light": light_state, "sign": sign_kind if any(t.kind == "sign" for t in things) else None}
+    facts = {
+        "lanes": n_lanes,
+        "light": light_state,
+        "sign": sign_kind if any(t.kind == "sign" for t in things) else None,
+    }
     return Scene("driving", p.img, things, _driving_questions(rng, things, facts), facts)
 
 
@@ -82,10 +108,23 @@ def _traffic_light(p: Painter, rng: random.Random, state: str, vx: int, horizon:
     for k, name in enumerate(("red", "yellow", "green")):
         cy = y + 6 + k * 12
         lamps[name] = (x + w // 2, cy)
-        parts.append(("ellipse", [x + 2, cy - 5, x + w - 3, cy + 5], {"fill": LAMP_COLORS[name] if name == state else (70, 70, 64)}))
+        parts.append(
+            (
+                "ellipse",
+                [x + 2, cy - 5, x + w - 3, cy + 5],
+                {"fill": LAMP_COLORS[name] if name == state else (70, 70, 64)},
+            )
+        )
     box = p.place(parts)
     assert box is not None, "the traffic light is placed first"
-    return Thing("traffic_light", "traffic light", LAMP_COLORS[state], box, lamps[state], {"state": state, "side": "right" if right else "left"})
+    return Thing(
+        "traffic_light",
+        "traffic light",
+        LAMP_COLORS[state],
+        box,
+        lamps[state],
+        {"state": state, "side": "right" if right else "left"},
+    )
 
 
 SIGN_RED = (204, 24, 44)
@@ -100,25 +139,42 @@ def _sign(p: Painter, rng: random.Random, kind: str, horizon: int) -> Thing | No
         cy = rng.randint(r + 4, horizon + 10)
         p_parts = []
         if kind == "stop":
-            pts = [(cx + r * math.cos(math.pi / 8 + k * math.pi / 4), cy + r * math.sin(math.pi / 8 + k * math.pi / 4)) for k in range(8)]
+            pts = [
+                (cx + r * math.cos(math.pi / 8 + k * math.pi / 4), cy + r * math.sin(math.pi / 8 + k * math.pi / 4))
+                for k in range(8)
+            ]
             p_parts.append(("polygon", pts, {"fill": SIGN_RED}))
             p_parts.append(("text", (cx, cy + 1), {"text": "STOP", "fill": (250, 250, 250)}))
             color, point, label = SIGN_RED, (cx, cy - r + 3), "stop sign"
             attrs = {"sign": "stop"}
         elif kind == "speed_limit":
             limit = rng.choice([30, 50, 60, 80])
-            p_parts.append(("ellipse", [cx - r, cy - r, cx + r, cy + r], {"fill": (250, 250, 250), "outline": SIGN_RED, "width": 3}))
+            p_parts.append(
+                (
+                    "ellipse",
+                    [cx - r, cy - r, cx + r, cy + r],
+                    {"fill": (250, 250, 250), "outline": SIGN_RED, "width": 3},
+                )
+            )
             p_parts.append(("text", (cx, cy), {"text": str(limit), "fill": (10, 10, 10)}))
             color, point, label = SIGN_RED, (cx, cy - r + 1), "speed limit sign"
             attrs = {"sign": "speed_limit", "limit": limit}
         else:
             p_parts.append(("polygon", [(cx - r, cy - r), (cx + r, cy - r), (cx, cy + r)], {"fill": SIGN_RED}))
-            p_parts.append(("polygon", [(cx - r + 6, cy - r + 3), (cx + r - 6, cy - r + 3), (cx, cy + r - 7)], {"fill": (250, 250, 250)}))
+            p_parts.append(
+                (
+                    "polygon",
+                    [(cx - r + 6, cy - r + 3), (cx + r - 6, cy - r + 3), (cx, cy + r - 7)],
+                    {"fill": (250, 250, 250)},
+                )
+            )
             color, point, label = SIGN_RED, (cx, cy - r + 1), "yield sign"
             attrs = {"sign": "yield"}
         box = p.place(p_parts)
         if box:
-            p.draw.line([(cx, box[3] + 1), (cx, horizon + 40)], fill=(90, 90, 96), width=2)  # post: scenery, below the box
+            p.draw.line(
+                [(cx, box[3] + 1), (cx, horizon + 40)], fill=(90, 90, 96), width=2
+            )  # post: scenery, below the box
             return Thing("sign", label, color, box, point, {**attrs, "side": "right" if right else "left"})
     return None
 
@@ -133,11 +189,23 @@ def _vehicle(p: Painter, cname: str, kind: str, cx: float, bottom: float, lane_w
     parts = [
         ("rectangle", [x0, y0 + h // 4, x0 + w - 1, y0 + h - wheel_h - 1], {"fill": body}),  # body
         ("rectangle", [x0 + w // 6, y0, x0 + w - 1 - w // 6, y0 + h // 4], {"fill": body}),  # roof
-        ("rectangle", [x0 + w // 5, y0 + max(1, h // 16), x0 + w - 1 - w // 5, y0 + h // 4 - 1], {"fill": glass}),  # rear window
+        (
+            "rectangle",
+            [x0 + w // 5, y0 + max(1, h // 16), x0 + w - 1 - w // 5, y0 + h // 4 - 1],
+            {"fill": glass},
+        ),  # rear window
         ("rectangle", [x0 + 1, y0 + h - wheel_h, x0 + max(2, w // 5), y0 + h - 1], {"fill": (14, 14, 14)}),  # wheels
         ("rectangle", [x0 + w - 1 - max(2, w // 5), y0 + h - wheel_h, x0 + w - 2, y0 + h - 1], {"fill": (14, 14, 14)}),
-        ("rectangle", [x0 + 1, y0 + h // 2, x0 + max(2, w // 8), y0 + h // 2 + max(1, h // 10)], {"fill": (255, 60, 40)}),  # tail lights
-        ("rectangle", [x0 + w - 1 - max(2, w // 8), y0 + h // 2, x0 + w - 2, y0 + h // 2 + max(1, h // 10)], {"fill": (255, 60, 40)}),
+        (
+            "rectangle",
+            [x0 + 1, y0 + h // 2, x0 + max(2, w // 8), y0 + h // 2 + max(1, h // 10)],
+            {"fill": (255, 60, 40)},
+        ),  # tail lights
+        (
+            "rectangle",
+            [x0 + w - 1 - max(2, w // 8), y0 + h // 2, x0 + w - 2, y0 + h // 2 + max(1, h // 10)],
+            {"fill": (255, 60, 40)},
+        ),
     ]
     box = p.place(parts)
     if box is None:
@@ -173,23 +241,70 @@ def _driving_questions(rng: random.Random, things: list[Thing], facts: dict) -> 
     qs = []
     if rng.random() < 0.5:
         state = light.attrs["state"].capitalize()
-        qs.append(multiple_choice(rng, "What colour is the traffic light?", state, [c for c in ("Red", "Yellow", "Green", "It is off") if c != state]))
+        qs.append(
+            multiple_choice(
+                rng,
+                "What colour is the traffic light?",
+                state,
+                [c for c in ("Red", "Yellow", "Green", "It is off") if c != state],
+            )
+        )
     else:
-        action = {"red": "Stop before the intersection", "yellow": "Slow down and prepare to stop", "green": "Proceed through the intersection"}
-        qs.append(multiple_choice(rng, "Based on the traffic light, what should the ego vehicle do?", action[light.attrs["state"]],
-                      [a for s, a in action.items() if s != light.attrs["state"]] + ["Reverse"], k=4))
+        action = {
+            "red": "Stop before the intersection",
+            "yellow": "Slow down and prepare to stop",
+            "green": "Proceed through the intersection",
+        }
+        qs.append(
+            multiple_choice(
+                rng,
+                "Based on the traffic light, what should the ego vehicle do?",
+                action[light.attrs["state"]],
+                [a for s, a in action.items() if s != light.attrs["state"]] + ["Reverse"],
+                k=4,
+            )
+        )
     if sign is not None and sign.attrs["sign"] == "speed_limit" and rng.random() < 0.5:
-        qs.append(Question("short_answer", "What speed limit does the traffic sign show? Answer with the number.", str(sign.attrs["limit"])))
+        qs.append(
+            Question(
+                "short_answer",
+                "What speed limit does the traffic sign show? Answer with the number.",
+                str(sign.attrs["limit"]),
+            )
+        )
     elif peds and rng.random() < 0.5:
         qs.append(Question("short_answer", "How many pedestrians are visible? Answer with a number.", str(len(peds))))
     else:
-        qs.append(Question("short_answer", "How many vehicles are on the road? Answer with a number.", str(len(vehicles))))
+        qs.append(
+            Question("short_answer", "How many vehicles are on the road? Answer with a number.", str(len(vehicles)))
+        )
     target = rng.choice(vehicles or [light])
-    qs.append(Question("box_grounding", f"Locate the {target.name} in the image. {BOX_ASK}", list(target.box), box=target.box, target=target.name))
+    qs.append(
+        Question(
+            "box_grounding",
+            f"Locate the {target.name} in the image. {BOX_ASK}",
+            list(target.box),
+            box=target.box,
+            target=target.name,
+        )
+    )
     target = rng.choice(peds + vehicles + [light])
     what = "the lit lamp of the traffic light" if target.kind == "traffic_light" else f"the {target.name}"
-    qs.append(Question("point_grounding", f"Point to {what}. {POINT_ASK}", list(target.point), box=target.box, point=target.point, target=target.name))
-    qs.append(Question("open_ended", "Describe the traffic scene in front of the ego vehicle.", _describe_driving(things, facts)))
+    qs.append(
+        Question(
+            "point_grounding",
+            f"Point to {what}. {POINT_ASK}",
+            list(target.point),
+            box=target.box,
+            point=target.point,
+            target=target.name,
+        )
+    )
+    qs.append(
+        Question(
+            "open_ended", "Describe the traffic scene in front of the ego vehicle.", _describe_driving(things, facts)
+        )
+    )
     return qs
 
 
@@ -200,10 +315,14 @@ def _describe_driving(things: list[Thing], facts: dict) -> str:
     parts = [f"The road has {lanes} lanes."]
     if vehicles:
         desc = ", ".join(f"a {v.name} in lane {v.attrs['lane'] + 1} from the left" for v in vehicles)
-        parts.append(f"There {'is' if len(vehicles) == 1 else 'are'} {len(vehicles)} vehicle{'s' * (len(vehicles) != 1)}: {desc}.")
+        parts.append(
+            f"There {'is' if len(vehicles) == 1 else 'are'} {len(vehicles)} vehicle{'s' * (len(vehicles) != 1)}: {desc}."
+        )
     if peds:
         parts.append(" ".join(f"A {t.name} stands on the {t.attrs['side']} sidewalk." for t in peds))
-    parts.append(f"The traffic light on the {next(t for t in things if t.kind == 'traffic_light').attrs['side']} is {facts['light']}.")
+    parts.append(
+        f"The traffic light on the {next(t for t in things if t.kind == 'traffic_light').attrs['side']} is {facts['light']}."
+    )
     sign = next((t for t in things if t.kind == "sign"), None)
     if sign is not None:
         extra = f" showing {sign.attrs['limit']}" if "limit" in sign.attrs else ""

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import random
 
-from edgekit.data.scene import (BOX_ASK, CONTAINER_COLORS, EMBODIED_SIZE, OBJECT_COLORS, POINT_ASK, TABLE, Painter, Question,
-                                Scene, Thing, multiple_choice)
-
+from edgekit.data.scene import (
+    BOX_ASK,
+    CONTAINER_COLORS,
+    EMBODIED_SIZE,
+    OBJECT_COLORS,
+    POINT_ASK,
+    TABLE,
+    Painter,
+    Question,
+    Scene,
+    Thing,
+    multiple_choice,
+)
 
 
 def embodied_scene(rng: random.Random) -> Scene:
@@ -29,7 +39,9 @@ def embodied_scene(rng: random.Random) -> Scene:
     for cname in colors:
         kind = rng.choice(kinds)
         for _ in range(30):
-            o = _tabletop_object(p, kind, cname, rng.randint(20, W - 20), rng.randint(edge + 20, H - 20), rng.randint(9, 15))
+            o = _tabletop_object(
+                p, kind, cname, rng.randint(20, W - 20), rng.randint(edge + 20, H - 20), rng.randint(9, 15)
+            )
             if o:
                 things.append(o)
                 break
@@ -40,7 +52,7 @@ def embodied_scene(rng: random.Random) -> Scene:
         if cname:
             p.taken.remove(c.box)  # the object may overlap its container's box (not its rim)
             cx, cy = (c.box[0] + c.box[2]) // 2, (c.box[1] + c.box[3]) // 2
-            o = _tabletop_object(p, "ball", cname, cx, cy, max(5, (c.box[3] - c.box[1]) // 5), margin=-10**6)
+            o = _tabletop_object(p, "ball", cname, cx, cy, max(5, (c.box[3] - c.box[1]) // 5), margin=-(10**6))
             p.taken.append(c.box)
             if o:
                 things.append(Thing(o.kind, o.name, o.color, o.box, o.point, {**o.attrs, "inside": c.name}))
@@ -53,9 +65,21 @@ def _container(p: Painter, kind: str, cname: str, cx: int, cy: int, r: int) -> T
     color = CONTAINER_COLORS[cname]
     inner = (186, 178, 166)
     if kind == "bowl":
-        parts = [("ellipse", [cx - r, cy - r * 2 // 3, cx + r, cy + r * 2 // 3], {"fill": inner, "outline": color, "width": 5})]
+        parts = [
+            (
+                "ellipse",
+                [cx - r, cy - r * 2 // 3, cx + r, cy + r * 2 // 3],
+                {"fill": inner, "outline": color, "width": 5},
+            )
+        ]
     else:
-        parts = [("rectangle", [cx - r, cy - r * 2 // 3, cx + r, cy + r * 2 // 3], {"fill": inner, "outline": color, "width": 5})]
+        parts = [
+            (
+                "rectangle",
+                [cx - r, cy - r * 2 // 3, cx + r, cy + r * 2 // 3],
+                {"fill": inner, "outline": color, "width": 5},
+            )
+        ]
     box = p.place(parts, margin=6)
     if box is None:
         return None
@@ -70,8 +94,10 @@ def _tabletop_object(p: Painter, kind: str, cname: str, cx: int, cy: int, r: int
     elif kind == "ball":
         parts = [("ellipse", [cx - r, cy - r, cx + r, cy + r], {"fill": color})]
     elif kind == "cup":
-        parts = [("rectangle", [cx - r * 2 // 3, cy - r, cx + r * 2 // 3, cy + r], {"fill": color}),
-                 ("ellipse", [cx - r * 2 // 3, cy - r - r // 3, cx + r * 2 // 3, cy - r + r // 3], {"fill": shade})]
+        parts = [
+            ("rectangle", [cx - r * 2 // 3, cy - r, cx + r * 2 // 3, cy + r], {"fill": color}),
+            ("ellipse", [cx - r * 2 // 3, cy - r - r // 3, cx + r * 2 // 3, cy - r + r // 3], {"fill": shade}),
+        ]
     else:  # block: a long brick
         parts = [("rectangle", [cx - r * 3 // 2, cy - r // 2, cx + r * 3 // 2, cy + r // 2], {"fill": color})]
     box = p.place(parts, margin=margin)
@@ -88,7 +114,9 @@ def _free_space(p: Painter, edge: int) -> tuple[int, int, int, int]:
         for y in range(edge + 8, H - side - 4, 8):
             for x in range(4, W - side - 4, 8):
                 box = (x, y, x + side - 1, y + side - 1)
-                if all(box[2] + 4 < t[0] or t[2] + 4 < box[0] or box[3] + 4 < t[1] or t[3] + 4 < box[1] for t in p.taken):
+                if all(
+                    box[2] + 4 < t[0] or t[2] + 4 < box[0] or box[3] + 4 < t[1] or t[3] + 4 < box[1] for t in p.taken
+                ):
                     best = box
                     break
             if best:
@@ -106,29 +134,79 @@ def _embodied_questions(rng: random.Random, things: list[Thing], facts: dict) ->
     if unique and rng.random() < 0.5:
         t = rng.choice(unique)
         colour = t.attrs["color"]
-        qs.append(multiple_choice(rng, f"What colour is the {t.kind} on the table?", colour, [c for c in OBJECT_COLORS if c != colour]))
+        qs.append(
+            multiple_choice(
+                rng, f"What colour is the {t.kind} on the table?", colour, [c for c in OBJECT_COLORS if c != colour]
+            )
+        )
     else:
         leftmost = min(objects, key=lambda t: t.box[0])
-        qs.append(multiple_choice(rng, "Which object is furthest to the left on the table?", leftmost.name, [t.name for t in objects if t is not leftmost]
-                      + [f"{c} {k}" for c in OBJECT_COLORS for k in ("cube", "ball") if f"{c} {k}" not in [t.name for t in objects]][:3]))
+        qs.append(
+            multiple_choice(
+                rng,
+                "Which object is furthest to the left on the table?",
+                leftmost.name,
+                [t.name for t in objects if t is not leftmost]
+                + [
+                    f"{c} {k}"
+                    for c in OBJECT_COLORS
+                    for k in ("cube", "ball")
+                    if f"{c} {k}" not in [t.name for t in objects]
+                ][:3],
+            )
+        )
     if containers and rng.random() < 0.5:
         c = containers[0]
         held = [t for t in inside if t.attrs["inside"] == c.name]
-        qs.append(Question("short_answer", f"What is inside the {c.name}? Answer with the object's colour and name, or 'nothing'.",
-                           held[0].name if held else "nothing"))
+        qs.append(
+            Question(
+                "short_answer",
+                f"What is inside the {c.name}? Answer with the object's colour and name, or 'nothing'.",
+                held[0].name if held else "nothing",
+            )
+        )
     else:
-        qs.append(Question("short_answer", "How many objects are on the table, not counting containers? Answer with a number.", str(len(objects))))
+        qs.append(
+            Question(
+                "short_answer",
+                "How many objects are on the table, not counting containers? Answer with a number.",
+                str(len(objects)),
+            )
+        )
     t = rng.choice(objects + containers)
-    qs.append(Question("box_grounding", f"Locate the {t.name} in the image. {BOX_ASK}", list(t.box), box=t.box, target=t.name))
+    qs.append(
+        Question("box_grounding", f"Locate the {t.name} in the image. {BOX_ASK}", list(t.box), box=t.box, target=t.name)
+    )
     if rng.random() < 0.35:
         fb = facts["free_box"]
         centre = ((fb[0] + fb[2]) // 2, (fb[1] + fb[3]) // 2)
-        qs.append(Question("point_grounding", f"Point to a free spot on the table where the robot could put an object down. {POINT_ASK}",
-                           list(centre), box=fb, point=centre, target="free space"))
+        qs.append(
+            Question(
+                "point_grounding",
+                f"Point to a free spot on the table where the robot could put an object down. {POINT_ASK}",
+                list(centre),
+                box=fb,
+                point=centre,
+                target="free space",
+            )
+        )
     else:
         t = rng.choice(objects)
-        qs.append(Question("point_grounding", f"Point to the {t.name}. {POINT_ASK}", list(t.point), box=t.box, point=t.point, target=t.name))
-    qs.append(Question("open_ended", "Describe the objects on the table from left to right.", _describe_table(objects, containers)))
+        qs.append(
+            Question(
+                "point_grounding",
+                f"Point to the {t.name}. {POINT_ASK}",
+                list(t.point),
+                box=t.box,
+                point=t.point,
+                target=t.name,
+            )
+        )
+    qs.append(
+        Question(
+            "open_ended", "Describe the objects on the table from left to right.", _describe_table(objects, containers)
+        )
+    )
     return qs
 
 

@@ -40,8 +40,9 @@ def sample_images(sources: Iterable[str | Path]) -> list[tuple[Path, str | None]
     return unique
 
 
-def split_calibration(items: Sequence[tuple[Path, str | None]], calib_max: int, eval_max: int
-                      ) -> tuple[list[Path], list[Path]]:
+def split_calibration(
+    items: Sequence[tuple[Path, str | None]], calib_max: int, eval_max: int
+) -> tuple[list[Path], list[Path]]:
     """(calibration images, held-out images): by each line's split; unlabelled images hold out every 4th.
 
     At most calib_max / eval_max, picked evenly across the list so every source is represented.
@@ -77,7 +78,7 @@ def patch_batches(images: Sequence, info, processor_cfg) -> list[np.ndarray]:
         rows.append(patches)  # [gh*gw, patch_dim]
     batches = []
     for start in range(0, len(rows), info.images):
-        group = rows[start:start + info.images]
+        group = rows[start : start + info.images]
         group += [group[i % len(group)] for i in range(info.images - len(group))]
         batches.append(np.concatenate(group, axis=0))  # [N*gh*gw, patch_dim]
     return batches

@@ -79,6 +79,7 @@ def storage_type(shape: tuple[int, ...], fmt: Format | str) -> str:
 
 # ---- tensor names ---------------------------------------------------------------------------------
 
+
 def decoder_tensor_names(num_layers: int, tied: bool) -> list[tuple[str, str]]:
     """(gguf name, canonical checkpoint name) for the text decoder, in llama.cpp's usual order."""
     pairs = [("token_embd.weight", "model.embed_tokens.weight")]
@@ -118,8 +119,10 @@ def decoder_tensor_plan(ckpt, fmt: Format | str, type_overrides: dict | None = N
             if len(shape) < 2:
                 raise EdgekitError(f"type override {wanted.name} for '{source}': only matrices take another type")
             if not wanted.fits_rows(shape[-1]):
-                raise EdgekitError(f"type override {wanted.name} for '{source}': rows of {shape[-1]} are not whole "
-                                   f"{wanted.group_size}-blocks")
+                raise EdgekitError(
+                    f"type override {wanted.name} for '{source}': rows of {shape[-1]} are not whole "
+                    f"{wanted.group_size}-blocks"
+                )
             ggml = wanted.ggml_type
         plan.append(TensorPlan(gguf_name, source, shape, ggml))
     if overrides:
@@ -128,6 +131,7 @@ def decoder_tensor_plan(ckpt, fmt: Format | str, type_overrides: dict | None = N
 
 
 # ---- metadata -------------------------------------------------------------------------------------
+
 
 def add_decoder_hparams(writer, ckpt, fmt: Format) -> None:
     t = ckpt.text
@@ -152,6 +156,7 @@ def add_decoder_hparams(writer, ckpt, fmt: Format) -> None:
 
 
 # ---- tensor data ----------------------------------------------------------------------------------
+
 
 def encode_float(w, type_name: str) -> np.ndarray:
     """A float tensor as the bytes of an F32 / F16 / BF16 GGUF tensor (round to nearest even)."""
@@ -193,7 +198,7 @@ def tensor_chunks(plan: TensorPlan, w, quantize: QuantizeFn, chunk_bytes: int = 
     step = max(1, chunk_bytes // max(1, row_bytes)) if len(plan.shape) > 1 else plan.shape[0]
     total = 0
     for r in range(0, plan.shape[0], step):
-        part = w[r:r + step].float()  # [rows, ...] float32
+        part = w[r : r + step].float()  # [rows, ...] float32
         if plan.ggml_type in ("F32", "F16", "BF16"):
             data = encode_float(part, plan.ggml_type)
         else:
@@ -210,9 +215,14 @@ def tensor_bytes(plan: TensorPlan, w, quantize: QuantizeFn) -> np.ndarray:
     return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
 
 
-def write_gguf_streamed(out: str | Path, arch: str, add_metadata: Callable[[object], None],
-                        plan: list[TensorPlan], load: Callable[[TensorPlan], np.ndarray | Iterable[np.ndarray]],
-                        on_tensor: Callable[[TensorPlan], None] | None = None) -> Path:
+def write_gguf_streamed(
+    out: str | Path,
+    arch: str,
+    add_metadata: Callable[[object], None],
+    plan: list[TensorPlan],
+    load: Callable[[TensorPlan], np.ndarray | Iterable[np.ndarray]],
+    on_tensor: Callable[[TensorPlan], None] | None = None,
+) -> Path:
     """Write a GGUF file atomically, loading and writing one tensor (or one block of rows) at a time.
 
     `load(plan)` returns the stored bytes of one tensor, as one array or an iterable of row chunks;
@@ -230,7 +240,9 @@ def write_gguf_streamed(out: str | Path, arch: str, add_metadata: Callable[[obje
         writer.add_string(GGUF_WRITER_KEY, "edgekit")  # marks an earlier output `--out` may replace (edgekit.outputs)
         for p in plan:
             # The logical shape goes into the table; float32 dtype tells the writer not to reinterpret it.
-            writer.add_tensor_info(p.gguf_name, p.shape, np.dtype(np.float32), p.nbytes, raw_dtype=ggml_type(p.ggml_type))
+            writer.add_tensor_info(
+                p.gguf_name, p.shape, np.dtype(np.float32), p.nbytes, raw_dtype=ggml_type(p.ggml_type)
+            )
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
@@ -239,7 +251,7 @@ def write_gguf_streamed(out: str | Path, arch: str, add_metadata: Callable[[obje
             writer.write_padding(fout, fout.tell())  # each tensor starts on the data alignment
             data = load(p)
             written = 0
-            for chunk in ([data] if isinstance(data, np.ndarray) else data):
+            for chunk in [data] if isinstance(data, np.ndarray) else data:
                 fout.write(np.ascontiguousarray(chunk).reshape(-1).view(np.uint8).data)
                 written += chunk.nbytes
             del data
@@ -258,17 +270,26 @@ def calibrated_bytes(p: TensorPlan, qw) -> np.ndarray:
 
     fmt = by_ggml_type(p.ggml_type)
     if qw.grid != fmt.grid_name:
-        raise EdgekitError(f"tensor '{p.source}' was calibrated on grid {qw.grid} but the GGUF stores it as "
-                           f"{p.ggml_type}; calibrate with --format {fmt.name}")
+        raise EdgekitError(
+            f"tensor '{p.source}' was calibrated on grid {qw.grid} but the GGUF stores it as "
+            f"{p.ggml_type}; calibrate with --format {fmt.name}"
+        )
     type_id, data = pack_blocks(qw)
     if type_id != int(ggml_type(p.ggml_type)):
         raise AssertionError(f"packer wrote ggml type {type_id} for {p.ggml_type}")
     return data
 
 
-def write_decoder_gguf(ckpt_path: str | Path, out: str | Path, fmt: Format | str = "gguf:f16", *,
-                       quantize: QuantizeFn | None = None, calibrated=None, type_overrides: dict[str, str] | None = None,
-                       on_tensor: Callable[[TensorPlan], None] | None = None) -> Path:
+def write_decoder_gguf(
+    ckpt_path: str | Path,
+    out: str | Path,
+    fmt: Format | str = "gguf:f16",
+    *,
+    quantize: QuantizeFn | None = None,
+    calibrated=None,
+    type_overrides: dict[str, str] | None = None,
+    on_tensor: Callable[[TensorPlan], None] | None = None,
+) -> Path:
     """`edgekit export-decoder --format gguf`: the text decoder of a checkpoint as one GGUF file.
 
     `calibrated` (an edgekit.quant.calibrate.CalibrationResult) supplies codes + params for its
@@ -312,6 +333,6 @@ def read_tensor(path: str | Path, name: str) -> np.ndarray:
     for t in GGUFReader(str(path)).tensors:
         if t.name == name:
             return np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32).reshape(
-                tuple(int(d) for d in reversed(t.shape)))
+                tuple(int(d) for d in reversed(t.shape))
+            )
     raise EdgekitError(f"{path}: no tensor named '{name}'")
-

@@ -48,7 +48,9 @@ def tokenizer_metadata(ckpt) -> TokenizerMeta:
     tok = read_json_object(Path(ckpt.tokenizer_json))
     model = tok.get("model") or {}
     if model.get("type") != "BPE":
-        raise EdgekitError(f"{where}: model.type is {model.get('type')!r}; edgekit writes byte-level BPE tokenizers only")
+        raise EdgekitError(
+            f"{where}: model.type is {model.get('type')!r}; edgekit writes byte-level BPE tokenizers only"
+        )
     by_id: dict[int, tuple[str, int]] = {int(i): (t, TOKEN_NORMAL) for t, i in model["vocab"].items()}
     for added in tok.get("added_tokens", []):
         kind = TOKEN_CONTROL if added.get("special", False) else TOKEN_USER_DEFINED
@@ -70,8 +72,9 @@ def tokenizer_metadata(ckpt) -> TokenizerMeta:
     eos = first(ckpt.config.get("eos_token_id", gen.get("eos_token_id")))
     bos = ckpt.token_ids.bos
     pad = first(gen.get("pad_token_id", ckpt.config.get("pad_token_id")))
-    return TokenizerMeta(tokens, types, _merge_strings(model.get("merges", []), where), bos, eos, pad,
-                         ckpt.chat_template)
+    return TokenizerMeta(
+        tokens, types, _merge_strings(model.get("merges", []), where), bos, eos, pad, ckpt.chat_template
+    )
 
 
 def add_tokenizer(writer, meta: TokenizerMeta) -> None:

@@ -37,7 +37,8 @@ def window_attention_pattern(fullatt_blocks: tuple[int, ...], depth: int, where:
     if tuple(fullatt_blocks) != expected:
         raise EdgekitError(
             f"{where}: fullatt_block_indexes {list(fullatt_blocks)} are not every {n}th block {list(expected)}; "
-            "llama.cpp's mmproj can only express an evenly spaced pattern")
+            "llama.cpp's mmproj can only express an evenly spaced pattern"
+        )
     return n
 
 
@@ -58,8 +59,10 @@ def mmproj_tensor_plan(ckpt, fmt: Format | str) -> list[TensorPlan]:
     fmt = mmproj_format(fmt)
     v = ckpt.vision
     if v.temporal_patch != 2:
-        raise EdgekitError(f"{ckpt.path}/config.json: temporal_patch_size {v.temporal_patch}; "
-                           "llama.cpp's Qwen2.5-VL mmproj supports 2 only")
+        raise EdgekitError(
+            f"{ckpt.path}/config.json: temporal_patch_size {v.temporal_patch}; "
+            "llama.cpp's Qwen2.5-VL mmproj supports 2 only"
+        )
     plan: list[TensorPlan] = []
 
     def add(gguf_name: str, source: str, shape: tuple[int, ...], transform: str = "") -> None:
@@ -97,7 +100,7 @@ def apply_transform(w, transform: str):
         return w[:, :, int(transform[1])]  # [hidden, C, T, P, P] -> [hidden, C, P, P]
     third = w.shape[0] // 3  # fused qkv rows: q, then k, then v
     k = "qkv".index(transform)
-    return w[k * third:(k + 1) * third]
+    return w[k * third : (k + 1) * third]
 
 
 def add_mmproj_hparams(writer, ckpt, fmt: Format) -> None:
@@ -105,8 +108,9 @@ def add_mmproj_hparams(writer, ckpt, fmt: Format) -> None:
     where = f"{ckpt.path}/config.json"
     for key in ("image_mean", "image_std"):
         if key not in pre:
-            raise EdgekitError(f"{ckpt.path}/preprocessor_config.json: missing '{key}'; the mmproj needs the "
-                               "normalisation constants")
+            raise EdgekitError(
+                f"{ckpt.path}/preprocessor_config.json: missing '{key}'; the mmproj needs the normalisation constants"
+            )
     writer.add_type("mmproj")
     writer.add_file_type(fmt.gguf_file_type)
     writer.add_clip_has_vision_encoder(True)
@@ -130,9 +134,14 @@ def add_mmproj_hparams(writer, ckpt, fmt: Format) -> None:
         writer.add_vision_max_pixels(int(pre["max_pixels"]))
 
 
-def write_mmproj_gguf(ckpt_path: str | Path, out: str | Path, fmt: Format | str = "gguf:f16", *,
-                      quantize: QuantizeFn | None = None,
-                      on_tensor: Callable[[TensorPlan], None] | None = None) -> Path:
+def write_mmproj_gguf(
+    ckpt_path: str | Path,
+    out: str | Path,
+    fmt: Format | str = "gguf:f16",
+    *,
+    quantize: QuantizeFn | None = None,
+    on_tensor: Callable[[TensorPlan], None] | None = None,
+) -> Path:
     """`edgekit export-decoder --mmproj PATH`: vision tower + merger as a libmtmd-loadable GGUF."""
     import torch
 
@@ -151,14 +160,14 @@ def write_mmproj_gguf(ckpt_path: str | Path, out: str | Path, fmt: Format | str 
             cache[p.source] = ckpt.get(p.source).to(torch.float32)
         w = apply_transform(cache[p.source], p.transform).contiguous()  # [*p.shape]
         if tuple(w.shape) != p.shape:
-            raise EdgekitError(f"tensor '{p.source}': slice {p.transform!r} has shape {list(w.shape)}, "
-                               f"expected {list(p.shape)}")
+            raise EdgekitError(
+                f"tensor '{p.source}': slice {p.transform!r} has shape {list(w.shape)}, expected {list(p.shape)}"
+            )
         if p.ggml_type in ("F32", "F16"):
             return encode_float(w, p.ggml_type)
         return np.ascontiguousarray(quantize(p.source + (f"[{p.transform}]" if p.transform else ""), w, p.ggml_type))
 
     try:
-        return write_gguf_streamed(out, "clip", lambda w: add_mmproj_hparams(w, ckpt, fmt), plan, load,
-                                   on_tensor)
+        return write_gguf_streamed(out, "clip", lambda w: add_mmproj_hparams(w, ckpt, fmt), plan, load, on_tensor)
     finally:
         ckpt.close()

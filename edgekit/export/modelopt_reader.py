@@ -21,8 +21,15 @@ from edgekit.quant import modelopt_layout as L
 from edgekit.quant.formats import parse, unified_layouts
 from edgekit.export.modelopt_unified import DIGEST_FILE, digest
 
-LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-           "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+LINEARS = (
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+)
 
 
 @dataclass
@@ -82,8 +89,13 @@ def _index_files(path: Path, index: Path) -> list[Path]:
         raise EdgekitError(f"{index}: no 'weight_map'")
     files = set()
     for rel in weight_map.values():
-        if (not isinstance(rel, str) or not rel.endswith(".safetensors") or "/" in rel or "\\" in rel
-                or rel.startswith(".")):
+        if (
+            not isinstance(rel, str)
+            or not rel.endswith(".safetensors")
+            or "/" in rel
+            or "\\" in rel
+            or rel.startswith(".")
+        ):
             raise EdgekitError(f"{index}: weight_map names {rel!r}; shards must be .safetensors files in the folder")
         files.add(path / rel)
     return sorted(files)
@@ -106,7 +118,9 @@ def open_unified(path: str | Path) -> UnifiedCheckpoint:
     qc = config.get("quantization_config") or {}
     if qc.get("quant_method") != "modelopt" or qc.get("quant_algo") != algo:
         raise EdgekitError(f"{path}: config.json quantization_config disagrees with hf_quant_config.json")
-    if algo == L.W4A16 and (hq.get("has_zero_point") or hq.get("group_size") not in parse("nvidia:w4a16").group_variants):
+    if algo == L.W4A16 and (
+        hq.get("has_zero_point") or hq.get("group_size") not in parse("nvidia:w4a16").group_variants
+    ):
         raise EdgekitError(f"{path}: W4A16_AWQ must be symmetric with group 32/64/128 (Edge-LLM's INT4 kernel)")
     fixed = layouts[algo].fixed_group
     if fixed and hq.get("group_size", fixed) != fixed:
@@ -129,10 +143,15 @@ def verify_unified_checkpoint(path: str | Path, expected_digest: dict | None = N
     uc = open_unified(path)
     text = read_text_dims(uc.config, str(Path(path) / "config.json"))
     q, kv = text.heads * text.head_dim, text.kv_heads * text.head_dim
-    shapes = {"self_attn.q_proj": (q, text.hidden), "self_attn.k_proj": (kv, text.hidden),
-              "self_attn.v_proj": (kv, text.hidden), "self_attn.o_proj": (text.hidden, q),
-              "mlp.gate_proj": (text.intermediate, text.hidden), "mlp.up_proj": (text.intermediate, text.hidden),
-              "mlp.down_proj": (text.hidden, text.intermediate)}
+    shapes = {
+        "self_attn.q_proj": (q, text.hidden),
+        "self_attn.k_proj": (kv, text.hidden),
+        "self_attn.v_proj": (kv, text.hidden),
+        "self_attn.o_proj": (text.hidden, q),
+        "mlp.gate_proj": (text.intermediate, text.hidden),
+        "mlp.up_proj": (text.intermediate, text.hidden),
+        "mlp.down_proj": (text.hidden, text.intermediate),
+    }
     if expected_digest is None and (uc.path / DIGEST_FILE).is_file():
         expected_digest = read_json_object(uc.path / DIGEST_FILE)
     recorded = (expected_digest or {}).get("linears", {})
@@ -142,8 +161,10 @@ def verify_unified_checkpoint(path: str | Path, expected_digest: dict | None = N
     found = set(uc.linear_names())
     if found != expected_names:
         extra, missing = sorted(found - expected_names), sorted(expected_names - found)
-        raise EdgekitError(f"{path}: quantized linears differ from the decoder's: missing {missing[:3]}, "
-                           f"unexpected {extra[:3]} (an exporter would silently keep them in FP16)")
+        raise EdgekitError(
+            f"{path}: quantized linears differ from the decoder's: missing {missing[:3]}, "
+            f"unexpected {extra[:3]} (an exporter would silently keep them in FP16)"
+        )
     for name in sorted(found):
         out, inp = shapes[name.split(".", 3)[3].rsplit(".", 1)[0]]
         base = name[: -len("weight")]
@@ -174,5 +195,7 @@ def verify_unified_checkpoint(path: str | Path, expected_digest: dict | None = N
     for name in uc.where:
         if (name.startswith("visual.") or name.startswith("lm_head.")) and name.endswith("_scale"):
             raise EdgekitError(f"{name}: the vision tower and lm_head must stay float")
-    return (f"{uc.algo}, {len(found)} linears, shapes/dtypes ok, codes in [{lo}, {hi}], "
-            f"{'codes+scales match the quantizer' if recorded else 'no quantizer digest'}")
+    return (
+        f"{uc.algo}, {len(found)} linears, shapes/dtypes ok, codes in [{lo}, {hi}], "
+        f"{'codes+scales match the quantizer' if recorded else 'no quantizer digest'}"
+    )

@@ -28,8 +28,17 @@ from edgekit.quant.formats import parse as parse_format
 
 DIGEST_FILE = "edgekit_quantizer.json"
 SHARD_BYTES = 2 << 30
-EXTRA_FILES = ("generation_config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json",
-               "chat_template.jinja", "chat_template.json", "special_tokens_map.json", "vocab.json", "merges.txt")
+EXTRA_FILES = (
+    "generation_config.json",
+    "preprocessor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+)
 _DTYPE_BYTES = {"F32": 4, "F16": 2, "BF16": 2, "I8": 1, "U8": 1, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "F8_E4M3": 1}
 
 
@@ -49,8 +58,10 @@ def plan_tensors(ck, calibrated, layout: L.Layout, group: int) -> list[PlannedTe
         if name in calibrated.quantized:
             rows, cols = shape
             base = name[: -len("weight")]
-            out += [PlannedTensor(base + suffix, name, suffix, size)
-                    for suffix, size in layout.nbytes(rows, cols, group).items()]
+            out += [
+                PlannedTensor(base + suffix, name, suffix, size)
+                for suffix, size in layout.nbytes(rows, cols, group).items()
+            ]
             if layout.activation_scale:
                 out.append(PlannedTensor(base + "input_scale", name, "input_scale", 4))
         elif name in calibrated.folded:
@@ -89,7 +100,9 @@ def _checked(qw, layout: L.Layout, grid: str):
         raise EdgekitError(f"linears calibrated on two grids ({grid}, {qw.grid}): a unified checkpoint holds one")
     lo, hi = layout.codes
     if int(qw.codes.min()) < lo or int(qw.codes.max()) > hi:
-        raise EdgekitError(f"codes outside [{lo}, {hi}] for {layout.algo}: the quantizer's grid {qw.grid} does not match")
+        raise EdgekitError(
+            f"codes outside [{lo}, {hi}] for {layout.algo}: the quantizer's grid {qw.grid} does not match"
+        )
     return qw
 
 
@@ -102,7 +115,9 @@ def digest(codes: torch.Tensor, params: dict[str, torch.Tensor]) -> dict:
     return out
 
 
-def _tensors_of(ck, calibrated, layout: L.Layout, grid: str, shard_plan: list[PlannedTensor], digests: dict) -> Iterator[tuple[str, torch.Tensor]]:
+def _tensors_of(
+    ck, calibrated, layout: L.Layout, grid: str, shard_plan: list[PlannedTensor], digests: dict
+) -> Iterator[tuple[str, torch.Tensor]]:
     cache: dict[str, dict[str, torch.Tensor]] = {}
     for p in shard_plan:
         if p.role == "copy":
@@ -121,9 +136,14 @@ def _tensors_of(ck, calibrated, layout: L.Layout, grid: str, shard_plan: list[Pl
             yield p.name, cache[p.source][p.role]
 
 
-def write_unified_checkpoint(ckpt_path: str | Path, out_dir: str | Path, calibrated, *,
-                             shard_bytes: int = SHARD_BYTES,
-                             on_shard: Callable[[int, int], None] | None = None) -> dict:
+def write_unified_checkpoint(
+    ckpt_path: str | Path,
+    out_dir: str | Path,
+    calibrated,
+    *,
+    shard_bytes: int = SHARD_BYTES,
+    on_shard: Callable[[int, int], None] | None = None,
+) -> dict:
     """Write `out_dir` (config.json with quantization_config, hf_quant_config.json, safetensors shards,
     index, tokenizer files, edgekit_quantizer.json). Returns a summary for the manifest."""
     from safetensors.torch import save_file
@@ -144,11 +164,17 @@ def write_unified_checkpoint(ckpt_path: str | Path, out_dir: str | Path, calibra
     if missing:
         raise EdgekitError(f"calibration names {missing[:3]} are not in {ck.path}: calibrated on another checkpoint?")
     if layout.activation_scale and not all(_module(n) in calibrated.input_scales for n in names):
-        raise EdgekitError(f"{algo} needs a per-tensor input scale for every linear: calibrate them (W8A8: --method "
-                           "smoothquant)")
+        raise EdgekitError(
+            f"{algo} needs a per-tensor input scale for every linear: calibrate them (W8A8: --method smoothquant)"
+        )
     out_dir = Path(out_dir)
-    exclude = sorted({_module_group(n) for n in ck.tensor_names() if n.endswith(".weight") and len(ck.shape(n)) == 2
-                      and "embed_tokens" not in n and n not in names})
+    exclude = sorted(
+        {
+            _module_group(n)
+            for n in ck.tensor_names()
+            if n.endswith(".weight") and len(ck.shape(n)) == 2 and "embed_tokens" not in n and n not in names
+        }
+    )
     quant_cfg = L.hf_quant_config(layout, group, exclude, __version__)
 
     plan = plan_tensors(ck, calibrated, layout, group)
@@ -167,8 +193,10 @@ def write_unified_checkpoint(ckpt_path: str | Path, out_dir: str | Path, calibra
         if on_shard:
             on_shard(i + 1, len(shards))
     if len(files) > 1:
-        write_json(out_dir / "model.safetensors.index.json",
-                   {"metadata": {"total_size": sum(p.nbytes for p in plan)}, "weight_map": dict(sorted(weight_map.items()))})
+        write_json(
+            out_dir / "model.safetensors.index.json",
+            {"metadata": {"total_size": sum(p.nbytes for p in plan)}, "weight_map": dict(sorted(weight_map.items()))},
+        )
 
     config = dict(ck.config)
     config["quantization_config"] = L.config_quantization_block(quant_cfg)
@@ -177,11 +205,18 @@ def write_unified_checkpoint(ckpt_path: str | Path, out_dir: str | Path, calibra
     for name in EXTRA_FILES:
         if (ck.path / name).is_file():
             write_bytes(out_dir / name, (ck.path / name).read_bytes())
-    write_json(out_dir / DIGEST_FILE, {"quant_algo": algo, "group_size": group, "grid": grid,
-                                       "linears": dict(sorted(digests.items()))})
+    write_json(
+        out_dir / DIGEST_FILE,
+        {"quant_algo": algo, "group_size": group, "grid": grid, "linears": dict(sorted(digests.items()))},
+    )
     ck.close()
-    return {"quant_algo": algo, "group_size": group, "quantized_linears": len(names), "shards": len(files),
-            "bytes": sum(p.nbytes for p in plan)}
+    return {
+        "quant_algo": algo,
+        "group_size": group,
+        "quantized_linears": len(names),
+        "shards": len(files),
+        "bytes": sum(p.nbytes for p in plan),
+    }
 
 
 def _module(weight_name: str) -> str:

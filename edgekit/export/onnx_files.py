@@ -28,8 +28,9 @@ def initializer_bytes(model) -> int:
     """Bytes of the weights a loaded model holds (raw and typed fields)."""
     total = 0
     for t in model.graph.initializer:
-        total += len(t.raw_data) + 4 * (len(t.float_data) + len(t.int32_data)) + 8 * (len(t.int64_data)
-                                                                                       + len(t.double_data))
+        total += (
+            len(t.raw_data) + 4 * (len(t.float_data) + len(t.int32_data)) + 8 * (len(t.int64_data) + len(t.double_data))
+        )
     return total
 
 
@@ -46,8 +47,14 @@ def save_graph(model, out: str | Path, *, threshold: int | None = None) -> list[
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
             staged = Path(tmp) / out.name
             if external:
-                onnx.save_model(model, str(staged), save_as_external_data=True, all_tensors_to_one_file=True,
-                                location=data.name, size_threshold=0)
+                onnx.save_model(
+                    model,
+                    str(staged),
+                    save_as_external_data=True,
+                    all_tensors_to_one_file=True,
+                    location=data.name,
+                    size_threshold=0,
+                )
                 plain_mode(Path(tmp) / data.name)
                 os.replace(Path(tmp) / data.name, data)
             else:
@@ -92,8 +99,10 @@ def check_external_refs(model, graph_name: str, data_size: int | None) -> None:
             raise EdgekitError(f"{graph_name}: initializer '{t.name}' lies outside {want} ({offset}+{length} bytes)")
         itemsize = helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
         if length != math.prod(t.dims) * itemsize:
-            raise EdgekitError(f"{graph_name}: initializer '{t.name}' has {length} bytes in {want}, its shape "
-                               f"{list(t.dims)} needs {math.prod(t.dims) * itemsize}")
+            raise EdgekitError(
+                f"{graph_name}: initializer '{t.name}' has {length} bytes in {want}, its shape "
+                f"{list(t.dims)} needs {math.prod(t.dims) * itemsize}"
+            )
 
 
 def _weights_as_inputs(model, name: str):
@@ -108,8 +117,9 @@ def _weights_as_inputs(model, name: str):
     del out.graph.initializer[:]
     out.graph.initializer.extend(kept)
     have = {i.name for i in out.graph.input}
-    out.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
-                           for t in moved if t.name not in have)
+    out.graph.input.extend(
+        helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in moved if t.name not in have
+    )
     return out
 
 

@@ -60,8 +60,16 @@ def quantized_layers(model, float_weights: dict[str, np.ndarray]) -> list[dict]:
         if _attr(w_dq, "axis", 1) != out_axis:
             continue
         w = float_weights[name]
-        layers.append({"node": node, "x": a_q.input[0], "codes": w_dq.input[0],
-                       "scale": w_dq.input[1], "out_axis": out_axis, "w": w.T if trans else w})
+        layers.append(
+            {
+                "node": node,
+                "x": a_q.input[0],
+                "codes": w_dq.input[0],
+                "scale": w_dq.input[1],
+                "out_axis": out_axis,
+                "w": w.T if trans else w,
+            }
+        )
     return layers
 
 
@@ -109,8 +117,9 @@ def _set(inits, name: str, array: np.ndarray) -> None:
     inits[name].CopyFrom(numpy_helper.from_array(array, name))
 
 
-def gptq_round(model, float_weights: dict[str, np.ndarray], batches: Sequence[np.ndarray], input_name: str,
-               *, damp: float = 0.01) -> dict:
+def gptq_round(
+    model, float_weights: dict[str, np.ndarray], batches: Sequence[np.ndarray], input_name: str, *, damp: float = 0.01
+) -> dict:
     """Re-choose every quantized layer's int8 weight codes by GPTQ (scales unchanged), in place."""
     import torch
     from onnx import numpy_helper

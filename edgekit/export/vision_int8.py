@@ -87,27 +87,42 @@ def part_matmuls(model, part: str) -> list[str]:
 CALIB_CHUNK_BYTES = 1 << 30  # intermediate tensors fetched per calibration run
 
 
-def calibrate_streamed(fp32_path: Path, batches: Sequence[np.ndarray], calib, options: dict, tmp: Path,
-                       large: bool) -> Path:
+def calibrate_streamed(
+    fp32_path: Path, batches: Sequence[np.ndarray], calib, options: dict, tmp: Path, large: bool
+) -> Path:
     """ONNX Runtime's own calibrator and histogram collector, fed one image and at most CALIB_CHUNK_BYTES of its
     intermediate tensors at a time (quantize_static fetches every intermediate tensor of every image at once: over
     3 GB per 448x448 image at MiMo-Embodied's size, 16 images at a time). The collector merges each chunk into its
     histograms and the tensors are dropped. Returns the ranges as ONNX Runtime's calibration cache, which
     quantize_static then reads instead of calibrating again."""
-    from onnxruntime.quantization.calibrate import (CalibrationMethod, HistogramCollector, create_calibrator,
-                                                    save_tensors_data)
+    from onnxruntime.quantization.calibrate import (
+        CalibrationMethod,
+        HistogramCollector,
+        create_calibrator,
+        save_tensors_data,
+    )
 
     keys = {"CalibTensorRangeSymmetric": "symmetric", "CalibPercentile": "percentile"}
-    cal = create_calibrator(fp32_path, ["MatMul", "Gemm"], augmented_model_path=str(tmp / "augmented.onnx"),
-                            calibrate_method=calib, use_external_data_format=large,
-                            extra_options={keys[k]: v for k, v in options.items() if k in keys})
+    cal = create_calibrator(
+        fp32_path,
+        ["MatMul", "Gemm"],
+        augmented_model_path=str(tmp / "augmented.onnx"),
+        calibrate_method=calib,
+        use_external_data_format=large,
+        extra_options={keys[k]: v for k, v in options.items() if k in keys},
+    )
     cal.model = None  # the session has it now (2.7 GB of weights at MiMo-Embodied's size)
     if calib == CalibrationMethod.MinMax:  # reduced in the graph: only two numbers per tensor leave the session
         cal.collect_data(PatchReader(batches))
     else:
-        cal.collector = HistogramCollector(method=cal.method, symmetric=cal.symmetric, num_bins=cal.num_bins,
-                                           num_quantized_bins=cal.num_quantized_bins, percentile=cal.percentile,
-                                           scenario=cal.scenario)
+        cal.collector = HistogramCollector(
+            method=cal.method,
+            symmetric=cal.symmetric,
+            num_bins=cal.num_bins,
+            num_quantized_bins=cal.num_quantized_bins,
+            percentile=cal.percentile,
+            scenario=cal.scenario,
+        )
         outputs = [o for o in cal.infer_session.get_outputs() if o.name in cal.tensors_to_calibrate]
         for x in batches:
             for names in _chunks(outputs, CALIB_CHUNK_BYTES):
@@ -137,8 +152,11 @@ def _gptq_round(q, float_model, base_dir: Path, batches) -> dict:
 
     from edgekit.export.vision_gptq import gptq_round
 
-    weights = {i.name: numpy_helper.to_array(i, base_dir=str(base_dir)) for i in float_model.graph.initializer
-               if len(i.dims) == 2}
+    weights = {
+        i.name: numpy_helper.to_array(i, base_dir=str(base_dir))
+        for i in float_model.graph.initializer
+        if len(i.dims) == 2
+    }
     return gptq_round(q, weights, batches, INPUT)
 
 
@@ -156,8 +174,11 @@ def _calibration(method: str, percentile: float):
         "CalibPercentile": percentile,
         "CalibNumBins": 2048,
     }
-    calib = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-             "entropy": CalibrationMethod.Entropy}[method]
+    calib = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }[method]
     return calib, extra
 
 
@@ -168,8 +189,14 @@ def _is_large(fp32_path: Path, model) -> bool:
     return fp32_path.with_name(fp32_path.name + ".data").is_file() or initializer_bytes(model) > EXTERNAL_DATA_BYTES
 
 
-def calibrate_ranges(fp32_path: str | Path, batches: Sequence[np.ndarray], out: str | Path, *,
-                     method: str = "minmax", percentile: float = 99.999) -> Path:
+def calibrate_ranges(
+    fp32_path: str | Path,
+    batches: Sequence[np.ndarray],
+    out: str | Path,
+    *,
+    method: str = "minmax",
+    percentile: float = 99.999,
+) -> Path:
     """The activation ranges of an FP32 vision graph over `batches` (ONNX Runtime's calibration cache), written to
     `out`: several `quantize_int8` calls on one graph and one calibration set (other float parts, GPTQ or not) then
     calibrate once."""
@@ -188,9 +215,17 @@ def calibrate_ranges(fp32_path: str | Path, batches: Sequence[np.ndarray], out: 
     return out
 
 
-def quantize_int8(fp32_path: str | Path, out: str | Path, batches: Sequence[np.ndarray], *,
-                  method: str = "minmax", percentile: float = 99.999, float_parts: Sequence[str] = (),
-                  gptq: bool = False, ranges: str | Path | None = None) -> dict:
+def quantize_int8(
+    fp32_path: str | Path,
+    out: str | Path,
+    batches: Sequence[np.ndarray],
+    *,
+    method: str = "minmax",
+    percentile: float = 99.999,
+    float_parts: Sequence[str] = (),
+    gptq: bool = False,
+    ranges: str | Path | None = None,
+) -> dict:
     """Static INT8 QDQ of an FP32 vision graph, calibrated on `batches` of patches; writes `out` atomically.
     `ranges`: calibrate_ranges' file for this graph, batches and method (calibrated here when None)."""
     import onnx
@@ -214,11 +249,21 @@ def quantize_int8(fp32_path: str | Path, out: str | Path, batches: Sequence[np.n
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".int8-") as work, _quiet_onnxruntime_quantization():
         tmp = Path(work)
         cache = Path(ranges) if ranges is not None else calibrate_streamed(fp32_path, batches, calib, extra, tmp, large)
-        quantize_static(str(fp32_path), str(tmp / "qdq.onnx"), None, calibration_cache_path=str(cache),
-                        quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul", "Gemm"],
-                        nodes_to_quantize=quantized, per_channel=True, activation_type=QuantType.QInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=calib, use_external_data_format=large,
-                        extra_options=extra)
+        quantize_static(
+            str(fp32_path),
+            str(tmp / "qdq.onnx"),
+            None,
+            calibration_cache_path=str(cache),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["MatMul", "Gemm"],
+            nodes_to_quantize=quantized,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=calib,
+            use_external_data_format=large,
+            extra_options=extra,
+        )
         q = onnx.load(str(tmp / "qdq.onnx"))
         rounded = _gptq_round(q, model, fp32_path.parent, batches) if gptq else {}
         props = {p.key: p.value for p in model.metadata_props}
@@ -226,6 +271,11 @@ def quantize_int8(fp32_path: str | Path, out: str | Path, batches: Sequence[np.n
         props["edgekit.calibration"] = method
         set_metadata(q, props)
         save_graph(q, out)
-    return {"quantized_matmuls": len(quantized), "float_matmuls": len(exclude), "float_parts": list(float_parts),
-            "method": method, **rounded,
-            "calibration_batches": len(batches)}
+    return {
+        "quantized_matmuls": len(quantized),
+        "float_matmuls": len(exclude),
+        "float_parts": list(float_parts),
+        "method": method,
+        **rounded,
+        "calibration_batches": len(batches),
+    }

@@ -34,9 +34,15 @@ def integer_matmuls(model):
             (a, w) = dq
             a_from_q = producer.get(a.input[0]) is not None and producer[a.input[0]].op_type == "QuantizeLinear"
             if a_from_q and w.input[0] in consts and len(a.input) == 3 and len(w.input) == 3:
-                nodes.append(helper.make_node(
-                    "MatMulIntegerToFloat", [a.input[0], w.input[0], a.input[1], w.input[1], a.input[2], w.input[2]],
-                    list(node.output), name=node.name + "_int", domain="com.microsoft"))
+                nodes.append(
+                    helper.make_node(
+                        "MatMulIntegerToFloat",
+                        [a.input[0], w.input[0], a.input[1], w.input[1], a.input[2], w.input[2]],
+                        list(node.output),
+                        name=node.name + "_int",
+                        domain="com.microsoft",
+                    )
+                )
                 rewritten += 1
                 activation_zeros |= {a.input[2], producer[a.input[0]].input[2]}
                 weight_zeros.add(w.input[2])

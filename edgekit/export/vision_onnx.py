@@ -28,6 +28,7 @@ FORBIDDEN_OPS = {"Loop", "If", "Scan"}
 
 # ---- FP32 / FP16 export ------------------------------------------------------------------------
 
+
 def graph_plan(checkpoint, width: int, height: int, images: int, precision: str):
     """(window plan, VisionGraphInfo) of the graph for N images of width x height pixels."""
     from edgekit.export.vision_static import plan_for_resolution
@@ -49,8 +50,9 @@ def fp16_guard(checkpoint, width: int, height: int, images: int, image_paths: Se
     return guard_report(peaks, blocks_to_keep_fp32(peaks))
 
 
-def export_float(checkpoint, width: int, height: int, images: int, precision: str, out: str | Path,
-                 fp32_blocks: Sequence[int] = ()) -> VisionGraphInfo:
+def export_float(
+    checkpoint, width: int, height: int, images: int, precision: str, out: str | Path, fp32_blocks: Sequence[int] = ()
+) -> VisionGraphInfo:
     """Trace the static tower for one resolution and write an FP32 or FP16 ONNX graph atomically (its weights in one
     `<out>.data` file beside it when they are too large for one protobuf: edgekit.export.onnx_files). fp32_blocks: the
     blocks an FP16 graph keeps in FP32 (fp16_guard), recorded in its metadata."""
@@ -75,8 +77,16 @@ def export_float(checkpoint, width: int, height: int, images: int, precision: st
     # The tracer runs forward() from C++: a SIGTERM must not unwind through it (edgekit.interrupts).
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".trace-") as tmp, torch.no_grad(), native_section():
         traced = Path(tmp) / "traced.onnx"
-        torch.onnx.export(tower, (example,), str(traced), dynamo=False, opset_version=OPSET,
-                          input_names=[INPUT], output_names=[OUTPUT], do_constant_folding=True)
+        torch.onnx.export(
+            tower,
+            (example,),
+            str(traced),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            do_constant_folding=True,
+        )
         del tower
         model = onnx.load(str(traced))  # with whatever external files the exporter wrote
         set_metadata(model, {**info.metadata(), **({FP32_BLOCKS_KEY: ",".join(map(str, kept))} if kept else {})})
@@ -99,7 +109,9 @@ def check_graph(path: str | Path) -> dict[str, int]:
         ops[node.op_type] = ops.get(node.op_type, 0) + 1
     bad = FORBIDDEN_OPS & set(ops)
     if bad:
-        raise EdgekitError(f"{path}: graph has data-dependent control flow ({sorted(bad)}); TensorRT needs a static graph")
+        raise EdgekitError(
+            f"{path}: graph has data-dependent control flow ({sorted(bad)}); TensorRT needs a static graph"
+        )
     return ops
 
 
@@ -110,6 +122,7 @@ def output_path(out: str | Path, width: int, height: int, several: bool) -> Path
 
 
 # ---- the whole export ----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class VisionExportConfig:
@@ -130,8 +143,9 @@ class VisionExportConfig:
 REPORT_SCHEMA = "edgekit.vision-export/1"
 
 
-def export_vision(model_dir: str | Path, out: str | Path, cfg: VisionExportConfig, on_step=None, *,
-                  force: bool = False) -> list[dict]:
+def export_vision(
+    model_dir: str | Path, out: str | Path, cfg: VisionExportConfig, on_step=None, *, force: bool = False
+) -> list[dict]:
     """Export one graph per resolution, check it, measure it against FP32; returns one report per graph.
 
     Each report is also written beside its graph as `<graph>.json` (deterministic, no timings). An output over an
@@ -155,8 +169,12 @@ def export_vision(model_dir: str | Path, out: str | Path, cfg: VisionExportConfi
     for width, height in cfg.resolutions:
         path = output_path(out, width, height, len(cfg.resolutions) > 1)
         claim_file(path, inputs, force=force, ours=is_edgekit_onnx)
-        claim_file(path.with_name(path.name + ".data"), inputs, force=force,  # the weights of a graph over 2 GB
-                   ours=lambda data, graph=path: graph.exists() and is_edgekit_onnx(graph))
+        claim_file(
+            path.with_name(path.name + ".data"),
+            inputs,
+            force=force,  # the weights of a graph over 2 GB
+            ours=lambda data, graph=path: graph.exists() and is_edgekit_onnx(graph),
+        )
         claim_file(path.with_suffix(".json"), inputs, force=force, ours=is_json_with_schema(REPORT_SCHEMA))
     step = on_step or (lambda msg: None)
     ckpt = open_checkpoint(model_dir)
@@ -171,9 +189,16 @@ def export_vision(model_dir: str | Path, out: str | Path, cfg: VisionExportConfi
             fp32 = path if cfg.precision == "fp32" else Path(tmp) / "fp32.onnx"
             step(f"{width}x{height}: export fp32")
             info = export_float(ckpt, width, height, cfg.images, "fp32", fp32)
-            report: dict = {"schema": REPORT_SCHEMA, "checkpoint": str(ckpt.path), "resolution": f"{width}x{height}",
-                            "resized_to": f"{info.width}x{info.height}", "images": cfg.images,
-                            "precision": cfg.precision, "tokens": info.tokens, "graph": path.name}
+            report: dict = {
+                "schema": REPORT_SCHEMA,
+                "checkpoint": str(ckpt.path),
+                "resolution": f"{width}x{height}",
+                "resized_to": f"{info.width}x{info.height}",
+                "images": cfg.images,
+                "precision": cfg.precision,
+                "tokens": info.tokens,
+                "graph": path.name,
+            }
             if cfg.precision == "fp16":
                 step(f"{width}x{height}: FP16 range of every block on the calibration images")
                 report["fp16_guard"] = fp16_guard(ckpt, width, height, cfg.images, calib_paths)
@@ -182,9 +207,14 @@ def export_vision(model_dir: str | Path, out: str | Path, cfg: VisionExportConfi
             held = patch_batches(held_paths, info, proc)
             if cfg.precision == "int8":
                 step(f"{width}x{height}: calibrate int8 ({cfg.calibration}, {len(calib_paths)} images)")
-                report["quantization"] = quantize_int8(fp32, path, patch_batches(calib_paths, info, proc),
-                                                       method=cfg.calibration, float_parts=cfg.float_parts,
-                                                       gptq=cfg.gptq)
+                report["quantization"] = quantize_int8(
+                    fp32,
+                    path,
+                    patch_batches(calib_paths, info, proc),
+                    method=cfg.calibration,
+                    float_parts=cfg.float_parts,
+                    gptq=cfg.gptq,
+                )
             step(f"{width}x{height}: check graph and measure")
             report["ops"] = check_graph(path)
             report["fp32_vs_torch"] = _fp32_parity(ckpt, fp32, info)
@@ -225,13 +255,16 @@ def _fp32_parity(ckpt, fp32_path: Path, info: VisionGraphInfo) -> dict:
     import torch
 
     from edgekit.export.vision_static import build_static_tower, plan_for_resolution
+
     plan, _ = plan_for_resolution(ckpt, info.width, info.height, info.images)
     x = _random_batch(info, seed=1)
     with torch.no_grad():
         ref = build_static_tower(ckpt, plan)(torch.from_numpy(x)).numpy()
     out = _session(fp32_path).run(None, {INPUT: x})[0]
-    return {"max_rel_error": relative_max_error(out, ref),
-            "min_cosine": float(image_cosines(out, ref, info.images).min())}
+    return {
+        "max_rel_error": relative_max_error(out, ref),
+        "min_cosine": float(image_cosines(out, ref, info.images).min()),
+    }
 
 
 def _fidelity(path: Path, fp32_path: Path, batches: Sequence[np.ndarray], info: VisionGraphInfo) -> dict:
@@ -242,5 +275,10 @@ def _fidelity(path: Path, fp32_path: Path, batches: Sequence[np.ndarray], info: 
         a, b = low.run(None, {INPUT: x})[0], ref.run(None, {INPUT: x})[0]
         cos += image_cosines(a, b, info.images).tolist()
         err = max(err, relative_max_error(a, b))
-    return {"samples": len(cos), "mean_cosine": float(np.mean(cos)), "min_cosine": float(np.min(cos)),
-            "max_rel_error": err, "per_sample_cosine": [round(c, 6) for c in cos]}
+    return {
+        "samples": len(cos),
+        "mean_cosine": float(np.mean(cos)),
+        "min_cosine": float(np.min(cos)),
+        "max_rel_error": err,
+        "per_sample_cosine": [round(c, 6) for c in cos],
+    }

@@ -71,12 +71,15 @@ def plan_windows(grid_h: int, grid_w: int, images: int, *, merge: int, window_si
     units are row-major, and each unit's merge^2 patches stay consecutive, as in transformers.
     """
     if grid_h % merge or grid_w % merge:
-        raise EdgekitError(f"patch grid {grid_h}x{grid_w} is not a multiple of spatial_merge_size={merge}; "
-                           f"image sides must be multiples of {patch * merge} px")
+        raise EdgekitError(
+            f"patch grid {grid_h}x{grid_w} is not a multiple of spatial_merge_size={merge}; "
+            f"image sides must be multiples of {patch * merge} px"
+        )
     side = window_size // merge // patch  # merged units per window side (4 for Qwen2.5-VL)
     if side < 1:
-        raise EdgekitError(f"config.json vision_config: window_size={window_size} is smaller than one merged unit "
-                           f"({patch * merge} px)")
+        raise EdgekitError(
+            f"config.json vision_config: window_size={window_size} is smaller than one merged unit ({patch * merge} px)"
+        )
     uh, uw = grid_h // merge, grid_w // merge  # merged-unit grid of one image
     m2 = merge * merge
     windows: list[np.ndarray] = []
@@ -84,11 +87,11 @@ def plan_windows(grid_h: int, grid_w: int, images: int, *, merge: int, window_si
         unit_ids = img * uh * uw + np.arange(uh * uw).reshape(uh, uw)
         for r0 in range(0, uh, side):
             for c0 in range(0, uw, side):
-                windows.append(unit_ids[r0:r0 + side, c0:c0 + side].reshape(-1))
+                windows.append(unit_ids[r0 : r0 + side, c0 : c0 + side].reshape(-1))
     units_per_slot = max(len(w) for w in windows)
     unit_slot = np.full((len(windows), units_per_slot), -1, dtype=np.int64)  # [windows, units_per_slot]
     for i, w in enumerate(windows):
-        unit_slot[i, :len(w)] = w
+        unit_slot[i, : len(w)] = w
     flat_units = unit_slot.reshape(-1)  # [padded units]
     inner = np.arange(m2)
     slot_source = np.where(flat_units[:, None] >= 0, flat_units[:, None] * m2 + inner, -1).reshape(-1)  # [S]
@@ -103,8 +106,17 @@ def plan_windows(grid_h: int, grid_w: int, images: int, *, merge: int, window_si
     rows = (r[:, None] * merge + dh).reshape(-1)
     cols = (c[:, None] * merge + dw).reshape(-1)
     positions = np.stack([rows, cols], axis=-1) * (slot_source >= 0)[:, None]  # [S, 2]
-    return WindowPlan(grid_h, grid_w, images, merge, len(windows), units_per_slot * m2,
-                      slot_source, unit_order, positions.astype(np.int64))
+    return WindowPlan(
+        grid_h,
+        grid_w,
+        images,
+        merge,
+        len(windows),
+        units_per_slot * m2,
+        slot_source,
+        unit_order,
+        positions.astype(np.int64),
+    )
 
 
 def rotary_tables(positions: np.ndarray, head_dim: int, theta: float):
@@ -156,10 +168,16 @@ def attention(q, k, v, mask):
 def _activation(name: str):
     import torch.nn.functional as F
 
-    table = {"silu": F.silu, "gelu": lambda x: F.gelu(x), "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-             "quick_gelu": lambda x: x * (1.702 * x).sigmoid()}
+    table = {
+        "silu": F.silu,
+        "gelu": lambda x: F.gelu(x),
+        "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+        "quick_gelu": lambda x: x * (1.702 * x).sigmoid(),
+    }
     if name not in table:
-        raise EdgekitError(f"config.json vision_config.hidden_act={name!r} is not supported; expected one of {sorted(table)}")
+        raise EdgekitError(
+            f"config.json vision_config.hidden_act={name!r} is not supported; expected one of {sorted(table)}"
+        )
     return table[name]
 
 
@@ -198,9 +216,20 @@ def build_static_tower(checkpoint, plan: WindowPlan, dtype=None, fp32_blocks=())
             self.names: list[str] = []
             for i in range(v.depth):
                 p = f"visual.blocks.{i}."
-                for n in ("norm1.weight", "norm2.weight", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight",
-                          "attn.proj.bias", "mlp.gate_proj.weight", "mlp.gate_proj.bias", "mlp.up_proj.weight",
-                          "mlp.up_proj.bias", "mlp.down_proj.weight", "mlp.down_proj.bias"):
+                for n in (
+                    "norm1.weight",
+                    "norm2.weight",
+                    "attn.qkv.weight",
+                    "attn.qkv.bias",
+                    "attn.proj.weight",
+                    "attn.proj.bias",
+                    "mlp.gate_proj.weight",
+                    "mlp.gate_proj.bias",
+                    "mlp.up_proj.weight",
+                    "mlp.up_proj.bias",
+                    "mlp.down_proj.weight",
+                    "mlp.down_proj.bias",
+                ):
                     self.blocks.append(weight(p + n, torch.float32 if i in wide else dtype))
             self.ln_q = weight("visual.merger.ln_q.weight")
             self.mlp0_w, self.mlp0_b = weight("visual.merger.mlp.0.weight"), weight("visual.merger.mlp.0.bias")
@@ -216,7 +245,7 @@ def build_static_tower(checkpoint, plan: WindowPlan, dtype=None, fp32_blocks=())
             bias = torch.where(valid, 0.0, MASKED).float()
             self.window_mask = bias[:, None, None, :] if plan.ragged else None  # [W, 1, 1, slots]
             self.full_mask = bias.reshape(plan.images, 1, 1, -1) if plan.ragged else None  # [N, 1, 1, W/N*slots]
-            self.scale = v.head_dim ** -0.5
+            self.scale = v.head_dim**-0.5
             self.peaks: list[float] | None = None  # per block, when probing (eager only)
 
         def _probe(self, i: int, *tensors) -> None:
@@ -224,7 +253,9 @@ def build_static_tower(checkpoint, plan: WindowPlan, dtype=None, fp32_blocks=())
                 self.peaks[i] = max([self.peaks[i]] + [float(t.detach().abs().max()) for t in tensors])
 
         def block(self, x, i: int):
-            (n1, n2, qkv_w, qkv_b, proj_w, proj_b, g_w, g_b, u_w, u_b, d_w, d_b) = list(self.blocks)[12 * i:12 * i + 12]
+            (n1, n2, qkv_w, qkv_b, proj_w, proj_b, g_w, g_b, u_w, u_b, d_w, d_b) = list(self.blocks)[
+                12 * i : 12 * i + 12
+            ]
             x = x.to(n1.dtype)  # a block kept in float32 takes and gives float32
             W, S, H = x.shape  # [windows, slots, hidden]
             qkv = torch.nn.functional.linear(rms_norm(x, n1), qkv_w, qkv_b).reshape(W, S, 3, v.heads, v.head_dim)

@@ -19,6 +19,7 @@ KV_F16, KV_INT8 = 0, 1
 
 # ---- the C library ---------------------------------------------------------------------------------
 
+
 def build_library(build_dir: Path, cuda: bool, cuda_archs: str | None = None) -> Path:
     """cmake-build edgekit/kernels/ into build_dir: the CUDA library (sm_87/90/110, or `cuda_archs` such as "90-real"
     for the GPU at hand; spills fail the build) or the CPU emulation library. Returns the .so path; raises
@@ -29,8 +30,10 @@ def build_library(build_dir: Path, cuda: bool, cuda_archs: str | None = None) ->
         flags.append(f"-DEDGEKIT_CUDA_ARCHS={cuda_archs}")
     log = build_dir / "build.log"
     with open(log, "w") as f:
-        for cmd in (["cmake", "-S", str(KERNELS_DIR), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release", *flags],
-                    ["cmake", "--build", str(build_dir), "-j2"]):
+        for cmd in (
+            ["cmake", "-S", str(KERNELS_DIR), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release", *flags],
+            ["cmake", "--build", str(build_dir), "-j2"],
+        ):
             if subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode != 0:
                 tail = log.read_text(errors="replace").strip().splitlines()[-5:]
                 raise EdgekitError(f"kernel build failed ({' '.join(cmd[:2])}): " + " | ".join(tail))
@@ -82,7 +85,9 @@ class KernelLibrary:
             if a is not None:
                 a[...] = copies[name].cpu().numpy()
 
-    def vit_window_attention(self, qkv: np.ndarray, cos: np.ndarray, sin: np.ndarray, cu_windows: np.ndarray) -> np.ndarray:
+    def vit_window_attention(
+        self, qkv: np.ndarray, cos: np.ndarray, sin: np.ndarray, cu_windows: np.ndarray
+    ) -> np.ndarray:
         T, three, H, D = qkv.shape
         qkv = np.ascontiguousarray(qkv, dtype=np.float16)
         cos, sin = np.ascontiguousarray(cos, dtype=np.float32), np.ascontiguousarray(sin, dtype=np.float32)
@@ -90,15 +95,17 @@ class KernelLibrary:
         out = np.zeros((T, H * D), dtype=np.float16)
         max_len = int(np.max(np.diff(cu)))
         ptr, dev = self._buffers({"qkv": qkv, "cos": cos, "sin": sin, "cu": cu, "out": out})
-        rc = self.lib.edgekit_vit_window_attention(ptr["qkv"], ptr["cos"], ptr["sin"], ptr["cu"], len(cu) - 1, max_len,
-                                                   H, D, ptr["out"], None)
+        rc = self.lib.edgekit_vit_window_attention(
+            ptr["qkv"], ptr["cos"], ptr["sin"], ptr["cu"], len(cu) - 1, max_len, H, D, ptr["out"], None
+        )
         if rc != 0:
             raise EdgekitError(f"edgekit_vit_window_attention returned {rc}")
         self._written(dev, {"out": out})
         return out
 
-    def decode_attention(self, q_new, k_new, v_new, cos, sin, cache_k, cache_v, seq_lens, num_splits: int,
-                         scale_k=None, scale_v=None) -> np.ndarray:
+    def decode_attention(
+        self, q_new, k_new, v_new, cos, sin, cache_k, cache_v, seq_lens, num_splits: int, scale_k=None, scale_v=None
+    ) -> np.ndarray:
         """Runs one step; appends into cache_k/cache_v (and scales) in place, like the device would."""
         B, Hq, D = q_new.shape
         Hkv, C = cache_k.shape[1], cache_k.shape[2]
@@ -110,10 +117,27 @@ class KernelLibrary:
         out = np.zeros((B, Hq, D), dtype=np.float16)
         written = {"cache_k": cache_k, "cache_v": cache_v, "scale_k": scale_k, "scale_v": scale_v, "out": out}
         ptr, dev = self._buffers({"q": q, "k": k, "v": v, "cos": cos, "sin": sin, "lens": lens, "ws": ws, **written})
-        rc = self.lib.edgekit_decode_attention(ptr["q"], ptr["k"], ptr["v"], ptr["cos"], ptr["sin"], ptr["cache_k"],
-                                               ptr["cache_v"], ptr["scale_k"], ptr["scale_v"],
-                                               KV_INT8 if int8 else KV_F16, ptr["lens"], B, Hq, Hkv, C, num_splits,
-                                               ptr["ws"], ptr["out"], None)
+        rc = self.lib.edgekit_decode_attention(
+            ptr["q"],
+            ptr["k"],
+            ptr["v"],
+            ptr["cos"],
+            ptr["sin"],
+            ptr["cache_k"],
+            ptr["cache_v"],
+            ptr["scale_k"],
+            ptr["scale_v"],
+            KV_INT8 if int8 else KV_F16,
+            ptr["lens"],
+            B,
+            Hq,
+            Hkv,
+            C,
+            num_splits,
+            ptr["ws"],
+            ptr["out"],
+            None,
+        )
         if rc != 0:
             raise EdgekitError(f"edgekit_decode_attention returned {rc}")
         self._written(dev, written)
@@ -144,12 +168,12 @@ def vit_window_attention_torch(qkv, cos, sin, cu_windows):
     T, _, H, D = qkv.shape
     x = qkv.float()
     c, s = cos.float()[:, None, :], sin.float()[:, None, :]
-    rot = lambda t: torch.cat([-t[..., D // 2:], t[..., :D // 2]], dim=-1)  # noqa: E731
+    rot = lambda t: torch.cat([-t[..., D // 2 :], t[..., : D // 2]], dim=-1)  # noqa: E731
     q, k, v = x[:, 0] * c + rot(x[:, 0]) * s, x[:, 1] * c + rot(x[:, 1]) * s, x[:, 2]
     out = torch.empty(T, H, D, dtype=torch.float32, device=qkv.device)
     bounds = cu_windows.tolist()
     for a, b in zip(bounds[:-1], bounds[1:]):
-        att = torch.softmax(torch.einsum("qhd,khd->hqk", q[a:b], k[a:b]) / D ** 0.5, dim=-1)
+        att = torch.softmax(torch.einsum("qhd,khd->hqk", q[a:b], k[a:b]) / D**0.5, dim=-1)
         out[a:b] = torch.einsum("hqk,khd->qhd", att, v[a:b])
     return out.reshape(T, H * D).to(qkv.dtype)
 
@@ -162,15 +186,15 @@ def decode_attention_torch(q_new, k_new, v_new, cos, sin, cache_k, cache_v, seq_
     B, Hq, D = q_new.shape
     Hkv = k_new.shape[1]
     c, s = cos.float()[:, None, :], sin.float()[:, None, :]
-    rot = lambda t: torch.cat([-t[..., D // 2:], t[..., :D // 2]], dim=-1)  # noqa: E731
+    rot = lambda t: torch.cat([-t[..., D // 2 :], t[..., : D // 2]], dim=-1)  # noqa: E731
     q = q_new.float() * c + rot(q_new.float()) * s
     k = k_new.float() * c + rot(k_new.float()) * s
     out = torch.empty(B, Hq, D, dtype=torch.float32, device=q_new.device)
     for b, n in enumerate(seq_lens.tolist()):
         cache_k[b, :, n] = k[b].to(cache_k.dtype)
         cache_v[b, :, n] = v_new[b].to(cache_v.dtype)
-        keys, vals = cache_k[b, :, :n + 1].float(), cache_v[b, :, :n + 1].float()  # [Hkv, n+1, D]
-        att = torch.softmax(q[b].view(Hkv, Hq // Hkv, D) @ keys.transpose(1, 2) / D ** 0.5, dim=-1)
+        keys, vals = cache_k[b, :, : n + 1].float(), cache_v[b, :, : n + 1].float()  # [Hkv, n+1, D]
+        att = torch.softmax(q[b].view(Hkv, Hq // Hkv, D) @ keys.transpose(1, 2) / D**0.5, dim=-1)
         out[b] = (att @ vals).reshape(Hq, D)
     return out.to(q_new.dtype)
 
@@ -186,8 +210,11 @@ def register_torch_ops() -> None:
         return
 
     # explicit schema: this module's annotations are strings (from __future__ import annotations)
-    @torch.library.custom_op("edgekit::vit_window_attention", mutates_args=(),
-                             schema="(Tensor qkv, Tensor cos, Tensor sin, Tensor cu_windows) -> Tensor")
+    @torch.library.custom_op(
+        "edgekit::vit_window_attention",
+        mutates_args=(),
+        schema="(Tensor qkv, Tensor cos, Tensor sin, Tensor cu_windows) -> Tensor",
+    )
     def vit_window_attention(qkv, cos, sin, cu_windows):
         lib = cuda_library() if qkv.is_cuda and qkv.dtype == torch.float16 else None
         if lib is None:
@@ -198,8 +225,17 @@ def register_torch_ops() -> None:
         max_len = int((cu[1:] - cu[:-1]).max())
         keep = [qkv.contiguous(), cos.float().contiguous(), sin.float().contiguous()]  # alive until queued
         rc = lib.lib.edgekit_vit_window_attention(
-            keep[0].data_ptr(), keep[1].data_ptr(), keep[2].data_ptr(), cu.data_ptr(), cu.numel() - 1, max_len, H, D,
-            out.data_ptr(), torch.cuda.current_stream().cuda_stream)
+            keep[0].data_ptr(),
+            keep[1].data_ptr(),
+            keep[2].data_ptr(),
+            cu.data_ptr(),
+            cu.numel() - 1,
+            max_len,
+            H,
+            D,
+            out.data_ptr(),
+            torch.cuda.current_stream().cuda_stream,
+        )
         if rc != 0:
             raise RuntimeError(f"edgekit_vit_window_attention returned {rc}")
         return out
@@ -209,9 +245,12 @@ def register_torch_ops() -> None:
         T, _, H, D = qkv.shape
         return qkv.new_empty(T, H * D)
 
-    @torch.library.custom_op("edgekit::decode_attention", mutates_args=("cache_k", "cache_v"),
-                             schema="(Tensor q_new, Tensor k_new, Tensor v_new, Tensor cos, Tensor sin, "
-                                    "Tensor(a!) cache_k, Tensor(b!) cache_v, Tensor seq_lens, int num_splits) -> Tensor")
+    @torch.library.custom_op(
+        "edgekit::decode_attention",
+        mutates_args=("cache_k", "cache_v"),
+        schema="(Tensor q_new, Tensor k_new, Tensor v_new, Tensor cos, Tensor sin, "
+        "Tensor(a!) cache_k, Tensor(b!) cache_v, Tensor seq_lens, int num_splits) -> Tensor",
+    )
     def decode_attention(q_new, k_new, v_new, cos, sin, cache_k, cache_v, seq_lens, num_splits):
         f16 = all(t.dtype == torch.float16 for t in (q_new, k_new, v_new, cache_k, cache_v))
         lib = cuda_library() if q_new.is_cuda and f16 and cache_k.is_contiguous() and cache_v.is_contiguous() else None
@@ -219,14 +258,37 @@ def register_torch_ops() -> None:
             return decode_attention_torch(q_new, k_new, v_new, cos, sin, cache_k, cache_v, seq_lens)
         B, Hq, D = q_new.shape
         Hkv, C = cache_k.shape[1], cache_k.shape[2]
-        keep = [t.contiguous() for t in (q_new, k_new, v_new)] + [cos.float().contiguous(), sin.float().contiguous(),
-                                                                   seq_lens.to(torch.int32).contiguous()]
-        ws = torch.empty(lib.lib.edgekit_decode_workspace_bytes(B, Hq, num_splits), dtype=torch.uint8, device=q_new.device)
+        keep = [t.contiguous() for t in (q_new, k_new, v_new)] + [
+            cos.float().contiguous(),
+            sin.float().contiguous(),
+            seq_lens.to(torch.int32).contiguous(),
+        ]
+        ws = torch.empty(
+            lib.lib.edgekit_decode_workspace_bytes(B, Hq, num_splits), dtype=torch.uint8, device=q_new.device
+        )
         out = torch.empty(B, Hq, D, dtype=torch.float16, device=q_new.device)
         q, k, v, c, s, lens = (t.data_ptr() for t in keep)  # `keep` holds the temporaries until the launch is queued
-        rc = lib.lib.edgekit_decode_attention(q, k, v, c, s, cache_k.data_ptr(), cache_v.data_ptr(), None, None, KV_F16,
-                                              lens, B, Hq, Hkv, C, num_splits, ws.data_ptr(), out.data_ptr(),
-                                              torch.cuda.current_stream().cuda_stream)
+        rc = lib.lib.edgekit_decode_attention(
+            q,
+            k,
+            v,
+            c,
+            s,
+            cache_k.data_ptr(),
+            cache_v.data_ptr(),
+            None,
+            None,
+            KV_F16,
+            lens,
+            B,
+            Hq,
+            Hkv,
+            C,
+            num_splits,
+            ws.data_ptr(),
+            out.data_ptr(),
+            torch.cuda.current_stream().cuda_stream,
+        )
         if rc != 0:
             raise RuntimeError(f"edgekit_decode_attention returned {rc}")
         return out

@@ -43,8 +43,11 @@ def measured_peaks() -> dict:
     n = 8192
     x, y = (torch.randn(n, n, device="cuda", dtype=torch.float16) for _ in range(2))
     mm_ms = _time_ms(lambda: x @ y, reps=10)
-    return {"memory_bandwidth_gbs": 2 * (1 << 30) / copy_ms / 1e6, "fp16_tensor_tflops": 2 * n ** 3 / mm_ms / 1e9,
-            "source": "measured here (device-to-device copy, 8192^3 fp16 matmul)"}
+    return {
+        "memory_bandwidth_gbs": 2 * (1 << 30) / copy_ms / 1e6,
+        "fp16_tensor_tflops": 2 * n**3 / mm_ms / 1e9,
+        "source": "measured here (device-to-device copy, 8192^3 fp16 matmul)",
+    }
 
 
 def _check(rc: int, name: str) -> None:
@@ -66,26 +69,43 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     args = ap.parse_args()
     if not torch.cuda.is_available():
-        print("bench_kernels.py: no CUDA GPU here; the kernels' numerics are tested on the CPU (tests/kernels/test_kernels.py)")
+        print(
+            "bench_kernels.py: no CUDA GPU here; the kernels' numerics are tested on the CPU (tests/kernels/test_kernels.py)"
+        )
         return 2
     lib = cuda_library()
     if lib is None:
-        print("bench_kernels.py: build the CUDA library first (cmake -S edgekit/kernels -B edgekit/kernels/build && cmake --build edgekit/kernels/build)")
+        print(
+            "bench_kernels.py: build the CUDA library first (cmake -S edgekit/kernels -B edgekit/kernels/build && cmake --build edgekit/kernels/build)"
+        )
         return 2
     cap = torch.cuda.get_device_capability()
     target = {(8, 7): "orin-agx-64", (11, 0): "thor-agx"}.get(cap)
     peak = dict(device(target), source=f"targets/recipes/{target}.toml") if target else measured_peaks()
-    print(f"device {torch.cuda.get_device_name()} sm_{cap[0]}{cap[1]}; peaks {peak['memory_bandwidth_gbs']:.0f} GB/s, "
-          f"{peak['fp16_tensor_tflops']:.0f} fp16 TFLOP/s from {peak['source']}")
+    print(
+        f"device {torch.cuda.get_device_name()} sm_{cap[0]}{cap[1]}; peaks {peak['memory_bandwidth_gbs']:.0f} GB/s, "
+        f"{peak['fp16_tensor_tflops']:.0f} fp16 TFLOP/s from {peak['source']}"
+    )
     rows = []
 
     def report(name: str, ms: float, nbytes: float, flops: float, ms_sdpa: float) -> None:
         gbs, tfs = nbytes / ms / 1e6, flops / ms / 1e9
         share = f" ({gbs / peak['memory_bandwidth_gbs']:.0%} of DRAM, {tfs / peak['fp16_tensor_tflops']:.0%} of tensor)"
-        print(f"{name:44s} fused {ms:7.3f} ms  {gbs:6.1f} GB/s  {tfs:6.2f} TFLOP/s{share}   SDPA {ms_sdpa:7.3f} ms  "
-              f"SDPA/fused {ms_sdpa / ms:.2f}x")
-        rows.append({"case": name, "fused_ms": ms, "gbs": gbs, "tflops": tfs, "dram_share": gbs / peak["memory_bandwidth_gbs"],
-                     "tensor_share": tfs / peak["fp16_tensor_tflops"], "sdpa_ms": ms_sdpa})
+        print(
+            f"{name:44s} fused {ms:7.3f} ms  {gbs:6.1f} GB/s  {tfs:6.2f} TFLOP/s{share}   SDPA {ms_sdpa:7.3f} ms  "
+            f"SDPA/fused {ms_sdpa / ms:.2f}x"
+        )
+        rows.append(
+            {
+                "case": name,
+                "fused_ms": ms,
+                "gbs": gbs,
+                "tflops": tfs,
+                "dram_share": gbs / peak["memory_bandwidth_gbs"],
+                "tensor_share": tfs / peak["fp16_tensor_tflops"],
+                "sdpa_ms": ms_sdpa,
+            }
+        )
 
     dev, stream = torch.device("cuda"), torch.cuda.current_stream().cuda_stream
     H, D = VIS_HEADS, VIS_D
@@ -98,10 +118,23 @@ def main() -> int:
         cu = torch.arange(0, t + 1, window, device=dev, dtype=torch.int32)
         if int(cu[-1]) != t:
             cu = torch.cat([cu, torch.tensor([t], device=dev, dtype=torch.int32)])
+
         def fused():
-            _check(lib.lib.edgekit_vit_window_attention(
-                qkv.data_ptr(), cos.data_ptr(), sin.data_ptr(), cu.data_ptr(), cu.numel() - 1, window, H, D,
-                out.data_ptr(), stream), "edgekit_vit_window_attention")
+            _check(
+                lib.lib.edgekit_vit_window_attention(
+                    qkv.data_ptr(),
+                    cos.data_ptr(),
+                    sin.data_ptr(),
+                    cu.data_ptr(),
+                    cu.numel() - 1,
+                    window,
+                    H,
+                    D,
+                    out.data_ptr(),
+                    stream,
+                ),
+                "edgekit_vit_window_attention",
+            )
 
         nw = -(-t // window)
         pad = lambda x: F.pad(x, (0, 0, 0, nw * window - t)).reshape(H, nw, window, D).transpose(0, 1)  # noqa: E731
@@ -129,19 +162,47 @@ def main() -> int:
             sk, sv = torch.rand(1, DEC_KVH, C + 1, device=dev), torch.rand(1, DEC_KVH, C + 1, device=dev)
         else:
             ck, cv, sk, sv = ck16, cv16, None, None
+
         def fused_d():
-            _check(lib.lib.edgekit_decode_attention(
-                qn.data_ptr(), kn.data_ptr(), vn.data_ptr(), c2.data_ptr(), s2.data_ptr(), ck.data_ptr(), cv.data_ptr(),
-                sk.data_ptr() if int8 else None, sv.data_ptr() if int8 else None, int(int8), lens.data_ptr(), 1,
-                DEC_QH, DEC_KVH, C + 1, splits, ws.data_ptr(), o.data_ptr(), stream), "edgekit_decode_attention")
+            _check(
+                lib.lib.edgekit_decode_attention(
+                    qn.data_ptr(),
+                    kn.data_ptr(),
+                    vn.data_ptr(),
+                    c2.data_ptr(),
+                    s2.data_ptr(),
+                    ck.data_ptr(),
+                    cv.data_ptr(),
+                    sk.data_ptr() if int8 else None,
+                    sv.data_ptr() if int8 else None,
+                    int(int8),
+                    lens.data_ptr(),
+                    1,
+                    DEC_QH,
+                    DEC_KVH,
+                    C + 1,
+                    splits,
+                    ws.data_ptr(),
+                    o.data_ptr(),
+                    stream,
+                ),
+                "edgekit_decode_attention",
+            )
 
         nbytes = (C + 1) * DEC_KVH * DEC_D * 2 * (1 + 4 / DEC_D if int8 else 2)
-        report(f"decode, one layer, context {C}, {'INT8' if int8 else 'FP16'} KV, {splits} splits", _time_ms(fused_d),
-               nbytes, 4 * (C + 1) * DEC_QH * DEC_D, ms_sdpa)
+        report(
+            f"decode, one layer, context {C}, {'INT8' if int8 else 'FP16'} KV, {splits} splits",
+            _time_ms(fused_d),
+            nbytes,
+            4 * (C + 1) * DEC_QH * DEC_D,
+            ms_sdpa,
+        )
     if args.json:
         import json
 
-        args.json.write_text(json.dumps({"device": torch.cuda.get_device_name(), "peaks": peak, "rows": rows}, indent=1))
+        args.json.write_text(
+            json.dumps({"device": torch.cuda.get_device_name(), "peaks": peak, "rows": rows}, indent=1)
+        )
     return 0
 
 

@@ -9,26 +9,31 @@ from __future__ import annotations
 import numpy as np
 
 from edgekit.metrics import relative_error
-from edgekit.kernels.reference import apply_rotary, check_close, decode_attention_reference, vit_window_attention_reference
+from edgekit.kernels.reference import (
+    apply_rotary,
+    check_close,
+    decode_attention_reference,
+    vit_window_attention_reference,
+)
 
 REL_TOL = 5e-3
 
 # (window lengths in tokens, heads, head_dim)
 VIT_CASES = [
-    ([64] * 4 + [37, 1, 19], 3, 80),   # 112 px windows (64 patches), ragged tail, a single-token window; 313 tokens
-    ([64, 64, 41], 16, 80),            # MiMo-Embodied's 16 heads
-    ([333], 2, 80),                    # full attention over one image: several query and key tiles, ragged last tile
-    ([150, 150], 1, 80),               # full attention, two images in one call
-    ([64, 27], 2, 64),                 # the head_dim 64 instantiation
+    ([64] * 4 + [37, 1, 19], 3, 80),  # 112 px windows (64 patches), ragged tail, a single-token window; 313 tokens
+    ([64, 64, 41], 16, 80),  # MiMo-Embodied's 16 heads
+    ([333], 2, 80),  # full attention over one image: several query and key tiles, ragged last tile
+    ([150, 150], 1, 80),  # full attention, two images in one call
+    ([64, 27], 2, 64),  # the head_dim 64 instantiation
 ]
 # (tokens already cached per sequence, query heads, KV heads, split-K count, INT8 KV)
 DECODE_CASES = [
-    ([200, 57], 8, 2, 3, False),     # GQA 4:1 (MiMo's ratio), two sequences of different lengths
-    ([0], 4, 1, 4, False),           # first token: attention over itself alone; more splits than keys
-    ([333, 1], 8, 2, 5, True),       # INT8 KV with per-token-per-head scales
-    ([8191, 4099], 8, 2, 16, False), # long context (8192 with the new token), split-K, batch 2
-    ([8191], 8, 2, 16, True),        # long context, INT8 KV
-    ([1000], 32, 8, 4, True),        # MiMo's 32 query / 8 KV heads
+    ([200, 57], 8, 2, 3, False),  # GQA 4:1 (MiMo's ratio), two sequences of different lengths
+    ([0], 4, 1, 4, False),  # first token: attention over itself alone; more splits than keys
+    ([333, 1], 8, 2, 5, True),  # INT8 KV with per-token-per-head scales
+    ([8191, 4099], 8, 2, 16, False),  # long context (8192 with the new token), split-K, batch 2
+    ([8191], 8, 2, 16, True),  # long context, INT8 KV
+    ([1000], 32, 8, 4, True),  # MiMo's 32 query / 8 KV heads
 ]
 
 

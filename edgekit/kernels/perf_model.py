@@ -52,21 +52,31 @@ def vision(side_px: int) -> dict:
     exps = (VIS_BLOCKS - VIS_FULL) * t * WINDOW * VIS_HEADS + VIS_FULL * t * kv_span_full * VIS_HEADS
     # full attention: every query tile re-reads its head's K, V (f16) and the K rows' table half (f32) from L2
     l2_full = VIS_FULL * VIS_HEADS * (-(-t // TILE)) * t * (2 * VIS_D * 2 + 2 * (VIS_D // 2) * 4)
-    return {"tokens": t, "flops": (VIS_BLOCKS - VIS_FULL) * flops_window + VIS_FULL * flops_full,
-            "bytes": VIS_BLOCKS * per_block_bytes, "exps": exps, "l2_bytes": l2_full}
+    return {
+        "tokens": t,
+        "flops": (VIS_BLOCKS - VIS_FULL) * flops_window + VIS_FULL * flops_full,
+        "bytes": VIS_BLOCKS * per_block_bytes,
+        "exps": exps,
+        "l2_bytes": l2_full,
+    }
 
 
 def decode(ctx: int, int8: bool) -> dict:
     """One new token, batch 1, all 36 layers: the KV cache read once (codes + one f32 scale per row for INT8)."""
     per_elem = 1 + 4 / DEC_D if int8 else 2
     kv = ctx * DEC_KVH * DEC_D * 2 * per_elem
-    return {"flops": DEC_LAYERS * 4 * ctx * DEC_QH * DEC_D, "bytes": DEC_LAYERS * kv,
-            "instr": DEC_LAYERS * ctx * DEC_KVH * DEC_INSTR_PER_KEY[int8]}
+    return {
+        "flops": DEC_LAYERS * 4 * ctx * DEC_QH * DEC_D,
+        "bytes": DEC_LAYERS * kv,
+        "instr": DEC_LAYERS * ctx * DEC_KVH * DEC_INSTR_PER_KEY[int8],
+    }
 
 
 def bounds_ms(x: dict, dev: dict, orin: bool) -> dict:
-    b = {"memory": x["bytes"] / (dev["memory_bandwidth_gbs"] * 1e9) * 1e3,
-         "tensor": x["flops"] / (dev["fp16_tensor_tflops"] * 1e12) * 1e3}
+    b = {
+        "memory": x["bytes"] / (dev["memory_bandwidth_gbs"] * 1e9) * 1e3,
+        "tensor": x["flops"] / (dev["fp16_tensor_tflops"] * 1e12) * 1e3,
+    }
     if orin and "exps" in x:
         b["exp"] = x["exps"] / ORIN_EXP_PER_S * 1e3
     if orin and "instr" in x:
@@ -81,26 +91,34 @@ def expected_ms(b: dict) -> float:
 
 def main() -> None:
     orin, thor = device("orin-agx-64"), device("thor-agx")
-    print("| vision attention, one image, 32 blocks | tokens | GFLOP | DRAM MB | L2 re-reads MB (full attn) | "
-          "Orin bounds ms: memory / tensor / exp | Orin expected ms | Thor bounds ms: memory / tensor |")
+    print(
+        "| vision attention, one image, 32 blocks | tokens | GFLOP | DRAM MB | L2 re-reads MB (full attn) | "
+        "Orin bounds ms: memory / tensor / exp | Orin expected ms | Thor bounds ms: memory / tensor |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for side in (448, 896):
         v = vision(side)
         bo, bt = bounds_ms(v, orin, True), bounds_ms(v, thor, False)
-        print(f"| {side}x{side} | {v['tokens']} | {v['flops'] / 1e9:.1f} | {v['bytes'] / 1e6:.0f} | {v['l2_bytes'] / 1e6:.0f} | "
-              f"{bo['memory']:.2f} / {bo['tensor']:.2f} / {bo['exp']:.2f} | {expected_ms(bo):.2f} | "
-              f"{bt['memory']:.2f} / {bt['tensor']:.2f} |")
+        print(
+            f"| {side}x{side} | {v['tokens']} | {v['flops'] / 1e9:.1f} | {v['bytes'] / 1e6:.0f} | {v['l2_bytes'] / 1e6:.0f} | "
+            f"{bo['memory']:.2f} / {bo['tensor']:.2f} / {bo['exp']:.2f} | {expected_ms(bo):.2f} | "
+            f"{bt['memory']:.2f} / {bt['tensor']:.2f} |"
+        )
     print()
-    print("| decode attention, one token, 36 layers | KV | GFLOP | DRAM MB | Orin bounds ms: memory / issue | "
-          "Orin expected ms | Thor memory bound ms | Thor expected ms |")
+    print(
+        "| decode attention, one token, 36 layers | KV | GFLOP | DRAM MB | Orin bounds ms: memory / issue | "
+        "Orin expected ms | Thor memory bound ms | Thor expected ms |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for ctx in (1024, 4096, 16384):
         for int8 in (False, True):
             x = decode(ctx, int8)
             bo, bt = bounds_ms(x, orin, True), bounds_ms(x, thor, False)
-            print(f"| context {ctx} | {'INT8' if int8 else 'FP16'} | {x['flops'] / 1e9:.2f} | {x['bytes'] / 1e6:.0f} | "
-                  f"{bo['memory']:.2f} / {bo['issue']:.2f} | {expected_ms(bo):.2f} | {bt['memory']:.2f} | "
-                  f"{expected_ms(bt):.2f} |")
+            print(
+                f"| context {ctx} | {'INT8' if int8 else 'FP16'} | {x['flops'] / 1e9:.2f} | {x['bytes'] / 1e6:.0f} | "
+                f"{bo['memory']:.2f} / {bo['issue']:.2f} | {expected_ms(bo):.2f} | {bt['memory']:.2f} | "
+                f"{expected_ms(bt):.2f} |"
+            )
 
 
 if __name__ == "__main__":

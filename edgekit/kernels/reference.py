@@ -19,7 +19,9 @@ def apply_rotary(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     return x * cos + rotate_half(x) * sin
 
 
-def vit_window_attention_reference(qkv: np.ndarray, cos: np.ndarray, sin: np.ndarray, cu_windows: np.ndarray) -> np.ndarray:
+def vit_window_attention_reference(
+    qkv: np.ndarray, cos: np.ndarray, sin: np.ndarray, cu_windows: np.ndarray
+) -> np.ndarray:
     """qkv [T, 3, H, D], cos/sin [T, D], cu_windows [W+1] -> [T, H*D], all float64."""
     qkv = qkv.astype(np.float64)
     T, _, H, D = qkv.shape
@@ -80,5 +82,9 @@ def check_close(out: np.ndarray, ref: np.ndarray, atol: float, rtol: float, name
     out = out.astype(np.float64)
     bad = np.argwhere(np.abs(out - ref) > atol + rtol * np.abs(ref))
     if len(bad):
-        first = ", ".join(f"{tuple(int(i) for i in idx)}: {out[tuple(idx)]:.5g} vs {ref[tuple(idx)]:.5g}" for idx in bad[:5])
-        raise AssertionError(f"{name}: {len(bad)} of {out.size} elements outside atol {atol} + rtol {rtol}; first: {first}")
+        first = ", ".join(
+            f"{tuple(int(i) for i in idx)}: {out[tuple(idx)]:.5g} vs {ref[tuple(idx)]:.5g}" for idx in bad[:5]
+        )
+        raise AssertionError(
+            f"{name}: {len(bad)} of {out.size} elements outside atol {atol} + rtol {rtol}; first: {first}"
+        )

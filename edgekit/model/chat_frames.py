@@ -45,14 +45,21 @@ def chat_frames(template: str) -> dict | None:
             if one is None or one != two:
                 return None
             frames.setdefault(mode, {})[str(images)] = {"before": one[0], "after": one[1]}
-    in_a_row = all(_split(template, think, 2, _SENTINELS[0]) == (_repeat(frames[mode]["1"]["before"], 2),
-                                                                 frames[mode]["1"]["after"])
-                   for mode, think in (("think", True), ("no_think", False)))
+    in_a_row = all(
+        _split(template, think, 2, _SENTINELS[0])
+        == (_repeat(frames[mode]["1"]["before"], 2), frames[mode]["1"]["after"])
+        for mode, think in (("think", True), ("no_think", False))
+    )
     # MiMo's template turns thinking off for a question that ends with /no_think, even when thinking was asked for.
     asked = _SENTINELS[0] + NO_THINK
     switches = build_prompt_parts(template, [asked], think=True) == build_prompt_parts(template, [asked], think=False)
-    return {"image_placeholder": IMAGE_PLACEHOLDER, "no_think_suffix": NO_THINK, "suffix_turns_thinking_off": switches,
-            "images_in_a_row": in_a_row, "frames": frames}
+    return {
+        "image_placeholder": IMAGE_PLACEHOLDER,
+        "no_think_suffix": NO_THINK,
+        "suffix_turns_thinking_off": switches,
+        "images_in_a_row": in_a_row,
+        "frames": frames,
+    }
 
 
 def prompt_from_frames(record: dict, question: str, *, think: bool, images: int, marker: str | None = None) -> str:

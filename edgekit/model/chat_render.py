@@ -48,8 +48,12 @@ def _template_environment():
         def call_binop(self, context, operator, left, right):
             if operator == "**" and isinstance(right, int) and abs(right) > 1024:
                 raise jinja2.exceptions.SecurityError(f"exponent {right} is too large for a chat template")
-            if operator == "*" and isinstance(right, int) and hasattr(left, "__len__") \
-                    and len(left) * right > TEMPLATE_MAX_OUTPUT:
+            if (
+                operator == "*"
+                and isinstance(right, int)
+                and hasattr(left, "__len__")
+                and len(left) * right > TEMPLATE_MAX_OUTPUT
+            ):
                 raise jinja2.exceptions.SecurityError("a repetition larger than a prompt")
             if operator == "*" and isinstance(left, int) and hasattr(right, "__len__"):
                 return self.call_binop(context, operator, right, left)
@@ -68,25 +72,35 @@ def compile_chat_template(chat_template: str):
     try:
         return _template_environment().from_string(chat_template)
     except jinja2.TemplateSyntaxError as e:
-        raise EdgekitError(f"chat template line {e.lineno}: {e.message}; fix chat_template.jinja "
-                           "(or chat_template in tokenizer_config.json)") from None
+        raise EdgekitError(
+            f"chat template line {e.lineno}: {e.message}; fix chat_template.jinja "
+            "(or chat_template in tokenizer_config.json)"
+        ) from None
 
 
-def render_chat(chat_template: str, messages: list[dict], *, add_generation_prompt: bool = True,
-                **template_vars) -> str:
+def render_chat(
+    chat_template: str, messages: list[dict], *, add_generation_prompt: bool = True, **template_vars
+) -> str:
     """Render a conversation with the checkpoint's template, as tokenizer.apply_chat_template(tokenize=False)."""
     import jinja2
 
     template = compile_chat_template(chat_template)
     try:
         with _step_limit(TEMPLATE_MAX_STEPS):
-            text = template.render(messages=messages, tools=None, documents=None,
-                                   add_generation_prompt=add_generation_prompt, **template_vars)
+            text = template.render(
+                messages=messages,
+                tools=None,
+                documents=None,
+                add_generation_prompt=add_generation_prompt,
+                **template_vars,
+            )
     except jinja2.TemplateError as e:
         raise EdgekitError(f"chat template failed to render: {e}") from None
     except _RunawayTemplate:
-        raise EdgekitError(f"chat template did not finish rendering within {TEMPLATE_MAX_STEPS:,} steps (a runaway "
-                           "loop?); fix chat_template.jinja (or chat_template in tokenizer_config.json)") from None
+        raise EdgekitError(
+            f"chat template did not finish rendering within {TEMPLATE_MAX_STEPS:,} steps (a runaway "
+            "loop?); fix chat_template.jinja (or chat_template in tokenizer_config.json)"
+        ) from None
     if len(text) > TEMPLATE_MAX_OUTPUT:
         raise EdgekitError(f"chat template rendered {len(text):,} characters for one question; fix the template")
     return text

@@ -43,7 +43,7 @@ _NAME_PREFIXES = (
 def canonical_name(name: str) -> str:
     for old, new in _NAME_PREFIXES:
         if name.startswith(old):
-            return new + name[len(old):]
+            return new + name[len(old) :]
     return name
 
 
@@ -60,9 +60,12 @@ def expected_shapes(text: TextDims, vision: VisionDims) -> dict[str, tuple[int, 
     for i in range(t.num_layers):
         p = f"model.layers.{i}."
         shapes |= {
-            p + "self_attn.q_proj.weight": (q, t.hidden), p + "self_attn.q_proj.bias": (q,),
-            p + "self_attn.k_proj.weight": (kv, t.hidden), p + "self_attn.k_proj.bias": (kv,),
-            p + "self_attn.v_proj.weight": (kv, t.hidden), p + "self_attn.v_proj.bias": (kv,),
+            p + "self_attn.q_proj.weight": (q, t.hidden),
+            p + "self_attn.q_proj.bias": (q,),
+            p + "self_attn.k_proj.weight": (kv, t.hidden),
+            p + "self_attn.k_proj.bias": (kv,),
+            p + "self_attn.v_proj.weight": (kv, t.hidden),
+            p + "self_attn.v_proj.bias": (kv,),
             p + "self_attn.o_proj.weight": (t.hidden, q),
             p + "mlp.gate_proj.weight": (t.intermediate, t.hidden),
             p + "mlp.up_proj.weight": (t.intermediate, t.hidden),
@@ -75,17 +78,25 @@ def expected_shapes(text: TextDims, vision: VisionDims) -> dict[str, tuple[int, 
     for i in range(v.depth):
         p = f"visual.blocks.{i}."
         shapes |= {
-            p + "norm1.weight": (h,), p + "norm2.weight": (h,),
-            p + "attn.qkv.weight": (3 * h, h), p + "attn.qkv.bias": (3 * h,),
-            p + "attn.proj.weight": (h, h), p + "attn.proj.bias": (h,),
-            p + "mlp.gate_proj.weight": (v.intermediate, h), p + "mlp.gate_proj.bias": (v.intermediate,),
-            p + "mlp.up_proj.weight": (v.intermediate, h), p + "mlp.up_proj.bias": (v.intermediate,),
-            p + "mlp.down_proj.weight": (h, v.intermediate), p + "mlp.down_proj.bias": (h,),
+            p + "norm1.weight": (h,),
+            p + "norm2.weight": (h,),
+            p + "attn.qkv.weight": (3 * h, h),
+            p + "attn.qkv.bias": (3 * h,),
+            p + "attn.proj.weight": (h, h),
+            p + "attn.proj.bias": (h,),
+            p + "mlp.gate_proj.weight": (v.intermediate, h),
+            p + "mlp.gate_proj.bias": (v.intermediate,),
+            p + "mlp.up_proj.weight": (v.intermediate, h),
+            p + "mlp.up_proj.bias": (v.intermediate,),
+            p + "mlp.down_proj.weight": (h, v.intermediate),
+            p + "mlp.down_proj.bias": (h,),
         }
     shapes |= {
         "visual.merger.ln_q.weight": (h,),
-        "visual.merger.mlp.0.weight": (m, m), "visual.merger.mlp.0.bias": (m,),
-        "visual.merger.mlp.2.weight": (v.out_hidden, m), "visual.merger.mlp.2.bias": (v.out_hidden,),
+        "visual.merger.mlp.0.weight": (m, m),
+        "visual.merger.mlp.0.bias": (m,),
+        "visual.merger.mlp.2.weight": (v.out_hidden, m),
+        "visual.merger.mlp.2.bias": (v.out_hidden,),
     }
     return shapes
 
@@ -140,9 +151,11 @@ class Checkpoint:
         if not self.allow_nonfinite and name not in self._finite_checked:
             bad = count_nonfinite(tensor)
             if bad:
-                raise EdgekitError(f"{info.file}: tensor '{name}' has {bad} NaN/Inf value(s) of {tensor.numel()}; "
-                                   "the checkpoint is corrupt (a quantized block with one NaN is all NaN). "
-                                   "`edgekit build --allow-nonfinite` carries them through, if you really want that")
+                raise EdgekitError(
+                    f"{info.file}: tensor '{name}' has {bad} NaN/Inf value(s) of {tensor.numel()}; "
+                    "the checkpoint is corrupt (a quantized block with one NaN is all NaN). "
+                    "`edgekit build --allow-nonfinite` carries them through, if you really want that"
+                )
             self._finite_checked.add(name)
         return tensor
 
@@ -177,9 +190,17 @@ class Checkpoint:
 
     def files_for_hash(self) -> list[Path]:
         """Every file that defines the model's behaviour (weights, config, tokenizer, processor)."""
-        names = ["config.json", "generation_config.json", "preprocessor_config.json", "tokenizer.json",
-                 "tokenizer_config.json", "chat_template.jinja", "chat_template.json", INDEX_FILE,
-                 "edgekit-qat.json"]  # a QAT checkpoint's manifest (hashes of its trained layers)
+        names = [
+            "config.json",
+            "generation_config.json",
+            "preprocessor_config.json",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "chat_template.jinja",
+            "chat_template.json",
+            INDEX_FILE,
+            "edgekit-qat.json",
+        ]  # a QAT checkpoint's manifest (hashes of its trained layers)
         files = [self.path / n for n in names if (self.path / n).is_file()]
         return sorted(set(files) | set(self.weight_files()))
 
@@ -203,7 +224,7 @@ def count_nonfinite(tensor, chunk: int = 1 << 24) -> int:
     if not tensor.is_floating_point():
         return 0
     flat = tensor.reshape(-1)
-    return sum(int((~torch.isfinite(flat[i:i + chunk])).sum()) for i in range(0, flat.numel(), chunk))
+    return sum(int((~torch.isfinite(flat[i : i + chunk])).sum()) for i in range(0, flat.numel(), chunk))
 
 
 def chat_template_from(read, tokenizer_config: dict, where: Path) -> str | None:
@@ -230,14 +251,17 @@ def chat_template_from(read, tokenizer_config: dict, where: Path) -> str | None:
 
 def _reader(path: Path):
     """read(name) for the files of a checkpoint directory (bounded size, regular files; None when absent)."""
+
     def read(name: str) -> bytes | None:
         f = path / name
         return read_regular(f, max_bytes=64 << 20) if (f.exists() or f.is_symlink()) else None
+
     return read
 
 
-def open_checkpoint(path: str | Path, *, allow_pickle: bool = False, require_tokenizer: bool = True,
-                    allow_nonfinite: bool = False) -> Checkpoint:
+def open_checkpoint(
+    path: str | Path, *, allow_pickle: bool = False, require_tokenizer: bool = True, allow_nonfinite: bool = False
+) -> Checkpoint:
     """Open and validate a checkpoint directory, reading headers only."""
     path = Path(path)
     if not path.is_dir():
@@ -253,11 +277,15 @@ def open_checkpoint(path: str | Path, *, allow_pickle: bool = False, require_tok
 
     tokenizer_json = path / "tokenizer.json"
     if require_tokenizer and not tokenizer_json.exists():
-        raise EdgekitError(f"{tokenizer_json}: missing tokenizer; copy tokenizer.json (and tokenizer_config.json) from the source checkpoint")
+        raise EdgekitError(
+            f"{tokenizer_json}: missing tokenizer; copy tokenizer.json (and tokenizer_config.json) from the source checkpoint"
+        )
     if require_tokenizer:
         check_tokenizer_json(tokenizer_json)
-    tokenizer_config, preprocessor, generation = (_optional_object(path / name) for name in
-                                                  ("tokenizer_config.json", "preprocessor_config.json", "generation_config.json"))
+    tokenizer_config, preprocessor, generation = (
+        _optional_object(path / name)
+        for name in ("tokenizer_config.json", "preprocessor_config.json", "generation_config.json")
+    )
 
     tensors: dict[str, TensorInfo] = {}
     stored: dict[str, str] = {}
@@ -283,12 +311,23 @@ def open_checkpoint(path: str | Path, *, allow_pickle: bool = False, require_tok
             raise EdgekitError(
                 f"{info.file}: tensor '{name}' is {info.dtype}; edgekit quantizes from float weights "
                 f"({', '.join(FLOAT_DTYPES)}), and an already-quantized checkpoint (int8, FP8) would be re-quantized "
-                "from its raw codes without its scales: give the original bf16/fp16 checkpoint")
+                "from its raw codes without its scales: give the original bf16/fp16 checkpoint"
+            )
     return Checkpoint(
-        path=path, config=config, text=text, vision=vision, token_ids=token_ids, tensors=tensors,
-        stored_names=stored, _pickled=pickled, tokenizer_json=tokenizer_json, tokenizer_config=tokenizer_config,
-        chat_template=chat_template_from(_reader(path), tokenizer_config, path), preprocessor_config=preprocessor,
-        generation_config=generation, allow_nonfinite=allow_nonfinite,
+        path=path,
+        config=config,
+        text=text,
+        vision=vision,
+        token_ids=token_ids,
+        tensors=tensors,
+        stored_names=stored,
+        _pickled=pickled,
+        tokenizer_json=tokenizer_json,
+        tokenizer_config=tokenizer_config,
+        chat_template=chat_template_from(_reader(path), tokenizer_config, path),
+        preprocessor_config=preprocessor,
+        generation_config=generation,
+        allow_nonfinite=allow_nonfinite,
     )
 
 

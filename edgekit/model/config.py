@@ -85,21 +85,34 @@ def _need(cfg: dict, key: str, where: str):
 MAX_LAYERS = 1024
 MAX_COUNT = 1 << 20  # widths, heads, patch sizes
 MAX_VOCAB = MAX_POSITIONS = 1 << 24
-LIMITS = {"num_hidden_layers": MAX_LAYERS, "depth": MAX_LAYERS, "vocab_size": MAX_VOCAB,
-          "max_position_embeddings": MAX_POSITIONS, "image_token_id": MAX_VOCAB, "video_token_id": MAX_VOCAB,
-          "vision_start_token_id": MAX_VOCAB, "vision_end_token_id": MAX_VOCAB}
+LIMITS = {
+    "num_hidden_layers": MAX_LAYERS,
+    "depth": MAX_LAYERS,
+    "vocab_size": MAX_VOCAB,
+    "max_position_embeddings": MAX_POSITIONS,
+    "image_token_id": MAX_VOCAB,
+    "video_token_id": MAX_VOCAB,
+    "vision_start_token_id": MAX_VOCAB,
+    "vision_end_token_id": MAX_VOCAB,
+}
 
 
 def _count(value, key: str, where: str, *, minimum: int = 1) -> int:
     """A size field: a whole number from minimum to its limit (JSON booleans and fractions are refused, not
     truncated; a number beyond any real model is refused before anything is sized from it)."""
     maximum = LIMITS.get(key, MAX_COUNT)
-    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-            or int(value) != value or value < minimum):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or int(value) != value
+        or value < minimum
+    ):
         raise EdgekitError(f"{where}: field '{key}' is {value!r}; it must be a whole number >= {minimum}")
     if value > maximum:
-        raise EdgekitError(f"{where}: field '{key}' is {value!r}; edgekit reads at most {maximum:,} (a corrupt or "
-                           "hostile config?)")
+        raise EdgekitError(
+            f"{where}: field '{key}' is {value!r}; edgekit reads at most {maximum:,} (a corrupt or hostile config?)"
+        )
     return int(value)
 
 
@@ -159,8 +172,12 @@ def read_text_dims(cfg: dict, where: str = "config.json") -> TextDims:
     section = rope.get("mrope_section") if isinstance(rope, dict) else None
     if section is None:
         raise EdgekitError(f"{where}: no M-RoPE 'mrope_section' under rope_scaling/rope_parameters")
-    if (not isinstance(section, list) or len(section) != 3 or not all(isinstance(s, int) and s >= 0 for s in section)
-            or sum(section) * 2 != head_dim):
+    if (
+        not isinstance(section, list)
+        or len(section) != 3
+        or not all(isinstance(s, int) and s >= 0 for s in section)
+        or sum(section) * 2 != head_dim
+    ):
         raise EdgekitError(
             f"{where}: mrope_section {section} must have 3 parts summing to head_dim/2 = {head_dim // 2}"
         )
@@ -196,7 +213,9 @@ def read_vision_dims(cfg: dict, where: str = "config.json") -> VisionDims:
     if hidden % heads:
         raise EdgekitError(f"{where}: hidden_size {hidden} is not a multiple of num_heads {heads}")
     raw_full = v.get("fullatt_block_indexes", ())
-    if not isinstance(raw_full, (list, tuple)) or not all(isinstance(i, int) and not isinstance(i, bool) for i in raw_full):
+    if not isinstance(raw_full, (list, tuple)) or not all(
+        isinstance(i, int) and not isinstance(i, bool) for i in raw_full
+    ):
         raise EdgekitError(f"{where}: fullatt_block_indexes must be a list of block numbers, not {raw_full!r}")
     full = tuple(raw_full)
     if any(i < 0 or i >= depth for i in full):

@@ -123,8 +123,14 @@ def _tensor_seed(seed: int, name: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "little") & ((1 << 63) - 1)
 
 
-def init_tensor(name: str, shape: tuple[int, ...], seed: int, outliers: list[int], outlier_scale: float,
-                peak_block: int | None = None):
+def init_tensor(
+    name: str,
+    shape: tuple[int, ...],
+    seed: int,
+    outliers: list[int],
+    outlier_scale: float,
+    peak_block: int | None = None,
+):
     """Draw one weight (float32) by the rules below; pure function of (name, shape, seed, peak_block)."""
     import torch
 
@@ -159,8 +165,15 @@ def _write_json(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def _write_weights(out: Path, shapes: dict[str, tuple[int, ...]], p: Preset, seed: int, outliers: list[int], on_tensor=None,
-                   peak_block: int | None = None) -> None:
+def _write_weights(
+    out: Path,
+    shapes: dict[str, tuple[int, ...]],
+    p: Preset,
+    seed: int,
+    outliers: list[int],
+    on_tensor=None,
+    peak_block: int | None = None,
+) -> None:
     import torch
     from safetensors.torch import save_file
 
@@ -174,14 +187,18 @@ def _write_weights(out: Path, shapes: dict[str, tuple[int, ...]], p: Preset, see
             size = 0
         shards[-1].append(name)
         size += nbytes
-    files = (["model.safetensors"] if len(shards) == 1 and not p.shard_bytes
-             else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
+    files = (
+        ["model.safetensors"]
+        if len(shards) == 1 and not p.shard_bytes
+        else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    )
     weight_map, total = {}, 0
     for fname, shard in zip(files, shards):
         tensors = {}
         for name in shard:
-            tensors[name] = init_tensor(name, shapes[name], seed, outliers, p.outlier_scale,
-                                        peak_block).to(torch.bfloat16)
+            tensors[name] = init_tensor(name, shapes[name], seed, outliers, p.outlier_scale, peak_block).to(
+                torch.bfloat16
+            )
             total += tensors[name].numel() * 2
             weight_map[name] = fname
             if on_tensor:
@@ -192,8 +209,16 @@ def _write_weights(out: Path, shapes: dict[str, tuple[int, ...]], p: Preset, see
         _write_json(out / "model.safetensors.index.json", {"metadata": {"total_size": total}, "weight_map": weight_map})
 
 
-def make_tiny(out_dir: str | Path, preset: str = "tiny", seed: int = 0, *, on_tensor=None,
-              plant_vision_peak: int | None = None, plant_outliers: bool = True, max_pixels: int | None = None) -> Path:
+def make_tiny(
+    out_dir: str | Path,
+    preset: str = "tiny",
+    seed: int = 0,
+    *,
+    on_tensor=None,
+    plant_vision_peak: int | None = None,
+    plant_outliers: bool = True,
+    max_pixels: int | None = None,
+) -> Path:
     """Write a complete random-weight checkpoint to `out_dir` (created; must be empty or absent).
     plant_vision_peak: a vision block whose output carries activations of PLANTED_PEAK (beyond FP16).
     plant_outliers=False: no massive-activation channels (an init to train from: training grows its own).
@@ -202,8 +227,9 @@ def make_tiny(out_dir: str | Path, preset: str = "tiny", seed: int = 0, *, on_te
         raise EdgekitError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
     p = PRESETS[preset]
     if plant_vision_peak is not None and not 0 <= plant_vision_peak < p.vision_depth:
-        raise EdgekitError(f"--plant-vision-peak {plant_vision_peak}: preset '{preset}' has vision blocks 0.."
-                           f"{p.vision_depth - 1}")
+        raise EdgekitError(
+            f"--plant-vision-peak {plant_vision_peak}: preset '{preset}' has vision blocks 0..{p.vision_depth - 1}"
+        )
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise EdgekitError(f"{out}: directory is not empty; choose a new output directory")
@@ -228,26 +254,48 @@ def make_tiny(out_dir: str | Path, preset: str = "tiny", seed: int = 0, *, on_te
     _write_weights(tmp, shapes, p, seed, outliers, on_tensor, plant_vision_peak)
     _write_tokenizer_files(tmp, tok, token_ids)
     _write_json(tmp / "config.json", config)
-    _write_json(tmp / "generation_config.json", {
-        "bos_token_id": token_ids["<|endoftext|>"],
-        "eos_token_id": [token_ids["<|im_end|>"], token_ids["<|endoftext|>"]],
-        "pad_token_id": token_ids["<|endoftext|>"],
-        "do_sample": False,
-    })
-    _write_json(tmp / "preprocessor_config.json", {
-        "image_processor_type": "Qwen2VLImageProcessor",
-        "processor_class": "Qwen2_5_VLProcessor",
-        "do_resize": True, "do_rescale": True, "do_normalize": True, "do_convert_rgb": True,
-        "rescale_factor": 1 / 255,
-        "image_mean": IMAGE_MEAN, "image_std": IMAGE_STD,
-        "min_pixels": 3136, "max_pixels": max_pixels or p.max_pixels,
-        "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2,
-    })
-    _write_json(tmp / "edgekit_fixture.json", {
-        "preset": preset, "seed": seed, "outlier_channels": outliers, "note": "random weights generated by edgekit make-tiny",
-        **({"planted_vision_peak": {"block": plant_vision_peak, "value": PLANTED_PEAK}}
-           if plant_vision_peak is not None else {}),
-    })
+    _write_json(
+        tmp / "generation_config.json",
+        {
+            "bos_token_id": token_ids["<|endoftext|>"],
+            "eos_token_id": [token_ids["<|im_end|>"], token_ids["<|endoftext|>"]],
+            "pad_token_id": token_ids["<|endoftext|>"],
+            "do_sample": False,
+        },
+    )
+    _write_json(
+        tmp / "preprocessor_config.json",
+        {
+            "image_processor_type": "Qwen2VLImageProcessor",
+            "processor_class": "Qwen2_5_VLProcessor",
+            "do_resize": True,
+            "do_rescale": True,
+            "do_normalize": True,
+            "do_convert_rgb": True,
+            "rescale_factor": 1 / 255,
+            "image_mean": IMAGE_MEAN,
+            "image_std": IMAGE_STD,
+            "min_pixels": 3136,
+            "max_pixels": max_pixels or p.max_pixels,
+            "patch_size": 14,
+            "temporal_patch_size": 2,
+            "merge_size": 2,
+        },
+    )
+    _write_json(
+        tmp / "edgekit_fixture.json",
+        {
+            "preset": preset,
+            "seed": seed,
+            "outlier_channels": outliers,
+            "note": "random weights generated by edgekit make-tiny",
+            **(
+                {"planted_vision_peak": {"block": plant_vision_peak, "value": PLANTED_PEAK}}
+                if plant_vision_peak is not None
+                else {}
+            ),
+        },
+    )
     if out.exists():
         out.rmdir()
     os.replace(tmp, out)
@@ -271,23 +319,32 @@ def _write_tokenizer_files(out: Path, tok, token_ids: dict[str, int]) -> None:
     _write_json(out / "tokenizer.json", json.loads(tok.to_str()))
     template = chat_template()
     added = {
-        str(token_ids[c]): {"content": c, "lstrip": False, "normalized": False, "rstrip": False,
-                            "single_word": False, "special": s}
+        str(token_ids[c]): {
+            "content": c,
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+            "special": s,
+        }
         for c, s in ADDED_TOKENS
     }
-    _write_json(out / "tokenizer_config.json", {
-        "tokenizer_class": "Qwen2Tokenizer",
-        "added_tokens_decoder": added,
-        "additional_special_tokens": [c for c, s in ADDED_TOKENS if s and c not in ("<|endoftext|>", "<|im_end|>")],
-        "bos_token": None,
-        "eos_token": "<|im_end|>",
-        "pad_token": "<|endoftext|>",
-        "unk_token": None,
-        "model_max_length": 32768,
-        "clean_up_tokenization_spaces": False,
-        "errors": "replace",
-        "split_special_tokens": False,
-        "add_prefix_space": False,
-        "chat_template": template,
-    })
+    _write_json(
+        out / "tokenizer_config.json",
+        {
+            "tokenizer_class": "Qwen2Tokenizer",
+            "added_tokens_decoder": added,
+            "additional_special_tokens": [c for c, s in ADDED_TOKENS if s and c not in ("<|endoftext|>", "<|im_end|>")],
+            "bos_token": None,
+            "eos_token": "<|im_end|>",
+            "pad_token": "<|endoftext|>",
+            "unk_token": None,
+            "model_max_length": 32768,
+            "clean_up_tokenization_spaces": False,
+            "errors": "replace",
+            "split_special_tokens": False,
+            "add_prefix_space": False,
+            "chat_template": template,
+        },
+    )
     (out / "chat_template.jinja").write_text(template, encoding="utf-8")

@@ -57,7 +57,7 @@ class ImageProcessorConfig:
 
     @property
     def patch_dim(self) -> int:
-        return len(self.image_mean) * self.temporal_patch_size * self.patch_size ** 2
+        return len(self.image_mean) * self.temporal_patch_size * self.patch_size**2
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -84,13 +84,15 @@ def processor_config_from_dict(raw: dict, where: str = PREPROCESSOR_FILE) -> Ima
             value = [value] * 3
         if not isinstance(value, (list, tuple)) or len(value) != 3:
             raise EdgekitError(
-                f"{where}: field '{name}' must be a list of 3 numbers (one per RGB channel), got {value!r}")
+                f"{where}: field '{name}' must be a list of 3 numbers (one per RGB channel), got {value!r}"
+            )
         return tuple(float(v) for v in value)
 
     cfg = ImageProcessorConfig(
         patch_size=positive_int("patch_size", raw.get("patch_size", base.patch_size)),
-        temporal_patch_size=positive_int("temporal_patch_size",
-                                         raw.get("temporal_patch_size", base.temporal_patch_size)),
+        temporal_patch_size=positive_int(
+            "temporal_patch_size", raw.get("temporal_patch_size", base.temporal_patch_size)
+        ),
         merge_size=positive_int("merge_size", raw.get("merge_size", base.merge_size)),
         min_pixels=positive_int("min_pixels (size.shortest_edge)", min_pixels),
         max_pixels=positive_int("max_pixels (size.longest_edge)", max_pixels),
@@ -105,7 +107,8 @@ def processor_config_from_dict(raw: dict, where: str = PREPROCESSOR_FILE) -> Ima
     )
     if cfg.min_pixels > cfg.max_pixels:
         raise EdgekitError(
-            f"{where}: min_pixels {cfg.min_pixels} exceeds max_pixels {cfg.max_pixels}; swap or fix them")
+            f"{where}: min_pixels {cfg.min_pixels} exceeds max_pixels {cfg.max_pixels}; swap or fix them"
+        )
     if any(s == 0 for s in cfg.image_std):
         raise EdgekitError(f"{where}: field 'image_std' must not contain 0, got {list(cfg.image_std)}")
     return cfg
@@ -117,7 +120,8 @@ def load_processor_config(checkpoint_dir: str | Path) -> ImageProcessorConfig:
     path = Path(checkpoint_dir) / PREPROCESSOR_FILE
     if not path.is_file():
         raise EdgekitError(
-            f"{path}: not found; a Qwen2.5-VL checkpoint ships preprocessor_config.json beside config.json")
+            f"{path}: not found; a Qwen2.5-VL checkpoint ships preprocessor_config.json beside config.json"
+        )
     return processor_config_from_dict(read_json_object(path), where=str(path))
 
 
@@ -127,7 +131,8 @@ def check_image_size(width: int, height: int) -> None:
         raise EdgekitError(f"image size {width}x{height}: both sides must be positive")
     if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
         raise EdgekitError(
-            f"image size {width}x{height}: aspect ratio above {MAX_ASPECT_RATIO} is not supported; crop the image")
+            f"image size {width}x{height}: aspect ratio above {MAX_ASPECT_RATIO} is not supported; crop the image"
+        )
 
 
 def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
@@ -204,23 +209,26 @@ def patchify(image: np.ndarray, patch: int, merge: int, temporal: int) -> tuple[
     return np.ascontiguousarray(x.reshape(gh * gw, c * temporal * patch * patch)), gh, gw
 
 
-def target_size(height: int, width: int, cfg: ImageProcessorConfig,
-                resize_to: tuple[int, int] | None = None) -> tuple[int, int]:
+def target_size(
+    height: int, width: int, cfg: ImageProcessorConfig, resize_to: tuple[int, int] | None = None
+) -> tuple[int, int]:
     """(h, w) an image of this size is resized to: resize_to if given, else smart_resize."""
     if resize_to is not None:
         h, w = (int(v) for v in resize_to)
         if h <= 0 or w <= 0 or h % cfg.factor or w % cfg.factor:
             raise EdgekitError(
                 f"resize_to={resize_to}: height and width must be positive multiples of "
-                f"patch_size*merge_size = {cfg.factor}")
+                f"patch_size*merge_size = {cfg.factor}"
+            )
         return h, w
     if not cfg.do_resize:
         return height, width
     return smart_resize(height, width, cfg.factor, cfg.min_pixels, cfg.max_pixels)
 
 
-def model_pixels(image: Image.Image | np.ndarray, cfg: ImageProcessorConfig, *,
-                 resize_to: tuple[int, int] | None = None) -> np.ndarray:
+def model_pixels(
+    image: Image.Image | np.ndarray, cfg: ImageProcessorConfig, *, resize_to: tuple[int, int] | None = None
+) -> np.ndarray:
     """One image converted and resized as the model takes it: uint8 [3, H, W], H and W multiples of the patch factor
     (what its patches and grid follow from: `patches_of`)."""
     if isinstance(image, np.ndarray):
@@ -236,7 +244,8 @@ def model_pixels(image: Image.Image | np.ndarray, cfg: ImageProcessorConfig, *,
     if h % cfg.factor or w % cfg.factor:
         raise EdgekitError(
             f"image size {pil.width}x{pil.height} with do_resize=false is not a multiple of {cfg.factor}; "
-            "enable do_resize or pass resize_to")
+            "enable do_resize or pass resize_to"
+        )
     if (h, w) != (pil.height, pil.width):  # Pillow returns a plain copy for a same-size resize anyway
         pil = pil.resize((w, h), resample=cfg.resample)
     return np.asarray(pil).transpose(2, 0, 1)  # [3, H, W] uint8
@@ -252,15 +261,17 @@ def patches_of(pixels: np.ndarray, cfg: ImageProcessorConfig) -> np.ndarray:
     return patchify(normalise(pixels, cfg), cfg.patch_size, cfg.merge_size, cfg.temporal_patch_size)[0]
 
 
-def preprocess_image(image: Image.Image | np.ndarray, cfg: ImageProcessorConfig, *,
-                     resize_to: tuple[int, int] | None = None) -> tuple[np.ndarray, tuple[int, int, int]]:
+def preprocess_image(
+    image: Image.Image | np.ndarray, cfg: ImageProcessorConfig, *, resize_to: tuple[int, int] | None = None
+) -> tuple[np.ndarray, tuple[int, int, int]]:
     """One image -> (patches float32 [N, C*T*P*P], grid_thw (1, gh, gw)); N = gh * gw."""
     pixels = model_pixels(image, cfg, resize_to=resize_to)
     return patches_of(pixels, cfg), grid_of(pixels, cfg)
 
 
-def preprocess_images(images: list, cfg: ImageProcessorConfig, resize_to: tuple[int, int] | None = None
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def preprocess_images(
+    images: list, cfg: ImageProcessorConfig, resize_to: tuple[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Several images -> (patches concatenated [sum N_i, C*T*P*P], grid_thw int64 [k, 3])."""
     if not images:
         raise EdgekitError("preprocess_images: no images given")

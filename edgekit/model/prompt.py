@@ -48,6 +48,7 @@ class PromptIds:
 
 # ---- chat template (rendered by edgekit.model.chat_render) ---------------------------------------------------
 
+
 def user_turn(parts: Sequence[str | ImageSlot], *, think: bool) -> dict:
     """One user message with typed content parts; ` /no_think` goes on the last text part when thinking is off
     (unless that part already ends with it)."""
@@ -63,8 +64,15 @@ def user_turn(parts: Sequence[str | ImageSlot], *, think: bool) -> dict:
     return {"role": "user", "content": content}
 
 
-def build_prompt_parts(chat_template: str, parts: Sequence[str | ImageSlot], *, think: bool,
-                       system: str | None = None, image_token: str = IMAGE_TOKEN, **template_vars) -> str:
+def build_prompt_parts(
+    chat_template: str,
+    parts: Sequence[str | ImageSlot],
+    *,
+    think: bool,
+    system: str | None = None,
+    image_token: str = IMAGE_TOKEN,
+    **template_vars,
+) -> str:
     """Prompt text for text and images in any order (text before, between, after images)."""
     turns = ([("system", [system])] if system is not None else []) + [("user", list(parts))]
     return build_prompt_turns(chat_template, turns, think=think, image_token=image_token, **template_vars)
@@ -73,8 +81,14 @@ def build_prompt_parts(chat_template: str, parts: Sequence[str | ImageSlot], *, 
 CHAT_ROLES = ("system", "user", "assistant")
 
 
-def build_prompt_turns(chat_template: str, turns: Sequence[tuple[str, Sequence[str | ImageSlot]]], *, think: bool,
-                       image_token: str = IMAGE_TOKEN, **template_vars) -> str:
+def build_prompt_turns(
+    chat_template: str,
+    turns: Sequence[tuple[str, Sequence[str | ImageSlot]]],
+    *,
+    think: bool,
+    image_token: str = IMAGE_TOKEN,
+    **template_vars,
+) -> str:
     """Prompt text for a conversation: (role, parts) turns, images anywhere in user turns; the last turn is the
     user's question (` /no_think` goes on it when thinking is off, as `user_turn` does)."""
     if not turns or turns[-1][0] != "user":
@@ -86,9 +100,17 @@ def build_prompt_turns(chat_template: str, turns: Sequence[tuple[str, Sequence[s
         if role != "user" and any(isinstance(p, ImageSlot) for p in parts):
             raise EdgekitError(f"a {role} message cannot hold an image")
         if role == "user":
-            messages.append(user_turn(parts, think=think) if k == len(turns) - 1 else
-                            {"role": "user", "content": [{"type": "image"} if isinstance(p, ImageSlot) else
-                                                         {"type": "text", "text": str(p)} for p in parts]})
+            messages.append(
+                user_turn(parts, think=think)
+                if k == len(turns) - 1
+                else {
+                    "role": "user",
+                    "content": [
+                        {"type": "image"} if isinstance(p, ImageSlot) else {"type": "text", "text": str(p)}
+                        for p in parts
+                    ],
+                }
+            )
         else:
             messages.append({"role": role, "content": "".join(str(p) for p in parts)})
     text = render_chat(chat_template, messages, add_generation_prompt=True, enable_thinking=think, **template_vars)
@@ -97,28 +119,46 @@ def build_prompt_turns(chat_template: str, turns: Sequence[tuple[str, Sequence[s
     if found != n_images:
         raise EdgekitError(
             f"chat template wrote {found} '{image_token}' placeholder(s) for {n_images} image(s); the checkpoint's "
-            "template must render {'type': 'image'} content parts as <|vision_start|><|image_pad|><|vision_end|>")
+            "template must render {'type': 'image'} content parts as <|vision_start|><|image_pad|><|vision_end|>"
+        )
     return text
 
 
-def build_prompt(chat_template: str, question: str, n_images: int, *, think: bool, system: str | None = None,
-                 image_token: str = IMAGE_TOKEN, **template_vars) -> str:
+def build_prompt(
+    chat_template: str,
+    question: str,
+    n_images: int,
+    *,
+    think: bool,
+    system: str | None = None,
+    image_token: str = IMAGE_TOKEN,
+    **template_vars,
+) -> str:
     """Prompt text for `n_images` images followed by the question (the order Qwen2.5-VL is trained on)."""
     if n_images < 0:
         raise EdgekitError(f"n_images must be >= 0, got {n_images}")
-    return build_prompt_parts(chat_template, [IMAGE] * n_images + [question], think=think, system=system,
-                              image_token=image_token, **template_vars)
+    return build_prompt_parts(
+        chat_template,
+        [IMAGE] * n_images + [question],
+        think=think,
+        system=system,
+        image_token=image_token,
+        **template_vars,
+    )
 
 
 # ---- placeholders and token ids ------------------------------------------------------------------
+
 
 def expand_image_pads(prompt: str, grid_thw: np.ndarray, merge_size: int, image_token: str = IMAGE_TOKEN) -> str:
     """Replace the i-th image placeholder with t*h*w/merge^2 copies of itself (grid row i)."""
     counts = image_token_counts(grid_thw, merge_size) if len(np.asarray(grid_thw)) else []
     pieces = prompt.split(image_token)
     if len(pieces) - 1 != len(counts):
-        raise EdgekitError(f"prompt has {len(pieces) - 1} '{image_token}' placeholder(s) but {len(counts)} image "
-                           "grid(s) were given; pass one image per placeholder")
+        raise EdgekitError(
+            f"prompt has {len(pieces) - 1} '{image_token}' placeholder(s) but {len(counts)} image "
+            "grid(s) were given; pass one image per placeholder"
+        )
     out = [pieces[0]]
     for n, rest in zip(counts, pieces[1:]):
         out.append(image_token * n + rest)
@@ -131,8 +171,10 @@ def expand_image_tokens(text_ids: np.ndarray, grid_thw: np.ndarray, merge_size: 
     where = np.flatnonzero(ids == image_token_id)
     counts = image_token_counts(grid_thw, merge_size) if len(np.asarray(grid_thw)) else []
     if len(where) != len(counts):
-        raise EdgekitError(f"token ids hold {len(where)} image placeholder(s) (id {image_token_id}) but "
-                           f"{len(counts)} image grid(s) were given; pass one image per placeholder")
+        raise EdgekitError(
+            f"token ids hold {len(where)} image placeholder(s) (id {image_token_id}) but "
+            f"{len(counts)} image grid(s) were given; pass one image per placeholder"
+        )
     repeats = np.ones(len(ids), dtype=np.int64)
     repeats[where] = counts
     return np.repeat(ids, repeats)
@@ -147,12 +189,20 @@ def token_id(tokenizer, token: str) -> int:
     tid = tokenizer.token_to_id(token)
     if tid is None:
         raise EdgekitError(
-            f"tokenizer.json has no token '{token}'; a Qwen2.5-VL tokenizer defines it as an added token")
+            f"tokenizer.json has no token '{token}'; a Qwen2.5-VL tokenizer defines it as an added token"
+        )
     return int(tid)
 
 
-def encode_prompt(tokenizer, prompt: str, grid_thw: np.ndarray | None, *, merge_size: int,
-                  image_token: str = IMAGE_TOKEN, video_token: str = VIDEO_TOKEN) -> PromptIds:
+def encode_prompt(
+    tokenizer,
+    prompt: str,
+    grid_thw: np.ndarray | None,
+    *,
+    merge_size: int,
+    image_token: str = IMAGE_TOKEN,
+    video_token: str = VIDEO_TOKEN,
+) -> PromptIds:
     """Prompt text with one placeholder per image -> input_ids and mm_token_type_ids.
 
     `tokenizer` is a tokenizers.Tokenizer (see load_tokenizer). Special tokens are added the way
@@ -168,6 +218,7 @@ def encode_prompt(tokenizer, prompt: str, grid_thw: np.ndarray | None, *, merge_
 
 # ---- everything a model call needs, in one step --------------------------------------------------
 
+
 @dataclass(frozen=True)
 class ModelInputs:
     input_ids: np.ndarray  # int64 [L]
@@ -179,8 +230,11 @@ class ModelInputs:
 
     def hf_kwargs(self) -> dict[str, np.ndarray]:
         """Batch-of-one arrays under the names transformers' forward takes (wrap with torch.from_numpy)."""
-        out = {"input_ids": self.input_ids[None], "attention_mask": np.ones_like(self.input_ids)[None],
-               "mm_token_type_ids": self.mm_token_type_ids[None]}
+        out = {
+            "input_ids": self.input_ids[None],
+            "attention_mask": np.ones_like(self.input_ids)[None],
+            "mm_token_type_ids": self.mm_token_type_ids[None],
+        }
         if len(self.image_grid_thw):
             out.update(pixel_values=self.pixel_values, image_grid_thw=self.image_grid_thw)
         return out
@@ -191,12 +245,20 @@ def check_text(text: str, what: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
-        raise EdgekitError(f"{what} is not valid UTF-8 text (bad byte at character {e.start}); "
-                           "pass it as UTF-8") from None
+        raise EdgekitError(
+            f"{what} is not valid UTF-8 text (bad byte at character {e.start}); pass it as UTF-8"
+        ) from None
 
 
-def prepare_inputs(assets: PromptAssets, question: str | Sequence[str | ImageSlot], images: Sequence = (), *,
-                   think: bool, system: str | None = None, resize_to: tuple[int, int] | None = None) -> ModelInputs:
+def prepare_inputs(
+    assets: PromptAssets,
+    question: str | Sequence[str | ImageSlot],
+    images: Sequence = (),
+    *,
+    think: bool,
+    system: str | None = None,
+    resize_to: tuple[int, int] | None = None,
+) -> ModelInputs:
     """Question + images -> everything the vision tower and decoder need, as HF's processor + get_rope_index.
 
     `question` is either a string (images go first) or parts with IMAGE slots in the order wanted.
@@ -207,8 +269,14 @@ def prepare_inputs(assets: PromptAssets, question: str | Sequence[str | ImageSlo
     return prepare_chat(assets, turns, images, think=think, resize_to=resize_to)
 
 
-def prepare_chat(assets: PromptAssets, turns: Sequence[tuple[str, Sequence[str | ImageSlot]]], images: Sequence = (),
-                 *, think: bool, resize_to: tuple[int, int] | None = None) -> ModelInputs:
+def prepare_chat(
+    assets: PromptAssets,
+    turns: Sequence[tuple[str, Sequence[str | ImageSlot]]],
+    images: Sequence = (),
+    *,
+    think: bool,
+    resize_to: tuple[int, int] | None = None,
+) -> ModelInputs:
     """A conversation ((role, parts) turns ending with the user's; IMAGE slots in user turns, `images` in the order
     of the slots) -> ModelInputs, as `prepare_inputs` for one question."""
     loaded = [as_image(im) for im in images]
@@ -219,8 +287,14 @@ def prepare_chat(assets: PromptAssets, turns: Sequence[tuple[str, Sequence[str |
     return chat_inputs(assets, turns, grid, think=think, pixel_values=pixels)
 
 
-def chat_inputs(assets: PromptAssets, turns: Sequence[tuple[str, Sequence[str | ImageSlot]]], grid: np.ndarray, *,
-                think: bool, pixel_values: np.ndarray | None = None) -> ModelInputs:
+def chat_inputs(
+    assets: PromptAssets,
+    turns: Sequence[tuple[str, Sequence[str | ImageSlot]]],
+    grid: np.ndarray,
+    *,
+    think: bool,
+    pixel_values: np.ndarray | None = None,
+) -> ModelInputs:
     """`prepare_chat` for images already preprocessed: their grid_thw [k, 3] (and patches, when wanted)."""
     for _, parts in turns:
         for p in parts:
@@ -232,13 +306,23 @@ def chat_inputs(assets: PromptAssets, turns: Sequence[tuple[str, Sequence[str | 
     grid = np.asarray(grid, np.int64).reshape(-1, 3)
     prompt = build_prompt_turns(assets.chat_template, turns, think=think)
     ids = encode_prompt(assets.tokenizer, prompt, grid, merge_size=assets.image.merge_size)
-    positions, delta = mrope_positions(ids.input_ids, grid, spatial_merge_size=assets.spatial_merge_size,
-                                       image_token_id=assets.image_token_id,
-                                       vision_start_token_id=assets.vision_start_token_id)
+    positions, delta = mrope_positions(
+        ids.input_ids,
+        grid,
+        spatial_merge_size=assets.spatial_merge_size,
+        image_token_id=assets.image_token_id,
+        vision_start_token_id=assets.vision_start_token_id,
+    )
     if pixel_values is None:
         pixel_values = np.zeros((0, assets.image.patch_dim), np.float32)
-    return ModelInputs(input_ids=ids.input_ids, mm_token_type_ids=ids.mm_token_type_ids, pixel_values=pixel_values,
-                       image_grid_thw=grid, position_ids=positions, rope_delta=delta)
+    return ModelInputs(
+        input_ids=ids.input_ids,
+        mm_token_type_ids=ids.mm_token_type_ids,
+        pixel_values=pixel_values,
+        image_grid_thw=grid,
+        position_ids=positions,
+        rope_delta=delta,
+    )
 
 
 def as_image(image):

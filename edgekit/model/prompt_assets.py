@@ -14,6 +14,7 @@ from edgekit.model.tokenizer_file import MAX_TOKENIZER_BYTES, load_tokenizer, to
 @dataclass(frozen=True)
 class PromptAssets:
     """What turning a question and images into model inputs needs; comes from a checkpoint or a bundle."""
+
     chat_template: str
     tokenizer_json: Path  # where the tokenizer came from (messages); `tokenizer` is what was read from it
     image: ImageProcessorConfig
@@ -63,17 +64,28 @@ class PromptAssets:
         tok_cfg = json_file("tokenizer_config.json", required=False)
         template = chat_template_from(read, tok_cfg, where)
         if not template:
-            raise EdgekitError(f"{where}: no chat template (chat_template.jinja or tokenizer_config.json 'chat_template')")
+            raise EdgekitError(
+                f"{where}: no chat template (chat_template.jinja or tokenizer_config.json 'chat_template')"
+            )
         tok_text = read("tokenizer.json")
         if tok_text is None:
             raise EdgekitError(f"{where / 'tokenizer.json'}: missing tokenizer")
-        vision, ids = read_vision_dims(config, str(where / "config.json")), read_token_ids(config, str(where / "config.json"))
+        vision, ids = (
+            read_vision_dims(config, str(where / "config.json")),
+            read_token_ids(config, str(where / "config.json")),
+        )
         image = processor_config_from_dict(json_file(PREPROCESSOR_FILE), where=str(where / PREPROCESSOR_FILE))
-        return cls(chat_template=template, tokenizer_json=where / "tokenizer.json", image=image, image_token_id=ids.image,
-                   vision_start_token_id=ids.vision_start, video_token_id=ids.video if ids.video >= 0 else None,
-                   spatial_merge_size=vision.merge,
-                   tokens_per_second=float(config.get("vision_config", {}).get("tokens_per_second", 2.0)),
-                   tokenizer=tokenizer_from_bytes(tok_text, where / "tokenizer.json"))
+        return cls(
+            chat_template=template,
+            tokenizer_json=where / "tokenizer.json",
+            image=image,
+            image_token_id=ids.image,
+            vision_start_token_id=ids.vision_start,
+            video_token_id=ids.video if ids.video >= 0 else None,
+            spatial_merge_size=vision.merge,
+            tokens_per_second=float(config.get("vision_config", {}).get("tokens_per_second", 2.0)),
+            tokenizer=tokenizer_from_bytes(tok_text, where / "tokenizer.json"),
+        )
 
     @classmethod
     def from_checkpoint(cls, ckpt) -> "PromptAssets":
@@ -85,13 +97,21 @@ class PromptAssets:
         if image.merge_size != ckpt.vision.merge or image.patch_size != ckpt.vision.patch:
             raise EdgekitError(
                 f"{where}: merge_size {image.merge_size} / patch_size {image.patch_size} disagree with config.json "
-                f"vision_config ({ckpt.vision.merge} / {ckpt.vision.patch}); they must match")
+                f"vision_config ({ckpt.vision.merge} / {ckpt.vision.patch}); they must match"
+            )
         if not ckpt.chat_template:
-            raise EdgekitError(f"{ckpt.path}: no chat template (chat_template.jinja, chat_template.json or "
-                               "tokenizer_config.json 'chat_template'); copy it from the source checkpoint")
+            raise EdgekitError(
+                f"{ckpt.path}: no chat template (chat_template.jinja, chat_template.json or "
+                "tokenizer_config.json 'chat_template'); copy it from the source checkpoint"
+            )
         vision_cfg = ckpt.config.get("vision_config", {})
-        return cls(chat_template=ckpt.chat_template, tokenizer_json=Path(ckpt.tokenizer_json), image=image,
-                   image_token_id=ckpt.token_ids.image, vision_start_token_id=ckpt.token_ids.vision_start,
-                   video_token_id=ckpt.token_ids.video if ckpt.token_ids.video >= 0 else None,
-                   spatial_merge_size=ckpt.vision.merge,
-                   tokens_per_second=float(vision_cfg.get("tokens_per_second", 2.0)))
+        return cls(
+            chat_template=ckpt.chat_template,
+            tokenizer_json=Path(ckpt.tokenizer_json),
+            image=image,
+            image_token_id=ckpt.token_ids.image,
+            vision_start_token_id=ckpt.token_ids.vision_start,
+            video_token_id=ckpt.token_ids.video if ckpt.token_ids.video >= 0 else None,
+            spatial_merge_size=ckpt.vision.merge,
+            tokens_per_second=float(vision_cfg.get("tokens_per_second", 2.0)),
+        )

@@ -49,11 +49,18 @@ def vision_positions(start: int, grid_thw, merge: int, interval: float = 1.0) ->
     return np.stack([tt, hh, ww]).reshape(3, -1)
 
 
-def mrope_positions(input_ids: np.ndarray, image_grid_thw: np.ndarray | None, *, spatial_merge_size: int,
-                    image_token_id: int, vision_start_token_id: int | None = None,
-                    video_grid_thw: np.ndarray | None = None, video_token_id: int | None = None,
-                    second_per_grid_ts: list[float] | None = None, tokens_per_second: float = 2.0,
-                    ) -> tuple[np.ndarray, int]:
+def mrope_positions(
+    input_ids: np.ndarray,
+    image_grid_thw: np.ndarray | None,
+    *,
+    spatial_merge_size: int,
+    image_token_id: int,
+    vision_start_token_id: int | None = None,
+    video_grid_thw: np.ndarray | None = None,
+    video_token_id: int | None = None,
+    second_per_grid_ts: list[float] | None = None,
+    tokens_per_second: float = 2.0,
+) -> tuple[np.ndarray, int]:
     """input_ids [L] -> (positions int64 [3, L], rope_delta).
 
     Grids are consumed in order, one per run of placeholder tokens. If vision_start_token_id is
@@ -80,16 +87,19 @@ def mrope_positions(input_ids: np.ndarray, image_grid_thw: np.ndarray | None, *,
         if i >= len(grids[kind]):
             raise EdgekitError(
                 f"token {start}: {names[kind]} placeholder run #{i + 1} but only {len(grids[kind])} "
-                f"{names[kind]} grid(s) given; one grid_thw row is needed per {names[kind]}")
+                f"{names[kind]} grid(s) given; one grid_thw row is needed per {names[kind]}"
+            )
         grid = grids[kind][i]
         if n != int(grid.prod()) // merge2:
             raise EdgekitError(
                 f"token {start}: {names[kind]} #{i + 1} has {n} placeholder tokens but grid_thw {grid.tolist()} "
-                f"needs {int(grid.prod()) // merge2}; expand each placeholder to t*h*w/merge^2 tokens")
+                f"needs {int(grid.prod()) // merge2}; expand each placeholder to t*h*w/merge^2 tokens"
+            )
         if vision_start_token_id is not None and (start == 0 or ids[start - 1] != vision_start_token_id):
             raise EdgekitError(
                 f"token {start}: {names[kind]} #{i + 1} is not preceded by vision_start "
-                f"(id {vision_start_token_id}); wrap it as <|vision_start|>...<|vision_end|>")
+                f"(id {vision_start_token_id}); wrap it as <|vision_start|>...<|vision_end|>"
+            )
         interval = 1.0
         if kind == VIDEO:
             secs = 1.0 if second_per_grid_ts is None else float(second_per_grid_ts[i])
@@ -102,7 +112,8 @@ def mrope_positions(input_ids: np.ndarray, image_grid_thw: np.ndarray | None, *,
         if used[kind] != len(grids[kind]):
             raise EdgekitError(
                 f"{len(grids[kind])} {names[kind]} grid(s) given but the token ids hold {used[kind]} "
-                f"{names[kind]} placeholder run(s); the prompt and the images disagree")
+                f"{names[kind]} placeholder run(s); the prompt and the images disagree"
+            )
     if not pieces:
         return np.zeros((3, 0), dtype=np.int64), 0
     positions = np.concatenate(pieces, axis=1).astype(np.int64)  # [3, L]

@@ -17,8 +17,21 @@ from pathlib import Path
 from edgekit.errors import EdgekitError
 
 DTYPE_BYTES = {
-    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-    "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8,
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "U16": 2,
+    "U32": 4,
+    "U64": 8,
 }
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 
@@ -51,7 +64,9 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
             raise EdgekitError(f"{path}: truncated safetensors file ({size} bytes, no header); re-download it")
         (n,) = struct.unpack("<Q", head)
         if n > MAX_HEADER_BYTES or 8 + n > size:
-            raise EdgekitError(f"{path}: corrupt or truncated safetensors header (declares {n} header bytes, file has {size}); re-download it")
+            raise EdgekitError(
+                f"{path}: corrupt or truncated safetensors header (declares {n} header bytes, file has {size}); re-download it"
+            )
         raw = os.pread(fd, n, 8)
     finally:
         os.close(fd)
@@ -68,14 +83,19 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
             continue
         try:
             dtype, shape, (begin, end) = entry["dtype"], tuple(int(s) for s in entry["shape"]), entry["data_offsets"]
-            if not all(isinstance(x, int) and not isinstance(x, bool) for x in (begin, end)) or min(shape, default=0) < 0:
+            if (
+                not all(isinstance(x, int) and not isinstance(x, bool) for x in (begin, end))
+                or min(shape, default=0) < 0
+            ):
                 raise TypeError
         except (KeyError, TypeError, ValueError):
             raise EdgekitError(f"{path}: corrupt safetensors header entry for tensor '{name}'") from None
         if dtype not in DTYPE_BYTES:
             raise EdgekitError(f"{path}: tensor '{name}' has unknown dtype {dtype}")
         if end - begin != prod(shape) * DTYPE_BYTES[dtype] or begin < 0:
-            raise EdgekitError(f"{path}: tensor '{name}' byte range {begin}..{end} does not match shape {list(shape)} {dtype}")
+            raise EdgekitError(
+                f"{path}: tensor '{name}' byte range {begin}..{end} does not match shape {list(shape)} {dtype}"
+            )
         if end > data_size:
             raise EdgekitError(
                 f"{path}: truncated safetensors file: tensor '{name}' ends at byte {end} of the data section "
@@ -86,6 +106,8 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
     spans = sorted((i.begin, i.end, i.name) for i in infos.values() if i.end > i.begin)
     for (b0, e0, n0), (b1, e1, n1) in zip(spans, spans[1:]):
         if b1 < e0:
-            raise EdgekitError(f"{path}: tensors '{n0}' (bytes {b0}..{e0}) and '{n1}' (bytes {b1}..{e1}) overlap; "
-                               "the file is corrupt, re-download it")
+            raise EdgekitError(
+                f"{path}: tensors '{n0}' (bytes {b0}..{e0}) and '{n1}' (bytes {b1}..{e1}) overlap; "
+                "the file is corrupt, re-download it"
+            )
     return infos

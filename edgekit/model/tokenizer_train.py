@@ -39,30 +39,130 @@ ADDED_TOKENS: tuple[tuple[str, bool], ...] = (
 )
 
 _SUBJECTS = (
-    "car", "truck", "bus", "pedestrian", "cyclist", "traffic light", "stop sign", "lane", "road", "crosswalk",
-    "ego vehicle", "intersection", "motorcycle", "van", "barrier", "cone", "sidewalk", "parking lot",
-    "cup", "bowl", "plate", "box", "drawer", "table", "shelf", "mug", "bottle", "sponge", "apple", "banana",
-    "robot arm", "gripper", "basket", "container", "book", "spoon", "knife", "cabinet", "microwave", "sink",
+    "car",
+    "truck",
+    "bus",
+    "pedestrian",
+    "cyclist",
+    "traffic light",
+    "stop sign",
+    "lane",
+    "road",
+    "crosswalk",
+    "ego vehicle",
+    "intersection",
+    "motorcycle",
+    "van",
+    "barrier",
+    "cone",
+    "sidewalk",
+    "parking lot",
+    "cup",
+    "bowl",
+    "plate",
+    "box",
+    "drawer",
+    "table",
+    "shelf",
+    "mug",
+    "bottle",
+    "sponge",
+    "apple",
+    "banana",
+    "robot arm",
+    "gripper",
+    "basket",
+    "container",
+    "book",
+    "spoon",
+    "knife",
+    "cabinet",
+    "microwave",
+    "sink",
 )
 _COLORS = ("red", "green", "yellow", "blue", "white", "black", "orange", "gray", "brown", "purple")
 _RELATIONS = ("left of", "right of", "in front of", "behind", "next to", "on top of", "inside", "under", "near")
-_VERBS = ("stop", "slow down", "turn left", "turn right", "keep going", "change lanes", "yield", "accelerate",
-          "pick up", "place", "open", "close", "push", "pull", "grasp", "move", "pour", "wipe")
+_VERBS = (
+    "stop",
+    "slow down",
+    "turn left",
+    "turn right",
+    "keep going",
+    "change lanes",
+    "yield",
+    "accelerate",
+    "pick up",
+    "place",
+    "open",
+    "close",
+    "push",
+    "pull",
+    "grasp",
+    "move",
+    "pour",
+    "wipe",
+)
 _QUESTIONS = (
-    "What color is the {c}?", "Where is the {s}?", "Is there a {s} {r} the {t}?", "How many {s}s are visible?",
-    "What should the ego vehicle do next?", "Point to the {c} {s}.", "Give the bounding box of the {s}.",
-    "Which object is closest to the camera?", "Can the robot {v} the {s}?", "What is the state of the {s}?",
-    "Describe the scene.", "Answer with the option letter.", "Where can the {s} be placed?",
+    "What color is the {c}?",
+    "Where is the {s}?",
+    "Is there a {s} {r} the {t}?",
+    "How many {s}s are visible?",
+    "What should the ego vehicle do next?",
+    "Point to the {c} {s}.",
+    "Give the bounding box of the {s}.",
+    "Which object is closest to the camera?",
+    "Can the robot {v} the {s}?",
+    "What is the state of the {s}?",
+    "Describe the scene.",
+    "Answer with the option letter.",
+    "Where can the {s} be placed?",
 )
 _ANSWERS = (
-    "The {s} is {c}.", "The {s} is {r} the {t}.", "The ego vehicle should {v}.", "Yes.", "No.",
-    '{{"bbox_2d": [{x}, {y}, {x2}, {y2}], "label": "{s}"}}', '{{"point_2d": [{x}, {y}]}}', "({L}) {v} the {s}",
-    "There are {n} {s}s.", "First, {v}. Then {v2} and check the {s}.",
+    "The {s} is {c}.",
+    "The {s} is {r} the {t}.",
+    "The ego vehicle should {v}.",
+    "Yes.",
+    "No.",
+    '{{"bbox_2d": [{x}, {y}, {x2}, {y2}], "label": "{s}"}}',
+    '{{"point_2d": [{x}, {y}]}}',
+    "({L}) {v} the {s}",
+    "There are {n} {s}s.",
+    "First, {v}. Then {v2} and check the {s}.",
 )
 
 
-_SYLLABLES = ("ka", "ro", "mi", "te", "lu", "sa", "ne", "po", "ri", "da", "ve", "go", "zu", "fi", "ba", "le",
-              "tor", "men", "ing", "tion", "er", "al", "ous", "pre", "con", "str", "ight", "ward", "ly", "ment")
+_SYLLABLES = (
+    "ka",
+    "ro",
+    "mi",
+    "te",
+    "lu",
+    "sa",
+    "ne",
+    "po",
+    "ri",
+    "da",
+    "ve",
+    "go",
+    "zu",
+    "fi",
+    "ba",
+    "le",
+    "tor",
+    "men",
+    "ing",
+    "tion",
+    "er",
+    "al",
+    "ous",
+    "pre",
+    "con",
+    "str",
+    "ight",
+    "ward",
+    "ly",
+    "ment",
+)
 _CHAT_LINES = ("system", "user", "assistant", "You are a helpful assistant.", "Picture 1:", "Let me think.")
 
 
@@ -85,9 +185,18 @@ def training_corpus(n_lines: int, seed: int = 0) -> list[str]:
         tail = head + " " + " ".join(rng.choice(lexicon) for _ in range(4))
         lines.append(tail)
         fill = dict(
-            s=rng.choice(_SUBJECTS), t=rng.choice(_SUBJECTS), c=rng.choice(_COLORS), r=rng.choice(_RELATIONS),
-            v=rng.choice(_VERBS), v2=rng.choice(_VERBS), n=rng.randint(0, 12), L="ABCDE"[rng.randint(0, 4)],
-            x=rng.randint(0, 1919), y=rng.randint(0, 1079), x2=rng.randint(0, 1919), y2=rng.randint(0, 1079),
+            s=rng.choice(_SUBJECTS),
+            t=rng.choice(_SUBJECTS),
+            c=rng.choice(_COLORS),
+            r=rng.choice(_RELATIONS),
+            v=rng.choice(_VERBS),
+            v2=rng.choice(_VERBS),
+            n=rng.randint(0, 12),
+            L="ABCDE"[rng.randint(0, 4)],
+            x=rng.randint(0, 1919),
+            y=rng.randint(0, 1079),
+            x2=rng.randint(0, 1919),
+            y2=rng.randint(0, 1079),
         )
         lines.append(rng.choice(_QUESTIONS).format(**fill) + " " + rng.choice(_ANSWERS).format(**fill))
     return lines
@@ -99,10 +208,12 @@ def train_tokenizer(vocab_size: int, seed: int = 0):
 
     tok = Tokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
     tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN2_SPLIT_REGEX), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

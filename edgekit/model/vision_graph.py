@@ -44,12 +44,18 @@ class VisionGraphInfo:
     @classmethod
     def from_metadata(cls, props: dict[str, str], where: str) -> "VisionGraphInfo":
         try:
-            return cls(precision=props["edgekit.precision"], **{
-                k: int(props[f"edgekit.{k}"]) for k in
-                ("images", "height", "width", "grid_h", "grid_w", "merge", "patch_dim", "out_hidden")})
+            return cls(
+                precision=props["edgekit.precision"],
+                **{
+                    k: int(props[f"edgekit.{k}"])
+                    for k in ("images", "height", "width", "grid_h", "grid_w", "merge", "patch_dim", "out_hidden")
+                },
+            )
         except (KeyError, ValueError) as e:
-            raise EdgekitError(f"{where}: not an edgekit vision graph (metadata {e} missing or bad); "
-                               "export it with `edgekit export-vision`") from None
+            raise EdgekitError(
+                f"{where}: not an edgekit vision graph (metadata {e} missing or bad); "
+                "export it with `edgekit export-vision`"
+            ) from None
 
 
 def set_metadata(model, props: dict[str, str]) -> None:
@@ -76,5 +82,3 @@ def read_info(path: str | Path) -> VisionGraphInfo:
 
     model = onnx.load(str(path), load_external_data=False)
     return VisionGraphInfo.from_metadata({p.key: p.value for p in model.metadata_props}, str(path))
-
-

@@ -46,17 +46,22 @@ def _index_shards(path: Path, index: Path, allow_pickle: bool) -> list[Path]:
     for rel in sorted(names):
         parts = rel.split("/")
         if rel.startswith("/") or "\\" in rel or "\0" in rel or any(p in ("", ".", "..") for p in parts):
-            raise EdgekitError(f"{index}: weight_map names {rel!r}; shards must be files inside the checkpoint folder "
-                               "(a relative name, no '..')")
+            raise EdgekitError(
+                f"{index}: weight_map names {rel!r}; shards must be files inside the checkpoint folder "
+                "(a relative name, no '..')"
+            )
         if not rel.endswith(SHARD_SUFFIX) and not (allow_pickle and rel.endswith((".bin", ".pt", ".pth"))):
-            raise EdgekitError(f"{index}: weight_map names {rel!r}; edgekit reads safetensors shards only "
-                               "(pickle weights can run code when loaded: --allow-pickle if you trust the source)")
+            raise EdgekitError(
+                f"{index}: weight_map names {rel!r}; edgekit reads safetensors shards only "
+                "(pickle weights can run code when loaded: --allow-pickle if you trust the source)"
+            )
         shard = path / rel
         if not shard.exists():
             raise EdgekitError(f"{shard}: shard listed in {INDEX_FILE} is missing; re-download it")
         if not _inside(path, shard):
-            raise EdgekitError(f"{shard}: leads outside the checkpoint folder (to {shard.resolve()}); copy the files "
-                               "into the folder")
+            raise EdgekitError(
+                f"{shard}: leads outside the checkpoint folder (to {shard.resolve()}); copy the files into the folder"
+            )
         shards.append(shard)
     return shards
 
@@ -69,8 +74,10 @@ def weight_shards(path: Path, allow_pickle: bool) -> list[Path]:
     if shards:
         outside = [s for s in shards if not _inside(path, s)]
         if outside:
-            raise EdgekitError(f"{outside[0]}: leads outside the checkpoint folder (to {outside[0].resolve()}); copy "
-                               "the files into the folder")
+            raise EdgekitError(
+                f"{outside[0]}: leads outside the checkpoint folder (to {outside[0].resolve()}); copy "
+                "the files into the folder"
+            )
         return shards
     pickles = sorted(p for pat in PICKLE_PATTERNS for p in path.glob(pat))
     if pickles:
@@ -81,8 +88,6 @@ def weight_shards(path: Path, allow_pickle: bool) -> list[Path]:
             )
         return pickles
     raise EdgekitError(f"{path}: no weights found (expected {INDEX_FILE} or *.safetensors)")
-
-
 
 
 def read_pickle_index(path: Path, into: dict) -> dict[str, TensorInfo]:

@@ -16,8 +16,9 @@ from edgekit.qat.student import LINEARS, BlockStudent, QuantizedLayer
 from edgekit.qat.trainer import Loop, batch_indices, train
 
 
-def quantized_layer(ck, hf_cfg, i: int, quantized, folded: dict, latent: str,
-                    input_scales: dict | None = None) -> QuantizedLayer:
+def quantized_layer(
+    ck, hf_cfg, i: int, quantized, folded: dict, latent: str, input_scales: dict | None = None
+) -> QuantizedLayer:
     """Layer i with FakeQuantLinears from (codes, params) `quantized`, norms with any folded scales.
     latent: "original" (W0 = the checkpoint's weight; RTN init), "dequantized" (W0 = the init's grid values;
     GPTQ/AWQ codes are not the rounding of W), "none" (codes fixed: phase 2).
@@ -29,12 +30,15 @@ def quantized_layer(ck, hf_cfg, i: int, quantized, folded: dict, latent: str,
     from edgekit.quant.layers import decoder_layer
 
     prefix = f"model.layers.{i}."
-    layer = decoder_layer(ck, hf_cfg, i, {k[len(prefix):]: v for k, v in folded.items() if k.startswith(prefix)})
+    layer = decoder_layer(ck, hf_cfg, i, {k[len(prefix) :]: v for k, v in folded.items() if k.startswith(prefix)})
     linears = {}
     for n in LINEARS:
         qw = quantized[prefix + n + ".weight"]
-        w0 = {"original": lambda: layer.get_submodule(n).weight.detach(), "dequantized": lambda: dequantize_weight(qw),
-              "none": lambda: None}[latent]()
+        w0 = {
+            "original": lambda: layer.get_submodule(n).weight.detach(),
+            "dequantized": lambda: dequantize_weight(qw),
+            "none": lambda: None,
+        }[latent]()
         linears[n] = FakeQuantLinear(qw.grid, qw, w0)
         scale = (input_scales or {}).get(prefix + n)
         if scale is not None:
@@ -45,6 +49,7 @@ def quantized_layer(ck, hf_cfg, i: int, quantized, folded: dict, latent: str,
 def _quantize_inputs(linear: torch.nn.Module, fmt, scale: torch.Tensor) -> None:
     """The linear's input quantized as `fmt`'s runtime does under `scale` on the way forward; the identity's gradient
     on the way back (straight through)."""
+
     def hook(module, args):
         x = args[0]
         return (x + (fmt.activation_qdq(x, scale.to(x.device)) - x).detach(),)
@@ -103,8 +108,9 @@ def run_block_phase(ck, hf_cfg, seqs, init, settings, work: Path, group, on_step
         folded = {k: v for k, v in init.folded.items() if k.startswith(prefix)}
         # activation scales (FP8, NVFP4) stay the init's: measured on full-precision activations, as PTQ's are
         input_scales = {k: v for k, v in init.input_scales.items() if k.startswith(prefix)}
-        qlayer = quantized_layer(ck, hf_cfg, i, init.quantized, folded, latent,
-                                 None if settings.float_activations else input_scales)
+        qlayer = quantized_layer(
+            ck, hf_cfg, i, init.quantized, folded, latent, None if settings.float_activations else input_scales
+        )
         student = BlockStudent(qlayer, rope, group.world).to(device)
         optimizer = layer_optimizer(student, settings.block_lr, settings.scale_lr)
         steps = settings.block_epochs * -(-n // settings.batch)
@@ -117,8 +123,14 @@ def run_block_phase(ck, hf_cfg, seqs, init, settings, work: Path, group, on_step
             mine = group.shard(idx)
             return [q[k] for k in mine], [target[k] for k in mine], [positions[k] for k in mine], norm
 
-        loop = Loop(steps, settings.checkpoint_every, work / PROGRESS, {"phase": "block", "layer": i}, group,
-                    (lambda d, t, v, i=i: on_step(f"layer {i}", d, t, v)) if on_step else None)
+        loop = Loop(
+            steps,
+            settings.checkpoint_every,
+            work / PROGRESS,
+            {"phase": "block", "layer": i},
+            group,
+            (lambda d, t, v, i=i: on_step(f"layer {i}", d, t, v)) if on_step else None,
+        )
         losses = train(student, optimizer, loop, batch_for)
         recorded[str(i)] = losses[-1] if losses else None
         q_next = student.outputs(q, positions)

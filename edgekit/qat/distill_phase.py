@@ -39,8 +39,11 @@ def run_distill_phase(ck, hf_cfg, seqs, settings, work: Path, group, on_step=Non
     layers, folded_all, scales_all, errors_all = [], {}, {}, {}
     for i, f in enumerate(layer_files(work, n_layers, False)):
         quantized, folded, input_scales, errors = load_layer(f)
-        layers.append(quantized_layer(ck, hf_cfg, i, quantized, folded, "none",
-                                      None if settings.float_activations else input_scales))
+        layers.append(
+            quantized_layer(
+                ck, hf_cfg, i, quantized, folded, "none", None if settings.float_activations else input_scales
+            )
+        )
         folded_all[i], scales_all[i], errors_all[i] = folded, input_scales, errors
         ck.close()
     norm, lm_head = output_head(ck, hf_cfg)
@@ -60,8 +63,14 @@ def run_distill_phase(ck, hf_cfg, seqs, settings, work: Path, group, on_step=Non
         mine = group.shard(idx)
         return [xs[k] for k in mine], [targets[k] for k in mine], [positions[k] for k in mine], tokens
 
-    loop = Loop(settings.steps, settings.checkpoint_every, work / PROGRESS, {"phase": "distill"}, group,
-                (lambda d, t, v: on_step("distill", d, t, v)) if on_step else None)
+    loop = Loop(
+        settings.steps,
+        settings.checkpoint_every,
+        work / PROGRESS,
+        {"phase": "distill"},
+        group,
+        (lambda d, t, v: on_step("distill", d, t, v)) if on_step else None,
+    )
     losses = train(student, optimizer, loop, batch_for) if optimizer is not None else []
     if group.is_writer:
         for i, layer in enumerate(student.layers):

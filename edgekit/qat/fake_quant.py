@@ -95,13 +95,17 @@ class FakeQuantLinear(torch.nn.Module):
         return {k: getattr(self, f"stored_{k}") for k in self.stored_keys}
 
     def latent_params(self) -> Params:
-        return {k: (self.stored[k].to(torch.float32) * torch.exp(self.t[k]) if k in self.keys else self.stored[k])
-                for k in self.stored}
+        return {
+            k: (self.stored[k].to(torch.float32) * torch.exp(self.t[k]) if k in self.keys else self.stored[k])
+            for k in self.stored
+        }
 
     def stored_params(self, latent: Params | None = None) -> Params:
         lat = self.latent_params() if latent is None else latent
-        return {k: project(self.grid, lat[k], self.stored[k].dtype) if k in self.keys else self.stored[k]
-                for k in self.stored}
+        return {
+            k: project(self.grid, lat[k], self.stored[k].dtype) if k in self.keys else self.stored[k]
+            for k in self.stored
+        }
 
     def latent_weight(self) -> torch.Tensor:
         return self.w0 + self.step * self.u
@@ -109,8 +113,10 @@ class FakeQuantLinear(torch.nn.Module):
     def weight(self) -> torch.Tensor:
         lat = self.latent_params()
         stored = self.stored_params(lat)
-        ste = {k: (lat[k] + (stored[k].to(torch.float32) - lat[k]).detach()) if k in self.keys else stored[k]
-               for k in stored}
+        ste = {
+            k: (lat[k] + (stored[k].to(torch.float32) - lat[k]).detach()) if k in self.keys else stored[k]
+            for k in stored
+        }
         w = self.latent_weight() if self.train_weight else None
         codes = self.grid.quantize(w.detach(), stored, 0) if self.train_weight else self.codes
         surrogate = _surrogate(self.grid, w, ste, codes)
@@ -121,6 +127,9 @@ class FakeQuantLinear(torch.nn.Module):
         """Codes and params as the file stores them: what `weight()` computed, without any second rounding (in host
         memory, wherever training ran)."""
         stored = self.stored_params()
-        codes = self.grid.quantize(self.latent_weight().detach(), stored, 0) if self.train_weight \
+        codes = (
+            self.grid.quantize(self.latent_weight().detach(), stored, 0)
+            if self.train_weight
             else self.codes.to(torch.int16)
+        )
         return QuantizedWeight(self.grid.name, self.shape, codes, stored).to_host()

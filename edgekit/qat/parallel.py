@@ -42,7 +42,7 @@ class Group:
         return self.rank == 0
 
     def shard(self, items: list) -> list:
-        return items[self.rank::self.world]
+        return items[self.rank :: self.world]
 
     def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
         if self.world == 1:

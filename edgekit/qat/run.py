@@ -49,7 +49,11 @@ class QATSettings:
         for name, v in (("--steps", self.steps), ("--block-epochs", self.block_epochs)):
             if v < 0:
                 raise EdgekitError(f"{name} must be >= 0, got {v}")
-        for name, v in (("--batch", self.batch), ("--n", self.n_samples), ("--checkpoint-every", self.checkpoint_every)):
+        for name, v in (
+            ("--batch", self.batch),
+            ("--n", self.n_samples),
+            ("--checkpoint-every", self.checkpoint_every),
+        ):
             if v < 1:
                 raise EdgekitError(f"{name} must be >= 1, got {v}")
 
@@ -59,8 +63,15 @@ class QATSettings:
         return d
 
 
-def run_qat(model: str | Path, out: str | Path, settings: QATSettings, cache: str | Path,
-            on_step: StepFn | None = None, on_stage: Callable[[str], None] | None = None, device: str = "cpu") -> dict:
+def run_qat(
+    model: str | Path,
+    out: str | Path,
+    settings: QATSettings,
+    cache: str | Path,
+    on_step: StepFn | None = None,
+    on_stage: Callable[[str], None] | None = None,
+    device: str = "cpu",
+) -> dict:
     """Train and write QAT_DIR `out`; resumes a killed run from out/.qat-work. Returns the record it wrote.
     `device`: where the layers train (edgekit.devices); not part of the run's identity, so a run can resume elsewhere."""
     from edgekit.devices import resolve_device
@@ -94,11 +105,13 @@ def run_qat(model: str | Path, out: str | Path, settings: QATSettings, cache: st
     group.barrier()
     stage = on_stage or (lambda s: None)
     stage(f"PTQ init: {settings.init} on {settings.format.name}")
-    qcfg = QuantConfig(method=settings.init, grid=grid.name, samples=settings.samples, n_samples=settings.n_samples,
-                       seed=settings.seed)
+    qcfg = QuantConfig(
+        method=settings.init, grid=grid.name, samples=settings.samples, n_samples=settings.n_samples, seed=settings.seed
+    )
     init = calibrate(model, qcfg, cache, device=group.device, data_free_rtn=True)  # QAT needs the codes only
-    seqs, samples_hash = calibration_sequences(model, settings.samples, settings.n_samples, settings.seed,
-                                               qcfg.resize_to)
+    seqs, samples_hash = calibration_sequences(
+        model, settings.samples, settings.n_samples, settings.seed, qcfg.resize_to
+    )
     hf_cfg = hf_config(model)
     stage("phase 1: block-wise reconstruction")
     block_losses = run_block_phase(ck, hf_cfg, seqs, init, settings, work, group, on_step)
@@ -108,11 +121,20 @@ def run_qat(model: str | Path, out: str | Path, settings: QATSettings, cache: st
         stage("phase 2: distillation of the scales")
         distill_losses = run_distill_phase(ck, hf_cfg, seqs, settings, work, group, on_step)
         files = layer_files(work, ck.text.num_layers, True)
-    record = {"format": settings.format.name, "init": settings.init, "config": settings.identity(),
-              "source": ck.content_hash, "samples_hash": samples_hash, "sequences": len(seqs),
-              "losses": {"block_final": block_losses, "distill_first": distill_losses[:1],
-                         "distill_last": distill_losses[-1:]},
-              "world_size": group.world}
+    record = {
+        "format": settings.format.name,
+        "init": settings.init,
+        "config": settings.identity(),
+        "source": ck.content_hash,
+        "samples_hash": samples_hash,
+        "sequences": len(seqs),
+        "losses": {
+            "block_final": block_losses,
+            "distill_first": distill_losses[:1],
+            "distill_last": distill_losses[-1:],
+        },
+        "world_size": group.world,
+    }
     if group.is_writer:
         write_qat_dir(out, ck, files, record)
     group.barrier()

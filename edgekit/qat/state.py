@@ -51,8 +51,9 @@ def save_progress(path: Path, tag: dict, module: torch.nn.Module, optimizer: tor
         save_file(tensors, str(tmp), metadata={"tag": json.dumps(tag, sort_keys=True), "steps": json.dumps(steps)})
 
 
-def load_progress(path: Path, tag: dict, module: torch.nn.Module,
-                  optimizer: torch.optim.Optimizer) -> tuple[int, list[float]]:
+def load_progress(
+    path: Path, tag: dict, module: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[int, list[float]]:
     """Restore a saved phase when its tag matches; returns the step to continue from (0: nothing saved) and the
     losses of the steps before it (so a resumed run reports the same losses as one never killed)."""
     from safetensors import safe_open
@@ -72,9 +73,11 @@ def load_progress(path: Path, tag: dict, module: torch.nn.Module,
             for i, p in enumerate(params):
                 p.copy_(f.get_tensor(f"param::{i:05d}"))
                 if i in steps:
-                    optimizer.state[p] = {"step": torch.tensor(steps[i]),  # Adam keeps its step count on the host
-                                          "exp_avg": f.get_tensor(f"opt::{i:05d}::exp_avg").to(p.device),
-                                          "exp_avg_sq": f.get_tensor(f"opt::{i:05d}::exp_avg_sq").to(p.device)}
+                    optimizer.state[p] = {
+                        "step": torch.tensor(steps[i]),  # Adam keeps its step count on the host
+                        "exp_avg": f.get_tensor(f"opt::{i:05d}::exp_avg").to(p.device),
+                        "exp_avg_sq": f.get_tensor(f"opt::{i:05d}::exp_avg_sq").to(p.device),
+                    }
     return int(saved["step"]), [float(x) for x in saved.get("losses", [])]
 
 
@@ -103,15 +106,19 @@ def check_out_dir(out: Path, identity: dict) -> Path:
     if out.exists() and not out.is_dir():
         raise EdgekitError(f"{out}: exists and is not a directory")
     if out.is_dir() and any(p.name != WORK for p in out.iterdir()):
-        raise EdgekitError(f"{out}: not empty and not a QAT run's directory; give a new or empty --out "
-                           "(edgekit never deletes a directory it did not create)")
+        raise EdgekitError(
+            f"{out}: not empty and not a QAT run's directory; give a new or empty --out "
+            "(edgekit never deletes a directory it did not create)"
+        )
     run_file = work / "run.json"
     if run_file.is_file():
         from edgekit.json_files import read_json
 
         if read_json(run_file) != json.loads(json.dumps(identity)):  # as written (tuples are lists in JSON)
-            raise EdgekitError(f"{out}: holds an unfinished QAT run with other settings or another checkpoint; "
-                               f"rerun with the same settings to resume it, or give another --out")
+            raise EdgekitError(
+                f"{out}: holds an unfinished QAT run with other settings or another checkpoint; "
+                f"rerun with the same settings to resume it, or give another --out"
+            )
     else:
         write_json(run_file, identity)
     return work

@@ -19,8 +19,15 @@ from torch.utils.checkpoint import checkpoint
 
 from edgekit.qat.fake_quant import FakeQuantLinear
 
-LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-           "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+LINEARS = (
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+)
 
 
 def _key(linear: str) -> str:
@@ -41,8 +48,9 @@ class QuantizedLayer(torch.nn.Module):
         return {f"{n}.weight": self.fq[_key(n)].weight() for n in LINEARS}
 
     def run(self, weights: dict[str, torch.Tensor], x: torch.Tensor, position_embeddings) -> torch.Tensor:
-        return functional_call(self.layer, weights, (x,), {"attention_mask": None,
-                                                          "position_embeddings": position_embeddings})
+        return functional_call(
+            self.layer, weights, (x,), {"attention_mask": None, "position_embeddings": position_embeddings}
+        )
 
     def linears(self) -> dict[str, FakeQuantLinear]:
         return {n: self.fq[_key(n)] for n in LINEARS}
@@ -77,8 +85,10 @@ class BlockStudent(torch.nn.Module):
     def outputs(self, inputs: list[torch.Tensor], positions: list) -> list[torch.Tensor]:
         weights = self.qlayer.weights()
         device = module_device(self)
-        return [self.qlayer.run(weights, x.to(device), position_embeddings(self.rope, x.to(device), p)).cpu()
-                for x, p in zip(inputs, positions)]
+        return [
+            self.qlayer.run(weights, x.to(device), position_embeddings(self.rope, x.to(device), p)).cpu()
+            for x, p in zip(inputs, positions)
+        ]
 
 
 def token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
@@ -92,7 +102,9 @@ HEAD_CHUNK = 128  # tokens whose vocabulary-sized logits exist at once (151,680 
 
 
 class DistillStudent(torch.nn.Module):
-    def __init__(self, layers: list[QuantizedLayer], norm: torch.nn.Module, lm_head: torch.Tensor, rope, world: int = 1):
+    def __init__(
+        self, layers: list[QuantizedLayer], norm: torch.nn.Module, lm_head: torch.Tensor, rope, world: int = 1
+    ):
         super().__init__()
         self.layers = torch.nn.ModuleList(layers)
         self.norm = norm.requires_grad_(False)
@@ -104,8 +116,10 @@ class DistillStudent(torch.nn.Module):
         layer's activations, not the depth's."""
         pe = position_embeddings(self.rope, x, pos)
         for layer in self.layers:
+
             def block(h, layer=layer):
                 return layer.run(layer.weights(), h, pe)
+
             x = checkpoint(block, x, use_reentrant=False)
         return x
 
@@ -124,6 +138,7 @@ class DistillStudent(torch.nn.Module):
             h = h.to(device)
             y = self.hidden(x.to(device), pos)
             for a in range(0, y.shape[1], HEAD_CHUNK):  # logits a chunk at a time, recomputed in the backward pass
-                total = total + checkpoint(self._chunk_kl, y[:, a:a + HEAD_CHUNK], h[:, a:a + HEAD_CHUNK],
-                                           use_reentrant=False)
+                total = total + checkpoint(
+                    self._chunk_kl, y[:, a : a + HEAD_CHUNK], h[:, a : a + HEAD_CHUNK], use_reentrant=False
+                )
         return total / norm * self.world

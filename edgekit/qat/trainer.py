@@ -36,8 +36,9 @@ class Loop:
     on_step: Callable[[int, int, float], None] | None = None  # (done, total, loss)
 
 
-def train(module: torch.nn.Module, optimizer: torch.optim.Optimizer, loop: Loop,
-          batch_for: Callable[[int], tuple]) -> list[float]:
+def train(
+    module: torch.nn.Module, optimizer: torch.optim.Optimizer, loop: Loop, batch_for: Callable[[int], tuple]
+) -> list[float]:
     """Run steps [resume point, loop.steps); returns the losses of every step, those before a resume included (they
     travel in the checkpoint)."""
     start, losses = load_progress(loop.progress_file, loop.tag, module, optimizer)

@@ -34,8 +34,9 @@ def _fake(grid: Grid, W: torch.Tensor) -> torch.Tensor:
     return dequantize_weight(fit_and_quantize(grid, W))
 
 
-def search_scales(weights: list[torch.Tensor], x_absmean: torch.Tensor, X: torch.Tensor, grid: Grid | str,
-                  n_grid: int = ALPHAS) -> tuple[torch.Tensor, float]:
+def search_scales(
+    weights: list[torch.Tensor], x_absmean: torch.Tensor, X: torch.Tensor, grid: Grid | str, n_grid: int = ALPHAS
+) -> tuple[torch.Tensor, float]:
     """The per-input-channel scale s = mean|x|^α (α on a grid in [0, 1)) that minimises Σ‖XWᵀ − (X/s)(Q(W·s))ᵀ‖²."""
     g = grid if isinstance(grid, Grid) else get_grid(grid)
     X = X.to(torch.float32)
@@ -77,14 +78,17 @@ def clip_quantize(W: torch.Tensor, X: torch.Tensor, grid: Grid | str, ratios=CLI
     return fit_and_quantize(g, best_w)
 
 
-def awq_quantize(weights: list[torch.Tensor], X: torch.Tensor, grid: Grid | str, *, clip: bool = True,
-                 n_grid: int = ALPHAS) -> AwqResult:
+def awq_quantize(
+    weights: list[torch.Tensor], X: torch.Tensor, grid: Grid | str, *, clip: bool = True, n_grid: int = ALPHAS
+) -> AwqResult:
     """Scale search then (optionally) clip search, for linears sharing one input X [tokens, in]."""
     x_absmean = X.abs().mean(0)
     if X.shape[0] > SEARCH_TOKENS:  # evenly spaced rows: deterministic
         X = X[torch.linspace(0, X.shape[0] - 1, SEARCH_TOKENS).long().to(X.device)]  # the same rows on every device
     s, alpha = search_scales(weights, x_absmean, X, grid, n_grid)
     Xs = X / s
-    qws = [clip_quantize(W.to(torch.float32) * s, Xs, grid) if clip else fit_and_quantize(grid, W.to(torch.float32) * s)
-           for W in weights]
+    qws = [
+        clip_quantize(W.to(torch.float32) * s, Xs, grid) if clip else fit_and_quantize(grid, W.to(torch.float32) * s)
+        for W in weights
+    ]
     return AwqResult(s, alpha, qws)

@@ -72,8 +72,10 @@ def read_verified(path: Path, digest: str | None) -> bytes:
 
     data = read_regular(path, max_bytes=1 << 40)
     if digest is None or hashlib.sha256(data).hexdigest() != digest:
-        raise EdgekitError(f"{path}: changed since it was written (its sha256 differs from the one recorded); "
-                           "delete it and rerun to recompute it")
+        raise EdgekitError(
+            f"{path}: changed since it was written (its sha256 differs from the one recorded); "
+            "delete it and rerun to recompute it"
+        )
     return data
 
 
@@ -86,7 +88,7 @@ def _parse_safetensors(data: bytes, where: Path) -> tuple[dict, dict]:
     from edgekit.json_files import parse_json
 
     (n,) = struct.unpack("<Q", data[:8])
-    header = parse_json(data[8:8 + n], f"{where} (header)")
+    header = parse_json(data[8 : 8 + n], f"{where} (header)")
     meta = header.get("__metadata__", {}) if isinstance(header, dict) else {}
     return load(data), meta
 
@@ -124,7 +126,11 @@ def entry_lock(work: Path) -> Iterator[None]:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         try:
             for p in work.iterdir():  # atomic writes' temporaries (".NAME.xxxx.tmp", ".tmpxxxx") of a killed run
-                if p.name != LOCK_FILE and p.name.startswith(".") and (p.name.endswith(".tmp") or p.name.startswith(".tmp")):
+                if (
+                    p.name != LOCK_FILE
+                    and p.name.startswith(".")
+                    and (p.name.endswith(".tmp") or p.name.startswith(".tmp"))
+                ):
                     p.unlink(missing_ok=True)
             yield
         finally:
@@ -139,8 +145,9 @@ def save_hidden(work: Path, layer: int, hidden: list[torch.Tensor]) -> None:
     from edgekit.atomic import atomic_path
 
     with atomic_path(work / HIDDEN_FILE) as tmp:
-        save_file({f"hidden::{k:06d}": h.contiguous() for k, h in enumerate(hidden)}, str(tmp),
-                  metadata={"layer": str(layer)})
+        save_file(
+            {f"hidden::{k:06d}": h.contiguous() for k, h in enumerate(hidden)}, str(tmp), metadata={"layer": str(layer)}
+        )
     _record_digest(work / HIDDEN_FILE)
 
 
@@ -178,8 +185,9 @@ def resume_point(work: Path, n_layers: int) -> tuple[int, list[torch.Tensor] | N
         return done, None
     if done and (work / HIDDEN_FILE).is_file():
         try:
-            tensors, meta = _parse_safetensors(read_verified(work / HIDDEN_FILE, digests.get(HIDDEN_FILE)),
-                                               work / HIDDEN_FILE)
+            tensors, meta = _parse_safetensors(
+                read_verified(work / HIDDEN_FILE, digests.get(HIDDEN_FILE)), work / HIDDEN_FILE
+            )
         except Exception as e:
             notice(f"calibration cache: {getattr(e, 'message', e)}; recomputing from layer 0")
             (work / HIDDEN_FILE).unlink(missing_ok=True)
@@ -208,8 +216,8 @@ def load_layer(path: Path, with_codes: bool = True, digest: str | None = None):
             continue
         params = {k.rsplit("::", 1)[1]: tensors[k] for k in keys if k.startswith(f"q::{name}::p::")}
         quantized[name] = QuantizedWeight(grid, tuple(shape), tensors[f"q::{name}::codes"], params)
-    folded = {k[len("fold::"):]: tensors[k] for k in keys if k.startswith("fold::")}
-    scales = {k[len("ascale::"):]: tensors[k][0] for k in keys if k.startswith("ascale::")}
+    folded = {k[len("fold::") :]: tensors[k] for k in keys if k.startswith("fold::")}
+    scales = {k[len("ascale::") :]: tensors[k][0] for k in keys if k.startswith("ascale::")}
     return quantized, folded, scales, meta["errors"]
 
 

@@ -35,8 +35,17 @@ from typing import Callable
 import torch
 
 from edgekit.errors import EdgekitError
-from edgekit.quant.calib_cache import (HIDDEN_FILE, CalibrationResult, cache_key, entry_lock, finished_layers,
-                                       result_from_files, resume_point, save_hidden, save_layer)
+from edgekit.quant.calib_cache import (
+    HIDDEN_FILE,
+    CalibrationResult,
+    cache_key,
+    entry_lock,
+    finished_layers,
+    result_from_files,
+    resume_point,
+    save_hidden,
+    save_layer,
+)
 from edgekit.quant.formats import parse as parse_format
 from edgekit.quant.layer_stats import GROUPS, GroupStats, collect_stats
 from edgekit.quant.layers import calibration_sequences, decoder_layer, hf_config, layer0_inputs, rotary, run_layer
@@ -107,7 +116,7 @@ def quantize_layer(layer, stats: dict[str, GroupStats], cfg: QuantConfig, prefix
         st = stats[group]
         Ws = [layer.get_submodule(n).weight.detach().float() for n in names]
         X = torch.cat(st.sample)  # [rows, in]
-        X_err = X[::max(1, len(X) // ERROR_ROWS)]  # every sequence's rows, evenly
+        X_err = X[:: max(1, len(X) // ERROR_ROWS)]  # every sequence's rows, evenly
         grid = cfg.grid_for(index, group)
         scale, to_quantize, hessian = None, Ws, st.hessian
         smooth_then_gptq = cfg.method == "smoothquant" and grid != "int8:channel"  # FP8, NVFP4
@@ -116,8 +125,9 @@ def quantize_layer(layer, stats: dict[str, GroupStats], cfg: QuantConfig, prefix
             to_quantize = [W * scale for W in Ws]
             hessian = st.hessian / scale.reshape(-1, 1) / scale.reshape(1, -1)  # Σ x'ᵀx'
         if cfg.method == "gptq" or smooth_then_gptq:
-            qws = gptq_quantize_shared(to_quantize, hessian, grid, damp=cfg.damp, act_order=cfg.act_order,
-                                       weighted_fit=cfg.weighted_fit)
+            qws = gptq_quantize_shared(
+                to_quantize, hessian, grid, damp=cfg.damp, act_order=cfg.act_order, weighted_fit=cfg.weighted_fit
+            )
         elif cfg.method == "awq":
             res = awq_quantize(Ws, X, grid, n_grid=10 if group in FOLD_INTO else 1)  # no fold target: s = 1
             qws, scale = res.quantized, (res.scales if group in FOLD_INTO else None)
@@ -149,9 +159,15 @@ def quantize_layer(layer, stats: dict[str, GroupStats], cfg: QuantConfig, prefix
 
 # ---- the resumable driver ------------------------------------------------------------------------
 
-def calibrate(ckpt_path: str | Path, cfg: QuantConfig, cache_dir: str | Path,
-              on_layer: Callable[[int, int, str], None] | None = None,
-              device: str | torch.device = "cpu", data_free_rtn: bool = False) -> CalibrationResult:
+
+def calibrate(
+    ckpt_path: str | Path,
+    cfg: QuantConfig,
+    cache_dir: str | Path,
+    on_layer: Callable[[int, int, str], None] | None = None,
+    device: str | torch.device = "cpu",
+    data_free_rtn: bool = False,
+) -> CalibrationResult:
     """Quantize every decoder linear (lm_head excluded) by `cfg`, layer by layer; resumable.
     A QAT checkpoint (edgekit.qat) gives its trained codes instead, for its own format only.
     `device`: where the layers (and the vision tower) run, one at a time; the cache is the same format on every
@@ -165,8 +181,10 @@ def calibrate(ckpt_path: str | Path, cfg: QuantConfig, cache_dir: str | Path,
     if cfg.method not in METHODS:
         raise EdgekitError(f"--method {cfg.method!r}: choose one of {', '.join(METHODS)}")
     if cfg.method == "smoothquant" and not cfg.format.quantizes_activations:
-        raise EdgekitError(f"smoothquant migrates activation range into the weights, for formats whose activations "
-                           f"are quantized: int8:channel (W8A8), nvidia:fp8, nvidia:nvfp4; not {cfg.grid}")
+        raise EdgekitError(
+            f"smoothquant migrates activation range into the weights, for formats whose activations "
+            f"are quantized: int8:channel (W8A8), nvidia:fp8, nvidia:nvfp4; not {cfg.grid}"
+        )
     if not 0 <= cfg.alpha <= 1:
         raise EdgekitError(f"--alpha {cfg.alpha}: SmoothQuant's migration strength is in [0, 1]")
     ckpt_path = Path(ckpt_path)
@@ -203,8 +221,9 @@ def calibrate(ckpt_path: str | Path, cfg: QuantConfig, cache_dir: str | Path,
         return _calibrate_entry(work, ck, ckpt_path, cfg, seqs, samples_hash, on_layer, device)
 
 
-def _rtn_entry(work: Path, ck, cfg: QuantConfig, on_layer: Callable[[int, int, str], None] | None,
-               device: torch.device) -> CalibrationResult:
+def _rtn_entry(
+    work: Path, ck, cfg: QuantConfig, on_layer: Callable[[int, int, str], None] | None, device: torch.device
+) -> CalibrationResult:
     """Round-to-nearest on each linear's grid, layer by layer straight from the checkpoint (resumable like the rest;
     no layer errors: there are no calibration inputs to measure them on)."""
     from edgekit.atomic import write_json
@@ -220,9 +239,13 @@ def _rtn_entry(work: Path, ck, cfg: QuantConfig, on_layer: Callable[[int, int, s
                 on_layer(i, n_layers, "cached")
             continue
         prefix = f"model.layers.{i}."
-        quantized = {prefix + n + ".weight": fit_and_quantize(cfg.grid_for(i, group),
-                                                              ck.get(prefix + n + ".weight").to(device)).to_host()
-                     for group, names in GROUPS.items() for n in names}
+        quantized = {
+            prefix + n + ".weight": fit_and_quantize(
+                cfg.grid_for(i, group), ck.get(prefix + n + ".weight").to(device)
+            ).to_host()
+            for group, names in GROUPS.items()
+            for n in names
+        }
         save_layer(work / f"layer_{i:04d}.safetensors", quantized, {}, {}, {})
         ck.close()
         if on_layer:
@@ -230,13 +253,26 @@ def _rtn_entry(work: Path, ck, cfg: QuantConfig, on_layer: Callable[[int, int, s
     return result_from_files([work / f"layer_{i:04d}.safetensors" for i in range(n_layers)], record)
 
 
-def _calibrate_entry(work: Path, ck, ckpt_path: Path, cfg: QuantConfig, seqs, samples_hash: str,
-                     on_layer: Callable[[int, int, str], None] | None, device: torch.device) -> CalibrationResult:
+def _calibrate_entry(
+    work: Path,
+    ck,
+    ckpt_path: Path,
+    cfg: QuantConfig,
+    seqs,
+    samples_hash: str,
+    on_layer: Callable[[int, int, str], None] | None,
+    device: torch.device,
+) -> CalibrationResult:
     """Run (or resume) the layers of one cache entry; the caller holds its lock."""
     from edgekit.atomic import write_json
 
-    record = {"checkpoint": ck.content_hash, "samples_hash": samples_hash, "config": cfg.key(),
-              "sequences": len(seqs), "tokens": int(sum(len(s.input_ids) for s in seqs))}
+    record = {
+        "checkpoint": ck.content_hash,
+        "samples_hash": samples_hash,
+        "config": cfg.key(),
+        "sequences": len(seqs),
+        "tokens": int(sum(len(s.input_ids) for s in seqs)),
+    }
     write_json(work / "calibration.json", record)
     hf_cfg = hf_config(ckpt_path)
     rope = rotary(hf_cfg).to(device)

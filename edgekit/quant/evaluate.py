@@ -20,7 +20,7 @@ HF_PREFIX = {"model.": "model.language_model.", "visual.": "model.visual."}
 def _hf_name(name: str) -> str:
     for a, b in HF_PREFIX.items():
         if name.startswith(a):
-            return b + name[len(a):]
+            return b + name[len(a) :]
     return name
 
 
@@ -49,8 +49,11 @@ def apply_result(model, result: CalibrationResult) -> list:
     for name, scale in result.input_scales.items():
         module = model.get_submodule(_hf_name(name))
         fmt = parse_format(result.quantized[name + ".weight"].grid)
-        handles.append(module.register_forward_pre_hook(
-            lambda m, args, s=scale, fmt=fmt: (fmt.activation_qdq(args[0], s.to(args[0].device)),)))
+        handles.append(
+            module.register_forward_pre_hook(
+                lambda m, args, s=scale, fmt=fmt: (fmt.activation_qdq(args[0], s.to(args[0].device)),)
+            )
+        )
     return handles
 
 
@@ -61,11 +64,16 @@ def sequence_logits(model, seqs: list[CalibSeq], image_token_id: int) -> list[to
     with torch.no_grad():
         for s in seqs:
             ids = torch.from_numpy(s.input_ids).unsqueeze(0).to(device)
-            kw = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
-                  "mm_token_type_ids": (ids == image_token_id).int()}
+            kw = {
+                "input_ids": ids,
+                "attention_mask": torch.ones_like(ids),
+                "mm_token_type_ids": (ids == image_token_id).int(),
+            }
             if len(s.grid_thw):
-                kw.update(pixel_values=torch.from_numpy(s.pixel_values).to(device),
-                          image_grid_thw=torch.from_numpy(s.grid_thw).to(device))
+                kw.update(
+                    pixel_values=torch.from_numpy(s.pixel_values).to(device),
+                    image_grid_thw=torch.from_numpy(s.grid_thw).to(device),
+                )
             out.append(model(**kw).logits[0].float().cpu())
     return out
 
@@ -76,8 +84,13 @@ def heldout_sequences(ckpt_path: Path, cfg: QuantConfig, n: int) -> list[CalibSe
     return seqs
 
 
-def kl_against_reference(ckpt_path: str | Path, results: dict[str, CalibrationResult], cfg: QuantConfig,
-                         n_eval: int = 16, device: torch.device | str = "cpu") -> dict[str, dict[str, float]]:
+def kl_against_reference(
+    ckpt_path: str | Path,
+    results: dict[str, CalibrationResult],
+    cfg: QuantConfig,
+    n_eval: int = 16,
+    device: torch.device | str = "cpu",
+) -> dict[str, dict[str, float]]:
     """{label: {"kl": mean KL(FP‖Q) per token, "top1": top-1 agreement}} on held-out samples."""
     from edgekit.model.checkpoint import open_checkpoint
     from edgekit.metrics import mean_token_kl, top1_agreement

@@ -31,6 +31,7 @@ WHOLE_ROW = 0  # group size of per-output-channel formats
 @dataclass(frozen=True)
 class Ref:
     """A piece of a format that lives in a module under edgekit.quant (they import torch): loaded on first use."""
+
     module: str
     name: str
     args: tuple = ()  # a grid maker's arguments after the format's name
@@ -95,8 +96,10 @@ class Format:
     def unified_layout(self, activation_scales: bool = False):
         """The ModelOpt Layout (edgekit.quant.modelopt_layout) of a unified checkpoint in this format."""
         if not self.layouts:
-            raise EdgekitError(f"format {self.name} has no ModelOpt unified form; use one of "
-                               f"{', '.join(n for n, f in FORMATS.items() if f.layouts)}")
+            raise EdgekitError(
+                f"format {self.name} has no ModelOpt unified form; use one of "
+                f"{', '.join(n for n, f in FORMATS.items() if f.layouts)}"
+            )
         return self.layouts[min(len(self.layouts) - 1, int(activation_scales))].load()
 
     def unified_algo(self, activation_scales: bool = False) -> str:
@@ -193,12 +196,22 @@ def _layouts(*names: str) -> tuple[Ref, ...]:
     return tuple(Ref("modelopt_layout", n) for n in names)
 
 
-def _gguf(type_name: str, bits: int, group: int, file_type: int, precisions: tuple[str, ...] = (),
-          grid: Ref | None = None) -> Format:
+def _gguf(
+    type_name: str, bits: int, group: int, file_type: int, precisions: tuple[str, ...] = (), grid: Ref | None = None
+) -> Format:
     """A GGUF type: a float one without a grid, a quantized one with its grid and its packer, pack_<type>."""
     parts = {"grid_maker": grid, "gguf_packer": Ref("gguf_layout", f"pack_{type_name}") if grid is not None else None}
-    return Format(f"gguf:{type_name}", "gguf", grid is not None, bits, group, type_name.upper(), file_type,
-                  precisions=precisions, **parts)
+    return Format(
+        f"gguf:{type_name}",
+        "gguf",
+        grid is not None,
+        bits,
+        group,
+        type_name.upper(),
+        file_type,
+        precisions=precisions,
+        **parts,
+    )
 
 
 def _w4a16(group: int, precisions: tuple[str, ...] = ()) -> Format:
@@ -208,38 +221,80 @@ def _w4a16(group: int, precisions: tuple[str, ...] = ()) -> Format:
 
 # llama_ftype values from llama.h: ALL_F32 0, MOSTLY_F16 1, Q4_0 2, Q4_1 3, Q8_0 7, Q5_0 8, Q5_1 9, Q4_K_S 14, Q5_K_S 16,
 # Q6_K 18, BF16 32, MXFP4_MOE 38, NVFP4 39 (a file whose every matrix is one K-quant type is the _S variant).
-FORMATS: dict[str, Format] = {f.name: f for f in (
-    _gguf("f32", 32, 1, 0, ("fp32",)),
-    _gguf("f16", 16, 1, 1, ("fp16",)),
-    _gguf("bf16", 16, 1, 32),
-    _gguf("q8_0", 8, 32, 7, ("int8", "w8a8"), _grid("q8_0")),
-    _gguf("q4_0", 4, 32, 2, grid=_grid("q4_0")),
-    _gguf("q4_1", 4, 32, 3, grid=_grid("q4_1")),
-    _gguf("q5_0", 5, 32, 8, grid=_grid("q5_0")),
-    _gguf("q5_1", 5, 32, 9, grid=_grid("q5_1")),
-    _gguf("q4_k", 4, 256, 14, ("int4",), _grid("kquant_min", "q4_k", 15, -1.0, 20)),
-    _gguf("q5_k", 5, 256, 16, grid=_grid("kquant_min", "q5_k", 31, -0.5, 15)),
-    _gguf("q6_k", 6, 256, 18, grid=_grid("q6_k")),
-    _gguf("mxfp4", 4, 32, 38, ("mxfp4",), _grid("mxfp4")),
-    _gguf("nvfp4", 4, 64, 39, ("nvfp4",), _grid("nvfp4")),
-    # ModelOpt W4A16_AWQ: symmetric INT4 codes, one fp16-representable scale per group (--group-size picks it)
-    _w4a16(32), _w4a16(64), _w4a16(128, ("int4",)),
-    # per-output-channel symmetric INT8: W8A16 weights only, W8A8 with SmoothQuant's calibrated input scales
-    Format("int8:channel", "modelopt", True, 8, WHOLE_ROW, backends=("tensorrt",), precisions=("w8a8",),
-           grid_maker=_grid("int8_channel"), layouts=_layouts("INT8_WEIGHT_ONLY", "INT8_SMOOTHQUANT"),
-           activation_quantizer=Ref("smoothquant", "fake_quant_activation"), compute="int8"),
-    # E2M1 codes, an E4M3 scale per 16 columns, an FP32 scale per tensor; activations in E2M1 blocks of 16 (W4A4)
-    Format("nvidia:nvfp4", "modelopt", True, 4, 16, backends=("tensorrt",), precisions=("nvfp4",),
-           grid_maker=_grid("modelopt_nvfp4"), layouts=_layouts("NVFP4_WEIGHT_ONLY", "NVFP4_W4A4"), scale_bits=8,
-           input_scale_range=6 * 448.0, tensor_scale_bytes=4, activation_quantizer=Ref("fp4", "modelopt_activation_qdq"),
-           compute="fp4"),
-    # E4M3 weights under one scale per tensor, E4M3 activations under a calibrated one (W8A8)
-    Format("nvidia:fp8", "modelopt", True, 8, WHOLE_ROW, backends=("tensorrt",), precisions=("fp8",),
-           grid_maker=_grid("modelopt_fp8"), layouts=_layouts("FP8_W8A8"), scale_bits=0, input_scale_range=448.0,
-           tensor_scale_bytes=4, activation_quantizer=Ref("fp8", "activation_qdq"), compute="fp8"),
-)}
-ALIASES = {"nvidia:w4a16": "nvidia:w4a16:g128",
-           **{f.ggml_type.lower(): f.name for f in FORMATS.values() if f.container == "gguf"}}
+FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in (
+        _gguf("f32", 32, 1, 0, ("fp32",)),
+        _gguf("f16", 16, 1, 1, ("fp16",)),
+        _gguf("bf16", 16, 1, 32),
+        _gguf("q8_0", 8, 32, 7, ("int8", "w8a8"), _grid("q8_0")),
+        _gguf("q4_0", 4, 32, 2, grid=_grid("q4_0")),
+        _gguf("q4_1", 4, 32, 3, grid=_grid("q4_1")),
+        _gguf("q5_0", 5, 32, 8, grid=_grid("q5_0")),
+        _gguf("q5_1", 5, 32, 9, grid=_grid("q5_1")),
+        _gguf("q4_k", 4, 256, 14, ("int4",), _grid("kquant_min", "q4_k", 15, -1.0, 20)),
+        _gguf("q5_k", 5, 256, 16, grid=_grid("kquant_min", "q5_k", 31, -0.5, 15)),
+        _gguf("q6_k", 6, 256, 18, grid=_grid("q6_k")),
+        _gguf("mxfp4", 4, 32, 38, ("mxfp4",), _grid("mxfp4")),
+        _gguf("nvfp4", 4, 64, 39, ("nvfp4",), _grid("nvfp4")),
+        # ModelOpt W4A16_AWQ: symmetric INT4 codes, one fp16-representable scale per group (--group-size picks it)
+        _w4a16(32),
+        _w4a16(64),
+        _w4a16(128, ("int4",)),
+        # per-output-channel symmetric INT8: W8A16 weights only, W8A8 with SmoothQuant's calibrated input scales
+        Format(
+            "int8:channel",
+            "modelopt",
+            True,
+            8,
+            WHOLE_ROW,
+            backends=("tensorrt",),
+            precisions=("w8a8",),
+            grid_maker=_grid("int8_channel"),
+            layouts=_layouts("INT8_WEIGHT_ONLY", "INT8_SMOOTHQUANT"),
+            activation_quantizer=Ref("smoothquant", "fake_quant_activation"),
+            compute="int8",
+        ),
+        # E2M1 codes, an E4M3 scale per 16 columns, an FP32 scale per tensor; activations in E2M1 blocks of 16 (W4A4)
+        Format(
+            "nvidia:nvfp4",
+            "modelopt",
+            True,
+            4,
+            16,
+            backends=("tensorrt",),
+            precisions=("nvfp4",),
+            grid_maker=_grid("modelopt_nvfp4"),
+            layouts=_layouts("NVFP4_WEIGHT_ONLY", "NVFP4_W4A4"),
+            scale_bits=8,
+            input_scale_range=6 * 448.0,
+            tensor_scale_bytes=4,
+            activation_quantizer=Ref("fp4", "modelopt_activation_qdq"),
+            compute="fp4",
+        ),
+        # E4M3 weights under one scale per tensor, E4M3 activations under a calibrated one (W8A8)
+        Format(
+            "nvidia:fp8",
+            "modelopt",
+            True,
+            8,
+            WHOLE_ROW,
+            backends=("tensorrt",),
+            precisions=("fp8",),
+            grid_maker=_grid("modelopt_fp8"),
+            layouts=_layouts("FP8_W8A8"),
+            scale_bits=0,
+            input_scale_range=448.0,
+            tensor_scale_bytes=4,
+            activation_quantizer=Ref("fp8", "activation_qdq"),
+            compute="fp8",
+        ),
+    )
+}
+ALIASES = {
+    "nvidia:w4a16": "nvidia:w4a16:g128",
+    **{f.ggml_type.lower(): f.name for f in FORMATS.values() if f.container == "gguf"},
+}
 _BY_GGML_TYPE = {f.ggml_type: f for f in FORMATS.values() if f.container == "gguf"}
 GGUF_FORMATS = tuple(n for n, f in FORMATS.items() if f.container == "gguf")
 QUANTIZED_FORMATS = tuple(n for n, f in FORMATS.items() if f.quantized)
@@ -252,8 +307,10 @@ def parse(text: "str | Format") -> Format:
     key = str(text).strip().lower()
     fmt = FORMATS.get(ALIASES.get(key, key))
     if fmt is None:
-        raise EdgekitError(f"unknown format {text!r}; choose one of {', '.join(FORMATS)} "
-                           "(nvidia:w4a16 means group 128; a bare GGUF type such as q4_k means gguf:q4_k)")
+        raise EdgekitError(
+            f"unknown format {text!r}; choose one of {', '.join(FORMATS)} "
+            "(nvidia:w4a16 means group 128; a bare GGUF type such as q4_k means gguf:q4_k)"
+        )
     return fmt
 
 

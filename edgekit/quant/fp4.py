@@ -81,8 +81,8 @@ def nearest_code(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     out = torch.empty(flat_x.shape, dtype=torch.int16, device=x.device)
     step = max(1, _ROUND_ELEMENTS // len(LEVELS))
     for a in range(0, flat_x.numel(), step):
-        err = (flat_s[a:a + step, None] * levels - flat_x[a:a + step, None]).abs_()
-        out[a:a + step] = err.argmin(-1).to(torch.int16)  # argmin: the first of equal errors
+        err = (flat_s[a : a + step, None] * levels - flat_x[a : a + step, None]).abs_()
+        out[a : a + step] = err.argmin(-1).to(torch.int16)  # argmin: the first of equal errors
     return out.reshape(x.shape)
 
 

@@ -33,8 +33,15 @@ def _library():
         raise EdgekitError(f"{path}: not found; reinstall llama-cpp-python (scripts/build_llama_cpp.sh)")
     lib = ctypes.CDLL(str(path))
     lib.ggml_quantize_chunk.restype = ctypes.c_size_t
-    lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
-                                        ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+    lib.ggml_quantize_chunk.argtypes = [
+        ctypes.c_int,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_void_p,
+    ]
     return lib
 
 
@@ -47,8 +54,9 @@ def library_loads() -> bool:
     return True
 
 
-def quantize_rows(x: np.ndarray, type_name: str, threads: int | None = None,
-                  importance: np.ndarray | None = None) -> np.ndarray:
+def quantize_rows(
+    x: np.ndarray, type_name: str, threads: int | None = None, importance: np.ndarray | None = None
+) -> np.ndarray:
     """float32 [rows, n] -> the GGUF blocks of `type_name` ("Q4_K", ...; uint8 [rows * n / block * bytes]), llama.cpp's
     RTN, or its importance-weighted fit with `importance` [n] (an imatrix row, as llama-quantize passes it). Type ids
     and block sizes are the gguf package's (the format's own tables)."""

@@ -141,7 +141,7 @@ def pack_nvfp4(qw) -> np.ndarray:
 
 def _f16_params(blocks: np.ndarray, at: int) -> torch.Tensor:
     """The fp16 at byte `at` of every block [out, n, size] -> [out, n, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(blocks[..., at:at + 2]).view(np.float16).copy())
+    return torch.from_numpy(np.ascontiguousarray(blocks[..., at : at + 2]).view(np.float16).copy())
 
 
 def _kquant_scales_back(packed: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,7 +159,7 @@ def stored_params(type_name: str, blocks: np.ndarray, rows: int) -> dict[str, to
 
     b = blocks.reshape(rows, -1, GGML_QUANT_SIZES[GGMLQuantizationType[type_name.upper()]][1])
     if type_name in ("mxfp4", "nvfp4"):  # the scale bytes lead the block
-        return {"e": torch.from_numpy(b[..., :1 if type_name == "mxfp4" else 4].copy())}
+        return {"e": torch.from_numpy(b[..., : 1 if type_name == "mxfp4" else 4].copy())}
     if type_name == "q6_k":
         sc = torch.from_numpy(np.ascontiguousarray(b[..., 192:208]).view(np.int8).copy())
         return {"d": _f16_params(b, 208), "sc": sc}

@@ -30,7 +30,7 @@ PANEL = 32  # columns whose errors update each other one by one (see gptq_with_f
 
 
 def _slice_params(p: Params, b: int) -> Params:
-    return {k: v[:, b:b + 1] for k, v in p.items()}
+    return {k: v[:, b : b + 1] for k, v in p.items()}
 
 
 def damped_inverse_cholesky(H: torch.Tensor, damp: float) -> torch.Tensor:
@@ -49,13 +49,16 @@ def damped_inverse_cholesky(H: torch.Tensor, damp: float) -> torch.Tensor:
             U, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(L), upper=True)
             if int(info) == 0 and bool(torch.isfinite(U).all()):
                 return U.to(torch.float32)
-    raise EdgekitError(f"GPTQ: the inputs' Hessian ({n}x{n}) is not positive definite even in float64 with damping "
-                       f"{damp}; raise the damping (--damp)")
+    raise EdgekitError(
+        f"GPTQ: the inputs' Hessian ({n}x{n}) is not positive definite even in float64 with damping "
+        f"{damp}; raise the damping (--damp)"
+    )
 
 
 @dataclass(frozen=True)
 class HessianFactor:
     """What GPTQ needs of the inputs' H, computed once for every linear that reads those inputs."""
+
     dead: torch.Tensor  # bool [in]: inputs that never fire (their weights cannot matter)
     importance: torch.Tensor | None  # float32 [in]: diag(H), for grids with a weighted block search
     act_order: bool
@@ -64,21 +67,31 @@ class HessianFactor:
     U: torch.Tensor  # float32 [in, in]: upper Cholesky factor of the damped inverse, in perm order
 
 
-def factor_hessian(H: torch.Tensor, *, damp: float = 0.01, act_order: bool = False,
-                   weighted_fit: bool = True) -> HessianFactor:
+def factor_hessian(
+    H: torch.Tensor, *, damp: float = 0.01, act_order: bool = False, weighted_fit: bool = True
+) -> HessianFactor:
     H = H.to(torch.float32).clone()  # [in, in]
     n = H.shape[0]
     dead = torch.diagonal(H) == 0
     H[dead, dead] = 1.0
     importance = torch.diagonal(H).clone() if weighted_fit else None
     perm = torch.argsort(torch.diagonal(H), descending=True) if act_order else torch.arange(n, device=H.device)
-    return HessianFactor(dead, importance, act_order, perm, perm.tolist(),
-                         damped_inverse_cholesky(H[perm][:, perm], damp))
+    return HessianFactor(
+        dead, importance, act_order, perm, perm.tolist(), damped_inverse_cholesky(H[perm][:, perm], damp)
+    )
 
 
-def gptq_quantize(W: torch.Tensor, H: torch.Tensor, grid: Grid | str, *, damp: float = 0.01,
-                  act_order: bool = False, block_size: int = 128, params: Params | None = None,
-                  weighted_fit: bool = True) -> QuantizedWeight:
+def gptq_quantize(
+    W: torch.Tensor,
+    H: torch.Tensor,
+    grid: Grid | str,
+    *,
+    damp: float = 0.01,
+    act_order: bool = False,
+    block_size: int = 128,
+    params: Params | None = None,
+    weighted_fit: bool = True,
+) -> QuantizedWeight:
     """W float [out, in], H float [in, in] (XᵀX of the layer's inputs) -> codes + params on `grid`.
 
     `params`: the grid's parameters for every block, fixed (e.g. scales another tool already chose);
@@ -88,9 +101,16 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, grid: Grid | str, *, damp: f
     return gptq_with_factor(W, factor, grid, block_size=block_size, params=params)
 
 
-def gptq_quantize_shared(Ws: list[torch.Tensor], H: torch.Tensor, grid: Grid | str, *, damp: float = 0.01,
-                         act_order: bool = False, block_size: int = 128, weighted_fit: bool = True,
-                         ) -> list[QuantizedWeight]:
+def gptq_quantize_shared(
+    Ws: list[torch.Tensor],
+    H: torch.Tensor,
+    grid: Grid | str,
+    *,
+    damp: float = 0.01,
+    act_order: bool = False,
+    block_size: int = 128,
+    weighted_fit: bool = True,
+) -> list[QuantizedWeight]:
     """GPTQ of linears that read the same inputs (q/k/v, gate/up): H factorised once, then each linear's own column
     loop — the codes of one gptq_quantize call each. (Stacking their rows into one loop was slower at MiMo's size:
     a 22016-row gate/up batch no longer stays in cache.)"""
@@ -98,8 +118,9 @@ def gptq_quantize_shared(Ws: list[torch.Tensor], H: torch.Tensor, grid: Grid | s
     return [gptq_with_factor(W, factor, grid, block_size=block_size) for W in Ws]
 
 
-def gptq_with_factor(W: torch.Tensor, f: HessianFactor, grid: Grid | str, *, block_size: int = 128,
-                     params: Params | None = None) -> QuantizedWeight:
+def gptq_with_factor(
+    W: torch.Tensor, f: HessianFactor, grid: Grid | str, *, block_size: int = 128, params: Params | None = None
+) -> QuantizedWeight:
     """GPTQ's column loop for one W [out, in] over a factorised H (gptq_quantize's arguments otherwise)."""
     g = grid if isinstance(grid, Grid) else get_grid(grid)
     out, n = W.shape
@@ -139,20 +160,22 @@ def gptq_with_factor(W: torch.Tensor, f: HessianFactor, grid: Grid | str, *, blo
                 col = order[i1 + j]
                 b, within = divmod(col, B)
                 if blocks[b] is None:  # first column of a block (in order): fit on the updated weights
-                    block_importance = None if importance is None else importance[col:col + B]
-                    blocks[b] = g.fit(Wt[j:j + B].T, block_importance)
+                    block_importance = None if importance is None else importance[col : col + B]
+                    blocks[b] = g.fit(Wt[j : j + B].T, block_importance)
                 if b not in columns:
-                    columns[b] = tuple(None if t is None else t.T.contiguous() for t in g.column_params(blocks[b], 0, B))
+                    columns[b] = tuple(
+                        None if t is None else t.T.contiguous() for t in g.column_params(blocks[b], 0, B)
+                    )
                 s, o = (None if t is None else t[within].unsqueeze(1) for t in columns[b])
                 w = Wt[j].unsqueeze(1)  # [out, 1]
                 q = g.round_to(w, s, o)
                 dq = g.value_of(q, s, o)
                 codes[col] = q[:, 0]
                 err = (w - dq)[:, 0] / U[i1 + j, i1 + j]  # [out]
-                Wt[j + 1:p2].addr_(U[i1 + j, i1 + j + 1:i1 + p2], err, alpha=-1)
+                Wt[j + 1 : p2].addr_(U[i1 + j, i1 + j + 1 : i1 + p2], err, alpha=-1)
                 Et[j] = err
             if p2 < i2 - i1:
-                Wt[p2:].addmm_(U[i1 + p1:i1 + p2, i1 + p2:i2].T, Et[p1:p2], alpha=-1)
+                Wt[p2:].addmm_(U[i1 + p1 : i1 + p2, i1 + p2 : i2].T, Et[p1:p2], alpha=-1)
         W[:, i2:].addmm_(Et.T, U[i1:i2, i2:], alpha=-1)
     codes = codes.T.contiguous()
     return QuantizedWeight(g.name, (out, n), codes, cat_params(blocks))

@@ -227,6 +227,7 @@ def _d_only(p: Params) -> tuple[torch.Tensor, None]:
 
 def _fit_with_min(nmax: int) -> Callable[[torch.Tensor], Params]:
     """Q4_1 (nmax 15) / Q5_1 (31): the block's min and (max - min) / nmax, both fp16 (quantize_row_q4_1_ref)."""
+
     def fit(w: torch.Tensor) -> Params:
         lo = w.amin(dim=-1, keepdim=True)  # [out, n, 1]
         hi = w.amax(dim=-1, keepdim=True)
@@ -334,6 +335,7 @@ def _ggml_blocks(type_name: str, w: torch.Tensor, importance: torch.Tensor | Non
 def _llama_cpp_fit(type_name: str, search: Callable[..., Params]) -> Callable[..., Params]:
     """The fit of GGUF type `type_name` ("q4_k", "nvfp4"): llama.cpp's own quantizer on a CPU, `search` (the same
     rule in torch) elsewhere. Called as search is: (w [out, n, block]) or (w, importance [n, block])."""
+
     def fit(w: torch.Tensor, importance: torch.Tensor | None = None) -> Params:
         from edgekit.quant.gguf_layout import stored_params
 
@@ -348,6 +350,7 @@ def _llama_cpp_fit(type_name: str, search: Callable[..., Params]) -> Callable[..
 def _llama_cpp_codes(type_name: str) -> Callable[[torch.Tensor], tuple[Params, torch.Tensor] | None]:
     """Grid.fit_codes of GGUF type `type_name`: params and codes both read out of llama.cpp's blocks, so round to
     nearest is llama.cpp's bytes exactly, at ggml's rate (computing the codes in torch from the params halved it)."""
+
     def fit_codes(w: torch.Tensor) -> tuple[Params, torch.Tensor] | None:
         from edgekit.quant.gguf_layout import stored_codes, stored_params
 
@@ -395,16 +398,28 @@ def _eff_q6_k(p: Params) -> tuple[torch.Tensor, None]:
 
 
 def _fp4(name: str, type_name: str, block: int, sub: int, fit, scale) -> Grid:
-    return Grid(name, block, 4, True, 0, len(fp4.LEVELS) - 1, sub, lambda p: (scale(p["e"]), None),
-                _llama_cpp_fit(type_name, lambda w: {"e": fit(w)}), values=E2M1,
-                fit_codes=_llama_cpp_codes(type_name))
+    return Grid(
+        name,
+        block,
+        4,
+        True,
+        0,
+        len(fp4.LEVELS) - 1,
+        sub,
+        lambda p: (scale(p["e"]), None),
+        _llama_cpp_fit(type_name, lambda w: {"e": fit(w)}),
+        values=E2M1,
+        fit_codes=_llama_cpp_codes(type_name),
+    )
 
 
 def _fit_modelopt_nvfp4(w: torch.Tensor) -> Params:
     out, n, _ = w.shape
     g = fp4.modelopt_tensor_scale(w)
-    return {"scale": fp4.modelopt_block_scale(w.abs().amax(-1, keepdim=True), g),  # float8_e4m3fn [out, n, 1]
-            "global": g.reshape(1, 1, 1).expand(out, n, 1).contiguous()}
+    return {
+        "scale": fp4.modelopt_block_scale(w.abs().amax(-1, keepdim=True), g),  # float8_e4m3fn [out, n, 1]
+        "global": g.reshape(1, 1, 1).expand(out, n, 1).contiguous(),
+    }
 
 
 def _eff_modelopt_nvfp4(p: Params) -> tuple[torch.Tensor, None]:
@@ -446,14 +461,34 @@ def q5_0(name: str) -> Grid:
 
 def kquant_min(name: str, type_name: str, nmax: int, rmin: float, nstep: int) -> Grid:
     """Q4_K (nmax 15) / Q5_K (31): 8 sub-blocks of 32 with a 6-bit scale and min each, under fp16 d and dmin."""
-    return Grid(name, 256, nmax.bit_length(), False, 0, nmax, 32, _eff_kquant_min,
-                _llama_cpp_fit(type_name, _fit_kquant_min(nmax, rmin, 0.1, nstep)),
-                _llama_cpp_fit(type_name, _fit_kquant_min_weighted(nmax)), fit_codes=_llama_cpp_codes(type_name))
+    return Grid(
+        name,
+        256,
+        nmax.bit_length(),
+        False,
+        0,
+        nmax,
+        32,
+        _eff_kquant_min,
+        _llama_cpp_fit(type_name, _fit_kquant_min(nmax, rmin, 0.1, nstep)),
+        _llama_cpp_fit(type_name, _fit_kquant_min_weighted(nmax)),
+        fit_codes=_llama_cpp_codes(type_name),
+    )
 
 
 def q6_k(name: str) -> Grid:
-    return Grid(name, 256, 6, True, -32, 31, 16, _eff_q6_k, _llama_cpp_fit("q6_k", _fit_q6_k),
-                fit_codes=_llama_cpp_codes("q6_k"))
+    return Grid(
+        name,
+        256,
+        6,
+        True,
+        -32,
+        31,
+        16,
+        _eff_q6_k,
+        _llama_cpp_fit("q6_k", _fit_q6_k),
+        fit_codes=_llama_cpp_codes("q6_k"),
+    )
 
 
 def mxfp4(name: str) -> Grid:
@@ -465,8 +500,19 @@ def nvfp4(name: str) -> Grid:
 
 
 def modelopt_nvfp4(name: str) -> Grid:
-    return Grid(name, 16, 4, True, 0, len(fp4.LEVELS) - 1, 0, _eff_modelopt_nvfp4, _fit_modelopt_nvfp4, values=E2M1,
-                tensor_wide=("global",))
+    return Grid(
+        name,
+        16,
+        4,
+        True,
+        0,
+        len(fp4.LEVELS) - 1,
+        0,
+        _eff_modelopt_nvfp4,
+        _fit_modelopt_nvfp4,
+        values=E2M1,
+        tensor_wide=("global",),
+    )
 
 
 def modelopt_fp8(name: str) -> Grid:

@@ -40,8 +40,9 @@ def _chunks(*tensors: torch.Tensor):
         yield a, b, parts
 
 
-def qkx2_search(x: torch.Tensor, nmax: int, rmin: float, rdelta: float, nstep: int,
-                weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def qkx2_search(
+    x: torch.Tensor, nmax: int, rmin: float, rdelta: float, nstep: int, weights: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """make_qkx2_quants (make_qkx3_quants' step grid when `weights` are given) over sub-blocks x [S, 32].
 
     Returns (scale [S], the_min [S]) with value ≈ scale·L − the_min, L in [0, nmax]."""
@@ -54,8 +55,9 @@ def qkx2_search(x: torch.Tensor, nmax: int, rmin: float, rdelta: float, nstep: i
     return scale, the_min
 
 
-def _qkx2_chunk(x: torch.Tensor, w: torch.Tensor, nmax: int, rmin: float, rdelta: float,
-                nstep: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _qkx2_chunk(
+    x: torch.Tensor, w: torch.Tensor, nmax: int, rmin: float, rdelta: float, nstep: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """x, w [32, s]: one sub-block per column.
 
     As in the reference, every candidate step is laid over [min, max] with the best min found so far: a candidate

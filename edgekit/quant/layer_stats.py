@@ -38,9 +38,11 @@ def collect_stats(layer, rope, hidden, seqs, keep_rows: int, seed: int) -> dict[
             st = stats.get(group)
             if st is None:  # on the layer's device, like its inputs
                 n = x.shape[1]
-                st = stats[group] = GroupStats(torch.zeros(n, n, dtype=torch.float32, device=x.device),
-                                               torch.zeros(n, dtype=torch.float64, device=x.device),
-                                               torch.zeros(n, dtype=torch.float32, device=x.device))
+                st = stats[group] = GroupStats(
+                    torch.zeros(n, n, dtype=torch.float32, device=x.device),
+                    torch.zeros(n, dtype=torch.float64, device=x.device),
+                    torch.zeros(n, dtype=torch.float32, device=x.device),
+                )
             add_gram_upper(st.hessian, x)
             ax = x.abs()
             st.absmean += ax.sum(0, dtype=torch.float64)
@@ -48,6 +50,7 @@ def collect_stats(layer, rope, hidden, seqs, keep_rows: int, seed: int) -> dict[
             st.rows += x.shape[0]
             take = min(x.shape[0], max(1, keep_rows // max(1, len(seqs))))
             st.sample.append(x[torch.randperm(x.shape[0], generator=gen)[:take].to(x.device)])
+
         return fn
 
     handles = [layer.get_submodule(names[0]).register_forward_pre_hook(hook(g)) for g, names in GROUPS.items()]

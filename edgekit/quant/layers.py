@@ -1,9 +1,9 @@
 """The full-precision decoder one layer at a time, for calibration and sensitivity (pure plumbing, no quantizing).
 
-  calibration_sequences  samples -> teacher-forced token sequences with M-RoPE positions and pixels
-  layer0_inputs          token embeddings with the vision tower's embeddings at image tokens
-  decoder_layer          one transformers decoder layer with only its weights loaded (float32)
-  rotary, run_layer      M-RoPE and one layer's forward pass over every sequence
+calibration_sequences  samples -> teacher-forced token sequences with M-RoPE positions and pixels
+layer0_inputs          token embeddings with the vision tower's embeddings at image tokens
+decoder_layer          one transformers decoder layer with only its weights loaded (float32)
+rotary, run_layer      M-RoPE and one layer's forward pass over every sequence
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ class CalibSeq:
     grid_thw: np.ndarray  # int64 [k, 3]
 
 
-def calibration_sequences(ckpt_path: Path, spec: str, n: int, seed: int, resize_to: tuple[int, int],
-                          split_name: str = "calib") -> tuple[list[CalibSeq], str]:
+def calibration_sequences(
+    ckpt_path: Path, spec: str, n: int, seed: int, resize_to: tuple[int, int], split_name: str = "calib"
+) -> tuple[list[CalibSeq], str]:
     """Teacher-forced sequences from samples; returns them and a hash of exactly what was used.
     spec "default" (calibration only) is the documented mix of data/calibration_mix.py."""
     from edgekit.data.calibration_mix import DEFAULT_SPEC
@@ -48,8 +49,9 @@ def calibration_sequences(ckpt_path: Path, spec: str, n: int, seed: int, resize_
     h = hashlib.sha256()
     seqs = []
     for s in chosen:
-        seqs.append(chat_sequence(assets, tok, s.question, [s.load_image()], format_answer_for_teacher_forcing(s),
-                                  resize_to))
+        seqs.append(
+            chat_sequence(assets, tok, s.question, [s.load_image()], format_answer_for_teacher_forcing(s), resize_to)
+        )
         h.update(s.id.encode() + b"\0" + seqs[-1].input_ids.tobytes() + seqs[-1].pixel_values.tobytes())
     for p in passages:
         seqs.append(text_sequence(tok, p.text, assets.image.patch_dim))
@@ -88,8 +90,12 @@ def chat_sequence(assets, tok, question: str, images: list, answer: str, resize_
     extra = np.asarray(tok.encode(answer + "<|im_end|>", add_special_tokens=False).ids, dtype=np.int64)
     start = int(inputs.position_ids.max()) + 1 if inputs.position_ids.size else 0
     tail = np.broadcast_to(np.arange(start, start + len(extra), dtype=np.int64), (3, len(extra)))
-    return CalibSeq(np.concatenate([inputs.input_ids, extra]), np.concatenate([inputs.position_ids, tail], 1),
-                    inputs.pixel_values, inputs.image_grid_thw)
+    return CalibSeq(
+        np.concatenate([inputs.input_ids, extra]),
+        np.concatenate([inputs.position_ids, tail], 1),
+        inputs.pixel_values,
+        inputs.image_grid_thw,
+    )
 
 
 def text_sequence(tok, text: str, patch_dim: int) -> CalibSeq:
@@ -120,7 +126,7 @@ def layer0_inputs(ck, seqs: list[CalibSeq], cfg, device: torch.device | None = N
     device = device or torch.device("cpu")
     embed = ck.get("model.embed_tokens.weight")
     vision = Qwen2_5_VisionTransformerPretrainedModel._from_config(cfg.vision_config)
-    state = {n[len("visual."):]: ck.get(n).float() for n in ck.tensor_names() if n.startswith("visual.")}
+    state = {n[len("visual.") :]: ck.get(n).float() for n in ck.tensor_names() if n.startswith("visual.")}
     vision.load_state_dict(state, strict=True)
     vision.eval().float().to(device)
     out = []
@@ -128,8 +134,9 @@ def layer0_inputs(ck, seqs: list[CalibSeq], cfg, device: torch.device | None = N
         for s in seqs:
             x = embed[torch.from_numpy(s.input_ids)].float()  # [L, hidden]
             if len(s.grid_thw):
-                feats = vision(torch.from_numpy(s.pixel_values).to(device),
-                               grid_thw=torch.from_numpy(s.grid_thw).to(device)).pooler_output
+                feats = vision(
+                    torch.from_numpy(s.pixel_values).to(device), grid_thw=torch.from_numpy(s.grid_thw).to(device)
+                ).pooler_output
                 mask = torch.from_numpy(s.input_ids == ck.token_ids.image)
                 x[mask] = to_host(feats.float())
             out.append(x.unsqueeze(0))
@@ -143,7 +150,7 @@ def decoder_layer(ck, cfg, i: int, overrides: dict | None = None):
 
     layer = Qwen2_5_VLDecoderLayer(cfg.text_config, layer_idx=i)
     prefix = f"model.layers.{i}."
-    state = {n[len(prefix):]: ck.get(n).float() for n in ck.tensor_names() if n.startswith(prefix)}
+    state = {n[len(prefix) :]: ck.get(n).float() for n in ck.tensor_names() if n.startswith(prefix)}
     state.update(overrides or {})
     layer.load_state_dict(state, strict=True)
     return layer.eval().float()

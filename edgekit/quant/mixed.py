@@ -40,7 +40,7 @@ def relative_group_error(X: torch.Tensor, weights: list[torch.Tensor], grid: For
     for W in weights:
         ref = X @ W.T
         num += float(((ref - X @ dequantize_weight(fit_and_quantize(grid, W)).T) ** 2).sum())
-        den += float((ref ** 2).sum())
+        den += float((ref**2).sum())
     return num / max(den, 1e-30)
 
 
@@ -58,15 +58,17 @@ def allocate(groups: list[GroupSensitivity], budget_bits: float) -> dict[str, st
     spent = sum(g.params * bits_per_weight(choice[g.key]) for g in groups)
     floor = spent / total
     if floor > budget_bits + 1e-9:
-        raise EdgekitError(f"--budget-bits {budget_bits}: the cheapest candidates already need {floor:.3f} bits "
-                           f"per weight; raise the budget or add a smaller format")
+        raise EdgekitError(
+            f"--budget-bits {budget_bits}: the cheapest candidates already need {floor:.3f} bits "
+            f"per weight; raise the budget or add a smaller format"
+        )
     by_key = {g.key: g for g in groups}
     while True:
         best, best_gain = None, 0.0
         for key, grid in choice.items():
             g, steps = by_key[key], ladder[key]
             i = steps.index(grid)
-            for nxt in steps[i + 1:]:  # any higher rung: skips a rung that buys nothing
+            for nxt in steps[i + 1 :]:  # any higher rung: skips a rung that buys nothing
                 extra = g.params * (bits_per_weight(nxt) - bits_per_weight(grid))
                 if (spent + extra) / total > budget_bits + 1e-9:
                     continue
@@ -84,10 +86,16 @@ def average_bits(groups: list[GroupSensitivity], choice: dict[str, str]) -> floa
     return sum(g.params * bits_per_weight(choice[g.key]) for g in groups) / sum(g.params for g in groups)
 
 
-def measure_sensitivity(ckpt_path: str | Path, formats: list[Format], samples: str = "default", n: int = 16,
-                        seed: int = 0, resize_to: tuple[int, int] = (224, 224),
-                        on_layer: Callable[[int, int], None] | None = None,
-                        device: torch.device | None = None) -> list[GroupSensitivity]:
+def measure_sensitivity(
+    ckpt_path: str | Path,
+    formats: list[Format],
+    samples: str = "default",
+    n: int = 16,
+    seed: int = 0,
+    resize_to: tuple[int, int] = (224, 224),
+    on_layer: Callable[[int, int], None] | None = None,
+    device: torch.device | None = None,
+) -> list[GroupSensitivity]:
     """One streamed pass of the full-precision model (a layer at a time on `device`): every group's error at every
     candidate grid."""
     from edgekit.model.checkpoint import open_checkpoint
@@ -114,8 +122,13 @@ def measure_sensitivity(ckpt_path: str | Path, formats: list[Format], samples: s
         for group, names in GROUPS.items():
             Ws = [layer.get_submodule(nm).weight.detach().float() for nm in names]
             X = torch.cat(stats[group].sample)
-            out.append(GroupSensitivity(f"model.layers.{i}.{group}", sum(W.numel() for W in Ws),
-                                        {f.name: relative_group_error(X, Ws, f) for f in formats}))
+            out.append(
+                GroupSensitivity(
+                    f"model.layers.{i}.{group}",
+                    sum(W.numel() for W in Ws),
+                    {f.name: relative_group_error(X, Ws, f) for f in formats},
+                )
+            )
         hidden = run_layer(layer, rope, hidden, seqs)  # full precision: sensitivity of each group alone
         del layer, stats
         ck.close()
@@ -140,12 +153,19 @@ def fixed_edge_layers(num_layers: int, edge_layers: int) -> set[int]:
     """The first and last `edge_layers` layers (kept at a higher precision: they are the most sensitive in
     most LLMs, and the first one reads the raw image-token embeddings)."""
     if edge_layers < 0 or 2 * edge_layers > num_layers:
-        raise EdgekitError(f"--edge-layers {edge_layers}: must be between 0 and {num_layers // 2} for {num_layers} layers")
+        raise EdgekitError(
+            f"--edge-layers {edge_layers}: must be between 0 and {num_layers // 2} for {num_layers} layers"
+        )
     return set(range(edge_layers)) | set(range(num_layers - edge_layers, num_layers))
 
 
-def choose_grids(groups: list[GroupSensitivity], budget_bits: float | None, base_grid: str,
-                 edge: set[int] = frozenset(), edge_grid: str | None = None) -> dict[str, str]:
+def choose_grids(
+    groups: list[GroupSensitivity],
+    budget_bits: float | None,
+    base_grid: str,
+    edge: set[int] = frozenset(),
+    edge_grid: str | None = None,
+) -> dict[str, str]:
     """Group -> grid: edge layers pinned to `edge_grid`; the others by `allocate` under the budget (or `base_grid`)."""
     pinned = []
     for g in groups:

@@ -84,6 +84,7 @@ Spec = dict[str, tuple[tuple[int, ...], torch.dtype]]  # tensor suffix ("weight"
 @dataclass(frozen=True)
 class Layout:
     """How one quant_algo stores a linear [out, in] with groups of `group` columns."""
+
     algo: str
     codes: tuple[int, int]  # the range of its codes
     activation_scale: bool  # an input_scale per linear
@@ -99,8 +100,10 @@ class Layout:
     exported_as: str = "int8_qdq"  # what Edge-LLM's exporter makes of each linear (edgekit.bundle.edgellm checks it)
 
     def nbytes(self, out: int, inp: int, group: int) -> dict[str, int]:
-        return {k: _numel(shape) * torch.empty((), dtype=dtype).element_size()
-                for k, (shape, dtype) in self.spec(out, inp, group).items()}
+        return {
+            k: _numel(shape) * torch.empty((), dtype=dtype).element_size()
+            for k, (shape, dtype) in self.spec(out, inp, group).items()
+        }
 
 
 def _numel(shape: tuple[int, ...]) -> int:
@@ -120,11 +123,19 @@ def _int4() -> Layout:
     def dequantize(codes, p, group):
         return codes.to(torch.float32) * p["scale"].to(torch.float32).repeat_interleave(group, dim=1)
 
-    return Layout(W4A16, (-8, 7), False, lambda o, i, g: {"weight": ((o // 2, i), torch.uint8),
-                                                          "weight_scale": ((o, i // g), torch.float32)},
-                  pack, unpack, dequantize, group_in_config=True, exported_as="int4_plugin",
-                  # Edge-LLM's INT4 kernel has no zero point: codes are symmetric around 0.
-                  config_fields=(("has_zero_point", False), ("pre_quant_scale", True)))
+    return Layout(
+        W4A16,
+        (-8, 7),
+        False,
+        lambda o, i, g: {"weight": ((o // 2, i), torch.uint8), "weight_scale": ((o, i // g), torch.float32)},
+        pack,
+        unpack,
+        dequantize,
+        group_in_config=True,
+        exported_as="int4_plugin",
+        # Edge-LLM's INT4 kernel has no zero point: codes are symmetric around 0.
+        config_fields=(("has_zero_point", False), ("pre_quant_scale", True)),
+    )
 
 
 def _int8(algo: str) -> Layout:
@@ -137,9 +148,15 @@ def _int8(algo: str) -> Layout:
     def dequantize(codes, p, group):
         return codes.to(torch.float32) * p["scale"].to(torch.float32).reshape(-1, 1)
 
-    return Layout(algo, (-128, 127), algo == W8A8, lambda o, i, g: {"weight": ((o, i), torch.int8),
-                                                                     "weight_scale": ((o,), torch.float32)},
-                  pack, unpack, dequantize)
+    return Layout(
+        algo,
+        (-128, 127),
+        algo == W8A8,
+        lambda o, i, g: {"weight": ((o, i), torch.int8), "weight_scale": ((o,), torch.float32)},
+        pack,
+        unpack,
+        dequantize,
+    )
 
 
 def _nvfp4(algo: str) -> Layout:
@@ -147,8 +164,11 @@ def _nvfp4(algo: str) -> Layout:
         glob = p["global"].reshape(-1)
         if not bool((glob == glob[0]).all()):
             raise ValueError("NVFP4: the per-tensor scale differs between blocks; the grid was fitted piecewise")
-        return {"weight": pack_fp4(codes), "weight_scale": p["scale"].reshape(codes.shape[0], -1).contiguous(),
-                "weight_scale_2": glob[0].to(torch.float32).clone()}
+        return {
+            "weight": pack_fp4(codes),
+            "weight_scale": p["scale"].reshape(codes.shape[0], -1).contiguous(),
+            "weight_scale_2": glob[0].to(torch.float32).clone(),
+        }
 
     def unpack(get):
         codes = unpack_fp4(_typed(get("weight"), torch.uint8))
@@ -162,11 +182,23 @@ def _nvfp4(algo: str) -> Layout:
         s = (p["scale"].to(torch.float32) * p["global"] * 0.5).reshape(out, n, 1)  # the doubled levels' scale
         return fp4.level_value(codes.reshape(out, n, group), s).reshape(codes.shape)
 
-    return Layout(algo, (0, len(fp4.LEVELS) - 1), algo == NVFP4,
-                  lambda o, i, g: {"weight": ((o, i // 2), torch.uint8), "weight_scale": ((o, i // g), torch.float8_e4m3fn),
-                                   "weight_scale_2": ((), torch.float32)},
-                  pack, unpack, dequantize, zero_block_scales=True, fixed_group=16, group_in_config=True,
-                  exported_as="fp4_qdq")
+    return Layout(
+        algo,
+        (0, len(fp4.LEVELS) - 1),
+        algo == NVFP4,
+        lambda o, i, g: {
+            "weight": ((o, i // 2), torch.uint8),
+            "weight_scale": ((o, i // g), torch.float8_e4m3fn),
+            "weight_scale_2": ((), torch.float32),
+        },
+        pack,
+        unpack,
+        dequantize,
+        zero_block_scales=True,
+        fixed_group=16,
+        group_in_config=True,
+        exported_as="fp4_qdq",
+    )
 
 
 def _fp8() -> Layout:
@@ -174,8 +206,10 @@ def _fp8() -> Layout:
         scale = p["scale"].reshape(-1)
         if not bool((scale == scale[0]).all()):
             raise ValueError("FP8: the per-tensor scale differs between rows; the grid was fitted piecewise")
-        return {"weight": codes.to(torch.uint8).view(torch.float8_e4m3fn),
-                "weight_scale": scale[0].to(torch.float32).clone()}
+        return {
+            "weight": codes.to(torch.uint8).view(torch.float8_e4m3fn),
+            "weight_scale": scale[0].to(torch.float32).clone(),
+        }
 
     def unpack(get):
         codes = _typed(get("weight"), torch.float8_e4m3fn).view(torch.uint8).to(torch.int16)
@@ -185,9 +219,17 @@ def _fp8() -> Layout:
     def dequantize(codes, p, group):
         return fp8.level_value(codes, p["scale"].to(torch.float32).reshape(-1, 1))
 
-    return Layout(FP8, (0, 255), True, lambda o, i, g: {"weight": ((o, i), torch.float8_e4m3fn),
-                                                        "weight_scale": ((), torch.float32)},
-                  pack, unpack, dequantize, invalid_codes=(0x7F, 0xFF), exported_as="fp8_qdq")
+    return Layout(
+        FP8,
+        (0, 255),
+        True,
+        lambda o, i, g: {"weight": ((o, i), torch.float8_e4m3fn), "weight_scale": ((), torch.float32)},
+        pack,
+        unpack,
+        dequantize,
+        invalid_codes=(0x7F, 0xFF),
+        exported_as="fp8_qdq",
+    )
 
 
 def _typed(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -214,8 +256,12 @@ def hf_quant_config(layout: Layout, group: int, exclude: list[str], producer_ver
 def config_quantization_block(hf_quant: dict) -> dict:
     """config.json's `quantization_config`: ModelOpt's compressed-tensors-style rendering of hf_quant_config."""
     q = hf_quant["quantization"]
-    block: dict = {"ignore": list(q["exclude_modules"]), "quant_algo": q["quant_algo"],
-                   "producer": hf_quant["producer"], "quant_method": "modelopt"}
+    block: dict = {
+        "ignore": list(q["exclude_modules"]),
+        "quant_algo": q["quant_algo"],
+        "producer": hf_quant["producer"],
+        "quant_method": "modelopt",
+    }
     if "group_size" in q:
         # ModelOpt writes no config_groups for W4A16_AWQ or W8A8; Edge-LLM reads group_size from here
         # when hf_quant_config.json is absent.

@@ -15,15 +15,17 @@ BUILD_PRECISIONS = tuple(dict.fromkeys(p for f in FORMATS.values() for p in f.pr
 _CHECKPOINT_AS_IS = {"tensorrt": ("fp16", "fp32")}
 _WHY_NOT = {
     ("gguf", "fp8"): "--precision fp8 is ModelOpt's FP8 for TensorRT (--backend tensorrt): llama.cpp has no FP8 weight "
-                     "type (for a GGUF at 8 bits use --precision int8: Q8_0)",
+    "type (for a GGUF at 8 bits use --precision int8: Q8_0)",
     ("tensorrt", "int8"): "--backend tensorrt has no INT8 weight-only path (TensorRT Edge-LLM runs INT8 as W8A8 "
-                          "SmoothQuant): use --precision w8a8, or int4",
+    "SmoothQuant): use --precision w8a8, or int4",
     ("tensorrt", "mxfp4"): "--precision mxfp4 builds llama.cpp's MXFP4 (--backend gguf); TensorRT Edge-LLM runs NVFP4 "
-                           "(--precision nvfp4), not MXFP4 weights",
+    "(--precision nvfp4), not MXFP4 weights",
 }
 
 
-def decoder_format(precision: str, backend: str, *, group_size: int = 128, gguf_type: str | None = None) -> Format | None:
+def decoder_format(
+    precision: str, backend: str, *, group_size: int = 128, gguf_type: str | None = None
+) -> Format | None:
     """The decoder's weight format for a build precision on a backend (None: the FP16 checkpoint as it is).
 
     The format whose `precisions` name it on that backend: gguf int4 -> Q4_K, int8/w8a8 -> Q8_0, nvfp4/mxfp4 ->
@@ -37,15 +39,17 @@ def decoder_format(precision: str, backend: str, *, group_size: int = 128, gguf_
     if backend == "gguf" and gguf_type:
         fmt = FORMATS.get(ALIASES.get(str(gguf_type).strip().lower(), ""))
         if fmt is None or fmt.container != "gguf":
-            raise EdgekitError(f"--gguf-type {gguf_type!r}: choose one of "
-                               f"{', '.join(FORMATS[n].type_name for n in GGUF_FORMATS)}")
+            raise EdgekitError(
+                f"--gguf-type {gguf_type!r}: choose one of {', '.join(FORMATS[n].type_name for n in GGUF_FORMATS)}"
+            )
         return fmt
     if precision in _CHECKPOINT_AS_IS.get(backend, ()):
         return None
     serving = [f for f in FORMATS.values() if backend in f.backends and precision in f.precisions]
     if not serving:
-        raise EdgekitError(_WHY_NOT.get((backend, precision), f"--precision {precision} does not build for --backend "
-                                                              f"{backend}"))
+        raise EdgekitError(
+            _WHY_NOT.get((backend, precision), f"--precision {precision} does not build for --backend {backend}")
+        )
     fmt = serving[0]
     return fmt.with_group_size(group_size) if len(fmt.group_variants) > 1 else fmt
 

@@ -47,31 +47,42 @@ def qat_result(path: str | Path, grid: str, overrides: tuple = ()):
         if key not in manifest:
             raise EdgekitError(f"{where}: no '{key}'; not a QAT checkpoint this edgekit wrote (retrain it)")
     if overrides:
-        raise EdgekitError(f"{path}: a QAT checkpoint holds one format ({manifest['format']}); mixed precision "
-                           "cannot re-choose its groups")
+        raise EdgekitError(
+            f"{path}: a QAT checkpoint holds one format ({manifest['format']}); mixed precision "
+            "cannot re-choose its groups"
+        )
     if manifest["format"] != grid:
-        raise EdgekitError(f"{path}: trained for {manifest['format']}, asked for {grid}; quantize it with --format "
-                           f"{manifest['format']} or build it with the precision/group size that gives that format "
-                           f"(or train another QAT run for {grid})")
+        raise EdgekitError(
+            f"{path}: trained for {manifest['format']}, asked for {grid}; quantize it with --format "
+            f"{manifest['format']} or build it with the precision/group size that gives that format "
+            f"(or train another QAT run for {grid})"
+        )
     ck = open_checkpoint(path)
     sources = manifest["source_files"]
     now = {rel: digest for rel, digest in ck.file_hashes().items() if rel != QAT_MANIFEST}
     if not isinstance(sources, dict) or now != sources:
         changed = sorted(set(now) ^ set(sources if isinstance(sources, dict) else {}))
-        changed += sorted(r for r in set(now) & set(sources) if now[r] != sources[r]) if isinstance(sources, dict) else []
-        raise EdgekitError(f"{path}: {', '.join(changed[:3]) or 'its files'} differ from the checkpoint it was trained "
-                           f"from ({QAT_MANIFEST} source_files); retrain, or restore the files")
+        changed += (
+            sorted(r for r in set(now) & set(sources) if now[r] != sources[r]) if isinstance(sources, dict) else []
+        )
+        raise EdgekitError(
+            f"{path}: {', '.join(changed[:3]) or 'its files'} differ from the checkpoint it was trained "
+            f"from ({QAT_MANIFEST} source_files); retrain, or restore the files"
+        )
     layers = manifest["layers"]
     expected = {layer_rel(i) for i in range(ck.text.num_layers)}
     if not isinstance(layers, dict) or set(layers) != expected:
         got = set(layers) if isinstance(layers, dict) else set()
         odd = sorted(got - expected)[:2] + sorted(expected - got)[:2]
-        raise EdgekitError(f"{where}: 'layers' must list exactly {len(expected)} files qat/layer_NNNN.safetensors, one "
-                           f"per decoder layer (differs at {', '.join(map(repr, odd))}); retrain it")
+        raise EdgekitError(
+            f"{where}: 'layers' must list exactly {len(expected)} files qat/layer_NNNN.safetensors, one "
+            f"per decoder layer (differs at {', '.join(map(repr, odd))}); retrain it"
+        )
     files = [path / rel for rel in sorted(layers)]
     digests = {path / rel: layers[rel] for rel in layers}
-    return result_from_files(files, {"qat": {k: manifest[k] for k in ("format", "init", "config", "source", "losses")}},
-                             digests)
+    return result_from_files(
+        files, {"qat": {k: manifest[k] for k in ("format", "init", "config", "source", "losses")}}, digests
+    )
 
 
 def layer_rel(i: int) -> str:

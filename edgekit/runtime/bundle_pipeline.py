@@ -31,19 +31,28 @@ class BundlePipeline:
         n_threads = self.settings.threads
         vision = parts["vision"]
         if vision.get("format") != "onnx":
-            raise EdgekitError(f"{self.bundle}: parts.vision is {vision.get('format')!r}, not an ONNX graph; "
-                               "run it with --vision mmproj, or rebuild the bundle")
+            raise EdgekitError(
+                f"{self.bundle}: parts.vision is {vision.get('format')!r}, not an ONNX graph; "
+                "run it with --vision mmproj, or rebuild the bundle"
+            )
         from edgekit.runtime.llama_decoder import LlamaDecoder
         from edgekit.runtime.onnx_vision import OnnxVision
 
         data = vision.get("external_data")
-        self.vision = OnnxVision(self.bundle / vision["path"], threads=n_threads,
-                                 model_bytes=self.opened.read(vision["path"], max_bytes=2 << 30),
-                                 external_data=self.opened.fd(data) if data else None)
+        self.vision = OnnxVision(
+            self.bundle / vision["path"],
+            threads=n_threads,
+            model_bytes=self.opened.read(vision["path"], max_bytes=2 << 30),
+            external_data=self.opened.fd(data) if data else None,
+        )
         self.resize_to = (self.vision.info.height, self.vision.info.width)  # the graph's static size
-        self.decoder = LlamaDecoder(self.opened.path(parts["decoder"]["path"]), n_threads=n_threads,
-                                    n_ctx=self.manifest["context"], label=self.bundle / parts["decoder"]["path"],
-                                    n_seq=n_seq)
+        self.decoder = LlamaDecoder(
+            self.opened.path(parts["decoder"]["path"]),
+            n_threads=n_threads,
+            n_ctx=self.manifest["context"],
+            label=self.bundle / parts["decoder"]["path"],
+            n_seq=n_seq,
+        )
         self.backend = f"bundle ({vision['precision']} ONNX vision + {parts['decoder']['precision']} GGUF decoder)"
 
     def encode(self, question: str, images: list, *, think: bool):
@@ -77,7 +86,7 @@ class BundlePipeline:
             out = self.vision.encode(patches, np.asarray([grids[k] for k in todo]))  # [tokens, hidden]
             n = out.shape[0] // len(todo)
             for j, k in enumerate(todo):
-                found[k] = np.ascontiguousarray(out[j * n:(j + 1) * n])
+                found[k] = np.ascontiguousarray(out[j * n : (j + 1) * n])
                 if cache is not None:
                     cache[keys[k]] = found[k]
         merge = self.assets.spatial_merge_size
@@ -85,8 +94,16 @@ class BundlePipeline:
         t2 = time.perf_counter()
         return inputs.input_ids.tolist(), embeds, (t1 - t0, t2 - t1)
 
-    def answer(self, question: str, images: list, *, think: bool = False, max_new_tokens: int = 32,
-               on_text: Callable[[str], None] | None = None, stop_at_end: bool = True) -> Answer:
+    def answer(
+        self,
+        question: str,
+        images: list,
+        *,
+        think: bool = False,
+        max_new_tokens: int = 32,
+        on_text: Callable[[str], None] | None = None,
+        stop_at_end: bool = True,
+    ) -> Answer:
         t0 = time.perf_counter()
         prompt_ids, embeds, (t_pre, t_vis) = self.encode(question, images, think=think)
         from edgekit.runtime.gguf_bundle import collect_answer
@@ -95,7 +112,13 @@ class BundlePipeline:
         tokens = self.decoder.generate(prompt_ids, embeds, max_new_tokens=max_new_tokens, stop_at_end=stop_at_end)
         ids, text, t_first, t3 = collect_answer(self.decoder, tokens, on_text)
         t_first = t_first or t3
-        timings = {"preprocess": t_pre, "vision": t_vis, "prefill": t_first - t2, "decode": t3 - t_first, "total": t3 - t0}
+        timings = {
+            "preprocess": t_pre,
+            "vision": t_vis,
+            "prefill": t_first - t2,
+            "decode": t3 - t_first,
+            "total": t3 - t0,
+        }
         return Answer(text, ids, self.backend, timings, prompt_ids)
 
     def teacher_logits(self, question: str, images: list, *, think: bool, answer_ids: list[int]) -> np.ndarray:
@@ -117,8 +140,9 @@ def open_bundle(bundle: str | Path, *, n_threads: int | None = None, vision: str
     C++ host's path: edgekit.runtime.mtmd_pipeline). n_seq: KV slots (edgekit.runtime.kv_slots; ONNX vision only)."""
     if vision == "mmproj":
         if n_seq > 1:
-            raise EdgekitError(f"--parallel {n_seq} needs --vision onnx: libmtmd evaluates each prompt whole into one "
-                               "sequence")
+            raise EdgekitError(
+                f"--parallel {n_seq} needs --vision onnx: libmtmd evaluates each prompt whole into one sequence"
+            )
         from edgekit.runtime.mtmd_pipeline import MtmdPipeline
 
         return MtmdPipeline(Path(bundle), n_threads=n_threads)

@@ -17,8 +17,10 @@ def open_gguf_bundle(bundle: Path) -> OpenedBundle:
     parts = opened.manifest["parts"]
     if "decoder" not in parts or parts["decoder"]["format"] != "gguf":
         opened.close()
-        raise EdgekitError(f"{bundle}: this bundle's decoder is {parts.get('decoder', {}).get('format')!r}; "
-                           "it runs on its device (see build-engines.sh), not through llama.cpp here")
+        raise EdgekitError(
+            f"{bundle}: this bundle's decoder is {parts.get('decoder', {}).get('format')!r}; "
+            "it runs on its device (see build-engines.sh), not through llama.cpp here"
+        )
     return opened
 
 
@@ -44,8 +46,11 @@ def thread_settings(manifest: dict, n_threads: int | None):
 
     check_threads(n_threads)
 
-    settings = (ThreadSettings(n_threads) if n_threads else lookup(manifest["seal"]["sha256"])
-                or ThreadSettings(available_cores()))
+    settings = (
+        ThreadSettings(n_threads)
+        if n_threads
+        else lookup(manifest["seal"]["sha256"]) or ThreadSettings(available_cores())
+    )
     return settings, apply_wait_policy(settings)
 
 

@@ -15,9 +15,26 @@ from edgekit.errors import EdgekitError
 MAX_SCHEMA_BYTES = 64 << 10
 # JSON Schema keywords llama-cpp-python's converter does not turn into grammar: a schema using one is refused rather
 # than answered with JSON that may break it.
-UNENFORCED = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minProperties",
-              "maxProperties", "uniqueItems", "not", "if", "then", "else", "dependentRequired", "dependentSchemas",
-              "patternProperties", "contains", "minContains", "maxContains")
+UNENFORCED = (
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "minProperties",
+    "maxProperties",
+    "uniqueItems",
+    "not",
+    "if",
+    "then",
+    "else",
+    "dependentRequired",
+    "dependentSchemas",
+    "patternProperties",
+    "contains",
+    "minContains",
+    "maxContains",
+)
 
 
 def _unenforced(node, where: str = "schema") -> str | None:
@@ -53,8 +70,10 @@ def gbnf_for(response_format: dict) -> str | None:
         text = json.dumps(schema)
         bad = _unenforced(schema)
         if bad:
-            raise EdgekitError(f"response_format {bad}: not enforced by the grammar (llama.cpp's JSON-schema "
-                               f"converter ignores {bad.rsplit('.', 1)[-1]}); leave it out and check the value")
+            raise EdgekitError(
+                f"response_format {bad}: not enforced by the grammar (llama.cpp's JSON-schema "
+                f"converter ignores {bad.rsplit('.', 1)[-1]}); leave it out and check the value"
+            )
         if len(text) > MAX_SCHEMA_BYTES:
             raise EdgekitError(f"response_format schema is over {MAX_SCHEMA_BYTES} bytes")
         try:
@@ -88,7 +107,7 @@ class GrammarConstraint(Closing):
         self._array.size, self._array.selected, self._array.sorted = len(self._ids), -1, False
         self._lib.llama_sampler_apply(self._sampler, ctypes.byref(self._array))
         out = np.zeros(len(self._ids), bool)
-        kept = view[:self._array.size]
+        kept = view[: self._array.size]
         out[kept[:, 0].view(np.int32)[np.isfinite(kept[:, 1])]] = True
         return out
 

@@ -153,4 +153,3 @@ class Slots:
     def release(self, slot: int) -> None:
         """The slot's answer is over; its cells stay for the next prompt that begins the same way."""
         self.busy[slot] = False
-

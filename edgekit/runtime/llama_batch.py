@@ -11,8 +11,16 @@ class Batch:
     """A llama_batch whose arrays are numpy buffers owned here (kept alive while decoding). `seqs`: each token's
     sequence (KV slot) id, default 0."""
 
-    def __init__(self, lib, *, tokens: np.ndarray | None = None, embeds: np.ndarray | None = None,
-                 pos: np.ndarray, want_logits: np.ndarray, seqs: np.ndarray | None = None):
+    def __init__(
+        self,
+        lib,
+        *,
+        tokens: np.ndarray | None = None,
+        embeds: np.ndarray | None = None,
+        pos: np.ndarray,
+        want_logits: np.ndarray,
+        seqs: np.ndarray | None = None,
+    ):
         n = int(tokens.shape[0] if tokens is not None else embeds.shape[0])
         self.tokens = None if tokens is None else np.ascontiguousarray(tokens, dtype=np.int32)
         self.embeds = None if embeds is None else np.ascontiguousarray(embeds, dtype=np.float32)
@@ -21,7 +29,8 @@ class Batch:
         self.seqs = np.zeros(n, np.int32) if seqs is None else np.ascontiguousarray(seqs, dtype=np.int32)  # [n]
         base, step = self.seqs.ctypes.data, self.seqs.itemsize
         self.seq_ptrs = (ctypes.POINTER(ctypes.c_int32) * n)(
-            *[ctypes.cast(base + i * step, ctypes.POINTER(ctypes.c_int32)) for i in range(n)])
+            *[ctypes.cast(base + i * step, ctypes.POINTER(ctypes.c_int32)) for i in range(n)]
+        )
         self.logits = np.ascontiguousarray(want_logits, dtype=np.int8)
         b = lib.llama_batch()
         b.n_tokens = n

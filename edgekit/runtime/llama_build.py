@@ -23,11 +23,27 @@ from pathlib import Path
 from edgekit.errors import EdgekitError
 
 # Instructions that only an AMX code path contains (tile config, load, zero, dot products).
-AMX_MNEMONICS = ("ldtilecfg", "sttilecfg", "tilezero", "tileloadd", "tilestored", "tdpbssd", "tdpbsud",
-                 "tdpbusd", "tdpbuud", "tdpbf16ps", "tilerelease")
+AMX_MNEMONICS = (
+    "ldtilecfg",
+    "sttilecfg",
+    "tilezero",
+    "tileloadd",
+    "tilestored",
+    "tdpbssd",
+    "tdpbsud",
+    "tdpbusd",
+    "tdpbuud",
+    "tdpbf16ps",
+    "tilerelease",
+)
 # /proc/cpuinfo flag names of the SIMD levels ggml can use, best last.
-SIMD_LEVELS = (("AVX2", "avx2"), ("AVX512", "avx512f"), ("AVX512_VNNI", "avx512_vnni"),
-               ("AVX512_BF16", "avx512_bf16"), ("AVX_VNNI", "avx_vnni"))
+SIMD_LEVELS = (
+    ("AVX2", "avx2"),
+    ("AVX512", "avx512f"),
+    ("AVX512_VNNI", "avx512_vnni"),
+    ("AVX512_BF16", "avx512_bf16"),
+    ("AVX_VNNI", "avx_vnni"),
+)
 REINSTALL_HINT = "reinstall llama.cpp without AMX: `bash scripts/build_llama_cpp.sh` (README, Troubleshooting)"
 
 _ARCH_GET_XCOMP_SUPP = 0x1021  # arch_prctl: which extended states the kernel can hand out
@@ -58,9 +74,11 @@ def amx_hazard(features: dict[str, str], cpu_flags: set[str], kernel_xfd: bool) 
     cpu_amx = sorted(f for f in cpu_flags if f.startswith("amx"))
     if not cpu_amx or not kernel_xfd:
         return None  # ggml's AMX init fails and it falls back to its other kernels
-    return (f"this llama.cpp build uses AMX ({', '.join(k for k in sorted(features) if k.startswith('AMX'))}) and this "
-            f"CPU has it ({' '.join(cpu_amx)}) under a kernel with XFD: llama.cpp would die with SIGILL "
-            f"(upstream PR #26954); {REINSTALL_HINT}")
+    return (
+        f"this llama.cpp build uses AMX ({', '.join(k for k in sorted(features) if k.startswith('AMX'))}) and this "
+        f"CPU has it ({' '.join(cpu_amx)}) under a kernel with XFD: llama.cpp would die with SIGILL "
+        f"(upstream PR #26954); {REINSTALL_HINT}"
+    )
 
 
 def missing_simd(features: dict[str, str], cpu_flags: set[str]) -> list[str]:
@@ -69,6 +87,7 @@ def missing_simd(features: dict[str, str], cpu_flags: set[str]) -> list[str]:
 
 
 # ---- probes of this machine ------------------------------------------------------------------------
+
 
 def cpu_flags() -> set[str]:
     try:
@@ -121,8 +140,9 @@ def amx_instructions_in(library: Path) -> dict[str, int]:
         raise EdgekitError("objdump not found: install binutils to inspect the llama.cpp build")
     counts = dict.fromkeys(AMX_MNEMONICS, 0)
     pattern = re.compile(r"\t(" + "|".join(AMX_MNEMONICS) + r")\b")
-    with subprocess.Popen([objdump, "-d", "--no-show-raw-insn", str(library)], stdout=subprocess.PIPE,
-                          text=True, errors="replace") as proc:
+    with subprocess.Popen(
+        [objdump, "-d", "--no-show-raw-insn", str(library)], stdout=subprocess.PIPE, text=True, errors="replace"
+    ) as proc:
         for line in proc.stdout:
             m = pattern.search(line)
             if m:

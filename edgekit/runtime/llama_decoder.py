@@ -32,9 +32,18 @@ from edgekit.runtime.prompt_segments import (
 class LlamaDecoder(Closing):
     """A GGUF decoder in llama.cpp, fed token ids and image embeddings."""
 
-    def __init__(self, gguf_path: str | Path, *, n_ctx: int = 4096, n_batch: int = 512, n_threads: int = 2,
-                 kv_cache: str = "f16", image_token_id: int | None = None, label: str | Path | None = None,
-                 n_seq: int = 1):
+    def __init__(
+        self,
+        gguf_path: str | Path,
+        *,
+        n_ctx: int = 4096,
+        n_batch: int = 512,
+        n_threads: int = 2,
+        kv_cache: str = "f16",
+        image_token_id: int | None = None,
+        label: str | Path | None = None,
+        n_seq: int = 1,
+    ):
         """gguf_path may be a verified bundle's descriptor path (/proc/self/fd/N): llama.cpp then opens the very file
         that was hashed. label names the file in messages (default: gguf_path). n_seq > 1: that many sequences (KV
         slots, edgekit.runtime.kv_slots) in one unified cache of n_seq * n_ctx cells, each up to n_ctx positions."""
@@ -60,8 +69,11 @@ class LlamaDecoder(Closing):
         if not self._ctx:
             lib.llama_model_free(self._model)
             self._model = None  # freed: close() and __del__ must not free it again
-            raise EdgekitError(f"{path}: llama.cpp could not create a context (n_ctx={n_ctx}"
-                               + (f" x {n_seq} slots" if n_seq > 1 else "") + "); lower n_ctx")
+            raise EdgekitError(
+                f"{path}: llama.cpp could not create a context (n_ctx={n_ctx}"
+                + (f" x {n_seq} slots" if n_seq > 1 else "")
+                + "); lower n_ctx"
+            )
         self._vocab = lib.llama_model_get_vocab(self._model)
         self.n_ctx, self.n_batch, self.n_seq = n_ctx, n_batch, n_seq
         self.hidden = lib.llama_model_n_embd(self._model)
@@ -93,7 +105,7 @@ class LlamaDecoder(Closing):
     def token_bytes(self, token: int, *, special: bool = False) -> bytes:
         buf = ctypes.create_string_buffer(256)
         n = self._lib.llama_token_to_piece(self._vocab, token, buf, 256, 0, special)
-        return buf.raw[:max(n, 0)]
+        return buf.raw[: max(n, 0)]
 
     def is_end(self, token: int) -> bool:
         return bool(self._lib.llama_vocab_is_eog(self._vocab, token))
@@ -121,12 +133,13 @@ class LlamaDecoder(Closing):
         """A copy of the last decoded position's logits [vocab] (after a prompt evaluated here or by libmtmd)."""
         return self.logits_row(-1).copy()
 
-    def _feed_text(self, ids: list[int], pos: np.ndarray, all_logits: bool, read: bool = True,
-                   seq: int = 0) -> list[np.ndarray]:
+    def _feed_text(
+        self, ids: list[int], pos: np.ndarray, all_logits: bool, read: bool = True, seq: int = 0
+    ) -> list[np.ndarray]:
         """Token ids at 1-D positions pos [k] (llama.cpp copies a token's position to every section)."""
         logits = []
         for s in range(0, len(ids), self.n_batch):
-            chunk = np.asarray(ids[s:s + self.n_batch], dtype=np.int32)  # [k]
+            chunk = np.asarray(ids[s : s + self.n_batch], dtype=np.int32)  # [k]
             want = np.full(len(chunk), int(all_logits), np.int8)
             want[-1] = 1
             seqs = np.full(len(chunk), seq, np.int32)
@@ -134,12 +147,15 @@ class LlamaDecoder(Closing):
             logits += self._decode(batch, read=read)
         return logits if all_logits else logits[-1:]
 
-    def _feed_image(self, image: ImageEmbedding, pos3: np.ndarray, all_logits: bool,
-                    read: bool = True, seq: int = 0) -> list[np.ndarray]:
+    def _feed_image(
+        self, image: ImageEmbedding, pos3: np.ndarray, all_logits: bool, read: bool = True, seq: int = 0
+    ) -> list[np.ndarray]:
         """Embeddings [n, hidden] at M-RoPE positions pos3 [3, n], in batches of at most n_batch tokens."""
         if image.embeds.shape[1] != self.hidden:
-            raise EdgekitError(f"image embeddings have width {image.embeds.shape[1]} but the decoder's hidden size is "
-                               f"{self.hidden}; the vision backend and the GGUF come from different checkpoints")
+            raise EdgekitError(
+                f"image embeddings have width {image.embeds.shape[1]} but the decoder's hidden size is "
+                f"{self.hidden}; the vision backend and the GGUF come from different checkpoints"
+            )
         n = pos3.shape[1]
         logits = []
         for s in range(0, n, self.n_batch):
@@ -147,12 +163,20 @@ class LlamaDecoder(Closing):
             want = np.full(e - s, int(all_logits), np.int8)
             want[-1] = 1
             seqs = np.full(e - s, seq, np.int32)
-            batch = Batch(self._lib, embeds=image.embeds[s:e], pos=section_major(pos3[:, s:e]), want_logits=want, seqs=seqs)
+            batch = Batch(
+                self._lib, embeds=image.embeds[s:e], pos=section_major(pos3[:, s:e]), want_logits=want, seqs=seqs
+            )
             logits += self._decode(batch, read=read)
         return logits if all_logits else logits[-1:]
 
-    def prefill(self, input_ids: Sequence[int], images: Sequence[ImageEmbedding] = (), *,
-                all_logits: bool = False, read: bool = True) -> list[np.ndarray]:
+    def prefill(
+        self,
+        input_ids: Sequence[int],
+        images: Sequence[ImageEmbedding] = (),
+        *,
+        all_logits: bool = False,
+        read: bool = True,
+    ) -> list[np.ndarray]:
         """Feed a whole prompt from an empty cache; returns the last logits (or every position's; nothing when read
         is False, for `greedy_token`)."""
         self.reset()
@@ -167,12 +191,22 @@ class LlamaDecoder(Closing):
         """int32 [3, L]: the prompt's M-RoPE positions, refused when they pass the context."""
         positions = prompt_positions(segments)  # [3, L]
         if positions.shape[1] and positions.max() >= self.n_ctx:
-            raise EdgekitError(f"the prompt reaches position {positions.max()} but the context holds {self.n_ctx}; "
-                               "raise n_ctx or use smaller images")
+            raise EdgekitError(
+                f"the prompt reaches position {positions.max()} but the context holds {self.n_ctx}; "
+                "raise n_ctx or use smaller images"
+            )
         return positions
 
-    def feed_segments(self, segments, positions: np.ndarray, *, skip: int = 0, seq: int = 0, all_logits: bool = False,
-                      read: bool = True) -> list[np.ndarray]:
+    def feed_segments(
+        self,
+        segments,
+        positions: np.ndarray,
+        *,
+        skip: int = 0,
+        seq: int = 0,
+        all_logits: bool = False,
+        read: bool = True,
+    ) -> list[np.ndarray]:
         """Decode a prompt's segments at their positions [3, L] into sequence `seq`, from its cell `skip` on (the
         cells before it are already in the cache; `skip` never falls inside an image)."""
         logits: list[np.ndarray] = []
@@ -180,9 +214,9 @@ class LlamaDecoder(Closing):
         for kind, seg in segments:
             n = len(seg) if kind == "text" else seg.embeds.shape[0]
             if at + n > skip:
-                pos = positions[:, max(at, skip):at + n]
+                pos = positions[:, max(at, skip) : at + n]
                 if kind == "text":
-                    logits += self._feed_text(seg[max(0, skip - at):], pos[0], all_logits, read, seq)
+                    logits += self._feed_text(seg[max(0, skip - at) :], pos[0], all_logits, read, seq)
                 elif skip > at:
                     raise AssertionError("a prompt is never resumed inside an image")
                 else:
@@ -200,8 +234,9 @@ class LlamaDecoder(Closing):
         """Append one token, leaving its next-token logits in llama.cpp (read by `greedy_token`): the decode loop's
         step, through one reused batch and without copying the vocabulary's logits."""
         if self._one is None:
-            self._one = Batch(self._lib, tokens=np.zeros(1, np.int32), pos=np.zeros(1, np.int32),
-                               want_logits=np.ones(1, np.int8))
+            self._one = Batch(
+                self._lib, tokens=np.zeros(1, np.int32), pos=np.zeros(1, np.int32), want_logits=np.ones(1, np.int8)
+            )
         self._one.tokens[0] = token  # the batch points at these buffers
         self._one.pos[0] = self.n_past
         self._decode(self._one, read=False)
@@ -211,8 +246,16 @@ class LlamaDecoder(Closing):
         """One batch of single tokens, token i at position pos[i] of sequence seqs[i] (the slots' decode step); row i's
         next-token logits stay in llama.cpp (`logits_row(i)`)."""
         n = len(tokens)
-        self._decode(Batch(self._lib, tokens=np.asarray(tokens, np.int32), pos=np.asarray(pos, np.int32),
-                            want_logits=np.ones(n, np.int8), seqs=np.asarray(seqs, np.int32)), read=False)
+        self._decode(
+            Batch(
+                self._lib,
+                tokens=np.asarray(tokens, np.int32),
+                pos=np.asarray(pos, np.int32),
+                want_logits=np.ones(n, np.int8),
+                seqs=np.asarray(seqs, np.int32),
+            ),
+            read=False,
+        )
 
     def seq_remove(self, seq: int, from_pos: int = -1) -> None:
         """Drop sequence `seq`'s cells at positions >= from_pos (-1: all of them); cells other sequences share stay."""
@@ -231,8 +274,9 @@ class LlamaDecoder(Closing):
         """float32 [L, vocab]: next-token logits after every prompt position."""
         return np.stack(self.prefill(input_ids, images, all_logits=True))
 
-    def continuation_logits(self, input_ids: Sequence[int], images: Sequence[ImageEmbedding],
-                            continuation: Sequence[int]) -> np.ndarray:
+    def continuation_logits(
+        self, input_ids: Sequence[int], images: Sequence[ImageEmbedding], continuation: Sequence[int]
+    ) -> np.ndarray:
         """Teacher forcing: float32 [len(continuation) + 1, vocab], the logits predicting each continuation token and
         the one after them, given the prompt followed by `continuation` (logits only where they are read)."""
         first = self.prefill(input_ids, images)  # [1] x [vocab]
@@ -247,8 +291,14 @@ class LlamaDecoder(Closing):
         self.n_past += len(tokens)
         return out
 
-    def generate(self, input_ids: Sequence[int], images: Sequence[ImageEmbedding] = (), *,
-                 max_new_tokens: int = 64, stop_at_end: bool = True) -> Iterator[int]:
+    def generate(
+        self,
+        input_ids: Sequence[int],
+        images: Sequence[ImageEmbedding] = (),
+        *,
+        max_new_tokens: int = 64,
+        stop_at_end: bool = True,
+    ) -> Iterator[int]:
         """Greedy decoding, one token id at a time, stopping at an end-of-generation token (unless stop_at_end is
         False: exactly max_new_tokens, for latency profiling)."""
         self.prefill(input_ids, images, read=False)
@@ -259,10 +309,12 @@ class LlamaDecoder(Closing):
         host: prompt tokens + new tokens <= context). `prompt_tokens`: a prompt not evaluated yet (default: the last)."""
         used = self.prompt_tokens if prompt_tokens is None else prompt_tokens
         if used + max_new_tokens > self.n_ctx:
-            raise EdgekitError(f"--max-new-tokens {max_new_tokens}: the prompt takes {used} of the "
-                               f"context's {self.n_ctx} tokens, leaving room for "
-                               f"{max(0, self.n_ctx - used)}; ask for fewer, or build the bundle with a "
-                               "larger --context")
+            raise EdgekitError(
+                f"--max-new-tokens {max_new_tokens}: the prompt takes {used} of the "
+                f"context's {self.n_ctx} tokens, leaving room for "
+                f"{max(0, self.n_ctx - used)}; ask for fewer, or build the bundle with a "
+                "larger --context"
+            )
 
     def greedy_continuation(self, max_new_tokens: int, *, stop_at_end: bool = True) -> Iterator[int]:
         """Greedy tokens after what the context holds: a prompt just evaluated (here, or by libmtmd with n_past set
@@ -276,8 +328,9 @@ class LlamaDecoder(Closing):
             if i + 1 < max_new_tokens:  # the last token needs no next distribution
                 self.advance(token)
 
-    def stream_text(self, input_ids: Sequence[int], images: Sequence[ImageEmbedding] = (), *,
-                    max_new_tokens: int = 64) -> Iterator[str]:
+    def stream_text(
+        self, input_ids: Sequence[int], images: Sequence[ImageEmbedding] = (), *, max_new_tokens: int = 64
+    ) -> Iterator[str]:
         """Greedy decoding as text pieces; multi-byte characters split across tokens are held back."""
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         for token in self.generate(input_ids, images, max_new_tokens=max_new_tokens):

@@ -15,6 +15,7 @@ def silence_llama_logs(lib):
     """llama.cpp logs every load to stderr; keep errors only. Returns the callback (also for libmtmd)."""
     global _LOG_SILENCER
     if _LOG_SILENCER is None:
+
         def _log(level, text, user_data):
             if level == 4 and text:  # GGML_LOG_LEVEL_ERROR
                 import sys

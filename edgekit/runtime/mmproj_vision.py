@@ -27,8 +27,9 @@ CHUNK_IMAGE = 1  # MTMD_INPUT_CHUNK_TYPE_IMAGE
 class MmprojVision(Closing):
     """Vision backend: RGB uint8 image -> ImageEmbedding, through libmtmd."""
 
-    def __init__(self, mmproj_path: str | Path, decoder: LlamaDecoder, *, n_threads: int = 2,
-                 label: str | Path | None = None):
+    def __init__(
+        self, mmproj_path: str | Path, decoder: LlamaDecoder, *, n_threads: int = 2, label: str | Path | None = None
+    ):
         """mmproj_path may be a verified bundle's descriptor path (/proc/self/fd/N); label names the file in
         messages."""
         from llama_cpp import mtmd_cpp as mtmd
@@ -50,8 +51,10 @@ class MmprojVision(Closing):
         self._ctx = mtmd.mtmd_init_from_file(str(path).encode(), decoder._model, params)
         path = Path(label) if label is not None else path
         if not self._ctx:
-            raise EdgekitError(f"{path}: libmtmd could not load this mmproj (see the error above); it must come "
-                               "from the same checkpoint as the decoder GGUF")
+            raise EdgekitError(
+                f"{path}: libmtmd could not load this mmproj (see the error above); it must come "
+                "from the same checkpoint as the decoder GGUF"
+            )
         self.hidden = decoder.hidden
 
     def embed(self, image: np.ndarray) -> ImageEmbedding:
@@ -70,8 +73,14 @@ class MmprojVision(Closing):
             rc = mtmd.mtmd_tokenize(self._ctx, chunks, ctypes.byref(text), bitmaps, 1)
             if rc != 0:
                 raise EdgekitError(f"libmtmd could not tokenize a {w}x{h} image (code {rc})")
-            chunk = next((mtmd.mtmd_input_chunks_get(chunks, i) for i in range(mtmd.mtmd_input_chunks_size(chunks))
-                          if mtmd.mtmd_input_chunk_get_type(mtmd.mtmd_input_chunks_get(chunks, i)) == CHUNK_IMAGE), None)
+            chunk = next(
+                (
+                    mtmd.mtmd_input_chunks_get(chunks, i)
+                    for i in range(mtmd.mtmd_input_chunks_size(chunks))
+                    if mtmd.mtmd_input_chunk_get_type(mtmd.mtmd_input_chunks_get(chunks, i)) == CHUNK_IMAGE
+                ),
+                None,
+            )
             if chunk is None:
                 raise AssertionError("libmtmd returned no image chunk for an image marker")
             tokens = mtmd.mtmd_input_chunk_get_tokens_image(chunk)

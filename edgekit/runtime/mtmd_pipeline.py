@@ -25,6 +25,7 @@ from edgekit.errors import EdgekitError
 from edgekit.runtime.mmproj_vision import CHUNK_IMAGE
 from edgekit.runtime.pipeline import Answer
 
+
 class MtmdPipeline:
     def __init__(self, bundle: Path, *, n_threads: int | None = None):
         from edgekit.runtime.gguf_bundle import bundle_prompt_assets, open_gguf_bundle, thread_settings
@@ -45,10 +46,18 @@ class MtmdPipeline:
         self.processor = self.assets.image
         w, h = self.manifest["preprocessing"]["resolution"]
         self.resize_to = (int(h), int(w))
-        self.decoder = LlamaDecoder(self.opened.path(parts["decoder"]["path"]), n_threads=threads,
-                                    n_ctx=self.manifest["context"], label=self.bundle / parts["decoder"]["path"])
-        self.vision = MmprojVision(self.opened.path(parts["mmproj"]["path"]), self.decoder, n_threads=threads,
-                                   label=self.bundle / parts["mmproj"]["path"])
+        self.decoder = LlamaDecoder(
+            self.opened.path(parts["decoder"]["path"]),
+            n_threads=threads,
+            n_ctx=self.manifest["context"],
+            label=self.bundle / parts["decoder"]["path"],
+        )
+        self.vision = MmprojVision(
+            self.opened.path(parts["mmproj"]["path"]),
+            self.decoder,
+            n_threads=threads,
+            label=self.bundle / parts["mmproj"]["path"],
+        )
         from llama_cpp import mtmd_cpp
 
         self._mtmd, self._lib = mtmd_cpp, self.decoder._lib
@@ -76,8 +85,9 @@ class MtmdPipeline:
         text = prompt_from_frames(self.manifest["prompt"], question, think=think, images=len(pixels), marker=marker)
         return self._evaluate(text, pixels, t0)
 
-    def prefill_chat(self, turns, images: list, *, think: bool, max_new_tokens: int,
-                     cache=None) -> tuple[int, tuple[float, float, float]]:
+    def prefill_chat(
+        self, turns, images: list, *, think: bool, max_new_tokens: int, cache=None
+    ) -> tuple[int, tuple[float, float, float]]:
         """A conversation ((role, parts) turns, edgekit.model.prompt.prepare_chat) evaluated through libmtmd, the
         decoder left at its next-token distribution (for `edgekit serve`). The prompt is the checkpoint's template
         rendered in Python, images as libmtmd's markers. Returns (prompt tokens, (preprocess, vision, prefill) s).
@@ -120,13 +130,29 @@ class MtmdPipeline:
                     if mtmd.mtmd_encode_chunk(self.vision._ctx, chunk) != 0:
                         raise EdgekitError("libmtmd failed to encode the image")
                     vision_s += time.perf_counter() - tv
-                    rc = mtmd.mtmd_helper_decode_image_chunk(self.vision._ctx, self.decoder._ctx, chunk,
-                                                             mtmd.mtmd_get_output_embd(self.vision._ctx), n_past, 0,
-                                                             self.decoder.n_batch, ctypes.byref(n_past),
-                                                             mtmd.mtmd_helper_post_decode_callback(), None)
+                    rc = mtmd.mtmd_helper_decode_image_chunk(
+                        self.vision._ctx,
+                        self.decoder._ctx,
+                        chunk,
+                        mtmd.mtmd_get_output_embd(self.vision._ctx),
+                        n_past,
+                        0,
+                        self.decoder.n_batch,
+                        ctypes.byref(n_past),
+                        mtmd.mtmd_helper_post_decode_callback(),
+                        None,
+                    )
                 else:
-                    rc = mtmd.mtmd_helper_eval_chunk_single(self.vision._ctx, self.decoder._ctx, chunk, n_past, 0,
-                                                            self.decoder.n_batch, i == n - 1, ctypes.byref(n_past))
+                    rc = mtmd.mtmd_helper_eval_chunk_single(
+                        self.vision._ctx,
+                        self.decoder._ctx,
+                        chunk,
+                        n_past,
+                        0,
+                        self.decoder.n_batch,
+                        i == n - 1,
+                        ctypes.byref(n_past),
+                    )
                 if rc != 0:
                     raise EdgekitError(f"llama.cpp failed to evaluate prompt chunk {i} (code {rc})")
         finally:
@@ -136,8 +162,16 @@ class MtmdPipeline:
                     mtmd.mtmd_bitmap_free(bitmaps[k])
         return int(n_past.value), t1 - t0, vision_s, n_tokens
 
-    def answer(self, question: str, images: list, *, think: bool = False, max_new_tokens: int = 32,
-               on_text: Callable[[str], None] | None = None, stop_at_end: bool = True) -> Answer:
+    def answer(
+        self,
+        question: str,
+        images: list,
+        *,
+        think: bool = False,
+        max_new_tokens: int = 32,
+        on_text: Callable[[str], None] | None = None,
+        stop_at_end: bool = True,
+    ) -> Answer:
         from edgekit.runtime.gguf_bundle import collect_answer
 
         t0 = time.perf_counter()
@@ -146,8 +180,13 @@ class MtmdPipeline:
         tokens = self.decoder.greedy_continuation(max_new_tokens, stop_at_end=stop_at_end)  # greedy, as the C++ host
         ids, text, t_first, t_end = collect_answer(self.decoder, tokens, on_text)
         t_first = t_first or t_end
-        timings = {"preprocess": t_pre, "vision": t_vis, "prefill": t_first - t0 - t_pre - t_vis,
-                   "decode": t_end - t_first, "total": t_end - t0}
+        timings = {
+            "preprocess": t_pre,
+            "vision": t_vis,
+            "prefill": t_first - t0 - t_pre - t_vis,
+            "decode": t_end - t_first,
+            "total": t_end - t0,
+        }
         return Answer(text, ids, self.backend, timings, [])  # libmtmd holds the prompt as chunks, not one id list
 
     def teacher_logits(self, question: str, images: list, *, think: bool, answer_ids: list[int]) -> np.ndarray:

@@ -20,8 +20,15 @@ from edgekit.ort_session import load_session, session_options
 
 
 class OnnxVision:
-    def __init__(self, path: str | Path, *, threads: int = 2, processor_cfg=None, model_bytes: bytes | None = None,
-                 external_data: int | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        threads: int = 2,
+        processor_cfg=None,
+        model_bytes: bytes | None = None,
+        external_data: int | None = None,
+    ):
         """path: the graph's file; model_bytes (a verified bundle's): the graph itself, hashed from these very bytes,
         with `path` naming it in messages only; external_data: the descriptor of its `.data` file (weights over 2 GB),
         mapped read-only and handed to ONNX Runtime as memory (the verified file, never a name)."""
@@ -67,22 +74,24 @@ class OnnxVision:
                 raise EdgekitError(
                     f"{self.path}: graph was exported for images resized to {info.width}x{info.height} "
                     f"(grid {want}); got grid {tuple(int(x) for x in row)}. Resize images to that size "
-                    "(processor resize_to) or export another --resolution")
+                    "(processor resize_to) or export another --resolution"
+                )
         n = len(grid)
         patches = np.ascontiguousarray(patches, dtype=np.float32)
         if patches.shape != (n * self.per_image, info.patch_dim):
-            raise EdgekitError(f"patches have shape {list(patches.shape)}; {n} image(s) need "
-                               f"[{n * self.per_image}, {info.patch_dim}]")
+            raise EdgekitError(
+                f"patches have shape {list(patches.shape)}; {n} image(s) need [{n * self.per_image}, {info.patch_dim}]"
+            )
         per_tok = self.per_image // (info.merge * info.merge)
         images = patches.reshape(n, self.per_image, info.patch_dim)  # [n, gh*gw, patch_dim]
         outs = []
         for start in range(0, n, info.images):
-            group = list(images[start:start + info.images])
+            group = list(images[start : start + info.images])
             real = len(group)
             group += [group[-1]] * (info.images - real)
             feed = np.concatenate(group, axis=0)  # [N*gh*gw, patch_dim]
             emb = self.session.run(None, {self._input: feed})[0]  # [N*tokens, out_hidden]
-            outs.append(emb[:real * per_tok])
+            outs.append(emb[: real * per_tok])
         return np.concatenate(outs, axis=0).astype(np.float32, copy=False)
 
     def embed(self, image):

@@ -39,7 +39,7 @@ class TextStreamer:
         self.ids.append(token_id)
         text = self.decode(self.ids)
         if self.on_text and not text.endswith("\ufffd"):  # wait until a multi-byte character completes
-            self.on_text(text[len(self.printed):])
+            self.on_text(text[len(self.printed) :])
             self.printed = text
 
 
@@ -71,8 +71,16 @@ class ReferencePipeline:
         where = "" if self.ref.device.type == "cpu" else f", {self.ref.device}"
         self.backend = f"reference (transformers, {dtype}{where})"
 
-    def answer(self, question: str, images: list, *, think: bool = False, max_new_tokens: int = 32,
-               on_text: Callable[[str], None] | None = None, stop_at_end: bool = True) -> Answer:
+    def answer(
+        self,
+        question: str,
+        images: list,
+        *,
+        think: bool = False,
+        max_new_tokens: int = 32,
+        on_text: Callable[[str], None] | None = None,
+        stop_at_end: bool = True,
+    ) -> Answer:
         t0 = time.perf_counter()
         inputs = self.ref.prepare(question, images, think=think)
         t1 = time.perf_counter()
@@ -92,10 +100,15 @@ class ReferencePipeline:
         t2 = time.perf_counter()
         if stop_at_end:
             ends = [i for i, t in enumerate(ids) if t in self.ref.eos_ids]
-            ids = ids[:ends[0]] if ends else ids
+            ids = ids[: ends[0]] if ends else ids
         t_first = first[0] if first else t2
-        timings = {"preprocess": t1 - t0, "vision": clock.seconds, "prefill": t_first - t1 - clock.seconds,
-                   "decode": t2 - t_first, "total": t2 - t0}
+        timings = {
+            "preprocess": t1 - t0,
+            "vision": clock.seconds,
+            "prefill": t_first - t1 - clock.seconds,
+            "decode": t2 - t_first,
+            "total": t2 - t0,
+        }
         return Answer(self.ref.decode(ids), ids, self.backend, timings, inputs.input_ids[0].tolist())
 
     def teacher_logits(self, question: str, images: list, *, think: bool, answer_ids: list[int]):

@@ -28,8 +28,9 @@ class ImageEmbedding:
     def __post_init__(self):
         rows, cols = self.grid
         if self.embeds.ndim != 2 or self.embeds.shape[0] != rows * cols:
-            raise EdgekitError(f"image embedding has shape {list(self.embeds.shape)}; grid {rows}x{cols} "
-                               f"needs [{rows * cols}, hidden]")
+            raise EdgekitError(
+                f"image embedding has shape {list(self.embeds.shape)}; grid {rows}x{cols} needs [{rows * cols}, hidden]"
+            )
 
 
 def image_positions(start: int, grid: tuple[int, int]) -> np.ndarray:
@@ -71,14 +72,16 @@ def split_prompt(input_ids: Sequence[int], image_token_id: int, images: Sequence
     n_img_tokens = int(is_img.sum())
     expected = sum(im.embeds.shape[0] for im in images)
     if n_img_tokens != expected:
-        raise EdgekitError(f"prompt has {n_img_tokens} image tokens but the images give {expected} embeddings; "
-                           "build the prompt with the processor's token counts for these images")
+        raise EdgekitError(
+            f"prompt has {n_img_tokens} image tokens but the images give {expected} embeddings; "
+            "build the prompt with the processor's token counts for these images"
+        )
     segments, i, k = [], 0, 0
     while i < len(ids):
         if is_img[i]:
             im = images[k]
             n = im.embeds.shape[0]
-            if not is_img[i:i + n].all():
+            if not is_img[i : i + n].all():
                 raise EdgekitError(f"image {k}: expected a run of {n} image tokens at position {i}")
             segments.append(("image", im))
             i, k = i + n, k + 1

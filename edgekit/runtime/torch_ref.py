@@ -30,8 +30,11 @@ class ModelInputs:
 
     def as_kwargs(self, device=None) -> dict:
         """The model's keyword arguments, on `device` (None: where they are)."""
-        kw = {"input_ids": self.input_ids, "attention_mask": self.attention_mask,
-              "mm_token_type_ids": self.mm_token_type_ids}
+        kw = {
+            "input_ids": self.input_ids,
+            "attention_mask": self.attention_mask,
+            "mm_token_type_ids": self.mm_token_type_ids,
+        }
         if self.pixel_values is not None:
             kw.update(pixel_values=self.pixel_values, image_grid_thw=self.image_grid_thw)
         return kw if device is None else {k: v.to(device) for k, v in kw.items()}
@@ -61,7 +64,9 @@ class TorchReference:
         self.checkpoint = open_checkpoint(checkpoint)  # validates before transformers sees it
         path = str(self.checkpoint.path)
         self.torch_dtype = getattr(torch, dtype)
-        self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=self.torch_dtype).eval().to(self.device)
+        self.model = (
+            Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=self.torch_dtype).eval().to(self.device)
+        )
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.image_processor = AutoImageProcessor.from_pretrained(path)
         ids = self.checkpoint.token_ids
@@ -76,7 +81,9 @@ class TorchReference:
             user_message(question, n_images, think), tokenize=False, add_generation_prompt=True
         )
 
-    def prepare(self, question: str, images: list | None = None, think: bool = False, answer: str | None = None) -> ModelInputs:
+    def prepare(
+        self, question: str, images: list | None = None, think: bool = False, answer: str | None = None
+    ) -> ModelInputs:
         """Tokenise a chat prompt with images; `answer` appends a teacher-forced reply."""
         import torch
 
@@ -98,7 +105,9 @@ class TorchReference:
             counts = (grid.prod(-1) // (self.merge * self.merge)).tolist()
             pieces = text.split(pad)
             if len(pieces) - 1 != len(counts):
-                raise EdgekitError(f"chat template produced {len(pieces) - 1} image placeholders for {len(counts)} images")
+                raise EdgekitError(
+                    f"chat template produced {len(pieces) - 1} image placeholders for {len(counts)} images"
+                )
             text = pieces[0] + "".join(pad * n + rest for n, rest in zip(counts, pieces[1:]))
         ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
         mm = (ids == self.image_token_id).to(torch.int32)
@@ -117,8 +126,10 @@ class TorchReference:
         import torch
 
         with torch.no_grad():
-            out = self.model.model.get_image_features(pixel_values=pixel_values.to(self.device, self.torch_dtype),
-                                                      image_grid_thw=image_grid_thw.to(self.device))
+            out = self.model.model.get_image_features(
+                pixel_values=pixel_values.to(self.device, self.torch_dtype),
+                image_grid_thw=image_grid_thw.to(self.device),
+            )
         feats = out.pooler_output if hasattr(out, "pooler_output") else out
         feats = torch.cat(list(feats), dim=0) if isinstance(feats, (list, tuple)) else feats
         return feats.float().cpu()
@@ -129,13 +140,23 @@ class TorchReference:
         import torch
 
         extra = torch.tensor([continuation], dtype=inputs.input_ids.dtype)  # [1, A]
-        forced = ModelInputs(torch.cat([inputs.input_ids, extra], 1), torch.cat([inputs.attention_mask, torch.ones_like(extra)], 1),
-                             torch.cat([inputs.mm_token_type_ids, torch.zeros_like(extra, dtype=inputs.mm_token_type_ids.dtype)], 1),
-                             inputs.pixel_values, inputs.image_grid_thw)
-        return self.logits(forced)[inputs.input_ids.shape[1] - 1:]
+        forced = ModelInputs(
+            torch.cat([inputs.input_ids, extra], 1),
+            torch.cat([inputs.attention_mask, torch.ones_like(extra)], 1),
+            torch.cat([inputs.mm_token_type_ids, torch.zeros_like(extra, dtype=inputs.mm_token_type_ids.dtype)], 1),
+            inputs.pixel_values,
+            inputs.image_grid_thw,
+        )
+        return self.logits(forced)[inputs.input_ids.shape[1] - 1 :]
 
-    def generate(self, inputs: ModelInputs, max_new_tokens: int = 32, on_token: Callable[[int], None] | None = None,
-                 *, stop_at_end: bool = True) -> list[int]:
+    def generate(
+        self,
+        inputs: ModelInputs,
+        max_new_tokens: int = 32,
+        on_token: Callable[[int], None] | None = None,
+        *,
+        stop_at_end: bool = True,
+    ) -> list[int]:
         """Greedy decoding; returns the new token ids (without the prompt). stop_at_end=False generates exactly
         max_new_tokens (latency profiling)."""
         import torch
@@ -157,12 +178,16 @@ class TorchReference:
 
         with torch.no_grad():
             out = self.model.generate(
-                **inputs.as_kwargs(self.device), max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                eos_token_id=sorted(self.eos_ids), pad_token_id=sorted(self.eos_ids)[0],
+                **inputs.as_kwargs(self.device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                num_beams=1,
+                eos_token_id=sorted(self.eos_ids),
+                pad_token_id=sorted(self.eos_ids)[0],
                 min_new_tokens=0 if stop_at_end else max_new_tokens,
                 streamer=_Stream() if on_token else None,
             )
-        return out[0, inputs.input_ids.shape[1]:].tolist()
+        return out[0, inputs.input_ids.shape[1] :].tolist()
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode([i for i in ids if i not in self.eos_ids], skip_special_tokens=False)

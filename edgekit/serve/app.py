@@ -63,8 +63,13 @@ def create_app(engine: Engine, settings: ServeSettings, metrics) -> FastAPI:
         except ApiError as e:
             response = error(e, {"WWW-Authenticate": "Bearer"} if e.status == 401 else None)
         metrics.requests.labels(str(response.status_code)).inc()
-        log.info("%s %s %d %.0f ms", request.method, request.url.path, response.status_code,
-                 1000 * (time.perf_counter() - t0))
+        log.info(
+            "%s %s %d %.0f ms",
+            request.method,
+            request.url.path,
+            response.status_code,
+            1000 * (time.perf_counter() - t0),
+        )
         return response
 
     @app.get("/health")
@@ -79,8 +84,10 @@ def create_app(engine: Engine, settings: ServeSettings, metrics) -> FastAPI:
 
     @app.get("/v1/models")
     async def models():
-        return {"object": "list", "data": [{"id": settings.model_id, "object": "model", "created": 0,
-                                            "owned_by": "edgekit"}]}
+        return {
+            "object": "list",
+            "data": [{"id": settings.model_id, "object": "model", "created": 0, "owned_by": "edgekit"}],
+        }
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
@@ -88,29 +95,45 @@ def create_app(engine: Engine, settings: ServeSettings, metrics) -> FastAPI:
             body = await _read_body(request, settings.max_body_bytes)
             req = parse_request(body)
             if req.model != settings.model_id:
-                raise ApiError(404, "model_not_found", f"model {req.model!r} is not served here; "
-                               f"GET /v1/models lists {settings.model_id!r}", "model")
-            conv = await asyncio.to_thread(conversation, req, image_dir=settings.image_dir,
-                                           max_pixels=settings.max_pixels)
+                raise ApiError(
+                    404,
+                    "model_not_found",
+                    f"model {req.model!r} is not served here; GET /v1/models lists {settings.model_id!r}",
+                    "model",
+                )
+            conv = await asyncio.to_thread(
+                conversation, req, image_dir=settings.image_dir, max_pixels=settings.max_pixels
+            )
             params = _params(req, conv, engine.decoder.n_ctx, settings.default_max_tokens)
         except ApiError as e:
             return error(e)
         if settings.log_prompts:
-            log.info("prompt %s", json.dumps([[r, [p if isinstance(p, str) else "<image>" for p in parts]]
-                                              for r, parts in conv.turns]))
+            log.info(
+                "prompt %s",
+                json.dumps([[r, [p if isinstance(p, str) else "<image>" for p in parts]] for r, parts in conv.turns]),
+            )
         events: asyncio.Queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
-        job = Job(conv.turns, conv.images, params, lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev),
-                  time.monotonic() + settings.timeout_s)
+        job = Job(
+            conv.turns,
+            conv.images,
+            params,
+            lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev),
+            time.monotonic() + settings.timeout_s,
+        )
         try:
             engine.submit(job)
         except Busy:
-            return error(ApiError(429, "rate_limit_exceeded", "the server's queue is full; retry later"),
-                         {"Retry-After": "2"})
+            return error(
+                ApiError(429, "rate_limit_exceeded", "the server's queue is full; retry later"), {"Retry-After": "2"}
+            )
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if req.stream:
-            return StreamingResponse(_stream(job, events, rid, created, settings.model_id, metrics),
-                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+            return StreamingResponse(
+                _stream(job, events, rid, created, settings.model_id, metrics),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache"},
+            )
         return await _complete(job, events, request, rid, created, settings.model_id, metrics)
 
     return app
@@ -144,19 +167,35 @@ def _params(req, conv, n_ctx: int, default_max: int) -> Params:
 
     asked = req.max_completion_tokens or req.max_tokens
     if asked is not None and asked >= n_ctx:
-        raise ApiError(400, "context_length_exceeded", f"max_tokens {asked}: the bundle's context holds {n_ctx} "
-                       "tokens, the prompt included", "max_tokens")
+        raise ApiError(
+            400,
+            "context_length_exceeded",
+            f"max_tokens {asked}: the bundle's context holds {n_ctx} tokens, the prompt included",
+            "max_tokens",
+        )
     try:
         gbnf = gbnf_for(req.response_format) if req.response_format else None
     except EdgekitError as e:
         raise ApiError(400, "invalid_request_error", str(e), "response_format") from None
-    return Params(max_tokens=asked or min(default_max, n_ctx // 2), temperature=req.temperature, top_p=req.top_p,
-                  seed=req.seed, stops=conv.stops, think=conv.think, gbnf=gbnf)
+    return Params(
+        max_tokens=asked or min(default_max, n_ctx // 2),
+        temperature=req.temperature,
+        top_p=req.top_p,
+        seed=req.seed,
+        stops=conv.stops,
+        think=conv.think,
+        gbnf=gbnf,
+    )
 
 
 def _chunk(rid: str, created: int, model: str, delta: dict, finish=None, usage=None) -> str:
-    body = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    body = {
+        "id": rid,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
     if usage is not None:
         body["usage"] = usage
     return f"data: {json.dumps(body)}\n\n"
@@ -200,9 +239,17 @@ async def _complete(job: Job, events: asyncio.Queue, request, rid: str, created:
                 message = {"role": "assistant", "content": "".join(content)}
                 if any(reasoning):
                     message["reasoning_content"] = "".join(reasoning)
-                return JSONResponse({"id": rid, "object": "chat.completion", "created": created, "model": model,
-                                     "choices": [{"index": 0, "message": message, "finish_reason": ev[1]}],
-                                     "usage": ev[2], "edgekit_timings": ev[3]})
+                return JSONResponse(
+                    {
+                        "id": rid,
+                        "object": "chat.completion",
+                        "created": created,
+                        "model": model,
+                        "choices": [{"index": 0, "message": message, "finish_reason": ev[1]}],
+                        "usage": ev[2],
+                        "edgekit_timings": ev[3],
+                    }
+                )
             else:
                 return JSONResponse(ApiError(ev[1], ev[2], ev[3]).body(), status_code=ev[1])
     finally:

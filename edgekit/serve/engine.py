@@ -74,8 +74,14 @@ class Busy(Exception):
 
 
 class Engine:
-    def __init__(self, pipeline, *, max_queue: int, cache_bytes: int,
-                 observe: Callable[[str, float], None] = lambda stage, seconds: None):
+    def __init__(
+        self,
+        pipeline,
+        *,
+        max_queue: int,
+        cache_bytes: int,
+        observe: Callable[[str, float], None] = lambda stage, seconds: None,
+    ):
         from edgekit.runtime.kv_slots import Slots
 
         self.pipeline = pipeline
@@ -113,8 +119,9 @@ class Engine:
             pairs = []
             for slot, reply in list(replies.items()):  # every token chosen before any decode overwrites the logits
                 row = rows.pop(slot)
-                token = _guarded(reply.job, lambda: reply.next(row if isinstance(row, np.ndarray)
-                                                               else self.decoder.logits_row(row)))
+                token = _guarded(
+                    reply.job, lambda: reply.next(row if isinstance(row, np.ndarray) else self.decoder.logits_row(row))
+                )
                 if token is None:
                     reply.close()
                     del replies[slot]
@@ -157,24 +164,32 @@ class Engine:
             return None
         p, t0 = job.params, time.perf_counter()
         if self.reuse:
-            ids, embeds, (t_pre, t_vis) = self.pipeline.encode_chat(job.turns, job.images, think=p.think,
-                                                                    cache=self.cache)
+            ids, embeds, (t_pre, t_vis) = self.pipeline.encode_chat(
+                job.turns, job.images, think=p.think, cache=self.cache
+            )
             n_prompt = len(ids)
             self.decoder.check_room(p.max_tokens, n_prompt)  # before the prefill's work
             t1 = time.perf_counter()
             slot, cached = self.slots.prefill(ids, embeds)
             t_prefill = time.perf_counter() - t1
         else:
-            n_prompt, (t_pre, t_vis, t_prefill) = self.pipeline.prefill_chat(job.turns, job.images, think=p.think,
-                                                                             max_new_tokens=p.max_tokens,
-                                                                             cache=self.cache)
+            n_prompt, (t_pre, t_vis, t_prefill) = self.pipeline.prefill_chat(
+                job.turns, job.images, think=p.think, max_new_tokens=p.max_tokens, cache=self.cache
+            )
             slot, cached = self.slots.adopt(self.decoder.n_past), 0
         self.observe("vision", t_vis)
         self.observe("prefill", t_prefill)
         timings = {"preprocess": t_pre, "vision": t_vis, "prefill": t_prefill}
         try:
-            return slot, Reply(job, self.decoder, prompt_tokens=n_prompt, cached_tokens=cached, timings=timings,
-                               started=t0, observe=self.observe)
+            return slot, Reply(
+                job,
+                self.decoder,
+                prompt_tokens=n_prompt,
+                cached_tokens=cached,
+                timings=timings,
+                started=t0,
+                observe=self.observe,
+            )
         except BaseException:  # e.g. a grammar llama.cpp refuses: the slot is free again
             self.slots.release(slot)
             raise

@@ -9,18 +9,27 @@ class Metrics:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry()
-        self.requests = Counter("edgekit_requests", "HTTP requests answered, by status", ["status"],
-                                registry=self.registry)
+        self.requests = Counter(
+            "edgekit_requests", "HTTP requests answered, by status", ["status"], registry=self.registry
+        )
         Gauge("edgekit_queue_depth", "Requests waiting or running", registry=self.registry).set_function(depth)
-        self.stage = Histogram("edgekit_stage_seconds", "Seconds per request stage", ["stage"], registry=self.registry,
-                               buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
+        self.stage = Histogram(
+            "edgekit_stage_seconds",
+            "Seconds per request stage",
+            ["stage"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+        )
         self.tokens = Counter("edgekit_generated_tokens", "Tokens generated", registry=self.registry)
-        self.decode_rate = Gauge("edgekit_decode_tokens_per_second", "Decode rate of the last request",
-                                 registry=self.registry)
-        Gauge("edgekit_image_cache_hits", "Images answered from the embedding cache",
-              registry=self.registry).set_function(lambda: cache.hits)
-        Gauge("edgekit_image_cache_misses", "Images run through the vision graph",
-              registry=self.registry).set_function(lambda: cache.misses)
+        self.decode_rate = Gauge(
+            "edgekit_decode_tokens_per_second", "Decode rate of the last request", registry=self.registry
+        )
+        Gauge(
+            "edgekit_image_cache_hits", "Images answered from the embedding cache", registry=self.registry
+        ).set_function(lambda: cache.hits)
+        Gauge("edgekit_image_cache_misses", "Images run through the vision graph", registry=self.registry).set_function(
+            lambda: cache.misses
+        )
 
     def observe(self, stage: str, seconds: float) -> None:
         self.stage.labels(stage).observe(seconds)

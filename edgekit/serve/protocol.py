@@ -95,8 +95,12 @@ def thinking(req: ChatRequest) -> bool:
     with MiMo's ` /no_think`. (Off by default, as `edgekit run`; a JSON response_format turns it off.)"""
     kwargs = req.chat_template_kwargs or {}
     if "enable_thinking" in kwargs and not isinstance(kwargs["enable_thinking"], bool):
-        raise ApiError(422, "invalid_request_error", "chat_template_kwargs.enable_thinking must be true or false",
-                       "chat_template_kwargs")
+        raise ApiError(
+            422,
+            "invalid_request_error",
+            "chat_template_kwargs.enable_thinking must be true or false",
+            "chat_template_kwargs",
+        )
     on = kwargs.get("enable_thinking", False)
     if req.response_format and req.response_format.get("type", "text") != "text":
         return False
@@ -144,8 +148,12 @@ def load_image_url(url: str, where: str, *, image_dir: Path | None, max_pixels: 
     if url.startswith("data:"):
         head, _, payload = url.partition(",")
         if not head.endswith(";base64") or head[5:-7] not in ("image/png", "image/jpeg", "image/jpg"):
-            raise ApiError(400, "invalid_request_error", f"{where}: data URLs must be data:image/png;base64 or "
-                           "data:image/jpeg;base64", where)
+            raise ApiError(
+                400,
+                "invalid_request_error",
+                f"{where}: data URLs must be data:image/png;base64 or data:image/jpeg;base64",
+                where,
+            )
         try:
             data = base64.b64decode(payload, validate=True)
         except (binascii.Error, ValueError):
@@ -165,8 +173,12 @@ def _read_local(path: str, where: str, image_dir: Path | None, max_bytes: int) -
     from edgekit.safe_files import open_beneath, open_dir_nofollow, read_fd
 
     if image_dir is None:
-        raise ApiError(400, "invalid_request_error", f"{where}: local image paths are off (the server was started "
-                       "without --image-dir); send a data: URL", where)
+        raise ApiError(
+            400,
+            "invalid_request_error",
+            f"{where}: local image paths are off (the server was started without --image-dir); send a data: URL",
+            where,
+        )
     root = image_dir.resolve()
     target = Path(path)
     rel = target.relative_to(root) if target.is_absolute() and target.is_relative_to(root) else None

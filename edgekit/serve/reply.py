@@ -19,8 +19,17 @@ def timed_out(job) -> bool:
 
 
 class Reply:
-    def __init__(self, job, decoder, *, prompt_tokens: int, cached_tokens: int, timings: dict, started: float,
-                 observe=lambda stage, seconds: None):
+    def __init__(
+        self,
+        job,
+        decoder,
+        *,
+        prompt_tokens: int,
+        cached_tokens: int,
+        timings: dict,
+        started: float,
+        observe=lambda stage, seconds: None,
+    ):
         from edgekit.serve.text_stream import StopScanner, ThinkSplitter
 
         self.job, self.decoder, self.p = job, decoder, job.params
@@ -47,8 +56,12 @@ class Reply:
             return None
         p, g = self.p, self.grammar
         self.n += 1
-        token = (int(logits.argmax()) if p.temperature <= 0 and g is None else  # in place, as `edgekit run`
-                 next_token(np.array(logits), p.temperature, p.top_p, self.rng, g.allowed(logits) if g else None))
+        token = (
+            int(logits.argmax())
+            if p.temperature <= 0 and g is None
+            # in place, as `edgekit run`
+            else next_token(np.array(logits), p.temperature, p.top_p, self.rng, g.allowed(logits) if g else None)
+        )
         if self.decoder.is_end(token):
             self.n -= 1
             return self.finish("stop")
@@ -75,9 +88,12 @@ class Reply:
         end = time.perf_counter()
         timings = dict(self.timings, decode=end - self.decode_started, total=end - self.started)
         self.observe("decode", timings["decode"])
-        usage = {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.n,
-                 "total_tokens": self.prompt_tokens + self.n,
-                 "prompt_tokens_details": {"cached_tokens": self.cached_tokens}}
+        usage = {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.n,
+            "total_tokens": self.prompt_tokens + self.n,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+        }
         self.job.emit(("done", reason, usage, timings))
         self.close()
         return None

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def next_token(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator,
-               allowed: np.ndarray | None = None) -> int:
+def next_token(
+    logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator, allowed: np.ndarray | None = None
+) -> int:
     """logits [vocab]; `allowed`: a boolean mask of tokens a grammar permits (None: all)."""
     z = np.asarray(logits, dtype=np.float64)
     if allowed is not None:

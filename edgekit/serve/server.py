@@ -27,8 +27,11 @@ def read_api_keys(path: Path) -> tuple[str, ...]:
     """One key per line (blank lines and lines starting with # skipped), each at least MIN_KEY_CHARS characters."""
     from edgekit.safe_files import read_text
 
-    keys = tuple(line.strip() for line in read_text(path, max_bytes=1 << 20).splitlines()
-                 if line.strip() and not line.lstrip().startswith("#"))
+    keys = tuple(
+        line.strip()
+        for line in read_text(path, max_bytes=1 << 20).splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    )
     if not keys:
         raise EdgekitError(f"--api-key-file {path}: no key in it (one per line)")
     short = [i for i, k in enumerate(keys) if len(k) < MIN_KEY_CHARS]
@@ -37,8 +40,19 @@ def read_api_keys(path: Path) -> tuple[str, ...]:
     return keys
 
 
-def run_server(bundle: Path, *, host: str, port: int, api_key_file: Path | None, max_queue: int,
-               threads: int | None, vision: str, parallel: int, settings_kw: dict, grace_s: float) -> None:
+def run_server(
+    bundle: Path,
+    *,
+    host: str,
+    port: int,
+    api_key_file: Path | None,
+    max_queue: int,
+    threads: int | None,
+    vision: str,
+    parallel: int,
+    settings_kw: dict,
+    grace_s: float,
+) -> None:
     import uvicorn
 
     from edgekit.runtime.bundle_pipeline import open_bundle
@@ -48,29 +62,42 @@ def run_server(bundle: Path, *, host: str, port: int, api_key_file: Path | None,
 
     keys = read_api_keys(api_key_file) if api_key_file else ()
     if not is_loopback(host) and not keys:
-        raise EdgekitError(f"--host {host} is reachable from the network: give --api-key-file (or serve on "
-                           "127.0.0.1)")
+        raise EdgekitError(f"--host {host} is reachable from the network: give --api-key-file (or serve on 127.0.0.1)")
     if max_queue < 1:
         raise EdgekitError(f"--max-queue {max_queue}: must be at least 1")
     pipeline = open_bundle(bundle, n_threads=threads, vision=vision, n_seq=parallel)
     engine = Engine(pipeline, max_queue=max_queue, cache_bytes=settings_kw.pop("cache_bytes"))
     metrics = Metrics(lambda: engine.depth, engine.cache)
     engine.observe = metrics.observe
-    settings = ServeSettings(model_id=settings_kw.pop("model_id") or Path(bundle).resolve().name, api_keys=keys,
-                             **settings_kw)
+    settings = ServeSettings(
+        model_id=settings_kw.pop("model_id") or Path(bundle).resolve().name, api_keys=keys, **settings_kw
+    )
     app = create_app(engine, settings, metrics)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("edgekit.serve").info(
-        "%s loaded: %s, %d slot(s) of %d tokens (prompt reuse %s)", bundle, pipeline.backend, parallel,
-        pipeline.decoder.n_ctx, "none: libmtmd" if not engine.reuse else "exact" if parallel == 1 else "at any token")
+        "%s loaded: %s, %d slot(s) of %d tokens (prompt reuse %s)",
+        bundle,
+        pipeline.backend,
+        parallel,
+        pipeline.decoder.n_ctx,
+        "none: libmtmd" if not engine.reuse else "exact" if parallel == 1 else "at any token",
+    )
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame):  # first signal: drain (new requests get 503), then uvicorn's shutdown
             app.state.draining = True
             super().handle_exit(sig, frame)
 
-    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False, lifespan="off",
-                            timeout_graceful_shutdown=grace_s, server_header=False)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=grace_s,
+        server_header=False,
+    )
     from edgekit.interrupts import Terminated
 
     try:

@@ -32,7 +32,7 @@ class ThinkSplitter:
             if self.state == "start":
                 head = self.buf.lstrip()
                 if head.startswith(THINK_OPEN):
-                    self.buf, self.state = head[len(THINK_OPEN):], "reasoning"
+                    self.buf, self.state = head[len(THINK_OPEN) :], "reasoning"
                     continue
                 if THINK_OPEN.startswith(head):  # empty, or still possibly the tag
                     return reasoning, content
@@ -41,11 +41,11 @@ class ThinkSplitter:
                 i = self.buf.find(THINK_CLOSE)
                 if i >= 0:
                     reasoning += self.buf[:i]
-                    self.buf, self.state = self.buf[i + len(THINK_CLOSE):], "after"
+                    self.buf, self.state = self.buf[i + len(THINK_CLOSE) :], "after"
                     continue
                 keep = _partial_suffix(self.buf, THINK_CLOSE)
-                reasoning += self.buf[:len(self.buf) - keep]
-                self.buf = self.buf[len(self.buf) - keep:]
+                reasoning += self.buf[: len(self.buf) - keep]
+                self.buf = self.buf[len(self.buf) - keep :]
                 return reasoning, content
             elif self.state == "after":
                 self.buf = self.buf.lstrip()
@@ -79,11 +79,11 @@ class StopScanner:
         self.buf += text
         hits = [i for i in (self.buf.find(s) for s in self.stops) if i >= 0]
         if hits:
-            out, self.buf, self.stopped = self.buf[:min(hits)], "", True
+            out, self.buf, self.stopped = self.buf[: min(hits)], "", True
             return out
         keep = max((_partial_suffix(self.buf, s) for s in self.stops), default=0)
-        out = self.buf[:len(self.buf) - keep]
-        self.buf = self.buf[len(self.buf) - keep:]
+        out = self.buf[: len(self.buf) - keep]
+        self.buf = self.buf[len(self.buf) - keep :]
         return out
 
     def finish(self) -> str:

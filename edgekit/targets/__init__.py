@@ -9,8 +9,19 @@ from pathlib import Path
 from edgekit.errors import EdgekitError
 
 TARGETS_DIR = Path(__file__).resolve().parent / "recipes"  # package data: ships in the wheel
-REQUIRED = ("name", "description", "gpu_arch", "memory_gb", "memory_bandwidth_gbs", "fp16_tensor_tflops",
-            "precisions", "backends", "camera_resolution", "max_visual_tokens", "reserved_gb")
+REQUIRED = (
+    "name",
+    "description",
+    "gpu_arch",
+    "memory_gb",
+    "memory_bandwidth_gbs",
+    "fp16_tensor_tflops",
+    "precisions",
+    "backends",
+    "camera_resolution",
+    "max_visual_tokens",
+    "reserved_gb",
+)
 
 
 @dataclass(frozen=True)
@@ -47,8 +58,12 @@ class Target:
     def tensor_peak_tflops(self, compute: str) -> float:
         """Dense tensor-core peak in the arithmetic a GEMM runs in (edgekit.quant.formats: Format.compute); FP16's where
         the recipe gives no number for it."""
-        peak = {"fp16": self.fp16_tensor_tflops, "int8": self.int8_tensor_tops, "fp8": self.fp8_tensor_tflops,
-                "fp4": self.fp4_tensor_tflops}[compute]
+        peak = {
+            "fp16": self.fp16_tensor_tflops,
+            "int8": self.int8_tensor_tops,
+            "fp8": self.fp8_tensor_tflops,
+            "fp4": self.fp4_tensor_tflops,
+        }[compute]
         return peak or self.fp16_tensor_tflops
 
 
@@ -61,13 +76,23 @@ def _parse(path: Path) -> Target:
     if missing:
         raise EdgekitError(f"{path}: missing {', '.join(missing)}")
     return Target(
-        name=raw["name"], description=raw["description"], gpu_arch=raw["gpu_arch"], family=raw.get("family", ""),
-        memory_gb=float(raw["memory_gb"]), memory_bandwidth_gbs=float(raw["memory_bandwidth_gbs"]),
-        fp16_tensor_tflops=float(raw["fp16_tensor_tflops"]), int8_tensor_tops=float(raw.get("int8_tensor_tops", 0.0)),
-        fp8_tensor_tflops=float(raw.get("fp8_tensor_tflops", 0.0)), fp4_tensor_tflops=float(raw.get("fp4_tensor_tflops", 0.0)),
-        reserved_gb=float(raw["reserved_gb"]), precisions=tuple(raw["precisions"]), backends=tuple(raw["backends"]),
-        camera_resolution=tuple(int(x) for x in raw["camera_resolution"]), max_visual_tokens=int(raw["max_visual_tokens"]),
-        aliases=tuple(raw.get("aliases", ())), sources=dict(raw.get("sources", {})),
+        name=raw["name"],
+        description=raw["description"],
+        gpu_arch=raw["gpu_arch"],
+        family=raw.get("family", ""),
+        memory_gb=float(raw["memory_gb"]),
+        memory_bandwidth_gbs=float(raw["memory_bandwidth_gbs"]),
+        fp16_tensor_tflops=float(raw["fp16_tensor_tflops"]),
+        int8_tensor_tops=float(raw.get("int8_tensor_tops", 0.0)),
+        fp8_tensor_tflops=float(raw.get("fp8_tensor_tflops", 0.0)),
+        fp4_tensor_tflops=float(raw.get("fp4_tensor_tflops", 0.0)),
+        reserved_gb=float(raw["reserved_gb"]),
+        precisions=tuple(raw["precisions"]),
+        backends=tuple(raw["backends"]),
+        camera_resolution=tuple(int(x) for x in raw["camera_resolution"]),
+        max_visual_tokens=int(raw["max_visual_tokens"]),
+        aliases=tuple(raw.get("aliases", ())),
+        sources=dict(raw.get("sources", {})),
     )
 
 

@@ -38,13 +38,16 @@ def vision_precision_for(precision: str, family: str = "") -> str:
     return "fp32" if precision == "fp32" or family == "cpu" else "fp16"
 
 
-def weight_bytes(shapes: dict[str, tuple[int, ...]], precision: str, decoder_fmt: Format | None,
-                 vision_precision: str) -> dict[str, float]:
+def weight_bytes(
+    shapes: dict[str, tuple[int, ...]], precision: str, decoder_fmt: Format | None, vision_precision: str
+) -> dict[str, float]:
     """Bytes per part on the device: the decoder in its format, the vision tower at its precision."""
     dense = 4 if precision == "fp32" else 2
     out = weight_bytes_by_part(shapes, decoder_fmt, vision_format(vision_precision), dense)
     if vision_precision == "fp32" and dense == 2:  # an FP32 tower next to a 16-bit decoder (CPU targets)
-        out["vision"] = weight_bytes_by_part({n: s for n, s in shapes.items() if part_of(n) == "vision"}, dense=4)["vision"]
+        out["vision"] = weight_bytes_by_part({n: s for n, s in shapes.items() if part_of(n) == "vision"}, dense=4)[
+            "vision"
+        ]
     out.pop("total")
     return {k: float(v) for k, v in out.items()}
 
@@ -109,17 +112,31 @@ class Plan:
         return asdict(self)
 
 
-def make_plan(text: TextDims, vision: VisionDims, shapes: dict[str, tuple[int, ...]], target: Target,
-              precision: str, context: int = 4096, images: int = 1, resolution: tuple[int, int] | None = None, *,
-              backend: str | None = None, group_size: int = 128, gguf_type: str | None = None,
-              vision_precision: str | None = None, processor=None) -> Plan:
+def make_plan(
+    text: TextDims,
+    vision: VisionDims,
+    shapes: dict[str, tuple[int, ...]],
+    target: Target,
+    precision: str,
+    context: int = 4096,
+    images: int = 1,
+    resolution: tuple[int, int] | None = None,
+    *,
+    backend: str | None = None,
+    group_size: int = 128,
+    gguf_type: str | None = None,
+    vision_precision: str | None = None,
+    processor=None,
+) -> Plan:
     """The plan of a build: `backend`, `group_size`, `gguf_type` and `vision_precision` as the build has them
     (None: the target's first backend, the precision's vision default); `processor` the checkpoint's
     preprocessor config (None: Qwen2.5-VL's defaults)."""
     if precision not in BUILD_PRECISIONS:
         raise EdgekitError(f"unknown precision '{precision}'; choose one of {', '.join(BUILD_PRECISIONS)}")
     if precision not in target.precisions and not (precision == "fp32" and target.family == "cpu"):
-        raise EdgekitError(f"target {target.name} does not support precision {precision}; it supports {', '.join(target.precisions)}")
+        raise EdgekitError(
+            f"target {target.name} does not support precision {precision}; it supports {', '.join(target.precisions)}"
+        )
     resolution = tuple(resolution or target.camera_resolution)
     backend = backend or target.default_backend(precision)
     decoder_fmt = decoder_format(precision, backend, group_size=group_size, gguf_type=gguf_type)
@@ -140,22 +157,39 @@ def make_plan(text: TextDims, vision: VisionDims, shapes: dict[str, tuple[int, .
     vision_ms = 1e3 * images * vision_flops(vision, patches) / peak
     decoder_params = sum(prod(s) for n, s in shapes.items() if part_of(n) in ("decoder", "lm_head") and len(s) == 2)
     gemm_peak = target.tensor_peak_tflops(decoder_fmt.compute if decoder_fmt else "fp16") * 1e12  # W8A8, FP8, FP4
-    prefill_ms = 1e3 * max(2.0 * decoder_params * prompt_tokens / gemm_peak,
-                           (w["decoder"] + w["lm_head"]) / (target.memory_bandwidth_gbs * GB))
+    prefill_ms = 1e3 * max(
+        2.0 * decoder_params * prompt_tokens / gemm_peak,
+        (w["decoder"] + w["lm_head"]) / (target.memory_bandwidth_gbs * GB),
+    )
     notes = []
     if images * tokens > target.max_visual_tokens:
-        notes.append(f"{images * tokens} visual tokens exceed the target's cap of {target.max_visual_tokens}; lower the resolution or cameras")
+        notes.append(
+            f"{images * tokens} visual tokens exceed the target's cap of {target.max_visual_tokens}; lower the resolution or cameras"
+        )
     if context > text.max_position:
         notes.append(f"context {context} exceeds the model's max_position_embeddings {text.max_position}")
     return Plan(
-        target=target.name, precision=precision, vision_precision=vis_precision, context=context,
-        images=images, resolution=resolution, visual_tokens_per_image=tokens,
-        weights_gb={k: v / GB for k, v in w.items()}, kv_cache_gb=kv_bytes / GB, vision_activations_gb=vis_act / GB,
-        reserved_gb=target.reserved_gb, total_gb=total / GB, memory_gb=target.memory_gb, fits=total <= target.memory_gb * GB,
-        prompt_tokens=prompt_tokens, decode_bytes_per_token_gb=decode_bytes / GB,
+        target=target.name,
+        precision=precision,
+        vision_precision=vis_precision,
+        context=context,
+        images=images,
+        resolution=resolution,
+        visual_tokens_per_image=tokens,
+        weights_gb={k: v / GB for k, v in w.items()},
+        kv_cache_gb=kv_bytes / GB,
+        vision_activations_gb=vis_act / GB,
+        reserved_gb=target.reserved_gb,
+        total_gb=total / GB,
+        memory_gb=target.memory_gb,
+        fits=total <= target.memory_gb * GB,
+        prompt_tokens=prompt_tokens,
+        decode_bytes_per_token_gb=decode_bytes / GB,
         decode_tokens_per_s_bound=bandwidth / decode_bytes,
         decode_tokens_per_s_bound_full_context=bandwidth / (weights_read + kv_bytes),
-        vision_ms_bound=vision_ms, prefill_ms_bound=prefill_ms, notes=notes,
+        vision_ms_bound=vision_ms,
+        prefill_ms_bound=prefill_ms,
+        notes=notes,
     )
 
 

@@ -17,8 +17,11 @@ from math import prod
 
 PARTS = ("vision", "decoder", "embeddings", "lm_head")
 # `edgekit inspect`: a TensorRT-style build at each precision (decoder format, vision format; None: dense bf16).
-INSPECT_PRECISIONS = {"bf16": (None, None), "int8": ("int8:channel", "int8:channel"),
-                      "int4": ("nvidia:w4a16:g128", None)}
+INSPECT_PRECISIONS = {
+    "bf16": (None, None),
+    "int8": ("int8:channel", "int8:channel"),
+    "int4": ("nvidia:w4a16:g128", None),
+}
 
 
 def part_of(name: str) -> str:
@@ -50,8 +53,9 @@ def tensor_bytes(name: str, shape: tuple[int, ...], decoder_fmt=None, vision_fmt
     return dense * prod(shape)
 
 
-def weight_bytes_by_part(shapes: dict[str, tuple[int, ...]], decoder_fmt=None, vision_fmt=None,
-                         dense: int = 2) -> dict[str, int]:
+def weight_bytes_by_part(
+    shapes: dict[str, tuple[int, ...]], decoder_fmt=None, vision_fmt=None, dense: int = 2
+) -> dict[str, int]:
     """{vision, decoder, embeddings, lm_head, total} bytes."""
     out = dict.fromkeys(PARTS, 0)
     for name, shape in shapes.items():
@@ -64,5 +68,7 @@ def inspect_weight_bytes(shapes: dict[str, tuple[int, ...]]) -> dict[str, dict[s
     """`edgekit inspect`'s table: bytes per part at bf16, int8 and int4."""
     from edgekit.quant.formats import parse
 
-    return {p: weight_bytes_by_part(shapes, *(parse(f) if f else None for f in fmts))
-            for p, fmts in INSPECT_PRECISIONS.items()}
+    return {
+        p: weight_bytes_by_part(shapes, *(parse(f) if f else None for f in fmts))
+        for p, fmts in INSPECT_PRECISIONS.items()
+    }

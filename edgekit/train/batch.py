@@ -34,8 +34,10 @@ def teacher_forced(reference, processor: ImageProcessorConfig, example: SceneSam
     tail = reference.tokenizer(answer + END_OF_TURN, add_special_tokens=False).input_ids
     n = full.input_ids.shape[1] - len(tail)
     if full.input_ids[0, n:].tolist() != tail:
-        raise EdgekitError(f"{example.sample.id}: the tokenizer merged the answer into the prompt's last token; "
-                           "the chat template must end the assistant header with a newline")
+        raise EdgekitError(
+            f"{example.sample.id}: the tokenizer merged the answer into the prompt's last token; "
+            "the chat template must end the assistant header with a newline"
+        )
     return full, n
 
 
@@ -51,10 +53,14 @@ def collate(items: list, pad_id: int) -> Batch:
     for b, (inp, n_prompt) in enumerate(items):
         n = inp.input_ids.shape[1]
         ids[b, :n], mask[b, :n], types[b, :n] = inp.input_ids[0], 1, inp.mm_token_type_ids[0]
-        labels[b, n_prompt - 1:n - 1] = inp.input_ids[0, n_prompt:n]  # position t predicts token t+1
-    kwargs = {"input_ids": ids, "attention_mask": mask, "mm_token_type_ids": types,
-              "pixel_values": torch.cat([inp.pixel_values for inp, _ in items]),
-              "image_grid_thw": torch.cat([inp.image_grid_thw for inp, _ in items])}
+        labels[b, n_prompt - 1 : n - 1] = inp.input_ids[0, n_prompt:n]  # position t predicts token t+1
+    kwargs = {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "mm_token_type_ids": types,
+        "pixel_values": torch.cat([inp.pixel_values for inp, _ in items]),
+        "image_grid_thw": torch.cat([inp.image_grid_thw for inp, _ in items]),
+    }
     return Batch(kwargs, labels)
 
 

@@ -9,8 +9,14 @@ from pathlib import Path
 from edgekit.atomic import atomic_path, plain_mode, write_json
 from edgekit.errors import EdgekitError
 
-ASSET_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
-               "preprocessor_config.json")
+ASSET_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "preprocessor_config.json",
+)
 WEIGHTS_FILE = "model.safetensors"
 TRAINING_FILE = "edgekit_training.json"
 CHECKPOINT_FILES = (*ASSET_FILES, WEIGHTS_FILE, TRAINING_FILE)
@@ -21,7 +27,7 @@ _HUB_PREFIXES = (("model.visual.", "visual."), ("model.language_model.", "model.
 def hub_name(name: str) -> str:
     for module, hub in _HUB_PREFIXES:
         if name.startswith(module):
-            return hub + name[len(module):]
+            return hub + name[len(module) :]
     return name
 
 
@@ -37,8 +43,10 @@ def write_checkpoint(out: Path, init: Path, model, training: dict) -> None:
     tensors = {hub_name(n): t.detach().to(torch.bfloat16).contiguous() for n, t in model.state_dict().items()}
     if set(tensors) != init_names:
         odd = sorted(set(tensors) ^ init_names)[:3]
-        raise EdgekitError(f"trained tensor names differ from the checkpoint's ({odd}); this transformers version lays "
-                           "Qwen2.5-VL out differently")
+        raise EdgekitError(
+            f"trained tensor names differ from the checkpoint's ({odd}); this transformers version lays "
+            "Qwen2.5-VL out differently"
+        )
     for name in ASSET_FILES:
         with atomic_path(out / name) as tmp:
             shutil.copyfile(init / name, tmp)

@@ -45,11 +45,17 @@ def scene_sample(namespace: str, domain: str, index: int, task: str) -> SceneSam
     scene = make_scene(domain, namespace, index)
     q = next(q for q in scene.questions if q.task == task)
     sample = Sample(
-        id=f"{namespace}/{domain}/{index}/{task}", domain=domain, task=task,
+        id=f"{namespace}/{domain}/{index}/{task}",
+        domain=domain,
+        task=task,
         image=Path(f"<generated {namespace} {domain} scene {index}>"),  # never opened: the image is in memory
-        question=q.question, answer=q.answer, split=namespace.split("/")[0],
-        choices=tuple(q.choices) if q.choices is not None else None, answer_text=q.answer_text,
-        box=tuple(q.box) if q.box is not None else None, point=tuple(q.point) if q.point is not None else None,
+        question=q.question,
+        answer=q.answer,
+        split=namespace.split("/")[0],
+        choices=tuple(q.choices) if q.choices is not None else None,
+        answer_text=q.answer_text,
+        box=tuple(q.box) if q.box is not None else None,
+        point=tuple(q.point) if q.point is not None else None,
     )
     return SceneSample(sample, scene.image)
 
@@ -62,7 +68,9 @@ def seen_answer(sample: Sample, frame: ImageFrame, choice_reply: str = Recipe.ch
     sx, sy = frame.seen[0] / frame.original[0], frame.seen[1] / frame.original[1]
     scaled = dataclasses.replace(
         sample,
-        box=None if sample.box is None else (sample.box[0] * sx, sample.box[1] * sy, sample.box[2] * sx, sample.box[3] * sy),
+        box=None
+        if sample.box is None
+        else (sample.box[0] * sx, sample.box[1] * sy, sample.box[2] * sx, sample.box[3] * sy),
         point=None if sample.point is None else (sample.point[0] * sx, sample.point[1] * sy),
     )
     if sample.task == "box_grounding":
@@ -88,5 +96,7 @@ def heldout_samples(seed: int, per_task: int, tasks: tuple[str, ...] = TASK_ORDE
     for domain in DOMAINS:
         for task in tasks:
             for k in range(per_task):
-                out.append(scene_sample(heldout_namespace(seed), domain, k * len(TASK_ORDER) + TASK_ORDER.index(task), task))
+                out.append(
+                    scene_sample(heldout_namespace(seed), domain, k * len(TASK_ORDER) + TASK_ORDER.index(task), task)
+                )
     return out

@@ -15,12 +15,24 @@ from edgekit.data.scene import TASK_ORDER
 from edgekit.train.examples import DOMAINS, heldout_samples
 from edgekit.train.recipe import Recipe
 
-MAX_NEW_TOKENS = {"multiple_choice": 24, "short_answer": 12, "box_grounding": 32, "point_grounding": 24,
-                  "open_ended": 96}
+MAX_NEW_TOKENS = {
+    "multiple_choice": 24,
+    "short_answer": 12,
+    "box_grounding": 32,
+    "point_grounding": 24,
+    "open_ended": 96,
+}
 
 
-def evaluate_heldout(checkpoint: str | Path, seed: int, per_task: int, tasks: tuple[str, ...] = TASK_ORDER, *,
-                     mismatched: bool = False, on_sample: Callable[[], None] | None = None) -> dict:
+def evaluate_heldout(
+    checkpoint: str | Path,
+    seed: int,
+    per_task: int,
+    tasks: tuple[str, ...] = TASK_ORDER,
+    *,
+    mismatched: bool = False,
+    on_sample: Callable[[], None] | None = None,
+) -> dict:
     """{'tasks': {task: {'metric', 'all': {mean, ci95, n}, <domain>: {...}, 'chance'?}}, 'replies': [...]}
 
     mismatched: each question asked about another held-out scene of its domain (the next one in the list), the control
@@ -28,16 +40,27 @@ def evaluate_heldout(checkpoint: str | Path, seed: int, per_task: int, tasks: tu
     return _evaluate(checkpoint, seed, per_task, tasks, (mismatched,), on_sample)[0]
 
 
-def evaluate_heldout_with_control(checkpoint: str | Path, seed: int, per_task: int,
-                                  tasks: tuple[str, ...] = TASK_ORDER, *,
-                                  on_sample: Callable[[], None] | None = None) -> tuple[dict, dict]:
+def evaluate_heldout_with_control(
+    checkpoint: str | Path,
+    seed: int,
+    per_task: int,
+    tasks: tuple[str, ...] = TASK_ORDER,
+    *,
+    on_sample: Callable[[], None] | None = None,
+) -> tuple[dict, dict]:
     """(evaluate_heldout's report, its mismatched-image control), the checkpoint loaded and the scenes drawn once."""
     report, control = _evaluate(checkpoint, seed, per_task, tasks, (False, True), on_sample)
     return report, control
 
 
-def _evaluate(checkpoint, seed: int, per_task: int, tasks: tuple[str, ...], passes: tuple[bool, ...],
-              on_sample: Callable[[], None] | None) -> list[dict]:
+def _evaluate(
+    checkpoint,
+    seed: int,
+    per_task: int,
+    tasks: tuple[str, ...],
+    passes: tuple[bool, ...],
+    on_sample: Callable[[], None] | None,
+) -> list[dict]:
     """One report per pass (mismatched or not) over the same held-out scenes, from one load of the checkpoint."""
     ref, processor = _load(checkpoint)
     examples = heldout_samples(seed, per_task, tasks)
@@ -92,8 +115,14 @@ def _other_scenes(examples: list) -> list:
     return out
 
 
-def heldout_answer_loss(checkpoint: str | Path, seed: int, per_task: int, tasks: tuple[str, ...] = TASK_ORDER, *,
-                        choice_reply: str = Recipe.choice_reply) -> dict:
+def heldout_answer_loss(
+    checkpoint: str | Path,
+    seed: int,
+    per_task: int,
+    tasks: tuple[str, ...] = TASK_ORDER,
+    *,
+    choice_reply: str = Recipe.choice_reply,
+) -> dict:
     """Teacher-forced cross-entropy of the reference answers (multiple choice as `choice_reply`) on held-out scenes
     (nats per answer token, averaged over samples), per task: a continuous measure of what training taught, also
     where greedy answers are still wrong."""
@@ -106,5 +135,7 @@ def heldout_answer_loss(checkpoint: str | Path, seed: int, per_task: int, tasks:
     losses: dict[str, list[float]] = {t: [] for t in tasks}
     with torch.no_grad():
         for ex in heldout_samples(seed, per_task, tasks):
-            losses[ex.sample.task].append(float(answer_loss(ref.model, collate([teacher_forced(ref, processor, ex, choice_reply)], pad))))
+            losses[ex.sample.task].append(
+                float(answer_loss(ref.model, collate([teacher_forced(ref, processor, ex, choice_reply)], pad)))
+            )
     return {t: bootstrap_mean(v) for t, v in losses.items()}

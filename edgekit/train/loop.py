@@ -42,10 +42,14 @@ def _start_or_resume(work: Path, recipe: Recipe) -> tuple[int, float]:
         saved, step, seconds = read_recipe(state)
         if saved != recipe:
             diff = sorted(k for k, v in recipe.as_dict().items() if saved.as_dict().get(k) != v)
-            raise EdgekitError(f"{work.parent} holds a run with another recipe ({', '.join(diff)} differ); "
-                               "give a new output folder, or the same options to resume it")
+            raise EdgekitError(
+                f"{work.parent} holds a run with another recipe ({', '.join(diff)} differ); "
+                "give a new output folder, or the same options to resume it"
+            )
         if not (work / "init" / "config.json").exists():
-            raise EdgekitError(f"{work}: the training state is there but its init checkpoint is not; delete {work} to start over")
+            raise EdgekitError(
+                f"{work}: the training state is there but its init checkpoint is not; delete {work} to start over"
+            )
         return step, seconds
     if not (work / "init" / "config.json").exists():
         make_tiny(work / "init", recipe.preset, recipe.seed, plant_outliers=False, max_pixels=recipe.max_pixels)
@@ -66,9 +70,16 @@ def train_step(model, optimizer, items: list, pad_id: int, clip: float) -> float
     return float(loss.detach())
 
 
-def train_toy(out: str | Path, recipe: Recipe, *, steps: int | None = None, minutes: float | None = None,
-              threads: int | None = None, save_every_s: float = 60.0,
-              on_step: Callable[[int, float, float], None] | None = None) -> TrainResult:
+def train_toy(
+    out: str | Path,
+    recipe: Recipe,
+    *,
+    steps: int | None = None,
+    minutes: float | None = None,
+    threads: int | None = None,
+    save_every_s: float = 60.0,
+    on_step: Callable[[int, float, float], None] | None = None,
+) -> TrainResult:
     """Train until `steps` optimiser steps, or `minutes` of training in all, whichever comes first (one is needed).
     on_step(step, loss, seconds) after every step."""
     import torch
@@ -108,8 +119,10 @@ def train_toy(out: str | Path, recipe: Recipe, *, steps: int | None = None, minu
         for group in optimizer.param_groups:
             group["lr"] = lr_at(recipe, step)
         first = step * recipe.batch
-        items = [teacher_forced(ref, processor, training_sample(recipe.seed, first + k, weights), recipe.choice_reply)
-                 for k in range(recipe.batch)]
+        items = [
+            teacher_forced(ref, processor, training_sample(recipe.seed, first + k, weights), recipe.choice_reply)
+            for k in range(recipe.batch)
+        ]
         step, last_loss = step + 1, train_step(model, optimizer, items, pad, recipe.clip)
         seconds += time.monotonic() - t0
         if on_step:
@@ -120,9 +133,17 @@ def train_toy(out: str | Path, recipe: Recipe, *, steps: int | None = None, minu
     if step > resumed_at:
         save_state(state, model, optimizer, step, recipe, seconds)
     model.eval()
-    training = {"recipe": recipe.as_dict(), "steps": step, "examples": step * recipe.batch,
-                "training_seconds": round(seconds, 1), "threads": n_threads, "torch": torch.__version__,
-                "train_scenes": train_namespace(recipe.seed), "heldout_scenes": heldout_namespace(recipe.seed),
-                "last_loss": last_loss, "note": "trained by edgekit train-toy on generated scenes from a random init"}
+    training = {
+        "recipe": recipe.as_dict(),
+        "steps": step,
+        "examples": step * recipe.batch,
+        "training_seconds": round(seconds, 1),
+        "threads": n_threads,
+        "torch": torch.__version__,
+        "train_scenes": train_namespace(recipe.seed),
+        "heldout_scenes": heldout_namespace(recipe.seed),
+        "last_loss": last_loss,
+        "note": "trained by edgekit train-toy on generated scenes from a random init",
+    }
     write_checkpoint(out, work / "init", model, training)
     return TrainResult(out, step, seconds, resumed_at, last_loss)

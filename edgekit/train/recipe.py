@@ -16,8 +16,13 @@ from edgekit.errors import EdgekitError
 
 TRAIN_MAX_PIXELS = 64 * 28 * 28  # about 280x168 for a driving frame: a lit lamp is still 7 px across
 # Short answers teach the vision tower fastest per token; grounding and descriptions keep every task in the mix.
-DEFAULT_TASK_WEIGHTS = {"multiple_choice": 0.4, "short_answer": 0.25, "box_grounding": 0.1, "point_grounding": 0.1,
-                        "open_ended": 0.15}
+DEFAULT_TASK_WEIGHTS = {
+    "multiple_choice": 0.4,
+    "short_answer": 0.25,
+    "box_grounding": 0.1,
+    "point_grounding": 0.1,
+    "open_ended": 0.15,
+}
 # How a trained model answers a multiple-choice question. "option_text": the chosen option's words ("Red"), which the
 # benchmark scores as VLMEvalKit does (can_infer_text). "letter_and_text": "B. Red", the letter scored first; tying a
 # letter to an option is a copying circuit the tiny preset had not formed after 14,000 examples (README "A trained
@@ -42,7 +47,9 @@ class Recipe:
         given = dict(self.task_weights)
         unknown = sorted(set(given) - set(TASK_ORDER))
         if unknown:
-            raise EdgekitError(f"task weights name unknown task(s) {', '.join(unknown)}; tasks are {', '.join(TASK_ORDER)}")
+            raise EdgekitError(
+                f"task weights name unknown task(s) {', '.join(unknown)}; tasks are {', '.join(TASK_ORDER)}"
+            )
         if not any(w > 0 for _, w in self.task_weights):
             raise EdgekitError("task weights: at least one task needs a positive weight")
         # one order (the tasks'), so a recipe read back from JSON equals the one that wrote it
@@ -50,8 +57,9 @@ class Recipe:
         if self.choice_reply not in CHOICE_REPLIES:
             raise EdgekitError(f"recipe: choice_reply {self.choice_reply!r}: choose one of {', '.join(CHOICE_REPLIES)}")
         if self.batch < 1 or self.lr <= 0 or self.warmup < 0:
-            raise EdgekitError(f"recipe: batch {self.batch}, lr {self.lr}, warmup {self.warmup}: need batch >= 1, "
-                               "lr > 0, warmup >= 0")
+            raise EdgekitError(
+                f"recipe: batch {self.batch}, lr {self.lr}, warmup {self.warmup}: need batch >= 1, lr > 0, warmup >= 0"
+            )
 
     @property
     def weights(self) -> dict[str, float]:

@@ -31,8 +31,12 @@ def save_state(path: Path, model, optimizer, step: int, recipe: Recipe, seconds:
             for key in _MOMENTS:
                 tensors[f"adam/{names[id(p)]}/{key}"] = st[key].contiguous()
             tensors[f"adam/{names[id(p)]}/step"] = torch.as_tensor(st["step"], dtype=torch.float32).reshape(1)
-    meta = {"format": STATE_FORMAT, "step": str(step), "seconds": repr(seconds),
-            "recipe": json.dumps(recipe.as_dict(), sort_keys=True)}
+    meta = {
+        "format": STATE_FORMAT,
+        "step": str(step),
+        "seconds": repr(seconds),
+        "recipe": json.dumps(recipe.as_dict(), sort_keys=True),
+    }
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
         plain_mode(tmp)  # safetensors writes the file anew, 0600
@@ -48,7 +52,9 @@ def read_recipe(path: Path) -> tuple[Recipe, int, float]:
     except Exception as e:  # safetensors raises its own error types for a truncated or foreign file
         raise EdgekitError(f"{path}: not a readable training state ({e}); delete it to start over") from None
     if meta.get("format") != STATE_FORMAT:
-        raise EdgekitError(f"{path}: not an edgekit training state (format {meta.get('format')!r}); delete it to start over")
+        raise EdgekitError(
+            f"{path}: not an edgekit training state (format {meta.get('format')!r}); delete it to start over"
+        )
     try:
         return Recipe.from_dict(json.loads(meta["recipe"])), int(meta["step"]), float(meta["seconds"])
     except (KeyError, ValueError, TypeError) as e:
@@ -66,13 +72,17 @@ def load_state(path: Path, model, optimizer) -> None:
     found = {k for k in tensors if k.startswith("model/")}
     if found != expected:
         missing = sorted(expected - found)[:3]
-        raise EdgekitError(f"{path}: training state does not match the model (missing {missing}); delete it to start over")
+        raise EdgekitError(
+            f"{path}: training state does not match the model (missing {missing}); delete it to start over"
+        )
     with torch.no_grad():
         for name, p in params.items():
             src = tensors[f"model/{name}"]
             if src.shape != p.shape or src.dtype != p.dtype:
-                raise EdgekitError(f"{path}: {name} is {tuple(src.shape)} {src.dtype} in the state, "
-                                   f"{tuple(p.shape)} {p.dtype} in the model; delete it to start over")
+                raise EdgekitError(
+                    f"{path}: {name} is {tuple(src.shape)} {src.dtype} in the state, "
+                    f"{tuple(p.shape)} {p.dtype} in the model; delete it to start over"
+                )
             p.copy_(src)
     for name, p in params.items():
         if f"adam/{name}/step" not in tensors:
@@ -80,4 +90,7 @@ def load_state(path: Path, model, optimizer) -> None:
         moments = {k: tensors.get(f"adam/{name}/{k}") for k in _MOMENTS}
         if any(m is None or m.shape != p.shape for m in moments.values()):
             raise EdgekitError(f"{path}: AdamW's moments of {name} are missing or misshapen; delete it to start over")
-        optimizer.state[p] = {"step": tensors[f"adam/{name}/step"][0].clone(), **{k: m.clone() for k, m in moments.items()}}
+        optimizer.state[p] = {
+            "step": tensors[f"adam/{name}/step"][0].clone(),
+            **{k: m.clone() for k, m in moments.items()},
+        }

@@ -64,8 +64,19 @@ def test_bench_two_bundles_on_20_samples(small_ckpt, small_bundles, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x", "domain": "driving", "task": "open_ended"}\n')
     out = tmp_path / "report"
-    args = ["bench", small_bundles["int4"], small_bundles["fp16"], "--reference", small_ckpt, "--n", N_SAMPLES,
-            "--max-new-tokens", NEW_TOKENS, "--out", out]
+    args = [
+        "bench",
+        small_bundles["int4"],
+        small_bundles["fp16"],
+        "--reference",
+        small_ckpt,
+        "--n",
+        N_SAMPLES,
+        "--max-new-tokens",
+        NEW_TOKENS,
+        "--out",
+        out,
+    ]
 
     # a malformed line stops the run before any model loads, naming file and line
     proc = cli(*args, "--samples", f"driving,embodied,{bad}", timeout=120)
@@ -116,8 +127,11 @@ def test_harness_is_sound_and_ranks_a_broken_variant_last(tiny_ckpt, tiny_bundle
     from edgekit.bench.harness import BenchConfig, run_bench
 
     broken = zero_one_layer(tiny_bundle, tmp_path / "broken-int4")
-    report = run_bench(BenchConfig(variants=("reference", str(tiny_bundle), str(broken)), reference=tiny_ckpt, n=10,
-                                   max_new_tokens=NEW_TOKENS))
+    report = run_bench(
+        BenchConfig(
+            variants=("reference", str(tiny_bundle), str(broken)), reference=tiny_ckpt, n=10, max_new_tokens=NEW_TOKENS
+        )
+    )
     rows = {r["name"]: r for r in report["rows"]}
     self_fid = rows["reference (as variant)"]["fidelity"]["all"]
     assert self_fid["kl"]["mean"] < 1e-9 and self_fid["top1"]["mean"] == 1.0

@@ -44,8 +44,18 @@ def test_all_cameras_when_the_graph_takes_that_many_else_the_front_one(tmp_path)
 
 
 def _line(i: int, image: str, **extra) -> str:
-    return json.dumps({"id": f"s{i}", "domain": "embodied", "task": "short_answer", "image": image, "question": "q",
-                       "answer": "yes", "split": "eval", **extra})
+    return json.dumps(
+        {
+            "id": f"s{i}",
+            "domain": "embodied",
+            "task": "short_answer",
+            "image": image,
+            "question": "q",
+            "answer": "yes",
+            "split": "eval",
+            **extra,
+        }
+    )
 
 
 def test_bad_lines_and_unreadable_images_stop_the_run_or_are_skipped(tmp_path):

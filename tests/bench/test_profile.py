@@ -23,8 +23,9 @@ def test_synthetic_inputs_have_the_asked_sizes(tiny_bundle):
 
     manifest = read_manifest(tiny_bundle)
     for n in (1, 17, 64):
-        question, images = synthetic_inputs(tiny_bundle, manifest, ProfileConfig(tiny_bundle, prompt_tokens=n,
-                                                                                  image_size=(333, 517)))
+        question, images = synthetic_inputs(
+            tiny_bundle, manifest, ProfileConfig(tiny_bundle, prompt_tokens=n, image_size=(333, 517))
+        )
         tokens = len(load_tokenizer(tiny_bundle / "tokenizer" / "tokenizer.json").encode(question).ids)
         assert abs(tokens - n) <= 1, (n, tokens)  # cut at n ids; re-encoding may merge one pair
         assert [im.size for im in images] == [(333, 517)]
@@ -32,9 +33,29 @@ def test_synthetic_inputs_have_the_asked_sizes(tiny_bundle):
 
 def test_profile_cli_alone_and_under_load(tiny_bundle, tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEKIT_RUNTIME_SETTINGS", str(tmp_path / "settings.json"))
-    proc = subprocess.run([EDGEKIT, "profile", str(tiny_bundle), "--runs", "3", "--warmup", "1", "--prompt-tokens", "16",
-                           "--gen-tokens", "8", "--background-load", "1", "--csv", str(tmp_path / "runs.csv"), "--json"],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            EDGEKIT,
+            "profile",
+            str(tiny_bundle),
+            "--runs",
+            "3",
+            "--warmup",
+            "1",
+            "--prompt-tokens",
+            "16",
+            "--gen-tokens",
+            "8",
+            "--background-load",
+            "1",
+            "--csv",
+            str(tmp_path / "runs.csv"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     p = json.loads(proc.stdout)
     assert p["schema"] == "edgekit.profile/1" and p["prompt_tokens"] > 16  # + chat template and image tokens
@@ -60,7 +81,9 @@ def test_tuning_is_recorded_and_used_by_open_bundle(tiny_bundle, tmp_path, monke
 
     monkeypatch.setenv("EDGEKIT_RUNTIME_SETTINGS", str(tmp_path / "settings.json"))
     monkeypatch.setenv("OMP_WAIT_POLICY", "")  # open_bundle may set it in this process: undone after the test
-    result = run_profile(ProfileConfig(tiny_bundle, runs=2, warmup=0, prompt_tokens=8, gen_tokens=4, tune=True, tune_runs=1))
+    result = run_profile(
+        ProfileConfig(tiny_bundle, runs=2, warmup=0, prompt_tokens=8, gen_tokens=4, tune=True, tune_runs=1)
+    )
     trials, chosen = result["tuning"]["trials"], result["tuning"]["chosen"]
     assert len(trials) == len(tune_candidates(available_cores()))
     best = min(trials, key=lambda t: (t["e2e_p50_s"], t["e2e_p99_s"]))

@@ -49,8 +49,23 @@ def test_run_bundle_answers(cpu_bundle, tmp_path, capsys):
 
     img = tmp_path / "scene.png"
     Image.fromarray((np.random.default_rng().random((221, 397, 3)) * 255).astype("uint8")).save(img)
-    assert main(["run", "--bundle", str(cpu_bundle), "--image", str(img), "--prompt", "Is the road clear?",
-                 "--max-new-tokens", "6", "--json"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--bundle",
+                str(cpu_bundle),
+                "--image",
+                str(img),
+                "--prompt",
+                "Is the road clear?",
+                "--max-new-tokens",
+                "6",
+                "--json",
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert 1 <= len(out["token_ids"]) <= 6 and "GGUF" in out["backend"]
 
@@ -89,7 +104,10 @@ def test_two_builds_identical(cpu_bundle, tiny_ckpt, tmp_path):
 
 
 def test_unfit_build_refused_before_work(tiny_ckpt, tmp_path, capsys):
-    assert main(["build", str(tiny_ckpt), "--target", "orin-nano-8", "--precision", "fp32", "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(["build", str(tiny_ckpt), "--target", "orin-nano-8", "--precision", "fp32", "--out", str(tmp_path / "x")])
+        == 2
+    )
     assert "does not support precision fp32" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
@@ -97,7 +115,19 @@ def test_unfit_build_refused_before_work(tiny_ckpt, tmp_path, capsys):
 @pytest.mark.slow
 def test_kill9_mid_build_then_resume_is_identical(cpu_bundle, tiny_ckpt, tmp_path):
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "edgekit.cli", "build", str(tiny_ckpt), "--target", "cpu", "--precision", "int4", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgekit.cli",
+        "build",
+        str(tiny_ckpt),
+        "--target",
+        "cpu",
+        "--precision",
+        "int4",
+        "--out",
+        str(out),
+    ]
     rng = random.Random()
     killed = False
     for _ in range(3):  # kill at a random moment (retry if the build finished first)
@@ -127,7 +157,12 @@ def test_kill9_mid_build_then_resume_is_identical(cpu_bundle, tiny_ckpt, tmp_pat
 
 def test_orin_int4_gguf_bundle_and_engines_script(tiny_ckpt, tmp_path, capsys):
     out = tmp_path / "orin"
-    assert main(["build", str(tiny_ckpt), "--target", "orin", "--precision", "int4", "--backend", "gguf", "--out", str(out)]) == 0
+    assert (
+        main(
+            ["build", str(tiny_ckpt), "--target", "orin", "--precision", "int4", "--backend", "gguf", "--out", str(out)]
+        )
+        == 0
+    )
     assert verify_bundle(out).ok
     m = json.loads((out / MANIFEST).read_text())
     assert m["target"]["gpu_arch"] == "sm_87" and m["parts"]["vision"]["precision"] == "fp16"
@@ -148,8 +183,25 @@ def test_thor_nvfp4_builds_llama_cpps_fp4_and_records_it(tiny_ckpt, tmp_path):
     from edgekit.quant.precisions import decoder_format
 
     out = tmp_path / "thor"
-    assert main(["build", str(tiny_ckpt), "--target", "thor", "--precision", "nvfp4", "--backend", "gguf",
-                 "--method", "rtn", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "build",
+                str(tiny_ckpt),
+                "--target",
+                "thor",
+                "--precision",
+                "nvfp4",
+                "--backend",
+                "gguf",
+                "--method",
+                "rtn",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert verify_bundle(out).ok
     m = json.loads((out / MANIFEST).read_text())
     assert m["target"]["backend"] == "gguf" and m["parts"]["decoder"]["precision"] == "nvfp4"

@@ -26,8 +26,11 @@ def _shapes(ckpt):
 
 
 def test_vision_precision_override_reaches_build_engines_script(tiny_ckpt, tmp_path):
-    out = build_bundle(tiny_ckpt, tmp_path / "b", BuildConfig(target="orin-agx-64", backend="gguf", precision="int4",
-                                                               method="rtn", vision_precision="fp32"))
+    out = build_bundle(
+        tiny_ckpt,
+        tmp_path / "b",
+        BuildConfig(target="orin-agx-64", backend="gguf", precision="int4", method="rtn", vision_precision="fp32"),
+    )
     manifest = json.loads((out / "edgekit.json").read_text())
     script = (out / "build-engines.sh").read_text()
     assert manifest["parts"]["vision"]["precision"] == manifest["plan"]["vision_precision"] == "fp32"
@@ -38,7 +41,9 @@ def test_vision_precision_override_reaches_build_engines_script(tiny_ckpt, tmp_p
     target = get_target("orin-agx-64")
     int8 = make_plan(ck.text, ck.vision, shapes, target, "int4", vision_precision="int8")
     assert int8.vision_precision == "int8"
-    assert "--fp16 --int8" in engines_script(target, "gguf", BuildConfig(target="orin-agx-64", vision_precision="int8"), int8)
+    assert "--fp16 --int8" in engines_script(
+        target, "gguf", BuildConfig(target="orin-agx-64", vision_precision="int8"), int8
+    )
 
 
 def test_group_size_reaches_the_plan_and_the_plan_counts_the_unified_files(tiny_ckpt, tmp_path):
@@ -48,8 +53,9 @@ def test_group_size_reaches_the_plan_and_the_plan_counts_the_unified_files(tiny_
     target = get_target("orin-agx-64")
     g32, g128 = (make_plan(ck.text, ck.vision, shapes, target, "int4", group_size=g) for g in (32, 128))
     assert g32.weights_gb["decoder"] > g128.weights_gb["decoder"]
-    out = build_bundle(tiny_ckpt, tmp_path / "b", BuildConfig(target="orin-agx-64", precision="int4", method="rtn",
-                                                               group_size=32))
+    out = build_bundle(
+        tiny_ckpt, tmp_path / "b", BuildConfig(target="orin-agx-64", precision="int4", method="rtn", group_size=32)
+    )
     manifest = json.loads((out / "edgekit.json").read_text())
     assert manifest["parts"]["decoder"]["group_size"] == 32
     assert manifest["plan"]["weights_gb"]["decoder"] == pytest.approx(g32.weights_gb["decoder"], rel=1e-12)
@@ -59,7 +65,9 @@ def test_group_size_reaches_the_plan_and_the_plan_counts_the_unified_files(tiny_
             for name in h.keys():
                 if part_of(name) == "decoder":
                     t = h.get_slice(name)
-                    stored += int(np.prod(t.get_shape())) * {"U8": 1, "I8": 1, "F32": 4, "BF16": 2, "F16": 2}[t.get_dtype()]
+                    stored += (
+                        int(np.prod(t.get_shape())) * {"U8": 1, "I8": 1, "F32": 4, "BF16": 2, "F16": 2}[t.get_dtype()]
+                    )
     assert stored == round(g32.weights_gb["decoder"] * 1e9)
 
 
@@ -76,8 +84,13 @@ def test_plan_visual_tokens_equal_the_processors_for_odd_sizes(tiny_ckpt, limits
     """One smart_resize: the plan's visual tokens per image are the processor's, min/max pixels included."""
     ck = open_checkpoint(tiny_ckpt)
     v = ck.vision
-    cfg = ImageProcessorConfig(patch_size=v.patch, merge_size=v.merge, temporal_patch_size=v.temporal_patch,
-                               min_pixels=limits[0], max_pixels=limits[1])
+    cfg = ImageProcessorConfig(
+        patch_size=v.patch,
+        merge_size=v.merge,
+        temporal_patch_size=v.temporal_patch,
+        min_pixels=limits[0],
+        max_pixels=limits[1],
+    )
     rng = np.random.default_rng(seed_for(f"visual-tokens:{limits}"))
     sizes = [(int(w), int(h)) for w, h in rng.integers(29, 1400, size=(6, 2))] + [(1021, 37), (33, 29), (1399, 1397)]
     for w, h in sizes:
@@ -88,8 +101,15 @@ def test_plan_visual_tokens_equal_the_processors_for_odd_sizes(tiny_ckpt, limits
         want = t * gh * gw // (v.merge * v.merge)
         assert vision_tokens(v, (w, h), cfg)[1] == want, (w, h, limits, f"seed {test_seed}")
     target = get_target("cpu")
-    plan = make_plan(ck.text, ck.vision, {n: i.shape for n, i in ck.tensors.items()}, target, "int4",
-                     resolution=(1399, 1397), processor=cfg)
+    plan = make_plan(
+        ck.text,
+        ck.vision,
+        {n: i.shape for n, i in ck.tensors.items()},
+        target,
+        "int4",
+        resolution=(1399, 1397),
+        processor=cfg,
+    )
     _, grid = preprocess_image(Image.new("RGB", (1399, 1397)), cfg)
     assert plan.visual_tokens_per_image == int(np.prod(grid)) // (v.merge * v.merge)
 
@@ -103,11 +123,13 @@ def test_int4_build_is_calibrated_by_default_and_a_rebuild_reuses_the_calibratio
     entries = sorted(p for p in cache.iterdir() if p.is_dir())
     assert len(entries) == 1 and not (entries[0] / "hidden.safetensors").exists()  # a finished entry: codes only
     stamps = {p.name: p.stat().st_mtime_ns for p in entries[0].glob("layer_*.safetensors")}
-    second = build_bundle(tiny_ckpt, tmp_path / "b", BuildConfig(target="cpu", precision="int4", method="gptq"),
-                          calib_cache=cache)
+    second = build_bundle(
+        tiny_ckpt, tmp_path / "b", BuildConfig(target="cpu", precision="int4", method="gptq"), calib_cache=cache
+    )
     assert {p.name: p.stat().st_mtime_ns for p in entries[0].glob("layer_*.safetensors")} == stamps  # not recomputed
     assert (first / "decoder" / "decoder.gguf").read_bytes() == (second / "decoder" / "decoder.gguf").read_bytes()
-    rtn = build_bundle(tiny_ckpt, tmp_path / "c", BuildConfig(target="cpu", precision="int4", method="rtn"),
-                       calib_cache=cache)
+    rtn = build_bundle(
+        tiny_ckpt, tmp_path / "c", BuildConfig(target="cpu", precision="int4", method="rtn"), calib_cache=cache
+    )
     assert (rtn / "decoder" / "decoder.gguf").read_bytes() != (first / "decoder" / "decoder.gguf").read_bytes()
     assert json.loads((rtn / "edgekit.json").read_text())["calibration"] is None

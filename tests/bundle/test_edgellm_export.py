@@ -29,8 +29,25 @@ def exporter() -> Path:
 @pytest.fixture(scope="module")
 def orin_bundle(small_ckpt, exporter, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("trt") / "orin-int4"
-    assert main(["build", str(small_ckpt), "--target", "orin", "--precision", "int4", "--method", "awq",
-                 "--calib-n", "8", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "build",
+                str(small_ckpt),
+                "--target",
+                "orin",
+                "--precision",
+                "int4",
+                "--method",
+                "awq",
+                "--calib-n",
+                "8",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -82,8 +99,20 @@ def test_w8a8_smoothquant_bundle_exports_as_int8_qdq(tiny_ckpt, exporter, tmp_pa
 
     out = tmp_path / "w8a8"
     # the vision tower in FP16: its INT8 calibration (17 s of each build here) is tested with the vision graphs
-    build = ["build", str(tiny_ckpt), "--target", "thor", "--precision", "w8a8", "--method", "smoothquant",
-             "--calib-n", "4", "--vision-precision", "fp16"]
+    build = [
+        "build",
+        str(tiny_ckpt),
+        "--target",
+        "thor",
+        "--precision",
+        "w8a8",
+        "--method",
+        "smoothquant",
+        "--calib-n",
+        "4",
+        "--vision-precision",
+        "fp16",
+    ]
     assert main([*build, "--out", str(out)]) == 0
     report = verify_bundle(out)
     assert report.ok, report.errors
@@ -97,11 +126,31 @@ def test_w8a8_smoothquant_bundle_exports_as_int8_qdq(tiny_ckpt, exporter, tmp_pa
     assert (again / MANIFEST).read_bytes() == (out / MANIFEST).read_bytes()  # lists every artifact's sha256
 
 
-def _verified_thor_bundle(ckpt: Path, out: Path, precision: str, quant_algo: str, method: tuple = ("--method", "rtn")) -> Path:
+def _verified_thor_bundle(
+    ckpt: Path, out: Path, precision: str, quant_algo: str, method: tuple = ("--method", "rtn")
+) -> Path:
     """A Thor bundle at `precision` on the default (TensorRT) backend (round to nearest unless `method` says): it
     verifies and its manifest records the decoder's quant_algo."""
-    assert main(["build", str(ckpt), "--target", "thor", "--precision", precision, *method,
-                 "--calib-n", "4", "--vision-precision", "fp16", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "build",
+                str(ckpt),
+                "--target",
+                "thor",
+                "--precision",
+                precision,
+                *method,
+                "--calib-n",
+                "4",
+                "--vision-precision",
+                "fp16",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = verify_bundle(out)
     assert report.ok, report.errors
     m = json.loads((out / MANIFEST).read_text())

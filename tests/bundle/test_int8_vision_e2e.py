@@ -17,8 +17,10 @@ def _questions():
 
 def _answers(pipe, samples, size):
     h, w = size
-    return [pipe.answer(s.question, [s.load_image().resize((w, h), resample=3)], max_new_tokens=NEW_TOKENS).token_ids
-            for s in samples]
+    return [
+        pipe.answer(s.question, [s.load_image().resize((w, h), resample=3)], max_new_tokens=NEW_TOKENS).token_ids
+        for s in samples
+    ]
 
 
 def _agreement(ref_answers, answers, label):
@@ -37,8 +39,11 @@ def test_int8_vision_f16_decoder_agrees_with_reference(small_ckpt, tmp_path):
 
     samples, answers, size = _questions(), {}, None
     for vision in ("int8", "fp32"):
-        bundle = build_bundle(small_ckpt, tmp_path / vision, BuildConfig(target="cpu", precision="fp16",
-                                                                         vision_precision=vision, gguf_type="f16"))
+        bundle = build_bundle(
+            small_ckpt,
+            tmp_path / vision,
+            BuildConfig(target="cpu", precision="fp16", vision_precision=vision, gguf_type="f16"),
+        )
         pipe = open_bundle(bundle)
         size = pipe.resize_to  # the same for both bundles (one plan)
         answers[vision] = _answers(pipe, samples, size)

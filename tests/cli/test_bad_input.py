@@ -28,21 +28,28 @@ def setup_module(module):
 
 # ---- checkpoint ---------------------------------------------------------------------------------------------
 
+
 def _write_config(ckpt: Path, edit) -> None:
     cfg = json.loads((ckpt / "config.json").read_text())
     new = edit(cfg)
     (ckpt / "config.json").write_text(json.dumps(cfg if new is None else new))
 
 
-@pytest.mark.parametrize("case,edit,needle", [
-    ("not-an-object", lambda c: [1, 2, 3], "must hold a JSON object"),
-    ("zero-heads", lambda c: c.update(num_attention_heads=0), "'num_attention_heads' is 0"),
-    ("string-hidden", lambda c: c.update(hidden_size="4096"), "'hidden_size' is '4096'"),
-    ("fraction-layers", lambda c: c.update(num_hidden_layers=1.5), "'num_hidden_layers' is 1.5"),
-    ("zero-vision-heads", lambda c: c["vision_config"].update(num_heads=0), "'num_heads' is 0"),
-    ("wrong-architecture", lambda c: c.update(architectures=["LlamaForCausalLM"], model_type="llama"),
-     "unsupported architecture LlamaForCausalLM"),
-])
+@pytest.mark.parametrize(
+    "case,edit,needle",
+    [
+        ("not-an-object", lambda c: [1, 2, 3], "must hold a JSON object"),
+        ("zero-heads", lambda c: c.update(num_attention_heads=0), "'num_attention_heads' is 0"),
+        ("string-hidden", lambda c: c.update(hidden_size="4096"), "'hidden_size' is '4096'"),
+        ("fraction-layers", lambda c: c.update(num_hidden_layers=1.5), "'num_hidden_layers' is 1.5"),
+        ("zero-vision-heads", lambda c: c["vision_config"].update(num_heads=0), "'num_heads' is 0"),
+        (
+            "wrong-architecture",
+            lambda c: c.update(architectures=["LlamaForCausalLM"], model_type="llama"),
+            "unsupported architecture LlamaForCausalLM",
+        ),
+    ],
+)
 def test_bad_config_json(ckpt, case, edit, needle):
     _write_config(ckpt, edit)
     for cmd in (["inspect", ckpt], ["build", ckpt, "--out", ckpt.parent / "out"]):
@@ -58,17 +65,22 @@ def test_config_json_not_json(ckpt):
 def test_corrupt_tokenizer_json(ckpt):
     data = (ckpt / "tokenizer.json").read_bytes()
     (ckpt / "tokenizer.json").write_bytes(data[: len(data) // 2])
-    one_line_error(cli("build", ckpt, "--out", ckpt.parent / "out"), 2, "tokenizer.json", "not valid JSON",
-                   "copy tokenizer.json again")
+    one_line_error(
+        cli("build", ckpt, "--out", ckpt.parent / "out"),
+        2,
+        "tokenizer.json",
+        "not valid JSON",
+        "copy tokenizer.json again",
+    )
 
 
 def _rewrite_header(path: Path, edit) -> None:
     raw = path.read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + n])
+    header = json.loads(raw[8 : 8 + n])
     edit(header)
     new = json.dumps(header).encode()
-    path.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + n:])
+    path.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + n :])
 
 
 def test_overlapping_safetensors_offsets(ckpt):
@@ -115,6 +127,7 @@ def test_missing_checkpoint_directory(tmp_path):
 
 # ---- samples -------------------------------------------------------------------------------------------------
 
+
 def test_malformed_sample_line_named_before_work(tiny_ckpt, tmp_path):
     bad = tmp_path / "s.jsonl"
     bad.write_text('{"id": "a", "domain": "driving"}\n{not json}\n')
@@ -124,8 +137,12 @@ def test_malformed_sample_line_named_before_work(tiny_ckpt, tmp_path):
 
 
 def test_missing_samples_file(tiny_ckpt, tmp_path):
-    one_line_error(cli("build", tiny_ckpt, "--method", "awq", "--samples", tmp_path / "none.jsonl", "--out",
-                       tmp_path / "o"), 2, "none.jsonl", "no such sample file")
+    one_line_error(
+        cli("build", tiny_ckpt, "--method", "awq", "--samples", tmp_path / "none.jsonl", "--out", tmp_path / "o"),
+        2,
+        "none.jsonl",
+        "no such sample file",
+    )
 
 
 def test_sample_file_not_utf8(tmp_path):
@@ -136,20 +153,24 @@ def test_sample_file_not_utf8(tmp_path):
 
 # ---- options ----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("opts,needle", [
-    (["--context", "-5"], "--context"),
-    (["--context", "0"], "--context"),
-    (["--images", "0"], "--images"),
-    (["--calib-n", "0"], "--calib-n"),
-    (["--resolution", "0x448"], "--resolution"),
-    (["--resolution", "wide"], "--resolution 'wide'"),
-    (["--gguf-type", "q9_9"], "--gguf-type 'q9_9'"),
-    (["--precision", "int3"], "int3"),
-    (["--method", "magic"], "--method 'magic'"),
-    (["--target", "nowhere"], "unknown target 'nowhere'"),
-    (["--context", "1000000"], "max_position_embeddings is 32768"),
-    (["--resolution", "20x20"], "at least 28 px"),
-])
+
+@pytest.mark.parametrize(
+    "opts,needle",
+    [
+        (["--context", "-5"], "--context"),
+        (["--context", "0"], "--context"),
+        (["--images", "0"], "--images"),
+        (["--calib-n", "0"], "--calib-n"),
+        (["--resolution", "0x448"], "--resolution"),
+        (["--resolution", "wide"], "--resolution 'wide'"),
+        (["--gguf-type", "q9_9"], "--gguf-type 'q9_9'"),
+        (["--precision", "int3"], "int3"),
+        (["--method", "magic"], "--method 'magic'"),
+        (["--target", "nowhere"], "unknown target 'nowhere'"),
+        (["--context", "1000000"], "max_position_embeddings is 32768"),
+        (["--resolution", "20x20"], "at least 28 px"),
+    ],
+)
 def test_nonsense_build_options_refused_before_work(tiny_ckpt, tmp_path, opts, needle):
     out = tmp_path / "o"
     one_line_error(cli("build", tiny_ckpt, *opts, "--out", out), 2, needle)
@@ -161,7 +182,9 @@ def test_negative_max_new_tokens(bundle):
 
 
 def test_prompt_not_utf8(bundle):
-    one_line_error(cli("run", "--bundle", bundle, "--image", ASSET, "--prompt", b"caf\xe9 \xff"), 2, "--prompt", "UTF-8")
+    one_line_error(
+        cli("run", "--bundle", bundle, "--image", ASSET, "--prompt", b"caf\xe9 \xff"), 2, "--prompt", "UTF-8"
+    )
 
 
 def test_decompression_bomb_image(bundle, tmp_path):
@@ -188,6 +211,7 @@ def test_export_decoder_out_is_a_directory(tiny_ckpt, tmp_path):
 
 
 # ---- filesystem: nothing of the user's is lost -----------------------------------------------------------------
+
 
 def test_build_never_deletes_user_files(tiny_ckpt, tmp_path):
     user = tmp_path / "u"
@@ -226,8 +250,12 @@ def test_rebuild_into_a_bundle_keeps_a_users_extra_file_safe(bundle, tiny_ckpt, 
 
 def test_disk_full_while_writing_gguf(tiny_ckpt, tmpfs):
     small = tmpfs("small", "2m")
-    one_line_error(cli("export-decoder", tiny_ckpt, "--precision", "f32", "--out", small / "d.gguf"), 2,
-                   "d.gguf", "no space left on device")
+    one_line_error(
+        cli("export-decoder", tiny_ckpt, "--precision", "f32", "--out", small / "d.gguf"),
+        2,
+        "d.gguf",
+        "no space left on device",
+    )
     assert list(small.iterdir()) == [], "a partial GGUF was left behind"
 
 
@@ -249,6 +277,7 @@ def test_mount_point_out(tiny_ckpt, tmpfs):
 
 
 # ---- bundle tampering: nothing loaded from outside ---------------------------------------------------------------
+
 
 def test_flipped_byte_in_a_random_artifact(copy):
     rng = rng_for("flip")
@@ -280,7 +309,9 @@ def test_edited_manifest_field_is_named(copy):
     assert cli("verify", copy).returncode == 0
 
 
-@pytest.mark.parametrize("path", ["../evil/decoder.gguf", "/etc/passwd", "decoder/../../evil.gguf", "./decoder/decoder.gguf"])
+@pytest.mark.parametrize(
+    "path", ["../evil/decoder.gguf", "/etc/passwd", "decoder/../../evil.gguf", "./decoder/decoder.gguf"]
+)
 def test_resealed_part_path_outside_the_bundle(copy, tmp_path, path):
     """Even a manifest re-sealed after the edit may not point outside the bundle."""
     (tmp_path / "evil").mkdir()
@@ -330,9 +361,13 @@ def test_half_written_bundle_never_verifies(copy):
 
 # ---- signals -------------------------------------------------------------------------------------------------------
 
+
 def _start_build(tiny_ckpt, out: Path) -> subprocess.Popen:
-    return subprocess.Popen([EDGEKIT, "build", str(tiny_ckpt), "--target", "cpu", "--precision", "int4", "--out",
-                             str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [EDGEKIT, "build", str(tiny_ckpt), "--target", "cpu", "--precision", "int4", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -404,8 +439,11 @@ def test_a_signal_held_back_by_the_import_is_not_lost_when_its_resend_is_late():
 
 
 def test_ctrl_c_during_run(tiny_ckpt):
-    proc = subprocess.Popen([EDGEKIT, "run", str(tiny_ckpt), "--image", str(ASSET), "--max-new-tokens", "64"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [EDGEKIT, "run", str(tiny_ckpt), "--image", str(ASSET), "--max-new-tokens", "64"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     time.sleep(1.5)  # importing torch and transformers (or already loading the reference: either ends the same)
     assert proc.poll() is None, "the run finished before it could be interrupted"
     proc.send_signal(signal.SIGINT)
@@ -415,6 +453,7 @@ def test_ctrl_c_during_run(tiny_ckpt):
 
 
 # ---- concurrency ---------------------------------------------------------------------------------------------------
+
 
 def test_second_concurrent_build_into_same_out_fails_at_once(tiny_ckpt, tmp_path):
     out = tmp_path / "b"

@@ -17,16 +17,19 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([EDGEKIT, *args], capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["no-such-command"], "No such command 'no-such-command'"),
-    (["biuld", "x"], "Did you mean 'build'?"),
-    (["build", "--no-such-option", "x"], "No such option: --no-such-option"),
-    (["build", "x", "--ou", "y"], "Possible options: --out"),
-    (["build"], "Missing argument"),
-    (["plan", "x", "--context", "abc"], "Invalid value for '--context'"),
-    (["targets", "--jsn"], "No such option: --jsn"),
-    (["doctor", "extra-argument"], "unexpected extra argument"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["no-such-command"], "No such command 'no-such-command'"),
+        (["biuld", "x"], "Did you mean 'build'?"),
+        (["build", "--no-such-option", "x"], "No such option: --no-such-option"),
+        (["build", "x", "--ou", "y"], "Possible options: --out"),
+        (["build"], "Missing argument"),
+        (["plan", "x", "--context", "abc"], "Invalid value for '--context'"),
+        (["targets", "--jsn"], "No such option: --jsn"),
+        (["doctor", "extra-argument"], "unexpected extra argument"),
+    ],
+)
 def test_usage_error_is_short_usage_message_exit_2(args, needle):
     proc = run_cli(*args)
     assert proc.returncode == 2, (proc.returncode, proc.stderr)

@@ -29,8 +29,12 @@ require("llama_cpp")
 
 
 def host_refuses(host: Path, bundle: Path, *needles: str, image: Path = ASSET, timeout: int = 60) -> str:
-    proc = subprocess.run([str(host / "edgekit-host"), str(bundle), str(image), "q", "--max-new-tokens", "1"],
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [str(host / "edgekit-host"), str(bundle), str(image), "q", "--max-new-tokens", "1"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert proc.returncode in (1, 2), (proc.returncode, proc.stderr[-2000:])
     for n in needles:
         assert n in proc.stderr, (n, proc.stderr[-2000:])
@@ -55,6 +59,7 @@ def manifest(bundle: Path) -> dict:
 
 
 # ---- seal: one canonical form, one digest -----------------------------------------------------------------------
+
 
 def test_dotted_key_cannot_stand_in_for_a_swapped_artifact(copy, host):
     """The attack that passed the old seal: the decoder replaced (its artifacts entry updated), and a new top-level
@@ -84,7 +89,9 @@ def test_duplicate_key_in_the_manifest_is_refused(copy, host):
 
 def test_duplicate_key_nested_deep_in_the_manifest(copy, host):
     text = (copy / MANIFEST).read_text()
-    text = text.replace('"path": "decoder/decoder.gguf"', '"path": "decoder/mmproj.gguf", "path": "decoder/decoder.gguf"', 1)
+    text = text.replace(
+        '"path": "decoder/decoder.gguf"', '"path": "decoder/mmproj.gguf", "path": "decoder/decoder.gguf"', 1
+    )
     write_manifest_text(copy, text)
     refused_by_all(host, copy, "duplicate key", verify_code=2)
 
@@ -111,16 +118,23 @@ def test_reordered_respaced_respelled_manifest_is_the_same_document(copy, host):
     text = text.replace("1e-06", "1.0E-6").replace("1000000.0", "1e6")
     write_manifest_text(copy, text)
     assert cli("verify", copy).returncode == 0
-    proc = subprocess.run([str(host / "edgekit-host"), str(copy), str(ASSET), "q", "--max-new-tokens", "1"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [str(host / "edgekit-host"), str(copy), str(ASSET), "q", "--max-new-tokens", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
 
 
-@pytest.mark.parametrize("case,value,code,needle", [
-    ("lone-surrogate", '"\\ud800"', 2, "surrogate"),
-    ("huge-integer", "123456789012345678901234567890", 1, "2^53"),
-    ("nan", "NaN", 1, "canonical"),
-])
+@pytest.mark.parametrize(
+    "case,value,code,needle",
+    [
+        ("lone-surrogate", '"\\ud800"', 2, "surrogate"),
+        ("huge-integer", "123456789012345678901234567890", 1, "2^53"),
+        ("nan", "NaN", 1, "canonical"),
+    ],
+)
 def test_values_without_a_canonical_form(copy, host, case, value, code, needle):
     text = (copy / MANIFEST).read_text()
     write_manifest_text(copy, text.replace('"signature": null', f'"signature": null, "note": {value}', 1))
@@ -131,7 +145,9 @@ def test_values_without_a_canonical_form(copy, host, case, value, code, needle):
 
 def test_manifest_nested_100000_deep(copy, host):
     text = (copy / MANIFEST).read_text()
-    write_manifest_text(copy, text.replace('"signature": null', '"signature": null, "x": ' + "[" * 100000 + "]" * 100000, 1))
+    write_manifest_text(
+        copy, text.replace('"signature": null', '"signature": null, "x": ' + "[" * 100000 + "]" * 100000, 1)
+    )
     refused_by_all(host, copy, "nested", verify_code=2)
 
 
@@ -164,15 +180,19 @@ def test_manifest_larger_than_the_limit(copy, host):
 
 # ---- ranges checked at load time (re-sealed: only the bounds stand in the way) ----------------------------------
 
-@pytest.mark.parametrize("case,edit,needle", [
-    ("context-2^31", lambda m: m.update(context=2**31 + 5), "context"),
-    ("context-over-max-position", lambda m: m.update(context=m["model"]["text"]["max_position"] + 1), "context"),
-    ("context-zero", lambda m: m.update(context=0), "context"),
-    ("resolution-huge", lambda m: m["preprocessing"].update(resolution=[100000, 448]), "resolution"),
-    ("resolution-fraction", lambda m: m["preprocessing"].update(resolution=[448.5, 448]), "resolution"),
-    ("images-1000", lambda m: m["parts"]["vision"].update(images=1000), "images"),
-    ("size-negative", lambda m: next(iter(m["artifacts"].values())).update(size=-1), "size"),
-])
+
+@pytest.mark.parametrize(
+    "case,edit,needle",
+    [
+        ("context-2^31", lambda m: m.update(context=2**31 + 5), "context"),
+        ("context-over-max-position", lambda m: m.update(context=m["model"]["text"]["max_position"] + 1), "context"),
+        ("context-zero", lambda m: m.update(context=0), "context"),
+        ("resolution-huge", lambda m: m["preprocessing"].update(resolution=[100000, 448]), "resolution"),
+        ("resolution-fraction", lambda m: m["preprocessing"].update(resolution=[448.5, 448]), "resolution"),
+        ("images-1000", lambda m: m["parts"]["vision"].update(images=1000), "images"),
+        ("size-negative", lambda m: next(iter(m["artifacts"].values())).update(size=-1), "size"),
+    ],
+)
 def test_out_of_range_manifest_numbers_refused_at_load(copy, host, case, edit, needle):
     edit_manifest(copy, edit, reseal=True)
     refused_everywhere(copy, needle)
@@ -186,6 +206,7 @@ def test_vision_part_that_is_not_onnx_gives_one_line(copy):
 
 
 # ---- links and special files inside a bundle -------------------------------------------------------------------
+
 
 def test_manifest_symlinked_out_of_the_bundle(copy, host, tmp_path):
     outside = tmp_path / "elsewhere.json"
@@ -207,8 +228,12 @@ def test_bundle_reached_through_a_users_link_still_verifies(copy, host, tmp_path
     """The control: the folder itself may be a link the user made (only what is below it may not)."""
     os.symlink(copy, tmp_path / "latest")
     assert cli("verify", tmp_path / "latest").returncode == 0
-    proc = subprocess.run([str(host / "edgekit-host"), str(tmp_path / "latest"), str(ASSET), "q", "--max-new-tokens",
-                           "1"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [str(host / "edgekit-host"), str(tmp_path / "latest"), str(ASSET), "q", "--max-new-tokens", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -220,6 +245,7 @@ def test_artifact_folder_replaced_by_a_link_to_a_copy(copy, host, tmp_path):
 
 
 # ---- swap: what was hashed is what is loaded --------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def other_decoder(tmp_path_factory) -> Path:
@@ -255,8 +281,13 @@ def test_swap_after_the_hash_is_never_loaded_python(copy, other_decoder, tmp_pat
     evil = Path(shutil.copytree(copy, tmp_path / "evil"))
     shutil.copy(other_decoder, evil / "decoder/decoder.gguf")
     data = (evil / "decoder/decoder.gguf").read_bytes()
-    edit_manifest(evil, lambda m: m["artifacts"].update({"decoder/decoder.gguf": {
-        "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}}), reseal=True)
+    edit_manifest(
+        evil,
+        lambda m: m["artifacts"].update(
+            {"decoder/decoder.gguf": {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}}
+        ),
+        reseal=True,
+    )
     assert _answer_ids(evil) != original, "the swapped-in decoder must answer differently for this test to mean much"
 
     real = mf.sha256_fd
@@ -299,11 +330,40 @@ def test_swap_race_never_answers_from_an_unverified_file(copy, other_decoder, ho
 
     def run() -> tuple[int, str]:
         if runner == "host":
-            p = subprocess.run([str(host / "edgekit-host"), str(copy), str(ASSET), "What is ahead?", "--max-new-tokens",
-                                "8", "--json", "--threads", "1"], capture_output=True, text=True, timeout=120)
+            p = subprocess.run(
+                [
+                    str(host / "edgekit-host"),
+                    str(copy),
+                    str(ASSET),
+                    "What is ahead?",
+                    "--max-new-tokens",
+                    "8",
+                    "--json",
+                    "--threads",
+                    "1",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             return p.returncode, json.loads(p.stdout)["token_ids"] if p.returncode == 0 else p.stderr
-        p = cli("run", "--bundle", copy, "--vision", "mmproj", "--image", ASSET, "--prompt", "What is ahead?",
-                "--max-new-tokens", "8", "--threads", "1", "--json", timeout=120)
+        p = cli(
+            "run",
+            "--bundle",
+            copy,
+            "--vision",
+            "mmproj",
+            "--image",
+            ASSET,
+            "--prompt",
+            "What is ahead?",
+            "--max-new-tokens",
+            "8",
+            "--threads",
+            "1",
+            "--json",
+            timeout=120,
+        )
         return p.returncode, json.loads(p.stdout)["token_ids"] if p.returncode == 0 else os.fsdecode(p.stderr)
 
     code, want = run()
@@ -326,6 +386,7 @@ def test_swap_race_never_answers_from_an_unverified_file(copy, other_decoder, ho
 
 
 # ---- overwrite: never an input, never a user's file -------------------------------------------------------------
+
 
 def test_export_decoder_over_the_checkpoint_it_reads(ckpt):
     before = (ckpt / "model.safetensors").read_bytes()
@@ -355,23 +416,58 @@ def test_export_decoder_over_a_users_file_then_force(tiny_ckpt, tmp_path):
 
 
 def test_export_decoder_mmproj_over_the_checkpoint(ckpt, tmp_path):
-    one_line_error(cli("export-decoder", ckpt, "--out", tmp_path / "d.gguf", "--mmproj", ckpt / "config.json"), 2,
-                   "--mmproj", "input")
+    one_line_error(
+        cli("export-decoder", ckpt, "--out", tmp_path / "d.gguf", "--mmproj", ckpt / "config.json"),
+        2,
+        "--mmproj",
+        "input",
+    )
     json.loads((ckpt / "config.json").read_text())
     assert not (tmp_path / "d.gguf").exists()
 
 
 def test_quantize_over_the_checkpoint_or_the_cache(ckpt, tmp_path):
     before = (ckpt / "model.safetensors").read_bytes()
-    one_line_error(cli("quantize", ckpt, "--method", "rtn", "--evaluate", "0", "--cache", tmp_path / "c",
-                       "--out", ckpt / "model.safetensors"), 2, "input")
+    one_line_error(
+        cli(
+            "quantize",
+            ckpt,
+            "--method",
+            "rtn",
+            "--evaluate",
+            "0",
+            "--cache",
+            tmp_path / "c",
+            "--out",
+            ckpt / "model.safetensors",
+        ),
+        2,
+        "input",
+    )
     (tmp_path / "c").mkdir()
-    one_line_error(cli("quantize", ckpt, "--method", "rtn", "--evaluate", "0", "--cache", tmp_path / "c",
-                       "--out", tmp_path / "c" / "d.gguf"), 2, "input")
+    one_line_error(
+        cli(
+            "quantize",
+            ckpt,
+            "--method",
+            "rtn",
+            "--evaluate",
+            "0",
+            "--cache",
+            tmp_path / "c",
+            "--out",
+            tmp_path / "c" / "d.gguf",
+        ),
+        2,
+        "input",
+    )
     mine = tmp_path / "mine.gguf"
     mine.write_text("mine")
-    one_line_error(cli("quantize", ckpt, "--method", "rtn", "--evaluate", "0", "--cache", tmp_path / "c",
-                       "--out", mine), 2, "not an earlier output")
+    one_line_error(
+        cli("quantize", ckpt, "--method", "rtn", "--evaluate", "0", "--cache", tmp_path / "c", "--out", mine),
+        2,
+        "not an earlier output",
+    )
     assert mine.read_text() == "mine" and (ckpt / "model.safetensors").read_bytes() == before
 
 
@@ -416,12 +512,17 @@ def test_profile_csv_over_a_users_file_or_into_the_bundle(copy, tmp_path):
 def test_qat_and_build_out_inside_the_checkpoint(ckpt):
     one_line_error(cli("qat", ckpt, "--format", "gguf:q4_0", "--out", ckpt / "qat"), 2, "input")
     one_line_error(cli("build", ckpt, "--out", ckpt / "bundle"), 2, "input")
-    one_line_error(cli("build", ckpt, "--method", "gptq", "--calib-cache", ckpt, "--out", ckpt.parent / "b"), 2,
-                   "--calib-cache", "input")
+    one_line_error(
+        cli("build", ckpt, "--method", "gptq", "--calib-cache", ckpt, "--out", ckpt.parent / "b"),
+        2,
+        "--calib-cache",
+        "input",
+    )
     assert not (ckpt / "qat").exists() and not (ckpt / "bundle").exists()
 
 
 # ---- allowed: safetensors only, inside the checkpoint -----------------------------------------------------------
+
 
 def _index(ckpt: Path, weight_map: dict) -> None:
     (ckpt / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
@@ -430,7 +531,7 @@ def _index(ckpt: Path, weight_map: dict) -> None:
 def _names(ckpt: Path) -> list[str]:
     raw = (ckpt / "model.safetensors").read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
-    return [k for k in json.loads(raw[8:8 + n]) if k != "__metadata__"]
+    return [k for k in json.loads(raw[8 : 8 + n]) if k != "__metadata__"]
 
 
 def test_index_naming_a_pickle_is_refused_without_allow_pickle(ckpt):
@@ -442,9 +543,14 @@ def test_index_naming_a_pickle_is_refused_without_allow_pickle(ckpt):
     one_line_error(cli("inspect", ckpt), 2, "evil.bin", "safetensors")
 
 
-@pytest.mark.parametrize("target,needle", [("../../etc/passwd.safetensors", "inside the checkpoint"),
-                                           ("/etc/x.safetensors", "inside the checkpoint"),
-                                           (7, "not a file name")])
+@pytest.mark.parametrize(
+    "target,needle",
+    [
+        ("../../etc/passwd.safetensors", "inside the checkpoint"),
+        ("/etc/x.safetensors", "inside the checkpoint"),
+        (7, "not a file name"),
+    ],
+)
 def test_index_entries_outside_the_checkpoint_or_not_names(ckpt, target, needle):
     names = _names(ckpt)
     _index(ckpt, {**dict.fromkeys(names, "model.safetensors"), names[0]: target})
@@ -469,8 +575,13 @@ def test_host_never_runs_an_external_program_for_an_image(host, bundle, tmp_path
     webp = tmp_path / "x.webp"
     webp.write_bytes(b"RIFF\x10\x00\x00\x00WEBPVP8 " + bytes(64))
     env = {**os.environ, "PATH": f"{tools}:{os.environ['PATH']}"}
-    proc = subprocess.run([str(host / "edgekit-host"), str(bundle), str(webp), "q", "--max-new-tokens", "1"],
-                          capture_output=True, text=True, timeout=60, env=env)
+    proc = subprocess.run(
+        [str(host / "edgekit-host"), str(bundle), str(webp), "q", "--max-new-tokens", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert proc.returncode != 0 and "not a PNG or JPEG" in proc.stderr, proc.stderr
     assert not marker.exists(), "the host ran an external program"
 
@@ -485,6 +596,7 @@ def test_host_and_python_refuse_special_files_as_images(host, bundle, tmp_path, 
 
 
 # ---- cached: every intermediate input is hashed -----------------------------------------------------------------
+
 
 def _cache_layers(cache: Path) -> list[Path]:
     return sorted(cache.rglob("layer_*.safetensors"))
@@ -537,8 +649,26 @@ def test_cached_layer_swapped_while_in_use_is_refused(tiny_ckpt, tmp_path):
 @pytest.fixture(scope="module")
 def qat_dir(tiny_ckpt, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("qat") / "q"
-    proc = cli("qat", tiny_ckpt, "--format", "gguf:q4_0", "--init", "rtn", "--n", "2", "--block-epochs", "1",
-               "--steps", "1", "--batch", "1", "--cache", out.parent / "c", "--out", out)
+    proc = cli(
+        "qat",
+        tiny_ckpt,
+        "--format",
+        "gguf:q4_0",
+        "--init",
+        "rtn",
+        "--n",
+        "2",
+        "--block-epochs",
+        "1",
+        "--steps",
+        "1",
+        "--batch",
+        "1",
+        "--cache",
+        out.parent / "c",
+        "--out",
+        out,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return out
 
@@ -594,8 +724,12 @@ def test_bench_refuses_a_reference_of_other_weights(bundle, tiny_ckpt, tmp_path)
     other = Path(shutil.copytree(tiny_ckpt, tmp_path / "other"))  # same architecture and tokenizer, other weights
     (other / "model.safetensors").unlink()
     shutil.copy(make_tiny(tmp_path / "seed5", "tiny", 5) / "model.safetensors", other / "model.safetensors")
-    one_line_error(cli("bench", bundle, "--reference", other, "--n", "1", "--out", tmp_path / "r"), 2,
-                   "other weights", "--allow-different-source")
+    one_line_error(
+        cli("bench", bundle, "--reference", other, "--n", "1", "--out", tmp_path / "r"),
+        2,
+        "other weights",
+        "--allow-different-source",
+    )
     from edgekit.bench.variants import bundle_variant
 
     assert bundle_variant(bundle, other, "b", allow_different_source=True).kind == "bundle"
@@ -603,18 +737,21 @@ def test_bench_refuses_a_reference_of_other_weights(bundle, tiny_ckpt, tmp_path)
 
 # ---- hostile files: one line, no crash, no hang, no runaway -----------------------------------------------------
 
+
 def test_failed_context_creation_does_not_double_free(bundle):
     """llama.cpp cannot create a 2^32-1-token context: one error, and freeing the decoder afterwards does not crash
     (the model was freed once, at the failure)."""
-    code = ("import gc, sys\n"
-            "from edgekit.errors import EdgekitError\n"
-            "from edgekit.runtime.llama_decoder import LlamaDecoder\n"
-            "try:\n"
-            f"    LlamaDecoder({str(bundle / 'decoder/decoder.gguf')!r}, n_ctx=2**32 - 1)\n"
-            "except EdgekitError as e:\n"
-            "    print('refused:', e)\n"
-            "gc.collect()\n"
-            "print('alive')\n")
+    code = (
+        "import gc, sys\n"
+        "from edgekit.errors import EdgekitError\n"
+        "from edgekit.runtime.llama_decoder import LlamaDecoder\n"
+        "try:\n"
+        f"    LlamaDecoder({str(bundle / 'decoder/decoder.gguf')!r}, n_ctx=2**32 - 1)\n"
+        "except EdgekitError as e:\n"
+        "    print('refused:', e)\n"
+        "gc.collect()\n"
+        "print('alive')\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "alive" in proc.stdout, (proc.returncode, proc.stdout, proc.stderr[-2000:])
 
@@ -639,11 +776,14 @@ def test_duplicate_key_in_a_config(ckpt):
     one_line_error(cli("inspect", ckpt), 2, "config.json", "duplicate key")
 
 
-@pytest.mark.parametrize("field,value,needle", [
-    ("num_hidden_layers", 10**9, "at most 1,024"),
-    ("vocab_size", 10**12, "at most"),
-    ("hidden_size", float("nan"), "whole number"),
-])
+@pytest.mark.parametrize(
+    "field,value,needle",
+    [
+        ("num_hidden_layers", 10**9, "at most 1,024"),
+        ("vocab_size", 10**12, "at most"),
+        ("hidden_size", float("nan"), "whole number"),
+    ],
+)
 def test_config_counts_bounded_before_anything_is_allocated(ckpt, field, value, needle):
     cfg = json.loads((ckpt / "config.json").read_text())
     (cfg.get("text_config") or cfg)[field] = value
@@ -661,16 +801,26 @@ def test_fifo_as_config_json(ckpt):
 
 def test_fifo_as_image_for_the_reference(tiny_ckpt, tmp_path):
     os.mkfifo(tmp_path / "cam.png")
-    one_line_error(cli("run", tiny_ckpt, "--image", tmp_path / "cam.png", "--max-new-tokens", "1", timeout=60), 2,
-                   "cam.png", "FIFO")
+    one_line_error(
+        cli("run", tiny_ckpt, "--image", tmp_path / "cam.png", "--max-new-tokens", "1", timeout=60),
+        2,
+        "cam.png",
+        "FIFO",
+    )
 
 
-@pytest.mark.parametrize("case,template,needle", [
-    ("runaway-loop", "{% for a in range(100000) %}{% for b in range(100000) %}{{ b }}{% endfor %}{% endfor %}",
-     "did not finish rendering"),
-    ("huge-repeat", "{{ 'x' * 1000000000 }}", "repetition"),
-    ("huge-power", "{{ 7 ** 100000000 }}", "exponent"),
-])
+@pytest.mark.parametrize(
+    "case,template,needle",
+    [
+        (
+            "runaway-loop",
+            "{% for a in range(100000) %}{% for b in range(100000) %}{{ b }}{% endfor %}{% endfor %}",
+            "did not finish rendering",
+        ),
+        ("huge-repeat", "{{ 'x' * 1000000000 }}", "repetition"),
+        ("huge-power", "{{ 7 ** 100000000 }}", "exponent"),
+    ],
+)
 def test_hostile_chat_template_refused_before_any_stage(ckpt, tmp_path, case, template, needle):
     (ckpt / "chat_template.jinja").write_text(template)
     out = tmp_path / "b"
@@ -705,31 +855,62 @@ def test_quantized_checkpoint_weights_refused_with_one_line(ckpt, dtype):
 
 def test_threads_and_max_new_tokens_bounded(bundle):
     one_line_error(cli("run", "--bundle", bundle, "--image", ASSET, "--threads", "100000"), 2, "--threads 100000")
-    one_line_error(cli("run", "--bundle", bundle, "--image", ASSET, "--max-new-tokens", "1000000"), 2,
-                   "--max-new-tokens 1000000", "context")
+    one_line_error(
+        cli("run", "--bundle", bundle, "--image", ASSET, "--max-new-tokens", "1000000"),
+        2,
+        "--max-new-tokens 1000000",
+        "context",
+    )
 
 
 def test_disk_full_during_qat(tiny_ckpt, tmpfs, tmp_path):
     small = tmpfs("small", "200k")
-    one_line_error(cli("qat", tiny_ckpt, "--format", "gguf:q4_0", "--n", "2", "--calib-n", "2", "--steps", "1",
-                       "--cache", tmp_path / "c", "--out", small / "q"), 2, "no space left on device")
+    one_line_error(
+        cli(
+            "qat",
+            tiny_ckpt,
+            "--format",
+            "gguf:q4_0",
+            "--n",
+            "2",
+            "--calib-n",
+            "2",
+            "--steps",
+            "1",
+            "--cache",
+            tmp_path / "c",
+            "--out",
+            small / "q",
+        ),
+        2,
+        "no space left on device",
+    )
 
 
 def test_disk_full_bench_does_not_promise_kept_stages(bundle, tiny_ckpt, tmpfs):
     small = tmpfs("small", "16k")
-    flat = one_line_error(cli("bench", "reference", "--reference", tiny_ckpt, "--n", "1", "--max-new-tokens", "2",
-                              "--out", small / "r"), 2, "no space left on device")
+    flat = one_line_error(
+        cli("bench", "reference", "--reference", tiny_ckpt, "--n", "1", "--max-new-tokens", "2", "--out", small / "r"),
+        2,
+        "no space left on device",
+    )
     assert "stages are kept" not in flat
 
 
 # ---- pixels: every mode Pillow reads, the same in Python and in the C++ host ------------------------------------
 
+
 def _host_decode(library, path: Path) -> np.ndarray:
     import ctypes
 
     px, w, h = ctypes.POINTER(ctypes.c_uint8)(), ctypes.c_int32(), ctypes.c_int32()
-    library.ek_image_load.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.POINTER(ctypes.c_uint8)),
-                                      ctypes.POINTER(ctypes.c_int32), ctypes.POINTER(ctypes.c_int32)]
+    library.ek_image_load.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_char_p,
+        ctypes.POINTER(ctypes.POINTER(ctypes.c_uint8)),
+        ctypes.POINTER(ctypes.c_int32),
+        ctypes.POINTER(ctypes.c_int32),
+    ]
     library.ek_last_error.restype = ctypes.c_char_p
     status = library.ek_image_load(None, str(path).encode(), ctypes.byref(px), ctypes.byref(w), ctypes.byref(h))
     assert status == 0, library.ek_last_error()
@@ -779,9 +960,11 @@ def _image_cases(tmp_path: Path, rng) -> list[Path]:
     paths.append(_png(tmp_path / "rgb16.png", w, h, 16, 2, [rgb16[y].astype(">u2").tobytes() for y in range(h)]))
     paths.append(_png(tmp_path / "la16.png", w, h, 16, 4, [rgb16[y, :, :2].astype(">u2").tobytes() for y in range(h)]))
     for bits in (2, 4):
-        levels = rng.integers(0, 2 ** bits, (h, w), dtype=np.uint8)
-        rows = [np.packbits(np.unpackbits(levels[y][:, None], axis=1)[:, 8 - bits:].reshape(-1)).tobytes()
-                for y in range(h)]
+        levels = rng.integers(0, 2**bits, (h, w), dtype=np.uint8)
+        rows = [
+            np.packbits(np.unpackbits(levels[y][:, None], axis=1)[:, 8 - bits :].reshape(-1)).tobytes()
+            for y in range(h)
+        ]
         paths.append(_png(tmp_path / f"gray{bits}.png", w, h, bits, 0, rows))
     # every EXIF orientation, on a JPEG
     for o in range(1, 9):
@@ -801,8 +984,12 @@ def _png(path: Path, w: int, h: int, depth: int, color: int, rows: list[bytes]) 
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
     raw = b"".join(b"\x00" + row for row in rows)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, color, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, color, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
     return path
 
 

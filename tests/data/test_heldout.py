@@ -21,7 +21,7 @@ SHINGLE = 5  # words: a shared 5-word run is a shared template or phrase
 
 def _shingles(text: str) -> set[tuple[str, ...]]:
     w = re.findall(r"[a-z0-9']+", text.lower())
-    return {tuple(w[i:i + SHINGLE]) for i in range(len(w) - SHINGLE + 1)}
+    return {tuple(w[i : i + SHINGLE]) for i in range(len(w) - SHINGLE + 1)}
 
 
 def _calibration_samples(shared_samples) -> list:
@@ -81,9 +81,17 @@ def test_default_calibration_reads_the_real_split_when_present(shared_samples, m
 def test_malformed_heldout_line_names_file_and_line(tmp_path):
     f = tmp_path / "h.jsonl"
     good = {"id": "a", "domain": "driving", "style": "s", "prompt": "p", "continuation": "c"}
-    f.write_text(json.dumps(good) + "\n" + json.dumps({**good, "prompt": ""}) + "\n{not json\n"
-                 + json.dumps({**good, "image": "missing.png"}) + "\n")
+    f.write_text(
+        json.dumps(good)
+        + "\n"
+        + json.dumps({**good, "prompt": ""})
+        + "\n{not json\n"
+        + json.dumps({**good, "image": "missing.png"})
+        + "\n"
+    )
     with pytest.raises(EdgekitError) as e:
         load_heldout(f)
     msg = str(e.value)
-    assert f"{f}:2: missing or empty prompt" in msg and f"{f}:3:" in msg and f"{f}:4: image missing.png not found" in msg
+    assert (
+        f"{f}:2: missing or empty prompt" in msg and f"{f}:3:" in msg and f"{f}:4: image missing.png not found" in msg
+    )

@@ -49,7 +49,9 @@ def test_shared_teacher_forcing_answers_score_full_marks(shared_samples):
     got = [s for s in S.load_samples(shared_samples) if s.answer is not None]
     per_task: dict[str, list[float]] = {}
     for s in got:
-        per_task.setdefault(s.task, []).append(SC.score_reply(s, R.format_answer_for_teacher_forcing(s), think=False)["score"])
+        per_task.setdefault(s.task, []).append(
+            SC.score_reply(s, R.format_answer_for_teacher_forcing(s), think=False)["score"]
+        )
     for task in ("multiple_choice", "short_answer", "open_ended", "box_grounding"):
         assert min(per_task[task]) == 1.0, task
     # one interior point per reference polygon, scored against the rasterized mask: edge pixels may differ
@@ -88,7 +90,11 @@ def test_shipped_assets_regenerate_byte_identically(tmp_path):
 
 def _scenes(name: str, k: int):
     rng = _rng(name)
-    return [syn.make_scene(domain, rng.randrange(10**6), rng.randrange(1000)) for domain in ("driving", "embodied") for _ in range(k)]
+    return [
+        syn.make_scene(domain, rng.randrange(10**6), rng.randrange(1000))
+        for domain in ("driving", "embodied")
+        for _ in range(k)
+    ]
 
 
 def test_ground_truth_points_and_boxes_match_pixels():
@@ -107,16 +113,27 @@ def test_ground_truth_points_and_boxes_match_pixels():
             if t.kind in ("car", "truck", "cube", "ball", "cup", "block", "bowl", "basket"):
                 colour_box = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
                 iou = M.box_iou(colour_box, (x1, y1, x2 + 1, y2 + 1))
-                assert iou >= 0.55, (t.name, iou)  # body colour fills most of the box; the rest is outlines, wheels, windows, rims
+                assert iou >= 0.55, (
+                    t.name,
+                    iou,
+                )  # body colour fills most of the box; the rest is outlines, wheels, windows, rims
         # boxes of separate objects never overlap (a thing inside a container may overlap that container)
         for i, a in enumerate(scene.things):
-            for b in scene.things[i + 1:]:
+            for b in scene.things[i + 1 :]:
                 if a.attrs.get("inside") == b.name or b.attrs.get("inside") == a.name:
                     continue
-                assert M.box_iou((a.box[0], a.box[1], a.box[2] + 1, a.box[3] + 1), (b.box[0], b.box[1], b.box[2] + 1, b.box[3] + 1)) == 0
+                assert (
+                    M.box_iou(
+                        (a.box[0], a.box[1], a.box[2] + 1, a.box[3] + 1),
+                        (b.box[0], b.box[1], b.box[2] + 1, b.box[3] + 1),
+                    )
+                    == 0
+                )
         if scene.domain == "embodied":
             fx1, fy1, fx2, fy2 = scene.facts["free_box"]
-            assert np.all(px[fy1:fy2 + 1, fx1:fx2 + 1] == np.array(scene_parts.TABLE, np.uint8))  # free space is bare table
+            assert np.all(
+                px[fy1 : fy2 + 1, fx1 : fx2 + 1] == np.array(scene_parts.TABLE, np.uint8)
+            )  # free space is bare table
 
 
 def test_scene_questions_agree_with_ground_truth():
@@ -162,7 +179,14 @@ def _png(path: Path, size=(30, 17)) -> None:
 
 
 def _good(i: int, **kw) -> dict:
-    r = {"id": f"s{i}", "domain": "driving", "task": "short_answer", "image": "ok.png", "question": "q?", "answer": "yes"}
+    r = {
+        "id": f"s{i}",
+        "domain": "driving",
+        "task": "short_answer",
+        "image": "ok.png",
+        "question": "q?",
+        "answer": "yes",
+    }
     r.update(kw)
     return r
 
@@ -173,7 +197,10 @@ BAD_LINES = [
     (json.dumps({k: v for k, v in _good(1).items() if k != "question"}), "missing required field 'question'"),
     (json.dumps(_good(2, domain="kitchen")), "bad domain 'kitchen'"),
     (json.dumps(_good(3, task="captioning")), "bad task 'captioning'"),
-    (json.dumps(_good(4, task="multiple_choice", choices="A or B", answer="A")), "'choices' must be a non-empty list of strings"),
+    (
+        json.dumps(_good(4, task="multiple_choice", choices="A or B", answer="A")),
+        "'choices' must be a non-empty list of strings",
+    ),
     (json.dumps(_good(5, task="box_grounding", box=[1, 2, 3])), "'box' must be 4 numbers"),
     (json.dumps(_good(6, task="box_grounding", box=[9, 2, 3, 4])), "corners must be top-left"),
     (json.dumps(_good(7, point=["a", 2])), "'point' must be 2 numbers"),
@@ -189,7 +216,11 @@ BAD_LINES = [
 
 def test_each_malformed_line_kind_has_its_own_message(tmp_path):
     _png(tmp_path / "ok.png")
-    lines = [json.dumps(_good(0))] + [line for line, _ in BAD_LINES] + [json.dumps(_good(99, answer=None, task="calibration_only"))]
+    lines = (
+        [json.dumps(_good(0))]
+        + [line for line, _ in BAD_LINES]
+        + [json.dumps(_good(99, answer=None, task="calibration_only"))]
+    )
     f = tmp_path / "mixed.jsonl"
     f.write_text("\n".join(lines) + "\n\n")
     got, errors = S.parse_jsonl(f)
@@ -203,7 +234,9 @@ def test_each_malformed_line_kind_has_its_own_message(tmp_path):
     with pytest.raises(EdgekitError) as exc:
         S.load_samples(f)
     msg = exc.value.message
-    assert f"{len(BAD_LINES)} invalid sample line(s)" in msg and f"and {len(BAD_LINES) - S.MAX_LISTED_ERRORS} more" in msg
+    assert (
+        f"{len(BAD_LINES)} invalid sample line(s)" in msg and f"and {len(BAD_LINES) - S.MAX_LISTED_ERRORS} more" in msg
+    )
     assert exc.value.exit_code == 2
 
 
@@ -230,7 +263,9 @@ def test_unknown_spec_and_empty_directory(tmp_path):
 
 
 def _fake(domain: str, task: str, i: int) -> S.Sample:
-    return S.Sample(id=f"{domain}{task}{i}", domain=domain, task=task, image=Path(f"/x/{domain}_{i}.png"), question="q", answer="a")
+    return S.Sample(
+        id=f"{domain}{task}{i}", domain=domain, task=task, image=Path(f"/x/{domain}_{i}.png"), question="q", answer="a"
+    )
 
 
 def test_mix_balances_domains_and_tasks():
@@ -266,8 +301,8 @@ def test_box_iou_matches_pixel_count():
         b = sorted(rng.sample(range(0, 37), 2)) + sorted(rng.sample(range(0, 29), 2))
         a, b = (a[0], a[2], a[1], a[3]), (b[0], b[2], b[1], b[3])
         ga, gb = np.zeros((29, 37), bool), np.zeros((29, 37), bool)
-        ga[a[1]:a[3], a[0]:a[2]] = True
-        gb[b[1]:b[3], b[0]:b[2]] = True
+        ga[a[1] : a[3], a[0] : a[2]] = True
+        gb[b[1] : b[3], b[0] : b[2]] = True
         assert M.box_iou(a, b) == pytest.approx((ga & gb).sum() / (ga | gb).sum(), abs=1e-12)
 
 
@@ -285,21 +320,40 @@ def test_polygon_interior_point_and_containment_match_rasterization():
         assert M.point_in_polygon((x, y), poly)
         for _ in range(60):
             px, py = rng.randrange(101), rng.randrange(83)
-            patch = raster[max(0, py - 1):py + 2, max(0, px - 1):px + 2]
+            patch = raster[max(0, py - 1) : py + 2, max(0, px - 1) : px + 2]
             if patch.all() or not patch.any():  # away from the edge, where rasterizers agree
                 assert M.point_in_polygon((px, py), poly) == bool(raster[py, px])
 
 
 def test_reference_answers_for_teacher_forcing():
-    mc = S.Sample(id="m", domain="driving", task="multiple_choice", image=Path("/x.png"), question="q", answer="B",
-                  choices=("Slow down", "Keep driving", "Stop the car"), answer_text="Keep driving")
+    mc = S.Sample(
+        id="m",
+        domain="driving",
+        task="multiple_choice",
+        image=Path("/x.png"),
+        question="q",
+        answer="B",
+        choices=("Slow down", "Keep driving", "Stop the car"),
+        answer_text="Keep driving",
+    )
     assert R.format_answer_for_teacher_forcing(mc) == "B. Keep driving"
     rng = _rng("box-format")
     x1, y1 = rng.randint(0, 200), rng.randint(0, 100)
     box = (x1, y1, x1 + rng.randint(20, 90), y1 + rng.randint(20, 90))
-    bs = S.Sample(id="b", domain="driving", task="box_grounding", image=Path("/x.png"), question="q", answer=list(box), box=box)
+    bs = S.Sample(
+        id="b", domain="driving", task="box_grounding", image=Path("/x.png"), question="q", answer=list(box), box=box
+    )
     assert SC.parse_box(R.format_answer_for_teacher_forcing(bs)) == tuple(float(v) for v in box)
-    ps = S.Sample(id="p", domain="embodied", task="point_grounding", image=Path("/x.png"), question="q", answer=[7, 8], point=(7, 8), box=(0, 0, 10, 10))
+    ps = S.Sample(
+        id="p",
+        domain="embodied",
+        task="point_grounding",
+        image=Path("/x.png"),
+        question="q",
+        answer=[7, 8],
+        point=(7, 8),
+        box=(0, 0, 10, 10),
+    )
     assert R.format_answer_for_teacher_forcing(ps) == '{"point_2d": [7, 8]}'
     assert SC.parse_points(R.format_answer_for_teacher_forcing(ps)) == [(7.0, 8.0)]
 
@@ -332,7 +386,19 @@ def test_cli_make_and_check(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"{2 * n} valid samples" in out and "embodied" in out and "multiple_choice" in out
     bad = tmp_path / "set" / "bad.jsonl"
-    bad.write_text(json.dumps({"id": "z", "domain": "space", "task": "open_ended", "image": "driving_11_000.png", "question": "q", "answer": "a"}) + "\n")
+    bad.write_text(
+        json.dumps(
+            {
+                "id": "z",
+                "domain": "space",
+                "task": "open_ended",
+                "image": "driving_11_000.png",
+                "question": "q",
+                "answer": "a",
+            }
+        )
+        + "\n"
+    )
     assert main(["samples", "check", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "bad.jsonl:1" in err and "bad domain 'space'" in err

@@ -119,8 +119,11 @@ def test_stored_values_are_exactly_what_was_meant(tiny_ckpt, tmp_path, precision
         elif p.ggml_type in ("F16", "BF16"):
             want = w.to(getattr(torch, {"F16": "float16", "BF16": "bfloat16"}[p.ggml_type])).float().numpy()
         else:
-            np.testing.assert_array_equal(np.asarray(t.data).reshape(-1).view(np.uint8),
-                                          _llama_quantize(w, p.ggml_type), err_msg=f"{precision} {p.gguf_name}")
+            np.testing.assert_array_equal(
+                np.asarray(t.data).reshape(-1).view(np.uint8),
+                _llama_quantize(w, p.ggml_type),
+                err_msg=f"{precision} {p.gguf_name}",
+            )
             grid = dequantize_weight(fit_and_quantize(f"gguf:{precision}", w)).numpy()
             assert _rms(got, w) <= 1.01 * _rms(grid, w), (precision, p.gguf_name, _rms(got, w), _rms(grid, w))
             continue
@@ -140,10 +143,16 @@ def test_odd_shapes_and_fallbacks(tmp_path, precision):
     tensors = {"a.weight": a, "b.weight": b, "c.bias": c}
     plan = [TensorPlan(n, n, tuple(t.shape), storage_type(tuple(t.shape), precision)) for n, t in tensors.items()]
     assert [p.ggml_type for p in plan] == [precision.upper(), "F16", "F32"]
-    out = write_gguf_streamed(tmp_path / "odd.gguf", "qwen2vl", lambda w: None, plan,
-                              lambda p: tensor_bytes(p, tensors[p.source], rtn_block_bytes))
-    ref = np.asarray(gguf.quants.dequantize(_llama_quantize(a, precision.upper()),
-                                            gguf.GGMLQuantizationType[precision.upper()])).reshape(a.shape)
+    out = write_gguf_streamed(
+        tmp_path / "odd.gguf",
+        "qwen2vl",
+        lambda w: None,
+        plan,
+        lambda p: tensor_bytes(p, tensors[p.source], rtn_block_bytes),
+    )
+    ref = np.asarray(
+        gguf.quants.dequantize(_llama_quantize(a, precision.upper()), gguf.GGMLQuantizationType[precision.upper()])
+    ).reshape(a.shape)
     np.testing.assert_array_equal(read_tensor(out, "a.weight"), ref)
     np.testing.assert_array_equal(read_tensor(out, "a.weight")[1], 0.0)
     np.testing.assert_array_equal(read_tensor(out, "b.weight"), b.half().float().numpy())
@@ -151,8 +160,10 @@ def test_odd_shapes_and_fallbacks(tmp_path, precision):
     # Row blocks encode exactly like the whole tensor (the exporter bounds memory this way).
     for p in plan:
         whole = tensor_bytes(p, tensors[p.source], rtn_block_bytes)
-        parts = [x.reshape(-1).view(np.uint8) for x in
-                 tensor_chunks(p, tensors[p.source], rtn_block_bytes, chunk_bytes=3 * 4 * p.shape[-1])]
+        parts = [
+            x.reshape(-1).view(np.uint8)
+            for x in tensor_chunks(p, tensors[p.source], rtn_block_bytes, chunk_bytes=3 * 4 * p.shape[-1])
+        ]
         assert len(parts) == -(-p.shape[0] // 3) or len(p.shape) == 1
         np.testing.assert_array_equal(np.concatenate(parts), whole)
 
@@ -197,8 +208,9 @@ def test_tensors_stream_one_at_a_time(tmp_path):
     one = rows * cols * 4
     assert loaded == [p.gguf_name for p in plan]
     assert peak < 3 * one, f"peak {peak / 2**20:.1f} MiB for {n} tensors of {one / 2**20:.1f} MiB"
-    np.testing.assert_array_equal(read_tensor(out, "t7.weight"),
-                                  torch.randn(rows, cols, generator=torch.Generator().manual_seed(7)).numpy())
+    np.testing.assert_array_equal(
+        read_tensor(out, "t7.weight"), torch.randn(rows, cols, generator=torch.Generator().manual_seed(7)).numpy()
+    )
 
 
 def test_same_inputs_same_bytes(tiny_ckpt, tmp_path):
@@ -225,7 +237,9 @@ def test_llama_cpp_tokenizer_matches_checkpoint_tokenizer(tiny_ckpt, tiny_f32, s
     questions += ["Point to the red cup.\n\n  Then   /no_think <think>\n\n</think>", "ÄÖü café 東京 12345 🚗"]
     with LlamaDecoder(tiny_f32, n_ctx=512) as dec:
         for q in questions:
-            text = f"<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>{q}<|im_end|>\n<|im_start|>assistant\n"
+            text = (
+                f"<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>{q}<|im_end|>\n<|im_start|>assistant\n"
+            )
             assert dec.tokenize(text) == hf.encode(text, add_special_tokens=False).ids, q
 
 
@@ -242,7 +256,7 @@ def test_mmproj_layout(tiny_ckpt, tmp_path):
     qkv = ckpt.get("visual.blocks.1.attn.qkv.weight").float().numpy()
     h = v.hidden
     for k, part in enumerate("qkv"):
-        np.testing.assert_array_equal(read_tensor(out, f"v.blk.1.attn_{part}.weight"), qkv[k * h:(k + 1) * h])
+        np.testing.assert_array_equal(read_tensor(out, f"v.blk.1.attn_{part}.weight"), qkv[k * h : (k + 1) * h])
     conv = ckpt.get("visual.patch_embed.proj.weight").float().numpy()
     np.testing.assert_array_equal(read_tensor(out, "v.patch_embd.weight"), conv[:, :, 0])
     np.testing.assert_array_equal(read_tensor(out, "v.patch_embd.weight.1"), conv[:, :, 1])
@@ -258,8 +272,25 @@ def test_cli_export(tiny_ckpt, tmp_path):
     from edgekit.cli import main
 
     out, mm = tmp_path / "d.gguf", tmp_path / "mm.gguf"
-    assert main(["export-decoder", str(tiny_ckpt), "--format", "gguf", "--precision", "q8_0",
-                 "--mmproj", str(mm), "--mmproj-precision", "q8_0", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "export-decoder",
+                str(tiny_ckpt),
+                "--format",
+                "gguf",
+                "--precision",
+                "q8_0",
+                "--mmproj",
+                str(mm),
+                "--mmproj-precision",
+                "q8_0",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert _fields(out)["general.file_type"] == 7
     assert _fields(mm)["general.file_type"] == 7
     assert main(["export-decoder", str(tiny_ckpt), "--precision", "q3_k", "--out", str(out)]) == 2

@@ -74,8 +74,11 @@ def _assert_unified_gives_fake_quant_logits(tiny_ckpt, result, unified, length: 
 
 @pytest.fixture(scope="module")
 def awq_result(tiny_ckpt, tmp_path_factory):
-    return calibrate(tiny_ckpt, QuantConfig(method="awq", grid="nvidia:w4a16", n_samples=4, seed=_seed() % 1000),
-                     tmp_path_factory.mktemp("cache"))
+    return calibrate(
+        tiny_ckpt,
+        QuantConfig(method="awq", grid="nvidia:w4a16", n_samples=4, seed=_seed() % 1000),
+        tmp_path_factory.mktemp("cache"),
+    )
 
 
 def test_w4a16_unified_round_trips_and_matches_fake_quant_logits(tiny_ckpt, awq_result, tmp_path):
@@ -109,7 +112,9 @@ def test_w8a8_smoothquant_unified(tiny_ckpt, tmp_path):
         assert w.dtype == torch.int8 and s.shape == (qw.shape[0],)
         assert torch.equal(uc.dequantized(name), dequantize_weight(qw))
         iscale = uc.get(name[: -len("weight")] + "input_scale")
-        assert iscale.dim() == 0 and float(iscale) == pytest.approx(float(res.input_scales[name[: -len(".weight")]]), rel=0, abs=0)
+        assert iscale.dim() == 0 and float(iscale) == pytest.approx(
+            float(res.input_scales[name[: -len(".weight")]]), rel=0, abs=0
+        )
     for name, w in res.folded.items():  # the SmoothQuant scales live in the norms, exactly
         assert torch.equal(uc.get(name), w.float())
 
@@ -164,8 +169,9 @@ def test_tensorrt_build_refuses_what_edge_llm_cannot_run(small_ckpt, tmp_path):
     with pytest.raises(EdgekitError, match="w8a8"):
         build_bundle(small_ckpt, tmp_path / "b", BuildConfig(target="orin", precision="int8", backend="tensorrt"))
     with pytest.raises(EdgekitError, match="SmoothQuant"):
-        build_bundle(small_ckpt, tmp_path / "b", BuildConfig(target="orin", precision="w8a8", method="gptq",
-                                                             backend="tensorrt"))
+        build_bundle(
+            small_ckpt, tmp_path / "b", BuildConfig(target="orin", precision="w8a8", method="gptq", backend="tensorrt")
+        )
     assert not (tmp_path / "b").exists()  # refused before any work
 
 
@@ -178,8 +184,13 @@ def test_smoothquant_is_the_tensorrt_default_where_activations_are_quantized():
     def unified_quant_config(config):
         return decoder_calibration(config, "tensorrt")
 
-    assert [default_method(p, "tensorrt") for p in ("w8a8", "fp8", "nvfp4", "int4", "fp16")] == \
-        ["smoothquant", "smoothquant", "smoothquant", "gptq", "rtn"]
+    assert [default_method(p, "tensorrt") for p in ("w8a8", "fp8", "nvfp4", "int4", "fp16")] == [
+        "smoothquant",
+        "smoothquant",
+        "smoothquant",
+        "gptq",
+        "rtn",
+    ]
     assert default_method("nvfp4", "gguf") == default_method("int4", "gguf") == "gptq"
     for precision in ("fp8", "nvfp4"):
         q = unified_quant_config(BuildConfig(target="thor", precision=precision, backend="tensorrt"))
@@ -188,8 +199,11 @@ def test_smoothquant_is_the_tensorrt_default_where_activations_are_quantized():
         unified_quant_config(BuildConfig(target="thor", precision="int4", method="smoothquant", backend="tensorrt"))
     # the build decides all of it once, before any stage: method, format, calibration, the unified identity
     build = resolve(BuildConfig(target="thor", precision="nvfp4", backend="tensorrt"), get_target("thor"))
-    assert (build.config.method, build.decoder.name, build.calibration.method) == ("smoothquant", "nvidia:nvfp4",
-                                                                                   "smoothquant")
+    assert (build.config.method, build.decoder.name, build.calibration.method) == (
+        "smoothquant",
+        "nvidia:nvfp4",
+        "smoothquant",
+    )
     assert build.unified_identity == {"quant_algo": "NVFP4"} and build.needs_samples
     w4 = resolve(BuildConfig(target="thor", precision="int4", backend="tensorrt", group_size=64), get_target("thor"))
     assert w4.unified_identity == {"quant_algo": "W4A16_AWQ", "group_size": 64} and w4.config.method == "gptq"
@@ -205,8 +219,27 @@ def test_quantize_cli_writes_unified_checkpoint(tiny_ckpt, tmp_path, capsys):
     from edgekit.cli import main
 
     out = tmp_path / "w4a16"
-    assert main(["quantize", str(tiny_ckpt), "--method", "gptq", "--format", "nvidia:w4a16", "--n", "2",
-                 "--evaluate", "0", "--cache", str(tmp_path / "c"), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "quantize",
+                str(tiny_ckpt),
+                "--method",
+                "gptq",
+                "--format",
+                "nvidia:w4a16",
+                "--n",
+                "2",
+                "--evaluate",
+                "0",
+                "--cache",
+                str(tmp_path / "c"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "codes+scales match the quantizer" in verify_unified_checkpoint(out)
     assert json.loads((out / "quantization.json").read_text())["method"] == "gptq"
     capsys.readouterr()
@@ -242,8 +275,11 @@ def _e2m1_reference(packed: torch.Tensor, weight_scale: torch.Tensor, weight_sca
 
 @pytest.fixture(scope="module")
 def nvfp4_result(tiny_ckpt, tmp_path_factory):
-    return calibrate(tiny_ckpt, QuantConfig(method="gptq", grid="nvidia:nvfp4", n_samples=4, seed=_seed() % 1000),
-                     tmp_path_factory.mktemp("cache"))
+    return calibrate(
+        tiny_ckpt,
+        QuantConfig(method="gptq", grid="nvidia:nvfp4", n_samples=4, seed=_seed() % 1000),
+        tmp_path_factory.mktemp("cache"),
+    )
 
 
 def test_nvfp4_unified_is_modelopts_layout_and_matches_fake_quant_logits(tiny_ckpt, nvfp4_result, tmp_path):
@@ -271,7 +307,7 @@ def test_nvfp4_unified_is_modelopts_layout_and_matches_fake_quant_logits(tiny_ck
         assert iscale.dim() == 0 and float(iscale) == float(nvfp4_result.input_scales[name[: -len(".weight")]]) > 0
         want = dequantize_weight(qw)
         assert torch.equal(uc.dequantized(name), want)
-        assert torch.allclose(_e2m1_reference(w, s, s2), want, rtol=2 ** -22, atol=0)  # one float rounding apart
+        assert torch.allclose(_e2m1_reference(w, s, s2), want, rtol=2**-22, atol=0)  # one float rounding apart
     _assert_unified_gives_fake_quant_logits(tiny_ckpt, nvfp4_result, out, 37)
 
     bad = tmp_path / "flipped"
@@ -296,7 +332,7 @@ def _e4m3_reference(byte: int) -> float:
     e, m = (byte >> 3) & 0xF, byte & 0x7
     if e == 0xF and m == 0x7:
         return float("nan")
-    return sign * (m / 8 * 2.0 ** -6 if e == 0 else (1 + m / 8) * 2.0 ** (e - 7))
+    return sign * (m / 8 * 2.0**-6 if e == 0 else (1 + m / 8) * 2.0 ** (e - 7))
 
 
 def test_fp8_unified_is_modelopts_layout_and_matches_fake_quant_logits(tiny_ckpt, tmp_path):
@@ -309,8 +345,9 @@ def test_fp8_unified_is_modelopts_layout_and_matches_fake_quant_logits(tiny_ckpt
     from edgekit.quant.grids import dequantize_weight
 
     source = open_checkpoint(tiny_ckpt)
-    res = calibrate(tiny_ckpt, QuantConfig(method="gptq", grid="nvidia:fp8", n_samples=4, seed=_seed() % 1000),
-                    tmp_path / "cache")
+    res = calibrate(
+        tiny_ckpt, QuantConfig(method="gptq", grid="nvidia:fp8", n_samples=4, seed=_seed() % 1000), tmp_path / "cache"
+    )
     out = tmp_path / "unified"
     write_unified_checkpoint(tiny_ckpt, out, res, shard_bytes=3 << 20)
     summary = verify_unified_checkpoint(out)
@@ -324,8 +361,11 @@ def test_fp8_unified_is_modelopts_layout_and_matches_fake_quant_logits(tiny_ckpt
         assert (w.dtype, tuple(w.shape)) == (torch.float8_e4m3fn, qw.shape)
         assert (s.dtype, s.dim()) == (torch.float32, 0) and float(s) == float(s.to(torch.float16)) > 0
         amax = float(source.get(name).float().abs().max())
-        assert float(s.to(torch.float16).to(torch.float32)) * 448 >= amax > float(torch.nextafter(
-            s.to(torch.float16), torch.tensor(0.0, dtype=torch.float16)).float()) * 448  # the smallest such float16
+        assert (
+            float(s.to(torch.float16).to(torch.float32)) * 448
+            >= amax
+            > float(torch.nextafter(s.to(torch.float16), torch.tensor(0.0, dtype=torch.float16)).float()) * 448
+        )  # the smallest such float16
         iscale = uc.get(name[: -len("weight")] + "input_scale")
         assert iscale.dim() == 0 and float(iscale) == float(res.input_scales[name[: -len(".weight")]]) > 0
         assert torch.equal(w.view(torch.uint8).to(torch.int16), qw.codes)

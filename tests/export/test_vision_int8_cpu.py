@@ -21,8 +21,9 @@ def _without_output_rounding(model):
             consumers[i].append(n)
     rename = {}
     for n in model.graph.node:
-        if n.op_type == "MatMul" and all(producer.get(i) is not None and producer[i].op_type == "DequantizeLinear"
-                                         for i in n.input):
+        if n.op_type == "MatMul" and all(
+            producer.get(i) is not None and producer[i].op_type == "DequantizeLinear" for i in n.input
+        ):
             (q,) = consumers[n.output[0]]
             (dq,) = consumers[q.output[0]]
             rename[dq.output[0]] = n.output[0]
@@ -51,12 +52,20 @@ def test_integer_graph_equals_the_qdq_products(tiny_ckpt, tmp_path, width, heigh
     patches = info.grid_h * info.grid_w
     dim = ort.InferenceSession(str(tmp_path / "fp32.onnx"), session_options()).get_inputs()[0].shape[-1]
     batches = [rng.standard_normal((patches, dim)).astype(np.float32) for _ in range(3)]
-    report = quantize_int8(tmp_path / "fp32.onnx", tmp_path / "qdq.onnx", batches, method="percentile",
-                           float_parts=FLOAT_PARTS, gptq=True)
+    report = quantize_int8(
+        tmp_path / "fp32.onnx", tmp_path / "qdq.onnx", batches, method="percentile", float_parts=FLOAT_PARTS, gptq=True
+    )
     # ranges calibrated once and handed over give the graph that calibrating inside gives
     ranges = calibrate_ranges(tmp_path / "fp32.onnx", batches, tmp_path / "ranges.json", method="percentile")
-    quantize_int8(tmp_path / "fp32.onnx", tmp_path / "qdq_ranges.onnx", batches, method="percentile",
-                  float_parts=FLOAT_PARTS, gptq=True, ranges=ranges)
+    quantize_int8(
+        tmp_path / "fp32.onnx",
+        tmp_path / "qdq_ranges.onnx",
+        batches,
+        method="percentile",
+        float_parts=FLOAT_PARTS,
+        gptq=True,
+        ranges=ranges,
+    )
     assert (tmp_path / "qdq_ranges.onnx").read_bytes() == (tmp_path / "qdq.onnx").read_bytes()
     got = write_integer_graph(tmp_path / "qdq.onnx", tmp_path / "int.onnx")
     assert got["integer_matmuls"] == report["quantized_matmuls"] > 0
@@ -64,8 +73,10 @@ def test_integer_graph_equals_the_qdq_products(tiny_ckpt, tmp_path, width, heigh
     assert ops["MatMulIntegerToFloat"] == got["integer_matmuls"] and ops["DequantizeLinear"] == 0
     onnx.save(_without_output_rounding(onnx.load(str(tmp_path / "qdq.onnx"))), str(tmp_path / "qdq_float_out.onnx"))
     x = rng.standard_normal((patches, dim)).astype(np.float32)  # a fresh input, not a calibration batch
-    a, b, f = (ort.InferenceSession(str(tmp_path / f"{g}.onnx"), session_options()).run(None, {INPUT: x})[0]
-               for g in ("int", "qdq_float_out", "fp32"))
+    a, b, f = (
+        ort.InferenceSession(str(tmp_path / f"{g}.onnx"), session_options()).run(None, {INPUT: x})[0]
+        for g in ("int", "qdq_float_out", "fp32")
+    )
     # Through many layers a last-bit difference can move an activation across an int8 rounding boundary, so the
     # whole tower is the QDQ products up to such flips: far closer to them than either is to FP32. Compared in RMS:
     # a flip moves a few values, which the maximum magnifies (its ratio reached 0.27-0.34 on some seeds and machines;
@@ -80,19 +91,35 @@ def _one_matmul_qdq(rng, m: int, k: int, n: int):
     from onnx import TensorProto, helper, numpy_helper
 
     w = rng.integers(-127, 128, (k, n)).astype(np.int8)
-    inits = [numpy_helper.from_array(a, name) for name, a in (
-        ("x_scale", np.float32(0.02)), ("x_zero", np.int8(0)), ("w", w),
-        ("w_scale", (rng.random(n) * 0.01 + 1e-3).astype(np.float32)), ("w_zero", np.zeros(n, np.int8)),
-        ("y_scale", np.float32(0.05)), ("y_zero", np.int8(0)), ("bias", rng.standard_normal(n).astype(np.float32)))]
-    nodes = [helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zero"], ["xq"]),
-             helper.make_node("DequantizeLinear", ["xq", "x_scale", "x_zero"], ["xd"]),
-             helper.make_node("DequantizeLinear", ["w", "w_scale", "w_zero"], ["wd"], axis=1),
-             helper.make_node("MatMul", ["xd", "wd"], ["y"], name="mm"),
-             helper.make_node("QuantizeLinear", ["y", "y_scale", "y_zero"], ["yq"]),
-             helper.make_node("DequantizeLinear", ["yq", "y_scale", "y_zero"], ["yd"]),
-             helper.make_node("Add", ["yd", "bias"], ["out"])]
-    graph = helper.make_graph(nodes, "one", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [m, n])], inits)
+    inits = [
+        numpy_helper.from_array(a, name)
+        for name, a in (
+            ("x_scale", np.float32(0.02)),
+            ("x_zero", np.int8(0)),
+            ("w", w),
+            ("w_scale", (rng.random(n) * 0.01 + 1e-3).astype(np.float32)),
+            ("w_zero", np.zeros(n, np.int8)),
+            ("y_scale", np.float32(0.05)),
+            ("y_zero", np.int8(0)),
+            ("bias", rng.standard_normal(n).astype(np.float32)),
+        )
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zero"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "x_scale", "x_zero"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["w", "w_scale", "w_zero"], ["wd"], axis=1),
+        helper.make_node("MatMul", ["xd", "wd"], ["y"], name="mm"),
+        helper.make_node("QuantizeLinear", ["y", "y_scale", "y_zero"], ["yq"]),
+        helper.make_node("DequantizeLinear", ["yq", "y_scale", "y_zero"], ["yd"]),
+        helper.make_node("Add", ["yd", "bias"], ["out"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "one",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [m, n])],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 

@@ -35,14 +35,18 @@ def external_bundle(tiny_ckpt, tmp_path_factory):
 
     saved, onnx_files.EXTERNAL_DATA_BYTES = onnx_files.EXTERNAL_DATA_BYTES, 1 << 20
     try:
-        return build_bundle(tiny_ckpt, tmp_path_factory.mktemp("ext") / "b",
-                            BuildConfig(target="cpu", precision="int4", method="rtn", resolution=(224, 336)))
+        return build_bundle(
+            tiny_ckpt,
+            tmp_path_factory.mktemp("ext") / "b",
+            BuildConfig(target="cpu", precision="int4", method="rtn", resolution=(224, 336)),
+        )
     finally:
         onnx_files.EXTERNAL_DATA_BYTES = saved
 
 
-def test_graph_over_the_threshold_has_one_data_file_and_runs_from_the_verified_bytes(external_bundle, tiny_ckpt,
-                                                                                       test_seed):
+def test_graph_over_the_threshold_has_one_data_file_and_runs_from_the_verified_bytes(
+    external_bundle, tiny_ckpt, test_seed
+):
     from edgekit.bundle.manifest import verify_bundle
     from edgekit.export.vision_static import build_static_tower, plan_for_resolution
     from edgekit.runtime.bundle_pipeline import open_bundle
@@ -52,8 +56,11 @@ def test_graph_over_the_threshold_has_one_data_file_and_runs_from_the_verified_b
     m = json.loads((external_bundle / "edgekit.json").read_text())
     assert m["parts"]["vision"]["external_data"] == "vision/vision.onnx.data"
     assert "vision/vision.onnx.data" in m["artifacts"]
-    assert (external_bundle / "vision/vision.onnx").stat().st_size < (1 << 20) < m["artifacts"][
-        "vision/vision.onnx.data"]["size"]
+    assert (
+        (external_bundle / "vision/vision.onnx").stat().st_size
+        < (1 << 20)
+        < m["artifacts"]["vision/vision.onnx.data"]["size"]
+    )
     report = verify_bundle(external_bundle)
     assert report.ok, report.errors
     assert any("weights in vision/vision.onnx.data" in c for c in report.checked)
@@ -137,8 +144,11 @@ def test_fp16_guard_leaves_an_ordinary_tower_all_fp16(tiny_ckpt, tmp_path):
     """An FP16 bundle of a tower without such activations: no block kept, and the manifest says so."""
     from edgekit.bundle.build import BuildConfig, build_bundle
 
-    b = build_bundle(tiny_ckpt, tmp_path / "b", BuildConfig(target="cpu", precision="int4", method="rtn",
-                                                            vision_precision="fp16", resolution=(224, 224)))
+    b = build_bundle(
+        tiny_ckpt,
+        tmp_path / "b",
+        BuildConfig(target="cpu", precision="int4", method="rtn", vision_precision="fp16", resolution=(224, 224)),
+    )
     assert json.loads((b / "edgekit.json").read_text())["parts"]["vision"]["fp32_blocks"] == []
 
 
@@ -146,8 +156,11 @@ def test_fp16_bundle_of_the_planted_tower_records_its_fp32_blocks(planted_ckpt, 
     from edgekit.bundle.build import BuildConfig, build_bundle
     from edgekit.bundle.manifest import verify_bundle
 
-    b = build_bundle(planted_ckpt, tmp_path / "b", BuildConfig(target="cpu", precision="int4", method="rtn",
-                                                               vision_precision="fp16", resolution=(224, 224)))
+    b = build_bundle(
+        planted_ckpt,
+        tmp_path / "b",
+        BuildConfig(target="cpu", precision="int4", method="rtn", vision_precision="fp16", resolution=(224, 224)),
+    )
     assert json.loads((b / "edgekit.json").read_text())["parts"]["vision"]["fp32_blocks"] == [1, 2, 3]
     assert verify_bundle(b).ok
 
@@ -159,13 +172,34 @@ def test_full_preset_has_mimo_embodied_7b_dimensions():
     from edgekit.model.fixtures import PRESETS, build_config
 
     p = PRESETS["full"]
-    names = ["<|endoftext|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>",
-             "<|video_pad|>"]
+    names = [
+        "<|endoftext|>",
+        "<|im_end|>",
+        "<|vision_start|>",
+        "<|vision_end|>",
+        "<|vision_pad|>",
+        "<|image_pad|>",
+        "<|video_pad|>",
+    ]
     cfg = build_config(p, {n: 151_000 + i for i, n in enumerate(names)}, p.vocab_size)
     t, v = read_text_dims(cfg), read_vision_dims(cfg)
     assert (t.num_layers, t.hidden, t.heads, t.kv_heads, t.head_dim, t.intermediate, t.vocab) == (
-        36, 4096, 32, 8, 128, 11008, 151_680)
+        36,
+        4096,
+        32,
+        8,
+        128,
+        11008,
+        151_680,
+    )
     assert (v.depth, v.hidden, v.heads, v.head_dim, v.intermediate, v.fullatt_blocks, v.out_hidden) == (
-        32, 1280, 16, 80, 3420, (7, 15, 23, 31), 4096)
+        32,
+        1280,
+        16,
+        80,
+        3420,
+        (7, 15, 23, 31),
+        4096,
+    )
     params = sum(int(np.prod(s)) for s in expected_shapes(t, v).values())
     assert 8.2e9 < params < 8.4e9, params

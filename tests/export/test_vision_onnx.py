@@ -20,7 +20,9 @@ def hf_model(tiny_ckpt):
 
 def _reference(model, patches: np.ndarray, grid: np.ndarray) -> np.ndarray:
     with torch.no_grad():
-        out = model.model.get_image_features(pixel_values=torch.from_numpy(patches), image_grid_thw=torch.from_numpy(grid))
+        out = model.model.get_image_features(
+            pixel_values=torch.from_numpy(patches), image_grid_thw=torch.from_numpy(grid)
+        )
     feats = out.pooler_output if hasattr(out, "pooler_output") else out
     return torch.cat(list(feats)).numpy() if isinstance(feats, (list, tuple)) else feats.numpy()
 
@@ -31,7 +33,9 @@ def _images(n, h, w, rng):
     return [Image.fromarray((rng.random((h, w, 3)) * 255).astype("uint8")) for _ in range(n)]
 
 
-@pytest.mark.parametrize("width,height,images", [(448, 448, 1), (224, 672, 1), (1024, 484, 1), (56, 56, 1), (448, 448, 3), (333, 517, 2)])
+@pytest.mark.parametrize(
+    "width,height,images", [(448, 448, 1), (224, 672, 1), (1024, 484, 1), (56, 56, 1), (448, 448, 3), (333, 517, 2)]
+)
 def test_fp32_matches_transformers(tiny_ckpt, hf_model, tmp_path, width, height, images):
     from edgekit.model.processor import load_processor_config, preprocess_images
 
@@ -41,8 +45,11 @@ def test_fp32_matches_transformers(tiny_ckpt, hf_model, tmp_path, width, height,
     ops = check_graph(path)  # onnx.checker full + strict shape inference, no Loop/If/Scan
     assert not {"Loop", "If", "Scan"} & set(ops)
     rng = np.random.default_rng()
-    pix, grid = preprocess_images(_images(images, info.height, info.width, rng), load_processor_config(tiny_ckpt),
-                                  resize_to=(info.height, info.width))
+    pix, grid = preprocess_images(
+        _images(images, info.height, info.width, rng),
+        load_processor_config(tiny_ckpt),
+        resize_to=(info.height, info.width),
+    )
     got = OnnxVision(path).encode(pix, grid)
     ref = _reference(hf_model, pix, grid)
     assert got.shape == ref.shape
@@ -69,14 +76,23 @@ def test_fp16_and_int8_stay_close_to_fp32(small_ckpt, tmp_path):
     batches = patch_batches(calib, info, proc)
     ranges = calibrate_ranges(fp32, batches, tmp_path / "ranges.json", method="percentile")  # once for all three
     quantize_int8(fp32, tmp_path / "int8.onnx", batches, method="percentile", ranges=ranges)
-    quantize_int8(fp32, tmp_path / "int8_ends_float.onnx", batches, method="percentile", float_parts=FLOAT_PARTS,
-                  ranges=ranges)
-    report = quantize_int8(fp32, tmp_path / "int8_bundle.onnx", batches, method="percentile", float_parts=FLOAT_PARTS,
-                           gptq=True, ranges=ranges)
+    quantize_int8(
+        fp32, tmp_path / "int8_ends_float.onnx", batches, method="percentile", float_parts=FLOAT_PARTS, ranges=ranges
+    )
+    report = quantize_int8(
+        fp32,
+        tmp_path / "int8_bundle.onnx",
+        batches,
+        method="percentile",
+        float_parts=FLOAT_PARTS,
+        gptq=True,
+        ranges=ranges,
+    )
     from edgekit.export.vision_int8_cpu import write_integer_graph
 
     assert write_integer_graph(tmp_path / "int8_bundle.onnx", tmp_path / "int8_integer.onnx") == {
-        "integer_matmuls": report["quantized_matmuls"]}
+        "integer_matmuls": report["quantized_matmuls"]
+    }
     assert report["gptq_layers"] == report["quantized_matmuls"] and report["gptq_median_error_reduction"] > 2
     ops = check_graph(tmp_path / "int8.onnx")
     assert ops.get("QuantizeLinear", 0) > 0 and ops.get("DequantizeLinear", 0) > 0
@@ -90,7 +106,10 @@ def test_fp16_and_int8_stay_close_to_fp32(small_ckpt, tmp_path):
     assert len(kept) == 3 and len(reads_dq) == len(weights)
     assert all(reads_dq[name] == (name not in kept) for name in weights), reads_dq
     # GPTQ changes int8 weight codes only: same nodes, same scales, some codes moved
-    rtn, rounded = onnx.load(str(tmp_path / "int8_ends_float.onnx")).graph, onnx.load(str(tmp_path / "int8_bundle.onnx")).graph
+    rtn, rounded = (
+        onnx.load(str(tmp_path / "int8_ends_float.onnx")).graph,
+        onnx.load(str(tmp_path / "int8_bundle.onnx")).graph,
+    )
     assert [(n.op_type, list(n.input)) for n in rtn.node] == [(n.op_type, list(n.input)) for n in rounded.node]
     a = {i.name: numpy_helper.to_array(i) for i in rtn.initializer}
     b = {i.name: numpy_helper.to_array(i) for i in rounded.initializer}
@@ -101,8 +120,13 @@ def test_fp16_and_int8_stay_close_to_fp32(small_ckpt, tmp_path):
     ref_rt = OnnxVision(fp32)
     refs = [ref_rt.encode(batch, grid) for batch in held_batches]  # the FP32 answers, once for every variant
     means = {}
-    for name, floor in (("fp16", 0.999), ("int8", 0.99), ("int8_ends_float", 0.99), ("int8_bundle", 0.99),
-                        ("int8_integer", 0.99)):
+    for name, floor in (
+        ("fp16", 0.999),
+        ("int8", 0.99),
+        ("int8_ends_float", 0.99),
+        ("int8_bundle", 0.99),
+        ("int8_integer", 0.99),
+    ):
         rt = OnnxVision(tmp_path / f"{name}.onnx")
         cos = []
         for batch, b in zip(held_batches, refs):

@@ -20,8 +20,7 @@ from edgekit.metrics import relative_error
 from edgekit.kernels.attention import KernelLibrary, build_library
 from edgekit.kernels.reference import check_close, decode_attention_reference, vit_window_attention_reference
 from edgekit.errors import EdgekitError
-from edgekit.kernels.cases import (DECODE_CASES, REL_TOL, VIT_CASES, check_decode, check_vit, decode_case,
-                                   vit_case)
+from edgekit.kernels.cases import DECODE_CASES, REL_TOL, VIT_CASES, check_decode, check_vit, decode_case, vit_case
 
 KERNELS = Path(__file__).resolve().parents[2] / "edgekit" / "kernels"
 
@@ -42,7 +41,9 @@ def ptx_fragment_coords(lane: int):
     """(row, col) of each element a lane holds for mma.m16n8k16 .f16 -> .f32, transcribed as the PTX ISA writes it
     ("Matrix Fragments for mma.m16n8k16 with floating point type"): a0..a7, b0..b3, c0..c3."""
     group, tig = lane >> 2, lane % 4
-    a = [(group if (0 <= i < 2 or 4 <= i < 6) else group + 8, tig * 2 + (i & 1) + (8 if i >= 4 else 0)) for i in range(8)]
+    a = [
+        (group if (0 <= i < 2 or 4 <= i < 6) else group + 8, tig * 2 + (i & 1) + (8 if i >= 4 else 0)) for i in range(8)
+    ]
     b = [(tig * 2 + (i & 1) + (8 if i >= 2 else 0), group) for i in range(4)]
     c = [(group if i < 2 else group + 8, tig * 2 + (i & 1)) for i in range(4)]
     return a, b, c
@@ -103,7 +104,7 @@ def test_vit_rejects_a_misaligned_buffer(emu, rng):
     _, g = rng
     qkv, cos, sin, cu = vit_case(g, [64, 3], 1)
     buf = np.zeros(qkv.size + 8, np.float16)
-    shifted = buf[1:1 + qkv.size].reshape(qkv.shape)
+    shifted = buf[1 : 1 + qkv.size].reshape(qkv.shape)
     shifted[...] = qkv
     with pytest.raises(EdgekitError, match="returned 1"):
         emu.vit_window_attention(shifted, cos, sin, cu)
@@ -164,8 +165,10 @@ def _nvcc() -> str:
     return nvcc
 
 
-PTXAS_REPORT = re.compile(r"Compiling entry function '(\w+)' for '(sm_\d+)'\n.*\n\s*(\d+) bytes stack frame, (\d+) bytes "
-                          r"spill stores, (\d+) bytes spill loads\n.*Used (\d+) registers")
+PTXAS_REPORT = re.compile(
+    r"Compiling entry function '(\w+)' for '(sm_\d+)'\n.*\n\s*(\d+) bytes stack frame, (\d+) bytes "
+    r"spill stores, (\d+) bytes spill loads\n.*Used (\d+) registers"
+)
 
 
 @pytest.mark.slow
@@ -185,12 +188,20 @@ def test_cuda_build_for_orin_hopper_thor_has_no_spills(tmp_path):
     by_arch: dict[str, set[str]] = {}
     for name, arch, stack, spill_st, spill_ld, regs in reports:
         short = re.sub(r"^_ZN7edgekit\d+", "", name).split("EEEv")[0].split("EPK")[0]
-        print(f"{arch:7s} {short:34s} {regs:>4s} registers, stack {stack}, spill stores {spill_st}, spill loads {spill_ld}")
+        print(
+            f"{arch:7s} {short:34s} {regs:>4s} registers, stack {stack}, spill stores {spill_st}, spill loads {spill_ld}"
+        )
         assert (stack, spill_st, spill_ld) == ("0", "0", "0"), f"{short} on {arch}: local memory or spills"
         by_arch.setdefault(arch, set()).add(short)
     assert set(by_arch) == {"sm_87", "sm_90", "sm_110"}, by_arch.keys()
-    want = {"vit_window_attention_kernelILi80", "decode_partial_kernelILi4ELb0", "decode_partial_kernelILi4ELb1",
-            "decode_append_kernelILb1", "decode_combine_kernel", "mma_probe_kernel"}
+    want = {
+        "vit_window_attention_kernelILi80",
+        "decode_partial_kernelILi4ELb0",
+        "decode_partial_kernelILi4ELb1",
+        "decode_append_kernelILb1",
+        "decode_combine_kernel",
+        "mma_probe_kernel",
+    }
     for arch, names in by_arch.items():
         assert want <= names, (arch, want - names)
     assert "warning" not in (tmp_path / "cuda" / "build.log").read_text().lower()
@@ -230,7 +241,10 @@ def test_build_checks_reject_spills_and_local_memory(tmp_path, source, kind, che
     compile_cmd = [_nvcc(), "-arch=sm_87", "-c", str(src), "-o", str(tmp_path / "planted.o")]
     if check == "ptxas flags":
         flags = re.search(r"-Xptxas=([^>\s]+)", (KERNELS / "CMakeLists.txt").read_text()).group(1)
-        cmd, message = compile_cmd + [f"-Xptxas={flags}"], ("Registers are spilled" if kind == "spill" else "Local memory used")
+        cmd, message = (
+            compile_cmd + [f"-Xptxas={flags}"],
+            ("Registers are spilled" if kind == "spill" else "Local memory used"),
+        )
     else:
         cmd = ["cmake", "-P", str(KERNELS / "cmake" / "ptxas_guard.cmake"), "--", *compile_cmd, "-Xptxas=-v"]
         message = "local memory or register spills"
@@ -244,8 +258,23 @@ def test_report_guard_passes_a_clean_kernel(tmp_path):
     src = tmp_path / "clean.cu"
     src.write_text("__global__ void clean(float* x) { x[threadIdx.x] *= 2.f; }\n")
     obj = tmp_path / "clean.o"
-    r = subprocess.run(["cmake", "-P", str(KERNELS / "cmake" / "ptxas_guard.cmake"), "--", _nvcc(), "-arch=sm_87", "-c",
-                        str(src), "-o", str(obj), "-Xptxas=-v"], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            "cmake",
+            "-P",
+            str(KERNELS / "cmake" / "ptxas_guard.cmake"),
+            "--",
+            _nvcc(),
+            "-arch=sm_87",
+            "-c",
+            str(src),
+            "-o",
+            str(obj),
+            "-Xptxas=-v",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert obj.exists() and "0 bytes spill stores" in (tmp_path / "clean.o.ptxas.txt").read_text()
 
@@ -258,11 +287,18 @@ def test_torch_op_falls_back_to_the_reference_without_cuda(rng):
     seed, g = rng
     qkv, cos, sin, cu = vit_case(g, [64, 23, 1], 2)
     register_torch_ops()
-    args = (torch.from_numpy(qkv.astype(np.float32)), torch.from_numpy(cos), torch.from_numpy(sin), torch.from_numpy(cu))
+    args = (
+        torch.from_numpy(qkv.astype(np.float32)),
+        torch.from_numpy(cos),
+        torch.from_numpy(sin),
+        torch.from_numpy(cu),
+    )
     out = torch.ops.edgekit.vit_window_attention(*args)
     ref = vit_window_attention_reference(qkv, cos, sin, cu)
     assert relative_error(out.numpy(), ref) < 1e-5, f"seed {seed}"
-    torch.library.opcheck(torch.ops.edgekit.vit_window_attention.default, args)  # schema, fake tensor, autograd registration
+    torch.library.opcheck(
+        torch.ops.edgekit.vit_window_attention.default, args
+    )  # schema, fake tensor, autograd registration
 
 
 def test_torch_decode_op_falls_back_to_the_reference_and_writes_the_cache(rng):
@@ -278,12 +314,25 @@ def test_torch_decode_op_falls_back_to_the_reference_and_writes_the_cache(rng):
     register_torch_ops()
     t = lambda a: torch.from_numpy(a.astype(np.float32))  # noqa: E731  (CPU: the fallback path)
     cache_k, cache_v = t(ck), t(cv)
-    args = (t(q), t(k), t(v), torch.from_numpy(cos), torch.from_numpy(sin), cache_k, cache_v,
-            torch.tensor(lens, dtype=torch.int32), 4)
+    args = (
+        t(q),
+        t(k),
+        t(v),
+        torch.from_numpy(cos),
+        torch.from_numpy(sin),
+        cache_k,
+        cache_v,
+        torch.tensor(lens, dtype=torch.int32),
+        4,
+    )
     out = torch.ops.edgekit.decode_attention(*args)
     assert out.shape == q.shape and relative_error(out.numpy(), ref) < 1e-5, f"seed {seed}"
     rotated = apply_rotary(k.astype(np.float64), cos[:, None, :].astype(np.float64), sin[:, None, :].astype(np.float64))
     for b, n in enumerate(lens):
-        assert np.allclose(cache_k[b, :, n].numpy(), rotated[b], atol=1e-5) and np.array_equal(cache_v[b, :, n].numpy(), v[b].astype(np.float32))
-        assert np.array_equal(cache_k[b, :, n + 1:].numpy(), ck[b, :, n + 1:].astype(np.float32))  # nothing else written
+        assert np.allclose(cache_k[b, :, n].numpy(), rotated[b], atol=1e-5) and np.array_equal(
+            cache_v[b, :, n].numpy(), v[b].astype(np.float32)
+        )
+        assert np.array_equal(
+            cache_k[b, :, n + 1 :].numpy(), ck[b, :, n + 1 :].astype(np.float32)
+        )  # nothing else written
     torch.library.opcheck(torch.ops.edgekit.decode_attention.default, args)  # declared mutations, fake tensor

@@ -44,11 +44,15 @@ def test_a_template_that_numbers_its_images_keeps_one_image_frames_only():
 
     from edgekit.errors import EdgekitError
 
-    template = default_chat_template().replace("<|vision_start|><|image_pad|><|vision_end|>",
-                                               "Picture {{ loop.index }}: <|vision_start|><|image_pad|><|vision_end|>")
+    template = default_chat_template().replace(
+        "<|vision_start|><|image_pad|><|vision_end|>",
+        "Picture {{ loop.index }}: <|vision_start|><|image_pad|><|vision_end|>",
+    )
     record = chat_frames(template)
     assert record is not None and record["images_in_a_row"] is False
-    assert prompt_from_frames(record, "q", think=False, images=1) == build_prompt_parts(template, [IMAGE, "q"], think=False)
+    assert prompt_from_frames(record, "q", think=False, images=1) == build_prompt_parts(
+        template, [IMAGE, "q"], think=False
+    )
     with pytest.raises(EdgekitError, match="several images in a row"):
         prompt_from_frames(record, "q", think=False, images=2)
 

@@ -123,7 +123,9 @@ def test_shape_disagrees_with_config(tiny_ckpt, tmp_path, capsys):
     cfg = json.loads((ck / "config.json").read_text())
     cfg["intermediate_size"] += 64
     (ck / "config.json").write_text(json.dumps(cfg))
-    _expect_error(["inspect", str(ck)], capsys, "model.layers.0.mlp.gate_proj.weight", "[1024, 512]", "config.json implies")
+    _expect_error(
+        ["inspect", str(ck)], capsys, "model.layers.0.mlp.gate_proj.weight", "[1024, 512]", "config.json implies"
+    )
 
 
 def test_pickle_weights_refused(tiny_ckpt, tmp_path, capsys):

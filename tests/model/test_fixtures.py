@@ -34,8 +34,17 @@ def test_structure_matches_mimo_embodied(tiny_ckpt):
     assert v.fullatt_blocks and all((i + 1) % (v.fullatt_blocks[0] + 1) == 0 for i in v.fullatt_blocks)
     assert "model.layers.0.self_attn.q_proj.bias" in ck.tensors
     assert "visual.blocks.0.mlp.gate_proj.bias" in ck.tensors
-    for tok in ("<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|vision_start|>", "<|vision_end|>",
-                "<|image_pad|>", "<|video_pad|>", "<think>", "</think>"):
+    for tok in (
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|endoftext|>",
+        "<|vision_start|>",
+        "<|vision_end|>",
+        "<|image_pad|>",
+        "<|video_pad|>",
+        "<think>",
+        "</think>",
+    ):
         assert tok in ck.special_tokens, tok
     assert t.vocab >= max(ck.special_tokens.values()) + 1  # embedding rows past the tokenizer are padding
 
@@ -63,8 +72,11 @@ def test_transformers_loads_and_generates(tiny_ckpt):
     ck = open_checkpoint(tiny_ckpt)
     sd = model.state_dict()
     for name in ("model.layers.1.mlp.down_proj.weight", "visual.blocks.2.attn.qkv.bias", "lm_head.weight"):
-        hf = name.replace("model.", "model.language_model.", 1) if name.startswith("model.") else (
-            "model." + name if name.startswith("visual.") else name)
+        hf = (
+            name.replace("model.", "model.language_model.", 1)
+            if name.startswith("model.")
+            else ("model." + name if name.startswith("visual.") else name)
+        )
         assert torch.equal(sd[hf], ck.get(name).float()), name
 
 
@@ -72,6 +84,7 @@ def test_chat_template_think_and_no_think(tiny_ckpt):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(tiny_ckpt))
+
     def msg(text):
         return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
 
@@ -91,6 +104,22 @@ def test_medium_preset_has_real_vocab_size(tmp_path):
 
     p = PRESETS["medium"]
     assert p.vocab_size == 151680
-    cfg = build_config(p, {k: i for i, k in enumerate(
-        ["<|endoftext|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"])}, p.vocab_size)
+    cfg = build_config(
+        p,
+        {
+            k: i
+            for i, k in enumerate(
+                [
+                    "<|endoftext|>",
+                    "<|im_end|>",
+                    "<|vision_start|>",
+                    "<|vision_end|>",
+                    "<|vision_pad|>",
+                    "<|image_pad|>",
+                    "<|video_pad|>",
+                ]
+            )
+        },
+        p.vocab_size,
+    )
     assert cfg["vocab_size"] == 151680

@@ -186,7 +186,7 @@ def test_patchify_rows_are_merge_windows():
             for dy in range(m):
                 for dx in range(m):
                     y, x = (wy * m + dy) * p, (wx * m + dx) * p
-                    patch = img[:, y:y + p, x:x + p]  # [C, P, P]
+                    patch = img[:, y : y + p, x : x + p]  # [C, P, P]
                     expect = np.broadcast_to(patch[:, None], (c, t, p, p)).reshape(-1)
                     assert np.array_equal(rows[r], expect)
                     r += 1

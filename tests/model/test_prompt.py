@@ -24,8 +24,27 @@ from edgekit.model.prompt import (
 )
 from edgekit.model.rope_index import mrope_positions
 
-WORDS = ["the", "robot", "gripper", "ahead", "lane", "car", "red", "cup", "left", "is", "what", "Ünïcødé", "停车",
-         "  ", "\n", "42", "?", "<b>", "&"]
+WORDS = [
+    "the",
+    "robot",
+    "gripper",
+    "ahead",
+    "lane",
+    "car",
+    "red",
+    "cup",
+    "left",
+    "is",
+    "what",
+    "Ünïcødé",
+    "停车",
+    "  ",
+    "\n",
+    "42",
+    "?",
+    "<b>",
+    "&",
+]
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +67,9 @@ def hf(ckpt):
             super().__init__(image_processor, tokenizer, None, chat_template=chat_template)
 
     tok = AutoTokenizer.from_pretrained(str(ckpt))
-    return ImageOnlyProcessor(image_processor=AutoImageProcessor.from_pretrained(str(ckpt)), tokenizer=tok,
-                              chat_template=tok.chat_template)
+    return ImageOnlyProcessor(
+        image_processor=AutoImageProcessor.from_pretrained(str(ckpt)), tokenizer=tok, chat_template=tok.chat_template
+    )
 
 
 def random_text(rng, n_words):
@@ -91,8 +111,9 @@ def test_prompt_text_equals_hf_template(hf, template, think, n_images):
     for system in (None, "You drive carefully."):
         parts = random_parts(rng, n_images)
         mine = build_prompt_parts(template, parts, think=think, system=system)
-        ref = hf.tokenizer.apply_chat_template(hf_messages(parts, think, system), add_generation_prompt=True,
-                                               tokenize=False, enable_thinking=think)
+        ref = hf.tokenizer.apply_chat_template(
+            hf_messages(parts, think, system), add_generation_prompt=True, tokenize=False, enable_thinking=think
+        )
         assert mine == ref
         assert mine.count("<|vision_start|><|image_pad|><|vision_end|>") == n_images
         assert mine.endswith("<think>\n\n</think>\n\n") == (not think)
@@ -122,9 +143,13 @@ def test_encoded_inputs_equal_hf_processor(hf, ckpt, template, n_images):
         assert np.array_equal(ids.mm_token_type_ids, ref["mm_token_type_ids"][0])
         assert np.array_equal(pixels, ref["pixel_values"]) and np.array_equal(grid, ref["image_grid_thw"])
 
-        pos, delta = mrope_positions(ids.input_ids, grid, spatial_merge_size=cfg.merge_size,
-                                     image_token_id=tok.token_to_id("<|image_pad|>"),
-                                     vision_start_token_id=tok.token_to_id("<|vision_start|>"))
+        pos, delta = mrope_positions(
+            ids.input_ids,
+            grid,
+            spatial_merge_size=cfg.merge_size,
+            image_token_id=tok.token_to_id("<|image_pad|>"),
+            vision_start_token_id=tok.token_to_id("<|vision_start|>"),
+        )
         ref_pos, ref_delta = hf_rope(ckpt, ref)
         assert np.array_equal(pos, ref_pos) and delta == ref_delta
 
@@ -135,9 +160,11 @@ def hf_rope(ckpt, ref):
 
     with torch.device("meta"):  # get_rope_index reads only the config
         model = Qwen2_5_VLModel(Qwen2_5_VLConfig.from_pretrained(str(ckpt)))
-    pos, delta = model.get_rope_index(torch.from_numpy(ref["input_ids"]),
-                                      mm_token_type_ids=torch.from_numpy(ref["mm_token_type_ids"]),
-                                      image_grid_thw=torch.from_numpy(ref["image_grid_thw"]))
+    pos, delta = model.get_rope_index(
+        torch.from_numpy(ref["input_ids"]),
+        mm_token_type_ids=torch.from_numpy(ref["mm_token_type_ids"]),
+        image_grid_thw=torch.from_numpy(ref["image_grid_thw"]),
+    )
     return pos[:, 0].numpy(), int(delta.item())
 
 
@@ -151,13 +178,20 @@ def test_full_chat_template_tokenize_path_equals_hf(hf, ckpt):
     for part in messages[0]["content"]:
         if part["type"] == "image":
             part["image"] = next(it)
-    ref = hf.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
-                                 return_tensors="np", enable_thinking=False)
+    ref = hf.apply_chat_template(
+        messages,
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=True,
+        return_tensors="np",
+        enable_thinking=False,
+    )
     template = (ckpt / "chat_template.jinja").read_text()
     cfg = load_processor_config(ckpt)
     _, grid = preprocess_images(images, cfg)
-    ids = encode_prompt(load_tokenizer(ckpt / "tokenizer.json"), build_prompt_parts(template, parts, think=False),
-                        grid, merge_size=2)
+    ids = encode_prompt(
+        load_tokenizer(ckpt / "tokenizer.json"), build_prompt_parts(template, parts, think=False), grid, merge_size=2
+    )
     assert np.array_equal(ids.input_ids, ref["input_ids"][0])
     assert np.array_equal(ids.mm_token_type_ids, ref["mm_token_type_ids"][0])
 
@@ -180,8 +214,9 @@ def test_id_expansion_equals_text_expansion(ckpt, template):
         prompt = build_prompt_parts(template, random_parts(rng, n), think=bool(rng.integers(0, 2)))
         grid = np.array([[1, 2 * int(a), 2 * int(b)] for a, b in rng.integers(1, 20, (n, 2))])
         short = np.asarray(tok.encode(prompt).ids)
-        assert np.array_equal(expand_image_tokens(short, grid, 2, image_id),
-                              encode_prompt(tok, prompt, grid, merge_size=2).input_ids)
+        assert np.array_equal(
+            expand_image_tokens(short, grid, 2, image_id), encode_prompt(tok, prompt, grid, merge_size=2).input_ids
+        )
 
 
 def test_mismatched_images_and_placeholders(ckpt, template):
@@ -190,8 +225,9 @@ def test_mismatched_images_and_placeholders(ckpt, template):
     with pytest.raises(EdgekitError, match="2 '<\\|image_pad\\|>' placeholder\\(s\\) but 1 image grid"):
         encode_prompt(tok, prompt, np.array([[1, 4, 4]]), merge_size=2)
     with pytest.raises(EdgekitError, match="1 image grid"):
-        expand_image_tokens(np.asarray(tok.encode(prompt).ids), np.array([[1, 4, 4]]), 2,
-                            tok.token_to_id("<|image_pad|>"))
+        expand_image_tokens(
+            np.asarray(tok.encode(prompt).ids), np.array([[1, 4, 4]]), 2, tok.token_to_id("<|image_pad|>")
+        )
 
 
 def test_template_errors_are_edgekit_errors():
@@ -225,8 +261,9 @@ def test_prepare_inputs_equals_hf_processor_and_rope(hf, ckpt, assets, tmp_path)
     images[1].save(tmp_path / "cam.png")  # one image by path, as samples give them
     parts = random_parts(rng, 3)
     got = prepare_inputs(assets, parts, [images[0], tmp_path / "cam.png", images[2]], think=False)
-    prompt = hf.tokenizer.apply_chat_template(hf_messages(parts, think=False), add_generation_prompt=True,
-                                              tokenize=False, enable_thinking=False)
+    prompt = hf.tokenizer.apply_chat_template(
+        hf_messages(parts, think=False), add_generation_prompt=True, tokenize=False, enable_thinking=False
+    )
     ref = hf(text=[prompt], images=images, return_tensors="np")
     for key in ("input_ids", "mm_token_type_ids", "pixel_values", "image_grid_thw"):
         assert np.array_equal(got.hf_kwargs()[key], ref[key]), key

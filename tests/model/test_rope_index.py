@@ -19,14 +19,32 @@ def hf_model(spatial_merge_size=2, tokens_per_second=2):
     from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel
 
     cfg = Qwen2_5_VLConfig(
-        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                         num_key_value_heads=1, vocab_size=VOCAB, bos_token_id=0, eos_token_id=1,
-                         rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]}),
-        vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32,
-                           fullatt_block_indexes=[0], spatial_merge_size=spatial_merge_size,
-                           tokens_per_second=tokens_per_second),
-        image_token_id=IMAGE_ID, video_token_id=VIDEO_ID, vision_start_token_id=VISION_START,
-        vision_end_token_id=VISION_END)
+        text_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            vocab_size=VOCAB,
+            bos_token_id=0,
+            eos_token_id=1,
+            rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
+        ),
+        vision_config=dict(
+            depth=1,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=32,
+            fullatt_block_indexes=[0],
+            spatial_merge_size=spatial_merge_size,
+            tokens_per_second=tokens_per_second,
+        ),
+        image_token_id=IMAGE_ID,
+        video_token_id=VIDEO_ID,
+        vision_start_token_id=VISION_START,
+        vision_end_token_id=VISION_END,
+    )
     with torch.device("meta"):
         return Qwen2_5_VLModel(cfg)
 
@@ -66,10 +84,12 @@ def random_sequence(rng, n_images, n_videos=0, merge=2):
 def hf_rope(model, ids, images, videos=None, seconds=None):
     types = token_types(ids, IMAGE_ID, VIDEO_ID)
     pos, delta = model.get_rope_index(
-        torch.from_numpy(ids)[None], mm_token_type_ids=torch.from_numpy(types)[None],
+        torch.from_numpy(ids)[None],
+        mm_token_type_ids=torch.from_numpy(types)[None],
         image_grid_thw=torch.from_numpy(images) if len(images) else None,
         video_grid_thw=torch.from_numpy(videos) if videos is not None and len(videos) else None,
-        second_per_grid_ts=torch.tensor(seconds, dtype=torch.float32) if seconds is not None else None)
+        second_per_grid_ts=torch.tensor(seconds, dtype=torch.float32) if seconds is not None else None,
+    )
     return pos[:, 0].numpy(), int(delta.item())
 
 
@@ -78,8 +98,9 @@ def test_images_match_hf(model, n_images):
     rng = np.random.default_rng(100 + n_images)
     for _ in range(8):
         ids, images, _ = random_sequence(rng, n_images)
-        pos, delta = mrope_positions(ids, images, spatial_merge_size=2, image_token_id=IMAGE_ID,
-                                     vision_start_token_id=VISION_START)
+        pos, delta = mrope_positions(
+            ids, images, spatial_merge_size=2, image_token_id=IMAGE_ID, vision_start_token_id=VISION_START
+        )
         ref, ref_delta = hf_rope(model, ids, images)
         assert pos.dtype == np.int64 and pos.shape == (3, len(ids))
         assert np.array_equal(pos, ref)
@@ -91,9 +112,17 @@ def test_videos_and_images_match_hf(model):
     for _ in range(6):
         ids, images, videos = random_sequence(rng, int(rng.integers(0, 3)), int(rng.integers(1, 3)))
         seconds = [float(s) for s in rng.choice([0.5, 1.0, 1 / 3, 2.0, 0.7], len(videos))]
-        pos, delta = mrope_positions(ids, images, spatial_merge_size=2, image_token_id=IMAGE_ID,
-                                     vision_start_token_id=VISION_START, video_grid_thw=videos,
-                                     video_token_id=VIDEO_ID, second_per_grid_ts=seconds, tokens_per_second=2)
+        pos, delta = mrope_positions(
+            ids,
+            images,
+            spatial_merge_size=2,
+            image_token_id=IMAGE_ID,
+            vision_start_token_id=VISION_START,
+            video_grid_thw=videos,
+            video_token_id=VIDEO_ID,
+            second_per_grid_ts=seconds,
+            tokens_per_second=2,
+        )
         ref, ref_delta = hf_rope(model, ids, images, videos, seconds)
         assert np.array_equal(pos, ref) and delta == ref_delta
 
@@ -110,13 +139,16 @@ def test_merge_size_one_matches_hf():
 def test_image_positions_by_hand():
     """3 text tokens, vision_start, a 1x4x6 grid (2x3 tokens), vision_end, 2 text tokens."""
     ids = np.array([5, 6, 7, VISION_START] + [IMAGE_ID] * 6 + [VISION_END, 8, 9])
-    pos, delta = mrope_positions(ids, np.array([[1, 4, 6]]), spatial_merge_size=2, image_token_id=IMAGE_ID,
-                                 vision_start_token_id=VISION_START)
-    expect = np.array([
-        [0, 1, 2, 3, 4, 4, 4, 4, 4, 4, 7, 8, 9],
-        [0, 1, 2, 3, 4, 4, 4, 5, 5, 5, 7, 8, 9],
-        [0, 1, 2, 3, 4, 5, 6, 4, 5, 6, 7, 8, 9],
-    ])
+    pos, delta = mrope_positions(
+        ids, np.array([[1, 4, 6]]), spatial_merge_size=2, image_token_id=IMAGE_ID, vision_start_token_id=VISION_START
+    )
+    expect = np.array(
+        [
+            [0, 1, 2, 3, 4, 4, 4, 4, 4, 4, 7, 8, 9],
+            [0, 1, 2, 3, 4, 4, 4, 5, 5, 5, 7, 8, 9],
+            [0, 1, 2, 3, 4, 5, 6, 4, 5, 6, 7, 8, 9],
+        ]
+    )
     assert np.array_equal(pos, expect)
     assert delta == 10 - 13
 
@@ -136,8 +168,13 @@ def test_decode_positions_match_hf_cached_step(model):
     n_new = 3
     cache = SimpleNamespace(get_seq_length=lambda: len(ids))
     ref = model.compute_3d_position_ids(
-        input_ids=None, image_grid_thw=None, video_grid_thw=None, inputs_embeds=torch.zeros(1, n_new, 4),
-        attention_mask=None, past_key_values=cache)
+        input_ids=None,
+        image_grid_thw=None,
+        video_grid_thw=None,
+        inputs_embeds=torch.zeros(1, n_new, 4),
+        attention_mask=None,
+        past_key_values=cache,
+    )
     assert np.array_equal(decode_positions(len(ids), n_new, delta), ref[:, 0].numpy())
 
 

@@ -55,8 +55,9 @@ def test_the_trained_value_is_exactly_what_the_export_dequantizes_to(grid_name, 
         assert torch.equal(qw.params["scale"].half().float(), qw.params["scale"]) and (qw.params["scale"] > 0).all()
 
 
-@pytest.mark.parametrize("grid_name", ["gguf:q4_k", "gguf:q4_0", "nvidia:w4a16:g128", "gguf:nvfp4", "gguf:mxfp4",
-                                       "nvidia:fp8"])
+@pytest.mark.parametrize(
+    "grid_name", ["gguf:q4_k", "gguf:q4_0", "nvidia:w4a16:g128", "gguf:nvfp4", "gguf:mxfp4", "nvidia:fp8"]
+)
 def test_gradients_reach_latent_weights_and_scales(grid_name):
     grid = get_grid(grid_name)
     w = _weight(16, 1, grid.block_for(256) if grid.block else 256)
@@ -70,8 +71,9 @@ def test_gradients_reach_latent_weights_and_scales(grid_name):
         assert t.grad is not None and t.grad.abs().sum() > 0 and torch.isfinite(t.grad).all()
 
 
-@pytest.mark.parametrize("grid_name,block,most", [("gguf:q4_0", 32, 0.95), ("nvidia:w4a16:g64", 64, 0.95),
-                                                   ("gguf:q4_k", 256, 0.999)])
+@pytest.mark.parametrize(
+    "grid_name,block,most", [("gguf:q4_0", 32, 0.95), ("nvidia:w4a16:g64", 64, 0.95), ("gguf:q4_k", 256, 0.999)]
+)
 def test_training_only_the_scales_reduces_a_linears_output_error(grid_name, block, most, test_seed):
     """Phase 2's mechanism: codes fixed, the float scales trained through their stored precision."""
     torch.manual_seed(test_seed)

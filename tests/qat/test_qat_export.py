@@ -18,8 +18,25 @@ QUICK = ["--n", "6", "--batch", "2", "--block-epochs", "1", "--steps", "3", "--c
 
 
 def run_qat(ckpt: Path, out: Path, fmt: str, init: str = "rtn", extra: tuple = ()) -> Path:
-    assert main(["qat", str(ckpt), "--format", fmt, "--init", init, *QUICK, *extra, "--cache",
-                 str(out.parent / "calib"), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "qat",
+                str(ckpt),
+                "--format",
+                fmt,
+                "--init",
+                init,
+                *QUICK,
+                *extra,
+                "--cache",
+                str(out.parent / "calib"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -46,7 +63,11 @@ def _gguf_linears(path: Path, ckpt: Path, fmt: str) -> dict[str, np.ndarray]:
     from edgekit.model.checkpoint import open_checkpoint
 
     plan = decoder_tensor_plan(open_checkpoint(ckpt), fmt)
-    return {p.source: read_tensor(path, p.gguf_name) for p in plan if ".layers." in p.source and p.source.endswith("proj.weight")}
+    return {
+        p.source: read_tensor(path, p.gguf_name)
+        for p in plan
+        if ".layers." in p.source and p.source.endswith("proj.weight")
+    }
 
 
 @pytest.mark.slow
@@ -58,8 +79,10 @@ def test_build_packs_the_trained_q4_k_codes_bit_for_bit(qat_q4k, tiny_ckpt, tmp_
     manifest = json.loads((qat_q4k / "edgekit-qat.json").read_text())
     assert manifest["format"] == "gguf:q4_k" and manifest["init"] == "rtn"
     bundle = tmp_path / "bundle"
-    assert main(["build", str(qat_q4k), "--target", "cpu", "--precision", "int4", "--method", "rtn",
-                 "--out", str(bundle)]) == 0
+    assert (
+        main(["build", str(qat_q4k), "--target", "cpu", "--precision", "int4", "--method", "rtn", "--out", str(bundle)])
+        == 0
+    )
     assert verify_bundle(bundle).ok
     assert json.loads((bundle / "edgekit.json").read_text())["parts"]["decoder"]["method"] == "qat from rtn"
     got = _gguf_linears(bundle / "decoder" / "decoder.gguf", qat_q4k, "gguf:q4_k")
@@ -81,8 +104,23 @@ def test_quantize_packs_trained_q4_0_codes_and_refuses_another_format(tiny_ckpt,
 
     qat = run_qat(tiny_ckpt, tmp_path / "q40", "gguf:q4_0", "gptq")
     out = tmp_path / "d.gguf"
-    assert main(["quantize", str(qat), "--format", "gguf:q4_0", "--evaluate", "0", "--cache", str(tmp_path / "c"),
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "quantize",
+                str(qat),
+                "--format",
+                "gguf:q4_0",
+                "--evaluate",
+                "0",
+                "--cache",
+                str(tmp_path / "c"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     got = _gguf_linears(out, qat, "gguf:q4_0")
     for name, w in trained_weights(qat).items():
         np.testing.assert_array_equal(got[name], w.numpy(), err_msg=name)
@@ -99,8 +137,23 @@ def test_qat_on_nvfp4_packs_the_trained_codes_bit_for_bit(tiny_ckpt, tmp_path):
 
     qat = run_qat(tiny_ckpt, tmp_path / "nvfp4", "gguf:nvfp4", "rtn")
     out = tmp_path / "d.gguf"
-    assert main(["quantize", str(qat), "--format", "gguf:nvfp4", "--evaluate", "0", "--cache", str(tmp_path / "c"),
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "quantize",
+                str(qat),
+                "--format",
+                "gguf:nvfp4",
+                "--evaluate",
+                "0",
+                "--cache",
+                str(tmp_path / "c"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     got = _gguf_linears(out, qat, "gguf:nvfp4")
     want = trained_weights(qat)
     assert set(got) == set(want) and len(want) == 7 * 2
@@ -118,8 +171,23 @@ def test_unified_w4a16_holds_the_trained_codes_bit_for_bit(tiny_ckpt, tmp_path):
 
     qat = run_qat(tiny_ckpt, tmp_path / "w4", "nvidia:w4a16:g64", "awq")
     out = tmp_path / "unified"
-    assert main(["quantize", str(qat), "--format", "nvidia:w4a16:g64", "--evaluate", "0", "--cache",
-                 str(tmp_path / "c"), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "quantize",
+                str(qat),
+                "--format",
+                "nvidia:w4a16:g64",
+                "--evaluate",
+                "0",
+                "--cache",
+                str(tmp_path / "c"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     uc = open_unified(out)
     want = trained_weights(qat)
     assert set(uc.linear_names()) == set(want)
@@ -137,8 +205,23 @@ def test_qat_on_fp8_keeps_the_inits_input_scales_and_packs_the_trained_codes(tin
 
     qat = run_qat(tiny_ckpt, tmp_path / "fp8", "nvidia:fp8", "gptq")
     out = tmp_path / "unified"
-    assert main(["quantize", str(qat), "--format", "nvidia:fp8", "--evaluate", "0", "--cache", str(tmp_path / "c"),
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "quantize",
+                str(qat),
+                "--format",
+                "nvidia:fp8",
+                "--evaluate",
+                "0",
+                "--cache",
+                str(tmp_path / "c"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     uc = open_unified(out)
     want = trained_weights(qat)
     assert uc.algo == "FP8" and set(uc.linear_names()) == set(want) and len(want) == 7 * 2
@@ -175,8 +258,23 @@ def test_bad_requests_fail_with_one_line(tiny_ckpt, qat_q4k, tmp_path, capfd):
     blob[-3] ^= 0x10
     layer.write_bytes(bytes(blob))
     assert sha256_file(layer) != sha256_file(qat_q4k / "qat" / "layer_0001.safetensors")
-    assert main(["quantize", str(tampered), "--format", "gguf:q4_k", "--evaluate", "0", "--cache",
-                 str(tmp_path / "c"), "--out", str(tmp_path / "t.gguf")]) == 2
+    assert (
+        main(
+            [
+                "quantize",
+                str(tampered),
+                "--format",
+                "gguf:q4_k",
+                "--evaluate",
+                "0",
+                "--cache",
+                str(tmp_path / "c"),
+                "--out",
+                str(tmp_path / "t.gguf"),
+            ]
+        )
+        == 2
+    )
     assert "changed since it was written" in " ".join(capfd.readouterr().err.split())
     assert not (tmp_path / "t.gguf").exists()
 

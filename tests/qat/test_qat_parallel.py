@@ -93,12 +93,44 @@ def test_two_gloo_processes_compute_the_one_process_gradient(tiny_ckpt, tmp_path
 
 @pytest.mark.slow
 def test_torchrun_two_processes_match_one_after_ten_steps(tiny_ckpt, tmp_path):
-    args = ["--format", "gguf:q4_k", "--init", "rtn", "--calib-n", "6", "--batch", "3", "--block-epochs", "0",
-            "--steps", "10", "--checkpoint-every", "5", "--cache", str(tmp_path / "calib")]
+    args = [
+        "--format",
+        "gguf:q4_k",
+        "--init",
+        "rtn",
+        "--calib-n",
+        "6",
+        "--batch",
+        "3",
+        "--block-epochs",
+        "0",
+        "--steps",
+        "10",
+        "--checkpoint-every",
+        "5",
+        "--cache",
+        str(tmp_path / "calib"),
+    ]
     assert main(["qat", str(tiny_ckpt), *args, "--out", str(tmp_path / "one")]) == 0
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                          "-m", "edgekit.qat", str(tiny_ckpt), *args, "--out", str(tmp_path / "two")],
-                         capture_output=True, text=True, timeout=900)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "edgekit.qat",
+            str(tiny_ckpt),
+            *args,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     one, two = (json.loads((tmp_path / d / "edgekit-qat.json").read_text()) for d in ("one", "two"))
     assert (one["world_size"], two["world_size"]) == (1, 2)

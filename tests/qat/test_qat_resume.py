@@ -16,8 +16,22 @@ import torch
 
 from edgekit.cli import main
 
-ARGS = ["--format", "gguf:q4_k", "--init", "rtn", "--n", "6", "--batch", "2", "--block-epochs", "3", "--steps", "12",
-        "--checkpoint-every", "2"]
+ARGS = [
+    "--format",
+    "gguf:q4_k",
+    "--init",
+    "rtn",
+    "--n",
+    "6",
+    "--batch",
+    "2",
+    "--block-epochs",
+    "3",
+    "--steps",
+    "12",
+    "--checkpoint-every",
+    "2",
+]
 
 
 def _tag(progress: Path) -> dict | None:
@@ -63,8 +77,9 @@ def test_kill_9_in_each_phase_then_resume_equals_an_uninterrupted_run(tiny_ckpt,
     progress = out / ".qat-work" / "progress.safetensors"
     cmd = [sys.executable, "-m", "edgekit.cli", "qat", str(tiny_ckpt), *ARGS, "--cache", str(cache), "--out", str(out)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    tag = _kill_when(subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env), progress,
-                     {"phase": "block", "layer": 1})
+    tag = _kill_when(
+        subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env), progress, {"phase": "block", "layer": 1}
+    )
     assert tag["step"] < 9 and not (out / "edgekit-qat.json").exists()
     tag = _kill_when(subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env), progress, {"phase": "distill"})
     assert tag["step"] < 12 and not (out / "edgekit-qat.json").exists()

@@ -22,7 +22,9 @@ def test_layer_by_layer_equals_transformers(tiny_ckpt):
     from edgekit.quant.layers import calibration_sequences, decoder_layer, hf_config, layer0_inputs, rotary, run_layer
     from edgekit.quant.evaluate import load_reference
 
-    seqs, _ = calibration_sequences(tiny_ckpt, "driving,embodied", 3, seed=int(time.time()) % 1000, resize_to=(224, 308))
+    seqs, _ = calibration_sequences(
+        tiny_ckpt, "driving,embodied", 3, seed=int(time.time()) % 1000, resize_to=(224, 308)
+    )
     ck = open_checkpoint(tiny_ckpt)
     cfg = hf_config(tiny_ckpt)
     hidden = layer0_inputs(ck, seqs, cfg)
@@ -31,9 +33,14 @@ def test_layer_by_layer_equals_transformers(tiny_ckpt):
     with torch.no_grad():
         for s in seqs:
             ids = torch.from_numpy(s.input_ids)[None]
-            out = model(input_ids=ids, attention_mask=torch.ones_like(ids), mm_token_type_ids=(ids == ck.token_ids.image).int(),
-                        pixel_values=torch.from_numpy(s.pixel_values), image_grid_thw=torch.from_numpy(s.grid_thw),
-                        output_hidden_states=True)
+            out = model(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                mm_token_type_ids=(ids == ck.token_ids.image).int(),
+                pixel_values=torch.from_numpy(s.pixel_values),
+                image_grid_thw=torch.from_numpy(s.grid_thw),
+                output_hidden_states=True,
+            )
             ref.append(out.hidden_states)
     rope = rotary(cfg)
     for i in range(ck.text.num_layers):
@@ -57,8 +64,15 @@ def test_gguf_from_calibration_dequantizes_to_quantizer_output(tiny_ckpt, tmp_pa
     checked = 0
     for name, qw in result.quantized.items():
         i = int(name.split(".")[2])
-        short = {"q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_proj": "attn_output",
-                 "gate_proj": "ffn_gate", "up_proj": "ffn_up", "down_proj": "ffn_down"}[name.split(".")[-2]]
+        short = {
+            "q_proj": "attn_q",
+            "k_proj": "attn_k",
+            "v_proj": "attn_v",
+            "o_proj": "attn_output",
+            "gate_proj": "ffn_gate",
+            "up_proj": "ffn_up",
+            "down_proj": "ffn_down",
+        }[name.split(".")[-2]]
         t = tensors[f"blk.{i}.{short}.weight"]
         got = dequantize(t.data, t.tensor_type).reshape(qw.shape)
         assert np.array_equal(got, dequantize_weight(qw).numpy()), name
@@ -73,8 +87,9 @@ def test_awq_folds_scales_into_norms(tiny_ckpt, tmp_path, test_seed):
     from edgekit.quant.grids import dequantize_weight
 
     result = calibrate(tiny_ckpt, QuantConfig(method="awq", grid="gguf:q4_0", n_samples=4), tmp_path / "cache")
-    assert set(result.folded) == {f"model.layers.{i}.{n}" for i in range(2)
-                                  for n in ("input_layernorm.weight", "post_attention_layernorm.weight")}
+    assert set(result.folded) == {
+        f"model.layers.{i}.{n}" for i in range(2) for n in ("input_layernorm.weight", "post_attention_layernorm.weight")
+    }
     ck = open_checkpoint(tiny_ckpt)
     x = torch.randn(64, ck.text.hidden, generator=torch.Generator().manual_seed(test_seed))
     scales = []
@@ -130,8 +145,13 @@ def test_resumed_calibration_clears_a_killed_runs_temporaries(tiny_ckpt, tmp_pat
     for junk in (".hidden.safetensors.ab12cd.tmp", ".tmpq1w2e3", ".layer_0001.safetensors.zz.tmp"):
         (entry / junk).write_bytes(b"half a file")
     again = calibrate(tiny_ckpt, cfg, tmp_path / "cache")
-    assert sorted(p.name for p in entry.iterdir()) == [".lock", "calibration.json", "digests.json",
-                                                       "layer_0000.safetensors", "layer_0001.safetensors"]
+    assert sorted(p.name for p in entry.iterdir()) == [
+        ".lock",
+        "calibration.json",
+        "digests.json",
+        "layer_0000.safetensors",
+        "layer_0001.safetensors",
+    ]
     assert {p.name: p.stat().st_mtime_ns for p in entry.glob("layer_*.safetensors")} == stamps
     assert again.layer_errors == first.layer_errors
 
@@ -154,9 +174,16 @@ def test_upper_gram_panels_sum_to_the_full_xtx(n, panel):
     assert torch.allclose(H.double(), want, rtol=1e-5, atol=1e-4 * float(want.abs().max()))
 
 
-@pytest.mark.parametrize("method,grid,alpha", [("gptq", "nvidia:nvfp4", 0.5), ("awq", "nvidia:nvfp4", 0.5),
-                                              ("gptq", "nvidia:fp8", 0.5), ("smoothquant", "nvidia:fp8", 0.5),
-                                              ("smoothquant", "nvidia:nvfp4", 0.8)])
+@pytest.mark.parametrize(
+    "method,grid,alpha",
+    [
+        ("gptq", "nvidia:nvfp4", 0.5),
+        ("awq", "nvidia:nvfp4", 0.5),
+        ("gptq", "nvidia:fp8", 0.5),
+        ("smoothquant", "nvidia:fp8", 0.5),
+        ("smoothquant", "nvidia:nvfp4", 0.8),
+    ],
+)
 def test_input_scales_are_the_activation_amax_the_folded_layer_sees(tiny_ckpt, method, grid, alpha, test_seed):
     """ModelOpt NVFP4 stores each linear's activation scale, amax / (6 * 448), FP8 amax / 448, from full-precision
     statistics (as ModelOpt calibrates): after AWQ's or SmoothQuant's (`smooth`) scales are folded into the norms
@@ -174,7 +201,9 @@ def test_input_scales_are_the_activation_amax_the_folded_layer_sees(tiny_ckpt, m
     hidden = [torch.randn(1, len(s.input_ids), ck.text.hidden, generator=gen) for s in seqs]
     layer, rope = decoder_layer(ck, cfg, 0), rotary(cfg)
     stats = collect_stats(layer, rope, hidden, seqs, AWQ_TOKENS, 0)
-    _, folded, input_scales, _, _ = quantize_layer(layer, stats, QuantConfig(method=method, grid=grid, alpha=alpha), "", 0)
+    _, folded, input_scales, _, _ = quantize_layer(
+        layer, stats, QuantConfig(method=method, grid=grid, alpha=alpha), "", 0
+    )
     assert bool(folded) == (method in ("awq", "smoothquant"))
     with torch.no_grad():
         for group, norm in FOLD_INTO.items():
@@ -202,9 +231,11 @@ def test_input_scales_are_the_activation_amax_the_folded_layer_sees(tiny_ckpt, m
 def test_smoothing_is_refused_where_activations_are_not_quantized(tiny_ckpt, tmp_path):
     """SmoothQuant migrates activation range into the weights: only onto formats whose activations are quantized
     (W8A8 INT8, FP8, NVFP4), with a strength in [0, 1]."""
-    for cfg, match in ((QuantConfig(method="smoothquant", grid="gguf:q4_k"), "whose activations"),
-                       (QuantConfig(method="smoothquant", grid="nvidia:w4a16"), "whose activations"),
-                       (QuantConfig(method="smoothquant", grid="nvidia:nvfp4", alpha=1.5), "--alpha")):
+    for cfg, match in (
+        (QuantConfig(method="smoothquant", grid="gguf:q4_k"), "whose activations"),
+        (QuantConfig(method="smoothquant", grid="nvidia:w4a16"), "whose activations"),
+        (QuantConfig(method="smoothquant", grid="nvidia:nvfp4", alpha=1.5), "--alpha"),
+    ):
         with pytest.raises(EdgekitError, match=match):
             calibrate(tiny_ckpt, cfg, tmp_path / "cache")
     assert not (tmp_path / "cache").exists()

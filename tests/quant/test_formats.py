@@ -35,9 +35,21 @@ def test_gguf_identity_matches_the_gguf_package():
         assert fmt.nbytes((3, 4 * 256)) == 3 * 4 * 256 // block * size
         assert F.by_ggml_type(fmt.ggml_type) is fmt
         # general.file_type as llama.cpp names it (gguf.LlamaFileType mirrors llama.h's llama_ftype)
-        ftype = {"F32": "ALL_F32", "F16": "MOSTLY_F16", "BF16": "MOSTLY_BF16", "Q8_0": "MOSTLY_Q8_0",
-                 "Q4_0": "MOSTLY_Q4_0", "Q4_1": "MOSTLY_Q4_1", "Q5_0": "MOSTLY_Q5_0", "Q5_1": "MOSTLY_Q5_1", "Q4_K": "MOSTLY_Q4_K_S", "Q5_K": "MOSTLY_Q5_K_S",
-                 "Q6_K": "MOSTLY_Q6_K", "MXFP4": "MOSTLY_MXFP4_MOE", "NVFP4": "MOSTLY_NVFP4"}[fmt.ggml_type]
+        ftype = {
+            "F32": "ALL_F32",
+            "F16": "MOSTLY_F16",
+            "BF16": "MOSTLY_BF16",
+            "Q8_0": "MOSTLY_Q8_0",
+            "Q4_0": "MOSTLY_Q4_0",
+            "Q4_1": "MOSTLY_Q4_1",
+            "Q5_0": "MOSTLY_Q5_0",
+            "Q5_1": "MOSTLY_Q5_1",
+            "Q4_K": "MOSTLY_Q4_K_S",
+            "Q5_K": "MOSTLY_Q5_K_S",
+            "Q6_K": "MOSTLY_Q6_K",
+            "MXFP4": "MOSTLY_MXFP4_MOE",
+            "NVFP4": "MOSTLY_NVFP4",
+        }[fmt.ggml_type]
         assert fmt.gguf_file_type == int(gguf.LlamaFileType[ftype]), name
         if fmt.quantized:
             assert fmt.group_size == block == get_grid(fmt).block_for(block)
@@ -102,8 +114,13 @@ def test_modelopt_identity_and_bytes():
 
 def test_build_precision_table():
     d = decoder_format
-    assert [d(p, "gguf").name for p in ("fp32", "fp16", "int8", "w8a8", "int4")] == \
-        ["gguf:f32", "gguf:f16", "gguf:q8_0", "gguf:q8_0", "gguf:q4_k"]
+    assert [d(p, "gguf").name for p in ("fp32", "fp16", "int8", "w8a8", "int4")] == [
+        "gguf:f32",
+        "gguf:f16",
+        "gguf:q8_0",
+        "gguf:q8_0",
+        "gguf:q4_k",
+    ]
     assert d("int4", "gguf", gguf_type="q4_0").name == "gguf:q4_0"
     assert d("int4", "tensorrt").name == "nvidia:w4a16:g128" and d("int4", "tensorrt", group_size=32).group_size == 32
     assert d("w8a8", "tensorrt").name == "int8:channel" and d("fp16", "tensorrt") is None

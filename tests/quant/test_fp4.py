@@ -21,16 +21,27 @@ FP4_TYPES = [("gguf:mxfp4", "MXFP4"), ("gguf:nvfp4", "NVFP4")]
 
 def test_scale_bytes_decode_and_encode_as_llama_cpp_does():
     every_byte = torch.arange(256, dtype=torch.uint8)
-    np.testing.assert_array_equal(fp4.ue4m3_half(every_byte).numpy(),
-                                  gguf.quants.NVFP4.ue4m3_to_fp32(every_byte.numpy()).astype(np.float32))
-    np.testing.assert_array_equal(fp4.e8m0_half(every_byte).numpy(), gguf.quants.MXFP4.e8m0_to_fp32_half(every_byte.numpy()))
+    np.testing.assert_array_equal(
+        fp4.ue4m3_half(every_byte).numpy(), gguf.quants.NVFP4.ue4m3_to_fp32(every_byte.numpy()).astype(np.float32)
+    )
+    np.testing.assert_array_equal(
+        fp4.e8m0_half(every_byte).numpy(), gguf.quants.MXFP4.e8m0_to_fp32_half(every_byte.numpy())
+    )
     gen = torch.Generator().manual_seed(torch.seed() % 2**31)
     # every representable scale, the midpoints between neighbours (ties round up) and a float either side of each
     values = fp4.ue4m3_half(every_byte) * 2
     mids = (values[:-1] + values[1:]) / 2
-    x = torch.cat([values, mids, torch.nextafter(mids, torch.zeros_like(mids)), torch.nextafter(mids, mids + 1),
-                   torch.rand(20000, generator=gen) * 500, torch.rand(20000, generator=gen) * 0.02,
-                   torch.tensor([0.0, -1.0, float("inf"), 448.0, 1e30, 1e-30])])
+    x = torch.cat(
+        [
+            values,
+            mids,
+            torch.nextafter(mids, torch.zeros_like(mids)),
+            torch.nextafter(mids, mids + 1),
+            torch.rand(20000, generator=gen) * 500,
+            torch.rand(20000, generator=gen) * 0.02,
+            torch.tensor([0.0, -1.0, float("inf"), 448.0, 1e30, 1e-30]),
+        ]
+    )
     np.testing.assert_array_equal(fp4.ue4m3_fit(x).numpy(), gguf.quants.NVFP4.fp32_to_ue4m3(x.numpy()))
     assert fp4.ue4m3_fit(torch.tensor([float("nan")])).item() == 0  # ggml_fp32_to_ue4m3: !(x > 0) -> 0 (gguf-py: 126)
 

@@ -11,7 +11,7 @@ from edgekit.quant.gptq import gptq_quantize, gptq_quantize_shared
 
 def _activations(n: int, d: int, gen: torch.Generator, outliers: int = 4) -> torch.Tensor:
     """Inputs like a trained LLM's: correlated channels plus a few large-magnitude ones."""
-    mix = torch.randn(d, d, generator=gen) / d ** 0.5
+    mix = torch.randn(d, d, generator=gen) / d**0.5
     X = torch.randn(n, d, generator=gen) @ (torch.eye(d) + 0.5 * mix)
     idx = torch.randperm(d, generator=gen)[:outliers]
     X[:, idx] *= 20.0
@@ -22,8 +22,10 @@ def _out_err(X, W, Q):
     return ((X @ W.T - X @ Q.T) ** 2).sum().item()
 
 
-@pytest.mark.parametrize("grid", ["gguf:q4_0", "gguf:q4_k", "gguf:q6_k", "gguf:mxfp4", "gguf:nvfp4", "nvidia:w4a16",
-                                  "int8:channel", "nvidia:fp8"])
+@pytest.mark.parametrize(
+    "grid",
+    ["gguf:q4_0", "gguf:q4_k", "gguf:q6_k", "gguf:mxfp4", "gguf:nvfp4", "nvidia:w4a16", "int8:channel", "nvidia:fp8"],
+)
 def test_identity_hessian_equals_rtn(grid):
     gen = torch.Generator().manual_seed(torch.seed() % 2**31)
     W = torch.randn(37, 512, generator=gen) * 0.02
@@ -33,10 +35,20 @@ def test_identity_hessian_equals_rtn(grid):
     assert all(torch.equal(a.params[k], b.params[k]) for k in b.params)
 
 
-@pytest.mark.parametrize("grid,act_order", [("gguf:q4_0", False), ("gguf:q4_k", False), ("nvidia:w4a16", False),
-                                            ("nvidia:w4a16", True), ("gguf:q4_k", True), ("gguf:nvfp4", False),
-                                            ("gguf:nvfp4", True), ("gguf:mxfp4", True),
-                                            ("nvidia:fp8", True)])
+@pytest.mark.parametrize(
+    "grid,act_order",
+    [
+        ("gguf:q4_0", False),
+        ("gguf:q4_k", False),
+        ("nvidia:w4a16", False),
+        ("nvidia:w4a16", True),
+        ("gguf:q4_k", True),
+        ("gguf:nvfp4", False),
+        ("gguf:nvfp4", True),
+        ("gguf:mxfp4", True),
+        ("nvidia:fp8", True),
+    ],
+)
 def test_gptq_beats_rtn_on_output_error(grid, act_order):
     gen = torch.Generator().manual_seed(torch.seed() % 2**31)
     d, out = 512, 96
@@ -133,15 +145,17 @@ def _textbook_gptq(W, H, grid, params, damp=0.01):
     codes = torch.zeros(W.shape, dtype=torch.int16)
     for c in range(W.shape[1]):
         s, o = g.column_params(params, c, 1)
-        w = W[:, c:c + 1].float()
+        w = W[:, c : c + 1].float()
         q = g.round_to(w, s, o)
         codes[:, c] = q[:, 0]
-        err = (W[:, c:c + 1] - g.value_of(q, s, o).double()) / U[c, c]
-        W[:, c:] -= err @ U[c:c + 1, c:]
+        err = (W[:, c : c + 1] - g.value_of(q, s, o).double()) / U[c, c]
+        W[:, c:] -= err @ U[c : c + 1, c:]
     return codes
 
 
-@pytest.mark.parametrize("grid,rows,cols", [("nvidia:w4a16", 45, 384), ("gguf:q4_k", 29, 512), ("int8:channel", 17, 200)])
+@pytest.mark.parametrize(
+    "grid,rows,cols", [("nvidia:w4a16", 45, 384), ("gguf:q4_k", 29, 512), ("int8:channel", 17, 200)]
+)
 def test_batched_panelled_loop_is_the_textbook_algorithm(grid, rows, cols):
     """The column loop's lazy batches, 32-column panels and transposed layout only reorder GPTQ's sums: with the block
     parameters fixed, its codes are the textbook loop's. float32 against float64, a near-tie may round the other way

@@ -29,17 +29,22 @@ def test_a_sub_blocks_answer_depends_on_it_alone(monkeypatch, chunk, threads):
     shift = 5  # the same sub-blocks behind others: other chunk boundaries, other chunk-mates
 
     def searches(x32, x16, imp):
-        return [*kquant_search.qkx2_search(x32, 15, -1.0, 0.1, 20), *kquant_search.qkx2_search(x32, 31, -0.9, 0.05, 36, imp),
-                kquant_search.qx_search(x16, 32, 1e-15)]
+        return [
+            *kquant_search.qkx2_search(x32, 15, -1.0, 0.1, 20),
+            *kquant_search.qkx2_search(x32, 31, -0.9, 0.05, 36, imp),
+            kquant_search.qx_search(x16, 32, 1e-15),
+        ]
 
     monkeypatch.setattr(kquant_search, "CHUNK", chunk)
     alone = searches(x32, x16, imp)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        after = searches(torch.cat([torch.randn(shift, 32, generator=gen), x32]),
-                         torch.cat([torch.randn(shift, 16, generator=gen), x16]),
-                         torch.cat([torch.rand(shift, 32, generator=gen), imp]))
+        after = searches(
+            torch.cat([torch.randn(shift, 32, generator=gen), x32]),
+            torch.cat([torch.randn(shift, 16, generator=gen), x16]),
+            torch.cat([torch.rand(shift, 32, generator=gen), imp]),
+        )
     finally:
         torch.set_num_threads(old_threads)
     for a, b in zip(alone, after):
@@ -91,8 +96,7 @@ def test_fit_is_llama_cpps_own(monkeypatch, ggml_type, same_blocks, weighted):
         params = grid.fit(w, importance)
         return pack_blocks(grids.QuantizedWeight(grid.name, tuple(w.shape), grid.quantize(w, params, 0), params))[1]
 
-    theirs = quantize_rows(w.numpy(), ggml_type, threads=1,
-                           importance=importance.numpy() if uses_importance else None)
+    theirs = quantize_rows(w.numpy(), ggml_type, threads=1, importance=importance.numpy() if uses_importance else None)
 
     def values(blocks):
         return np.asarray(gguf.quants.dequantize(blocks.reshape(-1), kind), np.float64).reshape(w.shape)

@@ -22,8 +22,10 @@ def cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def q4k_results(small_ckpt, cache):
-    return {m: calibrate(small_ckpt, QuantConfig(method=m, grid="gguf:q4_k", n_samples=N_CALIB), cache)
-            for m in ("rtn", "gptq", "awq")}
+    return {
+        m: calibrate(small_ckpt, QuantConfig(method=m, grid="gguf:q4_k", n_samples=N_CALIB), cache)
+        for m in ("rtn", "gptq", "awq")
+    }
 
 
 def test_every_linear_keeps_its_snr_floor(q4k_results):
@@ -53,8 +55,12 @@ def test_gptq_and_awq_beat_rtn_at_4_bits(small_ckpt, q4k_results):
 def test_smoothquant_beats_naive_w8a8(small_ckpt, cache):
     from edgekit.quant.evaluate import kl_against_reference
 
-    results = {f"a{a}": calibrate(small_ckpt, QuantConfig(method="smoothquant", grid="int8:channel", alpha=a,
-                                                          n_samples=N_CALIB), cache) for a in (0.5, 0.0)}
+    results = {
+        f"a{a}": calibrate(
+            small_ckpt, QuantConfig(method="smoothquant", grid="int8:channel", alpha=a, n_samples=N_CALIB), cache
+        )
+        for a in (0.5, 0.0)
+    }
     kl = kl_against_reference(small_ckpt, results, QuantConfig(n_samples=N_CALIB), n_eval=N_EVAL)
     print(kl)
     assert kl["a0.5"]["kl"] < kl["a0.0"]["kl"]

@@ -25,8 +25,14 @@ EDGEKIT = str(Path(sys.executable).with_name("edgekit"))
 @pytest.fixture(scope="session")
 def library(host):
     lib = ctypes.CDLL(str(host / "libedgekit_host.so"))
-    lib.ek_resize_bicubic.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_void_p, ctypes.c_int32,
-                                      ctypes.c_int32]
+    lib.ek_resize_bicubic.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_int32,
+        ctypes.c_int32,
+        ctypes.c_void_p,
+        ctypes.c_int32,
+        ctypes.c_int32,
+    ]
     return lib
 
 
@@ -39,11 +45,26 @@ def _resize(lib, rgb: np.ndarray, w: int, h: int) -> np.ndarray:
 
 def test_resize_is_pillows_bicubic_byte_for_byte(library, test_seed):
     rng = np.random.default_rng(test_seed)
-    cases = [((37, 23), (448, 448)), ((1600, 900), (448, 448)), ((333, 517), (448, 252)), ((640, 480), (336, 252)),
-             ((1080, 523), (448, 224)), ((900, 1600), (448, 448)), ((448, 448), (448, 448)), ((1, 1), (28, 56)),
-             ((449, 3000), (448, 448)), ((3000, 449), (448, 448)), ((512, 100), (112, 896))]
-    cases += [((int(rng.integers(1, 1200)), int(rng.integers(1, 1200))), (28 * int(rng.integers(1, 24)), 28 * int(rng.integers(1, 24))))
-              for _ in range(12)]
+    cases = [
+        ((37, 23), (448, 448)),
+        ((1600, 900), (448, 448)),
+        ((333, 517), (448, 252)),
+        ((640, 480), (336, 252)),
+        ((1080, 523), (448, 224)),
+        ((900, 1600), (448, 448)),
+        ((448, 448), (448, 448)),
+        ((1, 1), (28, 56)),
+        ((449, 3000), (448, 448)),
+        ((3000, 449), (448, 448)),
+        ((512, 100), (112, 896)),
+    ]
+    cases += [
+        (
+            (int(rng.integers(1, 1200)), int(rng.integers(1, 1200))),
+            (28 * int(rng.integers(1, 24)), 28 * int(rng.integers(1, 24))),
+        )
+        for _ in range(12)
+    ]
     for (w, h), (ow, oh) in cases:
         # noise and smooth gradients: both the ringing of bicubic and its clamping at 0 and 255 are exercised
         smooth = np.linspace(0, 255, w * h * 3).reshape(h, w, 3)
@@ -60,8 +81,15 @@ def test_host_prompt_is_the_python_prompt(library, tiny_bundle_frames, test_seed
     lib = library
     lib.ek_open.restype = ctypes.c_void_p
     lib.ek_open.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int)]
-    lib.ek_prompt.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_char_p,
-                              ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)]
+    lib.ek_prompt.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_char_p,
+        ctypes.c_int32,
+        ctypes.c_int32,
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+        ctypes.POINTER(ctypes.c_size_t),
+    ]
     lib.ek_close.argtypes = [ctypes.c_void_p]
     lib.ek_last_error.restype = ctypes.c_char_p
     status = ctypes.c_int(-1)
@@ -84,7 +112,9 @@ def test_host_prompt_is_the_python_prompt(library, tiny_bundle_frames, test_seed
 
 
 def test_c_api_from_a_c_program(host, tiny_bundle_frames):
-    proc = subprocess.run([str(host / "c_api_test"), str(tiny_bundle_frames)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(host / "c_api_test"), str(tiny_bundle_frames)], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0 and "all checks passed" in proc.stdout, proc.stdout + proc.stderr[-3000:]
 
 
@@ -118,16 +148,49 @@ def _questions(tmp_path: Path) -> list[tuple[Path, str]]:
 
 
 def _host_answer(host: Path, bundle: Path, image: Path, question: str, tokens: int) -> dict:
-    proc = subprocess.run([str(host / "edgekit-host"), str(bundle), str(image), question, "--max-new-tokens", str(tokens),
-                           "--json", "--threads", "2"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            str(host / "edgekit-host"),
+            str(bundle),
+            str(image),
+            question,
+            "--max-new-tokens",
+            str(tokens),
+            "--json",
+            "--threads",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout)
 
 
 def _python_answer(bundle: Path, image: Path, question: str, tokens: int, vision: str) -> dict:
-    proc = subprocess.run([EDGEKIT, "run", "--bundle", str(bundle), "--vision", vision, "--image", str(image), "--prompt",
-                           question, "--max-new-tokens", str(tokens), "--threads", "2", "--json"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            EDGEKIT,
+            "run",
+            "--bundle",
+            str(bundle),
+            "--vision",
+            vision,
+            "--image",
+            str(image),
+            "--prompt",
+            question,
+            "--max-new-tokens",
+            str(tokens),
+            "--threads",
+            "2",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout)
 
@@ -144,7 +207,9 @@ def test_host_answers_like_edgekit_run_bundle(host, small_bundles, tmp_path):
             py = _python_answer(bundle, image, question, tokens, "mmproj")
             assert cpp["token_ids"] == py["token_ids"] and cpp["answer"] == py["answer"], (image.name, question[:60])
             assert len(cpp["token_ids"]) >= 1
-            same_as_onnx += cpp["token_ids"] == onnx.answer(question, [Image.open(image)], max_new_tokens=tokens).token_ids
+            same_as_onnx += (
+                cpp["token_ids"] == onnx.answer(question, [Image.open(image)], max_new_tokens=tokens).token_ids
+            )
     finally:
         onnx.close()
     # The ONNX vision graph (fp32) and the f16 mmproj compute the same tower in different precisions: on random
@@ -156,22 +221,57 @@ def test_host_answers_like_edgekit_run_bundle(host, small_bundles, tmp_path):
 def two_camera_bundle(tmp_path_factory, tiny_ckpt) -> Path:
     from edgekit.bundle.build import BuildConfig, build_bundle
 
-    return build_bundle(tiny_ckpt, tmp_path_factory.mktemp("two-cam") / "b",
-                        BuildConfig(target="cpu", precision="int4", method="rtn", images=2))
+    return build_bundle(
+        tiny_ckpt,
+        tmp_path_factory.mktemp("two-cam") / "b",
+        BuildConfig(target="cpu", precision="int4", method="rtn", images=2),
+    )
 
 
 def test_host_asks_about_two_cameras_like_edgekit_run(host, two_camera_bundle, tmp_path):
     """ek_ask_images through `edgekit-host ... --image IMAGE2`: the same tokens as the Python llama.cpp path with both
     images, in order (swapping them changes the prompt, so the order is checked too)."""
     (a, question), (b, _) = _questions(tmp_path)[:2]
-    args = [str(host / "edgekit-host"), str(two_camera_bundle), str(a), question, "--image", str(b), "--max-new-tokens",
-            "12", "--json", "--threads", "2"]
+    args = [
+        str(host / "edgekit-host"),
+        str(two_camera_bundle),
+        str(a),
+        question,
+        "--image",
+        str(b),
+        "--max-new-tokens",
+        "12",
+        "--json",
+        "--threads",
+        "2",
+    ]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     cpp = json.loads(proc.stdout)
-    py = subprocess.run([EDGEKIT, "run", "--bundle", str(two_camera_bundle), "--vision", "mmproj", "--image", str(a),
-                         "--image", str(b), "--prompt", question, "--max-new-tokens", "12", "--threads", "2", "--json"],
-                        capture_output=True, text=True, timeout=300)
+    py = subprocess.run(
+        [
+            EDGEKIT,
+            "run",
+            "--bundle",
+            str(two_camera_bundle),
+            "--vision",
+            "mmproj",
+            "--image",
+            str(a),
+            "--image",
+            str(b),
+            "--prompt",
+            question,
+            "--max-new-tokens",
+            "12",
+            "--threads",
+            "2",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert py.returncode == 0, py.stderr[-2000:]
     assert cpp["token_ids"] == json.loads(py.stdout)["token_ids"] and cpp["prompt_tokens"] > 2 * 4
     one = subprocess.run(args[:4] + args[6:], capture_output=True, text=True, timeout=300)  # one camera only
@@ -179,14 +279,20 @@ def test_host_asks_about_two_cameras_like_edgekit_run(host, two_camera_bundle, t
 
 
 def _refused(host: Path, bundle: Path, image: Path, *needles: str) -> None:
-    proc = subprocess.run([str(host / "edgekit-host"), str(bundle), str(image), "q", "--max-new-tokens", "1"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [str(host / "edgekit-host"), str(bundle), str(image), "q", "--max-new-tokens", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1, (proc.returncode, proc.stderr)
     for n in needles:
         assert n in proc.stderr, (n, proc.stderr)
 
 
-def test_tampered_missing_or_unknown_bundles_are_refused_naming_the_problem(host, tiny_bundle_frames, tmp_path, test_seed):
+def test_tampered_missing_or_unknown_bundles_are_refused_naming_the_problem(
+    host, tiny_bundle_frames, tmp_path, test_seed
+):
     from edgekit.bundle.manifest import seal_manifest
 
     rng = random.Random(test_seed)
@@ -213,13 +319,27 @@ def test_tampered_missing_or_unknown_bundles_are_refused_naming_the_problem(host
         return copy
 
     _refused(host, edited("context", lambda m: m.update(context=m["context"] + 1), False), image, "/context", "edited")
-    _refused(host, edited("schema", lambda m: m.update(schema="edgekit.bundle/9"), True), image, "unknown schema",
-             "edgekit.bundle/9")
+    _refused(
+        host,
+        edited("schema", lambda m: m.update(schema="edgekit.bundle/9"), True),
+        image,
+        "unknown schema",
+        "edgekit.bundle/9",
+    )
     _refused(host, edited("frames", lambda m: m.pop("prompt"), True), image, "prompt")
-    _refused(host, edited("escape", lambda m: m["parts"]["decoder"].update(path="../decoder.gguf"), True), image, "unsafe path")
+    _refused(
+        host,
+        edited("escape", lambda m: m["parts"]["decoder"].update(path="../decoder.gguf"), True),
+        image,
+        "unsafe path",
+    )
     # the same manifest re-serialised (other whitespace) still verifies: the seal is over canonical JSON
     same = edited("reindented", lambda m: None, False)
     (same / "edgekit.json").write_text(json.dumps(manifest, indent=None, sort_keys=False))
-    proc = subprocess.run([str(host / "edgekit-host"), str(same), str(image), "q", "--max-new-tokens", "1"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [str(host / "edgekit-host"), str(same), str(image), "q", "--max-new-tokens", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr

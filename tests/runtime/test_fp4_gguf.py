@@ -65,6 +65,8 @@ def test_fp4_gguf_runs_in_llama_cpp_as_the_fake_quantized_model(small_ckpt, refe
         return float(np.abs(a - b).max() / np.abs(b).max())
 
     runtime, quantization = rel(got, fake_quantized), rel(fake_quantized, full_precision)
-    print(f"{fmt}: llama.cpp vs fake-quantized {runtime:.2e}, fake-quantized vs full precision {quantization:.2e} "
-          "of max |logit|")
+    print(
+        f"{fmt}: llama.cpp vs fake-quantized {runtime:.2e}, fake-quantized vs full precision {quantization:.2e} "
+        "of max |logit|"
+    )
     assert runtime <= 0.05 and runtime < 0.15 * quantization, (runtime, quantization)

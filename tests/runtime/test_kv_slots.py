@@ -30,18 +30,26 @@ def test_units_and_batch_starts():
     assert prompt_units([("image", _image(None))]) != prompt_units([("image", _image(None))])  # no key: never equal
 
 
-@pytest.mark.parametrize("held,new,starts,kept", [
-    ([1, 2, 3, 4], [1, 2, 3, 4], None, 3),  # the same prompt: all but the last cell
-    ([1, 2, 3, 4], [1, 2, 3, 4], [0, 2], 2),  # exact: back to the last batch start
-    ([1, 2, 9], [1, 2, 3, 4], None, 2),
-    ([], [1, 2], None, 0),
-    ([1], [], None, 0),  # nothing to evaluate: nothing kept
-    ([1, 2, 3, 4, 5, 6], [1, 2], None, 1),  # held is longer (an earlier answer): still the prompt's last cell runs
-    ([1, ImageUnit("a", (2, 3), 6)], [1, ImageUnit("a", (2, 3), 6)], None, 1),  # an image ends it: kept whole or not
-    ([1, ImageUnit("a", (2, 3), 6), 7], [1, ImageUnit("a", (2, 3), 6), 7, 8], None, 8),
-    ([1, ImageUnit("a", (2, 3), 6), 7], [1, ImageUnit("b", (2, 3), 6), 7, 8], None, 1),  # another picture
-    ([1, ImageUnit("a", (2, 3), 6), 7], [1, ImageUnit("a", (2, 3), 6), 7, 8], [0, 1, 7], 7),
-])
+@pytest.mark.parametrize(
+    "held,new,starts,kept",
+    [
+        ([1, 2, 3, 4], [1, 2, 3, 4], None, 3),  # the same prompt: all but the last cell
+        ([1, 2, 3, 4], [1, 2, 3, 4], [0, 2], 2),  # exact: back to the last batch start
+        ([1, 2, 9], [1, 2, 3, 4], None, 2),
+        ([], [1, 2], None, 0),
+        ([1], [], None, 0),  # nothing to evaluate: nothing kept
+        ([1, 2, 3, 4, 5, 6], [1, 2], None, 1),  # held is longer (an earlier answer): still the prompt's last cell runs
+        (
+            [1, ImageUnit("a", (2, 3), 6)],
+            [1, ImageUnit("a", (2, 3), 6)],
+            None,
+            1,
+        ),  # an image ends it: kept whole or not
+        ([1, ImageUnit("a", (2, 3), 6), 7], [1, ImageUnit("a", (2, 3), 6), 7, 8], None, 8),
+        ([1, ImageUnit("a", (2, 3), 6), 7], [1, ImageUnit("b", (2, 3), 6), 7, 8], None, 1),  # another picture
+        ([1, ImageUnit("a", (2, 3), 6), 7], [1, ImageUnit("a", (2, 3), 6), 7, 8], [0, 1, 7], 7),
+    ],
+)
 def test_shared_prefix(held, new, starts, kept):
     assert shared_prefix(held, new, starts) == kept
 

@@ -24,11 +24,14 @@ from edgekit.runtime import llama_build as lb  # noqa: E402
 
 CRASH_MESSAGE = "llama.cpp died with {sig}: see README, Troubleshooting"
 
-SAMPLE_INFO = ("CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | BMI2 = 1 | AVX512 = 1 | "
-               "AVX512_VNNI = 1 | AVX512_BF16 = 1 | AMX_INT8 = 1 | LLAMAFILE = 1 | OPENMP = 1 | REPACK = 1 | ")
+SAMPLE_INFO = (
+    "CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | BMI2 = 1 | AVX512 = 1 | "
+    "AVX512_VNNI = 1 | AVX512_BF16 = 1 | AMX_INT8 = 1 | LLAMAFILE = 1 | OPENMP = 1 | REPACK = 1 | "
+)
 
 
 # ---- pure parsers ------------------------------------------------------------------------------------
+
 
 def test_parse_system_info_reads_every_feature():
     f = lb.parse_system_info(SAMPLE_INFO)
@@ -37,12 +40,15 @@ def test_parse_system_info_reads_every_feature():
     assert not lb.build_has_amx(lb.parse_system_info(SAMPLE_INFO.replace("AMX_INT8 = 1 | ", "")))
 
 
-@pytest.mark.parametrize("build_amx,cpu_amx,xfd,bad", [
-    (True, True, True, True),     # the SIGILL combination
-    (True, True, False, False),   # old kernel: ggml's AMX init fails, it falls back
-    (True, False, True, False),   # AMD or older Intel: no AMX to run
-    (False, True, True, False),   # edgekit's build
-])
+@pytest.mark.parametrize(
+    "build_amx,cpu_amx,xfd,bad",
+    [
+        (True, True, True, True),  # the SIGILL combination
+        (True, True, False, False),  # old kernel: ggml's AMX init fails, it falls back
+        (True, False, True, False),  # AMD or older Intel: no AMX to run
+        (False, True, True, False),  # edgekit's build
+    ],
+)
 def test_amx_hazard_truth_table(build_amx, cpu_amx, xfd, bad):
     info = SAMPLE_INFO if build_amx else SAMPLE_INFO.replace("AMX_INT8 = 1 | ", "")
     flags = {"avx2", "avx512f"} | ({"amx_tile", "amx_int8", "amx_bf16"} if cpu_amx else set())
@@ -59,6 +65,7 @@ def test_missing_simd_names_levels_the_build_leaves_out():
 
 
 # ---- what this machine's build contains ------------------------------------------------------------
+
 
 def test_installed_ggml_cpu_has_no_amx_instructions():
     libs = lb.ggml_cpu_libraries()
@@ -136,8 +143,9 @@ def test_real_decode_in_a_subprocess_survives(tiny_ckpt, tmp_path):
 
 def test_a_child_killed_by_a_signal_is_reported_with_the_troubleshooting_message():
     """The reporting path itself: a child that really dies of SIGILL gives the issue's message, not a dead run."""
-    proc = subprocess.run([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGILL)"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGILL)"], capture_output=True, text=True
+    )
     with pytest.raises(pytest.fail.Exception) as e:
         fail_if_killed(proc)
     assert "llama.cpp died with SIGILL: see README, Troubleshooting" in str(e.value)
@@ -149,7 +157,9 @@ def test_doctor_is_red_and_exits_1_on_the_sigill_combination(monkeypatch, capsys
     from edgekit.cli import main
 
     monkeypatch.setattr(lb, "llama_system_info", lambda: SAMPLE_INFO)
-    monkeypatch.setattr(lb, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8"})
+    monkeypatch.setattr(
+        lb, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8"}
+    )
     monkeypatch.setattr(lb, "kernel_has_xfd", lambda: True)
     assert main(["doctor", "--json", "--llama-only", "--no-objdump"]) == 1
     report = json.loads(capsys.readouterr().out)

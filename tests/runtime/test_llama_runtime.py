@@ -25,12 +25,17 @@ from edgekit.runtime.llama_decoder import LlamaDecoder  # noqa: E402
 from edgekit.runtime.prompt_segments import ImageEmbedding, prompt_positions, section_major, split_prompt  # noqa: E402
 
 LOGIT_TOL = 1e-3  # of max |logit|, from the issue
-FALLBACK_QUESTIONS = ["What color is the traffic light?", "Where should the gripper move next?",
-                      "Is the pedestrian crossing the road?", "Give the bounding box of the red cup.",
-                      "What should the ego vehicle do?"]
+FALLBACK_QUESTIONS = [
+    "What color is the traffic light?",
+    "Where should the gripper move next?",
+    "Is the pedestrian crossing the road?",
+    "Give the bounding box of the red cup.",
+    "What should the ego vehicle do?",
+]
 
 
 # ---- pure functions ------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_prompt_positions_match_get_rope_index(seed):
@@ -46,16 +51,22 @@ def test_prompt_positions_match_get_rope_index(seed):
         ids += [image_id] * n + [end_id]
         images.append(ImageEmbedding(np.zeros((n, 8), np.float32), (gh // 2, gw // 2)))
     ids += rng.integers(0, 800, 5).tolist()
-    want, _ = mrope_positions(np.asarray(ids), np.asarray(grids), spatial_merge_size=2, image_token_id=image_id,
-                              vision_start_token_id=start_id)
+    want, _ = mrope_positions(
+        np.asarray(ids),
+        np.asarray(grids),
+        spatial_merge_size=2,
+        image_token_id=image_id,
+        vision_start_token_id=start_id,
+    )
     got = prompt_positions(split_prompt(ids, image_id, images))
     np.testing.assert_array_equal(got, want)
     n = got.shape[1]
     np.testing.assert_array_equal(section_major(got), llama_cpp_positions(want))
-    assert section_major(got)[3 * n:].max() == 0
+    assert section_major(got)[3 * n :].max() == 0
 
 
 # ---- fixtures ------------------------------------------------------------------------------------
+
 
 def _export(ckpt, tmp_path_factory, precision="f32", mmproj=None):
     d = tmp_path_factory.mktemp("llama")
@@ -121,7 +132,7 @@ def _embedding(ref, inputs) -> list[ImageEmbedding]:
     out, at = [], 0
     for t, h, w in inputs.image_grid_thw.tolist():
         n = t * h * w // 4
-        out.append(ImageEmbedding(feats[at:at + n], (h // 2, w // 2)))
+        out.append(ImageEmbedding(feats[at : at + n], (h // 2, w // 2)))
         at += n
     return out
 
@@ -134,16 +145,21 @@ def _assert_logits_close(got: np.ndarray, want: np.ndarray, what: str) -> float:
 
 # ---- f32 parity ----------------------------------------------------------------------------------
 
+
 def test_f32_logits_match_transformers_tiny(tiny_ref, tiny_files, samples_root):
-    (question, path), = _sample_questions(samples_root, 1)
+    ((question, path),) = _sample_questions(samples_root, 1)
     image = _aligned_images(1, seed=11, samples=[path] if path else None)
     with LlamaDecoder(tiny_files[0], kv_cache="f32") as dec:
         text_only = tiny_ref.prepare(question, [])
-        rel_t = _assert_logits_close(dec.logits(text_only.input_ids[0].tolist()),
-                                     tiny_ref.logits(text_only).numpy(), "text-only")
+        rel_t = _assert_logits_close(
+            dec.logits(text_only.input_ids[0].tolist()), tiny_ref.logits(text_only).numpy(), "text-only"
+        )
         with_image = tiny_ref.prepare(question, image)
-        rel_i = _assert_logits_close(dec.logits(with_image.input_ids[0].tolist(), _embedding(tiny_ref, with_image)),
-                                     tiny_ref.logits(with_image).numpy(), "image+text")
+        rel_i = _assert_logits_close(
+            dec.logits(with_image.input_ids[0].tolist(), _embedding(tiny_ref, with_image)),
+            tiny_ref.logits(with_image).numpy(),
+            "image+text",
+        )
     print(f"tiny f32: text {rel_t:.1e}, image+text {rel_i:.1e} of max |logit|")
 
 
@@ -168,7 +184,7 @@ def test_mmproj_embeddings_match_pytorch(tiny_ref, tiny_files):
         with MmprojVision(tiny_files[1], dec) as vis:
             for img in images:
                 inputs = tiny_ref.prepare("x", [img])
-                want, = _embedding(tiny_ref, inputs)
+                (want,) = _embedding(tiny_ref, inputs)
                 got = vis.embed(img)
                 assert got.grid == want.grid
                 rel = np.abs(got.embeds - want.embeds).max() / np.abs(want.embeds).max()
@@ -217,6 +233,7 @@ def test_in_place_greedy_equals_the_copied_logits_loop(tiny_files, samples_root)
 
 # ---- quantized fidelity --------------------------------------------------------------------------
 
+
 def _kl(p_logits: np.ndarray, q_logits: np.ndarray) -> float:
     """Mean over positions of KL(softmax(p) || softmax(q)), in nats (float64)."""
     p = torch.log_softmax(torch.from_numpy(p_logits).double(), -1)
@@ -234,8 +251,9 @@ def test_quantized_kl_reported_and_ordered(tiny_ckpt, tiny_ref, tmp_path_factory
     for precision in ("q8_0", "q4_k", "q4_0"):
         path, _ = _export(tiny_ckpt, tmp_path_factory, precision)
         with LlamaDecoder(path, kv_cache="f32") as dec:
-            kl[precision] = float(np.mean([_kl(r, dec.logits(x.input_ids[0].tolist(), e))
-                                           for r, x, e in zip(refs, prompts, embeds)]))
+            kl[precision] = float(
+                np.mean([_kl(r, dec.logits(x.input_ids[0].tolist(), e)) for r, x, e in zip(refs, prompts, embeds)])
+            )
     print("mean per-token KL(FP || GGUF) nats: " + ", ".join(f"{k} {v:.2e}" for k, v in kl.items()))
     assert 0 < kl["q8_0"] < 1e-3
     assert kl["q8_0"] < kl["q4_k"] < kl["q4_0"]

@@ -11,8 +11,22 @@ def test_run_reference_on_generated_driving_image(tiny_ckpt, capsys):
     from edgekit.data.samples import load_samples
 
     sample = load_samples("driving")[0]
-    assert main(["run", str(tiny_ckpt), "--image", str(sample.image), "--prompt", "What color is the traffic light?",
-                 "--max-new-tokens", "7", "--json"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(tiny_ckpt),
+                "--image",
+                str(sample.image),
+                "--prompt",
+                "What color is the traffic light?",
+                "--max-new-tokens",
+                "7",
+                "--json",
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert len(out["token_ids"]) >= 1 and out["backend"].startswith("reference")
 
@@ -34,13 +48,22 @@ def test_run_reference_matches_transformers_generate(tiny_ckpt):
     ip = AutoImageProcessor.from_pretrained(str(tiny_ckpt))
     px = ip(images=[image], return_tensors="pt")
     n = int(px["image_grid_thw"].prod()) // 4
-    text = tok.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": sample.question + " /no_think"}]}],
-                                   tokenize=False, add_generation_prompt=True).replace("<|image_pad|>", "<|image_pad|>" * n)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": sample.question + " /no_think"}]}],
+        tokenize=False,
+        add_generation_prompt=True,
+    ).replace("<|image_pad|>", "<|image_pad|>" * n)
     ids = tok(text, return_tensors="pt", add_special_tokens=False).input_ids
     mm = (ids == model.config.image_token_id).int()
-    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), mm_token_type_ids=mm, **px,
-                         max_new_tokens=8, do_sample=False)
-    expected = [t for t in out[0, ids.shape[1]:].tolist()]
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        mm_token_type_ids=mm,
+        **px,
+        max_new_tokens=8,
+        do_sample=False,
+    )
+    expected = [t for t in out[0, ids.shape[1] :].tolist()]
     assert ans.token_ids == expected[: len(ans.token_ids)] and len(ans.token_ids) >= 1
 
 

@@ -35,9 +35,24 @@ class Server:
         keys = tmp / "keys"
         keys.write_text(f"# the test's key\n{KEY}\n")
         self.log = tmp / f"serve-{self.port}.log"
-        self.proc = subprocess.Popen([EDGEKIT, "serve", str(bundle), "--port", str(self.port), "--api-key-file",
-                                      str(keys), "--threads", "1", "--model-name", "mimo", *extra],
-                                     stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [
+                EDGEKIT,
+                "serve",
+                str(bundle),
+                "--port",
+                str(self.port),
+                "--api-key-file",
+                str(keys),
+                "--threads",
+                "1",
+                "--model-name",
+                "mimo",
+                *extra,
+            ],
+            stdout=open(self.log, "wb"),
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -50,8 +65,16 @@ class Server:
             time.sleep(0.2)
         pytest.fail("server did not answer /health in 120 s: " + self.log.read_text()[-2000:])
 
-    def request(self, method: str, path: str, body: bytes | dict | None = None, *, auth: bool | str = True,
-                headers: dict | None = None, timeout: float = 120):
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | dict | None = None,
+        *,
+        auth: bool | str = True,
+        headers: dict | None = None,
+        timeout: float = 120,
+    ):
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         h = dict(headers or {})
         if auth:
@@ -85,13 +108,32 @@ def data_url(path: Path) -> str:
 
 
 def user(text: str, *images: str) -> list[dict]:
-    return [{"role": "user", "content": [*({"type": "image_url", "image_url": {"url": u}} for u in images),
-                                         {"type": "text", "text": text}]}]
+    return [
+        {
+            "role": "user",
+            "content": [
+                *({"type": "image_url", "image_url": {"url": u}} for u in images),
+                {"type": "text", "text": text},
+            ],
+        }
+    ]
 
 
 def run_bundle(bundle: Path, prompt: str, images: list[Path], max_new_tokens: int, think: bool = False) -> str:
-    args = [EDGEKIT, "run", "--bundle", str(bundle), "--prompt", prompt, "--max-new-tokens", str(max_new_tokens),
-            "--json", "--threads", "1", "--think" if think else "--no-think"]
+    args = [
+        EDGEKIT,
+        "run",
+        "--bundle",
+        str(bundle),
+        "--prompt",
+        prompt,
+        "--max-new-tokens",
+        str(max_new_tokens),
+        "--json",
+        "--threads",
+        "1",
+        "--think" if think else "--no-think",
+    ]
     for im in images:
         args += ["--image", str(im)]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
@@ -109,8 +151,16 @@ def image_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tiny_bundle, tmp_path_factory, image_dir):
-    srv = Server(tiny_bundle, tmp_path_factory.mktemp("serve"), "--max-body-mb", "1", "--image-dir", str(image_dir),
-                 "--max-pixels", "4000000")
+    srv = Server(
+        tiny_bundle,
+        tmp_path_factory.mktemp("serve"),
+        "--max-body-mb",
+        "1",
+        "--image-dir",
+        str(image_dir),
+        "--max-pixels",
+        "4000000",
+    )
     yield srv
     assert srv.stop() == 0, srv.log.read_text()[-2000:]
 
@@ -118,12 +168,14 @@ def server(tiny_bundle, tmp_path_factory, image_dir):
 def test_greedy_answer_equals_run_and_stream_equals_plain(server, tiny_bundle):
     want = run_bundle(tiny_bundle, PROMPT, [IMAGE], 24)
     client = server.client()
-    plain = client.chat.completions.create(model="mimo", messages=user(PROMPT, data_url(IMAGE)), max_tokens=24,
-                                           temperature=0)
+    plain = client.chat.completions.create(
+        model="mimo", messages=user(PROMPT, data_url(IMAGE)), max_tokens=24, temperature=0
+    )
     assert plain.choices[0].message.content == want
     assert plain.usage.completion_tokens == 24 and plain.choices[0].finish_reason == "length"
-    chunks = list(client.chat.completions.create(model="mimo", messages=user(PROMPT, data_url(IMAGE)), max_tokens=24,
-                                                 stream=True))
+    chunks = list(
+        client.chat.completions.create(model="mimo", messages=user(PROMPT, data_url(IMAGE)), max_tokens=24, stream=True)
+    )
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == want
     assert chunks[-1].usage.completion_tokens == 24 and chunks[-1].choices[0].finish_reason == "length"
     assert chunks[-1].usage.prompt_tokens == plain.usage.prompt_tokens
@@ -142,8 +194,9 @@ def test_parallel_slots_answer_side_by_side(tiny_bundle, tmp_path):
 
         def ask(i):
             q, im = asks[i]
-            results[i] = srv.client().chat.completions.create(model="mimo", messages=user(q, data_url(im)),
-                                                              max_tokens=40, temperature=0)
+            results[i] = srv.client().chat.completions.create(
+                model="mimo", messages=user(q, data_url(im)), max_tokens=40, temperature=0
+            )
 
         threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(asks))]
         for t in threads:
@@ -154,8 +207,11 @@ def test_parallel_slots_answer_side_by_side(tiny_bundle, tmp_path):
         assert sum(r.usage.prompt_tokens_details.cached_tokens > 0 for r in results) >= 2
         deadline = time.monotonic() + 10  # the worker marks its slots free right after the last answer's event
         while True:
-            depth = [ln for ln in srv.request("GET", "/metrics")[1].decode().splitlines()
-                     if ln.startswith("edgekit_queue_depth ")]
+            depth = [
+                ln
+                for ln in srv.request("GET", "/metrics")[1].decode().splitlines()
+                if ln.startswith("edgekit_queue_depth ")
+            ]
             if depth == ["edgekit_queue_depth 0.0"] or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
@@ -169,9 +225,28 @@ def test_mmproj_serving_answers_like_run_vision_mmproj(tiny_bundle, tmp_path):
     srv = Server(tiny_bundle, tmp_path, "--vision", "mmproj")
     try:
         got = srv.client().chat.completions.create(model="mimo", messages=user(PROMPT, data_url(IMAGE)), max_tokens=16)
-        proc = subprocess.run([EDGEKIT, "run", "--bundle", str(tiny_bundle), "--vision", "mmproj", "--image", str(IMAGE),
-                               "--prompt", PROMPT, "--max-new-tokens", "16", "--threads", "1", "--json"],
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [
+                EDGEKIT,
+                "run",
+                "--bundle",
+                str(tiny_bundle),
+                "--vision",
+                "mmproj",
+                "--image",
+                str(IMAGE),
+                "--prompt",
+                PROMPT,
+                "--max-new-tokens",
+                "16",
+                "--threads",
+                "1",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert got.choices[0].message.content == json.loads(proc.stdout)["answer"]
     finally:
@@ -180,6 +255,7 @@ def test_mmproj_serving_answers_like_run_vision_mmproj(tiny_bundle, tmp_path):
 
 def test_local_image_under_the_allowed_folder_and_the_embedding_cache(server, image_dir):
     client = server.client()
+
     def hits() -> float:
         lines = server.request("GET", "/metrics")[1].decode().splitlines()
         return float(next(ln.split()[-1] for ln in lines if ln.startswith("edgekit_image_cache_hits ")))
@@ -204,14 +280,19 @@ def test_thinking_on_and_off_split_like_the_model_wrote_it(server, tiny_bundle):
         got = client.chat.completions.create(model="mimo", messages=user(PROMPT), max_tokens=20, **kwargs)
         msg = got.choices[0].message
         assert (getattr(msg, "reasoning_content", None) or "", msg.content) == (r1 + r2, c1 + c2), think
-        chunks = list(client.chat.completions.create(model="mimo", messages=user(PROMPT), max_tokens=20, stream=True,
-                                                     **kwargs))
+        chunks = list(
+            client.chat.completions.create(model="mimo", messages=user(PROMPT), max_tokens=20, stream=True, **kwargs)
+        )
         deltas = [c.choices[0].delta for c in chunks if c.choices]
         assert "".join(getattr(d, "reasoning_content", None) or "" for d in deltas) == r1 + r2
         assert "".join(d.content or "" for d in deltas) == c1 + c2
     # MiMo's own switch: " /no_think" in the text turns thinking off whatever the kwargs say
-    off = client.chat.completions.create(model="mimo", messages=user(PROMPT + " /no_think"), max_tokens=20,
-                                         extra_body={"chat_template_kwargs": {"enable_thinking": True}})
+    off = client.chat.completions.create(
+        model="mimo",
+        messages=user(PROMPT + " /no_think"),
+        max_tokens=20,
+        extra_body={"chat_template_kwargs": {"enable_thinking": True}},
+    )
     assert off.choices[0].message.content == run_bundle(tiny_bundle, PROMPT, [], 20, think=False)
 
 
@@ -231,8 +312,9 @@ def test_engine_splits_a_think_block_as_it_streams(tiny_bundle):
                 done.set()
 
         gbnf = 'root ::= "<think>" [a-z ]{3,12} "</think>" "\\n\\n" [a-z]{2,9}'
-        engine.submit(Job([("user", [PROMPT])], [], Params(max_tokens=60, gbnf=gbnf, think=True), emit,
-                          time.monotonic() + 120))
+        engine.submit(
+            Job([("user", [PROMPT])], [], Params(max_tokens=60, gbnf=gbnf, think=True), emit, time.monotonic() + 120)
+        )
         assert done.wait(120) and events[-1][0] == "done", events[-1:]
         reasoning = "".join(e[1] for e in events if e[0] == "delta")
         content = "".join(e[2] for e in events if e[0] == "delta")
@@ -245,13 +327,22 @@ def test_engine_splits_a_think_block_as_it_streams(tiny_bundle):
 
 
 def test_json_schema_answer_parses_and_validates(server):
-    schema = {"type": "object", "properties": {
-        "point": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2},
-        "label": {"type": "string", "maxLength": 8}}, "required": ["point", "label"], "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {
+            "point": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2},
+            "label": {"type": "string", "maxLength": 8},
+        },
+        "required": ["point", "label"],
+        "additionalProperties": False,
+    }
     client = server.client()
     got = client.chat.completions.create(
-        model="mimo", messages=user("Point to the traffic light.", data_url(IMAGE)), max_tokens=300,
-        response_format={"type": "json_schema", "json_schema": {"name": "pointing", "schema": schema}})
+        model="mimo",
+        messages=user("Point to the traffic light.", data_url(IMAGE)),
+        max_tokens=300,
+        response_format={"type": "json_schema", "json_schema": {"name": "pointing", "schema": schema}},
+    )
     answer = json.loads(got.choices[0].message.content)
     assert set(answer) == {"point", "label"} and isinstance(answer["label"], str) and len(answer["label"]) <= 8
     assert len(answer["point"]) == 2 and all(isinstance(v, int) for v in answer["point"])
@@ -261,15 +352,19 @@ def test_json_schema_answer_parses_and_validates(server):
 def two_camera_bundle(tmp_path_factory, tiny_ckpt) -> Path:
     from edgekit.bundle.build import BuildConfig, build_bundle
 
-    return build_bundle(tiny_ckpt, tmp_path_factory.mktemp("two-cam") / "b",
-                        BuildConfig(target="cpu", precision="int4", method="rtn", images=2))
+    return build_bundle(
+        tiny_ckpt,
+        tmp_path_factory.mktemp("two-cam") / "b",
+        BuildConfig(target="cpu", precision="int4", method="rtn", images=2),
+    )
 
 
 def test_two_cameras_in_one_message(two_camera_bundle, tmp_path):
     srv = Server(two_camera_bundle, tmp_path)
     try:
-        got = srv.client().chat.completions.create(model="mimo", messages=user(PROMPT, data_url(IMAGE), data_url(IMAGE2)),
-                                                   max_tokens=16)
+        got = srv.client().chat.completions.create(
+            model="mimo", messages=user(PROMPT, data_url(IMAGE), data_url(IMAGE2)), max_tokens=16
+        )
         assert got.choices[0].message.content == run_bundle(two_camera_bundle, PROMPT, [IMAGE, IMAGE2], 16)
     finally:
         assert srv.stop() == 0
@@ -277,11 +372,16 @@ def test_two_cameras_in_one_message(two_camera_bundle, tmp_path):
 
 def _png_header(width: int, height: int) -> bytes:
     """A PNG that declares width x height (a decompression bomb's header): refused before any pixel is decoded."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) +
-            chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _b64(data: bytes, kind: str = "png") -> str:
@@ -304,19 +404,47 @@ BAD = [  # (name, body or raw bytes, auth, status, error type)
     ("link out of the folder", {**GOOD, "messages": user("x", "escape.png")}, True, 400, None),
     ("remote URL", {**GOOD, "messages": user("x", "http://example.com/a.png")}, True, 400, None),
     ("max_tokens 0", {**GOOD, "max_tokens": 0}, True, 422, None),
-    ("max_tokens huge", {**GOOD, "max_tokens": 10 ** 9}, True, 400, "context_length_exceeded"),
+    ("max_tokens huge", {**GOOD, "max_tokens": 10**9}, True, 400, "context_length_exceeded"),
     ("prompt over the context", {**GOOD, "messages": user("drive " * 6000)}, True, 400, None),
     ("temperature not a number", {**GOOD, "temperature": "hot"}, True, 422, None),
     ("n = 2", {**GOOD, "n": 2}, True, 422, None),
-    ("image from the assistant", {**GOOD, "messages": [
-        {"role": "assistant", "content": [{"type": "image_url", "image_url": {"url": data_url(IMAGE)}}]},
-        *user("x")]}, True, 400, None),
-    ("last message not the user's", {**GOOD, "messages": [*user("x"), {"role": "assistant", "content": "y"}]},
-     True, 400, None),
+    (
+        "image from the assistant",
+        {
+            **GOOD,
+            "messages": [
+                {"role": "assistant", "content": [{"type": "image_url", "image_url": {"url": data_url(IMAGE)}}]},
+                *user("x"),
+            ],
+        },
+        True,
+        400,
+        None,
+    ),
+    (
+        "last message not the user's",
+        {**GOOD, "messages": [*user("x"), {"role": "assistant", "content": "y"}]},
+        True,
+        400,
+        None,
+    ),
     ("no messages", {**GOOD, "messages": []}, True, 422, None),
-    ("schema the grammar cannot enforce", {**GOOD, "response_format": {"type": "json_schema", "json_schema": {
-        "name": "p", "schema": {"type": "object", "properties": {"x": {"type": "integer", "minimum": 0}}}}}},
-     True, 400, None),
+    (
+        "schema the grammar cannot enforce",
+        {
+            **GOOD,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "p",
+                    "schema": {"type": "object", "properties": {"x": {"type": "integer", "minimum": 0}}},
+                },
+            },
+        },
+        True,
+        400,
+        None,
+    ),
 ]
 
 
@@ -339,17 +467,27 @@ def test_routes_health_models_metrics(server):
     code, data, _ = server.request("GET", "/nowhere")
     assert code == 404 and json.loads(data)["error"]["type"] == "not_found_error"
     text = server.request("GET", "/metrics")[1].decode()
-    for name in ("edgekit_requests_total", "edgekit_queue_depth", "edgekit_stage_seconds_bucket",
-                 "edgekit_decode_tokens_per_second"):
+    for name in (
+        "edgekit_requests_total",
+        "edgekit_queue_depth",
+        "edgekit_stage_seconds_bucket",
+        "edgekit_decode_tokens_per_second",
+    ):
         assert name in text, name
 
 
 def _open_stream(port: int, max_tokens: int) -> socket.socket:
     body = json.dumps({**GOOD, "max_tokens": max_tokens, "stream": True}).encode()
     s = socket.create_connection(("127.0.0.1", port), timeout=60)
-    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-              b"Authorization: Bearer " + KEY.encode() + b"\r\nContent-Length: " + str(len(body)).encode() +
-              b"\r\n\r\n" + body)
+    s.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer "
+        + KEY.encode()
+        + b"\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
     received = b""
     while b"data:" not in received:  # the headers and the first event may come in separate packets
         piece = s.recv(4096)
@@ -417,17 +555,24 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(tiny_bundle, tmp_pat
         srv.request("GET", "/health", auth=False, timeout=5)
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--host", "0.0.0.0"], "--host 0.0.0.0 is reachable from the network: give --api-key-file"),
-    (["--api-key-file", "{short}"], "shorter than 16 characters"),
-    (["--vision", "clip"], "--vision 'clip': choose one of onnx, mmproj"),
-    (["--vision", "mmproj", "--parallel", "2"], "--parallel 2 needs --vision onnx"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--host", "0.0.0.0"], "--host 0.0.0.0 is reachable from the network: give --api-key-file"),
+        (["--api-key-file", "{short}"], "shorter than 16 characters"),
+        (["--vision", "clip"], "--vision 'clip': choose one of onnx, mmproj"),
+        (["--vision", "mmproj", "--parallel", "2"], "--parallel 2 needs --vision onnx"),
+    ],
+)
 def test_unsafe_or_unsupported_settings_are_one_line(tiny_bundle, tmp_path, args, needle):
     short = tmp_path / "short"
     short.write_text("abc\n")
-    proc = subprocess.run([EDGEKIT, "serve", str(tiny_bundle), "--port", "1", *[a.format(short=short) for a in args]],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [EDGEKIT, "serve", str(tiny_bundle), "--port", "1", *[a.format(short=short) for a in args]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and needle in " ".join(proc.stderr.split()), proc.stderr[-1000:]
     assert "Traceback" not in proc.stderr
 
@@ -439,10 +584,17 @@ def test_think_splitter_and_stop_scanner_in_any_chunking(test_seed):
     from edgekit.serve.text_stream import StopScanner, ThinkSplitter
 
     rng = random.Random(test_seed)
-    cases = {"<think>\nplan\n</think>\n\nTurn left.": ("\nplan\n", "Turn left."), "  <think></think>\n\nGo": ("", "Go"),
-             "Straight on.": ("", "Straight on."), "<think>unfinished": ("unfinished", ""), "<thi": ("", "<thi"),
-             "": ("", ""), "a <think>b</think>": ("", "a <think>b</think>"), " \n ": ("", " \n "),
-             "<think>x</think>\n\n": ("x", "")}
+    cases = {
+        "<think>\nplan\n</think>\n\nTurn left.": ("\nplan\n", "Turn left."),
+        "  <think></think>\n\nGo": ("", "Go"),
+        "Straight on.": ("", "Straight on."),
+        "<think>unfinished": ("unfinished", ""),
+        "<thi": ("", "<thi"),
+        "": ("", ""),
+        "a <think>b</think>": ("", "a <think>b</think>"),
+        " \n ": ("", " \n "),
+        "<think>x</think>\n\n": ("x", ""),
+    }
     for text, want in cases.items():
         for _ in range(30):
             sp, got, i = ThinkSplitter(), ["", ""], 0
@@ -469,4 +621,6 @@ def test_think_splitter_and_stop_scanner_in_any_chunking(test_seed):
     draws = {next_token(logits, 1.0, 0.4, np.random.default_rng(s)) for s in range(50)}
     assert draws == {1}  # top_p 0.4: the most likely token alone reaches it (ids 1 and 2 tie; the stable sort keeps 1)
     assert {next_token(logits, 1.0, 0.6, np.random.default_rng(s)) for s in range(50)} == {1, 2}
-    assert next_token(logits, 1.0, 1.0, np.random.default_rng(7)) == next_token(logits, 1.0, 1.0, np.random.default_rng(7))
+    assert next_token(logits, 1.0, 1.0, np.random.default_rng(7)) == next_token(
+        logits, 1.0, 1.0, np.random.default_rng(7)
+    )

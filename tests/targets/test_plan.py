@@ -12,15 +12,36 @@ from edgekit.targets import all_targets, get_target
 
 # A MiMo-Embodied-7B-shaped config.json (dims from the model card and the MiMo-7B config).
 MIMO_CONFIG = {
-    "architectures": ["Qwen2_5_VLForConditionalGeneration"], "model_type": "qwen2_5_vl",
-    "hidden_size": 4096, "intermediate_size": 11008, "num_attention_heads": 32, "num_key_value_heads": 8,
-    "num_hidden_layers": 36, "vocab_size": 151680, "rope_theta": 640000, "rms_norm_eps": 1e-5,
-    "max_position_embeddings": 32768, "tie_word_embeddings": False,
+    "architectures": ["Qwen2_5_VLForConditionalGeneration"],
+    "model_type": "qwen2_5_vl",
+    "hidden_size": 4096,
+    "intermediate_size": 11008,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "num_hidden_layers": 36,
+    "vocab_size": 151680,
+    "rope_theta": 640000,
+    "rms_norm_eps": 1e-5,
+    "max_position_embeddings": 32768,
+    "tie_word_embeddings": False,
     "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
-    "image_token_id": 151655, "video_token_id": 151656, "vision_start_token_id": 151652, "vision_end_token_id": 151653,
-    "vision_config": {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16, "in_chans": 3,
-                      "out_hidden_size": 4096, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
-                      "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31]},
+    "image_token_id": 151655,
+    "video_token_id": 151656,
+    "vision_start_token_id": 151652,
+    "vision_end_token_id": 151653,
+    "vision_config": {
+        "depth": 32,
+        "hidden_size": 1280,
+        "intermediate_size": 3420,
+        "num_heads": 16,
+        "in_chans": 3,
+        "out_hidden_size": 4096,
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "window_size": 112,
+        "fullatt_block_indexes": [7, 15, 23, 31],
+    },
 }
 
 
@@ -34,7 +55,17 @@ def mimo_config(tmp_path):
 
 def test_every_target_has_sources_and_sane_numbers():
     targets = all_targets()
-    assert {"orin-agx-64", "orin-agx-32", "orin-nx-16", "orin-nano-8", "drive-orin", "thor-agx", "drive-thor", "x86-cuda", "cpu"} <= set(targets)
+    assert {
+        "orin-agx-64",
+        "orin-agx-32",
+        "orin-nx-16",
+        "orin-nano-8",
+        "drive-orin",
+        "thor-agx",
+        "drive-thor",
+        "x86-cuda",
+        "cpu",
+    } <= set(targets)
     for t in targets.values():
         assert t.memory_gb > 0 and t.memory_bandwidth_gbs > 0 and t.fp16_tensor_tflops > 0
         assert t.sources.get("memory_bandwidth_gbs"), f"{t.name}: bandwidth without a source"
@@ -54,9 +85,13 @@ def test_low_precision_targets_have_the_tensor_cores_and_their_peaks():
     for t in all_targets().values():
         arch = int(t.gpu_arch.removeprefix("sm_")) if t.is_nvidia else 0
         if "fp8" in t.precisions:
-            assert arch >= 89 and t.fp8_tensor_tflops > t.fp16_tensor_tflops and t.sources.get("fp8_tensor_tflops"), t.name
+            assert arch >= 89 and t.fp8_tensor_tflops > t.fp16_tensor_tflops and t.sources.get("fp8_tensor_tflops"), (
+                t.name
+            )
         if "nvfp4" in t.precisions and "tensorrt" in t.backends:
-            assert arch >= 100 and t.fp4_tensor_tflops > t.fp8_tensor_tflops and t.sources.get("fp4_tensor_tflops"), t.name
+            assert arch >= 100 and t.fp4_tensor_tflops > t.fp8_tensor_tflops and t.sources.get("fp4_tensor_tflops"), (
+                t.name
+            )
         for precision in t.precisions:
             for backend in t.backends:
                 try:
@@ -64,7 +99,10 @@ def test_low_precision_targets_have_the_tensor_cores_and_their_peaks():
                 except EdgekitError:
                     continue
                 compute = fmt.compute if fmt else "fp16"
-                assert compute == "fp16" or getattr(t, {"int8": "int8_tensor_tops"}.get(compute, f"{compute}_tensor_tflops")) > 0
+                assert (
+                    compute == "fp16"
+                    or getattr(t, {"int8": "int8_tensor_tops"}.get(compute, f"{compute}_tensor_tflops")) > 0
+                )
 
 
 def test_prefill_bound_uses_the_formats_arithmetic(mimo_config):
@@ -74,7 +112,10 @@ def test_prefill_bound_uses_the_formats_arithmetic(mimo_config):
 
     text, vision, shapes, proc = config_dims(mimo_config)
     thor = get_target("thor")
-    plans = {p: make_plan(text, vision, shapes, thor, p, backend="tensorrt", processor=proc) for p in ("int4", "fp8", "nvfp4")}
+    plans = {
+        p: make_plan(text, vision, shapes, thor, p, backend="tensorrt", processor=proc)
+        for p in ("int4", "fp8", "nvfp4")
+    }
     flops_ms = plans["int4"].prefill_ms_bound * thor.fp16_tensor_tflops  # int4 on Thor is compute-bound
     for p, peak in (("fp8", thor.fp8_tensor_tflops), ("nvfp4", thor.fp4_tensor_tflops)):
         bytes_ms = 1e3 * (plans[p].weights_gb["decoder"] + plans[p].weights_gb["lm_head"]) / thor.memory_bandwidth_gbs

@@ -58,8 +58,12 @@ def test_grounding_answers_are_in_the_pixels_the_model_sees(tmp_path):
         assert frame.seen == (w * 14, h * 14) and frame.seen[0] < ex.image.size[0]  # what HF's processor made
         box = json.loads(seen_answer(ex.sample, frame))["bbox_2d"]
         sx, sy = frame.seen[0] / ex.image.size[0], frame.seen[1] / ex.image.size[1]
-        assert box == [round(ex.sample.box[0] * sx), round(ex.sample.box[1] * sy), round(ex.sample.box[2] * sx),
-                       round(ex.sample.box[3] * sy)]
+        assert box == [
+            round(ex.sample.box[0] * sx),
+            round(ex.sample.box[1] * sy),
+            round(ex.sample.box[2] * sx),
+            round(ex.sample.box[3] * sy),
+        ]
         full, n_prompt = teacher_forced(ref, processor, ex, "option_text")
         assert ref.tokenizer.decode(full.input_ids[0, n_prompt:]) == seen_answer(ex.sample, frame) + "<|im_end|>"
 
@@ -171,7 +175,9 @@ def test_the_heldout_table_comes_with_its_mismatched_image_control(tmp_path, cap
     from edgekit.data.scene import TASK_ORDER
 
     out = tmp_path / "run"
-    assert main(["train-toy", str(out), "--preset", "tiny", "--batch", "2", "--steps", "1", "--eval-per-task", "1"]) == 0
+    assert (
+        main(["train-toy", str(out), "--preset", "tiny", "--batch", "2", "--steps", "1", "--eval-per-task", "1"]) == 0
+    )
     assert "mismatched" in capsys.readouterr().out
     record = json.loads((out / "edgekit_training.json").read_text())
     for key in ("heldout", "heldout_mismatched"):

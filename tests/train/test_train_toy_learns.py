@@ -22,8 +22,23 @@ def test_a_bounded_run_learns_the_answer_formats_on_heldout_scenes(tmp_path):
     from edgekit.train.heldout_eval import evaluate_heldout, heldout_answer_loss
 
     out = tmp_path / "trained"
-    assert main(["train-toy", str(out), "--preset", "tiny", "--steps", str(STEPS), "--minutes", str(MINUTES),
-                 "--eval-per-task", "0"]) == 0
+    assert (
+        main(
+            [
+                "train-toy",
+                str(out),
+                "--preset",
+                "tiny",
+                "--steps",
+                str(STEPS),
+                "--minutes",
+                str(MINUTES),
+                "--eval-per-task",
+                "0",
+            ]
+        )
+        == 0
+    )
     init = out / ".train" / "init"
     before = heldout_answer_loss(init, 0, 4, ("multiple_choice", "open_ended"))
     after = heldout_answer_loss(out, 0, 4, ("multiple_choice", "open_ended"))

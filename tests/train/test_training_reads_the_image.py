@@ -36,8 +36,15 @@ def _probe(rng: random.Random):
     x, y = rng.randint(0, w - side), rng.randint(0, h - side)
     image = Image.new("RGB", (w, h), (120, 120, 120))
     image.paste(COLOURS[colour], (x, y, x + side, y + side))
-    sample = Sample(id=f"probe/{colour}", domain="embodied", task="short_answer", image=Path("<probe>"),
-                    question=QUESTION, answer=colour, split="train")
+    sample = Sample(
+        id=f"probe/{colour}",
+        domain="embodied",
+        task="short_answer",
+        image=Path("<probe>"),
+        question=QUESTION,
+        answer=colour,
+        split="train",
+    )
     return SceneSample(sample, image), colour
 
 

@@ -15,10 +15,13 @@ _STYLE = {"green": "[green]ok[/]  ", "yellow": "[yellow]warn[/]", "red": "[bold 
 @app.command("doctor")
 def doctor_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
-    llama_only: Annotated[bool, typer.Option("--llama-only", help="Check only the CPU and the llama.cpp build "
-                                                                  "(what scripts/install.sh runs).")] = False,
-    no_objdump: Annotated[bool, typer.Option("--no-objdump", help="Skip disassembling libggml-cpu for AMX "
-                                                                  "instructions (a few seconds).")] = False,
+    llama_only: Annotated[
+        bool,
+        typer.Option("--llama-only", help="Check only the CPU and the llama.cpp build (what scripts/install.sh runs)."),
+    ] = False,
+    no_objdump: Annotated[
+        bool, typer.Option("--no-objdump", help="Skip disassembling libggml-cpu for AMX instructions (a few seconds).")
+    ] = False,
 ) -> None:
     """Check this machine: CPU features, the llama.cpp build (AMX SIGILL risk), onnxruntime, torch, transformers,
     nvcc and its sm targets, the Edge-LLM exporter, memory and disk. Exit 1 when the default path is broken."""

@@ -10,6 +10,7 @@ import typer
 from edgekit.cli.app import app, console, progress
 from edgekit.cli.options import GGUF_TYPES
 from edgekit.errors import EdgekitError
+
 MMPROJ_TYPES = ("f32", "f16", "q8_0")
 
 
@@ -18,13 +19,29 @@ def export_decoder_cmd(
     model: Annotated[Path, typer.Argument(help="Checkpoint directory (Hugging Face layout).")],
     out: Annotated[Path, typer.Option("--out", help="Output decoder GGUF file.")],
     fmt: Annotated[str, typer.Option("--format", help="Output format: gguf (llama.cpp).")] = "gguf",
-    precision: Annotated[str, typer.Option(help="Weight type of the decoder's matrices: " + " | ".join(GGUF_TYPES)
-                                           + ". Quantized types use round-to-nearest on the format's grid.")] = "f16",
-    mmproj: Annotated[Optional[Path], typer.Option("--mmproj", help="Also write the vision tower + merger as a "
-                                                   "llama.cpp mmproj GGUF at this path.")] = None,
-    mmproj_precision: Annotated[str, typer.Option(help="Weight type of the mmproj: " + " | ".join(MMPROJ_TYPES) + ".")] = "f16",
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out / --mmproj file that edgekit did "
-                                        "not write (never one inside the checkpoint).")] = False,
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="Weight type of the decoder's matrices: "
+            + " | ".join(GGUF_TYPES)
+            + ". Quantized types use round-to-nearest on the format's grid."
+        ),
+    ] = "f16",
+    mmproj: Annotated[
+        Optional[Path],
+        typer.Option("--mmproj", help="Also write the vision tower + merger as a llama.cpp mmproj GGUF at this path."),
+    ] = None,
+    mmproj_precision: Annotated[
+        str, typer.Option(help="Weight type of the mmproj: " + " | ".join(MMPROJ_TYPES) + ".")
+    ] = "f16",
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace an existing --out / --mmproj file that edgekit did "
+            "not write (never one inside the checkpoint).",
+        ),
+    ] = False,
 ) -> None:
     """Write the text decoder as a llama.cpp GGUF (metadata, tokenizer, streamed tensors); --mmproj adds the vision tower."""
     if fmt != "gguf":

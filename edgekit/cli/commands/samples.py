@@ -9,7 +9,9 @@ import typer
 
 from edgekit.cli.app import app, console
 
-samples_app = typer.Typer(help="Make and check JSONL sample sets (calibration and evaluation data).", no_args_is_help=True)
+samples_app = typer.Typer(
+    help="Make and check JSONL sample sets (calibration and evaluation data).", no_args_is_help=True
+)
 app.add_typer(samples_app, name="samples")
 
 
@@ -28,7 +30,12 @@ def make_cmd(
 
 @samples_app.command("check")
 def check_cmd(
-    spec: Annotated[str, typer.Argument(help="A .jsonl file, a directory of them, or a built-in set (driving, embodied; comma-separated).")],
+    spec: Annotated[
+        str,
+        typer.Argument(
+            help="A .jsonl file, a directory of them, or a built-in set (driving, embodied; comma-separated)."
+        ),
+    ],
 ) -> None:
     """Load and validate every line (fields, image files), then print counts per domain, task and split."""
     from rich.table import Table
