@@ -25,6 +25,7 @@ def quantized_layer(
     input_scales (linear name -> scale): the linears whose activations the runtime quantizes (FP8, NVFP4, W8A8) see
     them quantized as it does, with a straight-through gradient; None: float activations."""
     from edgekit.qat.fake_quant import FakeQuantLinear
+    from edgekit.quant.evaluate import quantize_inputs
     from edgekit.quant.formats import parse as parse_format
     from edgekit.quant.grids import dequantize_weight
     from edgekit.quant.layers import decoder_layer
@@ -42,19 +43,8 @@ def quantized_layer(
         linears[n] = FakeQuantLinear(qw.grid, qw, w0)
         scale = (input_scales or {}).get(prefix + n)
         if scale is not None:
-            _quantize_inputs(layer.get_submodule(n), parse_format(qw.grid), scale)
+            quantize_inputs(layer.get_submodule(n), parse_format(qw.grid), scale, straight_through=True)
     return QuantizedLayer(layer, linears)
-
-
-def _quantize_inputs(linear: torch.nn.Module, fmt, scale: torch.Tensor) -> None:
-    """The linear's input quantized as `fmt`'s runtime does under `scale` on the way forward; the identity's gradient
-    on the way back (straight through)."""
-
-    def hook(module, args):
-        x = args[0]
-        return (x + (fmt.activation_qdq(x, scale.to(x.device)) - x).detach(),)
-
-    linear.register_forward_pre_hook(hook)
 
 
 def layer_optimizer(student: torch.nn.Module, weight_lr: float, scale_lr: float) -> torch.optim.Optimizer:

@@ -45,16 +45,24 @@ def apply_result(model, result: CalibrationResult) -> list:
             state[_hf_name(name)].copy_(dequantize_weight(qw))
         for name, w in result.folded.items():
             state[_hf_name(name)].copy_(w)
-    handles = []
-    for name, scale in result.input_scales.items():
-        module = model.get_submodule(_hf_name(name))
-        fmt = parse_format(result.quantized[name + ".weight"].grid)
-        handles.append(
-            module.register_forward_pre_hook(
-                lambda m, args, s=scale, fmt=fmt: (fmt.activation_qdq(args[0], s.to(args[0].device)),)
-            )
+    return [
+        quantize_inputs(
+            model.get_submodule(_hf_name(name)), parse_format(result.quantized[name + ".weight"].grid), scale
         )
-    return handles
+        for name, scale in result.input_scales.items()
+    ]
+
+
+def quantize_inputs(linear: torch.nn.Module, fmt, scale: torch.Tensor, *, straight_through: bool = False):
+    """Hook `linear` so that its input is fake-quantized as `fmt`'s runtime quantizes it under `scale` (INT8, E2M1
+    blocks, E4M3); straight_through: the identity's gradient on the way back (QAT). Returns the hook's handle."""
+
+    def hook(module, args):
+        x = args[0]
+        q = fmt.activation_qdq(x, scale.to(x.device))
+        return (x + (q - x).detach(),) if straight_through else (q,)
+
+    return linear.register_forward_pre_hook(hook)
 
 
 def sequence_logits(model, seqs: list[CalibSeq], image_token_id: int) -> list[torch.Tensor]:

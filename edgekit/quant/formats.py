@@ -19,6 +19,7 @@ writers agree.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 from importlib import import_module
 from math import prod
 
@@ -331,8 +332,10 @@ def parse_list(text: str) -> list[Format]:
     return out
 
 
+@cache
 def unified_layouts() -> dict:
-    """quant_algo -> Layout of every unified form edgekit reads and writes, in the formats' order."""
+    """quant_algo -> Layout of every unified form edgekit reads and writes, in the formats' order (made once: the
+    reader asks it for every linear)."""
     return {layout.algo: layout for f in FORMATS.values() for layout in (r.load() for r in f.layouts)}
 
 
