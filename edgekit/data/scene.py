@@ -61,6 +61,7 @@ class Question:
     box: tuple[int, int, int, int] | None = None  # region that counts as correct (grounding)
     point: tuple[int, int] | None = None
     target: str | None = None
+    focus: tuple[int, int, int, int] | None = None  # the one object the answer depends on: a crop keeping it keeps it
 
 
 @dataclass
@@ -141,13 +142,25 @@ def _letters(n: int) -> list[str]:
     return [chr(ord("A") + i) for i in range(n)]
 
 
-def multiple_choice(rng: random.Random, question: str, correct: str, wrong: list[str], k: int = 4) -> Question:
+def multiple_choice(
+    rng: random.Random,
+    question: str,
+    correct: str,
+    wrong: list[str],
+    k: int = 4,
+    focus: tuple[int, int, int, int] | None = None,
+) -> Question:
     options = [correct] + rng.sample(wrong, min(k - 1, len(wrong)))
     rng.shuffle(options)
     letter = _letters(len(options))[options.index(correct)]
     listed = " ".join(f"{L}. {o}" for L, o in zip(_letters(len(options)), options))
     return Question(
-        "multiple_choice", f"{question} {listed} Answer with the option's letter.", letter, options, correct
+        "multiple_choice",
+        f"{question} {listed} Answer with the option's letter.",
+        letter,
+        options,
+        correct,
+        focus=focus,
     )
 
 

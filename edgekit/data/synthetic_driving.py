@@ -247,6 +247,7 @@ def _driving_questions(rng: random.Random, things: list[Thing], facts: dict) -> 
                 "What colour is the traffic light?",
                 state,
                 [c for c in ("Red", "Yellow", "Green", "It is off") if c != state],
+                focus=light.box,
             )
         )
     else:
@@ -262,6 +263,7 @@ def _driving_questions(rng: random.Random, things: list[Thing], facts: dict) -> 
                 action[light.attrs["state"]],
                 [a for s, a in action.items() if s != light.attrs["state"]] + ["Reverse"],
                 k=4,
+                focus=light.box,
             )
         )
     if sign is not None and sign.attrs["sign"] == "speed_limit" and rng.random() < 0.5:
@@ -270,6 +272,7 @@ def _driving_questions(rng: random.Random, things: list[Thing], facts: dict) -> 
                 "short_answer",
                 "What speed limit does the traffic sign show? Answer with the number.",
                 str(sign.attrs["limit"]),
+                focus=sign.box,
             )
         )
     elif peds and rng.random() < 0.5:

@@ -136,7 +136,11 @@ def _embodied_questions(rng: random.Random, things: list[Thing], facts: dict) ->
         colour = t.attrs["color"]
         qs.append(
             multiple_choice(
-                rng, f"What colour is the {t.kind} on the table?", colour, [c for c in OBJECT_COLORS if c != colour]
+                rng,
+                f"What colour is the {t.kind} on the table?",
+                colour,
+                [c for c in OBJECT_COLORS if c != colour],
+                focus=t.box,
             )
         )
     else:
@@ -163,6 +167,7 @@ def _embodied_questions(rng: random.Random, things: list[Thing], facts: dict) ->
                 "short_answer",
                 f"What is inside the {c.name}? Answer with the object's colour and name, or 'nothing'.",
                 held[0].name if held else "nothing",
+                focus=c.box,
             )
         )
     else:

@@ -39,6 +39,7 @@ class SceneSample:
 
     sample: Sample
     image: object  # PIL.Image RGB
+    focus: tuple[int, int, int, int] | None = None  # Question.focus: the one object the answer depends on
 
 
 def scene_sample(namespace: str, domain: str, index: int, task: str) -> SceneSample:
@@ -57,7 +58,7 @@ def scene_sample(namespace: str, domain: str, index: int, task: str) -> SceneSam
         box=tuple(q.box) if q.box is not None else None,
         point=tuple(q.point) if q.point is not None else None,
     )
-    return SceneSample(sample, scene.image)
+    return SceneSample(sample, scene.image, q.focus)
 
 
 def seen_answer(sample: Sample, frame: ImageFrame, choice_reply: str = Recipe.choice_reply) -> str:

@@ -70,6 +70,23 @@ def train_step(model, optimizer, items: list, pad_id: int, clip: float) -> float
     return float(loss.detach())
 
 
+def curriculum_sample(recipe: Recipe, processor, step: int, index: int, weights: dict[str, float]):
+    """Training example `index` (at optimiser step `step`) as the recipe's focus-crop curriculum shows it."""
+    import random
+
+    from edgekit.train.batch import seen_frame
+    from edgekit.train.examples import SceneSample
+    from edgekit.train.focus_crop import crop_fraction, focus_crop
+
+    example = training_sample(recipe.seed, index, weights)
+    fraction = crop_fraction(recipe.focus_crop_start, recipe.focus_crop_steps, step)
+    if example.focus is None or fraction >= 1.0:
+        return example
+    rng = random.Random(f"edgekit-focus-crop/{recipe.seed}/{index}")
+    image = focus_crop(example.image, seen_frame(processor, example.image).seen, example.focus, fraction, rng)
+    return SceneSample(example.sample, image, None)
+
+
 def train_toy(
     out: str | Path,
     recipe: Recipe,
@@ -120,7 +137,9 @@ def train_toy(
             group["lr"] = lr_at(recipe, step)
         first = step * recipe.batch
         items = [
-            teacher_forced(ref, processor, training_sample(recipe.seed, first + k, weights), recipe.choice_reply)
+            teacher_forced(
+                ref, processor, curriculum_sample(recipe, processor, step, first + k, weights), recipe.choice_reply
+            )
             for k in range(recipe.batch)
         ]
         step, last_loss = step + 1, train_step(model, optimizer, items, pad, recipe.clip)

@@ -42,6 +42,10 @@ class Recipe:
     max_pixels: int = TRAIN_MAX_PIXELS
     task_weights: tuple[tuple[str, float], ...] = tuple(DEFAULT_TASK_WEIGHTS.items())
     choice_reply: str = "option_text"
+    # focus-crop curriculum (focus_crop.py): questions about one object see a window of the image around it,
+    # `focus_crop_start` of its sides at step 0, the whole image from `focus_crop_steps` on (0: off)
+    focus_crop_start: float = 0.15  # 56 px windows around a driving frame's traffic light at 280x168
+    focus_crop_steps: int = 0
 
     def __post_init__(self) -> None:
         given = dict(self.task_weights)
@@ -56,6 +60,11 @@ class Recipe:
         object.__setattr__(self, "task_weights", tuple((t, float(given[t])) for t in TASK_ORDER if t in given))
         if self.choice_reply not in CHOICE_REPLIES:
             raise EdgekitError(f"recipe: choice_reply {self.choice_reply!r}: choose one of {', '.join(CHOICE_REPLIES)}")
+        if not 0 < self.focus_crop_start <= 1 or self.focus_crop_steps < 0:
+            raise EdgekitError(
+                f"recipe: focus_crop_start {self.focus_crop_start}, focus_crop_steps {self.focus_crop_steps}: "
+                "need 0 < start <= 1 and steps >= 0"
+            )
         if self.batch < 1 or self.lr <= 0 or self.warmup < 0:
             raise EdgekitError(
                 f"recipe: batch {self.batch}, lr {self.lr}, warmup {self.warmup}: need batch >= 1, lr > 0, warmup >= 0"

@@ -51,6 +51,16 @@ def train_toy_cmd(
             "option's words, the default) | letter_and_text ('B. Red')."
         ),
     ] = None,
+    focus_crop_steps: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Curriculum: questions about one object (a traffic light, a named object's colour) see a crop "
+            "around it that grows to the whole image over this many steps (default 0: off)."
+        ),
+    ] = None,
+    focus_crop_start: Annotated[
+        Optional[float], typer.Option(help="The curriculum's first crop, as a fraction of the image's sides.")
+    ] = None,
     threads: Annotated[
         Optional[int], typer.Option(help="CPU threads (default: every core this process may use).")
     ] = None,
@@ -75,7 +85,18 @@ def train_toy_cmd(
 
     recipe = default_recipe(preset, seed)
     recipe = dataclasses.replace(
-        recipe, **{k: v for k, v in {"batch": batch, "lr": lr, "choice_reply": choice_reply}.items() if v is not None}
+        recipe,
+        **{
+            k: v
+            for k, v in {
+                "batch": batch,
+                "lr": lr,
+                "choice_reply": choice_reply,
+                "focus_crop_steps": focus_crop_steps,
+                "focus_crop_start": focus_crop_start,
+            }.items()
+            if v is not None
+        },
     )
     with progress(eta=steps is not None) as bar:
         task = bar.add_task(f"train-toy {preset}", total=steps)
