@@ -18,17 +18,11 @@ import math
 from pathlib import Path
 
 STATES = ("red", "yellow", "green")
-GRID = 28
 
 
 def _image_tokens(ref, image):
-    import torch
-
     inputs = ref.prepare("What colour is the traffic light?", [image])
-    with torch.no_grad():
-        out = ref.model.model.get_image_features(inputs.pixel_values, inputs.image_grid_thw)
-    out = getattr(out, "pooler_output", out)
-    return out[0] if isinstance(out, (list, tuple)) else out
+    return ref.image_embeddings(inputs.pixel_values, inputs.image_grid_thw)
 
 
 def _probe_accuracy(features, labels, n_fit: int) -> float:
@@ -59,7 +53,8 @@ def linear_probes(ref, processor, n_fit: int = 200, n_test: int = 100) -> dict:
         (width, height), (h, w) = scene.image.size, target_size(scene.image.size[1], scene.image.size[0], processor)
         tokens = _image_tokens(ref, scene.image)
         x, y = light.point[0] * w / width, light.point[1] * h / height
-        lamp.append(tokens[int(y // GRID) * (w // GRID) + int(x // GRID)])
+        grid = processor.factor
+        lamp.append(tokens[int(y // grid) * (w // grid) + int(x // grid)])
         mean.append(tokens.mean(0))
         labels.append(STATES.index(light.attrs["state"]))
     return {

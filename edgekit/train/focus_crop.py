@@ -4,16 +4,14 @@ The generated scenes' evidence is a few pixels among thousands (a traffic light'
 280x168 image the tiny preset sees). A question whose answer depends on one object alone (`Question.focus`) is
 asked early in a run about a window of the image around that object, at the very scale the model sees the whole
 image at (so the object's pixels are the ones it will meet later), and the window grows to the whole image over the
-curriculum's steps. Crops are cut from the processor-resized image on the 28 px grid (patch 14 x merge 2), so the
-processor keeps them as they are.
+curriculum's steps. Crops are cut from the image resized as the processor resizes it, on its token grid (patch x
+merge: 28 px for Qwen2.5-VL), so the processor keeps them as they are.
 """
 
 from __future__ import annotations
 
 import math
 import random
-
-GRID = 28  # Qwen2.5-VL: one merged token covers 28 x 28 pixels
 
 
 def crop_fraction(start: float, steps: int, step: int) -> float:
@@ -24,19 +22,20 @@ def crop_fraction(start: float, steps: int, step: int) -> float:
     return start + (1.0 - start) * step / steps
 
 
-def focus_crop(image, seen: tuple[int, int], focus: tuple[int, int, int, int], fraction: float, rng: random.Random):
-    """`image` resized to `seen` (width, height) as the processor resizes it, then cut to a window of `fraction` of
-    it on the 28 px grid that contains all of `focus` (a box in `image`'s pixels, both ends inclusive), placed at
-    random by `rng`. The whole resized image when the window would be all of it."""
-    from PIL import Image
+def focus_crop(image, processor, focus: tuple[int, int, int, int], fraction: float, rng: random.Random):
+    """`image` resized as `processor` (ImageProcessorConfig) resizes it, then cut to a window of `fraction` of it on
+    the processor's token grid that contains all of `focus` (a box in `image`'s pixels, both ends inclusive), placed
+    at random by `rng`. The whole resized image when the window would be all of it."""
+    from edgekit.model.processor import target_size
 
-    w, h = seen
-    resized = image.resize((w, h), Image.Resampling.BICUBIC)
+    grid = processor.factor
+    h, w = target_size(image.size[1], image.size[0], processor)
+    resized = image.resize((w, h), processor.resample)
     sx, sy = w / image.size[0], h / image.size[1]
     x0f, y0f = focus[0] * sx, focus[1] * sy
     x1f, y1f = (focus[2] + 1) * sx, (focus[3] + 1) * sy  # exclusive ends in the seen image
-    cw = min(w, max(2 * GRID, _on_grid(max(fraction * w, x1f - x0f + 2))))
-    ch = min(h, max(2 * GRID, _on_grid(max(fraction * h, y1f - y0f + 2))))
+    cw = min(w, max(2 * grid, _on_grid(max(fraction * w, x1f - x0f + 2), grid)))
+    ch = min(h, max(2 * grid, _on_grid(max(fraction * h, y1f - y0f + 2), grid)))
     if cw >= w and ch >= h:
         return resized
     x = rng.randint(max(0, math.ceil(x1f) - cw), max(0, min(math.floor(x0f), w - cw)))
@@ -44,5 +43,5 @@ def focus_crop(image, seen: tuple[int, int], focus: tuple[int, int, int, int], f
     return resized.crop((x, y, x + cw, y + ch))
 
 
-def _on_grid(size: float) -> int:
-    return math.ceil(size / GRID) * GRID
+def _on_grid(size: float, grid: int) -> int:
+    return math.ceil(size / grid) * grid

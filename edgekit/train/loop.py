@@ -74,7 +74,6 @@ def curriculum_sample(recipe: Recipe, processor, step: int, index: int, weights:
     """Training example `index` (at optimiser step `step`) as the recipe's focus-crop curriculum shows it."""
     import random
 
-    from edgekit.train.batch import seen_frame
     from edgekit.train.examples import SceneSample
     from edgekit.train.focus_crop import crop_fraction, focus_crop
 
@@ -83,7 +82,7 @@ def curriculum_sample(recipe: Recipe, processor, step: int, index: int, weights:
     if example.focus is None or fraction >= 1.0:
         return example
     rng = random.Random(f"edgekit-focus-crop/{recipe.seed}/{index}")
-    image = focus_crop(example.image, seen_frame(processor, example.image).seen, example.focus, fraction, rng)
+    image = focus_crop(example.image, processor, example.focus, fraction, rng)
     return SceneSample(example.sample, image, None)
 
 

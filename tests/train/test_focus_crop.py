@@ -10,7 +10,7 @@ from edgekit.data.scene import LAMP_COLORS, OBJECT_COLORS
 from edgekit.data.synthetic import make_scene
 from edgekit.errors import EdgekitError
 from edgekit.model.processor import ImageProcessorConfig, target_size
-from edgekit.train.focus_crop import GRID, crop_fraction, focus_crop
+from edgekit.train.focus_crop import crop_fraction, focus_crop
 from edgekit.train.recipe import TRAIN_MAX_PIXELS, Recipe
 
 
@@ -54,10 +54,11 @@ def test_a_crop_keeps_the_lit_lamp_at_the_seen_scale_on_the_token_grid(fraction)
         scene = make_scene("driving", "test/crop", i)
         light = next(t for t in scene.things if t.kind == "traffic_light")
         h, w = target_size(scene.image.size[1], scene.image.size[0], processor)
-        crop = focus_crop(scene.image, (w, h), light.box, fraction, random.Random(i))
-        cw, ch = crop.size
-        assert cw % GRID == 0 and ch % GRID == 0 and 2 * GRID <= cw <= w and 2 * GRID <= ch <= h
-        assert cw >= min(w, fraction * w) - GRID and ch >= min(h, fraction * h) - GRID
+        crop = focus_crop(scene.image, processor, light.box, fraction, random.Random(i))
+        cw, ch, grid = *crop.size, processor.factor
+        assert grid == 28  # Qwen2.5-VL's patch 14 x merge 2
+        assert cw % grid == 0 and ch % grid == 0 and 2 * grid <= cw <= w and 2 * grid <= ch <= h
+        assert cw >= min(w, fraction * w) - grid and ch >= min(h, fraction * h) - grid
         assert target_size(ch, cw, processor) == (ch, cw)  # the processor takes it as it is
         lit = LAMP_COLORS[light.attrs["state"]]
         assert _has_colour(crop, lit), (i, light.attrs["state"])
@@ -71,8 +72,7 @@ def test_a_crop_of_a_table_top_keeps_the_named_object():
         q = next(q for q in scene.questions if q.task == "multiple_choice")
         if q.focus is None:
             continue
-        h, w = target_size(scene.image.size[1], scene.image.size[0], processor)
-        crop = focus_crop(scene.image, (w, h), q.focus, 0.15, random.Random(i))
+        crop = focus_crop(scene.image, processor, q.focus, 0.15, random.Random(i))
         colour = OBJECT_COLORS[q.answer_text]
         assert _has_colour(crop, colour), i
         checked += 1
